@@ -1,0 +1,32 @@
+# Quick start: `make run` (set up, then the main job) and `make test` (set up, then all tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -c constraints.txt -e ".[all,dev]"
+	bash scripts/install-data.sh
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/visualmixer run --out out/run
+
+test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf out .pytest_cache
