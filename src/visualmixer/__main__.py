@@ -1,0 +1,5 @@
+import sys
+
+from visualmixer.cli import main
+
+sys.exit(main())
