@@ -10,9 +10,10 @@ Per parameter tensor, at step ``t``::
     p     = p * (1 - lr * weight_decay)               (decoupled, as AdamW)
     p     = p - lr * (m_t / (1 - P_t)) / (sqrt(v_t / (1 - beta2**t)) + eps)
 
-Where the new gradient disagrees with the momentum (``c_t < 0``, oscillation) the decay moves
-towards ``beta_hi`` (more smoothing); where they agree it moves towards ``beta_lo`` (follows faster).
-With ``beta_lo == beta_hi == beta1`` the rule is exactly AdamW with ``betas=(beta1, beta2)``.
+Where the new gradient disagrees with the momentum (``c_t < 0``, oscillation) the decay
+moves towards ``beta_hi`` (more smoothing); where they agree it moves towards ``beta_lo``
+(follows faster). With ``beta_lo == beta_hi == beta1`` the rule is exactly AdamW with
+``betas=(beta1, beta2)``.
 
 Whether it helps is measured, not assumed: see ``docs/results.md``.
 """
