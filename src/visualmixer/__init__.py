@@ -1,0 +1,40 @@
+"""VisualMixer: VFE-targeted, keyed, exactly reversible pixel shuffling for private image training.
+
+>>> import torch, visualmixer as vm
+>>> key = vm.Key.generate()
+>>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+>>> res = vm.obfuscate(x, key=key, ids=range(4), target_vfe=0.5)
+>>> bool((vm.restore(res.images, res.plans, key=key, ids=range(4)) == x).all())
+True
+"""
+
+from visualmixer.keys import Key
+from visualmixer.mixer import ObfuscationResult, Plans, obfuscate, restore
+from visualmixer.regions import default_region, tile_ladder
+from visualmixer.saliency import spectral_residual
+from visualmixer.vfe import vfe, vfe_map
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Key",
+    "ObfuscationResult",
+    "Plans",
+    "VisualMixer",
+    "default_region",
+    "obfuscate",
+    "restore",
+    "spectral_residual",
+    "tile_ladder",
+    "vfe",
+    "vfe_map",
+]
+
+
+def __getattr__(name):
+    # The transform imports torchvision; load it only when asked for.
+    if name == "VisualMixer":
+        from visualmixer.transforms import VisualMixer
+
+        return VisualMixer
+    raise AttributeError(f"module 'visualmixer' has no attribute {name!r}")

@@ -1,0 +1,112 @@
+"""Input checks and adapters shared by the public functions (validate once, at the API edge)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["as_batch", "BatchInfo", "from_batch", "check_images_tensor"]
+
+_CHANNEL_HINT = (
+    "allowed: 1 (grey) or 3 (RGB) channels; convert RGBA with img[:3] (or PIL's .convert('RGB')), "
+    "other counts by selecting or averaging channels"
+)
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """How the caller's input was laid out, so results can be handed back the same way."""
+
+    kind: str  # "tensor4" | "tensor3" | "numpy" | "pil"
+    numpy_2d: bool = False
+    pil_mode: str | None = None
+
+
+def check_images_tensor(images: torch.Tensor, name: str = "images") -> None:
+    """Check a (N, C, H, W) tensor: C in {1, 3}, not empty, uint8 or floating, finite."""
+    if images.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W); got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    if c not in (1, 3):
+        raise ValueError(f"{name} has {c} channels (shape {tuple(images.shape)}); {_CHANNEL_HINT}")
+    if n == 0 or h == 0 or w == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(images.shape)}); need N, H, W >= 1")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} has dtype {images.dtype}; allowed: torch.uint8 or a floating dtype "
+            "(convert with .to(torch.uint8) or .float() / 255)"
+        )
+    if images.dtype.is_floating_point and not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def as_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo]:
+    """Turn the accepted input kinds into a validated (N, C, H, W) tensor.
+
+    Accepted: a tensor (N, C, H, W) or (C, H, W); a numpy array (H, W, C) or (H, W); a PIL image.
+    RGBA numpy/PIL inputs lose their alpha channel (alpha would leak the object's silhouette).
+    """
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 3:
+            batch, info = images.unsqueeze(0), BatchInfo("tensor3")
+        elif images.ndim == 4:
+            batch, info = images, BatchInfo("tensor4")
+        else:
+            raise ValueError(
+                f"{name} must be a tensor of shape (N, C, H, W) or (C, H, W); "
+                f"got {images.ndim} dimensions {tuple(images.shape)}"
+            )
+    elif isinstance(images, np.ndarray):
+        arr = images
+        if arr.ndim == 2:
+            arr, is2d = arr[:, :, None], True
+        elif arr.ndim == 3:
+            is2d = False
+        else:
+            raise ValueError(
+                f"{name}: numpy arrays must be (H, W) or (H, W, C); got shape {images.shape}"
+            )
+        if arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+            raise TypeError(f"{name} has numpy dtype {arr.dtype}; allowed: uint8 or floating")
+        batch = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).unsqueeze(0)
+        info = BatchInfo("numpy", numpy_2d=is2d)
+    else:
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - Pillow is a dependency
+            Image = None
+        if Image is not None and isinstance(images, Image.Image):
+            img = images
+            if img.mode not in ("L", "RGB"):
+                img = img.convert("L" if img.mode in ("1", "I;16", "I", "F", "LA") else "RGB")
+            arr = np.asarray(img)
+            if arr.ndim == 2:
+                arr = arr[:, :, None]
+            batch = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).unsqueeze(0)
+            info = BatchInfo("pil", pil_mode=img.mode)
+        else:
+            raise TypeError(
+                f"{name} must be a torch.Tensor, numpy array or PIL image; "
+                f"got {type(images).__name__}"
+            )
+    check_images_tensor(batch, name)
+    return batch, info
+
+
+def from_batch(batch: torch.Tensor, info: BatchInfo) -> Any:
+    """Inverse of :func:`as_batch` for the image part: the caller's layout back."""
+    if info.kind == "tensor4":
+        return batch
+    if info.kind == "tensor3":
+        return batch[0]
+    arr = batch[0].permute(1, 2, 0).cpu().numpy()
+    if info.kind == "numpy":
+        return arr[:, :, 0] if info.numpy_2d else arr
+    from PIL import Image
+
+    return Image.fromarray(arr[:, :, 0] if info.pil_mode == "L" else arr, mode=info.pil_mode)

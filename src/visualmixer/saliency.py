@@ -1,0 +1,90 @@
+"""Training-free machine-vision saliency: spectral residual (Hou & Zhang, CVPR 2007).
+
+VFE weights each region by how much a vision model relies on it (SPEC §3). The default is the
+spectral-residual map, which needs no model or weights. Any callable with the :class:`Saliency`
+signature can replace it (e.g. class-activation maps of the user's own model).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Saliency", "spectral_residual", "gaussian_blur2d"]
+
+
+@runtime_checkable
+class Saliency(Protocol):
+    """A saliency model: ``(N, C, H, W)`` images -> ``(N, 1, H, W)`` (or ``(N, H, W)``) weights.
+
+    Values are non-negative; larger means "a model looks here more". A per-region map of shape
+    ``(N, ceil(H/s), ceil(W/s))`` for the VFE window side ``s`` is accepted as well.
+    """
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def gaussian_blur2d(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` float input, reflect padding."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    n, c, h, w = x.shape
+    y = x.reshape(n * c, 1, h, w)
+    pad_mode = "reflect" if min(h, w) > radius else "replicate"
+    y = F.pad(y, (radius, radius, radius, radius), mode=pad_mode)
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    y = F.conv2d(y, k.view(1, 1, -1, 1))
+    return y.reshape(n, c, h, w)
+
+
+def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.5) -> torch.Tensor:
+    """Spectral-residual saliency, batched.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)``, uint8 or floating; the mean over channels is used.
+    size : int
+        Side of the square working resolution (the method works at a fixed small scale).
+    sigma : float
+        Gaussian smoothing of the saliency map, in working-resolution pixels.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 1, H, W)`` float32 in ``[0, 1]`` (min-max normalised per image; a map without any
+        contrast, e.g. of a flat image, is all ones).
+
+    Examples
+    --------
+    >>> import torch
+    >>> s = spectral_residual(torch.rand(2, 3, 40, 30))
+    >>> s.shape, float(s.min()) >= 0, float(s.max()) <= 1
+    (torch.Size([2, 1, 40, 30]), True, True)
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
+    n, _, h, w = images.shape
+    grey = images.float().mean(dim=1, keepdim=True)
+    small = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    spectrum = torch.fft.fft2(small)
+    log_amp = torch.log(spectrum.abs() + 1e-8)
+    phase = torch.angle(spectrum)
+    smooth = F.avg_pool2d(F.pad(log_amp, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    residual = log_amp - smooth
+    sal = torch.fft.ifft2(torch.exp(torch.complex(residual, phase))).abs() ** 2
+    sal = gaussian_blur2d(sal, sigma)
+    sal = F.interpolate(sal, size=(h, w), mode="bilinear", align_corners=False)
+    flat = sal.reshape(n, -1)
+    lo = flat.min(dim=1).values.view(n, 1, 1, 1)
+    hi = flat.max(dim=1).values.view(n, 1, 1, 1)
+    span = hi - lo
+    # A flat input has (numerically) no contrast in its map: weigh every place equally.
+    has_contrast = span > 1e-6 * hi.abs().clamp_min(1e-30)
+    out = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-30), torch.ones_like(sal))
+    return out.clamp_(0, 1)

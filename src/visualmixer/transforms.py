@@ -1,0 +1,89 @@
+"""torchvision v2 transform over :func:`visualmixer.obfuscate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision.transforms import v2
+
+from visualmixer.keys import Key
+from visualmixer.mixer import _check_target, obfuscate
+
+__all__ = ["VisualMixer"]
+
+
+class VisualMixer(v2.Transform):
+    """Obfuscate images in a ``Compose`` pipeline (and, as an ``nn.Module``, anywhere).
+
+    Plain tensors ``(C, H, W)``/``(N, C, H, W)`` and ``tv_tensors.Image`` are obfuscated; PIL
+    images are obfuscated too (returned as PIL); labels, boxes and other inputs pass through
+    untouched (the positions of regions do not change, but content inside boxes is shuffled).
+
+    Without a key every call draws fresh OS randomness (the usual choice for training and
+    inference, SPEC §7), which is safe in DataLoader workers: nothing depends on a global seed.
+    With a key, pass ``ids`` per call through :meth:`forward_with_ids` to get reproducible,
+    restorable output.
+
+    Parameters
+    ----------
+    target_vfe : float
+        Requested VFE in ``[0, 1]``.
+    key : Key, optional
+    region : int, optional
+    channel_order : bool
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torchvision.transforms import v2
+    >>> t = v2.Compose([VisualMixer(target_vfe=0.5), v2.ToDtype(torch.float32, scale=True)])
+    >>> t(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)).shape
+    torch.Size([3, 32, 32])
+    """
+
+    def __init__(self, target_vfe: float = 0.5, key: Key | None = None, *, region: int | None = None,
+                 channel_order: bool = True):
+        super().__init__()
+        self.target_vfe = _check_target(target_vfe)
+        if key is not None and not isinstance(key, Key):
+            raise TypeError(f"key must be a visualmixer.Key or None, got {type(key).__name__}")
+        self.key = key
+        self.region = region
+        self.channel_order = channel_order
+
+    def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
+        # Plain tensors count as images here (torchvision's heuristic only takes the first one).
+        from PIL import Image
+        from torchvision import tv_tensors
+
+        return [
+            isinstance(x, (tv_tensors.Image, Image.Image))
+            or (type(x) is torch.Tensor and x.ndim in (3, 4))
+            for x in flat_inputs
+        ]
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if self.key is not None:
+            raise ValueError(
+                "a keyed VisualMixer needs image ids: call forward_with_ids(images, ids) "
+                "(or use visualmixer.data.ObfuscatedDataset)"
+            )
+        return self._obfuscate(inpt, None)
+
+    def forward_with_ids(self, images, ids):
+        """Keyed, reproducible obfuscation of ``images`` with one id per image."""
+        return self._obfuscate(images, ids)
+
+    def _obfuscate(self, inpt, ids):
+        from torchvision import tv_tensors
+
+        res = obfuscate(inpt.as_subclass(torch.Tensor) if isinstance(inpt, tv_tensors.Image) else inpt,
+                        key=self.key, ids=ids, target_vfe=self.target_vfe, region=self.region,
+                        channel_order=self.channel_order)
+        out = res.images
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+
+    def extra_repr(self) -> str:
+        keyed = "keyed" if self.key is not None else "unkeyed"
+        return f"target_vfe={self.target_vfe}, region={self.region}, channel_order={self.channel_order}, {keyed}"

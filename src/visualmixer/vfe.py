@@ -1,0 +1,220 @@
+"""Visual Feature Entropy (SPEC §3).
+
+For channel ``c`` and a non-overlapping window ``w`` of ``s x s`` pixels::
+
+    G(c, w) = sum over adjacent pixel pairs (p, q) inside w of (I_c(p) - I_c(q))**2
+    V(c, w) = sum over pixels p in w of (I_c(p) - mean_w I_c)**2
+    v(c, w) = k(w) * G / V        (0 where V == 0)
+
+with ``k = (s + 1) / (4 s)`` for a full window (``(ab - 1) / (2 (a(b-1) + (a-1)b))`` for a partial
+``a x b`` edge window), so i.i.d. noise scores 1 and a smooth image close to 0. Only pairs inside the
+window count. The image VFE is the saliency-weighted mean of the channel-averaged ``v`` over
+windows; window weights are the summed per-pixel saliency of each window.
+
+uint8 input is computed exactly (integer sums held in float64); floating input in float64 with a
+two-pass variance, so the value does not depend on dtype, offset or contrast scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from visualmixer._validation import as_batch
+from visualmixer.regions import default_region
+from visualmixer.saliency import spectral_residual
+
+__all__ = ["vfe", "vfe_map", "window_scores", "window_weights", "weighted_vfe"]
+
+
+def _window_sum(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Sum ``(N, C, Hp, Wp)`` (Hp, Wp multiples of s) over s x s windows -> (N, C, Hp/s, Wp/s)."""
+    n, c, hp, wp = x.shape
+    return x.reshape(n, c, hp // s, s, wp // s, s).sum(dim=(3, 5))
+
+
+def _pad_to(x: torch.Tensor, s: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % s, (-w) % s
+    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+
+def _window_norm(h: int, w: int, s: int, device: torch.device) -> torch.Tensor:
+    """(nh, nw) normalisation k(w) so that i.i.d. noise scores 1 in every window."""
+    nh, nw = -(-h // s), -(-w // s)
+    a = torch.full((nh,), s, dtype=torch.float64, device=device)
+    b = torch.full((nw,), s, dtype=torch.float64, device=device)
+    a[-1] = h - (nh - 1) * s
+    b[-1] = w - (nw - 1) * s
+    a, b = a.view(-1, 1), b.view(1, -1)
+    pairs = a * (b - 1) + (a - 1) * b
+    return torch.where(pairs > 0, (a * b - 1) / (2 * pairs.clamp_min(1)), torch.zeros_like(pairs))
+
+
+def window_scores(images: torch.Tensor, window: int) -> torch.Tensor:
+    """Per-channel, per-window VFE ``v`` of a validated ``(N, C, H, W)`` batch.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, ceil(H / window), ceil(W / window))`` float64.
+    """
+    n, c, h, w = images.shape
+    s = int(window)
+    exact = images.dtype == torch.uint8
+    x = _pad_to(images.to(torch.float64), s)
+    hp, wp = x.shape[-2:]
+    dev = x.device
+    # Pairs whose two pixels lie in the same window and inside the image.
+    col = torch.arange(wp - 1, device=dev)
+    ok_h = ((col % s) != s - 1) & (col + 1 < w)
+    row = torch.arange(hp - 1, device=dev)
+    ok_v = ((row % s) != s - 1) & (row + 1 < h)
+    dh = (x[..., :, 1:] - x[..., :, :-1]).square_() * ok_h
+    dv = (x[..., 1:, :] - x[..., :-1, :]).square_() * ok_v.view(-1, 1)
+    g = _window_sum(F.pad(dh, (0, 1)), s) + _window_sum(F.pad(dv, (0, 0, 0, 1)), s)
+
+    count = _window_sum(
+        _pad_to(torch.ones((1, 1, h, w), dtype=torch.float64, device=dev), s), s
+    )
+    total = _window_sum(x, s)
+    if exact:  # integers below 2**53: the one-pass formula is exact, n*V = n*sum(x^2) - sum(x)^2
+        nv = count * _window_sum(x * x, s) - total * total
+        ratio = torch.where(nv > 0, g * count / nv.clamp_min(1), torch.zeros_like(g))
+    else:
+        mean = total / count
+        up = mean.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
+        inside = _pad_to(torch.ones((1, 1, h, w), dtype=torch.float64, device=dev), s)
+        var = _window_sum((x - up).square_() * inside, s)
+        scale = _window_sum(x.abs(), s) / count  # "flat" relative to the values' own magnitude
+        flat = var <= (1e-12 * scale.square()) * count
+        ratio = torch.where(flat, torch.zeros_like(g), g / var.clamp_min(1e-300))
+    return ratio * _window_norm(h, w, s, dev)
+
+
+def window_weights(
+    images: torch.Tensor,
+    saliency: Callable | torch.Tensor | str | None,
+    window: int,
+) -> torch.Tensor:
+    """Window weights ``(N, nh, nw)`` float64 from a saliency model, map, or ``"uniform"``.
+
+    ``saliency`` may be ``None`` (spectral residual), ``"uniform"`` (equal weight per pixel), a
+    callable :class:`~visualmixer.saliency.Saliency`, or a precomputed tensor: per pixel
+    ``(N, 1, H, W)``/``(N, H, W)`` or per window ``(N, nh, nw)``.
+    """
+    n, _, h, w = images.shape
+    s = int(window)
+    nh, nw = -(-h // s), -(-w // s)
+    if isinstance(saliency, str):
+        if saliency != "uniform":
+            raise ValueError(f"saliency must be None, 'uniform', a callable or a tensor; got {saliency!r}")
+        smap = torch.ones((n, 1, h, w), dtype=torch.float64, device=images.device)
+    elif saliency is None:
+        smap = spectral_residual(images)
+    elif isinstance(saliency, torch.Tensor):
+        smap = saliency
+    elif callable(saliency):
+        smap = saliency(images)
+        if not isinstance(smap, torch.Tensor):
+            raise TypeError(f"the saliency callable must return a tensor, got {type(smap).__name__}")
+    else:
+        raise TypeError(f"saliency must be None, 'uniform', a callable or a tensor; got {type(saliency).__name__}")
+    smap = smap.to(device=images.device, dtype=torch.float64)
+    if smap.shape == (n, nh, nw) and (nh, nw) != (h, w):
+        weights = smap
+    else:
+        if smap.ndim == 3:
+            smap = smap.unsqueeze(1)
+        if smap.shape != (n, 1, h, w):
+            raise ValueError(
+                f"saliency map has shape {tuple(smap.shape)}; expected per pixel ({n}, 1, {h}, {w}) "
+                f"/ ({n}, {h}, {w}) or per window ({n}, {nh}, {nw})"
+            )
+        weights = _window_sum(_pad_to(smap, s), s)[:, 0]
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("saliency weights must be finite and non-negative")
+    return weights
+
+
+def weighted_vfe(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Image VFE from per-channel window scores ``(N, C, nh, nw)`` and weights ``(N, nh, nw)``.
+
+    Images whose weights are all zero fall back to equal weights.
+    """
+    v = scores.mean(dim=1)
+    wsum = weights.sum(dim=(1, 2))
+    uniform = wsum <= 0
+    if bool(uniform.any()):
+        weights = torch.where(uniform.view(-1, 1, 1), torch.ones_like(weights), weights)
+        wsum = weights.sum(dim=(1, 2))
+    return (v * weights).sum(dim=(1, 2)) / wsum
+
+
+def _resolve_window(images: torch.Tensor, window: int | None) -> int:
+    if window is None:
+        return default_region(images.shape[-2], images.shape[-1])
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise ValueError(f"window must be a positive int or None (default for the size), got {window!r}")
+    return window
+
+
+def vfe_map(images, window: int | None = None) -> torch.Tensor:
+    """Per-channel, per-window VFE.
+
+    Parameters
+    ----------
+    images : torch.Tensor | numpy.ndarray | PIL.Image.Image
+        ``(N, C, H, W)`` or ``(C, H, W)`` tensor (or an ``(H, W[, C])`` array / PIL image),
+        C in {1, 3}, uint8 or floating.
+    window : int, optional
+        Window side ``s``; default :func:`~visualmixer.regions.default_region` of the image size.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, ceil(H/s), ceil(W/s))`` float64 (no batch dimension for a single image).
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = vfe_map(torch.rand(2, 3, 32, 32), window=8)
+    >>> m.shape
+    torch.Size([2, 3, 4, 4])
+    """
+    batch, info = as_batch(images)
+    out = window_scores(batch, _resolve_window(batch, window))
+    return out if info.kind == "tensor4" else out[0]
+
+
+def vfe(images, saliency=None, window: int | None = None) -> torch.Tensor:
+    """Visual Feature Entropy per image (higher = less recognisable structure).
+
+    Parameters
+    ----------
+    images : torch.Tensor | numpy.ndarray | PIL.Image.Image
+        ``(N, C, H, W)`` or ``(C, H, W)`` tensor, C in {1, 3}, uint8 or floating.
+    saliency : None | "uniform" | callable | torch.Tensor
+        Machine-side weighting (default: spectral-residual saliency of ``images`` themselves).
+    window : int, optional
+        Window side; default :func:`~visualmixer.regions.default_region` of the image size.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` float64 (a 0-d tensor for a single unbatched image).
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> noise = torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8, generator=g)
+    >>> round(float(vfe(noise)), 1)
+    1.0
+    """
+    batch, info = as_batch(images)
+    s = _resolve_window(batch, window)
+    out = weighted_vfe(window_scores(batch, s), window_weights(batch, saliency, s))
+    return out if info.kind == "tensor4" else out[0]
