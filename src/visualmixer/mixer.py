@@ -25,10 +25,17 @@ import torch.nn.functional as F
 
 from visualmixer._validation import as_batch, from_batch
 from visualmixer.keys import ImageId, Key
-from visualmixer.permute import apply_index, build_index, invert_index, random_words, words_needed
+from visualmixer.permute import (
+    from_regions,
+    random_words,
+    region_windows,
+    shuffle_regions,
+    to_regions,
+    words_needed,
+)
 from visualmixer.regions import RegionGrid, default_region, region_grid
 from visualmixer.saliency import spectral_residual
-from visualmixer.vfe import weighted_vfe, window_scores, window_weights
+from visualmixer.vfe import scores_from_windows, weighted_vfe, window_scores, window_weights
 
 __all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence"]
 
@@ -302,23 +309,29 @@ def obfuscate(
     smap = _pixel_saliency(batch, saliency, window)
     weights = window_weights(batch, smap, window)
     salient = _salient_regions(smap, grid)
+    regions = to_regions(batch, grid)
+
+    def evaluate(rows: torch.Tensor, levels: torch.Tensor):
+        out = shuffle_regions(regions[rows], words[rows], levels, grid, channel_order)
+        if window == r:  # VFE windows are the regions: score the region layout directly
+            scores = scores_from_windows(region_windows(out, grid), h, w)
+        else:
+            scores = window_scores(from_regions(out, grid), window)
+        return out, weighted_vfe(scores, weights[rows])
 
     top = grid.levels
     last = max(0, 2 * top - 2)
     lo = torch.zeros(n, dtype=torch.int64, device=batch.device)
     hi = torch.full((n,), last, dtype=torch.int64, device=batch.device)
     found = torch.full((n,), last + 1, dtype=torch.int64, device=batch.device)
-    best = torch.empty_like(batch)
+    best = torch.empty_like(regions)
     best_vfe = torch.zeros(n, dtype=torch.float64, device=batch.device)
-    while True:
+    while True:  # per-image bisection over the plan sequence, batched (<= log2(2 * top) steps)
         active = (lo <= hi).nonzero().flatten()
         if active.numel() == 0:
             break
         mid = torch.div(lo[active] + hi[active], 2, rounding_mode="floor")
-        levels = plan_sequence(salient[active], mid, top)
-        index = build_index(words[active], levels, grid, c, channel_order)
-        out = apply_index(batch[active], index, grid)
-        got = weighted_vfe(window_scores(out, window), weights[active])
+        out, got = evaluate(active, plan_sequence(salient[active], mid, top))
         ok = got >= tau
         # Keep the output of the smallest plan reaching the target, and of the top plan (the
         # fallback when nothing does).
@@ -333,7 +346,7 @@ def obfuscate(
     chosen = found.clamp(max=last)
     levels = plan_sequence(salient, chosen, top).to(torch.uint8).cpu()
     plans = Plans(levels.view(n, grid.rows, grid.cols), r, h, w, c, channel_order)
-    return ObfuscationResult(from_batch(best, info), plans, best_vfe.cpu())
+    return ObfuscationResult(from_batch(from_regions(best, grid), info), plans, best_vfe.cpu())
 
 
 def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
@@ -369,8 +382,7 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     if tuple(plans.levels.shape[1:]) != (grid.rows, grid.cols):
         raise ValueError(f"plan level maps must be {grid.rows}x{grid.cols} for this size and region")
     subkeys = key.subkeys(_check_ids(ids, n), _PURPOSE)
-    words = random_words(subkeys, words_needed(grid, c)).to(batch.device)
     levels = plans.levels.to(device=batch.device, dtype=torch.int64).view(n, -1)
-    index = build_index(words, levels, grid, c, plans.channel_order)
-    return from_batch(invert_index(batch, index, grid), info)
-
+    words = random_words(subkeys, words_needed(grid, c, int(levels.max()))).to(batch.device)
+    regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order, inverse=True)
+    return from_batch(from_regions(regions, grid), info)

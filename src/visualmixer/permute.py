@@ -1,16 +1,19 @@
 """Keyed, counter-based permutations for a whole batch; apply and invert them (SPEC §5.4–5.6).
 
 Every image has a 32-byte subkey. Its random stream is Philox-4x64-10 (numpy's
-:class:`numpy.random.Philox`, whose raw stream is stable across numpy versions) keyed by the first
-16 bytes of the subkey, read as 32-bit words. Word ``((r * C) + c) * R*R + slot`` is the sort key of
-tile slot ``slot`` in channel ``c`` of region ``r``; the words after those order the channels of
-each region. A region cut into ``n`` tiles takes the stable argsort of its first ``n`` sort keys as
-its tile permutation, so the permutation of a region depends only on the key, the image id, the
-region and its level — never on the device, the batch or a global seed. The stream is drawn on the
-CPU and moved to the images' device, so CPU and GPU give identical permutations.
+:class:`numpy.random.Philox`, whose raw stream numpy keeps stable across versions) keyed by the
+first 16 bytes of the subkey, read as little-endian 32-bit words and compared as signed int32.
+With ``M = regions * C``, words ``[0, M)`` order the channels of each region and word
+``M + slot * M + region * C + c`` is the sort key of tile slot ``slot`` in channel ``c`` of
+``region`` (slot-major, so coarse levels only read the start of the stream). A region cut into
+``n`` tiles takes the stable argsort of its first ``n`` slot keys as its tile permutation: the
+permutation depends only on the key, the image id, the region and its level — never on the
+device, the batch, or a global seed. The stream is drawn on the CPU and moved to the images'
+device, so CPU and GPU give identical results.
 
-The permutation of every pixel becomes one flat index per output value, in a region-major layout
-``(N, regions, C * R * R)``; obfuscation is one ``gather`` and restoration one ``scatter``.
+Shuffling works in a region-major layout ``(N, regions, C, R, R)``: the regions of one shape and
+level are cut into tiles with a reshape, and one ``gather`` (``scatter`` to restore) along the
+flattened (channel, tile) axis moves whole tiles; no per-pixel index is built.
 """
 
 from __future__ import annotations
@@ -23,126 +26,152 @@ import torch.nn.functional as F
 
 from visualmixer.regions import RegionGrid
 
-__all__ = ["random_words", "build_index", "to_regions", "from_regions", "apply_index", "invert_index"]
+__all__ = [
+    "random_words",
+    "words_needed",
+    "shuffle_regions",
+    "to_regions",
+    "from_regions",
+]
+
+
+def words_needed(grid: RegionGrid, channels: int, max_level: int | None = None) -> int:
+    """Stream length an image of this geometry reads when no region exceeds ``max_level``."""
+    top = grid.levels if max_level is None else max_level
+    tiles = max(grid.table(kind, level).ntiles for kind in range(4) for level in range(top + 1))
+    return grid.count * channels * (1 + tiles)
 
 
 def random_words(subkeys: Sequence[bytes], count: int) -> torch.Tensor:
-    """``(N, count)`` int64 tensor of uint32 words from each subkey's Philox stream (CPU)."""
+    """``(N, count)`` int32 tensor: the first ``count`` words of each subkey's Philox stream."""
     n_raw = (count + 1) // 2
-    out = np.empty((len(subkeys), 2 * n_raw), dtype=np.int64)
+    out = np.empty((len(subkeys), 2 * n_raw), dtype="<u4")
     for i, sub in enumerate(subkeys):  # one call per image; the stream itself is vectorised C
         if len(sub) < 16:
             raise ValueError("subkeys must be at least 16 bytes")
         k = np.frombuffer(sub[:16], dtype="<u8").astype(np.uint64)
-        raw = np.random.Philox(key=k).random_raw(n_raw)
-        out[i, 0::2] = raw & np.uint64(0xFFFFFFFF)
-        out[i, 1::2] = raw >> np.uint64(32)
-    return torch.from_numpy(out[:, :count])
+        out[i] = np.random.Philox(key=k).random_raw(n_raw).astype("<u8", copy=False).view("<u4")
+    return torch.from_numpy(out[:, :count].view("<i4").astype(np.int32, copy=False))
 
 
-def words_needed(grid: RegionGrid, channels: int) -> int:
-    """Stream length an image of this geometry consumes."""
-    return grid.count * channels * (grid.region**2 + 1)
-
-
-def _stable_perm(keys: torch.Tensor) -> torch.Tensor:
-    """Argsort of the last dim; a permutation that came out as the identity is rotated by one,
-    so a shuffled region of two or more tiles never keeps all tiles in place."""
-    perm = torch.argsort(keys, dim=-1, stable=True)
+def _non_identity(perm: torch.Tensor) -> torch.Tensor:
+    """A permutation that came out as the identity is rotated by one, so a region cut into two or
+    more tiles never keeps every tile in place."""
     n = perm.shape[-1]
-    if n >= 2:
-        ident = (perm == torch.arange(n, device=perm.device)).all(dim=-1, keepdim=True)
-        perm = torch.where(ident, perm.roll(1, dims=-1), perm)
-    return perm
+    if n < 2:
+        return perm
+    ident = (perm == torch.arange(n, device=perm.device)).all(dim=-1, keepdim=True)
+    return torch.where(ident, perm.roll(1, dims=-1), perm)
 
 
-def build_index(
+def _kind_level_groups(grid: RegionGrid, levels: torch.Tensor):
+    """Yield ``(kind, level, n_idx, r_idx)`` for every (region shape, level) present.
+
+    A loop over at most 4 shapes x the ladder's levels, never over regions or pixels.
+    """
+    kinds = grid.kinds.to(levels.device)
+    if grid.kind_sizes[0] == grid.kind_sizes[3]:  # every region is full
+        present = [(0, None)]
+    else:
+        present = [(k, kinds == k) for k in range(4) if bool((kinds == k).any())]
+    for kind, kmask in present:
+        lv = levels if kmask is None else levels.masked_fill(~kmask, -1)
+        for level in torch.unique(lv).tolist():
+            if level < 0:
+                continue
+            n_idx, r_idx = (lv == level).nonzero(as_tuple=True)
+            yield kind, int(level), n_idx, r_idx
+
+
+def shuffle_regions(
+    regions: torch.Tensor,
     words: torch.Tensor,
     levels: torch.Tensor,
     grid: RegionGrid,
-    channels: int,
     channel_order: bool,
+    *,
+    inverse: bool = False,
 ) -> torch.Tensor:
-    """Flat source index of every output value, region-major.
+    """Permute tiles inside regions (and the channel order of regions), or undo it.
 
     Parameters
     ----------
+    regions : torch.Tensor
+        ``(N, regions, C, R, R)`` any dtype (see :func:`to_regions`).
     words : torch.Tensor
-        ``(N, words_needed(grid, channels))`` int64 random stream (on the target device).
+        ``(N, >= words_needed(...))`` int32 random stream, on the same device.
     levels : torch.Tensor
-        ``(N, grid.count)`` int64 ladder level per region.
+        ``(N, regions)`` int64 ladder level of each region.
     grid : RegionGrid
-    channels : int
     channel_order : bool
-        Also permute the channel order per region.
+        Permute the channel order per region too.
+    inverse : bool
+        Undo the permutation instead (restore).
 
     Returns
     -------
     torch.Tensor
-        ``(N, grid.count, channels * R * R)`` int64 indices into the same layout.
+        Same shape and dtype as ``regions``. Output channel ``c``, tile slot ``k`` of a region
+        holds source channel ``sigma[c]``, tile ``pi_c[k]``.
     """
-    n = words.shape[0]
-    rr = grid.region**2
-    c = channels
-    dev = words.device
-    tile_keys = words[:, : grid.count * c * rr].view(n, grid.count, c, rr)
-    src = torch.empty((n, grid.count, c, rr), dtype=torch.int64, device=dev)
-    kinds = grid.kinds.to(dev).expand(n, -1)
-    # A loop over the (<= 4) region shapes and the ladder's levels; each step is batched over all
-    # regions of every image that have that shape and level.
-    for kind in range(4):
-        kind_mask = kinds == kind
-        if not bool(kind_mask.any()):
-            continue
-        for level in range(grid.levels + 1):
-            mask = kind_mask & (levels == level)
-            if not bool(mask.any()):
-                continue
-            table = grid.table(kind, level)
-            tile_of = table.tile_of.to(dev)
-            tile_start = table.tile_start.to(dev)
-            offset = table.offset.to(dev)
-            keys = tile_keys[mask][..., : table.ntiles]  # (m, C, ntiles)
-            perm = _stable_perm(keys)
-            perm = F.pad(perm, (0, 1), value=table.ntiles)  # sentinel slot for padding pixels
-            src[mask] = tile_start[perm[..., tile_of]] + offset
+    n, m, c, r, _ = regions.shape
+    dev = regions.device
+    mc = m * c
+    full = grid.kind_sizes[0] == grid.kind_sizes[3]
+    out = torch.empty_like(regions) if full else regions.clone()
     if channel_order and c > 1:
-        ch_keys = words[:, grid.count * c * rr : grid.count * c * (rr + 1)].view(n, grid.count, c)
-        sigma = torch.argsort(ch_keys, dim=-1, stable=True)  # output channel c <- source sigma[c]
-        src = src + (sigma * rr).unsqueeze(-1)
+        sigma = torch.argsort(words[:, :mc].view(n, m, c), dim=-1, stable=True)
     else:
-        src = src + (torch.arange(c, device=dev) * rr).view(1, 1, c, 1)
-    return src.view(n, grid.count, c * rr)
+        sigma = torch.arange(c, device=dev).expand(n, m, c)
+    for kind, level, n_idx, r_idx in _kind_level_groups(grid, levels):
+        table = grid.table(kind, level)
+        a, b = grid.kind_sizes[kind]
+        th, tw, nt = table.tile_h, table.tile_w, table.ntiles
+        sub = regions[n_idx, r_idx][..., :a, :b]  # (g, C, a, b)
+        g = sub.shape[0]
+        tiles = sub.reshape(g, c, a // th, th, b // tw, tw).permute(0, 1, 2, 4, 3, 5)
+        tiles = tiles.reshape(g, c * nt, th, tw)
+        if nt > 1:
+            # word of (slot k, region r, channel ch) = mc + k * mc + r * c + ch
+            pos = (r_idx * c).view(g, 1, 1) + (torch.arange(c, device=dev) + mc).view(1, c, 1)
+            pos = pos + (torch.arange(nt, device=dev) * mc).view(1, 1, nt)
+            keys = words[n_idx.view(g, 1, 1), pos]  # (g, C, nt)
+            pi = _non_identity(torch.argsort(keys, dim=-1, stable=True))
+        else:
+            pi = torch.zeros((g, c, 1), dtype=torch.int64, device=dev)
+        src = (sigma[n_idx, r_idx].unsqueeze(-1) * nt + pi).reshape(g, c * nt, 1, 1)
+        src = src.expand(g, c * nt, th, tw)
+        if inverse:
+            moved = torch.empty_like(tiles).scatter_(1, src, tiles)
+        else:
+            moved = tiles.gather(1, src)
+        moved = moved.view(g, c, a // th, b // tw, th, tw).permute(0, 1, 2, 4, 3, 5)
+        if full:
+            out[n_idx, r_idx] = moved.reshape(g, c, a, b)
+        else:
+            out[n_idx, r_idx, :, :a, :b] = moved.reshape(g, c, a, b)
+    return out
 
 
 def to_regions(images: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
-    """``(N, C, H, W)`` -> ``(N, regions, C * R * R)`` (zero-padded to whole regions)."""
+    """``(N, C, H, W)`` -> ``(N, regions, C, R, R)`` (zero-padded to whole regions)."""
     n, c, h, w = images.shape
     r = grid.region
     hp, wp = grid.padded
     x = F.pad(images, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else images
     x = x.view(n, c, grid.rows, r, grid.cols, r).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(n, grid.count, c * r * r)
+    return x.reshape(n, grid.count, c, r, r)
 
 
-def from_regions(regions: torch.Tensor, grid: RegionGrid, channels: int) -> torch.Tensor:
+def from_regions(regions: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
     """Inverse of :func:`to_regions`, cropped back to ``(N, C, H, W)``."""
-    n = regions.shape[0]
-    r = grid.region
-    x = regions.view(n, grid.rows, grid.cols, channels, r, r).permute(0, 3, 1, 4, 2, 5)
-    x = x.reshape(n, channels, grid.rows * r, grid.cols * r)
+    n, _, c, r, _ = regions.shape
+    x = regions.view(n, grid.rows, grid.cols, c, r, r).permute(0, 3, 1, 4, 2, 5)
+    x = x.reshape(n, c, grid.rows * r, grid.cols * r)
     return x[..., : grid.height, : grid.width].contiguous()
 
 
-def apply_index(images: torch.Tensor, index: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
-    """Obfuscate: ``out[p] = in[index[p]]`` in region-major layout."""
-    c = images.shape[1]
-    return from_regions(to_regions(images, grid).gather(2, index), grid, c)
-
-
-def invert_index(images: torch.Tensor, index: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
-    """Restore: ``out[index[p]] = in[p]`` (the exact inverse of :func:`apply_index`)."""
-    c = images.shape[1]
-    shuffled = to_regions(images, grid)
-    out = torch.empty_like(shuffled).scatter_(2, index, shuffled)
-    return from_regions(out, grid, c)
+def region_windows(regions: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
+    """View ``(N, regions, C, R, R)`` as windows ``(N, C, rows, cols, R, R)`` (no copy)."""
+    n, _, c, r, _ = regions.shape
+    return regions.view(n, grid.rows, grid.cols, c, r, r).permute(0, 3, 1, 2, 4, 5)

@@ -7,7 +7,7 @@ level single pixels. A partial edge region of ``a x b`` pixels uses tiles of
 ``gcd(t, a) x gcd(t, b)``, so its tiles always cover it exactly.
 
 Everything here is computed once per (image size, region side) and cached; the per-pixel work
-happens in :mod:`visualmixer.permute` with gathers over these tables.
+happens in :mod:`visualmixer.permute` with reshapes and gathers driven by these numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["default_region", "tile_ladder", "RegionGrid", "region_grid"]
+__all__ = ["default_region", "tile_ladder", "RegionGrid", "LevelTable", "region_grid"]
 
 
 def default_region(height: int, width: int) -> int:
@@ -55,13 +55,12 @@ def tile_ladder(region: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class _LevelTable:
-    """Where each pixel of one region shape sits in its tile, at one level (R*R frame, flat)."""
+class LevelTable:
+    """How one region shape is cut into tiles at one ladder level."""
 
+    tile_h: int
+    tile_w: int
     ntiles: int
-    tile_of: torch.Tensor  # (R*R,) tile slot of each frame pixel; ntiles for padding/identity
-    tile_start: torch.Tensor  # (ntiles + 1,) flat frame index of each tile's top-left; last = 0
-    offset: torch.Tensor  # (R*R,) flat offset of the pixel from its tile's top-left (or itself)
 
 
 @dataclass(frozen=True)
@@ -102,31 +101,19 @@ class RegionGrid:
     def padded(self) -> tuple[int, int]:
         return self.rows * self.region, self.cols * self.region
 
-    def table(self, kind: int, level: int) -> _LevelTable:
+    def table(self, kind: int, level: int) -> LevelTable:
         a, b = self.kind_sizes[kind]
         return _level_table(self.region, a, b, level)
 
 
 @lru_cache(maxsize=4096)
-def _level_table(region: int, a: int, b: int, level: int) -> _LevelTable:
-    """Index tables for an ``a x b`` region inside an ``R x R`` frame at one ladder level."""
-    t = tile_ladder(region)[level]
-    frame = torch.arange(region * region, dtype=torch.int64)
-    y, x = frame // region, frame % region
-    inside = (y < a) & (x < b)
+def _level_table(region: int, a: int, b: int, level: int) -> LevelTable:
+    """Tiles of an ``a x b`` region at one ladder level (level 0: the region is one tile)."""
     if level == 0:
-        th, tw = a, b  # one tile: unchanged
-    else:
-        th, tw = math.gcd(t, a), math.gcd(t, b)
-    per_row = b // tw
-    ntiles = (a // th) * per_row
-    tile_of = torch.where(inside, (y // th) * per_row + x // tw, torch.full_like(y, ntiles))
-    k = torch.arange(ntiles, dtype=torch.int64)
-    tile_start = torch.cat(
-        [(k // per_row) * th * region + (k % per_row) * tw, torch.zeros(1, dtype=torch.int64)]
-    )
-    offset = torch.where(inside, (y % th) * region + (x % tw), frame)
-    return _LevelTable(ntiles, tile_of, tile_start, offset)
+        return LevelTable(a, b, 1)
+    t = tile_ladder(region)[level]
+    th, tw = math.gcd(t, a), math.gcd(t, b)
+    return LevelTable(th, tw, (a // th) * (b // tw))
 
 
 @lru_cache(maxsize=256)

@@ -11,8 +11,8 @@ with ``k = (s + 1) / (4 s)`` for a full window (``(ab - 1) / (2 (a(b-1) + (a-1)b
 window count. The image VFE is the saliency-weighted mean of the channel-averaged ``v`` over
 windows; window weights are the summed per-pixel saliency of each window.
 
-uint8 input is computed exactly (integer sums held in float64); floating input in float64 with a
-two-pass variance, so the value does not depend on dtype, offset or contrast scale.
+uint8 input is computed exactly (integer sums); floating input in float64 with a two-pass
+variance, so the value does not depend on dtype, offset or contrast scale.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from visualmixer._validation import as_batch
 from visualmixer.regions import default_region
 from visualmixer.saliency import spectral_residual
 
-__all__ = ["vfe", "vfe_map", "window_scores", "window_weights", "weighted_vfe"]
+__all__ = ["vfe", "vfe_map", "window_scores", "scores_from_windows", "window_weights", "weighted_vfe"]
 
 
 def _window_sum(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -53,6 +53,60 @@ def _window_norm(h: int, w: int, s: int, device: torch.device) -> torch.Tensor:
     return torch.where(pairs > 0, (a * b - 1) / (2 * pairs.clamp_min(1)), torch.zeros_like(pairs))
 
 
+def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per-channel VFE of images already cut into windows.
+
+    Parameters
+    ----------
+    windows : torch.Tensor
+        ``(N, C, nh, nw, s, s)`` (any strides), zero beyond the image's ``height x width``.
+    height, width : int
+        The image size the windows cover.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, nh, nw)`` float64.
+    """
+    n, c, nh, nw, s, _ = windows.shape
+    dev = windows.device
+    # uint8 values, their differences and squares are exact in float32, and so are window sums
+    # below 2**24 (all but the most extreme 16 px windows); totals are then kept in float64.
+    integral = windows.dtype == torch.uint8
+    x = windows.to(torch.float64 if windows.dtype == torch.float64 else torch.float32)
+    padded = nh * s != height or nw * s != width
+    if padded:
+        rows = torch.arange(nh * s, device=dev).view(nh, 1, s, 1) < height
+        cols = torch.arange(nw * s, device=dev).view(1, nw, 1, s) < width
+        inside = (rows & cols).to(x.dtype)  # (nh, nw, s, s)
+    dh = x[..., 1:] - x[..., :-1]
+    dv = x[..., 1:, :] - x[..., :-1, :]
+    dh = dh * dh
+    dv = dv * dv
+    if padded:  # a pair counts only when both pixels are inside the image
+        dh = dh * (inside[..., 1:] * inside[..., :-1])
+        dv = dv * (inside[..., 1:, :] * inside[..., :-1, :])
+        count = inside.sum(dim=(-2, -1)).to(torch.float64)
+    else:
+        count = torch.full((nh, nw), float(s * s), dtype=torch.float64, device=dev)
+    g = dh.sum(dim=(-2, -1), dtype=torch.float64) + dv.sum(dim=(-2, -1), dtype=torch.float64)
+    total = x.sum(dim=(-2, -1), dtype=torch.float64)
+    if integral:  # integer sums: the one-pass n*V = n*sum(x^2) - sum(x)^2 is exact
+        nv = count * (x * x).sum(dim=(-2, -1), dtype=torch.float64) - total * total
+        ratio = torch.where(nv > 0, g * count / nv.clamp_min(1), torch.zeros_like(g))
+    else:
+        mean = (total / count).to(x.dtype)
+        dev2 = x - mean[..., None, None]
+        dev2 = dev2 * dev2
+        if padded:
+            dev2 = dev2 * inside
+        var = dev2.sum(dim=(-2, -1), dtype=torch.float64)
+        scale = x.abs().sum(dim=(-2, -1), dtype=torch.float64) / count  # magnitude of the values
+        flat = var <= (1e-10 * scale.square()) * count
+        ratio = torch.where(flat, torch.zeros_like(g), g / var.clamp_min(1e-300))
+    return ratio * _window_norm(height, width, s, dev)
+
+
 def window_scores(images: torch.Tensor, window: int) -> torch.Tensor:
     """Per-channel, per-window VFE ``v`` of a validated ``(N, C, H, W)`` batch.
 
@@ -63,35 +117,10 @@ def window_scores(images: torch.Tensor, window: int) -> torch.Tensor:
     """
     n, c, h, w = images.shape
     s = int(window)
-    exact = images.dtype == torch.uint8
-    x = _pad_to(images.to(torch.float64), s)
-    hp, wp = x.shape[-2:]
-    dev = x.device
-    # Pairs whose two pixels lie in the same window and inside the image.
-    col = torch.arange(wp - 1, device=dev)
-    ok_h = ((col % s) != s - 1) & (col + 1 < w)
-    row = torch.arange(hp - 1, device=dev)
-    ok_v = ((row % s) != s - 1) & (row + 1 < h)
-    dh = (x[..., :, 1:] - x[..., :, :-1]).square_() * ok_h
-    dv = (x[..., 1:, :] - x[..., :-1, :]).square_() * ok_v.view(-1, 1)
-    g = _window_sum(F.pad(dh, (0, 1)), s) + _window_sum(F.pad(dv, (0, 0, 0, 1)), s)
-
-    count = _window_sum(
-        _pad_to(torch.ones((1, 1, h, w), dtype=torch.float64, device=dev), s), s
-    )
-    total = _window_sum(x, s)
-    if exact:  # integers below 2**53: the one-pass formula is exact, n*V = n*sum(x^2) - sum(x)^2
-        nv = count * _window_sum(x * x, s) - total * total
-        ratio = torch.where(nv > 0, g * count / nv.clamp_min(1), torch.zeros_like(g))
-    else:
-        mean = total / count
-        up = mean.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
-        inside = _pad_to(torch.ones((1, 1, h, w), dtype=torch.float64, device=dev), s)
-        var = _window_sum((x - up).square_() * inside, s)
-        scale = _window_sum(x.abs(), s) / count  # "flat" relative to the values' own magnitude
-        flat = var <= (1e-12 * scale.square()) * count
-        ratio = torch.where(flat, torch.zeros_like(g), g / var.clamp_min(1e-300))
-    return ratio * _window_norm(h, w, s, dev)
+    x = _pad_to(images, s)
+    nh, nw = x.shape[-2] // s, x.shape[-1] // s
+    windows = x.view(n, c, nh, s, nw, s).permute(0, 1, 2, 4, 3, 5)
+    return scores_from_windows(windows, h, w)
 
 
 def window_weights(
