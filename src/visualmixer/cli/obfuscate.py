@@ -1,0 +1,106 @@
+"""``visualmixer obfuscate SRC DST --key KEYFILE``: an unrecognisable, restorable copy of a folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from visualmixer.cli._common import positive_int, unit_float
+
+EXAMPLES = """\
+examples:
+  visualmixer keygen secret/faces.key
+  visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key
+      mirror photos/ (ImageFolder layout or flat) into shared/photos-vm as metadata-free PNGs;
+      the private manifest (plans, VFE, status) goes to secret/faces.key.photos-vm-<hash>.manifest.jsonl
+  visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --target-vfe 0.7 --rename
+      stronger shuffling; file names replaced by opaque keyed ids (kept in the manifest)
+  visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --workers 4
+  visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --dask local
+  visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --dask tcp://10.0.0.5:8786
+
+  Interrupted? Run the same command again: finished images are skipped, the rest is done, and the
+  result is byte-identical to an uninterrupted run. Exit status: 0 when no file failed, 1 when some
+  file failed (each listed with its reason), 2 on a usage error.
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "obfuscate",
+        help="obfuscate a folder of images into a mirrored folder",
+        description="Obfuscate every image under SRC into a mirrored tree under DST (PNG, no "
+        "metadata). Image ids are the paths relative to SRC. Nothing is written inside SRC; DST "
+        "must be outside SRC. A private manifest (per-image plans, achieved VFE, status, rename "
+        "mapping) is written next to the key or at --manifest, never inside DST.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("src", metavar="SRC", help="folder of images (read only)")
+    p.add_argument("dst", metavar="DST", help="output folder (created; must not be inside SRC)")
+    p.add_argument("--key", required=True, metavar="KEYFILE",
+                   help="master key file from `visualmixer keygen` (e.g. --key secret/faces.key)")
+    p.add_argument("--target-vfe", type=unit_float, default=0.5, metavar="TAU",
+                   help="requested visual feature entropy in [0, 1]; higher hides more "
+                   "(default 0.5; e.g. --target-vfe 0.7)")
+    p.add_argument("--region", type=positive_int, default=None, metavar="N",
+                   help="region side in pixels (default: 16 if the shorter side >= 128, 8 if >= 48, "
+                   "else 4; e.g. --region 16)")
+    p.add_argument("--no-channel-order", dest="channel_order", action="store_false",
+                   help="do not permute the channel order per region (on by default)")
+    p.add_argument("--format", choices=("png", "same"), default="png",
+                   help="png (default): lossless, exact restore. same: keep the input format "
+                   "(JPEG is re-encoded lossy, so restore is no longer exact; a warning is printed)")
+    p.add_argument("--rename", action="store_true",
+                   help="replace file names by opaque keyed ids (names like jane_doe.jpg leak); "
+                   "the mapping is kept in the private manifest")
+    p.add_argument("--manifest", metavar="PATH", default=None,
+                   help="where to write the private manifest (default: next to the key; never "
+                   "inside SRC or DST; e.g. --manifest secret/photos.manifest.jsonl)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: replace existing outputs and the manifest (default: resume, "
+                   "never overwrite)")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="worker processes (default 1; e.g. --workers 4); with --dask local, the "
+                   "number of local Dask workers (at least 2)")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run on Dask: 'local' (a LocalCluster on 127.0.0.1) or tcp://HOST:PORT of "
+                   "a running scheduler (needs `pip install 'visualmixer[dask]'`; the key is sent "
+                   "to the workers: use trusted machines)")
+    p.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
+                   help="images per job (default 16); keep it the same when resuming")
+    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                   help="skip images whose declared width*height exceeds N (decompression-bomb "
+                   "guard; default Pillow's limit, about 89 million)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar; print only failures")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from visualmixer.cli._common import load_key, print_summary, warn
+    from visualmixer.folders import FolderOptions, obfuscate_folder
+
+    key = load_key(args.key)
+    options = FolderOptions(
+        target_vfe=args.target_vfe,
+        region=args.region,
+        channel_order=args.channel_order,
+        format=args.format,
+        rename=args.rename,
+        max_pixels=args.max_pixels,
+    )
+    summary = obfuscate_folder(
+        args.src, args.dst, key,
+        key_path=args.key,
+        manifest=args.manifest,
+        options=options,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        dask=args.dask,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        warn=warn,
+    )
+    print_summary("obfuscated", summary, quiet=args.quiet)
+    return summary.exit_code

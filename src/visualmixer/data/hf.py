@@ -1,0 +1,165 @@
+"""Obfuscating a Hugging Face ``datasets.Dataset`` with a batched ``map`` (optional extra).
+
+``pip install 'visualmixer[hf]'`` installs ``datasets``; this module imports it only inside
+:func:`obfuscate_hf`. :func:`hf_batch_transform` is the plain function that ``map`` runs; it needs
+no ``datasets`` at all (a batch is a dict of lists).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["hf_batch_transform", "obfuscate_hf"]
+
+_HINT = "obfuscate_hf needs the Hugging Face 'datasets' package: pip install 'visualmixer[hf]'"
+
+
+def _to_tensor(value: Any):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from visualmixer.io import pil_to_tensor
+
+    if isinstance(value, Image.Image):
+        return pil_to_tensor(value), "pil"
+    if isinstance(value, torch.Tensor):
+        t = value if value.ndim == 3 else value.unsqueeze(0)
+        return t, "tensor"
+    arr = np.asarray(value)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f"image column: expected PIL images or (H, W[, C]) arrays, got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), "array"
+
+
+def _from_tensor(t, kind: str):
+    from visualmixer.io import tensor_to_pil
+
+    if kind == "pil":
+        return tensor_to_pil(t)
+    if kind == "tensor":
+        return t
+    return t.numpy().transpose(1, 2, 0)
+
+
+def hf_batch_transform(
+    key: Any,
+    *,
+    image_column: str = "image",
+    id_column: str | None = None,
+    target_vfe: float = 0.5,
+    region: int | None = None,
+    channel_order: bool = True,
+    vfe_column: str | None = "vfe",
+    plan_column: str | None = None,
+) -> Callable[[dict, list[int]], dict]:
+    """The function ``Dataset.map(fn, batched=True, with_indices=True)`` runs.
+
+    Parameters
+    ----------
+    key : visualmixer.Key or None
+        Master key (``None``: fresh randomness, not restorable).
+    image_column : str
+        Column of images (PIL images as ``datasets.Image`` decodes them, or arrays).
+    id_column : str, optional
+        Column holding each row's image id (int or str); default: the row index.
+    target_vfe, region, channel_order
+        As for :func:`visualmixer.obfuscate`.
+    vfe_column : str or None
+        Column to receive the achieved VFE (None: not added).
+    plan_column : str or None
+        Column to receive each plan as a JSON string (``Plans.to_dict``). The plans with the key
+        restore the originals; keep that column private (default: not added).
+
+    Returns
+    -------
+    callable
+        ``fn(batch, indices) -> dict`` of the updated columns. Same-size images of a batch share
+        one :func:`visualmixer.obfuscate` call.
+    """
+
+    def transform(batch: dict, indices: list[int]) -> dict:
+        import torch
+
+        import visualmixer as vm
+
+        if image_column not in batch:
+            raise KeyError(f"image_column {image_column!r} is not a column (have {sorted(batch)})")
+        images = batch[image_column]
+        ids = list(batch[id_column]) if id_column is not None else list(indices)
+        converted = [_to_tensor(v) for v in images]
+        out_images: list[Any] = [None] * len(images)
+        vfes: list[float] = [0.0] * len(images)
+        plans: list[str] = [""] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for n, (t, _kind) in enumerate(converted):
+            groups.setdefault((tuple(t.shape), t.dtype), []).append(n)
+        for members in groups.values():
+            stack = torch.stack([converted[n][0] for n in members])
+            res = vm.obfuscate(
+                stack, key=key, ids=[ids[n] for n in members] if key is not None else None,
+                target_vfe=target_vfe, region=region, channel_order=channel_order,
+            )
+            for j, n in enumerate(members):
+                out_images[n] = _from_tensor(res.images[j], converted[n][1])
+                vfes[n] = float(res.vfe[j])
+                if plan_column is not None:
+                    plans[n] = json.dumps(res.plans[j].to_dict())
+        out = {image_column: out_images}
+        if vfe_column is not None:
+            out[vfe_column] = vfes
+        if plan_column is not None:
+            out[plan_column] = plans
+        return out
+
+    return transform
+
+
+def obfuscate_hf(
+    dataset: Any,
+    key: Any,
+    *,
+    image_column: str = "image",
+    id_column: str | None = None,
+    target_vfe: float = 0.5,
+    region: int | None = None,
+    channel_order: bool = True,
+    vfe_column: str | None = "vfe",
+    plan_column: str | None = None,
+    batch_size: int = 32,
+    num_proc: int | None = None,
+    **map_kwargs: Any,
+):
+    """Obfuscate the images of a Hugging Face ``datasets.Dataset`` (batched ``map``).
+
+    Parameters are those of :func:`hf_batch_transform`, plus ``batch_size`` and ``num_proc``
+    (passed to ``Dataset.map``, as is every other keyword). Ids default to the row index, so the
+    result does not depend on ``batch_size`` or ``num_proc``.
+
+    Returns
+    -------
+    datasets.Dataset
+        The mapped dataset (images obfuscated, plus the ``vfe_column`` / ``plan_column``).
+
+    Examples
+    --------
+    >>> import datasets, visualmixer as vm  # doctest: +SKIP
+    >>> ds = datasets.load_dataset("imagefolder", data_dir="photos")["train"]  # doctest: +SKIP
+    >>> out = obfuscate_hf(ds, vm.Key.load("secret.key"), target_vfe=0.5)  # doctest: +SKIP
+    """
+    try:
+        import datasets  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{_HINT} ({exc})") from exc
+    if not hasattr(dataset, "map"):
+        raise TypeError(f"dataset: expected a datasets.Dataset, got {type(dataset).__name__}")
+    fn = hf_batch_transform(
+        key, image_column=image_column, id_column=id_column, target_vfe=target_vfe, region=region,
+        channel_order=channel_order, vfe_column=vfe_column, plan_column=plan_column,
+    )
+    return dataset.map(fn, batched=True, with_indices=True, batch_size=batch_size,
+                       num_proc=num_proc, **map_kwargs)

@@ -1,0 +1,162 @@
+"""Running independent jobs in this process, in local worker processes, or on a Dask cluster.
+
+:func:`map_unordered` is what the folder tools use: it takes an iterator of jobs, keeps only a
+bounded number in flight (so memory stays flat however many jobs there are) and yields results as
+they finish. The three back ends run the same function on the same inputs, so the results are the
+same; only the order in which they arrive differs.
+
+Dask is optional (``pip install 'visualmixer[dask]'``) and imported only when asked for. ``"local"``
+starts ``dask.distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+dashboard_address=":0")``, bound to the loopback interface only; ``"tcp://HOST:PORT"`` (or
+``tls://...``) connects to an existing scheduler. The job function and its arguments travel to the
+workers pickled: for the folder tools that includes the master key, so use such clusters only on
+machines you trust, and a ``tls://`` address across networks you do not.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["map_unordered", "dask_client", "import_dask_distributed"]
+
+_DASK_HINT = "--dask needs the optional Dask extra: pip install 'visualmixer[dask]'"
+
+
+def import_dask_distributed():
+    """Import ``dask.distributed`` or raise ``ImportError`` saying how to install it."""
+    try:
+        import distributed  # noqa: F401
+        from dask import distributed as dd
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{_DASK_HINT} ({exc})") from exc
+    return dd
+
+
+@contextlib.contextmanager
+def dask_client(address: str, *, n_workers: int = 2):
+    """A ``dask.distributed.Client`` for ``address`` (``"local"`` or ``tcp://HOST:PORT``).
+
+    ``"local"`` starts a loopback-only ``LocalCluster`` with ``n_workers`` single-threaded worker
+    processes and closes it on exit; other addresses connect to an existing scheduler.
+    """
+    if not isinstance(address, str) or not (
+        address == "local" or address.startswith(("tcp://", "tls://"))
+    ):
+        raise ValueError(f"--dask: expected 'local' or 'tcp://HOST:PORT', got {address!r}")
+    dd = import_dask_distributed()
+    if address == "local":
+        cluster = dd.LocalCluster(
+            n_workers=max(1, int(n_workers)),
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            processes=True,
+            silence_logs=40,
+        )
+        try:
+            client = dd.Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+    else:
+        client = dd.Client(address, timeout=30)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def _bounded(submit: Callable[[Any], Any], wait_one: Callable[[set], tuple[set, set]],
+             jobs: Iterable[tuple[Any, tuple]], limit: int) -> Iterator[tuple[Any, Any]]:
+    pending: dict[Any, Any] = {}
+    it = iter(jobs)
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < limit:
+            try:
+                tag, args = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            pending[submit(args)] = tag
+        if not pending:
+            return
+        done, _ = wait_one(set(pending))
+        for fut in done:
+            tag = pending.pop(fut)
+            yield tag, fut.result()
+
+
+def map_unordered(
+    fn: Callable[..., Any],
+    jobs: Iterable[tuple[Any, tuple]],
+    *,
+    workers: int = 1,
+    dask: str | None = None,
+    shared: tuple = (),
+    in_flight: int | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Run ``fn(*args, *shared)`` for each ``(tag, args)`` of ``jobs``; yield ``(tag, result)``.
+
+    Parameters
+    ----------
+    fn : callable
+        A module-level function (it is pickled by reference for worker processes).
+    jobs : iterable of (tag, tuple)
+        Consumed lazily: at most ``in_flight`` jobs are read ahead of the results.
+    workers : int
+        1: run in this process, in order. N > 1: N worker processes (``spawn`` start method), or
+        the number of workers of a local Dask cluster.
+    dask : str, optional
+        ``"local"`` or ``"tcp://HOST:PORT"``: run on Dask instead (see the module docstring).
+    shared : tuple
+        Extra arguments common to every job (sent once per worker process / scattered once).
+    in_flight : int, optional
+        Jobs submitted ahead (default ``2 * workers``, at least 2).
+
+    Yields
+    ------
+    (tag, result)
+        In completion order (in job order when ``workers == 1`` and no Dask).
+    """
+    workers = int(workers)
+    if workers < 1:
+        raise ValueError(f"--workers: expected an integer >= 1, got {workers}")
+    limit = int(in_flight or max(2, 2 * workers))
+    if dask is not None:
+        with dask_client(dask, n_workers=max(2, workers)) as client:
+            dd = import_dask_distributed()
+            shared_f = [client.scatter(x, broadcast=True) for x in shared]
+
+            def submit(args: tuple) -> Any:
+                return client.submit(fn, *args, *shared_f, pure=False)
+
+            def wait_one(futs: set) -> tuple[set, set]:
+                res = dd.wait(list(futs), return_when="FIRST_COMPLETED")
+                return set(res.done), set(res.not_done)
+
+            yield from _bounded(submit, wait_one, jobs, limit)
+        return
+    if workers == 1:
+        for tag, args in jobs:
+            yield tag, fn(*args, *shared)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        try:
+            yield from _bounded(
+                lambda args: pool.submit(fn, *args, *shared),
+                lambda futs: cf.wait(futs, return_when=cf.FIRST_COMPLETED),
+                jobs,
+                limit,
+            )
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
