@@ -1,0 +1,643 @@
+"""In-memory image classification sets for training on obfuscated data (issue 4).
+
+Every loader returns an :class:`ImageSet`: ``images`` is a uint8 tensor (N, C, H, W) with
+C in {1, 3}, ``labels`` an int64 tensor (N,), ``classes`` the class names. An ``ImageSet``
+unpacks as ``images, labels = load_fashion_mnist("train")``.
+
+Sets
+----
+``fashion-mnist``
+    Fashion-MNIST (Xiao et al. 2017, MIT licence), 60k train / 10k test, 28×28 grey, read from
+    the IDX files (``.gz`` or plain) in a user directory or in the Debian package path
+    ``/usr/share/datasets/fashion-mnist`` (``apt-get install -y dataset-fashion-mnist``).
+    ``download=True`` fetches it through torchvision on machines with a network.
+``photos``
+    A small, deterministic, real colour classification set cut from the photographs that ship
+    inside installed packages (no download): one class per source photo, train and test crops
+    from disjoint areas of each photo; see :func:`load_photos` and :data:`PHOTO_SOURCES` for the
+    photos and their licences.
+``cifar10`` / ``cifar100``
+    The CIFAR python pickle batches (``cifar-10-batches-py`` / ``cifar-100-python``) in a user
+    directory; ``download=True`` fetches them through torchvision.
+``imagefolder:PATH``
+    A ``torchvision.datasets.ImageFolder`` tree (``PATH/<class>/<image>``, or ``PATH/train/...`` and
+    ``PATH/test/...`` or ``PATH/val/...``), decoded into memory, optionally resized.
+
+Grey images can be replicated to three channels (``channels=3``, as the published code did for
+MNIST); colour images can be reduced to luma (``channels=1``, ITU-R BT.601 weights).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASET_NAMES",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "PHOTO_SOURCES",
+    "ImageSet",
+    "load_cifar",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_photos",
+    "read_idx",
+]
+
+DATASET_NAMES = ("fashion-mnist", "photos", "cifar10", "cifar100", "imagefolder:PATH")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """An in-memory labelled image set.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        uint8, shape (N, C, H, W), C in {1, 3}.
+    labels : torch.Tensor
+        int64, shape (N,), values in ``range(len(classes))``.
+    classes : tuple of str
+        Class names, indexed by label.
+    name : str
+        Name of the set and split, for logs.
+
+    Notes
+    -----
+    Iterating yields ``images`` then ``labels``, so ``x, y = imageset`` works.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...] = field(default=())
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        x, y = self.images, self.labels
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(
+                f"images must be a uint8 (N, C, H, W) tensor with C in {{1, 3}}, "
+                f"got {x.dtype} {tuple(x.shape)}"
+            )
+        if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+            raise ValueError(f"labels must be int64 of shape ({x.shape[0]},), got {y.dtype} "
+                             f"{tuple(y.shape)}")
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.images, self.labels))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(classes)``, or ``max(label) + 1`` if no names)."""
+        if self.classes:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if len(self) else 0
+
+    def subset(self, n: int | None, seed: int = 0) -> ImageSet:
+        """A deterministic random subset of ``n`` images (all if ``n`` is None or >= N).
+
+        The kept images stay in their original order.
+        """
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ValueError(f"subset size must be >= 1, got {n}")
+        g = torch.Generator().manual_seed(int(seed))
+        idx = torch.randperm(len(self), generator=g)[:n].sort().values
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name)
+
+    def with_channels(self, channels: int | None) -> ImageSet:
+        """The same set with 1 or 3 channels (None: unchanged)."""
+        return ImageSet(to_channels(self.images, channels), self.labels, self.classes, self.name)
+
+
+def to_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """Convert uint8 (N, C, H, W) images to ``channels`` channels.
+
+    1 → 3 replicates the grey channel; 3 → 1 takes BT.601 luma, rounded; None leaves them.
+    """
+    if channels is None or images.shape[1] == channels:
+        return images
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels}")
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
+    luma = (images.float() * w).sum(1, keepdim=True)
+    return luma.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _check_split(split: str) -> str:
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    return split
+
+
+# ---------------------------------------------------------------------------------------------
+# Fashion-MNIST (IDX)
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzip-compressed or not.
+
+    Parameters
+    ----------
+    path : path-like
+        The file; ``.gz`` files are decompressed.
+
+    Returns
+    -------
+    numpy.ndarray
+        With the shape and dtype the header declares (uint8 for MNIST images (N, 28, 28) and
+        labels (N,)).
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    count = int(np.prod(shape)) if shape else 1
+    if len(data) - header != count * dtype.itemsize:
+        raise ValueError(
+            f"{path}: IDX header declares shape {shape} ({count * dtype.itemsize} bytes) but the "
+            f"file holds {len(data) - header} bytes of data"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for d in (root, root / "FashionMNIST" / "raw", root / "raw"):
+        for name in (stem + ".gz", stem):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def load_fashion_mnist(
+    split: str = "train",
+    *,
+    root: str | os.PathLike | None = None,
+    channels: int | None = 1,
+    download: bool = False,
+) -> ImageSet:
+    """Load Fashion-MNIST.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        60 000 training or 10 000 test images.
+    root : path-like, optional
+        Directory holding ``train-images-idx3-ubyte[.gz]`` etc. (also accepted: torchvision's
+        ``root/FashionMNIST/raw`` layout). Default: ``$VISUALMIXER_FASHION_MNIST`` if set, else
+        ``/usr/share/datasets/fashion-mnist``.
+    channels : {1, 3, None}, default 1
+        1: grey (N, 1, 28, 28); 3: the grey channel replicated (N, 3, 28, 28).
+    download : bool, default False
+        If the files are missing, download them with torchvision into ``root`` (needs a network).
+
+    Returns
+    -------
+    ImageSet
+        uint8 images (N, C, 28, 28), int64 labels (N,), the 10 class names.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the files are missing (the message says how to install them).
+    """
+    _check_split(split)
+    if root is None:
+        root = os.environ.get("VISUALMIXER_FASHION_MNIST") or FASHION_MNIST_DIR
+    root = Path(root)
+    prefix = "train" if split == "train" else "t10k"
+    img_path = _find_idx(root, f"{prefix}-images-idx3-ubyte")
+    lbl_path = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
+    if (img_path is None or lbl_path is None) and download:
+        import torchvision
+
+        torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=True)
+        img_path = _find_idx(root, f"{prefix}-images-idx3-ubyte")
+        lbl_path = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
+    if img_path is None or lbl_path is None:
+        raise FileNotFoundError(
+            f"Fashion-MNIST {split} files ({prefix}-images-idx3-ubyte.gz, "
+            f"{prefix}-labels-idx1-ubyte.gz) not found in {root}. On Debian/Ubuntu install them "
+            f"with `apt-get install -y dataset-fashion-mnist` (into {FASHION_MNIST_DIR}), or "
+            "pass the directory that holds them (root=... / --data-root), or download=True on a "
+            "machine with a network."
+        )
+    images = read_idx(img_path)
+    labels = read_idx(lbl_path)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"Fashion-MNIST files disagree: images {images.shape} in {img_path}, "
+            f"labels {labels.shape} in {lbl_path}"
+        )
+    x = torch.from_numpy(images.astype(np.uint8, copy=True)).unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return ImageSet(to_channels(x, channels), y, FASHION_MNIST_CLASSES, f"fashion-mnist/{split}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos that ship inside installed packages
+
+#: (class name, loader description, licence) for each source photo of the ``photos`` set.
+PHOTO_SOURCES: tuple[tuple[str, str, str], ...] = (
+    ("astronaut", "skimage.data.astronaut()", "NASA, public domain"),
+    ("coffee", "skimage.data.coffee()", "CC0, Rachel Michetti"),
+    ("chelsea", "skimage.data.chelsea()", "CC0, Stefan van der Walt"),
+    ("rocket", "skimage.data.rocket()", "SpaceX, public domain"),
+    ("retina", "skimage.data.retina()", "CC0, Mikael Häggström (Wikimedia)"),
+    ("hubble", "skimage.data.hubble_deep_field()", "NASA, public domain"),
+    ("ihc", "skimage.data.immunohistochemistry()", "no known copyright restrictions (CMMI)"),
+    ("china", "sklearn.datasets.load_sample_images() china.jpg", "CC BY 2.0, danielbuechele"),
+    ("flower", "sklearn.datasets.load_sample_images() flower.jpg", "CC BY 2.0, vultilion"),
+    ("grace_hopper", "matplotlib sample_data grace_hopper.jpg", "US Navy photo, public domain"),
+)
+
+
+@functools.cache
+def _photo(name: str) -> np.ndarray | None:
+    """The named source photo as uint8 (H, W, 3), or None if its package is not installed.
+
+    Cached (about 15 MB for all of them); the array is read-only.
+    """
+    arr = _read_photo(name)
+    if arr is not None:
+        arr = np.ascontiguousarray(arr)
+        arr.setflags(write=False)
+    return arr
+
+
+def _read_photo(name: str) -> np.ndarray | None:
+    try:
+        if name in ("china", "flower"):
+            from sklearn.datasets import load_sample_images
+
+            imgs = load_sample_images()
+            return np.asarray(imgs.images[0 if name == "china" else 1], dtype=np.uint8)
+        if name == "grace_hopper":
+            from matplotlib import cbook
+            from PIL import Image
+
+            with cbook.get_sample_data("grace_hopper.jpg") as f:
+                return np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8)
+        import skimage.data
+
+        fn = {"hubble": "hubble_deep_field", "ihc": "immunohistochemistry"}.get(name, name)
+        return np.asarray(getattr(skimage.data, fn)(), dtype=np.uint8)[..., :3]
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def _cell_is_test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Deterministic ~1-in-4 assignment of grid cells to the test split (spread over the photo)."""
+    return (i * 3 + j) % 4 == 0
+
+
+def load_photos(
+    split: str = "train",
+    *,
+    size: int = 32,
+    per_class: int | None = None,
+    channels: int | None = 3,
+    seed: int = 0,
+    min_std: float = 12.0,
+) -> ImageSet:
+    """A real colour classification set cut from photos shipped in installed packages.
+
+    Each source photo in :data:`PHOTO_SOURCES` whose package is installed is one class. The photo
+    is resized (area averaging) so that its shorter side is ``8 * size`` and cut into a grid of
+    cells of side ``2 * size``; about one cell in four (a fixed diagonal pattern) belongs to the
+    test split, the others to the training split, so train and test crops never share a pixel.
+    Crops of ``size × size`` pixels are taken at seeded random positions inside the cells of the
+    split; near-flat crops (standard deviation below ``min_std`` grey levels, e.g. sky or the
+    black border of the retina) are rejected.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+    size : int, default 32
+        Crop side in pixels (>= 4).
+    per_class : int, optional
+        Crops per class; default 500 for train, 100 for test.
+    channels : {3, 1, None}, default 3
+    seed : int, default 0
+        Seed of the crop positions (the train/test areas do not depend on it).
+    min_std : float, default 12.0
+        Crops whose pixel standard deviation is lower are rejected.
+
+    Returns
+    -------
+    ImageSet
+        uint8 images (len(classes) * per_class, C, size, size), int64 labels, class names.
+
+    Notes
+    -----
+    Deterministic for given arguments and package versions. What a model learns here is the
+    colour and texture statistics of each photo, a different task from object recognition;
+    it is small (10 classes) and meant for quick colour experiments. Licences: see
+    :data:`PHOTO_SOURCES` (public domain, CC0 or CC BY 2.0).
+    """
+    from PIL import Image
+
+    _check_split(split)
+    if size < 4:
+        raise ValueError(f"size must be >= 4, got {size}")
+    if per_class is None:
+        per_class = 500 if split == "train" else 100
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    want_test = split == "test"
+    crops, labels, classes = [], [], []
+    for name, _, _ in PHOTO_SOURCES:
+        photo = _photo(name)
+        if photo is None:
+            continue
+        label = len(classes)
+        classes.append(name)
+        h, w = photo.shape[:2]
+        scale = 8 * size / min(h, w)
+        nh, nw = max(2 * size, round(h * scale)), max(2 * size, round(w * scale))
+        img = np.asarray(Image.fromarray(photo).resize((nw, nh), Image.Resampling.BOX))
+        cell = 2 * size
+        gi, gj = np.meshgrid(np.arange(nh // cell), np.arange(nw // cell), indexing="ij")
+        mask = _cell_is_test(gi, gj) == want_test
+        ci, cj = gi[mask], gj[mask]
+        windows = np.lib.stride_tricks.sliding_window_view(img, (size, size), axis=(0, 1))
+        rng = np.random.default_rng([seed, label, int(want_test)])
+        got: list[np.ndarray] = []
+        tries = 0
+        while sum(len(g) for g in got) < per_class:
+            if tries >= 50:
+                raise ValueError(
+                    f"photo {name!r}: could not find {per_class} crops with std >= {min_std} "
+                    f"in its {split} area; lower min_std or per_class"
+                )
+            tries += 1
+            k = rng.integers(0, len(ci), 4 * per_class)
+            oy = ci[k] * cell + rng.integers(0, cell - size + 1, k.size)
+            ox = cj[k] * cell + rng.integers(0, cell - size + 1, k.size)
+            cand = windows[oy, ox]  # (k, 3, size, size)
+            std = cand.reshape(k.size, -1).astype(np.float32).std(axis=1)
+            got.append(cand[std >= min_std])
+        batch = np.concatenate(got)[:per_class]
+        crops.append(batch)
+        labels.append(np.full(per_class, label, dtype=np.int64))
+    if not classes:
+        raise FileNotFoundError(
+            "no source photo found: install scikit-image (and optionally scikit-learn)"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(np.concatenate(crops)))
+    y = torch.from_numpy(np.concatenate(labels))
+    return ImageSet(to_channels(x, channels), y, tuple(classes), f"photos{size}/{split}")
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR (python pickle batches)
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="latin1")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+
+def load_cifar(
+    split: str = "train",
+    *,
+    root: str | os.PathLike,
+    num_classes: int = 10,
+    channels: int | None = 3,
+    download: bool = False,
+) -> ImageSet:
+    """Load CIFAR-10 or CIFAR-100 from the python pickle batches.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+    root : path-like
+        A directory holding ``cifar-10-batches-py/`` (``data_batch_1`` … ``data_batch_5``,
+        ``test_batch``, ``batches.meta``) or ``cifar-100-python/`` (``train``, ``test``, ``meta``),
+        or that directory itself.
+    num_classes : {10, 100}
+        CIFAR-100 uses the fine labels.
+    channels : {3, 1, None}, default 3
+    download : bool, default False
+        Download through torchvision into ``root`` if missing (needs a network).
+
+    Returns
+    -------
+    ImageSet
+        uint8 images (N, C, 32, 32), int64 labels, class names.
+    """
+    _check_split(split)
+    if num_classes not in (10, 100):
+        raise ValueError(f"num_classes must be 10 or 100, got {num_classes}")
+    root = Path(root)
+    sub = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
+    if num_classes == 10:
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        meta_name, names_key, label_key = "batches.meta", "label_names", "labels"
+    else:
+        files = [split]
+        meta_name, names_key, label_key = "meta", "fine_label_names", "fine_labels"
+    base = root / sub if (root / sub).is_dir() else root
+    if not all((base / f).is_file() for f in files) and download:
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
+        cls(str(root), train=split == "train", download=True)
+        base = root / sub
+    missing = [f for f in files if not (base / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-{num_classes} {split} batches {missing} not found in {base} (expected the "
+            f"python version, directory {sub}/ from the official tarball); pass download=True "
+            "on a machine with a network"
+        )
+    xs, ys = [], []
+    for f in files:
+        d = _unpickle(base / f)
+        data = np.asarray(d["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{base / f}: 'data' must be (N, 3072) uint8, got {data.shape}")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[label_key], dtype=np.int64))
+        if len(ys[-1]) != len(xs[-1]):
+            raise ValueError(f"{base / f}: {len(xs[-1])} images but {len(ys[-1])} labels")
+    classes: tuple[str, ...] = ()
+    if (base / meta_name).is_file():
+        classes = tuple(_unpickle(base / meta_name).get(names_key, ()))
+    if not classes:
+        classes = tuple(str(i) for i in range(num_classes))
+    x = torch.from_numpy(np.concatenate(xs))
+    y = torch.from_numpy(np.concatenate(ys))
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"CIFAR-{num_classes} labels out of range 0..{num_classes - 1}")
+    return ImageSet(to_channels(x, channels), y, classes, f"cifar{num_classes}/{split}")
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageFolder
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    split: str = "train",
+    *,
+    size: int | Sequence[int] | None = None,
+    channels: int | None = 3,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> ImageSet:
+    """Load a ``torchvision.datasets.ImageFolder`` tree into memory.
+
+    Parameters
+    ----------
+    root : path-like
+        ``root/<class>/<image files>``; or ``root/train/<class>/...`` with ``root/test/...`` (or
+        ``root/val/...``), which are then used as the splits.
+    split : {"train", "test"}
+    size : int or (int, int), optional
+        Resize every image to ``size`` (square) or ``(height, width)``; required when the images
+        differ in size.
+    channels : {3, 1}, default 3
+    test_fraction : float, default 0.2
+        Without split sub-directories, this share of each class (seeded) forms the test split.
+    seed : int, default 0
+
+    Returns
+    -------
+    ImageSet
+        uint8 images (N, C, H, W), int64 labels, the class names (sorted directory names).
+    """
+    import torchvision
+    from PIL import Image
+
+    _check_split(split)
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    split_dirs = {"train": root / "train", "test": None}
+    for cand in ("test", "val"):
+        if (root / cand).is_dir():
+            split_dirs["test"] = root / cand
+            break
+    has_splits = split_dirs["train"].is_dir() and split_dirs["test"] is not None
+    folder = torchvision.datasets.ImageFolder(str(split_dirs[split] if has_splits else root))
+    samples = folder.samples
+    if not has_splits:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        targets = np.array([t for _, t in samples])
+        rng = np.random.default_rng(seed)
+        keep = []
+        for c in range(len(folder.classes)):
+            idx = np.flatnonzero(targets == c)
+            idx = idx[rng.permutation(len(idx))]
+            n_test = int(round(len(idx) * test_fraction))
+            keep.extend(idx[:n_test] if split == "test" else idx[n_test:])
+        samples = [samples[i] for i in sorted(keep)]
+    if not samples:
+        raise ValueError(f"no images for split {split!r} in {root}")
+    if isinstance(size, int):
+        size = (size, size)
+    mode = "L" if channels == 1 else "RGB"
+    arrays = []
+    for path, _ in samples:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if size is not None:
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arrays.append(np.asarray(im, dtype=np.uint8))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"images in {root} differ in size ({sorted(shapes)[:3]} ...); pass size= "
+            "(--image-size) to resize them"
+        )
+    x = torch.from_numpy(np.stack(arrays))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor([t for _, t in samples], dtype=torch.int64)
+    return ImageSet(x, y, tuple(folder.classes), f"imagefolder:{root}/{split}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    root: str | os.PathLike | None = None,
+    channels: int | None = None,
+    size: int | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> ImageSet:
+    """Load a set by its command-line name.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASET_NAMES`: ``"fashion-mnist"``, ``"photos"``, ``"cifar10"``,
+        ``"cifar100"`` or ``"imagefolder:PATH"``.
+    split : {"train", "test"}
+    root : path-like, optional
+        Data directory (Fashion-MNIST: default the Debian path; CIFAR: required).
+    channels : {1, 3, None}
+        None keeps the set's own (1 for Fashion-MNIST, 3 for the others).
+    size : int, optional
+        Crop side for ``photos`` (default 32); resize side for ``imagefolder``.
+    download : bool
+        Allow torchvision downloads (Fashion-MNIST, CIFAR).
+    seed : int
+        Crop positions (``photos``) or the split (``imagefolder`` without split directories).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones).
+    """
+    if name == "fashion-mnist":
+        ds = load_fashion_mnist(split, root=root, channels=None, download=download)
+    elif name == "photos":
+        ds = load_photos(split, size=size or 32, seed=seed)
+    elif name in ("cifar10", "cifar100"):
+        if root is None:
+            raise ValueError(f"{name} needs a data directory (root= / --data-root)")
+        ds = load_cifar(split, root=root, num_classes=int(name[5:]), download=download)
+    elif name.startswith("imagefolder:") and len(name) > len("imagefolder:"):
+        ds = load_image_folder(name[len("imagefolder:") :], split, size=size, seed=seed)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+    return ds.with_channels(channels)
