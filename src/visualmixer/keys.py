@@ -16,7 +16,6 @@ import secrets
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 __all__ = ["Key", "ImageId", "encode_image_id", "KEY_BYTES"]
 
@@ -24,7 +23,7 @@ KEY_BYTES = 32
 _FILE_HEADER = "visualmixer-key-v1"
 
 #: An image id: an int, a str, or a tuple of them (e.g. ``(index, epoch)`` for online re-keying).
-ImageId = Union[int, str, tuple]
+ImageId = int | str | tuple
 
 
 def encode_image_id(image_id: ImageId) -> bytes:

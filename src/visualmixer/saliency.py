@@ -57,7 +57,7 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     Returns
     -------
     torch.Tensor
-        ``(N, 1, H, W)`` float32 in ``[0, 1]`` (min-max normalised per image; a map without any
+        ``(N, 1, H, W)`` float32 (float64 for float64 input) in ``[0, 1]`` (min-max normalised per image; a map without any
         contrast, e.g. of a flat image, is all ones).
 
     Examples
@@ -70,10 +70,17 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
     n, _, h, w = images.shape
-    grey = images.float().mean(dim=1, keepdim=True)
+    # float64 throughout (the working image is only size x size): the map, and so every VFE
+    # weight, does not depend on the input dtype.
+    grey = images.to(torch.float64).mean(dim=1, keepdim=True)
     small = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    # Remove the mean and use a relative floor, so the map ignores brightness offset and contrast.
+    small = small - small.mean(dim=(2, 3), keepdim=True)
+    spread = small.abs().amax(dim=(2, 3), keepdim=True)
     spectrum = torch.fft.fft2(small)
-    log_amp = torch.log(spectrum.abs() + 1e-8)
+    amp = spectrum.abs()
+    amp[..., 0, 0] = 0  # the DC term is rounding noise after removing the mean
+    log_amp = torch.log(amp + 1e-6 * amp.amax(dim=(2, 3), keepdim=True) + 1e-300)
     phase = torch.angle(spectrum)
     smooth = F.avg_pool2d(F.pad(log_amp, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     residual = log_amp - smooth
@@ -84,7 +91,9 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     lo = flat.min(dim=1).values.view(n, 1, 1, 1)
     hi = flat.max(dim=1).values.view(n, 1, 1, 1)
     span = hi - lo
-    # A flat input has (numerically) no contrast in its map: weigh every place equally.
-    has_contrast = span > 1e-6 * hi.abs().clamp_min(1e-30)
-    out = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-30), torch.ones_like(sal))
+    # A flat input (or a map without contrast) weighs every place equally.
+    scale = grey.abs().amax(dim=(2, 3), keepdim=True)
+    has_contrast = (span > 1e-9 * hi.abs().clamp_min(1e-300)) & (spread > 1e-12 * scale)
+    out = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-300), torch.ones_like(sal))
+    out = out.to(torch.float64 if images.dtype == torch.float64 else torch.float32)
     return out.clamp_(0, 1)
