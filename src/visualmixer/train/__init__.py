@@ -1,0 +1,37 @@
+"""Training image classifiers on obfuscated data (SPEC §7): models, loop, quick comparison.
+
+>>> from visualmixer.train import TrainConfig, train            # doctest: +SKIP
+>>> train(TrainConfig(data="fashion-mnist", target_vfe=0.5, epochs=3, out="out/t"))  # +SKIP
+"""
+
+from visualmixer.train.compare import quick_compare
+from visualmixer.train.loop import (
+    MODES,
+    OPTIMIZERS,
+    TrainConfig,
+    TrainingDiverged,
+    load_sets,
+    obfuscate_set,
+    plot_curves,
+    resolve_device,
+    train,
+    train_seed,
+)
+from visualmixer.train.models import MODELS, SmallCNN, build_model
+
+__all__ = [
+    "MODELS",
+    "MODES",
+    "OPTIMIZERS",
+    "SmallCNN",
+    "TrainConfig",
+    "TrainingDiverged",
+    "build_model",
+    "load_sets",
+    "obfuscate_set",
+    "plot_curves",
+    "quick_compare",
+    "resolve_device",
+    "train",
+    "train_seed",
+]

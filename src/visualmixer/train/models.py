@@ -1,0 +1,93 @@
+"""Image classifiers trained from scratch (no pretrained weights exist offline).
+
+All models take float images (N, C, H, W) with C = ``in_channels`` and return logits
+(N, num_classes). They work for any H, W >= 16 or so (small images such as 28² or 32²).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["MODELS", "SmallCNN", "build_model", "resnet18_small", "shufflenet_small"]
+
+
+class SmallCNN(nn.Module):
+    """Two 3×3 conv layers (32, 64 channels, each + ReLU + 2×2 max-pool), a 128-unit hidden layer.
+
+    About 0.42 M parameters for 10 classes; the "2-conv CNN" of SPEC §10. An adaptive pool to
+    7×7 before the classifier makes it size-agnostic (a no-op for 28² inputs).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(7),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(inplace=True),
+            nn.Linear(128, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def resnet18_small(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """torchvision ResNet-18 adapted to small images (CIFAR style).
+
+    The 7×7 stride-2 stem and the max-pool are replaced by one 3×3 stride-1 convolution, so a
+    32² input reaches the last stage at 4². About 11.2 M parameters.
+    """
+    import torchvision
+
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def shufflenet_small(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """torchvision ShuffleNetV2 ×1.0 adapted to small images.
+
+    The stride-2 3×3 stem becomes stride 1 and its max-pool is removed (total stride 8 instead
+    of 32). About 1.26 M parameters for 10 classes.
+    """
+    import torchvision
+
+    model = torchvision.models.shufflenet_v2_x1_0(weights=None, num_classes=num_classes)
+    out = model.conv1[0].out_channels
+    model.conv1[0] = nn.Conv2d(in_channels, out, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+#: Model constructors by command-line name: ``fn(in_channels, num_classes) -> nn.Module``.
+MODELS: dict[str, Callable[[int, int], nn.Module]] = {
+    "cnn": SmallCNN,
+    "resnet18": resnet18_small,
+    "shufflenet": shufflenet_small,
+}
+
+
+def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    """Build a model by name (one of :data:`MODELS`), randomly initialised.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the valid ones.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    return MODELS[name](in_channels, num_classes)

@@ -1,0 +1,241 @@
+"""Training on obfuscated data: models, protocol (SPEC §7), determinism, resume, NaN, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import visualmixer as vm
+from visualmixer.cli import main
+from visualmixer.datasets import ImageSet
+from visualmixer.train import loop as L
+from visualmixer.train import models as M
+from visualmixer.train import quick_compare
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _synthetic(n: int, seed: int, size: int = 16, channels: int = 1) -> ImageSet:
+    """4 classes: a bright quadrant (survives in-region shuffling as region means) + noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randint(0, 90, (n, channels, size, size), generator=g)
+    h = size // 2
+    for k in range(4):
+        r, c = divmod(k, 2)
+        x[y == k, :, r * h : (r + 1) * h, c * h : (c + 1) * h] += 150
+    return ImageSet(x.clamp(0, 255).to(torch.uint8), y.long(), ("a", "b", "c", "d"), "synth")
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return _synthetic(192, 0), _synthetic(64, 1)
+
+
+def _cfg(tmp_path, **kw) -> L.TrainConfig:
+    base = dict(data="synthetic", model="cnn", target_vfe=0.5, mode="offline",
+                optimizer="st-adam", epochs=2, batch_size=32, seeds=[0], out=str(tmp_path),
+                progress=False)
+    base.update(kw)
+    return L.TrainConfig(**base)
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if not k.endswith("_s")} for h in history]
+
+
+@pytest.mark.parametrize("name", list(M.MODELS))
+def test_models_forward_small_images(name):
+    torch.manual_seed(0)
+    for c, s in ((1, 28), (3, 16)):
+        m = M.build_model(name, c, 7).eval()
+        with torch.no_grad():
+            assert m(torch.randn(2, c, s, s)).shape == (2, 7)
+
+
+def test_build_model_rejects_unknown():
+    with pytest.raises(ValueError, match="valid: cnn, resnet18, shufflenet"):
+        M.build_model("vgg", 3, 10)
+    with pytest.raises(ValueError, match="in_channels"):
+        M.build_model("cnn", 2, 10)
+
+
+def test_offline_run_writes_outputs_and_learns(tmp_path, sets):
+    metrics = L.train(_cfg(tmp_path, epochs=3, optimizer="adam", lr=3e-3), sets=sets)
+    run = metrics["runs"][0]
+    assert [h["epoch"] for h in run["history"]] == [1, 2, 3]
+    assert run["final_test_acc"] >= 0.6  # chance is 0.25
+    assert run["train_vfe"] >= 0.5 and run["test_vfe"] >= 0.5  # the target is reached
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "curves.png").is_file()
+    assert (tmp_path / "seed0" / "checkpoint.pt").is_file()
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["summary"]["final_test_acc"]["n"] == 1
+    assert on_disk["config"]["optimizer"] == "adam"
+    assert Image.open(tmp_path / "curves.png").size[0] > 100
+
+
+def test_protocol_ids_and_keys(tmp_path, sets, monkeypatch):
+    calls = []
+    real = vm.obfuscate
+
+    def spy(images, **kw):
+        calls.append((images.shape[0], kw.get("key"), kw.get("ids"), kw.get("target_vfe")))
+        return real(images, **kw)
+
+    monkeypatch.setattr(vm, "obfuscate", spy)
+    L.train(_cfg(tmp_path / "on", mode="online", target_vfe=0.4), sets=sets)
+    train_key = vm.Key.from_seed(0)
+    test_calls = [c for c in calls if c[2] and c[2][0] == ("test", 0)]
+    assert len(test_calls) == 1 and test_calls[0][0] == 64
+    assert test_calls[0][1] is not None and test_calls[0][1] != train_key  # independent key
+    online = [c for c in calls if c[2] and isinstance(c[2][0], tuple) and c[2][0][0] != "test"]
+    assert all(c[1] == train_key and c[3] == 0.4 for c in online)
+    epochs = {i[1] for c in online for i in c[2]}
+    assert epochs == {0, 1}  # ids (index, epoch): a new shuffle every epoch
+    seen = sorted(i[0] for c in online for i in c[2] if i[1] == 0)
+    assert seen == list(range(192))
+
+    calls.clear()
+    L.train(_cfg(tmp_path / "off", epochs=1), sets=sets)
+    train_calls = [c for c in calls if c[2] and c[2][0] == 0]
+    assert len(train_calls) == 1 and list(train_calls[0][2]) == list(range(192))
+
+    calls.clear()
+    L.train(_cfg(tmp_path / "clean", target_vfe=None, epochs=1), sets=sets)
+    assert calls == []  # the clean baseline never obfuscates
+
+    calls.clear()
+    L.train(_cfg(tmp_path / "secret", epochs=1, secret_keys=True), sets=sets)
+    assert any(c[1] is None and c[0] == 64 for c in calls)  # test: fresh randomness
+    key_file = tmp_path / "secret" / "seed0" / "key"
+    assert key_file.is_file() and (key_file.stat().st_mode & 0o077) == 0
+
+
+def test_deterministic_for_a_seed_on_cpu(tmp_path, sets):
+    a = L.train(_cfg(tmp_path / "a", mode="online"), sets=sets)
+    b = L.train(_cfg(tmp_path / "b", mode="online"), sets=sets)
+    assert _strip(a["runs"][0]["history"]) == _strip(b["runs"][0]["history"])
+    wa = torch.load(tmp_path / "a" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = L.train(_cfg(tmp_path / "c", mode="online", seeds=[1]), sets=sets)
+    assert _strip(c["runs"][0]["history"]) != _strip(a["runs"][0]["history"])
+
+
+def test_resume_equals_uninterrupted(tmp_path, sets):
+    full = L.train(_cfg(tmp_path / "full", epochs=2), sets=sets)
+    L.train(_cfg(tmp_path / "part", epochs=1), sets=sets)
+    with pytest.raises(FileExistsError, match="--resume"):
+        L.train(_cfg(tmp_path / "part", epochs=2), sets=sets)
+    with pytest.raises(ValueError, match="target_vfe"):
+        L.train(_cfg(tmp_path / "part", epochs=2, resume=True, target_vfe=0.7), sets=sets)
+    resumed = L.train(_cfg(tmp_path / "part", epochs=2, resume=True), sets=sets)
+    assert _strip(resumed["runs"][0]["history"]) == _strip(full["runs"][0]["history"])
+
+
+class _NaNAfter(torch.nn.Module):
+    """A small model whose output turns NaN after ``n`` training forward passes."""
+
+    def __init__(self, in_channels, num_classes, n=8):
+        super().__init__()
+        self.net = M.SmallCNN(in_channels, num_classes)
+        self.n = n
+        self.calls = 0
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.n:
+                out = out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sets, monkeypatch):
+    monkeypatch.setitem(M.MODELS, "nan-after-8", _NaNAfter)  # 6 steps per epoch here
+    cfg = _cfg(tmp_path, model="nan-after-8", epochs=3, batch_size=32)
+    with pytest.raises(L.TrainingDiverged, match=r"epoch 2, step 3.*Last good checkpoint"):
+        L.train(cfg, sets=sets)
+    ckpt = torch.load(tmp_path / "seed0" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="valid: st-adam, adam, sgd"):
+        L.TrainConfig(optimizer="lamb").validate()
+    with pytest.raises(ValueError, match="valid: offline, online"):
+        L.TrainConfig(mode="both").validate()
+    with pytest.raises(ValueError, match="target_vfe"):
+        L.TrainConfig(target_vfe=1.5).validate()
+    assert L.TrainConfig(optimizer="sgd").validate().lr == 0.05
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        L.resolve_device("cuda")
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for k, c in enumerate(("dark", "light")):
+        (root / c).mkdir(parents=True)
+        for i in range(20):
+            arr = rng.integers(0, 120, (16, 16, 3), dtype=np.uint8) + 120 * k
+            Image.fromarray(arr.astype(np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_cli_train_end_to_end(tmp_path, tiny_folder, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", f"imagefolder:{tiny_folder}", "--epochs", "1", "--seeds", "0",
+               "1", "--target-vfe", "0.5", "--mode", "online", "--batch-size", "8",
+               "--no-progress", "--out", str(out)])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["test_acc_per_seed"]) == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["summary"]["final_test_acc"]["n"] == 2
+    assert metrics["config"]["mode"] == "online"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "mnist"], "valid: fashion-mnist, photos"),
+        (["--model", "vgg"], "valid: cnn, resnet18, shufflenet"),
+        (["--optimizer", "lamb"], "valid: st-adam, adam, sgd"),
+    ],
+)
+def test_cli_bad_names_list_valid_ones(tmp_path, argv, message, capsys):
+    rc = main(["train", *argv, "--out", str(tmp_path / "x"), "--no-progress", "--epochs", "1"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_bad_target_and_cuda(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--target-vfe", "2"])
+    assert "target VFE" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        rc = main(["train", "--device", "cuda", "--out", str(tmp_path / "x")])
+        assert rc == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_quick_compare_writes_table(tmp_path, tiny_folder):
+    res = quick_compare(tmp_path / "qc", targets=(None, 0.5), epochs=1,
+                        data=f"imagefolder:{tiny_folder}", train_size=None, test_size=None)
+    rows = res["rows"]
+    assert [r["target_vfe"] for r in rows] == [None, 0.5]
+    assert rows[0]["loss_pp"] == 0.0 and rows[1]["loss_pp"] is not None
+    table = (tmp_path / "qc" / "accuracy.md").read_text()
+    assert "| none (clean) |" in table and "| 0.5 |" in table
+    assert (tmp_path / "qc" / "curves.png").is_file()
+    assert (tmp_path / "qc" / "accuracy.json").is_file()
