@@ -57,8 +57,8 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     Returns
     -------
     torch.Tensor
-        ``(N, 1, H, W)`` float32 (float64 for float64 input) in ``[0, 1]`` (min-max normalised per image; a map without any
-        contrast, e.g. of a flat image, is all ones).
+        ``(N, 1, H, W)`` float32 (float64 for float64 input) in ``[0, 1]``, min-max normalised
+        per image; a map without any contrast (e.g. of a flat image) is all ones.
 
     Examples
     --------
