@@ -239,3 +239,7 @@ def test_quick_compare_writes_table(tmp_path, tiny_folder):
     assert "| none (clean) |" in table and "| 0.5 |" in table
     assert (tmp_path / "qc" / "curves.png").is_file()
     assert (tmp_path / "qc" / "accuracy.json").is_file()
+    # a second call into the same directory starts afresh (no stale checkpoints, no error)
+    again = quick_compare(tmp_path / "qc", targets=(0.5,), epochs=2,
+                          data=f"imagefolder:{tiny_folder}", train_size=20, test_size=None)
+    assert len(again["rows"]) == 1 and again["rows"][0]["loss_pp"] is None

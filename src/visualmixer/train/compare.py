@@ -29,6 +29,7 @@ def quick_compare(
     device: str = "cpu",
     data_root: str | None = None,
     progress: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Train the same small model clean and obfuscated; write an accuracy table and curves.
 
@@ -52,6 +53,9 @@ def quick_compare(
     device : str
     data_root : str, optional
     progress : bool
+    resume : bool, default False
+        Continue the runs from the checkpoints in ``out_dir``; by default earlier checkpoints
+        there are replaced.
 
     Returns
     -------
@@ -67,10 +71,13 @@ def quick_compare(
     rows, groups = [], {}
     for tau in targets:
         name = "none" if tau is None else f"{float(tau):g}"
+        if not resume:
+            for s in seeds:
+                (out / f"target-{name}" / f"seed{int(s)}" / "checkpoint.pt").unlink(missing_ok=True)
         cfg = TrainConfig(
             data=data, model=model, target_vfe=tau, mode=mode, optimizer=optimizer,
             epochs=epochs, seeds=list(seeds), device=device, out=str(out / f"target-{name}"),
-            train_size=train_size, test_size=test_size, progress=progress, resume=True,
+            train_size=train_size, test_size=test_size, progress=progress, resume=resume,
         ).validate()
         t0 = time.perf_counter()
         runs = [train_seed(cfg, s, train_set, test_set) for s in cfg.seeds]
