@@ -49,14 +49,18 @@ def dask_client(address: str, *, n_workers: int = 2):
         raise ValueError(f"--dask: expected 'local' or 'tcp://HOST:PORT', got {address!r}")
     dd = import_dask_distributed()
     if address == "local":
-        cluster = dd.LocalCluster(
-            n_workers=max(1, int(n_workers)),
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            processes=True,
-            silence_logs=40,
-        )
+        import dask
+
+        _start_forkserver(["distributed", "visualmixer.folders"])
+        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            cluster = dd.LocalCluster(
+                n_workers=max(1, int(n_workers)),
+                threads_per_worker=1,
+                host="127.0.0.1",
+                dashboard_address=":0",
+                processes=True,
+                silence_logs=40,
+            )
         try:
             client = dd.Client(cluster)
             try:
@@ -71,6 +75,39 @@ def dask_client(address: str, *, n_workers: int = 2):
             yield client
         finally:
             client.close()
+
+
+def _start_forkserver(preload: list[str]) -> None:
+    """Start this process's fork server with ``preload`` imported (torch once, not per worker).
+
+    Worker processes (ours and a local Dask cluster's) then fork from a clean single-threaded
+    server instead of re-importing everything. No-op where forkserver is unavailable.
+    """
+    try:
+        from multiprocessing import forkserver
+
+        ctx = multiprocessing.get_context("forkserver")
+    except (ImportError, ValueError):  # pragma: no cover
+        return
+    ctx.set_forkserver_preload(preload)
+    forkserver.ensure_running()
+
+
+def _process_context(fn: Callable[..., Any]):
+    """A ``forkserver`` context whose server has imported ``fn``'s module (and so torch) once.
+
+    Children fork from that clean, single-threaded server: they start in a fraction of the time
+    a ``spawn`` start needs (no re-import of torch per worker) without the risks of forking a
+    parent that already runs threads. Falls back to ``spawn`` where forkserver is missing.
+    """
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:  # pragma: no cover - platforms without fork
+        return multiprocessing.get_context("spawn")
+    module = getattr(fn, "__module__", None)
+    if module and module != "__main__":
+        _start_forkserver([module])
+    return ctx
 
 
 def _bounded(submit: Callable[[Any], Any], wait_one: Callable[[set], tuple[set, set]],
@@ -112,12 +149,14 @@ def map_unordered(
     jobs : iterable of (tag, tuple)
         Consumed lazily: at most ``in_flight`` jobs are read ahead of the results.
     workers : int
-        1: run in this process, in order. N > 1: N worker processes (``spawn`` start method), or
-        the number of workers of a local Dask cluster.
+        1: run in this process, in order. N > 1: N worker processes (``forkserver`` start
+        method, torch imported once by the server), or the number of workers of a local Dask
+        cluster.
     dask : str, optional
         ``"local"`` or ``"tcp://HOST:PORT"``: run on Dask instead (see the module docstring).
     shared : tuple
-        Extra arguments common to every job (sent once per worker process / scattered once).
+        Extra arguments common to every job (pickled with each job for worker processes,
+        scattered once to every Dask worker).
     in_flight : int, optional
         Jobs submitted ahead (default ``2 * workers``, at least 2).
 
@@ -148,7 +187,7 @@ def map_unordered(
         for tag, args in jobs:
             yield tag, fn(*args, *shared)
         return
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _process_context(fn)
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         try:
             yield from _bounded(

@@ -209,8 +209,8 @@ def decode_image(data: bytes, *, max_pixels: int | None = None, name: str = "ima
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageReadError(
                 f"declared dimensions exceed the decompression-bomb limit of {limit} pixels "
-                f"({_one_line(exc).split(':')[0]}); raise the limit with --max-pixels / "
-                "max_pixels if the file is trusted"
+                f"({' '.join(str(exc).split()).split(',')[0]}); raise the limit with "
+                "--max-pixels / max_pixels if the file is trusted"
             ) from None
         except UnidentifiedImageError:
             raise ImageReadError("not a recognised image format (Pillow cannot identify it)") from None
@@ -257,6 +257,8 @@ def decode_image(data: bytes, *, max_pixels: int | None = None, name: str = "ima
 
 
 def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    if not arr.flags.writeable:
+        arr = arr.copy()
     if arr.ndim == 2:
         return torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0).contiguous()
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).contiguous()

@@ -1,0 +1,139 @@
+"""visualmixer.data: the ObfuscatedDataset wrapper across DataLoader workers, and the Hugging Face
+helper (its batch function always; a real `datasets.Dataset.map` when `datasets` is installed)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import visualmixer as vm
+from visualmixer.data import ObfuscatedDataset, hf_batch_transform
+
+KEY = vm.Key.from_seed(11)
+
+
+def _smooth(n: int, size: int = 32) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    base = (127 + 100 * torch.sin(xx / 4.0) * torch.cos(yy / 5.0)).to(torch.uint8)
+    return base.expand(n, 3, size, size).clone()  # n identical images
+
+
+def _epoch_batches(loader) -> torch.Tensor:
+    return torch.cat([x for x, _y in loader])
+
+
+def test_two_dataloader_workers_distinct_and_reproducible():
+    base = TensorDataset(_smooth(8), torch.arange(8))
+    ds = ObfuscatedDataset(base, KEY, target_vfe=0.5, mode="online")
+    loader = DataLoader(ds, batch_size=2, num_workers=2, persistent_workers=True,
+                        multiprocessing_context="fork")
+    ds.set_epoch(0)
+    e0 = _epoch_batches(loader)
+    ds.set_epoch(1)  # reaches the persistent workers through shared memory
+    e1 = _epoch_batches(loader)
+    # identical inputs, yet every index gets its own permutation, in both workers
+    flat = {e0[i].numpy().tobytes() for i in range(8)}
+    assert len(flat) == 8
+    assert not any(torch.equal(e0[i], e1[i]) for i in range(8))  # online: a new shuffle per epoch
+    # reproducible: the same as in the main process, and as with one worker
+    for epoch, got in ((0, e0), (1, e1)):
+        ds.set_epoch(epoch)
+        single = _epoch_batches(DataLoader(ds, batch_size=3, num_workers=0))
+        assert torch.equal(single, got)
+    ds.set_epoch(1)
+    one = _epoch_batches(DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="fork"))
+    assert torch.equal(one, e1)
+    # each sample equals what obfuscate() gives for id (index, epoch)
+    res = vm.obfuscate(base[5][0].unsqueeze(0), key=KEY, ids=[(5, 1)], target_vfe=0.5)
+    assert torch.equal(res.images[0], e1[5])
+
+
+def test_offline_mode_and_ids():
+    base = TensorDataset(_smooth(4), torch.arange(4))
+    ds = ObfuscatedDataset(base, KEY, mode="offline", ids=["a", "b", "c", "d"])
+    first = ds[2][0]
+    ds.set_epoch(5)
+    assert torch.equal(ds[2][0], first)  # offline: fixed per sample
+    assert ds.image_id(2) == "c"
+    img, _rest, res = ds.obfuscate_item(2)
+    restored = vm.restore(img.unsqueeze(0), res.plans, key=KEY, ids=["c"])
+    assert torch.equal(restored[0], base[2][0])
+    by_fn = ObfuscatedDataset(base, KEY, ids=lambda i: f"img{i}")
+    assert by_fn.image_id(3) == "img3"
+
+
+def test_pil_and_numpy_samples_keep_their_kind():
+    class Pil(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            arr = _smooth(1)[0].permute(1, 2, 0).numpy()
+            return Image.fromarray(arr), i, "extra"
+
+    ds = ObfuscatedDataset(Pil(), KEY)
+    img, label, extra = ds[1]
+    assert isinstance(img, Image.Image) and img.size == (32, 32) and (label, extra) == (1, "extra")
+
+
+def test_pickling_and_bad_arguments():
+    ds = ObfuscatedDataset(TensorDataset(_smooth(2), torch.arange(2)), KEY, mode="online", epoch=3)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone.epoch == 3 and torch.equal(clone[1][0], ds[1][0])
+    clone.set_epoch(4)
+    assert ds.epoch == 3  # a plain copy does not share the epoch
+    assert copy.deepcopy(ds).epoch == 3
+    with pytest.raises(ValueError, match="mode"):
+        ObfuscatedDataset(ds, KEY, mode="sometimes")
+    with pytest.raises(ValueError, match="target_vfe"):
+        ObfuscatedDataset(ds, KEY, target_vfe=2)
+    with pytest.raises(TypeError, match="key"):
+        ObfuscatedDataset(ds, b"\0" * 32)
+    with pytest.raises(ValueError, match="epoch"):
+        ds.set_epoch(-1)
+
+
+def _hf_rows():
+    arr = _smooth(1)[0].permute(1, 2, 0).numpy()
+    images = [Image.fromarray(arr), Image.fromarray(np.ascontiguousarray(arr[:24])),
+              Image.fromarray(arr[..., 0]), Image.fromarray(arr)]
+    return {"image": images, "label": [0, 1, 2, 3]}
+
+
+def test_hf_batch_transform_without_datasets():
+    rows = _hf_rows()
+    fn = hf_batch_transform(KEY, plan_column="plan")
+    out = fn(rows, [10, 11, 12, 13])
+    assert [im.size for im in out["image"]] == [im.size for im in rows["image"]]
+    assert [im.mode for im in out["image"]] == ["RGB", "RGB", "L", "RGB"]
+    assert len(out["vfe"]) == 4 and all(v > 0 for v in out["vfe"])
+    # ids are the row indices: the same rows in another batch split give the same result
+    alone = fn({"image": rows["image"][3:], "label": [3]}, [13])
+    assert np.array_equal(np.asarray(alone["image"][0]), np.asarray(out["image"][3]))
+    # the plan column restores the original
+    plan = vm.Plans.from_dict(json.loads(out["plan"][0]))
+    obf = torch.from_numpy(np.array(out["image"][0])).permute(2, 0, 1).unsqueeze(0)
+    back = vm.restore(obf, plan, key=KEY, ids=[10])
+    assert np.array_equal(back[0].permute(1, 2, 0).numpy(), np.asarray(rows["image"][0]))
+
+
+def test_hf_dataset_map():
+    datasets = pytest.importorskip(
+        "datasets", reason="Hugging Face `datasets` is not installed (pip install 'visualmixer[hf]')"
+    )
+    from visualmixer.data import obfuscate_hf
+
+    rows = _hf_rows()
+    ds = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    out = obfuscate_hf(ds, KEY, batch_size=2, load_from_cache_file=False)
+    assert out.num_rows == 4 and "vfe" in out.column_names
+    direct = hf_batch_transform(KEY)(rows, [0, 1, 2, 3])
+    for i in range(4):
+        assert np.array_equal(np.asarray(out[i]["image"]), np.asarray(direct["image"][i]))
