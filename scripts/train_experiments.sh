@@ -3,7 +3,7 @@
 # ST-Adam vs Adam vs SGD. Small on purpose (2 shared CPU cores): Fashion-MNIST 10k/2k subsets,
 # small CNN, 3 epochs, 3 seeds. Each run is skipped when its metrics.json exists; interrupted
 # runs resume from their checkpoints. Usage: bash scripts/train_experiments.sh [GROUP...]
-# GROUP: grid-offline optim grid-online extra photos (default: all, in that order).
+# GROUP: grid-offline optim grid-online overhead extra photos (default: all, in that order).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,7 +22,7 @@ run() {  # run NAME ARGS...
 }
 
 groups=("$@")
-[[ ${#groups[@]} -eq 0 ]] && groups=(grid-offline optim grid-online extra photos)
+[[ ${#groups[@]} -eq 0 ]] && groups=(grid-offline optim grid-online overhead extra photos)
 for g in "${groups[@]}"; do
   case $g in
     grid-offline)  # the clean baseline and two targets, Adam 1e-3 as in SPEC §10
@@ -36,6 +36,13 @@ for g in "${groups[@]}"; do
           --target-vfe 0.5 --mode offline ;;
     grid-online)
       run "fm-cnn-online-0.5" "${COMMON[@]}" --optimizer adam --target-vfe 0.5 --mode online ;;
+    overhead)
+      if [[ ! -f "$OUT/overhead.json" ]]; then
+        mkdir -p "$OUT"
+        PYTHONPATH="$SRC" "$PY" -W ignore scripts/train_overhead.py --n 4096 --reps 3 \
+            > "$OUT/overhead.json.tmp" && mv "$OUT/overhead.json.tmp" "$OUT/overhead.json"
+        cat "$OUT/overhead.json"
+      fi ;;
     extra)
       run "fm-cnn-offline-0.3" "${COMMON[@]}" --optimizer adam --target-vfe 0.3 --mode offline
       run "fm-cnn-online-0.7" "${COMMON[@]}" --optimizer adam --target-vfe 0.7 --mode online
