@@ -305,14 +305,14 @@ def obfuscate(
     grid = region_grid(h, w, r)
     subkeys = _subkeys(key, ids, seed, n)
 
-    words = random_words(subkeys, words_needed(grid, c)).to(batch.device)
+    words = random_words(subkeys, words_needed(grid, c))
     smap = _pixel_saliency(batch, saliency, window)
     weights = window_weights(batch, smap, window)
     salient = _salient_regions(smap, grid)
     regions = to_regions(batch, grid)
 
     def evaluate(rows: torch.Tensor, levels: torch.Tensor):
-        out = shuffle_regions(regions[rows], words[rows], levels, grid, channel_order)
+        out = shuffle_regions(regions[rows], words[rows.cpu().numpy()], levels, grid, channel_order)
         if window == r:  # VFE windows are the regions: score the region layout directly
             scores = scores_from_windows(region_windows(out, grid), h, w)
         else:
@@ -383,6 +383,6 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         raise ValueError(f"plan level maps must be {grid.rows}x{grid.cols} for this size and region")
     subkeys = key.subkeys(_check_ids(ids, n), _PURPOSE)
     levels = plans.levels.to(device=batch.device, dtype=torch.int64).view(n, -1)
-    words = random_words(subkeys, words_needed(grid, c, int(levels.max()))).to(batch.device)
+    words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
     regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order, inverse=True)
     return from_batch(from_regions(regions, grid), info)

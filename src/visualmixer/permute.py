@@ -6,10 +6,11 @@ first 16 bytes of the subkey, read as little-endian 32-bit words and compared as
 With ``M = regions * C``, words ``[0, M)`` order the channels of each region and word
 ``M + slot * M + region * C + c`` is the sort key of tile slot ``slot`` in channel ``c`` of
 ``region`` (slot-major, so coarse levels only read the start of the stream). A region cut into
-``n`` tiles takes the stable argsort of its first ``n`` slot keys as its tile permutation: the
+``n`` tiles takes the sort order of its first ``n`` slot keys as its tile permutation: the
 permutation depends only on the key, the image id, the region and its level — never on the
-device, the batch, or a global seed. The stream is drawn on the CPU and moved to the images'
-device, so CPU and GPU give identical results.
+device, the batch, or a global seed. The stream is drawn and the permutations sorted on the CPU
+(numpy's vectorised sort is several times faster than torch's for short rows), then moved to the
+images' device, so CPU and GPU give identical results.
 
 Shuffling works in a region-major layout ``(N, regions, C, R, R)``: the regions of one shape and
 level are cut into tiles with a reshape, and one ``gather`` (``scatter`` to restore) along the
@@ -28,6 +29,7 @@ from visualmixer.regions import RegionGrid
 
 __all__ = [
     "random_words",
+    "sort_permutations",
     "words_needed",
     "shuffle_regions",
     "to_regions",
@@ -42,8 +44,8 @@ def words_needed(grid: RegionGrid, channels: int, max_level: int | None = None) 
     return grid.count * channels * (1 + tiles)
 
 
-def random_words(subkeys: Sequence[bytes], count: int) -> torch.Tensor:
-    """``(N, count)`` int32 tensor: the first ``count`` words of each subkey's Philox stream."""
+def random_words(subkeys: Sequence[bytes], count: int) -> np.ndarray:
+    """``(N, count)`` int32 array: the first ``count`` words of each subkey's Philox stream."""
     n_raw = (count + 1) // 2
     out = np.empty((len(subkeys), 2 * n_raw), dtype="<u4")
     for i, sub in enumerate(subkeys):  # one call per image; the stream itself is vectorised C
@@ -51,17 +53,30 @@ def random_words(subkeys: Sequence[bytes], count: int) -> torch.Tensor:
             raise ValueError("subkeys must be at least 16 bytes")
         k = np.frombuffer(sub[:16], dtype="<u8").astype(np.uint64)
         out[i] = np.random.Philox(key=k).random_raw(n_raw).astype("<u8", copy=False).view("<u4")
-    return torch.from_numpy(out[:, :count].view("<i4").astype(np.int32, copy=False))
+    return np.ascontiguousarray(out[:, :count]).view("<i4").astype(np.int32, copy=False)
 
 
-def _non_identity(perm: torch.Tensor) -> torch.Tensor:
-    """A permutation that came out as the identity is rotated by one, so a region cut into two or
-    more tiles never keeps every tile in place."""
-    n = perm.shape[-1]
+def sort_permutations(keys: np.ndarray) -> np.ndarray:
+    """Permutations ordering each row of int32 ``keys`` ascending: ``(..., n)`` -> int64.
+
+    The low ``ceil(log2 n)`` bits of each key are replaced by the slot index, which makes keys
+    unique within a row: the result is then the same for any sorting algorithm, CPU or version
+    (ties would otherwise be ordered by implementation details). A permutation that came out as
+    the identity is rotated by one, so a region cut into two or more tiles never keeps every
+    tile in place.
+    """
+    n = keys.shape[-1]
     if n < 2:
-        return perm
-    ident = (perm == torch.arange(n, device=perm.device)).all(dim=-1, keepdim=True)
-    return torch.where(ident, perm.roll(1, dims=-1), perm)
+        return np.zeros(keys.shape, dtype=np.int64)
+    bits = (n - 1).bit_length()
+    mask = np.int32((1 << bits) - 1)
+    packed = (keys & ~mask) | np.arange(n, dtype=np.int32)
+    packed.sort(axis=-1)
+    perm = (packed & mask).astype(np.int64)
+    ident = (perm == np.arange(n)).all(axis=-1)
+    if ident.any():
+        perm[ident] = np.roll(perm[ident], 1, axis=-1)
+    return perm
 
 
 def _kind_level_groups(grid: RegionGrid, levels: torch.Tensor):
@@ -98,8 +113,9 @@ def shuffle_regions(
     ----------
     regions : torch.Tensor
         ``(N, regions, C, R, R)`` any dtype (see :func:`to_regions`).
-    words : torch.Tensor
-        ``(N, >= words_needed(...))`` int32 random stream, on the same device.
+    words : numpy.ndarray
+        ``(N, >= words_needed(...))`` int32 random stream (see :func:`random_words`). The
+        permutations are sorted out of it on the CPU, so every device gets the same ones.
     levels : torch.Tensor
         ``(N, regions)`` int64 ladder level of each region.
     grid : RegionGrid
@@ -119,26 +135,24 @@ def shuffle_regions(
     mc = m * c
     full = grid.kind_sizes[0] == grid.kind_sizes[3]
     out = torch.empty_like(regions) if full else regions.clone()
+    levels = levels.cpu()
     if channel_order and c > 1:
-        sigma = torch.argsort(words[:, :mc].view(n, m, c), dim=-1, stable=True)
+        sigma = torch.from_numpy(sort_permutations(words[:, :mc].reshape(n, m, c))).to(dev)
     else:
         sigma = torch.arange(c, device=dev).expand(n, m, c)
     for kind, level, n_idx, r_idx in _kind_level_groups(grid, levels):
         table = grid.table(kind, level)
         a, b = grid.kind_sizes[kind]
         th, tw, nt = table.tile_h, table.tile_w, table.ntiles
+        n_np, r_np = n_idx.numpy(), r_idx.numpy()
+        # word of (slot k, region r, channel ch) = mc + k * mc + r * c + ch
+        pos = (r_np * c)[:, None, None] + (np.arange(c) + mc)[None, :, None] + (np.arange(nt) * mc)[None, None, :]
+        pi = torch.from_numpy(sort_permutations(words[n_np[:, None, None], pos])).to(dev)  # (g, C, nt)
+        n_idx, r_idx = n_idx.to(dev), r_idx.to(dev)
         sub = regions[n_idx, r_idx][..., :a, :b]  # (g, C, a, b)
         g = sub.shape[0]
         tiles = sub.reshape(g, c, a // th, th, b // tw, tw).permute(0, 1, 2, 4, 3, 5)
         tiles = tiles.reshape(g, c * nt, th, tw)
-        if nt > 1:
-            # word of (slot k, region r, channel ch) = mc + k * mc + r * c + ch
-            pos = (r_idx * c).view(g, 1, 1) + (torch.arange(c, device=dev) + mc).view(1, c, 1)
-            pos = pos + (torch.arange(nt, device=dev) * mc).view(1, 1, nt)
-            keys = words[n_idx.view(g, 1, 1), pos]  # (g, C, nt)
-            pi = _non_identity(torch.argsort(keys, dim=-1, stable=True))
-        else:
-            pi = torch.zeros((g, c, 1), dtype=torch.int64, device=dev)
         src = (sigma[n_idx, r_idx].unsqueeze(-1) * nt + pi).reshape(g, c * nt, 1, 1)
         src = src.expand(g, c * nt, th, tw)
         if inverse:

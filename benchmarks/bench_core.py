@@ -1,0 +1,146 @@
+"""Speed of the core kernels: images/s for obfuscate (with targeting), restore and vfe.
+
+Every number is also given as a ratio to a plain ``clone()`` of the same batch measured in the
+same run (the memory-bandwidth floor), and, for single images, to a straightforward per-image
+Python reference (loops over windows/regions, as the authors' code does).
+
+    python benchmarks/bench_core.py                 # full table (a few minutes on 2 cores)
+    python benchmarks/bench_core.py --quick         # 32² and 224² only
+    python benchmarks/bench_core.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+import visualmixer as vm
+from visualmixer.samples import builtin_photos
+
+
+def timeit(fn, min_time=1.0, min_runs=3, max_runs=50):
+    fn()  # warm up (caches, allocator)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < min_time and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def reference_vfe(img: np.ndarray, s: int) -> float:
+    """Per-window Python loop (unweighted), the shape of the authors' implementation."""
+    c, h, w = img.shape
+    img = img.astype(np.float64)
+    vals = []
+    for ch in range(c):
+        for i in range(0, h, s):
+            for j in range(0, w, s):
+                win = img[ch, i : i + s, j : j + s]
+                g = ((win[:, 1:] - win[:, :-1]) ** 2).sum() + ((win[1:] - win[:-1]) ** 2).sum()
+                v = ((win - win.mean()) ** 2).sum()
+                vals.append(0.0 if v == 0 else (s + 1) / (4 * s) * g / v)
+    return float(np.mean(vals))
+
+
+def reference_shuffle(img: np.ndarray, region: int, tile: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-region, per-channel Python loop shuffling tiles (one uniform level, no targeting)."""
+    c, h, w = img.shape
+    out = img.copy()
+    for ch in range(c):
+        for i in range(0, h - region + 1, region):
+            for j in range(0, w - region + 1, region):
+                blk = img[ch, i : i + region, j : j + region]
+                k = region // tile
+                tiles = blk.reshape(k, tile, k, tile).transpose(0, 2, 1, 3).reshape(k * k, tile, tile)
+                tiles = tiles[rng.permutation(k * k)]
+                out[ch, i : i + region, j : j + region] = (
+                    tiles.reshape(k, k, tile, tile).transpose(0, 2, 1, 3).reshape(region, region)
+                )
+    return out
+
+
+def make_batch(size: int, n: int) -> torch.Tensor:
+    _, photos = builtin_photos(size if size <= 512 else 512)
+    if size > 512:
+        photos = torch.nn.functional.interpolate(photos.float(), size=(size, size), mode="bilinear")
+        photos = photos.round().clamp(0, 255).to(torch.uint8)
+    reps = -(-n // len(photos))
+    return photos.repeat(reps, 1, 1, 1)[:n].contiguous()
+
+
+def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool):
+    x = make_batch(size, n)
+    ids = list(range(n))
+    t_copy = timeit(lambda: x.clone())
+    t_obf = timeit(lambda: vm.obfuscate(x, key=key, ids=ids, target_vfe=target))
+    res = vm.obfuscate(x, key=key, ids=ids, target_vfe=target)
+    t_res = timeit(lambda: vm.restore(res.images, res.plans, key=key, ids=ids))
+    t_vfe = timeit(lambda: vm.vfe(x))
+    row = {
+        "size": size,
+        "batch": n,
+        "copy_img_s": n / t_copy,
+        "obfuscate_img_s": n / t_obf,
+        "obfuscate_x_copy": t_obf / t_copy,
+        "restore_img_s": n / t_res,
+        "restore_x_copy": t_res / t_copy,
+        "vfe_img_s": n / t_vfe,
+        "vfe_x_copy": t_vfe / t_copy,
+        "achieved_vfe_mean": float(res.vfe.mean()),
+    }
+    if with_reference:
+        img = x[0].numpy()
+        s = vm.default_region(size, size)
+        rng = np.random.default_rng(0)
+        t_ref_vfe = timeit(lambda: reference_vfe(img, s), min_time=0.5, min_runs=1, max_runs=3)
+        t_ref_shuffle = timeit(lambda: reference_shuffle(img, s, 2, rng), min_time=0.5, min_runs=1, max_runs=3)
+        t_one_vfe = timeit(lambda: vm.vfe(x[:1], saliency="uniform"))
+        t_one_obf = timeit(lambda: vm.obfuscate(x[:1], key=key, ids=[0], target_vfe=target))
+        row.update(
+            single_obfuscate_img_s=1 / t_one_obf,
+            single_vfe_img_s=1 / t_one_vfe,
+            reference_vfe_img_s=1 / t_ref_vfe,
+            reference_shuffle_one_level_img_s=1 / t_ref_shuffle,
+            vfe_speedup_vs_reference=t_ref_vfe / t_one_vfe,
+            batched_vfe_speedup_vs_reference=t_ref_vfe / (t_vfe / n),
+        )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="32² and 224² only")
+    parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--json", help="also write the rows as JSON here")
+    args = parser.parse_args()
+    key = vm.Key.generate()
+    cases = [(32, 64), (224, 64)] + ([] if args.quick else [(1024, 8)])
+    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"target VFE {args.target}; uint8 RGB; ratios are time / time of x.clone() in the same run\n")
+    head = (f"{'size':>6} {'batch':>5} | {'obfuscate/s':>11} {'x copy':>7} | {'restore/s':>9} {'x copy':>7} | "
+            f"{'vfe/s':>8} {'x copy':>7} | {'1-img obf/s':>11} {'ref shuffle/s':>13} {'vfe vs ref':>10}")
+    print(head)
+    print("-" * len(head))
+    for size, n in cases:
+        r = bench(size, n, args.target, key, with_reference=size <= 224)
+        rows.append(r)
+        ref = (f"{r['single_obfuscate_img_s']:>11.1f} {r['reference_shuffle_one_level_img_s']:>13.1f} "
+               f"{r['batched_vfe_speedup_vs_reference']:>9.0f}x") if "single_obfuscate_img_s" in r else ""
+        print(f"{size:>5}² {n:>5} | {r['obfuscate_img_s']:>11.1f} {r['obfuscate_x_copy']:>6.0f}x | "
+              f"{r['restore_img_s']:>9.1f} {r['restore_x_copy']:>6.0f}x | {r['vfe_img_s']:>8.1f} "
+              f"{r['vfe_x_copy']:>6.0f}x | {ref}", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
