@@ -49,7 +49,7 @@ def photo_grid(out_dir: Path, targets, size: int = 224) -> dict:
     key = vm.Key.generate()  # fresh and never stored: this run only demonstrates
     ids = [f"builtin/{n}" for n in names]
     original = vm.vfe(x)
-    rows = {n: {"original": round(float(v), 3)} for n, v in zip(names, original)}
+    rows = {n: {"original": round(float(v), 3)} for n, v in zip(names, original, strict=True)}
     outputs, exact = [], True
     timings = {}
     for t in targets:
@@ -59,7 +59,7 @@ def photo_grid(out_dir: Path, targets, size: int = 224) -> dict:
         back = vm.restore(res.images, res.plans, key=key, ids=ids)
         exact &= bool(torch.equal(back, x))
         outputs.append(res.images)
-        for n, v, lv in zip(names, res.vfe.tolist(), res.plans.levels.flatten(1)):
+        for n, v, lv in zip(names, res.vfe.tolist(), res.plans.levels.flatten(1), strict=True):
             rows[n][str(t)] = round(v, 3)
             rows[n][f"levels@{t}"] = {int(k): int(c) for k, c in enumerate(lv.long().bincount()) if c}
     _save_grid(out_dir / "grid.png", names, x, outputs, targets, original, rows)
@@ -88,7 +88,7 @@ def _save_grid(path: Path, names, x, outputs, targets, original, rows) -> None:
         titles = [f"{name}\noriginal VFE {float(original[i]):.2f}"] + [
             f"target {t}\nVFE {rows[name][str(t)]:.2f}" for t in targets
         ]
-        for j, (img, title) in enumerate(zip(panels, titles)):
+        for j, (img, title) in enumerate(zip(panels, titles, strict=True)):
             ax = axes[i][j]
             ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
             ax.set_title(title, fontsize=8)
