@@ -20,12 +20,13 @@ flattened (channel, tile) axis moves whole tiles; no per-pixel index is built.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer.regions import RegionGrid
+from visualmixer.regions import RegionGrid, tile_ladder
 
 __all__ = [
     "random_words",
@@ -34,6 +35,7 @@ __all__ = [
     "shuffle_regions",
     "to_regions",
     "from_regions",
+    "region_windows",
 ]
 
 
@@ -98,6 +100,84 @@ def _kind_level_groups(grid: RegionGrid, levels: torch.Tensor):
             yield kind, int(level), n_idx, r_idx
 
 
+@lru_cache(maxsize=256)
+def _subtile_map(region: int, tile: int, sub: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a full region cut into ``tile``-sided tiles, seen as ``sub``-sided sub-tiles:
+    the tile of each sub-tile, each sub-tile's offset from its tile's first sub-tile, and the
+    first sub-tile of each tile (all flat, row-major)."""
+    side, f, tiles = region // sub, tile // sub, region // tile
+    qy, qx = np.divmod(np.arange(side * side), side)
+    tile_of = (qy // f) * tiles + qx // f
+    offset = (qy % f) * side + qx % f
+    ky, kx = np.divmod(np.arange(tiles * tiles), tiles)
+    start = ky * f * side + kx * f
+    return tile_of, offset, start
+
+
+def _tile_keys(words: np.ndarray, n_idx: np.ndarray, r_idx: np.ndarray, m: int, c: int, nt: int) -> np.ndarray:
+    """Sort keys ``(g, C, nt)`` of the tile slots of regions ``(n_idx, r_idx)``."""
+    mc = m * c
+    view = words[:, mc : mc + nt * mc].reshape(words.shape[0], nt, m, c)
+    return np.ascontiguousarray(view[n_idx, :, r_idx, :].transpose(0, 2, 1))
+
+
+_VIEW_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _shuffle_full_grid(regions, words, levels, grid, sigma, inverse):
+    """All regions full-sized: one gather over the whole batch.
+
+    Every level present is expressed at the finest tile side ``sub`` in the call, and the data is
+    viewed as wider integers so that one element holds (a power-of-two chunk of) one tile row:
+    the gather moves whole tile rows without any strided tile copy.
+    """
+    n, m, c, r, _ = regions.shape
+    ladder = tile_ladder(r)
+    lv = levels.numpy()
+    present = np.unique(lv).tolist()
+    sub = ladder[max(present)]
+    side = r // sub
+    ns = side * side
+    # base[q] = first element (in wide units) of the source sub-tile that lands on sub-tile q
+    row_bytes = sub * regions.element_size()
+    chunk = max(g for g in (1, 2, 4, 8) if row_bytes % g == 0)
+    k = row_bytes // chunk  # wide elements per tile row
+    per_row = r * regions.element_size() // chunk  # wide elements per region row
+    src = np.empty((n, m, c, ns), dtype=np.int64)
+    for level in present:  # <= len(ladder) iterations, each batched over all its regions
+        n_idx, r_idx = np.nonzero(lv == level)
+        t = ladder[level]
+        tile_of, offset, start = _subtile_map(r, t, sub)
+        if level == 0:
+            pi = np.zeros((len(n_idx), c, 1), dtype=np.int64)
+        else:
+            pi = sort_permutations(_tile_keys(words, n_idx, r_idx, m, c, (r // t) ** 2))
+        moved = pi if t == sub else start[pi[..., tile_of]] + offset  # t == sub: tiles are sub-tiles
+        moved += sigma[n_idx, r_idx, :, None] * ns
+        if len(n_idx) == n * m:  # the level covers every region: no scattered assignment needed
+            src = np.ascontiguousarray(moved).reshape(n, m, c, ns)
+        else:
+            src[n_idx, r_idx] = moved
+    dev = regions.device
+    if sub == 1:  # single pixels: the sub-tile index is the element index
+        index = torch.from_numpy(src * k if k > 1 else src).to(dev)
+        if k > 1:
+            index = (index.unsqueeze(-1) + torch.arange(k, device=dev)).reshape(n, m, -1)
+    else:
+        ch, q = np.divmod(src, ns)
+        sy, sx = np.divmod(q, side)
+        base = torch.from_numpy(ch * (r * per_row) + sy * (sub * per_row) + sx * k).to(dev)
+        inner = (torch.arange(sub, device=dev) * per_row).view(sub, 1, 1) + torch.arange(k, device=dev)
+        index = base.view(n, m, c, side, 1, side, 1) + inner.view(1, 1, 1, 1, sub, 1, k)
+    index = index.view(n, m, c * r * per_row)
+    wide = regions.contiguous().view(n, m, -1).view(torch.uint8).view(_VIEW_DTYPES[chunk])
+    if inverse:
+        moved = torch.empty_like(wide).scatter_(2, index, wide)
+    else:
+        moved = wide.gather(2, index)
+    return moved.view(torch.uint8).view(regions.dtype).view(n, m, c, r, r)
+
+
 def shuffle_regions(
     regions: torch.Tensor,
     words: torch.Tensor,
@@ -133,21 +213,25 @@ def shuffle_regions(
     n, m, c, r, _ = regions.shape
     dev = regions.device
     mc = m * c
-    full = grid.kind_sizes[0] == grid.kind_sizes[3]
-    out = torch.empty_like(regions) if full else regions.clone()
     levels = levels.cpu()
     if channel_order and c > 1:
-        sigma = torch.from_numpy(sort_permutations(words[:, :mc].reshape(n, m, c))).to(dev)
+        sigma_np = sort_permutations(words[:, :mc].reshape(n, m, c))
     else:
-        sigma = torch.arange(c, device=dev).expand(n, m, c)
+        sigma_np = np.broadcast_to(np.arange(c, dtype=np.int64), (n, m, c))
+    if grid.kind_sizes[0] == grid.kind_sizes[3]:  # every region is full: the fast path
+        return _shuffle_full_grid(regions, words, levels, grid, sigma_np, inverse)
+    sigma = torch.from_numpy(np.ascontiguousarray(sigma_np)).to(dev)
+    out = regions.clone()
     for kind, level, n_idx, r_idx in _kind_level_groups(grid, levels):
         table = grid.table(kind, level)
         a, b = grid.kind_sizes[kind]
         th, tw, nt = table.tile_h, table.tile_w, table.ntiles
         n_np, r_np = n_idx.numpy(), r_idx.numpy()
-        # word of (slot k, region r, channel ch) = mc + k * mc + r * c + ch
-        pos = (r_np * c)[:, None, None] + (np.arange(c) + mc)[None, :, None] + (np.arange(nt) * mc)[None, None, :]
-        pi = torch.from_numpy(sort_permutations(words[n_np[:, None, None], pos])).to(dev)  # (g, C, nt)
+        if nt > 1:
+            pi = sort_permutations(_tile_keys(words, n_np, r_np, m, c, nt))
+        else:
+            pi = np.zeros((len(n_np), c, 1), dtype=np.int64)
+        pi = torch.from_numpy(pi).to(dev)  # (g, C, nt)
         n_idx, r_idx = n_idx.to(dev), r_idx.to(dev)
         sub = regions[n_idx, r_idx][..., :a, :b]  # (g, C, a, b)
         g = sub.shape[0]
@@ -160,10 +244,7 @@ def shuffle_regions(
         else:
             moved = tiles.gather(1, src)
         moved = moved.view(g, c, a // th, b // tw, th, tw).permute(0, 1, 2, 4, 3, 5)
-        if full:
-            out[n_idx, r_idx] = moved.reshape(g, c, a, b)
-        else:
-            out[n_idx, r_idx, :, :a, :b] = moved.reshape(g, c, a, b)
+        out[n_idx, r_idx, :, :a, :b] = moved.reshape(g, c, a, b)
     return out
 
 

@@ -70,10 +70,12 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
     n, _, h, w = images.shape
-    # float64 throughout (the working image is only size x size): the map, and so every VFE
-    # weight, does not depend on the input dtype.
-    grey = images.to(torch.float64).mean(dim=1, keepdim=True)
-    small = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    # The map is built at size x size in float64 (cheap), normalised there, and only then
+    # upsampled, so it hardly depends on the input dtype and costs little at full resolution.
+    work = torch.float64 if images.dtype == torch.float64 else torch.float32
+    grey = images.sum(dim=1, keepdim=True, dtype=work) / images.shape[1]
+    small = F.interpolate(grey, size=(size, size), mode="area" if min(h, w) >= size else "bilinear")
+    small = small.to(torch.float64)
     # Remove the mean and use a relative floor, so the map ignores brightness offset and contrast.
     small = small - small.mean(dim=(2, 3), keepdim=True)
     spread = small.abs().amax(dim=(2, 3), keepdim=True)
@@ -85,15 +87,14 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     smooth = F.avg_pool2d(F.pad(log_amp, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     residual = log_amp - smooth
     sal = torch.fft.ifft2(torch.exp(torch.complex(residual, phase))).abs() ** 2
-    sal = gaussian_blur2d(sal, sigma)
-    sal = F.interpolate(sal, size=(h, w), mode="bilinear", align_corners=False)
+    sal = gaussian_blur2d(sal.float(), sigma).double()  # float32 convolutions are much faster
     flat = sal.reshape(n, -1)
     lo = flat.min(dim=1).values.view(n, 1, 1, 1)
     hi = flat.max(dim=1).values.view(n, 1, 1, 1)
     span = hi - lo
     # A flat input (or a map without contrast) weighs every place equally.
-    scale = grey.abs().amax(dim=(2, 3), keepdim=True)
+    scale = grey.abs().amax(dim=(2, 3), keepdim=True).to(torch.float64)
     has_contrast = (span > 1e-9 * hi.abs().clamp_min(1e-300)) & (spread > 1e-12 * scale)
-    out = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-300), torch.ones_like(sal))
-    out = out.to(torch.float64 if images.dtype == torch.float64 else torch.float32)
+    sal = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-300), torch.ones_like(sal))
+    out = F.interpolate(sal.to(work), size=(h, w), mode="bilinear", align_corners=False)
     return out.clamp_(0, 1)
