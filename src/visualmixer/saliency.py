@@ -73,7 +73,10 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     # The map is built at size x size in float64 (cheap), normalised there, and only then
     # upsampled, so it hardly depends on the input dtype and costs little at full resolution.
     work = torch.float64 if images.dtype == torch.float64 else torch.float32
-    grey = images.sum(dim=1, keepdim=True, dtype=work) / images.shape[1]
+    grey = images[:, :1].to(work)
+    for ch in range(1, images.shape[1]):  # C <= 3; much faster than a reduction over dim 1
+        grey = grey + images[:, ch : ch + 1]
+    grey = grey / images.shape[1]
     small = F.interpolate(grey, size=(size, size), mode="area" if min(h, w) >= size else "bilinear")
     small = small.to(torch.float64)
     # Remove the mean and use a relative floor, so the map ignores brightness offset and contrast.
