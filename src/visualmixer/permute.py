@@ -220,7 +220,7 @@ def shuffle_regions(
         sigma_np = np.broadcast_to(np.arange(c, dtype=np.int64), (n, m, c))
     if grid.kind_sizes[0] == grid.kind_sizes[3]:  # every region is full: the fast path
         return _shuffle_full_grid(regions, words, levels, grid, sigma_np, inverse)
-    sigma = torch.from_numpy(np.ascontiguousarray(sigma_np)).to(dev)
+    sigma = torch.from_numpy(np.array(sigma_np)).to(dev)
     out = regions.clone()
     for kind, level, n_idx, r_idx in _kind_level_groups(grid, levels):
         table = grid.table(kind, level)
