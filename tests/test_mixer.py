@@ -255,3 +255,18 @@ def test_cpu_and_gpu_agree(photos):
     assert torch.equal(cpu.plans.levels, gpu.plans.levels)
     assert torch.equal(cpu.images, gpu.images.cpu())
     assert torch.equal(vm.restore(gpu.images, gpu.plans, key=KEY, ids=range(len(x))).cpu(), x)
+
+
+def test_predicted_search_matches_bisection(photos, monkeypatch):
+    """The estimate only chooses where the search starts: the plan found must be the same."""
+    import visualmixer.mixer as mixer
+
+    _, x = photos
+    x = torch.cat([x, torch.nn.functional.avg_pool2d(x.float(), 4).to(torch.uint8).repeat(1, 1, 4, 4)])
+    for target in (0.3, 0.5, 0.7):
+        fast = vm.obfuscate(x, key=KEY, ids=range(len(x)), target_vfe=target)
+        monkeypatch.setattr(mixer, "_predict_plan_vfe", lambda *a, **k: None)
+        slow = vm.obfuscate(x, key=KEY, ids=range(len(x)), target_vfe=target)
+        monkeypatch.undo()
+        assert torch.equal(fast.plans.levels, slow.plans.levels)
+        assert torch.equal(fast.images, slow.images)
