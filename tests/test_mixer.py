@@ -270,3 +270,18 @@ def test_predicted_search_matches_bisection(photos, monkeypatch):
         monkeypatch.undo()
         assert torch.equal(fast.plans.levels, slow.plans.levels)
         assert torch.equal(fast.images, slow.images)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 1, 28, 28), (1, 3, 16, 16), (1, 3, 1, 5)])
+def test_inputs_are_never_modified(dtype, shape):
+    x = torch.randint(0, 256, shape, dtype=torch.uint8)
+    x = x if dtype == torch.uint8 else x.to(dtype) / 255
+    before = x.clone()
+    res = vm.obfuscate(x, key=KEY, ids=range(shape[0]), target_vfe=0.5)
+    assert torch.equal(x, before)
+    obf = res.images.clone()
+    vm.restore(res.images, res.plans, key=KEY, ids=range(shape[0]))
+    assert torch.equal(res.images, obf)
+    vm.vfe(x)
+    assert torch.equal(x, before)

@@ -265,7 +265,7 @@ def _predict_plan_vfe(regions, weights, salient, grid, last) -> torch.Tensor:
     different tiles, estimated as two random values of the region: ``E[(a-b)^2] = 2V/(n-1)``.
     """
     n, m, c, r, _ = regions.shape
-    x = regions.to(torch.float32)
+    x = regions.to(torch.float32, copy=True)  # modified in place below; never touch the input
     col = (x[..., 1:] - x[..., :-1]).square_().sum(dim=-2).double()  # (N, m, C, R-1) by seam offset
     row = (x[..., 1:, :] - x[..., :-1, :]).square_().sum(dim=-1).double()
     total = x.sum(dim=(-2, -1)).double()
