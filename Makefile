@@ -11,7 +11,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -c constraints.txt -e ".[all,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[all,faces,dev]"
+	# facenet-pytorch (MTCNN for attack A6) pins an old torch in its metadata: install it alone.
+	$(BIN)/pip install -q --no-deps -c constraints.txt facenet-pytorch==2.6.0
 	bash scripts/install-data.sh
 	touch $(STAMP)
 
