@@ -352,19 +352,33 @@ def obfuscate(
     grid = region_grid(h, w, r)
     subkeys = _subkeys(key, ids, seed, n)
 
-    words = random_words(subkeys, words_needed(grid, c))
     smap = _pixel_saliency(batch, saliency, window)
     weights = window_weights(batch, smap, window)
     salient = _salient_regions(smap, grid)
     regions = to_regions(batch, grid)
 
+    stream = {"level": -1, "words": None}
+
+    def words_for(level: int):
+        # The stream is slot-major, so a prefix serves every level up to its own: draw only as
+        # much as the finest level probed so far needs (coarse targets never pay for pixels).
+        if level > stream["level"]:
+            stream["words"] = random_words(subkeys, words_needed(grid, c, level))
+            stream["level"] = level
+        return stream["words"]
+
     def evaluate(rows: torch.Tensor, levels: torch.Tensor):
+        words = words_for(int(levels.max()))
+        if rows.numel() == n:  # every image still searching: no row copies
+            out = shuffle_regions(regions, words, levels, grid, channel_order)
+            return out, weighted_vfe(_scores(out), weights)
         out = shuffle_regions(regions[rows], words[rows.cpu().numpy()], levels, grid, channel_order)
+        return out, weighted_vfe(_scores(out), weights[rows])
+
+    def _scores(out: torch.Tensor) -> torch.Tensor:
         if window == r:  # VFE windows are the regions: score the region layout directly
-            scores = scores_from_windows(region_windows(out, grid), h, w)
-        else:
-            scores = window_scores(from_regions(out, grid), window)
-        return out, weighted_vfe(scores, weights[rows])
+            return scores_from_windows(region_windows(out, grid), h, w)
+        return window_scores(from_regions(out, grid), window)
 
     top = grid.levels
     last = max(0, 2 * top - 2)
