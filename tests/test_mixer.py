@@ -285,3 +285,13 @@ def test_inputs_are_never_modified(dtype, shape):
     assert torch.equal(res.images, obf)
     vm.vfe(x)
     assert torch.equal(x, before)
+
+
+def test_ids_from_tensors_and_numpy_match_ints(photos):
+    _, x = photos
+    ref = vm.obfuscate(x[:3], key=KEY, ids=[4, 5, 6]).images
+    assert torch.equal(vm.obfuscate(x[:3], key=KEY, ids=torch.tensor([4, 5, 6])).images, ref)
+    assert torch.equal(vm.obfuscate(x[:3], key=KEY, ids=np.arange(4, 7)).images, ref)
+    assert torch.equal(vm.obfuscate(x[:3], key=KEY, ids=range(4, 7)).images, ref)
+    with pytest.raises(TypeError, match="1-D integers"):
+        vm.obfuscate(x[:3], key=KEY, ids=torch.tensor([4.0, 5.0, 6.0]))

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -169,11 +170,18 @@ def _check_region(region, h: int, w: int) -> int:
 
 
 def _check_ids(ids, n: int) -> list:
+    """One id per image: ints (also numpy/torch integer scalars or a 1-D integer tensor), strs
+    or tuples of them. A single str is one id, not a sequence of characters."""
     if ids is None:
         raise ValueError("ids are required when a key is given (one int/str/tuple id per image)")
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-        ids = list(ids) if hasattr(ids, "__iter__") and not isinstance(ids, (str, bytes)) else [ids]
-    ids = list(ids)
+    if isinstance(ids, (str, bytes, int)):
+        ids = [ids]
+    elif isinstance(ids, torch.Tensor):
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.ndim != 1:
+            raise TypeError(f"ids given as a tensor must be 1-D integers, got {ids.dtype} of shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    else:
+        ids = [int(i) if isinstance(i, np.integer) else i for i in ids]
     if len(ids) != n:
         raise ValueError(f"ids has {len(ids)} entries for {n} images; give exactly one id per image")
     for i in ids:
