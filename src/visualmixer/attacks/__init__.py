@@ -1,0 +1,36 @@
+"""Attacks on obfuscated images (SPEC §8.1), one small module each.
+
+Each attack returns the attacker's best estimate ``x̂`` of the originals (float32 in [0, 1], same
+``(N, C, H, W)`` shape) or a decision; :mod:`visualmixer.metrics` scores it against the originals.
+
+=====  ==========================================  ==========================================
+A1     :func:`direct_view`                         the obfuscated image as it is
+A2     :func:`region_mosaic`                       region means (what always leaks), upsampled
+A3     :class:`LearnedInversion`                   U-Net trained on the attacker's own pairs
+A4     :class:`Recognizer`                         clean-trained classifier on x̂ (accuracy)
+A5     :func:`realign_and_solve`                   channel re-alignment + greedy tile jigsaw
+A6     :func:`detect_faces`                        OpenCV Haar cascade / facenet-pytorch MTCNN
+=====  ==========================================  ==========================================
+"""
+
+from visualmixer.attacks.a1_direct import direct_view
+from visualmixer.attacks.a2_mosaic import region_mosaic
+from visualmixer.attacks.a3_inversion import LearnedInversion, UNet
+from visualmixer.attacks.a4_recognition import Recognizer, SmallCNN
+from visualmixer.attacks.a5_jigsaw import realign_and_solve, realign_channels, solve_jigsaw
+from visualmixer.attacks.a6_faces import detect_faces, haar_available, mtcnn_available
+
+__all__ = [
+    "direct_view",
+    "region_mosaic",
+    "LearnedInversion",
+    "UNet",
+    "Recognizer",
+    "SmallCNN",
+    "realign_and_solve",
+    "realign_channels",
+    "solve_jigsaw",
+    "detect_faces",
+    "haar_available",
+    "mtcnn_available",
+]

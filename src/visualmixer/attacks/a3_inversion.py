@@ -1,0 +1,195 @@
+"""A3 learned inversion: a small U-Net trained on the attacker's own (obfuscated → original) pairs.
+
+The attacker knows the algorithm and its public parameters (Kerckhoffs), so it obfuscates images
+of the same kind that it owns, with its own keys, trains an image-to-image network to undo the
+obfuscation, and applies it to the victim's obfuscated images (SPEC §2, §8.1). The network never
+sees a victim original or the victim's key.
+
+Examples
+--------
+>>> import torch
+>>> from visualmixer.attacks import LearnedInversion
+>>> own = torch.rand(64, 1, 16, 16)
+>>> inv = LearnedInversion(lambda x: x, epochs=1, seed=0).fit(own)   # identity "obfuscation"
+>>> inv(own[:4]).shape
+torch.Size([4, 1, 16, 16])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visualmixer._imops import as_batch, to_float
+from visualmixer.attacks._train import batches, float_batch, progress_iter
+
+__all__ = ["UNet", "LearnedInversion"]
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """A small U-Net for any input size (padded to a multiple of ``2 ** (levels - 1)``, then cropped).
+
+    Parameters
+    ----------
+    channels : int
+        Image channels in and out.
+    base : int
+        Feature channels at full resolution (doubled per level).
+    levels : int
+        Resolution levels (3 = two downsamplings, as in SPEC §10).
+    """
+
+    def __init__(self, channels: int = 1, base: int = 16, levels: int = 3):
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
+        self.levels = levels
+        widths = [base * 2**i for i in range(levels)]
+        self.down = nn.ModuleList()
+        cin = channels
+        for w in widths:
+            self.down.append(_block(cin, w))
+            cin = w
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for i in range(levels - 1, 0, -1):
+            self.up.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
+            self.fuse.append(_block(2 * widths[i - 1], widths[i - 1]))
+        self.head = nn.Conv2d(widths[0], channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = 2 ** (self.levels - 1)
+        ph, pw = (-h) % m, (-w) % m
+        y = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        skips = []
+        for i, blk in enumerate(self.down):
+            if i:
+                y = F.max_pool2d(y, 2)
+            y = blk(y)
+            skips.append(y)
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1]), strict=True):
+            y = fuse(torch.cat([up(y), skip], dim=1))
+        return torch.sigmoid(self.head(y))[..., :h, :w]
+
+
+class LearnedInversion:
+    """Attack A3: learn to invert an obfuscation from pairs the attacker makes itself.
+
+    Parameters
+    ----------
+    obfuscate : callable
+        Maps a batch ``(B, C, H, W)`` of the attacker's own originals (same dtype as passed to
+        :meth:`fit`) to obfuscated images of the same shape, with the attacker's own randomness —
+        e.g. ``visualmixer.VisualMixer(target_vfe=0.5)`` or any baseline.
+    epochs : int
+        Training epochs over the attacker's images.
+    batch_size, lr : int, float
+        Adam minibatch size and learning rate.
+    base, levels : int
+        U-Net width and depth.
+    reobfuscate : bool
+        Draw a fresh obfuscation of every image each epoch (more pairs; default False: one fixed
+        obfuscation per image, as in SPEC §10).
+    loss : {"l1", "mse"}
+        Reconstruction loss.
+    device : str or torch.device
+        Where to train.
+    seed : int, optional
+        Seeds the network initialisation and minibatch order (not the obfuscation).
+    progress : bool
+        Show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        obfuscate: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        epochs: int = 4,
+        batch_size: int = 64,
+        lr: float = 2e-3,
+        base: int = 16,
+        levels: int = 3,
+        reobfuscate: bool = False,
+        loss: str = "l1",
+        device: str | torch.device = "cpu",
+        seed: int | None = 0,
+        progress: bool = False,
+    ):
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if loss not in ("l1", "mse"):
+            raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
+        self.obfuscate = obfuscate
+        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+        self.base, self.levels = int(base), int(levels)
+        self.reobfuscate, self.loss = bool(reobfuscate), loss
+        self.device = torch.device(device)
+        self.seed = seed
+        self.progress = progress
+        self.net: UNet | None = None
+        self.history: list[float] = []
+
+    def _pairs(self, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        outs = [self.obfuscate(x[s : s + chunk]) for s in range(0, x.shape[0], chunk)]
+        return torch.cat([o if isinstance(o, torch.Tensor) else o.images for o in outs])
+
+    def fit(self, images, labels=None) -> LearnedInversion:
+        """Train on the attacker's own originals ``images`` ``(M, C, H, W)``; returns ``self``.
+
+        ``labels`` is accepted and ignored (same signature as :meth:`Recognizer.fit`).
+        """
+        x, _ = as_batch(images, "images")
+        if x.shape[0] == 0:
+            raise ValueError("LearnedInversion.fit needs at least one image")
+        g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        self.net = UNet(x.shape[1], self.base, self.levels).to(self.device)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        crit = F.l1_loss if self.loss == "l1" else F.mse_loss
+        obf = self._pairs(x)
+        self.history = []
+        self.net.train()
+        for epoch in progress_iter(range(self.epochs), self.progress, "A3 inversion"):
+            if epoch and self.reobfuscate:
+                obf = self._pairs(x)
+            total, count = 0.0, 0
+            for idx in batches(x.shape[0], self.batch_size, g):
+                inp = float_batch(obf[idx], self.device)
+                tgt = float_batch(x[idx], self.device)
+                opt.zero_grad(set_to_none=True)
+                loss = crit(self.net(inp), tgt)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+            self.history.append(total / count)
+        self.net.eval()
+        return self
+
+    @torch.no_grad()
+    def __call__(self, obfuscated, batch_size: int = 256) -> torch.Tensor:
+        """Reconstruct victims' originals from their obfuscated images; float32 ``(N, C, H, W)``."""
+        if self.net is None:
+            raise ValueError("call fit() on the attacker's own images before attacking")
+        x, _ = as_batch(obfuscated, "obfuscated")
+        outs = [
+            self.net(to_float(x[s : s + batch_size].to(self.device))).cpu()
+            for s in range(0, x.shape[0], batch_size)
+        ]
+        return torch.cat(outs) if outs else torch.zeros(x.shape, dtype=torch.float32)

@@ -1,0 +1,377 @@
+"""Privacy metrics between originals ``x`` and an attacker's estimates ``x̂`` (SPEC §8.2, §10).
+
+All functions take batched ``(N, C, H, W)`` tensors (or one ``(C, H, W)`` image), uint8 or floating
+in [0, 1], and return per-image scores as a float64 tensor of shape ``(N,)`` unless stated
+otherwise. :func:`summarize` turns them into ``{"mean", "max", "std", "n"}``.
+
+The prior-only baseline (:func:`prior_scores`) is the attacker's best *image-independent* guess:
+the mean training image of the image's class (labels leak by construction, SPEC §2) and the global
+mean training image. Any score is only a leak to the extent it beats this baseline.
+
+Examples
+--------
+>>> import torch
+>>> from visualmixer import metrics
+>>> x = torch.rand(4, 1, 28, 28)
+>>> float(metrics.ssim(x, x).min())
+1.0
+>>> metrics.reid_rate(x, x)["rate"]
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from visualmixer._imops import as_batch, to_float
+
+__all__ = [
+    "ssim",
+    "ms_ssim",
+    "psnr",
+    "reid_rate",
+    "face_detection_rate",
+    "summarize",
+    "class_mean_images",
+    "global_mean_image",
+    "prior_guess",
+    "prior_scores",
+    "image_scores",
+]
+
+_MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    x, _ = as_batch(x, "x")
+    y, _ = as_batch(y, "y")
+    if x.shape != y.shape:
+        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return to_float(x), to_float(y).to(x.device)
+
+
+def _kernel_for(h: int, w: int, kernel_size: int) -> int:
+    k = min(kernel_size, h, w)
+    if k % 2 == 0:
+        k -= 1
+    return max(k, 1)
+
+
+def ssim(x, x_hat, *, kernel_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Structural similarity per image (torchmetrics, Gaussian window, data range 1).
+
+    Parameters
+    ----------
+    x, x_hat : torch.Tensor
+        Originals and estimates, same shape ``(N, C, H, W)``; colour SSIM is the channel mean.
+    kernel_size : int
+        Gaussian window size; shrunk to the largest odd size that fits images smaller than it.
+    sigma : float
+        Gaussian window standard deviation.
+
+    Returns
+    -------
+    torch.Tensor
+        float64 ``(N,)`` in [-1, 1]; 1 means identical.
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure as _ssim
+
+    x, y = _pair(x, x_hat)
+    k = _kernel_for(x.shape[2], x.shape[3], kernel_size)
+    if k < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {tuple(x.shape[2:])}")
+    s = min(sigma, k / 6.0) if k < kernel_size else sigma
+    out = _ssim(y, x, kernel_size=k, sigma=s, data_range=1.0, reduction="none")
+    return out.double().reshape(-1)
+
+
+def ms_ssim_scales(height: int, width: int, kernel_size: int = 11) -> int:
+    """Number of MS-SSIM scales (<= 5) that fit an image, or 0 if fewer than 3 fit.
+
+    torchmetrics needs the shorter side to exceed ``(kernel_size - 1) * 2 ** (scales - 1)``.
+    """
+    side = min(height, width)
+    for scales in (5, 4, 3):
+        if side > (kernel_size - 1) * 2 ** (scales - 1):
+            return scales
+    return 0
+
+
+def ms_ssim(x, x_hat, *, kernel_size: int = 11) -> torch.Tensor | None:
+    """Multi-scale SSIM per image, or ``None`` when the images are too small for 3 scales.
+
+    Uses the standard five weights when they fit (shorter side > 160 px with an 11-px window), else
+    the first four or three weights, renormalised (shorter side > 80 / 40 px).
+
+    Returns
+    -------
+    torch.Tensor or None
+        float64 ``(N,)``, or ``None`` if the size does not allow MS-SSIM.
+    """
+    from torchmetrics.functional.image import (
+        multiscale_structural_similarity_index_measure as _ms,
+    )
+
+    x, y = _pair(x, x_hat)
+    scales = ms_ssim_scales(x.shape[2], x.shape[3], kernel_size)
+    if scales == 0:
+        return None
+    betas = _MS_SSIM_BETAS[:scales]
+    total = sum(betas)
+    betas = tuple(b / total for b in betas)
+    out = _ms(y, x, kernel_size=kernel_size, data_range=1.0, reduction="none", betas=betas)
+    return out.double().reshape(-1)
+
+
+def psnr(x, x_hat, *, max_db: float = 100.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB (torchmetrics, data range 1), capped at ``max_db``."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio as _psnr
+
+    x, y = _pair(x, x_hat)
+    out = _psnr(y, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().reshape(-1)
+    return out.nan_to_num(posinf=max_db).clamp(max=max_db)
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    flat = x.reshape(x.shape[0], -1).double()
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def reid_rate(
+    x_hat,
+    gallery,
+    targets: torch.Tensor | None = None,
+    *,
+    metric: str = "ncc",
+    pool: int = 1,
+    chunk: int = 1024,
+) -> dict:
+    """Re-identification: is each estimate's nearest neighbour in a gallery of originals its own?
+
+    Parameters
+    ----------
+    x_hat : torch.Tensor
+        ``(N, C, H, W)`` attacker estimates.
+    gallery : torch.Tensor
+        ``(G, C, H, W)`` originals; by default ``gallery[i]`` is the original of ``x_hat[i]``.
+    targets : torch.Tensor, optional
+        ``(N,)`` int index into ``gallery`` of each estimate's original (default ``arange(N)``).
+    metric : {"ncc", "l2"}
+        ``"ncc"``: normalised cross-correlation (invariant to brightness and contrast);
+        ``"l2"``: Euclidean distance.
+    pool : int
+        Average-pool both sides by this factor first (1 = full resolution).
+    chunk : int
+        Estimates compared per block (bounds memory at ``chunk × G``).
+
+    Returns
+    -------
+    dict
+        ``rate`` (share re-identified), ``chance`` (``1 / G``), ``hits`` (bool tensor ``(N,)``),
+        ``rank`` (int tensor ``(N,)``, 0 = nearest).
+    """
+    xh, _ = as_batch(x_hat, "x_hat")
+    g, _ = as_batch(gallery, "gallery")
+    if xh.shape[1:] != g.shape[1:]:
+        raise ValueError(
+            f"x_hat and gallery must share (C, H, W), got {tuple(xh.shape[1:])} and {tuple(g.shape[1:])}"
+        )
+    if metric not in ("ncc", "l2"):
+        raise ValueError(f"metric must be 'ncc' or 'l2', got {metric!r}")
+    n = xh.shape[0]
+    if targets is None:
+        if n > g.shape[0]:
+            raise ValueError("without targets, the gallery must hold at least one original per estimate")
+        targets = torch.arange(n)
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1).cpu()
+    if targets.numel() != n:
+        raise ValueError(f"targets must have {n} entries, got {targets.numel()}")
+    xh, g = to_float(xh), to_float(g).to(xh.device)
+    if pool > 1:
+        xh, g = F.avg_pool2d(xh, pool, ceil_mode=True), F.avg_pool2d(g, pool, ceil_mode=True)
+    if metric == "ncc":
+        gf = _standardise(g)
+    else:
+        gf = g.reshape(g.shape[0], -1).double()
+    ranks = []
+    for s in range(0, n, chunk):
+        q = xh[s : s + chunk]
+        if metric == "ncc":
+            score = _standardise(q) @ gf.T  # higher is closer
+        else:
+            score = -torch.cdist(q.reshape(q.shape[0], -1).double(), gf)
+        t = targets[s : s + chunk].to(score.device)
+        own = score.gather(1, t[:, None])
+        ranks.append((score > own).sum(dim=1).cpu())
+    rank = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+    hits = rank == 0
+    return {
+        "rate": float(hits.double().mean()) if n else float("nan"),
+        "chance": 1.0 / g.shape[0],
+        "hits": hits,
+        "rank": rank,
+    }
+
+
+def face_detection_rate(images, *, detector: str = "haar", **kwargs) -> dict:
+    """Share of images in which a face detector finds at least one face (attack A6).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)`` uint8 or float images.
+    detector : {"haar", "mtcnn"}
+        OpenCV Haar cascade (needs opencv-python-headless < 5) or facenet-pytorch MTCNN.
+    **kwargs
+        Passed to the detector (see :mod:`visualmixer.attacks.a6_faces`).
+
+    Returns
+    -------
+    dict
+        ``rate`` (float), ``detected`` (bool tensor ``(N,)``), ``counts`` (int tensor ``(N,)``).
+    """
+    from visualmixer.attacks.a6_faces import detect_faces
+
+    boxes = detect_faces(images, detector=detector, **kwargs)
+    counts = torch.tensor([len(b) for b in boxes], dtype=torch.long)
+    detected = counts > 0
+    return {
+        "rate": float(detected.double().mean()) if len(boxes) else float("nan"),
+        "detected": detected,
+        "counts": counts,
+    }
+
+
+def summarize(values) -> dict:
+    """``{"mean", "max", "min", "std", "n"}`` of a per-image score (NaNs ignored); ``None`` passes through."""
+    if values is None:
+        return None
+    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    v = v[~torch.isnan(v)]
+    if v.numel() == 0:
+        return {"mean": float("nan"), "max": float("nan"), "min": float("nan"), "std": float("nan"), "n": 0}
+    return {
+        "mean": float(v.mean()),
+        "max": float(v.max()),
+        "min": float(v.min()),
+        "std": float(v.std()) if v.numel() > 1 else 0.0,
+        "n": int(v.numel()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Prior-only baseline (SPEC §8.2, §10)
+# --------------------------------------------------------------------------------------------
+
+
+def class_mean_images(images, labels, num_classes: int | None = None) -> torch.Tensor:
+    """Mean training image per class, float32 in [0, 1], shape ``(K, C, H, W)``.
+
+    Classes absent from ``labels`` get the global mean image.
+    """
+    x, _ = as_batch(images, "images")
+    y = torch.as_tensor(labels, dtype=torch.long).reshape(-1).to(x.device)
+    if y.numel() != x.shape[0]:
+        raise ValueError(f"labels must have {x.shape[0]} entries, got {y.numel()}")
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError("labels must be non-negative class indices")
+    k = int(num_classes) if num_classes is not None else int(y.max()) + 1
+    x = to_float(x)
+    sums = torch.zeros((k,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device)
+    sums.index_add_(0, y, x.double())
+    counts = torch.bincount(y, minlength=k).double()
+    glob = x.double().mean(dim=0, keepdim=True).expand_as(sums)
+    means = torch.where(counts.view(-1, 1, 1, 1) > 0, sums / counts.clamp_min(1).view(-1, 1, 1, 1), glob)
+    return means.float()
+
+
+def global_mean_image(images) -> torch.Tensor:
+    """The mean training image, ``(1, C, H, W)`` float32 in [0, 1]."""
+    x, _ = as_batch(images, "images")
+    return to_float(x).double().mean(dim=0, keepdim=True).float()
+
+
+def prior_guess(labels, class_means: torch.Tensor) -> torch.Tensor:
+    """The attacker's image-independent guess for each image: the mean image of its (predicted) class."""
+    y = torch.as_tensor(labels, dtype=torch.long).reshape(-1).to(class_means.device)
+    return class_means[y]
+
+
+def prior_scores(
+    x,
+    labels,
+    train_images,
+    train_labels,
+    *,
+    num_classes: int | None = None,
+    predicted=None,
+    reid: bool = True,
+) -> dict:
+    """Scores of the prior-only guesses against the originals ``x`` (SPEC §8.2, §10).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(N, C, H, W)`` originals (the victim's images).
+    labels : torch.Tensor
+        ``(N,)`` their true labels (these leak by construction).
+    train_images, train_labels : torch.Tensor
+        The attacker's own training data that defines the prior.
+    num_classes : int, optional
+        Number of classes.
+    predicted : torch.Tensor, optional
+        ``(N,)`` classes predicted by the attacker (e.g. attack A4); adds ``"predicted_class_mean"``.
+    reid : bool
+        Also compute the re-identification rate of the guesses (chance-level by construction, as
+        every image of a class gets the same guess; reported to make that explicit).
+
+    Returns
+    -------
+    dict
+        ``{"class_mean": {...}, "global_mean": {...}[, "predicted_class_mean": {...}]}`` where each
+        entry holds per-image ``"ssim"``/``"psnr"`` summaries (and ``"ms_ssim"`` when the size allows).
+    """
+    xb, _ = as_batch(x, "x")
+    xb = to_float(xb)
+    means = class_mean_images(train_images, train_labels, num_classes)
+    guesses = {
+        "class_mean": prior_guess(labels, means),
+        "global_mean": global_mean_image(train_images).expand_as(xb),
+    }
+    if predicted is not None:
+        guesses["predicted_class_mean"] = prior_guess(predicted, means)
+    out = {}
+    for name, guess in guesses.items():
+        out[name] = image_scores(xb, guess.to(xb.device), reid=reid)
+    return out
+
+
+def image_scores(x, x_hat, *, reid: bool = True, gallery=None) -> dict:
+    """All §8.2 scores of estimates ``x_hat`` against originals ``x``, summarised.
+
+    Returns
+    -------
+    dict
+        ``ssim``, ``psnr`` and (size allowing) ``ms_ssim`` summaries from :func:`summarize`, plus
+        ``reid`` ``{"rate", "chance"}`` against ``gallery`` (default: the originals ``x`` themselves).
+    """
+    out = {
+        "ssim": summarize(ssim(x, x_hat)),
+        "psnr": summarize(psnr(x, x_hat)),
+    }
+    ms = ms_ssim(x, x_hat)
+    if ms is not None:
+        out["ms_ssim"] = summarize(ms)
+    if reid:
+        r = reid_rate(x_hat, x if gallery is None else gallery)
+        out["reid"] = {"rate": r["rate"], "chance": r["chance"]}
+    for v in out.values():
+        if isinstance(v, dict):
+            for k2, val in list(v.items()):
+                if isinstance(val, float) and math.isinf(val):
+                    v[k2] = None
+    return out

@@ -1,0 +1,461 @@
+"""The audit engine: every method through the same attacks and the same training (SPEC §8).
+
+For each data set (:mod:`visualmixer.report.data`) and each method spec (``"visualmixer:0.5"``,
+``"noise:0.1"``, … see :func:`visualmixer.baselines.make_method`):
+
+- **utility**: a :class:`~visualmixer.attacks.SmallCNN` trained on the owner's protected training
+  images (offline mode: one protection per image) and tested on the protected victims, against the
+  same model, epochs and seed on clean images;
+- **privacy**: attacks A1, A2, A3, A5 give estimates of the victims' originals, scored by SSIM,
+  PSNR, MS-SSIM (size allowing) and re-identification against the gallery of all victims'
+  originals; A4 is a classifier trained on the attacker's clean images, applied to the protected
+  images and to the A2/A3 estimates; A6 runs a face detector on protected face photos;
+- **prior-only guess**: the same scores for the mean attacker image of the victim's class and the
+  global mean image, beside every score.
+
+The result is a JSON-safe dict; :func:`visualmixer.report.html.render_report` turns it into
+``index.html``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from visualmixer import metrics as M
+from visualmixer._imops import rule_region
+from visualmixer.attacks import (
+    LearnedInversion,
+    Recognizer,
+    direct_view,
+    realign_and_solve,
+    region_mosaic,
+)
+
+__all__ = ["AuditConfig", "Protector", "QUICK", "FULL", "run_audit", "expand_methods", "ATTACKS", "GOALS"]
+
+ATTACKS = ("A1", "A2", "A3", "A4", "A5", "A6")
+
+#: Issue-6 goals for the default target (see docs/privacy.md).
+GOALS = {
+    "ssim_over_prior": 0.05,  # best reconstruction SSIM no more than this above the prior-only guess
+    "reid_over_chance": 2.0,  # re-identification at most this many times chance
+    "face_rate": 0.05,  # faces still detected
+    "a4_over_chance": 0.10,  # machine recognition within this of chance
+    "acc_loss_pp": 2.35,  # accuracy cost in percentage points
+}
+
+
+@dataclass
+class AuditConfig:
+    """What to audit and how hard to try.
+
+    Attributes
+    ----------
+    datasets : tuple of str
+        From :data:`visualmixer.report.data.AUDIT_DATASETS`.
+    methods : tuple of str
+        Method specs; ``"clean"`` (the utility reference) is added when missing.
+    attacks : tuple of str
+        Subset of ``ATTACKS``.
+    n_train, n_victims, n_attacker : int
+        Owner's training images, victims, attacker's own images per data set.
+    epochs : int
+        Epochs of the utility models and of the A4 classifier.
+    a3_epochs : int
+        Epochs of the A3 U-Net.
+    a3_base : int
+        A3 U-Net width.
+    width : int
+        Width of the utility / A4 :class:`~visualmixer.attacks.SmallCNN`.
+    device : str
+        Where models train (``"cuda"`` on a GPU machine).
+    seed : int
+        Seeds data subsets, model initialisation and minibatch order (not the protections, which
+        use fresh OS randomness like a real deployment).
+    face_detectors : tuple of str
+        A6 detectors (``"haar"``, ``"mtcnn"``); unavailable ones are skipped with a note.
+    n_faces : int
+        LFW faces added to astronaut and Grace Hopper for A6.
+    examples : int
+        Victims shown in the image grids.
+    dpsgd : bool
+        Add the DP-SGD (Opacus) reference row when opacus is installed.
+    progress : bool
+        Show tqdm progress bars.
+    threads : int or None
+        torch intra-op threads during the audit (restored afterwards). Default 1: the small
+        kernels here run tens of times slower with 2 threads on a machine whose cores are busy.
+    """
+
+    datasets: tuple[str, ...] = ("fashion-mnist",)
+    methods: tuple[str, ...] = ("clean", "visualmixer:0.5", "noise:0.1", "blur:1.5", "pixelate:4", "scramble:4")
+    attacks: tuple[str, ...] = ATTACKS
+    n_train: int = 2000
+    n_victims: int = 200
+    n_attacker: int = 1500
+    epochs: int = 2
+    a3_epochs: int = 2
+    a3_base: int = 12
+    width: int = 16
+    device: str = "cpu"
+    seed: int = 0
+    face_detectors: tuple[str, ...] = ("haar",)
+    n_faces: int = 10
+    examples: int = 6
+    dpsgd: bool = False
+    progress: bool = True
+    threads: int | None = 1
+    notes: list[str] = field(default_factory=list)
+
+
+QUICK = AuditConfig()
+#: The configuration behind the tables in docs/privacy.md (about 35 minutes on 2 busy CPU cores).
+FULL = AuditConfig(
+    datasets=("fashion-mnist", "photos", "faces"),
+    methods=(
+        "clean",
+        "visualmixer:0.3",
+        "visualmixer:0.5",
+        "visualmixer:0.7",
+        "visualmixer:0.5/r14",
+        "noise:0.1",
+        "noise:0.3",
+        "dppix:1",
+        "blur:1.5",
+        "pixelate:4",
+        "scramble:4",
+        "instahide:4",
+    ),
+    n_train=3000,
+    n_victims=500,
+    n_attacker=3000,
+    epochs=3,
+    a3_epochs=3,
+    a3_base=16,
+    width=16,
+    face_detectors=("haar", "mtcnn"),
+    n_faces=20,
+    dpsgd=True,
+)
+
+
+def expand_methods(specs) -> list[str]:
+    """Expand ``"visualmixer:0.3,0.5"`` into ``["visualmixer:0.3", "visualmixer:0.5"]``."""
+    out: list[str] = []
+    for spec in specs:
+        name, sep, params = spec.partition(":")
+        if not sep or "," not in params:
+            out.append(spec.strip())
+            continue
+        out.extend(f"{name.strip()}:{p.strip()}" for p in params.split(",") if p.strip())
+    return out
+
+
+class Protector:
+    """A method spec as a batch transform on uint8 ``(N, C, H, W)`` images (fresh randomness per call).
+
+    ``"visualmixer:τ"`` (optionally ``"visualmixer:τ/R"`` for region side R, and ``/flat`` to switch
+    the channel-order shuffle off) calls :func:`visualmixer.obfuscate` and records the achieved
+    VFE; ``"dpsgd:σ"`` leaves the images clean (DP-SGD protects the model); anything else goes
+    through :func:`visualmixer.baselines.make_method`.
+    """
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        name, _, param = spec.partition(":")
+        self.kind = name.strip().lower()
+        self.achieved_vfe: list[float] = []
+        self.module = None
+        if self.kind == "visualmixer":
+            parts = [p for p in param.split("/") if p]
+            self.tau = float(parts[0]) if parts else 0.5
+            self.region = None
+            self.channel_order = True
+            for p in parts[1:]:
+                if p == "flat":
+                    self.channel_order = False
+                elif p.startswith("r"):
+                    self.region = int(p[1:])
+                else:
+                    raise ValueError(f"bad visualmixer option {p!r} in {spec!r} (use /rN or /flat)")
+            if not 0 <= self.tau <= 1:
+                raise ValueError(f"target VFE must be in [0, 1], got {self.tau} in {spec!r}")
+        elif self.kind == "dpsgd":
+            self.noise_multiplier = float(param or 1.0)
+        else:
+            from visualmixer.baselines import make_method
+
+            self.module = make_method(spec)
+
+    def __call__(self, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        if self.kind == "visualmixer":
+            import visualmixer as vm
+
+            outs = []
+            for s in range(0, x.shape[0], chunk):
+                res = vm.obfuscate(
+                    x[s : s + chunk], target_vfe=self.tau, region=self.region, channel_order=self.channel_order
+                )
+                self.achieved_vfe.extend(res.vfe.tolist())
+                outs.append(res.images)
+            return torch.cat(outs)
+        if self.kind == "dpsgd":
+            return x
+        if self.kind == "instahide":  # mixes inside a batch: protect the whole set at once
+            return self.module(x)
+        return torch.cat([self.module(x[s : s + chunk]) for s in range(0, x.shape[0], chunk)])
+
+
+def _bar(it, enabled, desc):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, leave=False)
+
+
+def _finite(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _clean_json(obj):
+    if isinstance(obj, dict):
+        return {k: _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_json(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _clean_json(obj.tolist())
+    return _finite(obj)
+
+
+def _dpsgd_utility(cfg: AuditConfig, data, noise_multiplier: float) -> tuple[float, float]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from visualmixer.attacks import SmallCNN
+    from visualmixer.baselines import dpsgd_train
+
+    torch.manual_seed(cfg.seed)
+    x = data.train_images.float() / 255
+    loader = DataLoader(TensorDataset(x, data.train_labels), batch_size=128, shuffle=True)
+    model = SmallCNN(x.shape[1], data.num_classes, cfg.width)
+    model, eps = dpsgd_train(
+        model, loader, epochs=cfg.epochs, noise_multiplier=noise_multiplier, device=cfg.device
+    )
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.victim_images.float().to(cfg.device) / 255).argmax(1).cpu()
+    return float((pred == data.victim_labels).double().mean()), eps
+
+
+def _faces_block(cfg: AuditConfig, prot: Protector, faces: torch.Tensor, estimates: bool) -> dict:
+    from visualmixer.attacks import detect_faces, haar_available, mtcnn_available
+
+    out: dict = {}
+    protected = prot(faces)
+    views = {"A1": protected}
+    if estimates:
+        views["A2"] = region_mosaic(protected)
+        # one pass from one start: 128-px photos have 64-256 tiles per region
+        views["A5"] = realign_and_solve(protected, passes=1, starts=1)
+    for det in cfg.face_detectors:
+        ok = haar_available() if det == "haar" else mtcnn_available()
+        if not ok:
+            out[det] = None
+            continue
+        out[det] = {}
+        for view, imgs in views.items():
+            boxes = detect_faces(imgs, detector=det)
+            out[det][view] = sum(len(b) > 0 for b in boxes) / max(1, len(boxes))
+    return {"rates": out, "protected": protected, "views": views}
+
+
+def run_audit(cfg: AuditConfig | None = None, *, log=print) -> tuple[dict, dict]:
+    """Run the audit; see :func:`_run_audit`. Sets torch's thread count to ``cfg.threads`` meanwhile."""
+    cfg = cfg or AuditConfig()
+    old = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        return _run_audit(cfg, log=log)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
+    """Run the audit; returns ``(results, pictures)``.
+
+    ``results`` is JSON-safe: per data set, the prior-only scores and, per method, utility, VFE
+    and every attack's scores. ``pictures`` holds uint8 image tensors for the report grids:
+    ``pictures[dataset][method] = {"original", "protected", "A2", "A3", "A5"}`` (``examples``
+    victims each) and ``pictures["faces"][method]`` for A6.
+    """
+    unknown = [a for a in cfg.attacks if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attacks {unknown}; choose from {', '.join(ATTACKS)} or 'all'")
+    methods = expand_methods(cfg.methods)
+    if "clean" not in methods:
+        methods = ["clean"] + methods
+    if cfg.dpsgd and not any(m.startswith("dpsgd") for m in methods):
+        try:
+            import opacus  # noqa: F401
+
+            methods.append("dpsgd:1.0")
+        except ImportError:
+            cfg.notes.append("DP-SGD row skipped: opacus is not installed (pip install 'visualmixer[dp]').")
+    protectors = {m: Protector(m) for m in methods}  # validates every spec before any work
+    attacks = set(cfg.attacks)
+    t_start = time.time()
+    results: dict = {"config": _clean_json(asdict(cfg)), "datasets": {}, "goals": GOALS}
+    pictures: dict = {}
+    from visualmixer.report.data import face_images, load_audit_data
+
+    for ds in cfg.datasets:
+        t0 = time.time()
+        data = load_audit_data(
+            ds, n_train=cfg.n_train, n_victims=cfg.n_victims, n_attacker=cfg.n_attacker, seed=cfg.seed
+        )
+        victims = data.victim_images
+        n, c, h, w = victims.shape
+        log(
+            f"[audit] {ds}: {len(data.train_images)} training, {n} victims, "
+            f"{len(data.attacker_images)} attacker images, {h}x{w}x{c}"
+        )
+        region = rule_region(h, w)
+        k = data.num_classes
+        rec = None
+        if "A4" in attacks:
+            rec = Recognizer(k, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
+            rec.fit(data.attacker_images, data.attacker_labels)
+        prior = M.prior_scores(victims, data.victim_labels, data.attacker_images, data.attacker_labels, num_classes=k)
+        ds_res: dict = {
+            "n_train": len(data.train_images),
+            "n_victims": n,
+            "n_attacker": len(data.attacker_images),
+            "shape": [c, h, w],
+            "region": region,
+            "num_classes": k,
+            "chance_accuracy": 1.0 / k,
+            "reid_chance": 1.0 / n,
+            "prior": prior,
+            "methods": {},
+        }
+        pics: dict = {}
+        clean_acc = None
+        for spec in _bar(methods, cfg.progress, ds):
+            tm = time.time()
+            prot = protectors[spec]
+            prot.achieved_vfe = []
+            r: dict = {"spec": spec, "kind": prot.kind}
+            # utility: train on protected training images, test on protected victims
+            prot_train = prot(data.train_images)
+            prot.achieved_vfe = []
+            prot_vic = prot(victims)
+            if prot.kind == "visualmixer":
+                r["achieved_vfe"] = M.summarize(prot.achieved_vfe)
+            if prot.kind == "dpsgd":
+                try:
+                    acc, eps = _dpsgd_utility(cfg, data, prot.noise_multiplier)
+                    r["accuracy"], r["epsilon"] = acc, eps
+                except ImportError as exc:
+                    r["accuracy"], r["error"] = None, str(exc)
+            else:
+                util = Recognizer(k, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
+                util.fit(prot_train, data.train_labels)
+                r["accuracy"] = util.accuracy(prot_vic, data.victim_labels)["accuracy"]
+            if prot.kind == "clean":
+                clean_acc = r["accuracy"]
+            try:
+                import visualmixer as vm
+
+                r["receiver_vfe"] = M.summarize(vm.vfe(prot_vic))
+            except (ImportError, AttributeError):  # pragma: no cover - core not importable
+                r["receiver_vfe"] = None
+            est: dict[str, torch.Tensor] = {}
+            if "A1" in attacks:
+                est["A1"] = direct_view(prot_vic)
+            if "A2" in attacks:
+                est["A2"] = region_mosaic(prot_vic, region)
+            if "A5" in attacks:
+                est["A5"] = realign_and_solve(prot_vic, region)
+            if "A3" in attacks:
+                if prot.kind in ("clean", "dpsgd"):
+                    est["A3"] = direct_view(prot_vic)  # nothing to invert
+                else:
+                    inv = LearnedInversion(
+                        prot, epochs=cfg.a3_epochs, base=cfg.a3_base, device=cfg.device, seed=cfg.seed
+                    )
+                    inv.fit(data.attacker_images)
+                    est["A3"] = inv(prot_vic)
+                    r["a3_train_loss"] = inv.history
+            r["attacks"] = {a: M.image_scores(victims, e) for a, e in est.items()}
+            if rec is not None:
+                a4 = {"protected": rec.accuracy(prot_vic, data.victim_labels)["accuracy"]}
+                for a in ("A2", "A3", "A5"):
+                    if a in est:
+                        a4[a] = rec.accuracy(est[a], data.victim_labels)["accuracy"]
+                r["A4"] = a4
+            r["seconds"] = round(time.time() - tm, 1)
+            ds_res["methods"][spec] = r
+            ex = min(cfg.examples, n)
+            pics[spec] = {"original": victims[:ex], "protected": prot_vic[:ex]}
+            pics[spec].update({a: e[:ex] for a, e in est.items() if a != "A1"})
+            log(f"[audit] {ds} {spec}: accuracy {r['accuracy']}, {r['seconds']} s")
+        for r in ds_res["methods"].values():
+            if clean_acc is not None and r.get("accuracy") is not None:
+                r["accuracy_loss_pp"] = 100.0 * (clean_acc - r["accuracy"])
+            _summarise_method(r, ds_res)
+        ds_res["seconds"] = round(time.time() - t0, 1)
+        results["datasets"][ds] = ds_res
+        pictures[ds] = pics
+    if "A6" in attacks:
+        t0 = time.time()
+        faces = face_images(128, cfg.n_faces)
+        fres: dict = {"n_images": int(faces.shape[0]), "methods": {}}
+        fpics: dict = {}
+        for spec in _bar(methods, cfg.progress, "A6 faces"):
+            if spec.startswith("dpsgd"):
+                continue
+            blk = _faces_block(cfg, protectors[spec], faces, estimates=spec != "clean")
+            fres["methods"][spec] = blk["rates"]
+            fpics[spec] = {"original": faces[:4], "protected": blk["protected"][:4]}
+            fpics[spec].update({v: im[:4] for v, im in blk["views"].items() if v != "A1"})
+        fres["seconds"] = round(time.time() - t0, 1)
+        results["faces"] = fres
+        pictures["faces"] = fpics
+        log(f"[audit] A6 faces: {fres['seconds']} s")
+    results["seconds"] = round(time.time() - t_start, 1)
+    results["notes"] = list(cfg.notes)
+    return _clean_json(results), pictures
+
+
+def _summarise_method(r: dict, ds_res: dict) -> None:
+    """Best attack per score, and the issue-6 goal checks."""
+    atk = r.get("attacks", {})
+    prior_ssim = ds_res["prior"]["class_mean"]["ssim"]["mean"]
+    best_ssim = max((s["ssim"]["mean"] for s in atk.values()), default=None)
+    best_att = max(atk, key=lambda a: atk[a]["ssim"]["mean"]) if atk else None
+    best_reid = max((s["reid"]["rate"] for s in atk.values() if "reid" in s), default=None)
+    best_a4 = max(r["A4"].values()) if r.get("A4") else None
+    chance = ds_res["chance_accuracy"]
+    r["summary"] = {
+        "best_ssim": best_ssim,
+        "best_ssim_attack": best_att,
+        "ssim_over_prior": None if best_ssim is None else best_ssim - prior_ssim,
+        "best_reid": best_reid,
+        "reid_over_chance": None if best_reid is None else best_reid / ds_res["reid_chance"],
+        "best_a4": best_a4,
+        "a4_over_chance": None if best_a4 is None else best_a4 - chance,
+    }
+    s = r["summary"]
+    r["goals_met"] = {
+        "ssim": s["ssim_over_prior"] is not None and s["ssim_over_prior"] <= GOALS["ssim_over_prior"],
+        "reid": s["reid_over_chance"] is not None and s["reid_over_chance"] <= GOALS["reid_over_chance"],
+        "a4": s["a4_over_chance"] is not None and s["a4_over_chance"] <= GOALS["a4_over_chance"],
+        "accuracy": r.get("accuracy_loss_pp") is not None and r["accuracy_loss_pp"] <= GOALS["acc_loss_pp"],
+    }

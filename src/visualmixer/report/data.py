@@ -1,0 +1,147 @@
+"""Built-in data for the audit: victims, the attacker's own images, and face images.
+
+Every set is split three ways, disjointly: the **owner's training images** (protected, used to
+measure utility), the **victims** (protected test images that every attack targets) and the
+**attacker's own images** (clean images of the same kind that the attacker owns: it protects them
+with its own keys to train A3, trains the A4 classifier on them, and builds the prior-only guess
+from them).
+
+================  ======================================================================
+``fashion-mnist`` Fashion-MNIST (``visualmixer.datasets``; Debian ``dataset-fashion-mnist``)
+``photos``        the colour set cut from photos shipped in installed packages (32×32)
+``faces``         scikit-image's ``lfw_subset()`` (100 faces + 100 non-faces, 25×25 grey;
+                  labels face / non-face)
+================  ======================================================================
+
+:func:`face_images` returns larger face photos (astronaut, Grace Hopper and upscaled LFW faces)
+for attack A6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AuditData", "load_audit_data", "face_images", "AUDIT_DATASETS"]
+
+AUDIT_DATASETS = ("fashion-mnist", "photos", "faces")
+
+
+@dataclass
+class AuditData:
+    """One data set, split for an audit (all images uint8 ``(N, C, H, W)``, labels int64)."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    victim_images: torch.Tensor
+    victim_labels: torch.Tensor
+    attacker_images: torch.Tensor
+    attacker_labels: torch.Tensor
+    num_classes: int
+    classes: tuple[str, ...]
+
+
+def _take(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.randperm(x.shape[0], generator=g)[:n].sort().values
+    return x[idx], y[idx]
+
+
+def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int, seed: int = 0) -> AuditData:
+    """Load and split a built-in data set for the audit.
+
+    Parameters
+    ----------
+    name : {"fashion-mnist", "photos", "faces"}
+        Which set.
+    n_train, n_victims, n_attacker : int
+        Sizes of the owner's training split, the victims and the attacker's own images (capped by
+        what the set holds; "faces" has only 200 images in all).
+    seed : int
+        Seed of the random subsets.
+
+    Raises
+    ------
+    FileNotFoundError
+        When Fashion-MNIST is not installed (the message says how).
+    """
+    g = torch.Generator().manual_seed(seed)
+    if name == "fashion-mnist":
+        from visualmixer.datasets import load_fashion_mnist
+
+        tr = load_fashion_mnist("train")
+        te = load_fashion_mnist("test")
+        perm = torch.randperm(len(tr), generator=g)
+        own = perm[:n_train].sort().values
+        att = perm[n_train : n_train + n_attacker].sort().values
+        vx, vy = _take(te.images, te.labels, n_victims, g)
+        return AuditData(
+            name, tr.images[own], tr.labels[own], vx, vy, tr.images[att], tr.labels[att], 10, tuple(tr.classes)
+        )
+    if name == "photos":
+        from visualmixer.datasets import load_photos
+
+        per_class_train = max(1, -(-(n_train + n_attacker) // 10))
+        tr = load_photos("train", per_class=per_class_train, seed=seed)
+        te = load_photos("test", per_class=max(1, -(-n_victims // 10)), seed=seed)
+        k = len(tr.classes)
+        perm = torch.randperm(len(tr), generator=g)
+        own = perm[:n_train].sort().values
+        att = perm[n_train : n_train + n_attacker].sort().values
+        vx, vy = _take(te.images, te.labels, n_victims, g)
+        return AuditData(
+            name, tr.images[own], tr.labels[own], vx, vy, tr.images[att], tr.labels[att], k, tuple(tr.classes)
+        )
+    if name == "faces":
+        from skimage.data import lfw_subset
+
+        arr = np.asarray(lfw_subset(), dtype=np.float64)  # (200, 25, 25) in [0, 1]
+        x = torch.from_numpy(np.round(arr * 255).astype(np.uint8)).unsqueeze(1)
+        y = torch.cat([torch.ones(100, dtype=torch.long), torch.zeros(100, dtype=torch.long)])
+        perm = torch.randperm(200, generator=g)
+        # 200 images only: victims first, then the attacker, the rest for the owner's training
+        nv = min(n_victims, 60)
+        na = min(n_attacker, 80)
+        vic, att, own = perm[:nv], perm[nv : nv + na], perm[nv + na :]
+        return AuditData(name, x[own], y[own], x[vic], y[vic], x[att], y[att], 2, ("non-face", "face"))
+    raise ValueError(f"unknown audit data set {name!r}; choose from {', '.join(AUDIT_DATASETS)}")
+
+
+def face_images(size: int = 128, n_lfw: int = 20) -> torch.Tensor:
+    """Face photos for attack A6: astronaut and Grace Hopper (face-centred crops), plus LFW faces.
+
+    All are resized to ``size``×``size`` grey-replicated/colour uint8 ``(N, 3, size, size)``.
+    """
+    from PIL import Image
+
+    out = []
+    try:
+        from skimage.data import astronaut
+
+        a = astronaut()[0:320, 64:384]  # the face and shoulders
+        out.append(np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BOX)))
+    except (ImportError, OSError):  # pragma: no cover
+        pass
+    try:
+        from matplotlib import cbook
+
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            gh = np.asarray(Image.open(f).convert("RGB"))
+        gh = gh[40:440, 56:456]
+        out.append(np.asarray(Image.fromarray(gh).resize((size, size), Image.Resampling.BOX)))
+    except (ImportError, OSError):  # pragma: no cover
+        pass
+    imgs = [torch.from_numpy(np.array(o, dtype=np.uint8)).permute(2, 0, 1) for o in out]
+    if n_lfw:
+        from skimage.data import lfw_subset
+
+        lfw = torch.from_numpy(np.asarray(lfw_subset()[:n_lfw], dtype=np.float32)).unsqueeze(1)
+        # pad the tight 25-px crops with a margin (detectors need context), then upscale
+        lfw = F.pad(lfw, (6, 6, 6, 6), mode="replicate")
+        lfw = F.interpolate(lfw, size=(size, size), mode="bilinear", align_corners=False)
+        lfw = (lfw.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+        imgs.extend(list(lfw))
+    return torch.stack(imgs) if imgs else torch.zeros(0, 3, size, size, dtype=torch.uint8)

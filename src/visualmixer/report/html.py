@@ -1,0 +1,281 @@
+"""Render audit results as a self-contained ``index.html`` (+ ``results.json`` and PNG copies).
+
+Every picture is embedded as a base64 PNG (the page opens without its folder); the same PNGs are
+also written to ``DIR/img/`` and linked, for reuse in documents.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visualmixer._imops import to_uint8_hwc
+
+__all__ = ["render_report", "image_grid", "privacy_utility_plot"]
+
+_COLS = ("original", "protected", "A2", "A3", "A5")
+_COL_TITLES = {
+    "original": "original",
+    "protected": "protected (A1)",
+    "A2": "A2 mosaic",
+    "A3": "A3 inversion",
+    "A5": "A5 jigsaw",
+}
+
+
+def image_grid(columns: dict[str, torch.Tensor], cell: int = 96, pad: int = 2) -> np.ndarray:
+    """Rows = images, columns = views; nearest-neighbour upscaled to ``cell`` px. Returns uint8 HWC."""
+    from PIL import Image
+
+    cols = [k for k in _COLS if k in columns] + [k for k in columns if k not in _COLS]
+    n = min(int(columns[k].shape[0]) for k in cols)
+    canvas = np.full((n * (cell + pad) + pad, len(cols) * (cell + pad) + pad, 3), 255, dtype=np.uint8)
+    for j, k in enumerate(cols):
+        for i in range(n):
+            arr = to_uint8_hwc(columns[k][i])
+            h, w = arr.shape[:2]
+            s = cell / max(h, w)
+            im = Image.fromarray(arr).resize(
+                (max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.NEAREST
+            )
+            a = np.asarray(im)
+            y0, x0 = pad + i * (cell + pad), pad + j * (cell + pad)
+            canvas[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]] = a
+    return canvas
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _fmt(v, nd=3, pct=False):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if pct:
+        return f"{100 * v:.1f} %"
+    return f"{v:.{nd}f}"
+
+
+def privacy_utility_plot(ds_name: str, ds_res: dict) -> bytes:
+    """PNG bytes: accuracy loss (x) vs best-attack SSIM and re-identification (y), one point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    prior = ds_res["prior"]["class_mean"]["ssim"]["mean"]
+    glob = ds_res["prior"]["global_mean"]["ssim"]["mean"]
+    for spec, r in ds_res["methods"].items():
+        s = r.get("summary", {})
+        x = r.get("accuracy_loss_pp")
+        if x is None:
+            continue
+        colour = "C3" if r["kind"] == "visualmixer" else "C0" if r["kind"] != "clean" else "k"
+        for ax, y in zip(axes, (s.get("best_ssim"), s.get("best_reid")), strict=True):
+            if y is None:
+                continue
+            ax.scatter([x], [y], color=colour, s=30)
+            ax.annotate(spec, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes[0].axhline(prior, color="C2", ls="--", lw=1, label=f"prior: class mean ({prior:.2f})")
+    axes[0].axhline(glob, color="C2", ls=":", lw=1, label=f"prior: global mean ({glob:.2f})")
+    axes[0].set_ylabel("best attack SSIM (mean over victims)")
+    axes[1].axhline(ds_res["reid_chance"], color="C2", ls="--", lw=1, label="chance")
+    axes[1].set_ylabel("best attack re-identification rate")
+    for ax in axes:
+        ax.set_xlabel("accuracy loss (percentage points)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{ds_name}: privacy vs utility (lower-left is better; red = VisualMixer)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}
+td.l,th.l{text-align:left}
+.ok{background:#e5f5e0}.bad{background:#fde0dd}
+.prior{background:#f7f7f7;font-style:italic}
+img{max-width:100%}
+.note{color:#555;font-size:13px}
+"""
+
+
+class _Page:
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.parts: list[str] = []
+        self.n_img = 0
+        (out_dir / "img").mkdir(parents=True, exist_ok=True)
+
+    def add(self, s: str) -> None:
+        self.parts.append(s)
+
+    def image(self, png: bytes, alt: str, name: str) -> None:
+        self.n_img += 1
+        fname = f"img/{self.n_img:03d}-{''.join(ch if ch.isalnum() else '_' for ch in name)}.png"
+        (self.out_dir / fname).write_bytes(png)
+        b64 = base64.b64encode(png).decode("ascii")
+        self.add(
+            f'<p><a href="{html.escape(fname)}"><img alt="{html.escape(alt)}" '
+            f'src="data:image/png;base64,{b64}"></a></p>'
+        )
+
+
+def _ds_tables(page: _Page, ds: str, d: dict) -> None:
+    prior = d["prior"]
+    atk_names = sorted({a for r in d["methods"].values() for a in r.get("attacks", {})})
+    page.add(
+        f"<p class='note'>{d['n_train']} training images, {d['n_victims']} victims (re-identification "
+        f"chance {_fmt(d['reid_chance'] * 100, 2)} %), {d['n_attacker']} attacker images; "
+        f"{d['shape'][1]}×{d['shape'][2]}×{d['shape'][0]}, region {d['region']} px; "
+        f"accuracy chance {_fmt(d['chance_accuracy'], pct=True)}.</p>"
+    )
+    # summary table
+    page.add("<h3>Summary (best attack per score; green = issue-6 goal met)</h3><table><tr>")
+    page.add(
+        "<th class='l'>method</th><th>accuracy</th><th>loss (pp)</th><th>VFE (receiver)</th>"
+        "<th>VFE achieved</th><th>best SSIM</th><th>by</th><th>prior SSIM</th><th>Δ vs prior</th>"
+        "<th>re-id</th><th>× chance</th><th>A4 best</th></tr>"
+    )
+    for spec, r in d["methods"].items():
+        s = r.get("summary", {})
+        g = r.get("goals_met", {})
+
+        def cls(key, g=g):
+            return "ok" if g.get(key) else "bad"
+
+        vfe_r = (r.get("receiver_vfe") or {}).get("mean")
+        vfe_a = (r.get("achieved_vfe") or {}).get("mean")
+        eps = f" (ε={r['epsilon']:.2g})" if r.get("epsilon") is not None else ""
+        page.add(
+            f"<tr><td class='l'>{html.escape(spec)}{eps}</td><td>{_fmt(r.get('accuracy'), pct=True)}</td>"
+            f"<td class='{cls('accuracy')}'>{_fmt(r.get('accuracy_loss_pp'), 2)}</td>"
+            f"<td>{_fmt(vfe_r)}</td><td>{_fmt(vfe_a)}</td>"
+            f"<td>{_fmt(s.get('best_ssim'))}</td><td>{s.get('best_ssim_attack') or '–'}</td>"
+            f"<td>{_fmt(prior['class_mean']['ssim']['mean'])}</td>"
+            f"<td class='{cls('ssim')}'>{_fmt(s.get('ssim_over_prior'))}</td>"
+            f"<td>{_fmt(s.get('best_reid'), pct=True)}</td>"
+            f"<td class='{cls('reid')}'>{_fmt(s.get('reid_over_chance'), 1)}</td>"
+            f"<td class='{cls('a4')}'>{_fmt(s.get('best_a4'), pct=True)}</td></tr>"
+        )
+    page.add("</table>")
+    # per-attack table
+    page.add("<h3>Every attack: SSIM mean / max, PSNR mean, re-identification</h3><table><tr><th class='l'>method</th>")
+    for a in atk_names:
+        page.add(f"<th>{a} SSIM</th><th>{a} max</th><th>{a} PSNR</th><th>{a} re-id</th>")
+    page.add("<th>A4 on protected</th><th>A4 on A2</th><th>A4 on A3</th></tr>")
+    for name, label in (("class_mean", "prior: class mean image"), ("global_mean", "prior: global mean image")):
+        p = prior[name]
+        page.add(f"<tr class='prior'><td class='l'>{label}</td>")
+        for _ in atk_names:
+            page.add(
+                f"<td>{_fmt(p['ssim']['mean'])}</td><td>{_fmt(p['ssim']['max'])}</td>"
+                f"<td>{_fmt(p['psnr']['mean'], 1)}</td><td>{_fmt(p.get('reid', {}).get('rate'), pct=True)}</td>"
+            )
+        page.add("<td>–</td><td>–</td><td>–</td></tr>")
+    for spec, r in d["methods"].items():
+        page.add(f"<tr><td class='l'>{html.escape(spec)}</td>")
+        for a in atk_names:
+            sc = r.get("attacks", {}).get(a)
+            if not sc:
+                page.add("<td>–</td>" * 4)
+                continue
+            page.add(
+                f"<td>{_fmt(sc['ssim']['mean'])}</td><td>{_fmt(sc['ssim']['max'])}</td>"
+                f"<td>{_fmt(sc['psnr']['mean'], 1)}</td><td>{_fmt(sc.get('reid', {}).get('rate'), pct=True)}</td>"
+            )
+        a4 = r.get("A4") or {}
+        page.add(
+            f"<td>{_fmt(a4.get('protected'), pct=True)}</td><td>{_fmt(a4.get('A2'), pct=True)}</td>"
+            f"<td>{_fmt(a4.get('A3'), pct=True)}</td></tr>"
+        )
+    page.add("</table>")
+
+
+def render_report(results: dict, pictures: dict, out_dir, *, title: str = "VisualMixer privacy audit") -> Path:
+    """Write ``out_dir/index.html``, ``out_dir/results.json`` and ``out_dir/img/*.png``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``index.html``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
+    page = _Page(out_dir)
+    page.add(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>")
+    page.add(f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>")
+    page.add(
+        "<p class='note'>Attacks (SPEC §8.1): A1 direct view, A2 region mosaic, A3 learned inversion "
+        "(U-Net trained on the attacker's own protected/original pairs, own keys), A4 clean-trained "
+        "classifier, A5 channel re-alignment + greedy jigsaw, A6 face detection. Scores compare each "
+        "estimate with the victim's original; every SSIM stands beside the prior-only guess (the mean "
+        "attacker image of the victim's class — labels leak by construction — and the global mean "
+        "image), which needs no per-image information. Re-identification: the estimate's nearest "
+        "original (normalised cross-correlation) among all victims. Goals (issue 6): best SSIM ≤ prior "
+        f"+ {results['goals']['ssim_over_prior']}, re-id ≤ {results['goals']['reid_over_chance']}× chance, "
+        f"A4 ≤ chance + {int(100 * results['goals']['a4_over_chance'])} points, faces ≤ "
+        f"{int(100 * results['goals']['face_rate'])} %, accuracy loss ≤ {results['goals']['acc_loss_pp']} pp. "
+        f"Total time {results.get('seconds', 0)} s. Raw numbers: <a href='results.json'>results.json</a>.</p>"
+    )
+    for note in results.get("notes", []):
+        page.add(f"<p class='note'>Note: {html.escape(note)}</p>")
+    for ds, d in results["datasets"].items():
+        page.add(f"<h2>{html.escape(ds)}</h2>")
+        page.image(privacy_utility_plot(ds, d), f"{ds} privacy-utility plot", f"{ds}-plot")
+        _ds_tables(page, ds, d)
+        page.add(
+            "<h3>Victims and reconstructions</h3><p class='note'>Columns: "
+            + ", ".join(_COL_TITLES[c] for c in _COLS)
+            + ".</p>"
+        )
+        for spec, cols in pictures.get(ds, {}).items():
+            page.add(f"<h4>{html.escape(spec)}</h4>")
+            page.image(_png_bytes(image_grid(cols)), f"{ds} {spec}", f"{ds}-{spec}")
+    if "faces" in results:
+        f = results["faces"]
+        page.add(f"<h2>A6 face detection ({f['n_images']} face photos, 128×128)</h2>")
+        page.add("<table><tr><th class='l'>method</th>")
+        dets = sorted({d for m in f["methods"].values() for d in m})
+        views = ("A1", "A2", "A5")
+        for det in dets:
+            for v in views:
+                page.add(f"<th>{det} on {v}</th>")
+        page.add("</tr>")
+        for spec, m in f["methods"].items():
+            page.add(f"<tr><td class='l'>{html.escape(spec)}</td>")
+            for det in dets:
+                for v in views:
+                    val = (m.get(det) or {}).get(v)
+                    ok = ""
+                    if val is not None and spec != "clean":
+                        ok = " class='ok'" if val <= results["goals"]["face_rate"] else " class='bad'"
+                    page.add(f"<td{ok}>{_fmt(val, pct=True)}</td>")
+            page.add("</tr>")
+        page.add("</table><p class='note'>Columns of the grids: original, protected, A2, A5.</p>")
+        for spec, cols in pictures.get("faces", {}).items():
+            page.add(f"<h4>{html.escape(spec)}</h4>")
+            page.image(_png_bytes(image_grid(cols, cell=128)), f"faces {spec}", f"faces-{spec}")
+    page.add("</body></html>")
+    path = out_dir / "index.html"
+    path.write_text("\n".join(page.parts), encoding="utf-8")
+    return path
