@@ -50,9 +50,11 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     images : torch.Tensor
         ``(N, C, H, W)``, uint8 or floating; the mean over channels is used.
     size : int
-        Side of the square working resolution (the method works at a fixed small scale).
+        Side of the square working resolution (the method works at a fixed small scale);
+        images whose longer side is shorter work at that side instead (never upsampled).
     sigma : float
-        Gaussian smoothing of the saliency map, in working-resolution pixels.
+        Gaussian smoothing of the saliency map, in pixels of a ``size``-sided working image
+        (scaled down with the working resolution for small images).
 
     Returns
     -------
@@ -77,6 +79,9 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     for ch in range(1, images.shape[1]):  # C <= 3; much faster than a reduction over dim 1
         grey = grey + images[:, ch : ch + 1]
     grey = grey / images.shape[1]
+    work_size = max(8, min(size, max(h, w)))
+    sigma = sigma * work_size / size
+    size = work_size
     small = F.interpolate(grey, size=(size, size), mode="area" if min(h, w) >= size else "bilinear")
     small = small.to(torch.float64)
     # Remove the mean and use a relative floor, so the map ignores brightness offset and contrast.
