@@ -153,6 +153,15 @@ def test_refusals(tree, capsys, tmp_path):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--overwrite"]) == 1
     assert foreign.read_bytes() != b"not mine"
+    # restoring into the original SRC is refused
+    assert main(["restore", str(dst), str(src / "back"), "--key", str(key), "-q"]) == 2
+    assert "inside the original SRC" in capsys.readouterr().err
+    assert not (src / "back").exists()
+    # a bad --dask address is refused before anything is written
+    other = tmp / "other"
+    assert main(["obfuscate", str(src), str(other), "--key", str(key), "-q", "--dask", "udp://x"]) == 2
+    assert "--dask" in capsys.readouterr().err and not other.exists()
+    assert not list(key.parent.glob("*other*"))
     # bad option values name the option
     with pytest.raises(SystemExit):
         main(["obfuscate", str(src), str(dst), "--key", str(key), "--target-vfe", "1.5"])

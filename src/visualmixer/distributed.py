@@ -21,7 +21,7 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["map_unordered", "dask_client", "import_dask_distributed"]
+__all__ = ["map_unordered", "check_address", "dask_client", "import_dask_distributed"]
 
 _DASK_HINT = "--dask needs the optional Dask extra: pip install 'visualmixer[dask]'"
 
@@ -36,6 +36,15 @@ def import_dask_distributed():
     return dd
 
 
+def check_address(address: str) -> str:
+    """Validate a ``--dask`` address: ``"local"``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT``."""
+    if not isinstance(address, str) or not (
+        address == "local" or address.startswith(("tcp://", "tls://"))
+    ):
+        raise ValueError(f"--dask: expected 'local' or 'tcp://HOST:PORT', got {address!r}")
+    return address
+
+
 @contextlib.contextmanager
 def dask_client(address: str, *, n_workers: int = 2):
     """A ``dask.distributed.Client`` for ``address`` (``"local"`` or ``tcp://HOST:PORT``).
@@ -43,10 +52,7 @@ def dask_client(address: str, *, n_workers: int = 2):
     ``"local"`` starts a loopback-only ``LocalCluster`` with ``n_workers`` single-threaded worker
     processes and closes it on exit; other addresses connect to an existing scheduler.
     """
-    if not isinstance(address, str) or not (
-        address == "local" or address.startswith(("tcp://", "tls://"))
-    ):
-        raise ValueError(f"--dask: expected 'local' or 'tcp://HOST:PORT', got {address!r}")
+    check_address(address)
     dd = import_dask_distributed()
     if address == "local":
         import dask

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import io as vio
-from .distributed import map_unordered
+from .distributed import check_address, map_unordered
 
 __all__ = [
     "FolderOptions",
@@ -300,14 +300,18 @@ class _OneThread:
 
 
 def _obfuscate_chunk(items: list[tuple[str, str, bytes | None]], key: Any, opts: dict) -> list[dict]:
-    """Decode, obfuscate (same-size images in one call), encode. Returns one dict per item."""
+    """Decode, obfuscate (same-size images in one call), encode. Returns one dict per item.
+
+    ``items`` are ``(image id, output format, file bytes or None)``.
+    """
     import torch
 
     import visualmixer as vm
 
     results: dict[str, dict] = {}
     decoded: dict[str, Any] = {}
-    for image_id, _out, data in items:
+    out_formats = {image_id: fmt for image_id, fmt, _data in items}
+    for image_id, _fmt, data in items:
         if data is None:
             results[image_id] = {"id": image_id, "t": "failed", "reason": "cannot read file"}
             continue
@@ -336,7 +340,7 @@ def _obfuscate_chunk(items: list[tuple[str, str, bytes | None]], key: Any, opts:
                 continue
             for n, image_id in enumerate(ids):
                 loaded = decoded[image_id]
-                out_fmt = opts["out_formats"][image_id]
+                out_fmt = out_formats[image_id]
                 data = vio.encode_image(
                     res.images[n], out_fmt, compress_level=opts["compress_level"]
                 )
@@ -412,6 +416,15 @@ def _restore_chunk(items: list[tuple[str, dict, bytes | None]], key: Any, opts: 
     return [results[i] for i, _r, _d in items]
 
 
+def _check_parallel(workers: int, dask: str | None, batch_size: int) -> None:
+    if int(workers) < 1:
+        raise ValueError(f"--workers: expected an integer >= 1, got {workers}")
+    if int(batch_size) < 1:
+        raise ValueError(f"--batch-size: expected a positive integer, got {batch_size}")
+    if dask is not None:
+        check_address(dask)
+
+
 def _read_or_none(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -479,8 +492,7 @@ def obfuscate_folder(
 
     t0 = time.perf_counter()
     options = options or FolderOptions()
-    if int(batch_size) < 1:
-        raise ValueError(f"--batch-size: expected a positive integer, got {batch_size}")
+    _check_parallel(workers, dask, batch_size)
     src_p, dst_p = _resolved(src), _resolved(dst)
     check_folders(src_p, dst_p)
     if manifest is None:
@@ -564,14 +576,14 @@ def obfuscate_folder(
             continue
         todo.add(image_id)
 
-    opts = {**options.as_dict(), "out_formats": out_formats}
+    opts = options.as_dict()
     chunks = [ids[i:i + int(batch_size)] for i in range(0, len(ids), int(batch_size))]
 
     def jobs() -> Iterator[tuple[list[str], tuple]]:
         for chunk in chunks:
             if not any(i in todo for i in chunk):
                 continue
-            items = [(i, names[i], _read_or_none(src_p / i)) for i in chunk]
+            items = [(i, out_formats[i], _read_or_none(src_p / i)) for i in chunk]
             yield chunk, (items,)
 
     bar = _progress(len(todo), progress, "obfuscate")
@@ -644,6 +656,7 @@ def restore_folder(
     from .manifest import Manifest
 
     t0 = time.perf_counter()
+    _check_parallel(workers, dask, batch_size)
     dst_p, out_p = _resolved(dst), _resolved(restored)
     check_folders(dst_p, out_p, src_label="DST", dst_label="RESTORED")
     if manifest is None:
@@ -654,6 +667,12 @@ def restore_folder(
         man_path = Path(manifest)
     man = Manifest.read(man_path)
     summary = RunSummary(manifest=man_path)
+    original_src = man.header.get("src")
+    if original_src and _inside(out_p, _resolved(original_src)):
+        raise ValueError(
+            f"RESTORED {out_p} is inside the original SRC {original_src}: choose a folder outside "
+            "it (the originals are never written over)"
+        )
     if man.header.get("key_fingerprint") != key.fingerprint:
         raise ValueError(
             f"--key: this key (fingerprint {key.fingerprint}) is not the one that made {man_path} "
