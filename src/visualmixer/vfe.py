@@ -73,8 +73,10 @@ def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch
     # uint8 values, their differences and squares are exact in float32, and so are window sums
     # below 2**24 (all but the most extreme 16 px windows); totals are then kept in float64.
     integral = windows.dtype == torch.uint8
-    # a private working copy (modified in place below)
-    x = windows.to(torch.float64 if windows.dtype == torch.float64 else torch.float32, copy=True)
+    work = torch.float64 if windows.dtype == torch.float64 else torch.float32
+    # A private, contiguous working copy (modified in place below): window sums then run over
+    # contiguous memory, which is several times faster than over a strided view of an image.
+    x = torch.empty(windows.shape, dtype=work, device=windows.device).copy_(windows)
     padded = nh * s != height or nw * s != width
     if padded:
         rows = torch.arange(nh * s, device=dev).view(nh, 1, s, 1) < height
