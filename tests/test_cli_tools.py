@@ -195,6 +195,21 @@ def _many(root: Path, n: int, size: int = 64) -> None:
         Image.fromarray(smooth_rgb(size, size, i)).save(folder / f"img{i:04d}.png")
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if text.encode() in cmdline and state not in (b"Z", b"X"):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 def test_kill_minus_9_then_resume_is_byte_identical(tmp_path):
     src = tmp_path / "src"
     _many(src, 160, size=32)
@@ -206,8 +221,9 @@ def test_kill_minus_9_then_resume_is_byte_identical(tmp_path):
     dst = tmp_path / "dst"
     man = tmp_path / "dst.jsonl"
     cmd = [sys.executable, "-m", "visualmixer", "obfuscate", str(src), str(dst), "--key", str(key),
-           "-q", "--batch-size", "2", "--manifest", str(man)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           "-q", "--batch-size", "2", "--manifest", str(man), "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     killed = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -219,6 +235,11 @@ def test_kill_minus_9_then_resume_is_byte_identical(tmp_path):
     proc.communicate(timeout=60)
     assert killed, "the run finished before it could be killed"
     assert proc.returncode == -signal.SIGKILL
+    # its worker processes (forked by a fork server whose command line names tmp_path) exit too
+    deadline = time.monotonic() + 20
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_mentioning(str(tmp_path))
     partial = Manifest.read(man)
     assert 0 < len(partial.done()) < 160
     # no half-written file under a final name

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -81,6 +82,38 @@ def dask_client(address: str, *, n_workers: int = 2):
             yield client
         finally:
             client.close()
+
+
+def _exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Worker-process initializer: exit as soon as the process that started the pool is gone.
+
+    Without it, workers of a parent killed with SIGKILL would wait for work forever.
+    """
+    import os
+    import threading
+    import time
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{parent_pid}/stat", "rb") as fh:
+                return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+        except FileNotFoundError:
+            return False
+        except OSError:  # no /proc: ask the kernel
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+            return True
+
+    def watch() -> None:
+        while alive():
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="visualmixer-parent-watch", daemon=True).start()
 
 
 def _start_forkserver(preload: list[str]) -> None:
@@ -194,7 +227,8 @@ def map_unordered(
             yield tag, fn(*args, *shared)
         return
     ctx = _process_context(fn)
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                                initargs=(os.getpid(),)) as pool:
         try:
             yield from _bounded(
                 lambda args: pool.submit(fn, *args, *shared),
