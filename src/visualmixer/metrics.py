@@ -60,8 +60,19 @@ def _kernel_for(h: int, w: int, kernel_size: int) -> int:
     return max(k, 1)
 
 
+def _gauss(k: int, sigma: float, dtype) -> torch.Tensor:
+    t = torch.arange(k, dtype=dtype) - (k - 1) / 2
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    return g / g.sum()
+
+
 def ssim(x, x_hat, *, kernel_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Structural similarity per image (torchmetrics, Gaussian window, data range 1).
+    """Structural similarity per image (Wang et al. 2004; Gaussian window, data range 1).
+
+    The same definition as torchmetrics' and scikit-image's (``gaussian_weights=True``,
+    ``use_sample_covariance=False``): the SSIM map over the positions where the window fits
+    inside the image, averaged over positions and channels. Implemented here with two separable
+    convolutions (importing torchmetrics costs seconds).
 
     Parameters
     ----------
@@ -70,28 +81,43 @@ def ssim(x, x_hat, *, kernel_size: int = 11, sigma: float = 1.5) -> torch.Tensor
     kernel_size : int
         Gaussian window size; shrunk to the largest odd size that fits images smaller than it.
     sigma : float
-        Gaussian window standard deviation.
+        Gaussian window standard deviation (shrunk with the window to at most a sixth of it).
 
     Returns
     -------
     torch.Tensor
         float64 ``(N,)`` in [-1, 1]; 1 means identical.
     """
-    from torchmetrics.functional.image import structural_similarity_index_measure as _ssim
-
     x, y = _pair(x, x_hat)
-    k = _kernel_for(x.shape[2], x.shape[3], kernel_size)
+    h, w = x.shape[2:]
+    k = _kernel_for(h, w, kernel_size)
     if k < 3:
-        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {tuple(x.shape[2:])}")
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {(h, w)}")
     s = min(sigma, k / 6.0) if k < kernel_size else sigma
-    out = _ssim(y, x, kernel_size=k, sigma=s, data_range=1.0, reduction="none")
-    return out.double().reshape(-1)
+    return _ssim_parts(x, y, k, s)[0]
+
+
+def _ssim_parts(x: torch.Tensor, y: torch.Tensor, k: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image mean SSIM and mean contrast-structure term, float64 ``(N,)`` each."""
+    n, c, h, w = x.shape
+    g = _gauss(k, sigma, torch.float64).to(x.device)
+    x = x.double().reshape(n * c, 1, h, w)
+    y = y.double().reshape(n * c, 1, h, w)
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (NC, 5, H, W)
+    blur = F.conv2d(stack, g.view(1, 1, 1, -1).expand(5, 1, 1, k), groups=5)
+    blur = F.conv2d(blur, g.view(1, 1, -1, 1).expand(5, 1, k, 1), groups=5)
+    mx, my, exx, eyy, exy = blur.unbind(1)
+    vx, vy, cxy = exx - mx * mx, eyy - my * my, exy - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    cs = (2 * cxy + c2) / (vx + vy + c2)
+    smap = (2 * mx * my + c1) / (mx * mx + my * my + c1) * cs
+    return smap.reshape(n, -1).mean(dim=1), cs.reshape(n, -1).mean(dim=1)
 
 
 def ms_ssim_scales(height: int, width: int, kernel_size: int = 11) -> int:
     """Number of MS-SSIM scales (<= 5) that fit an image, or 0 if fewer than 3 fit.
 
-    torchmetrics needs the shorter side to exceed ``(kernel_size - 1) * 2 ** (scales - 1)``.
+    The shorter side must exceed ``(kernel_size - 1) * 2 ** (scales - 1)`` (as in torchmetrics).
     """
     side = min(height, width)
     for scales in (5, 4, 3):
@@ -101,37 +127,40 @@ def ms_ssim_scales(height: int, width: int, kernel_size: int = 11) -> int:
 
 
 def ms_ssim(x, x_hat, *, kernel_size: int = 11) -> torch.Tensor | None:
-    """Multi-scale SSIM per image, or ``None`` when the images are too small for 3 scales.
+    """Multi-scale SSIM per image (Wang et al. 2003), or ``None`` when the images are too small.
 
     Uses the standard five weights when they fit (shorter side > 160 px with an 11-px window), else
-    the first four or three weights, renormalised (shorter side > 80 / 40 px).
+    the first four or three weights, renormalised (shorter side > 80 / 40 px). Contrast-structure
+    terms are clipped at 0 before the weighted product (torchmetrics' ``normalize="relu"``).
 
     Returns
     -------
     torch.Tensor or None
         float64 ``(N,)``, or ``None`` if the size does not allow MS-SSIM.
     """
-    from torchmetrics.functional.image import (
-        multiscale_structural_similarity_index_measure as _ms,
-    )
-
     x, y = _pair(x, x_hat)
     scales = ms_ssim_scales(x.shape[2], x.shape[3], kernel_size)
     if scales == 0:
         return None
     betas = _MS_SSIM_BETAS[:scales]
     total = sum(betas)
-    betas = tuple(b / total for b in betas)
-    out = _ms(y, x, kernel_size=kernel_size, data_range=1.0, reduction="none", betas=betas)
-    return out.double().reshape(-1)
+    out = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+    for j in range(scales):
+        sim, cs = _ssim_parts(x, y, kernel_size, 1.5)
+        b = betas[j] / total
+        if j < scales - 1:
+            out = out * cs.clamp_min(0) ** b
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        else:
+            out = out * sim.clamp_min(0) ** b
+    return out
 
 
 def psnr(x, x_hat, *, max_db: float = 100.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB (torchmetrics, data range 1), capped at ``max_db``."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio as _psnr
-
+    """Peak signal-to-noise ratio per image in dB (data range 1), capped at ``max_db``."""
     x, y = _pair(x, x_hat)
-    out = _psnr(y, x, data_range=1.0, reduction="none", dim=(1, 2, 3)).double().reshape(-1)
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(dim=1)
+    out = 10 * torch.log10(1.0 / mse)
     return out.nan_to_num(posinf=max_db).clamp(max=max_db)
 
 

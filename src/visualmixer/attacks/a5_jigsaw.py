@@ -17,9 +17,9 @@ attacker can:
    the previous pass's result as the context around each region.
 
 The attacker does not know each region's tile size (the plan stays with the owner); with
-``tile="auto"`` every size of the ladder below the region side is tried and, per image, the result
-with the lowest mean squared neighbour difference (the smoothest) is kept — a criterion that needs
-no original. Regions on the edge strips that the region size does not divide are left as they are.
+``tile="auto"`` it is guessed per region from the obfuscated image (:func:`estimate_tiles`: pixel
+pairs inside a tile are natural neighbours, pairs across tile borders are not). Regions on the
+edge strips that the region size does not divide are left as they are.
 VisualMixer's per-region channel-ORDER shuffle is not undone (channel 0 of a region may be its green
 channel): the structure is recovered, the colours stay scrambled.
 """
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from visualmixer._imops import as_batch, rule_region, to_float
 
-__all__ = ["realign_channels", "solve_jigsaw", "realign_and_solve", "smoothness"]
+__all__ = ["realign_channels", "solve_jigsaw", "realign_and_solve", "estimate_tiles", "smoothness"]
 
 
 def _check(region: int, tile: int) -> tuple[int, int]:
@@ -286,6 +286,52 @@ def solve_jigsaw(
     return cur
 
 
+def estimate_tiles(images, region: int | None = None, *, threshold: float = 1.5) -> torch.Tensor:
+    """Guess each region's tile side from the obfuscated image alone.
+
+    Inside a tile, adjacent pixels are natural neighbours; across a tile border they are not. For
+    every candidate side ``t`` (divisors of ``region`` from 2 up, below ``region``) the mean squared
+    difference of adjacent pixel pairs that straddle a ``t``-grid line is compared with that of
+    pairs inside ``t``-cells; the ``t`` with the largest ratio wins, or 1 (single pixels) when no
+    ratio reaches ``threshold``.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 ``(N, H // region, W // region)`` tile sides.
+    """
+    x, _ = as_batch(images, "images")
+    x = to_float(x)
+    n, c, h, w = x.shape
+    region = rule_region(h, w) if region is None else int(region)
+    gh, gw = h // region, w // region
+    cands = [t for t in range(2, region) if region % t == 0]
+    best = torch.ones(n, gh, gw, dtype=torch.long, device=x.device)
+    if not cands or gh == 0 or gw == 0:
+        return best
+    core = x[:, :, : gh * region, : gw * region]
+    dh = F.pad((core[..., :, 1:] - core[..., :, :-1]).square(), (0, 1))  # pair (j, j+1) at column j
+    dv = F.pad((core[..., 1:, :] - core[..., :-1, :]).square(), (0, 0, 0, 1))
+    dh = dh.reshape(n, c, gh, region, gw, region)
+    dv = dv.reshape(n, c, gh, region, gw, region)
+    pos = torch.arange(region, device=x.device)
+    inside_region = pos != region - 1
+    best_ratio = torch.full((n, gh, gw), float(threshold), dtype=x.dtype, device=x.device)
+    for t in cands:
+        border = (pos % t == t - 1) & inside_region
+        within = (pos % t != t - 1) & inside_region
+        bh = (dh * border.view(1, 1, 1, 1, 1, -1)).sum(dim=(1, 3, 5))
+        wh = (dh * within.view(1, 1, 1, 1, 1, -1)).sum(dim=(1, 3, 5))
+        bv = (dv * border.view(1, 1, 1, -1, 1, 1)).sum(dim=(1, 3, 5))
+        wv = (dv * within.view(1, 1, 1, -1, 1, 1)).sum(dim=(1, 3, 5))
+        nb, nw = int(border.sum()), int(within.sum())
+        ratio = ((bh + bv) / (2 * nb)) / ((wh + wv) / (2 * nw) + 1e-8)
+        better = ratio > best_ratio
+        best = torch.where(better, torch.full_like(best, t), best)
+        best_ratio = torch.where(better, ratio, best_ratio)
+    return best
+
+
 def smoothness(images: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of horizontally and vertically adjacent pixels, per image ``(N,)``."""
     x = to_float(as_batch(images)[0])
@@ -306,8 +352,8 @@ def realign_and_solve(
     region : int, optional
         Region side (default: the public rule for the image size).
     tile : int or "auto"
-        Tile side, or ``"auto"``: try every divisor of ``region`` below it and keep, per image, the
-        smoothest result (lowest :func:`smoothness`).
+        Tile side, or ``"auto"``: guess it per region with :func:`estimate_tiles` and solve each
+        region at its guessed side.
     passes, starts : int
         Jigsaw passes and first tiles tried per region (see :func:`solve_jigsaw`).
 
@@ -323,15 +369,15 @@ def realign_and_solve(
         return solve_jigsaw(
             realign_channels(x, region, int(tile)), region, int(tile), passes=passes, starts=starts
         )
-    sizes = [t for t in range(1, region) if region % t == 0] or [region]
-    best, best_s = None, None
-    for t in sizes:
+    tiles = estimate_tiles(x, region)
+    n, _, h, w = x.shape
+    gh, gw = h // region, w // region
+    out = x.clone()
+    for t in tiles.unique().tolist():
         est = solve_jigsaw(realign_channels(x, region, t), region, t, passes=passes, starts=starts)
-        s = smoothness(est)
-        if best is None:
-            best, best_s = est, s
-        else:
-            better = s < best_s
-            best = torch.where(better.view(-1, 1, 1, 1), est, best)
-            best_s = torch.minimum(s, best_s)
-    return best
+        mask = (tiles == t).repeat_interleave(region, 1).repeat_interleave(region, 2)  # (N, gh*R, gw*R)
+        core = out[:, :, : gh * region, : gw * region]
+        out[:, :, : gh * region, : gw * region] = torch.where(
+            mask.unsqueeze(1), est[:, :, : gh * region, : gw * region], core
+        )
+    return out

@@ -121,7 +121,7 @@ FULL = AuditConfig(
         "visualmixer:0.3",
         "visualmixer:0.5",
         "visualmixer:0.7",
-        "visualmixer:0.5/r14",
+        "visualmixer:0.5/r7",
         "noise:0.1",
         "noise:0.3",
         "dppix:1",
@@ -260,9 +260,10 @@ def _faces_block(cfg: AuditConfig, prot: Protector, faces: torch.Tensor, estimat
     protected = prot(faces)
     views = {"A1": protected}
     if estimates:
-        views["A2"] = region_mosaic(protected)
+        reg = getattr(prot, "region", None)
+        views["A2"] = region_mosaic(protected, reg)
         # one pass from one start: 128-px photos have 64-256 tiles per region
-        views["A5"] = realign_and_solve(protected, passes=1, starts=1)
+        views["A5"] = realign_and_solve(protected, reg, passes=1, starts=1)
     for det in cfg.face_detectors:
         ok = haar_available() if det == "haar" else mtcnn_available()
         if not ok:
@@ -273,6 +274,65 @@ def _faces_block(cfg: AuditConfig, prot: Protector, faces: torch.Tensor, estimat
             boxes = detect_faces(imgs, detector=det)
             out[det][view] = sum(len(b) > 0 for b in boxes) / max(1, len(boxes))
     return {"rates": out, "protected": protected, "views": views}
+
+
+def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, attacks: set) -> tuple[dict, dict]:
+    """Utility, VFE and every attack for one method on one data set."""
+    victims = data.victim_images
+    k = data.num_classes
+    prot.achieved_vfe = []
+    r: dict = {"spec": prot.spec, "kind": prot.kind}
+    # utility: train on protected training images, test on protected victims
+    prot_train = prot(data.train_images)
+    prot.achieved_vfe = []
+    prot_vic = prot(victims)
+    if prot.kind == "visualmixer":
+        r["achieved_vfe"] = M.summarize(prot.achieved_vfe)
+    if prot.kind == "dpsgd":
+        try:
+            acc, eps = _dpsgd_utility(cfg, data, prot.noise_multiplier)
+            r["accuracy"], r["epsilon"] = acc, eps
+        except ImportError as exc:
+            r["accuracy"], r["error"] = None, str(exc)
+    else:
+        util = Recognizer(k, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
+        util.fit(prot_train, data.train_labels)
+        r["accuracy"] = util.accuracy(prot_vic, data.victim_labels)["accuracy"]
+    try:
+        import visualmixer as vm
+
+        r["receiver_vfe"] = M.summarize(vm.vfe(prot_vic))
+    except (ImportError, AttributeError):  # pragma: no cover - core not importable
+        r["receiver_vfe"] = None
+    est: dict[str, torch.Tensor] = {}
+    reg = getattr(prot, "region", None) or region  # a public parameter: the attacker knows it
+    if "A1" in attacks:
+        est["A1"] = direct_view(prot_vic)
+    if "A2" in attacks:
+        est["A2"] = region_mosaic(prot_vic, reg)
+    if "A5" in attacks:
+        est["A5"] = realign_and_solve(prot_vic, reg)
+        if victims.shape[1] == 3:  # luminance survives the per-region channel-order shuffle
+            est["A5-grey"] = est["A5"].mean(dim=1, keepdim=True).expand_as(est["A5"]).contiguous()
+    if "A3" in attacks:
+        if prot.kind in ("clean", "dpsgd"):
+            est["A3"] = direct_view(prot_vic)  # nothing to invert
+        else:
+            inv = LearnedInversion(prot, epochs=cfg.a3_epochs, base=cfg.a3_base, device=cfg.device, seed=cfg.seed)
+            inv.fit(data.attacker_images)
+            est["A3"] = inv(prot_vic)
+            r["a3_train_loss"] = inv.history
+    r["attacks"] = {a: M.image_scores(victims, e) for a, e in est.items()}
+    if rec is not None:
+        a4 = {"protected": rec.accuracy(prot_vic, data.victim_labels)["accuracy"]}
+        for a in ("A2", "A3", "A5"):
+            if a in est:
+                a4[a] = rec.accuracy(est[a], data.victim_labels)["accuracy"]
+        r["A4"] = a4
+    ex = min(cfg.examples, victims.shape[0])
+    pic = {"original": victims[:ex], "protected": prot_vic[:ex]}
+    pic.update({a: e[:ex] for a, e in est.items() if a not in ("A1", "A5-grey")})
+    return r, pic
 
 
 def run_audit(cfg: AuditConfig | None = None, *, log=print) -> tuple[dict, dict]:
@@ -349,67 +409,23 @@ def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
         clean_acc = None
         for spec in _bar(methods, cfg.progress, ds):
             tm = time.time()
-            prot = protectors[spec]
-            prot.achieved_vfe = []
-            r: dict = {"spec": spec, "kind": prot.kind}
-            # utility: train on protected training images, test on protected victims
-            prot_train = prot(data.train_images)
-            prot.achieved_vfe = []
-            prot_vic = prot(victims)
-            if prot.kind == "visualmixer":
-                r["achieved_vfe"] = M.summarize(prot.achieved_vfe)
-            if prot.kind == "dpsgd":
-                try:
-                    acc, eps = _dpsgd_utility(cfg, data, prot.noise_multiplier)
-                    r["accuracy"], r["epsilon"] = acc, eps
-                except ImportError as exc:
-                    r["accuracy"], r["error"] = None, str(exc)
-            else:
-                util = Recognizer(k, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
-                util.fit(prot_train, data.train_labels)
-                r["accuracy"] = util.accuracy(prot_vic, data.victim_labels)["accuracy"]
-            if prot.kind == "clean":
-                clean_acc = r["accuracy"]
             try:
-                import visualmixer as vm
-
-                r["receiver_vfe"] = M.summarize(vm.vfe(prot_vic))
-            except (ImportError, AttributeError):  # pragma: no cover - core not importable
-                r["receiver_vfe"] = None
-            est: dict[str, torch.Tensor] = {}
-            if "A1" in attacks:
-                est["A1"] = direct_view(prot_vic)
-            if "A2" in attacks:
-                est["A2"] = region_mosaic(prot_vic, region)
-            if "A5" in attacks:
-                est["A5"] = realign_and_solve(prot_vic, region)
-            if "A3" in attacks:
-                if prot.kind in ("clean", "dpsgd"):
-                    est["A3"] = direct_view(prot_vic)  # nothing to invert
-                else:
-                    inv = LearnedInversion(
-                        prot, epochs=cfg.a3_epochs, base=cfg.a3_base, device=cfg.device, seed=cfg.seed
-                    )
-                    inv.fit(data.attacker_images)
-                    est["A3"] = inv(prot_vic)
-                    r["a3_train_loss"] = inv.history
-            r["attacks"] = {a: M.image_scores(victims, e) for a, e in est.items()}
-            if rec is not None:
-                a4 = {"protected": rec.accuracy(prot_vic, data.victim_labels)["accuracy"]}
-                for a in ("A2", "A3", "A5"):
-                    if a in est:
-                        a4[a] = rec.accuracy(est[a], data.victim_labels)["accuracy"]
-                r["A4"] = a4
+                r, pic = _audit_method(cfg, protectors[spec], data, rec, region, attacks)
+            except Exception as exc:  # one failing method must not lose the others' results
+                r, pic = {"spec": spec, "kind": protectors[spec].kind, "error": f"{type(exc).__name__}: {exc}"}, None
+                log(f"[audit] {ds} {spec}: FAILED: {r['error']}")
             r["seconds"] = round(time.time() - tm, 1)
+            if r["kind"] == "clean":
+                clean_acc = r.get("accuracy")
             ds_res["methods"][spec] = r
-            ex = min(cfg.examples, n)
-            pics[spec] = {"original": victims[:ex], "protected": prot_vic[:ex]}
-            pics[spec].update({a: e[:ex] for a, e in est.items() if a != "A1"})
-            log(f"[audit] {ds} {spec}: accuracy {r['accuracy']}, {r['seconds']} s")
+            if pic is not None:
+                pics[spec] = pic
+            log(f"[audit] {ds} {spec}: accuracy {r.get('accuracy')}, {r['seconds']} s")
         for r in ds_res["methods"].values():
             if clean_acc is not None and r.get("accuracy") is not None:
                 r["accuracy_loss_pp"] = 100.0 * (clean_acc - r["accuracy"])
-            _summarise_method(r, ds_res)
+            if "attacks" in r:
+                _summarise_method(r, ds_res)
         ds_res["seconds"] = round(time.time() - t0, 1)
         results["datasets"][ds] = ds_res
         pictures[ds] = pics
@@ -421,7 +437,12 @@ def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
         for spec in _bar(methods, cfg.progress, "A6 faces"):
             if spec.startswith("dpsgd"):
                 continue
-            blk = _faces_block(cfg, protectors[spec], faces, estimates=spec != "clean")
+            try:
+                blk = _faces_block(cfg, protectors[spec], faces, estimates=spec != "clean")
+            except Exception as exc:  # keep the other methods' results
+                fres["methods"][spec] = {"error": f"{type(exc).__name__}: {exc}"}
+                log(f"[audit] A6 {spec}: FAILED: {fres['methods'][spec]['error']}")
+                continue
             fres["methods"][spec] = blk["rates"]
             fpics[spec] = {"original": faces[:4], "protected": blk["protected"][:4]}
             fpics[spec].update({v: im[:4] for v, im in blk["views"].items() if v != "A1"})

@@ -165,6 +165,8 @@ def _ds_tables(page: _Page, ds: str, d: dict) -> None:
         vfe_r = (r.get("receiver_vfe") or {}).get("mean")
         vfe_a = (r.get("achieved_vfe") or {}).get("mean")
         eps = f" (ε={r['epsilon']:.2g})" if r.get("epsilon") is not None else ""
+        if r.get("error"):
+            eps += f"<br><small>error: {html.escape(r['error'][:200])}</small>"
         page.add(
             f"<tr><td class='l'>{html.escape(spec)}{eps}</td><td>{_fmt(r.get('accuracy'), pct=True)}</td>"
             f"<td class='{cls('accuracy')}'>{_fmt(r.get('accuracy_loss_pp'), 2)}</td>"
@@ -255,7 +257,7 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
         f = results["faces"]
         page.add(f"<h2>A6 face detection ({f['n_images']} face photos, 128×128)</h2>")
         page.add("<table><tr><th class='l'>method</th>")
-        dets = sorted({d for m in f["methods"].values() for d in m})
+        dets = sorted({d for m in f["methods"].values() for d in m if d != "error"})
         views = ("A1", "A2", "A5")
         for det in dets:
             for v in views:
@@ -265,7 +267,7 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
             page.add(f"<tr><td class='l'>{html.escape(spec)}</td>")
             for det in dets:
                 for v in views:
-                    val = (m.get(det) or {}).get(v)
+                    val = (m.get(det) or {}).get(v) if isinstance(m.get(det), dict) else None
                     ok = ""
                     if val is not None and spec != "clean":
                         ok = " class='ok'" if val <= results["goals"]["face_rate"] else " class='bad'"
