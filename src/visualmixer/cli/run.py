@@ -123,7 +123,8 @@ def run(args) -> int:
     if not photos["restore_bit_exact"]:
         failures.append("restore was not bit-exact")
 
-    sections = [("Photos obfuscated at several VFE targets", "grid.png", "photos.json")]
+    sections = [("Photos obfuscated at several VFE targets", "grid.png", "photos.json",
+                 _table(photos["images"], args.targets) + f"\nrestore bit-exact: {photos['restore_bit_exact']}")]
     if not args.skip_train:
         log("[2/3] training the small CNN clean and obfuscated on Fashion-MNIST ...")
         try:
@@ -132,11 +133,9 @@ def run(args) -> int:
             summary = quick_compare(out / "train", targets=(None, 0.5), epochs=args.epochs,
                                     progress=not args.quiet)
             md = out / "train" / "accuracy.md"
-            if md.exists():
-                print(md.read_text())
-            else:
-                print(json.dumps(summary, indent=1, default=str)[:2000])
-            sections.append(("Training clean vs obfuscated", "train/curves.png", "train/accuracy.json"))
+            text = md.read_text() if md.exists() else json.dumps(summary, indent=1, default=str)[:2000]
+            print(text)
+            sections.append(("Training clean vs obfuscated", "train/curves.png", "train/accuracy.json", text))
         except (ImportError, FileNotFoundError) as exc:
             failures.append(f"training skipped: {exc}")
             print(f"training skipped: {exc}")
@@ -146,7 +145,7 @@ def run(args) -> int:
             from visualmixer.report import quick_audit
 
             page = quick_audit(out / "audit", target_vfe=0.5, progress=not args.quiet, log=log)
-            sections.append(("Privacy audit (quick)", None, str(Path(page).relative_to(out))))
+            sections.append(("Privacy audit (quick)", None, str(Path(page).relative_to(out)), None))
         except (ImportError, FileNotFoundError) as exc:
             failures.append(f"audit skipped: {exc}")
             print(f"audit skipped: {exc}")
@@ -162,8 +161,10 @@ def run(args) -> int:
 def _write_index(path: Path, sections) -> None:
     parts = ["<!doctype html><meta charset='utf-8'><title>VisualMixer run</title>",
              "<h1>VisualMixer — main run</h1>"]
-    for title, image, link in sections:
+    for title, image, link, text in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
+        if text:
+            parts.append(f"<pre>{html.escape(text)}</pre>")
         if image and (path.parent / image).exists():
             parts.append(f"<img src='{html.escape(image)}' style='max-width:100%'>")
         if link:
