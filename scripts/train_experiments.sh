@@ -45,12 +45,12 @@ for g in "${groups[@]}"; do
       fi ;;
     extra)
       run "fm-cnn-offline-0.3" "${COMMON[@]}" --optimizer adam --target-vfe 0.3 --mode offline
-      run "fm-cnn-online-0.7" "${COMMON[@]}" --optimizer adam --target-vfe 0.7 --mode online
       for spec in st-adam:0.003 adam:0.003 sgd:0.02; do
         o=${spec%%:*}; lr=${spec##*:}
         run "fm-cnn-offline-0.5-$o-lr$lr" "${COMMON[@]}" --optimizer "$o" --lr "$lr" \
             --target-vfe 0.5 --mode offline
-      done ;;
+      done
+      run "fm-cnn-online-0.7" "${COMMON[@]}" --optimizer adam --target-vfe 0.7 --mode online ;;
     photos)
       for t in none 0.5 0.7; do
         run "photos-cnn-offline-$t" --data photos --model cnn --epochs 5 --seeds 0 1 2 \
