@@ -72,5 +72,33 @@ def main(out: Path) -> None:
               f"{_ms([r['history'][-1]['train_loss'] for r in rs], 1, '{:.4f}')} |")
 
 
+def plots(out: Path, dest: Path) -> None:
+    """Combined learning curves from the runs' checkpoints (step losses live there)."""
+    import torch
+
+    from visualmixer.train.loop import plot_curves
+
+    def group(names):
+        g = {}
+        for n in names:
+            runs = []
+            for ck in sorted((out / n).glob("seed*/checkpoint.pt")):
+                st = torch.load(ck, map_location="cpu", weights_only=False)
+                runs.append({"history": st["history"], "step_losses": st["step_losses"]})
+            if runs:
+                g[n.removeprefix("fm-cnn-")] = runs
+        return g
+
+    dest.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in out.glob("fm-cnn-*") if (p / "metrics.json").exists())
+    targets = [n for n in names if n.count("-") <= 3]
+    optims = [n for n in names if n.startswith("fm-cnn-offline-0.5")]
+    plot_curves(group(targets), dest / "train-targets.png")
+    plot_curves(group(optims), dest / "train-optimizers.png")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "out/exp"))
+    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "out/exp")
+    main(out_dir)
+    if len(sys.argv) > 2:
+        plots(out_dir, Path(sys.argv[2]))

@@ -566,6 +566,9 @@ def plot_curves(groups: dict[str, list[dict]], path: str | os.PathLike) -> Path:
             k = max(1, min(25, len(sl) // 20))
             smooth = torch.nn.functional.avg_pool1d(sl.view(1, 1, -1), k, 1).flatten()
             ax2.plot(smooth.numpy(), color=color, alpha=0.6, label=label if ri == 0 else None)
+    from matplotlib.ticker import MaxNLocator
+
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("test accuracy (%)")
     ax1.grid(alpha=0.3)
