@@ -1,0 +1,319 @@
+"""Run the VisualMixer Flower app on Flower's deployment engine, on loopback.
+
+Starts one ``flower-superlink`` and N ``flower-supernode`` processes bound to 127.0.0.1 on free
+ports chosen at run time, submits the app with ``flwr run`` to that SuperLink (a private
+``FLWR_HOME`` holds the connection, so the user's Flower config is not touched), waits for the
+ServerApp to finish, and always stops every process it started (also on error or Ctrl-C).
+
+The same app runs on real machines: start ``flower-supernode --superlink HOST:PORT --node-config
+"partition-id=K num-partitions=N key-path=/path/to/key"`` on each client machine and
+``flwr run DIR CONNECTION`` against the real SuperLink (see ``docs/federated.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from visualmixer.fl import require_flwr
+from visualmixer.fl.partition import parse_partition
+
+__all__ = ["FLRun", "PortInUseError", "free_port", "run_loopback", "write_app"]
+
+HOST = "127.0.0.1"
+
+
+class PortInUseError(OSError):
+    """A requested port on 127.0.0.1 is already taken."""
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def check_port(port: int) -> int:
+    """Raise :class:`PortInUseError` if ``port`` cannot be bound on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, int(port)))
+        except OSError as exc:
+            raise PortInUseError(f"port {port} on {HOST} is already in use; choose another or omit it "
+                                 "to pick a free one") from exc
+    return int(port)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on "
+                               f"{HOST}:{port}; see {log}:\n{_tail(log)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not listen on {HOST}:{port} within {timeout:.0f} s; see {log}")
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))
+
+
+def write_app(app_dir: Path, run_config: dict) -> Path:
+    """Write a minimal Flower app (``pyproject.toml``) whose components live in ``visualmixer.fl``."""
+    app_dir.mkdir(parents=True, exist_ok=True)
+    cfg = "\n".join(f"{k} = {_toml_value(v)}" for k, v in run_config.items())
+    (app_dir / "pyproject.toml").write_text(f"""[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "visualmixer-fl"
+version = "1.0.0"
+description = "VisualMixer: federated training on locally obfuscated images"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "visualmixer"
+
+[tool.flwr.app.components]
+serverapp = "visualmixer.fl.server_app:app"
+clientapp = "visualmixer.fl.client_app:app"
+
+[tool.flwr.app.config]
+{cfg}
+""")
+    return app_dir
+
+
+@dataclass
+class FLRun:
+    """What :func:`run_loopback` started and produced."""
+
+    out: Path
+    history: dict = field(default_factory=dict)
+    ports: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _bin(name: str) -> str:
+    cand = Path(sys.executable).with_name(name)
+    if cand.exists():
+        return str(cand)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found next to {sys.executable} or on PATH; "
+                                "install Flower: pip install 'visualmixer[fl]'")
+    return found
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """Pids of all live descendants of ``roots`` (Linux /proc; empty elsewhere)."""
+    parent: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            parent[int(e)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), set(roots)
+    while frontier:
+        kids = {pid for pid, pp in parent.items() if pp in frontier and pid not in found}
+        found |= kids
+        frontier = kids
+    return found
+
+
+def _kill_pids(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen]], extra: set[int], grace: float = 5.0) -> None:
+    """SIGTERM what we started (and the detached Flower children seen), SIGKILL the rest after ``grace`` s.
+
+    ``extra`` holds descendants recorded while running: Flower starts its SuperExec/app processes in
+    new sessions, so they are not in our process groups and would outlive their parents.
+    """
+    extra = set(extra) | _descendants({p.pid for _, p in procs})
+    _kill_pids(extra, signal.SIGTERM)
+    for _, p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+    t_end = time.monotonic() + grace
+    for _, p in procs:
+        try:
+            p.wait(timeout=max(0.1, t_end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for _, p in procs:
+        try:  # the group also holds the ServerApp/ClientApp subprocesses Flower spawned
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            p.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+    extra |= _descendants(extra)
+    _kill_pids(extra, signal.SIGKILL)
+
+
+def run_loopback(
+    out: str | os.PathLike,
+    *,
+    clients: int = 2,
+    rounds: int = 1,
+    partition: str = "iid",
+    target_vfe: float | None = 0.5,
+    mode: str = "offline",
+    train_size: int = 2000,
+    test_size: int = 1000,
+    local_epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 0.05,
+    seed: int = 0,
+    data_root: str | None = None,
+    superlink_port: int | None = None,
+    timeout: float = 600.0,
+    key_paths: list[str] | None = None,
+) -> FLRun:
+    """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
+
+    Writes ``out/history.json`` (per-round accuracy of the global model on obfuscated test
+    images), ``out/model.pt`` and the process logs ``out/logs/*.log``. Raises
+    :class:`PortInUseError` when ``superlink_port`` is taken, ``TimeoutError`` after ``timeout``
+    seconds, ``RuntimeError`` when a Flower process fails.
+    """
+    require_flwr()
+    parse_partition(partition)
+    if clients < 1 or rounds < 1:
+        raise ValueError("clients and rounds must be >= 1")
+    if mode not in ("offline", "online"):
+        raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
+    if key_paths is not None and len(key_paths) != clients:
+        raise ValueError("key_paths needs one key file per client")
+    out = Path(out).resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    hist_path = out / "history.json"
+    if hist_path.exists():
+        hist_path.unlink()
+    link_port = check_port(superlink_port) if superlink_port else free_port()
+    node_ports = [free_port() for _ in range(clients)]
+    while len(set(node_ports + [link_port])) < clients + 1:
+        node_ports = [free_port() for _ in range(clients)]
+
+    run_config = {
+        "num-rounds": int(rounds), "num-clients": int(clients), "partition": partition,
+        "target-vfe": -1.0 if target_vfe is None else float(target_vfe), "mode": mode,
+        "train-size": int(train_size), "test-size": int(test_size), "local-epochs": int(local_epochs),
+        "batch-size": int(batch_size), "lr": float(lr), "seed": int(seed), "data-root": data_root or "",
+        "out-json": str(hist_path), "out-model": str(out / "model.pt"), "round-timeout": float(timeout),
+    }
+    app_dir = write_app(out / "app", run_config)
+    flwr_home = out / "flwr-home"
+    flwr_home.mkdir(exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "{HOST}:{link_port}"\n'
+        "insecure = true\n")
+    bindir = str(Path(_bin("flower-superlink")).parent)  # Flower starts flower-superexec etc. by name
+    env = {**os.environ, "FLWR_HOME": str(flwr_home), "PYTHONUNBUFFERED": "1",
+           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    env.setdefault("OMP_NUM_THREADS", "1")
+
+    procs: list[tuple[str, subprocess.Popen]] = []
+    seen: set[int] = set()
+    files = []
+
+    def start(name: str, argv: list[str]) -> subprocess.Popen:
+        f = open(logs / f"{name}.log", "wb")  # noqa: SIM115
+        files.append(f)
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(out),
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        procs.append((name, p))
+        return p
+
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    try:
+        link = start("superlink", [
+            _bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(link_port),
+            "--disable-runtime-dependency-installation", "--database", str(out / "superlink.db")])
+        _wait_listening(link_port, link, min(60.0, timeout), "flower-superlink", logs / "superlink.log")
+        for k in range(clients):
+            nc = f"partition-id={k} num-partitions={clients}"
+            if data_root:
+                nc += f' data-root="{data_root}"'
+            if key_paths:
+                nc += f' key-path="{key_paths[k]}"'
+            start(f"supernode{k}", [
+                _bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{link_port}",
+                "--host", HOST, "--port", str(node_ports[k]), "--node-config", nc])
+        run_log = logs / "flwr-run.log"
+        submit = start("flwr-run", [_bin("flwr"), "run", str(app_dir), "loopback", "--stream"])
+        while True:
+            if hist_path.exists():
+                try:
+                    hist = json.loads(hist_path.read_text())
+                except (OSError, ValueError):
+                    hist = {}
+                if hist.get("finished"):
+                    break
+            for name, p in procs:
+                if name != "flwr-run" and p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {p.returncode}; see {logs / (name + '.log')}:\n"
+                                       f"{_tail(logs / (name + '.log'))}")
+            if submit.poll() is not None and submit.returncode != 0:
+                raise RuntimeError(f"flwr run failed (code {submit.returncode}):\n{_tail(run_log)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the federated run did not finish within {timeout:.0f} s; logs in {logs}:\n"
+                                   f"{_tail(run_log)}")
+            seen |= _descendants({p.pid for _, p in procs})
+            time.sleep(0.3)
+    finally:
+        _stop(procs, seen)
+        for f in files:
+            f.close()
+    return FLRun(out=out, history=hist, ports={"superlink": link_port, "supernodes": node_ports},
+                 seconds=time.monotonic() - t0)
