@@ -20,6 +20,8 @@ COMMANDS = [
     "show",
     "train",
     "audit",
+    "fl",
+    "distill",
 ]
 
 
