@@ -125,9 +125,12 @@ def _norm(x_u8: torch.Tensor) -> torch.Tensor:
 
 def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLConfig,
                 server_round: int = 1) -> dict:
-    """SGD (momentum 0.9) for ``cfg.local_epochs`` over (x_u8, y); returns loss and time."""
+    """SGD (momentum 0.9, as ``torch.optim.SGD``) for ``cfg.local_epochs`` over (x_u8, y); returns loss and time."""
     g = torch.Generator().manual_seed(cfg.seed * 100003 + server_round)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+    # Plain momentum SGD written out: torch.optim's first construction imports torch._dynamo
+    # (~5 s per client process on a small CPU), most of a short federated round.
+    params = [p for p in model.parameters() if p.requires_grad]
+    bufs = [torch.zeros_like(p) for p in params]
     model.train()
     t0, loss_sum, n = time.perf_counter(), 0.0, 0
     for _ in range(cfg.local_epochs):
@@ -136,9 +139,13 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
             b = perm[s : s + cfg.batch_size]
             logits = model(_norm(x_u8[b]))
             loss = nn.functional.cross_entropy(logits, y[b])
-            opt.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
             loss.backward()
-            opt.step()
+            with torch.no_grad():
+                for p, buf in zip(params, bufs, strict=True):
+                    buf.mul_(0.9).add_(p.grad)
+                    p.add_(buf, alpha=-cfg.lr)
             loss_sum += float(loss.detach()) * b.shape[0]
             n += b.shape[0]
     return {"train_loss": loss_sum / max(1, n), "train_seconds": time.perf_counter() - t0}
