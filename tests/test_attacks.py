@@ -117,11 +117,15 @@ def test_a5_beats_direct_view_on_visualmixer():
     vm = pytest.importorskip("visualmixer")
     if not hasattr(vm, "obfuscate"):
         pytest.skip("core not importable")
-    x = (smooth(n=4, c=3, h=16, w=16, seed=5) * 255).round().to(torch.uint8)
-    obf = vm.obfuscate(x, target_vfe=0.5, region=8, channel_order=False).images
+    from skimage.data import astronaut
+
+    a = torch.from_numpy(astronaut().copy()).permute(2, 0, 1)[None].float()
+    x = torch.nn.functional.interpolate(a, size=64, mode="area").round().to(torch.uint8)
+    key = vm.Key(bytes(range(32)))  # a fixed test key: deterministic permutations
+    obf = vm.obfuscate(x, key=key, ids=[0], target_vfe=0.5, region=8, channel_order=False).images
     est = realign_and_solve(obf, 8)
     assert est.shape == x.shape
-    assert float(M.ssim(x, est).mean()) > float(M.ssim(x, obf).mean())
+    assert float(M.ssim(x, est).mean()) > float(M.ssim(x, obf).mean()) + 0.1
 
 
 def test_a6_finds_the_astronaut():

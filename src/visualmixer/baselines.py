@@ -476,9 +476,9 @@ def dpsgd_train(
 
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    engine = PrivacyEngine(accountant="rdp")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # opacus warns that its secure RNG is off (fine for a reference)
+        engine = PrivacyEngine(accountant="rdp")
         pmodel, popt, ploader = engine.make_private(
             module=model,
             optimizer=opt,

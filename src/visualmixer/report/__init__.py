@@ -41,8 +41,9 @@ def audit(out_dir, config: AuditConfig | None = None, *, log=print) -> Path:
 def quick_audit(out_dir, *, target_vfe: float = 0.5, progress: bool = False, log=print, **overrides) -> Path:
     """Audit VisualMixer against noise, blur, pixelation and block scrambling on Fashion-MNIST + faces.
 
-    About three minutes on 2 busy CPU cores: 2000 training images, 200 victims, 1500 attacker
-    images, 2 epochs, the A3 U-Net for 2 epochs, A6 on 12 face photos. Writes
+    About three minutes on 2 busy CPU cores (measured 3.4 min with 1500 attacker images and 12
+    face photos): 2000 training images, 200 victims, 1200 attacker images, 2 epochs, the A3
+    U-Net for 2 epochs, A6 on 8 face photos. Writes
     ``out_dir/index.html``. The numbers are a smoke test of the trade-off; docs/privacy.md uses
     the ``FULL`` configuration.
 

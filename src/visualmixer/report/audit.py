@@ -96,7 +96,7 @@ class AuditConfig:
     attacks: tuple[str, ...] = ATTACKS
     n_train: int = 2000
     n_victims: int = 200
-    n_attacker: int = 1500
+    n_attacker: int = 1200
     epochs: int = 2
     a3_epochs: int = 2
     a3_base: int = 12
@@ -104,7 +104,7 @@ class AuditConfig:
     device: str = "cpu"
     seed: int = 0
     face_detectors: tuple[str, ...] = ("haar",)
-    n_faces: int = 10
+    n_faces: int = 6
     examples: int = 6
     dpsgd: bool = False
     progress: bool = True
