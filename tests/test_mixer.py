@@ -37,7 +37,7 @@ settings.register_profile("ci", deadline=None, max_examples=40,
 settings.load_profile("ci")
 
 
-@given(image_batches(), st.sampled_from([None, 1, 3, 4, 7, 8]), st.booleans(),
+@given(image_batches(), st.sampled_from([None, 1, 3, 4, 6, 7, 8, 14]), st.booleans(),
        st.floats(0, 1), st.lists(st.integers(0, 10**6), min_size=3, max_size=3, unique=True))
 def test_restore_inverts_obfuscate_exactly(x, region, channel_order, target, id_pool):
     ids = [(i, "x") for i in id_pool[: len(x)]]
@@ -295,3 +295,14 @@ def test_ids_from_tensors_and_numpy_match_ints(photos):
     assert torch.equal(vm.obfuscate(x[:3], key=KEY, ids=range(4, 7)).images, ref)
     with pytest.raises(TypeError, match="1-D integers"):
         vm.obfuscate(x[:3], key=KEY, ids=torch.tensor([4.0, 5.0, 6.0]))
+
+
+@pytest.mark.parametrize("region", [6, 12, 14])
+def test_non_power_of_two_regions_with_mixed_levels(region):
+    """Divisor ladders (14 -> 7, 2, 1) are not nested; plans mixing their levels must still work."""
+    g = torch.Generator().manual_seed(region)
+    x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8, generator=g)
+    x[:3] = torch.nn.functional.avg_pool2d(x[:3].float(), 3, 1, 1).to(torch.uint8)  # smoother half
+    for target in (0.2, 0.5, 0.8, 0.95):
+        res = vm.obfuscate(x, key=KEY, ids=range(6), target_vfe=target, region=region)
+        assert torch.equal(vm.restore(res.images, res.plans, key=KEY, ids=range(6)), x)

@@ -19,6 +19,7 @@ flattened (channel, tile) axis moves whole tiles; no per-pixel index is built.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -135,7 +136,9 @@ def _shuffle_full_grid(regions, words, levels, grid, sigma, inverse):
     ladder = tile_ladder(r)
     lv = levels.numpy()
     present = np.unique(lv).tolist()
-    sub = ladder[max(present)]
+    # the coarsest side every present tile side is a multiple of (divisor ladders such as 14, 7,
+    # 2, 1 are not nested: 7 and 2 meet at single pixels)
+    sub = math.gcd(*[ladder[level] for level in present])
     side = r // sub
     ns = side * side
     # base[q] = first element (in wide units) of the source sub-tile that lands on sub-tile q
