@@ -212,7 +212,10 @@ def _processes_mentioning(text: str) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 def test_kill_minus_9_then_resume_is_byte_identical(tmp_path):
     src = tmp_path / "src"
-    _many(src, 96, size=32)
+    # enough work (about 2 s of shuffling and encoding) that the run is still going when the
+    # first records land, even when the polling test process is starved on a loaded machine
+    n = 240
+    _many(src, n, size=64)
     key = tmp_path / "k.key"
     assert main(["keygen", str(key), "-q"]) == 0
     ref = tmp_path / "ref"
@@ -227,7 +230,7 @@ def test_kill_minus_9_then_resume_is_byte_identical(tmp_path):
     deadline = time.monotonic() + 60
     killed = False
     while time.monotonic() < deadline and proc.poll() is None:
-        if man.exists() and man.read_bytes().count(b'"t": "done"') >= 4:
+        if man.exists() and man.read_bytes().count(b'"t": "done"') >= 1:
             os.kill(proc.pid, signal.SIGKILL)
             killed = True
             break
@@ -241,14 +244,14 @@ def test_kill_minus_9_then_resume_is_byte_identical(tmp_path):
         time.sleep(0.1)
     assert not _processes_mentioning(str(tmp_path))
     partial = Manifest.read(man)
-    assert 0 < len(partial.done()) < 96
+    assert 0 < len(partial.done()) < n
     # no half-written file under a final name
     for path in dst.rglob("*.png"):
-        assert vio.read_image(path).shape == (3, 32, 32)
+        assert vio.read_image(path).shape == (3, 64, 64)
     assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--batch-size", "2",
                  "--manifest", str(man)]) == 0
     assert tree_bytes(dst) == tree_bytes(ref)
-    assert len(Manifest.read(man).done()) == 96
+    assert len(Manifest.read(man).done()) == n
 
 
 def test_simulated_crash_states_resume(tree):
