@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +277,12 @@ def run_loopback(
 
     t0 = time.monotonic()
     deadline = t0 + timeout
+    prev_term = None
+    if threading.current_thread() is threading.main_thread():
+        def _on_term(signum, frame):  # SIGTERM: leave through `finally`, which stops the processes
+            raise SystemExit(128 + signum)
+
+        prev_term = signal.signal(signal.SIGTERM, _on_term)
     try:
         link = start("superlink", [
             _bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(link_port),
@@ -315,5 +322,7 @@ def run_loopback(
         _stop(procs, seen)
         for f in files:
             f.close()
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
     return FLRun(out=out, history=hist, ports={"superlink": link_port, "supernodes": node_ports},
                  seconds=time.monotonic() - t0)
