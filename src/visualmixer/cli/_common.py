@@ -49,6 +49,21 @@ def unit_float(text: str) -> float:
     return value
 
 
+def target_or_none(text: str) -> float | None:
+    """argparse type: a target VFE in [0, 1], or ``none``/``clean`` for the clean baseline."""
+    import argparse
+
+    if text.lower() in ("none", "clean"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"target VFE must be a number in [0, 1] or 'none', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"target VFE must be in [0, 1], got {value}")
+    return value
+
+
 def print_summary(verb: str, summary, *, quiet: bool = False) -> None:
     """Print the one-line summary to stdout and each problem (id: reason) to stderr."""
     parts = [f"{verb} {summary.done}"]

@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _target(text: str) -> float | None:
-    if text.lower() in ("none", "clean"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"target VFE must be a number in [0, 1] or 'none', got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"target VFE must be in [0, 1], got {value}")
-    return value
+from visualmixer.cli._common import target_or_none
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist (default) or another loader name")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--target-vfe", type=_target, default=0.5)
+    p.add_argument("--target-vfe", type=target_or_none, default=0.5)
     p.add_argument("--no-clean", dest="compare_clean", action="store_false",
                    help="skip the clean-data comparison")
     p.add_argument("--train-size", type=int, default=6000, help="training images (0: all)")

@@ -6,17 +6,7 @@ import argparse
 import json
 import sys
 
-
-def _target(text: str) -> float | None:
-    if text.lower() in ("none", "clean"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"target VFE must be a number in [0, 1] or 'none', got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"target VFE must be in [0, 1], got {value}")
-    return value
+from visualmixer.cli._common import target_or_none
 
 
 def _partition(text: str) -> str:
@@ -47,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--clients", type=positive_int, default=4, help="number of SuperNodes (default 4)")
     p.add_argument("--rounds", type=positive_int, default=3, help="FedAvg rounds (default 3)")
     p.add_argument("--partition", type=_partition, default="iid", help="iid | dirichlet:ALPHA (default iid)")
-    p.add_argument("--target-vfe", type=_target, default=0.5, help="target VFE in [0, 1], or 'none' (clean FL)")
+    p.add_argument("--target-vfe", type=target_or_none, default=0.5, help="target VFE in [0, 1], or 'none' (clean FL)")
     p.add_argument("--mode", choices=("offline", "online"), default="offline",
                    help="offline: obfuscate once (ids i); online: re-obfuscate each round (ids (i, round))")
     p.add_argument("--train-size", type=int, default=6000, help="pooled training images (0: all 60000)")

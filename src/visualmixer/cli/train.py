@@ -6,21 +6,8 @@ import argparse
 import json
 import sys
 
+from visualmixer.cli._common import target_or_none
 from visualmixer.datasets import DATASET_NAMES
-
-
-def _target(text: str) -> float | None:
-    if text.lower() in ("none", "clean"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"target VFE must be a number in [0, 1] or 'none', got {text!r}"
-        ) from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"target VFE must be in [0, 1], got {value}")
-    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None,
                    help="data directory (Fashion-MNIST default /usr/share/datasets/fashion-mnist)")
     p.add_argument("--model", default="cnn", help=f"model: {', '.join(MODELS)} (default cnn)")
-    p.add_argument("--target-vfe", type=_target, default=0.5,
+    p.add_argument("--target-vfe", type=target_or_none, default=0.5,
                    help="target VFE in [0, 1], or 'none' for the clean baseline (default 0.5)")
     p.add_argument("--mode", default="offline",
                    help=f"obfuscation: {' or '.join(MODES)} (default offline)")
