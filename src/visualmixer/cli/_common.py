@@ -37,31 +37,28 @@ def positive_int(text: str) -> int:
     return value
 
 
-def unit_float(text: str) -> float:
+def _unit_interval(text: str, what: str) -> float:
     import argparse
 
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"{what} must be a number in [0, 1], got {text!r}") from None
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+        raise argparse.ArgumentTypeError(f"{what} must be in [0, 1], got {value}")
     return value
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    return _unit_interval(text, "the value")
 
 
 def target_or_none(text: str) -> float | None:
     """argparse type: a target VFE in [0, 1], or ``none``/``clean`` for the clean baseline."""
-    import argparse
-
     if text.lower() in ("none", "clean"):
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"target VFE must be a number in [0, 1] or 'none', got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"target VFE must be in [0, 1], got {value}")
-    return value
+    return _unit_interval(text, "target VFE (or 'none')")
 
 
 def print_summary(verb: str, summary, *, quiet: bool = False) -> None:
