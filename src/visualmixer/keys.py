@@ -17,6 +17,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from visualmixer._atomic import replace_atomically
+
 __all__ = ["Key", "ImageId", "encode_image_id", "KEY_BYTES"]
 
 KEY_BYTES = 32
@@ -101,19 +103,7 @@ class Key:
         if path.exists() and not overwrite:
             raise FileExistsError(f"key file {path} already exists (pass overwrite=True to replace)")
         text = f"{_FILE_HEADER}\n{base64.b64encode(self._secret).decode('ascii')}\n"
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return replace_atomically(path, text.encode("ascii"), mode=0o600, suffix=".tmp", exact_mode=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Key:
