@@ -1,10 +1,18 @@
 """Epoch-time overhead of online obfuscation (issue 4, experiment 3), measured in one process.
 
-Clean epochs, online-obfuscated epochs (each batch obfuscated on the training device with ids
-(index, epoch) right before the step) and obfuscation alone are interleaved, so that load from
-other processes hits all three alike. Prints a JSON with per-repetition seconds and the ratios.
+Clean epochs, online-obfuscated epochs and obfuscation alone are interleaved, so that load from
+other processes hits all three alike. Where the online obfuscation happens (``--where``):
+
+* ``batched``: each batch is obfuscated on the training device with ids (index, epoch) right
+  before the step (what ``visualmixer train --mode online`` does);
+* ``workers``: inside ``--workers`` DataLoader worker processes through
+  ``visualmixer.data.ObfuscatedDataset(mode="online")`` (one batched call per batch via
+  ``__getitems__``), against the same DataLoader over the clean images.
+
+Prints a JSON with per-repetition seconds and the ratios.
 
 Usage: python scripts/train_overhead.py [--n 4096] [--reps 3] [--device cpu] [--target 0.5]
+       [--where batched|workers] [--workers 2]
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--where", choices=("batched", "workers"), default="batched")
+    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     dev = torch.device(args.device)
     x, y = load_fashion_mnist("train")
@@ -42,7 +52,38 @@ def main() -> None:
     model = SmallCNN(1, 10).to(dev)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
 
+    loaders = {}
+    if args.where == "workers":
+        from torch.utils.data import DataLoader, TensorDataset
+
+        from visualmixer.data import ObfuscatedDataset
+
+        base = TensorDataset(x.cpu(), y.cpu())
+        online = ObfuscatedDataset(base, key, target_vfe=args.target, mode="online")
+        kw = dict(batch_size=args.batch_size, num_workers=args.workers, persistent_workers=True,
+                  multiprocessing_context="fork")
+        loaders = {"clean": DataLoader(base, **kw), "online": DataLoader(online, **kw),
+                   "obfuscate-only": DataLoader(online, **kw)}
+
+    def epoch_workers(kind: str, ep: int) -> float:
+        if kind != "clean":
+            loaders[kind].dataset.set_epoch(ep + 1)
+        _sync(dev)
+        t0 = time.perf_counter()
+        for xb, yb in loaders[kind]:
+            if kind == "obfuscate-only":
+                continue
+            xb, yb = xb.to(dev), yb.to(dev)
+            loss = torch.nn.functional.cross_entropy(model(xb.float() / 255), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        _sync(dev)
+        return time.perf_counter() - t0
+
     def epoch(kind: str, ep: int) -> float:
+        if args.where == "workers":
+            return epoch_workers(kind, ep)
         _sync(dev)
         t0 = time.perf_counter()
         for s in range(0, args.n, args.batch_size):
@@ -68,7 +109,8 @@ def main() -> None:
             times[kind].append(epoch(kind, r))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(json.dumps({
-        "device": str(dev), "images": args.n, "batch_size": args.batch_size,
+        "device": str(dev), "where": args.where,
+        "workers": args.workers if args.where == "workers" else 0, "images": args.n, "batch_size": args.batch_size,
         "target_vfe": args.target, "torch_threads": torch.get_num_threads(),
         "seconds": times, "median_s": med,
         "online_over_clean": med["online"] / med["clean"],

@@ -55,6 +55,30 @@ def test_two_dataloader_workers_distinct_and_reproducible():
     assert torch.equal(res.images[0], e1[5])
 
 
+def test_batched_getitems_equals_per_item_and_is_one_call(monkeypatch):
+    # different images (so a batch mix-up would show), online ids (index, epoch)
+    imgs = torch.stack([torch.roll(_smooth(1)[0], shifts=3 * i, dims=2) for i in range(6)])
+    base = TensorDataset(imgs, torch.arange(6))
+    ds = ObfuscatedDataset(base, KEY, target_vfe=0.6, mode="online", epoch=2)
+    per_item = [ds[i] for i in (4, 0, 5)]
+    calls = []
+    real = vm.obfuscate
+
+    def counting(images, **kw):
+        calls.append(images.shape[0] if hasattr(images, "shape") and images.ndim == 4 else 1)
+        return real(images, **kw)
+
+    monkeypatch.setattr(vm, "obfuscate", counting)
+    batch = ds.__getitems__([4, 0, 5])
+    assert calls == [3]  # the whole batch in one call
+    for (xa, ya), (xb, yb) in zip(per_item, batch, strict=True):
+        assert torch.equal(xa, xb) and int(ya) == int(yb)
+    calls.clear()
+    got = _epoch_batches(DataLoader(ds, batch_size=3, num_workers=0))  # DataLoader uses it too
+    assert calls == [3, 3]
+    assert torch.equal(got, torch.stack([ds[i][0] for i in range(6)]))
+
+
 def test_offline_mode_and_ids():
     base = TensorDataset(_smooth(4), torch.arange(4))
     ds = ObfuscatedDataset(base, KEY, mode="offline", ids=["a", "b", "c", "d"])
