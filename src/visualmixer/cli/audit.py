@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from visualmixer.cli._common import positive_int
@@ -16,10 +17,25 @@ examples:
   visualmixer audit --data fashion-mnist,photos,faces --methods visualmixer:0.3,0.5,0.7 \\
       noise:0.1,0.3 dppix:1 blur:1.5,3 pixelate:4 scramble:4 instahide:4 --attacks all --out out/audit
   visualmixer audit --full --out out/audit-full        the documented full configuration
+  visualmixer audit --frontier --out out/audit-frontier
+      Fashion-MNIST frontier: region sizes 4/7/14, /blocks and /online variants against
+      pixelate, noise and scrambling, attacks A1-A5, seeds 0 1 2 (mean ± sd in the tables)
+  visualmixer audit --quick --seeds 0 1 2 --out out/audit-3seeds
+  visualmixer audit --frontier --train-results out/exp --out out/audit-frontier
+      also show the accuracy of matching `visualmixer train` runs (metrics.json under out/exp)
 
 methods (name:param, comma lists expand):
-  clean, visualmixer:TAU[/rR][/flat], noise:SIGMA, dppix:EPS[/BLOCK], blur:SIGMA, pixelate:BLOCK,
-  scramble:BLOCK, instahide:K, dpsgd:NOISE_MULTIPLIER (needs opacus)
+  clean, visualmixer:TAU[/rR][/flat][/blocks][/online], noise:SIGMA, dppix:EPS[/BLOCK], blur:SIGMA,
+  pixelate:BLOCK, scramble:BLOCK, instahide:K, dpsgd:NOISE_MULTIPLIER (needs opacus)
+  visualmixer options: /rR region side R (default: the size rule), /flat no channel-order shuffle,
+  /blocks also permute the whole regions of each image (fresh permutation per image; hides the
+  A2 region mosaic), /online train the utility model on a fresh protection every epoch
+  (online re-keying; the attacks still see one release)
+train results (--train-results DIR...): every metrics.json of `visualmixer train` under DIR is
+  matched to the VisualMixer methods by data set, target VFE, region and mode (offline/online;
+  /blocks and /flat have no match) and paired with a clean run of the same data, model, epochs
+  and sizes; the tables get a column "train acc. % (loss pp)" (loss paired by seed)
+
 attacks: A1 direct, A2 mosaic, A3 learned inversion, A4 recognition, A5 jigsaw, A6 faces (or all)
 data sets: fashion-mnist, photos, faces
 output: OUT/index.html (self-contained), OUT/results.json, OUT/img/*.png
@@ -40,6 +56,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true", help="the quick configuration (default)")
     preset.add_argument("--full", action="store_true", help="the full configuration (docs/privacy.md)")
+    preset.add_argument(
+        "--frontier",
+        action="store_true",
+        help="the Fashion-MNIST frontier: regions 4/7/14, /blocks, /online and baselines, A1-A5, seeds 0 1 2",
+    )
     p.add_argument("--data", default=None, metavar="SETS", help="comma-separated data sets")
     p.add_argument("--methods", nargs="+", default=None, metavar="SPEC", help="method specs")
     p.add_argument("--attacks", default=None, metavar="LIST", help="comma-separated attacks, or 'all'")
@@ -54,6 +75,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="where models train, e.g. cuda (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=None, help="seed of subsets and models (default 0)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="run the whole audit once per seed; tables show mean ± sd (overrides --seed)",
+    )
+    p.add_argument(
+        "--train-results",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="folders with metrics.json of `visualmixer train` runs (searched recursively) to add their "
+        "accuracy and loss vs clean to the matching VisualMixer methods",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.set_defaults(func=run)
     return p
@@ -61,8 +98,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from visualmixer.report import FULL, QUICK, audit
+    from visualmixer.report.audit import FRONTIER
 
-    cfg = FULL if args.full else QUICK
+    cfg = FULL if args.full else FRONTIER if args.frontier else QUICK
     changes: dict = {"notes": [], "progress": not args.quiet and sys.stderr.isatty()}
     if args.data:
         changes["datasets"] = tuple(s.strip() for s in args.data.split(",") if s.strip())
@@ -88,6 +126,16 @@ def run(args: argparse.Namespace) -> int:
         changes["face_detectors"] = tuple(s.strip() for s in args.detectors.split(",") if s.strip())
     if args.dpsgd:
         changes["dpsgd"] = True
+    if args.seeds:
+        changes["seeds"] = tuple(args.seeds)
+    elif args.seed is not None:
+        changes["seeds"] = None  # an explicit --seed replaces the preset's seeds
+    if args.train_results:
+        for d in args.train_results:
+            if not os.path.exists(d):
+                print(f"visualmixer audit: error: --train-results {d}: no such file or folder", file=sys.stderr)
+                return 2
+        changes["train_results"] = tuple(args.train_results)
     cfg = dataclasses.replace(cfg, **changes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     path = audit(args.out, cfg, log=log)

@@ -19,9 +19,14 @@ The result is a JSON-safe dict; :func:`visualmixer.report.html.render_report` tu
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import secrets
+import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -35,7 +40,20 @@ from visualmixer.attacks import (
     region_mosaic,
 )
 
-__all__ = ["AuditConfig", "Protector", "QUICK", "FULL", "run_audit", "expand_methods", "ATTACKS", "GOALS"]
+__all__ = [
+    "AuditConfig",
+    "Protector",
+    "QUICK",
+    "FULL",
+    "FRONTIER",
+    "run_audit",
+    "expand_methods",
+    "aggregate_seeds",
+    "find_train_utility",
+    "permute_regions",
+    "ATTACKS",
+    "GOALS",
+]
 
 ATTACKS = ("A1", "A2", "A3", "A4", "A5", "A6")
 
@@ -76,6 +94,13 @@ class AuditConfig:
     seed : int
         Seeds data subsets, model initialisation and minibatch order (not the protections, which
         use fresh OS randomness like a real deployment).
+    seeds : tuple of int, optional
+        Run the whole audit once per seed (``seed`` is then ignored). ``results.json`` keeps the
+        first seed's results in the usual places, every seed's results under ``per_seed`` and
+        mean/sd/min/max/n over seeds under ``aggregate`` (see :func:`aggregate_seeds`).
+    train_results : tuple of str
+        Folders scanned recursively for ``metrics.json`` files of ``visualmixer train``; matching
+        runs add a ``train_utility`` entry to VisualMixer methods (see :func:`find_train_utility`).
     face_detectors : tuple of str
         A6 detectors (``"haar"``, ``"mtcnn"``); unavailable ones are skipped with a note.
     n_faces : int
@@ -103,6 +128,8 @@ class AuditConfig:
     width: int = 16
     device: str = "cpu"
     seed: int = 0
+    seeds: tuple[int, ...] | None = None
+    train_results: tuple[str, ...] = ()
     face_detectors: tuple[str, ...] = ("haar",)
     n_faces: int = 6
     examples: int = 6
@@ -143,6 +170,35 @@ FULL = AuditConfig(
 )
 
 
+#: The privacy-utility frontier on Fashion-MNIST: region size, region-level permutation
+#: (``/blocks``) and online re-keying (``/online``) against the strongest baselines, three seeds.
+FRONTIER = AuditConfig(
+    datasets=("fashion-mnist",),
+    methods=(
+        "clean",
+        "visualmixer:0.5",
+        "visualmixer:0.5/r7",
+        "visualmixer:0.5/r14",
+        "visualmixer:0.5/blocks",
+        "visualmixer:0.5/r7/blocks",
+        "visualmixer:0.5/online",
+        "visualmixer:0.5/r7/online",
+        "pixelate:4",
+        "noise:0.3",
+        "scramble:4",
+    ),
+    attacks=("A1", "A2", "A3", "A4", "A5"),
+    n_train=3000,
+    n_victims=500,
+    n_attacker=3000,
+    epochs=3,
+    a3_epochs=3,
+    a3_base=16,
+    width=16,
+    seeds=(0, 1, 2),
+)
+
+
 def expand_methods(specs) -> list[str]:
     """Expand ``"visualmixer:0.3,0.5"`` into ``["visualmixer:0.3", "visualmixer:0.5"]``."""
     out: list[str] = []
@@ -155,13 +211,55 @@ def expand_methods(specs) -> list[str]:
     return out
 
 
+VM_OPTIONS = ("/rN", "/flat", "/blocks", "/online")
+
+
+def permute_regions(x: torch.Tensor, region: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Permute the whole ``region``×``region`` regions of each image among themselves.
+
+    A fresh random permutation per image (from ``generator``); only the full regions of the grid
+    take part, edge strips that are not a full region stay in place. Batched: no Python loop over
+    images or regions.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(N, C, H, W)`` images, any dtype.
+    region : int
+        Region side.
+    generator : torch.Generator, optional
+        Source of the permutations (the global generator when None).
+
+    Returns
+    -------
+    torch.Tensor
+        A new tensor of the same shape and dtype.
+    """
+    n, c, h, w = x.shape
+    r = int(region)
+    gh, gw = h // r, w // r
+    out = x.clone()
+    if n == 0 or gh * gw < 2:
+        return out
+    core = x[:, :, : gh * r, : gw * r].reshape(n, c, gh, r, gw, r)
+    core = core.permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, r, r)
+    perm = torch.argsort(torch.rand(n, gh * gw, generator=generator), dim=1).to(x.device)
+    core = core[torch.arange(n, device=x.device).unsqueeze(1), perm]
+    core = core.reshape(n, gh, gw, c, r, r).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * r, gw * r)
+    out[:, :, : gh * r, : gw * r] = core
+    return out
+
+
 class Protector:
     """A method spec as a batch transform on uint8 ``(N, C, H, W)`` images (fresh randomness per call).
 
-    ``"visualmixer:τ"`` (optionally ``"visualmixer:τ/R"`` for region side R, and ``/flat`` to switch
-    the channel-order shuffle off) calls :func:`visualmixer.obfuscate` and records the achieved
-    VFE; ``"dpsgd:σ"`` leaves the images clean (DP-SGD protects the model); anything else goes
-    through :func:`visualmixer.baselines.make_method`.
+    ``"visualmixer:τ"`` calls :func:`visualmixer.obfuscate` and records the achieved VFE. Options,
+    combinable: ``/rR`` region side R (default: the library's size rule), ``/flat`` switches the
+    channel-order shuffle off, ``/blocks`` permutes the whole regions of each image after
+    obfuscation (:func:`permute_regions`, a fresh permutation per image), ``/online`` trains the
+    utility model on a fresh protection of the training images every epoch (online re-keying; the
+    attacks still see one release). ``"dpsgd:σ"`` leaves the images clean (DP-SGD protects the
+    model); anything else goes through :func:`visualmixer.baselines.make_method`.
     """
 
     def __init__(self, spec: str):
@@ -170,26 +268,41 @@ class Protector:
         self.kind = name.strip().lower()
         self.achieved_vfe: list[float] = []
         self.module = None
+        self.blocks = False
+        self.online = False
         if self.kind == "visualmixer":
-            parts = [p for p in param.split("/") if p]
+            parts = [p.strip() for p in param.split("/") if p.strip()]
             self.tau = float(parts[0]) if parts else 0.5
             self.region = None
             self.channel_order = True
             for p in parts[1:]:
                 if p == "flat":
                     self.channel_order = False
-                elif p.startswith("r"):
+                elif p == "blocks":
+                    self.blocks = True
+                elif p == "online":
+                    self.online = True
+                elif p.startswith("r") and p[1:].isdigit() and int(p[1:]) >= 1:
                     self.region = int(p[1:])
                 else:
-                    raise ValueError(f"bad visualmixer option {p!r} in {spec!r} (use /rN or /flat)")
+                    raise ValueError(
+                        f"bad visualmixer option {p!r} in {spec!r}; valid options: {', '.join(VM_OPTIONS)} "
+                        "(e.g. visualmixer:0.5/r7/blocks)"
+                    )
             if not 0 <= self.tau <= 1:
                 raise ValueError(f"target VFE must be in [0, 1], got {self.tau} in {spec!r}")
+            # fresh OS randomness for the region permutations, apart from torch's seeded generator
+            self._gen = torch.Generator().manual_seed(secrets.randbits(63))
         elif self.kind == "dpsgd":
             self.noise_multiplier = float(param or 1.0)
         else:
             from visualmixer.baselines import make_method
 
             self.module = make_method(spec)
+
+    def region_for(self, height: int, width: int) -> int:
+        """The region side ``obfuscate`` uses on ``height``×``width`` images."""
+        return int(self.region) if getattr(self, "region", None) else rule_region(height, width)
 
     def __call__(self, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         if self.kind == "visualmixer":
@@ -202,7 +315,10 @@ class Protector:
                 )
                 self.achieved_vfe.extend(res.vfe.tolist())
                 outs.append(res.images)
-            return torch.cat(outs)
+            out = torch.cat(outs)
+            if self.blocks:
+                out = permute_regions(out, self.region_for(x.shape[2], x.shape[3]), self._gen)
+            return out
         if self.kind == "dpsgd":
             return x
         if self.kind == "instahide":  # mixes inside a batch: protect the whole set at once
@@ -253,6 +369,42 @@ def _dpsgd_utility(cfg: AuditConfig, data, noise_multiplier: float) -> tuple[flo
     return float((pred == data.victim_labels).double().mean()), eps
 
 
+def fit_online(cfg: AuditConfig, num_classes: int, train_images, train_labels, protect) -> Recognizer:
+    """Utility model with online re-keying: epoch ``e`` trains on ``protect(train_images)`` anew.
+
+    The same :class:`~visualmixer.attacks.Recognizer` schedule as the offline path (model, width,
+    Adam, batch size, seed of initialisation and of the minibatch order, device, epochs), with
+    one fresh protection of the whole training set per epoch. With ``protect`` the identity it
+    trains exactly the model ``Recognizer.fit`` trains.
+    """
+    from torch.nn import functional as F
+
+    from visualmixer.attacks import SmallCNN
+    from visualmixer.attacks._train import batches, float_batch
+
+    rec = Recognizer(num_classes, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
+    y = torch.as_tensor(train_labels, dtype=torch.long).reshape(-1)
+    n = int(train_images.shape[0])
+    if y.numel() != n:
+        raise ValueError(f"train_labels must have {n} entries, got {y.numel()}")
+    g = torch.Generator().manual_seed(rec.seed) if rec.seed is not None else None
+    if rec.seed is not None:
+        torch.manual_seed(rec.seed)
+    model = SmallCNN(train_images.shape[1], rec.num_classes, rec.width).to(rec.device)
+    opt = torch.optim.Adam(model.parameters(), lr=rec.lr)
+    model.train()
+    for _ in range(rec.epochs):
+        x = protect(train_images)
+        for idx in batches(n, rec.batch_size, g):
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(float_batch(x[idx], rec.device)), y[idx].to(rec.device))
+            loss.backward()
+            opt.step()
+    model.eval()
+    rec.model = model
+    return rec
+
+
 def _faces_block(cfg: AuditConfig, prot: Protector, faces: torch.Tensor, estimates: bool) -> dict:
     from visualmixer.attacks import detect_faces, haar_available, mtcnn_available
 
@@ -283,17 +435,25 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
     prot.achieved_vfe = []
     r: dict = {"spec": prot.spec, "kind": prot.kind}
     # utility: train on protected training images, test on protected victims
-    prot_train = prot(data.train_images)
+    online = getattr(prot, "online", False)
+    prot_train = None if online else prot(data.train_images)  # online: a fresh protection per epoch
     prot.achieved_vfe = []
     prot_vic = prot(victims)
     if prot.kind == "visualmixer":
         r["achieved_vfe"] = M.summarize(prot.achieved_vfe)
+        r["region"] = prot.region_for(victims.shape[2], victims.shape[3])
+        r["blocks"] = bool(prot.blocks)
+        r["online"] = bool(online)
+        r["channel_order"] = bool(prot.channel_order)
     if prot.kind == "dpsgd":
         try:
             acc, eps = _dpsgd_utility(cfg, data, prot.noise_multiplier)
             r["accuracy"], r["epsilon"] = acc, eps
         except ImportError as exc:
             r["accuracy"], r["error"] = None, str(exc)
+    elif getattr(prot, "online", False):
+        util = fit_online(cfg, k, data.train_images, data.train_labels, prot)
+        r["accuracy"] = util.accuracy(prot_vic, data.victim_labels)["accuracy"]
     else:
         util = Recognizer(k, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
         util.fit(prot_train, data.train_labels)
@@ -336,15 +496,258 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
 
 
 def run_audit(cfg: AuditConfig | None = None, *, log=print) -> tuple[dict, dict]:
-    """Run the audit; see :func:`_run_audit`. Sets torch's thread count to ``cfg.threads`` meanwhile."""
+    """Run the audit for ``cfg.seeds`` (or ``cfg.seed``); see :func:`_run_audit`.
+
+    With several seeds the whole audit runs once per seed. The returned results keep the first
+    seed's results in the single-seed layout, plus ``seeds``, ``per_seed`` (every seed's results,
+    keyed by the seed as a string) and ``aggregate`` (:func:`aggregate_seeds`); the pictures are
+    the first seed's. With ``cfg.train_results``, matching ``visualmixer train`` runs add a
+    ``train_utility`` entry to the methods (:func:`find_train_utility`). Sets torch's thread count
+    to ``cfg.threads`` meanwhile.
+    """
     cfg = cfg or AuditConfig()
+    seeds = [int(s) for s in cfg.seeds] if cfg.seeds else [int(cfg.seed)]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
     old = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    t0 = time.time()
     try:
-        return _run_audit(cfg, log=log)
+        per_seed: list[tuple[int, dict]] = []
+        pictures: dict = {}
+        for i, sd in enumerate(seeds):
+            if len(seeds) > 1:
+                log(f"[audit] seed {sd} ({i + 1}/{len(seeds)})")
+            scfg = replace(cfg, seed=sd, seeds=None, notes=cfg.notes)
+            res, pics = _run_audit(scfg, log=log)
+            per_seed.append((sd, res))
+            if i == 0:
+                pictures = pics
     finally:
         torch.set_num_threads(old)
+    results = dict(per_seed[0][1])
+    results["config"] = _clean_json(asdict(cfg))
+    results["seeds"] = seeds
+    if len(seeds) > 1:
+        results["per_seed"] = {str(sd): res for sd, res in per_seed}
+        results["seconds"] = round(time.time() - t0, 1)
+    results["aggregate"] = aggregate_seeds([res for _, res in per_seed])
+    results["notes"] = list(dict.fromkeys(cfg.notes))
+    if cfg.train_results:
+        attach_train_utility(results, cfg.train_results, log=log)
+    return _clean_json(results), pictures
+
+
+# ---------------------------------------------------------------------------------------------
+# several seeds
+
+
+def _stats(values) -> dict:
+    """``{"mean", "sd", "min", "max", "n"}`` of the non-None values (sample sd; 0 for one value)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and not math.isfinite(v))]
+    if not vals:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    return {
+        "mean": statistics.fmean(vals),
+        "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+    }
+
+
+def _method_numbers(r: dict) -> dict:
+    """The per-seed numbers of one method result that :func:`aggregate_seeds` summarises."""
+    s = r.get("summary") or {}
+    vfe = (r.get("achieved_vfe") or r.get("receiver_vfe") or {}).get("mean")
+    return {
+        "accuracy": r.get("accuracy"),
+        "accuracy_loss_pp": r.get("accuracy_loss_pp"),
+        "vfe": vfe,
+        "ssim": {a: sc.get("ssim", {}).get("mean") for a, sc in (r.get("attacks") or {}).items()},
+        "ssim_over_prior": s.get("ssim_over_prior"),
+        "best_reid": s.get("best_reid"),
+        "best_a4": s.get("best_a4"),
+    }
+
+
+def aggregate_seeds(per_seed: list[dict]) -> dict:
+    """Mean, sd, min, max and n over seeds, per data set and method.
+
+    Parameters
+    ----------
+    per_seed : list of dict
+        Single-seed results of :func:`_run_audit`, one per seed.
+
+    Returns
+    -------
+    dict
+        ``{dataset: {method: {"accuracy", "accuracy_loss_pp", "vfe", "ssim_over_prior",
+        "best_reid", "best_a4": stats, "ssim": {attack: stats}}}}`` where ``stats`` is
+        ``{"mean", "sd", "min", "max", "n"}``. The accuracy loss is paired by seed (each seed's
+        method against the same seed's clean model); ``vfe`` is the achieved VFE for VisualMixer
+        and the receiver's VFE otherwise (as in the tables). Failed methods count with n = 0.
+    """
+    out: dict = {}
+    for res in per_seed:
+        for ds, d in res.get("datasets", {}).items():
+            for spec, r in d.get("methods", {}).items():
+                out.setdefault(ds, {}).setdefault(spec, []).append(_method_numbers(r))
+    agg: dict = {}
+    for ds, methods in out.items():
+        agg[ds] = {}
+        for spec, nums in methods.items():
+            a = {key: _stats([x[key] for x in nums]) for key in nums[0] if key != "ssim"}
+            atks = list(dict.fromkeys(k for x in nums for k in x["ssim"]))
+            a["ssim"] = {at: _stats([x["ssim"].get(at) for x in nums]) for at in atks}
+            a["n_seeds"] = len(nums)
+            agg[ds][spec] = a
+    return agg
+
+
+# ---------------------------------------------------------------------------------------------
+# reuse of `visualmixer train` results
+
+#: audit data set name -> ``visualmixer train --data`` name
+TRAIN_DATA = {"fashion-mnist": "fashion-mnist", "photos": "photos"}
+_SIZE_KEYS = ("data", "model", "epochs", "train_size", "test_size", "image_size", "channels")
+
+
+def load_train_runs(dirs) -> list[dict]:
+    """Every readable ``metrics.json`` of ``visualmixer train`` under ``dirs`` (recursive).
+
+    Each entry is the file's dict plus ``"_path"``; files without ``config`` (with ``data``,
+    ``model``, ``mode`` and ``epochs``) and ``runs`` or ``summary`` are skipped.
+    """
+    found: list[dict] = []
+    for d in [dirs] if isinstance(dirs, (str, os.PathLike)) else dirs:
+        root = Path(d)
+        paths = [root] if root.is_file() else sorted(root.rglob("metrics.json"))
+        for path in paths:
+            try:
+                m = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(m, dict) or not isinstance(m.get("config"), dict):
+                continue
+            if "runs" not in m and "summary" not in m:
+                continue
+            if any(m["config"].get(k) is None for k in ("data", "model", "mode", "epochs")):
+                continue  # not a `visualmixer train` run (e.g. a distillation run)
+            m["_path"] = str(path)
+            found.append(m)
+    return found
+
+
+def _seed_accs(m: dict) -> dict[int, float]:
+    return {
+        int(r["seed"]): float(r["final_test_acc"])
+        for r in m.get("runs") or []
+        if r.get("seed") is not None and r.get("final_test_acc") is not None
+    }
+
+
+def find_train_utility(runs: list[dict], dataset: str, prot: Protector, default_region: int) -> dict | None:
+    """The ``visualmixer train`` accuracy matching a VisualMixer method, or None.
+
+    A train run matches when its data set, target VFE, mode (``online`` for ``/online``, else
+    ``offline``) and region side (None = the size rule, i.e. ``default_region``) equal the
+    method's; ``/blocks`` and ``/flat`` have no counterpart in ``visualmixer train``. It needs a
+    clean run (``target_vfe`` None) with the same data, model, epochs, train/test sizes, image
+    size and channels. Among several matches the pair with the same optimizer, learning rate and
+    batch size, then with the most shared seeds, then the first path in sort order wins.
+
+    Returns
+    -------
+    dict or None
+        ``{"accuracy": {"mean", "sd", "n"}, "loss_pp": {"mean", "sd", "n"}, "paired": bool,
+        "source", "clean_source", "model", "epochs", "optimizer", "train_size", "seeds",
+        "candidates"}``. ``loss_pp`` is 100 × (clean − method) per shared seed; without a shared
+        seed it is the difference of the means (``paired`` False, sd None).
+    """
+    if getattr(prot, "kind", None) != "visualmixer" or prot.blocks or not prot.channel_order:
+        return None
+    data = TRAIN_DATA.get(dataset, dataset)
+    mode = "online" if prot.online else "offline"
+    region = prot.region or default_region
+    vms, cleans = [], []
+    for m in runs:
+        c = m["config"]
+        if c.get("data") != data:
+            continue
+        if c.get("target_vfe") is None:
+            cleans.append(m)
+            continue
+        try:
+            tau = float(c["target_vfe"])
+        except (TypeError, ValueError):
+            continue
+        if abs(tau - prot.tau) > 1e-9 or c.get("mode", "offline") != mode:
+            continue
+        if (c.get("region") or default_region) != region:
+            continue
+        vms.append(m)
+    pairs = []
+    for v in vms:
+        for cl in cleans:
+            if any(v["config"].get(k) != cl["config"].get(k) for k in _SIZE_KEYS):
+                continue
+            same_opt = all(v["config"].get(k) == cl["config"].get(k) for k in ("optimizer", "lr", "batch_size"))
+            shared = sorted(set(_seed_accs(v)) & set(_seed_accs(cl)))
+            pairs.append(((not same_opt, -len(shared), v["_path"], cl["_path"]), v, cl, shared))
+    if not pairs:
+        return None
+    pairs.sort(key=lambda p: p[0])
+    _, v, cl, shared = pairs[0]
+    va, ca = _seed_accs(v), _seed_accs(cl)
+    if va:
+        acc = _stats(list(va.values()))
+    else:
+        fs = (v.get("summary") or {}).get("final_test_acc") or {}
+        acc = {"mean": fs.get("mean"), "sd": fs.get("std"), "n": fs.get("n", 0)}
+    if shared:
+        loss = _stats([100.0 * (ca[s] - va[s]) for s in shared])
+    else:
+        cm = _stats(list(ca.values()))["mean"]
+        if cm is None:
+            cm = ((cl.get("summary") or {}).get("final_test_acc") or {}).get("mean")
+        loss = {"mean": None if cm is None or acc["mean"] is None else 100.0 * (cm - acc["mean"]), "sd": None, "n": 0}
+    c = v["config"]
+    return {
+        "accuracy": {k: acc.get(k) for k in ("mean", "sd", "n")},
+        "loss_pp": {k: loss.get(k) for k in ("mean", "sd", "n")},
+        "paired": bool(shared),
+        "source": v["_path"],
+        "clean_source": cl["_path"],
+        "model": c.get("model"),
+        "epochs": c.get("epochs"),
+        "optimizer": c.get("optimizer"),
+        "train_size": c.get("train_size"),
+        "seeds": shared,
+        "candidates": len(pairs),
+    }
+
+
+def attach_train_utility(results: dict, dirs, *, log=print) -> int:
+    """Add ``train_utility`` (:func:`find_train_utility`) to the matching methods of ``results``.
+
+    Returns the number of methods that got one.
+    """
+    runs = load_train_runs(dirs)
+    log(f"[audit] train results: {len(runs)} metrics.json file(s) under {', '.join(map(str, dirs))}")
+    count = 0
+    for ds, d in results.get("datasets", {}).items():
+        for spec, r in d.get("methods", {}).items():
+            try:
+                prot = Protector(spec)
+            except ValueError:
+                continue
+            tu = find_train_utility(runs, ds, prot, int(d["region"]))
+            if tu is not None:
+                r["train_utility"] = tu
+                count += 1
+    return count
 
 
 def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:

@@ -212,6 +212,48 @@ def _ds_tables(page: _Page, ds: str, d: dict) -> None:
     page.add("</table>")
 
 
+def _pm(st, pct=False, nd=3):
+    if not isinstance(st, dict) or st.get("mean") is None:
+        return "–"
+    if pct:
+        return f"{100 * st['mean']:.1f} ± {100 * (st.get('sd') or 0):.1f} %"
+    return f"{st['mean']:.{nd}f} ± {(st.get('sd') or 0):.{nd}f}"
+
+
+def _aggregate_table(page: _Page, agg: dict, seeds: list, d: dict) -> None:
+    """Mean ± sd over seeds of the summary numbers (+ the ``visualmixer train`` accuracy)."""
+    atks = list(dict.fromkeys(a for m in agg.values() for a in m.get("ssim", {})))
+    has_train = any(r.get("train_utility") for r in d["methods"].values())
+    page.add(
+        f"<h3>Over {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± sd</h3>"
+        "<p class='note'>The tables above and the images are those of the first seed.</p><table><tr>"
+        "<th class='l'>method</th><th>accuracy</th><th>loss (pp, paired)</th><th>VFE</th>"
+        + "".join(f"<th>{html.escape(a)} SSIM</th>" for a in atks)
+        + "<th>best SSIM − prior</th><th>best re-id</th><th>A4 best</th>"
+        + ("<th>train acc. (loss pp)</th>" if has_train else "")
+        + "</tr>"
+    )
+    for spec, a in agg.items():
+        cells = [
+            _pm(a.get("accuracy"), pct=True),
+            _pm(a.get("accuracy_loss_pp"), nd=2),
+            _pm(a.get("vfe")),
+            *[_pm(a.get("ssim", {}).get(x)) for x in atks],
+            _pm(a.get("ssim_over_prior")),
+            _pm(a.get("best_reid"), pct=True),
+            _pm(a.get("best_a4"), pct=True),
+        ]
+        if has_train:
+            tu = (d["methods"].get(spec) or {}).get("train_utility")
+            cells.append(
+                "–"
+                if not tu
+                else f"{_pm(tu.get('accuracy'), pct=True)} ({_pm(tu.get('loss_pp'), nd=2)})"
+            )
+        page.add(f"<tr><td class='l'>{html.escape(spec)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    page.add("</table>")
+
+
 def render_report(results: dict, pictures: dict, out_dir, *, title: str = "VisualMixer privacy audit") -> Path:
     """Write ``out_dir/index.html``, ``out_dir/results.json`` and ``out_dir/img/*.png``.
 
@@ -245,6 +287,10 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
         page.add(f"<h2>{html.escape(ds)}</h2>")
         page.image(privacy_utility_plot(ds, d), f"{ds} privacy-utility plot", f"{ds}-plot")
         _ds_tables(page, ds, d)
+        agg = (results.get("aggregate") or {}).get(ds)
+        seeds = results.get("seeds") or []
+        if agg and (len(seeds) > 1 or any(r.get("train_utility") for r in d["methods"].values())):
+            _aggregate_table(page, agg, seeds, d)
         page.add(
             "<h3>Victims and reconstructions</h3><p class='note'>Columns: "
             + ", ".join(_COL_TITLES[c] for c in _COLS)

@@ -18,10 +18,45 @@ def _f(v, nd=2, pct=False):
     return f"{100 * v:.1f}" if pct else f"{v:.{nd}f}"
 
 
+def _pm(st: dict | None, fallback, nd=2, pct=False):
+    """``mean ± sd`` of an aggregate entry when it has more than one value, else ``fallback``."""
+    if isinstance(st, dict) and (st.get("n") or 0) > 1 and st.get("mean") is not None:
+        k = 100.0 if pct else 1.0
+        d = 1 if pct else nd
+        return f"{k * st['mean']:.{d}f} ± {k * (st.get('sd') or 0.0):.{d}f}"
+    return _f(fallback, nd, pct)
+
+
+def _train_cell(tu: dict | None) -> str:
+    """``acc % (loss pp)`` of a ``train_utility`` entry, ``± sd`` when it has several seeds."""
+    if not tu:
+        return "–"
+    acc, loss = tu.get("accuracy") or {}, tu.get("loss_pp") or {}
+    if acc.get("mean") is None:
+        return "–"
+    a = f"{100 * acc['mean']:.1f}"
+    if (acc.get("n") or 0) > 1 and acc.get("sd") is not None:
+        a += f" ± {100 * acc['sd']:.1f}"
+    lo = "–" if loss.get("mean") is None else f"{loss['mean']:.1f}"
+    if (loss.get("n") or 0) > 1 and loss.get("sd") is not None:
+        lo += f" ± {loss['sd']:.1f}"
+    return f"{a} ({lo})"
+
+
 def results_to_markdown(results: dict) -> str:
-    """One summary table per data set (+ the A6 table), every score beside the prior-only guess."""
+    """One summary table per data set (+ the A6 table), every score beside the prior-only guess.
+
+    With several seeds (``results["aggregate"]`` with n > 1) the cells show ``mean ± sd`` over
+    seeds; with ``train_utility`` entries (``visualmixer audit --train-results``) a column
+    "train acc. % (loss pp)" shows the matching ``visualmixer train`` accuracy and its loss
+    against the clean run.
+    """
     lines: list[str] = []
+    seeds = results.get("seeds") or []
+    if len(seeds) > 1:
+        lines.append(f"Mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))}).\n")
     for ds, d in results["datasets"].items():
+        agg_ds = (results.get("aggregate") or {}).get(ds, {})
         prior = d["prior"]
         pc, pg = prior["class_mean"]["ssim"]["mean"], prior["global_mean"]["ssim"]["mean"]
         lines.append(
@@ -37,10 +72,12 @@ def results_to_markdown(results: dict) -> str:
             for a in ("A1", "A2", "A3", "A5", "A5-grey")
             if any(a in r.get("attacks", {}) for r in d["methods"].values())
         ]
+        has_train = any(r.get("train_utility") for r in d["methods"].values())
         head = (
             "| method | acc. % | loss pp | VFE | "
             + " | ".join(f"{a} SSIM" for a in atks)
             + " | best SSIM − prior | best re-id % | A4 best % |"
+            + (" train acc. % (loss pp) |" if has_train else "")
         )
         lines.append(head)
         lines.append("|" + "---|" * (head.count("|") - 1))
@@ -51,16 +88,23 @@ def results_to_markdown(results: dict) -> str:
             s = r.get("summary", {})
             vfe = (r.get("achieved_vfe") or r.get("receiver_vfe") or {}).get("mean")
             name = spec + (f" (ε={r['epsilon']:.2g})" if r.get("epsilon") is not None else "")
+            ag = agg_ds.get(spec) or {}
+            ag_ssim = ag.get("ssim") or {}
             cells = [
                 name,
-                _f(r.get("accuracy"), pct=True),
-                _f(r.get("accuracy_loss_pp"), 1),
-                _f(vfe),
-                *[_f(r["attacks"][a]["ssim"]["mean"]) if a in r.get("attacks", {}) else "–" for a in atks],
-                _f(s.get("ssim_over_prior")),
-                _f(s.get("best_reid"), pct=True),
-                _f(s.get("best_a4"), pct=True),
+                _pm(ag.get("accuracy"), r.get("accuracy"), pct=True),
+                _pm(ag.get("accuracy_loss_pp"), r.get("accuracy_loss_pp"), 1),
+                _pm(ag.get("vfe"), vfe),
+                *[
+                    _pm(ag_ssim.get(a), r["attacks"][a]["ssim"]["mean"]) if a in r.get("attacks", {}) else "–"
+                    for a in atks
+                ],
+                _pm(ag.get("ssim_over_prior"), s.get("ssim_over_prior")),
+                _pm(ag.get("best_reid"), s.get("best_reid"), pct=True),
+                _pm(ag.get("best_a4"), s.get("best_a4"), pct=True),
             ]
+            if has_train:
+                cells.append(_train_cell(r.get("train_utility")))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if "faces" in results:
