@@ -48,7 +48,7 @@ for g in "${groups[@]}"; do
             --target-vfe 0.5 --mode offline
       done ;;
     large)  # the larger model: ShuffleNetV2 (1.26 M parameters), clean vs 0.5 offline/online
-      for data in fm photos; do
+      for data in photos fm; do  # the colour set first: that is where obfuscation costs most
         if [[ $data == fm ]]; then args=(--data fashion-mnist --epochs 3 --seeds 0 1 2
           --train-size 5000 --test-size 2000 --no-progress --resume)
         else args=(--data photos --epochs 3 --seeds 0 1 2 --no-progress --resume); fi
