@@ -5,13 +5,16 @@ import torch
 
 from visualmixer import metrics as M
 from visualmixer.attacks import (
+    ChannelOrderPrior,
     LearnedInversion,
     Recognizer,
     detect_faces,
     direct_view,
+    fit_channel_order_prior,
     haar_available,
     realign_and_solve,
     realign_channels,
+    recover_channel_order,
     region_mosaic,
     solve_jigsaw,
 )
@@ -126,6 +129,103 @@ def test_a5_beats_direct_view_on_visualmixer():
     est = realign_and_solve(obf, 8)
     assert est.shape == x.shape
     assert float(M.ssim(x, est).mean()) > float(M.ssim(x, obf).mean()) + 0.1
+
+
+def two_tone(n, seed, h=16, w=16):
+    """uint8 colour images: reddish top half, bluish bottom half, per-image jitter and pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    top = torch.tensor([0.75, 0.45, 0.2]) + 0.04 * torch.randn(n, 3, generator=g)
+    bot = torch.tensor([0.2, 0.45, 0.75]) + 0.04 * torch.randn(n, 3, generator=g)
+    x = torch.empty(n, 3, h, w)
+    x[:, :, : h // 2] = top[:, :, None, None]
+    x[:, :, h // 2 :] = bot[:, :, None, None]
+    x = x + 0.05 * torch.randn(n, 3, h, w, generator=g)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def scramble_orders(x, region, seed):
+    """Apply a random channel permutation to every region (torch ops only); also return them."""
+    n, c, h, w = x.shape
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.rand(n, h // region, w // region, c, generator=g).argsort(-1)  # out c <- src sigma[c]
+    idx = sigma.permute(0, 3, 1, 2).repeat_interleave(region, 2).repeat_interleave(region, 3)
+    return x.gather(1, idx), sigma
+
+
+def test_a5_recovers_channel_order_with_a_learned_prior():
+    own, vic = two_tone(200, seed=1), two_tone(20, seed=2)
+    mixed, sigma = scramble_orders(vic, 4, seed=3)
+    assert (sigma != torch.arange(3)).any(-1).float().mean() > 0.7  # most regions really scrambled
+    prior = fit_channel_order_prior(own, 4)
+    assert isinstance(prior, ChannelOrderPrior) and (prior.rows, prior.cols) == (4, 4)
+    out, orders = recover_channel_order(mixed, 4, prior, scheme=False, return_orders=True)
+    assert out.dtype == torch.uint8 and out.shape == vic.shape
+    ref = vic.float()
+    err_mixed = (mixed.float() - ref).abs().mean()
+    err_out = (out.float() - ref).abs().mean()
+    assert err_out < 0.15 * err_mixed
+    # the chosen order of (nearly) every region is the one applied
+    from visualmixer.attacks.a5_jigsaw import _SIGMAS
+
+    assert (_SIGMAS[orders] == sigma).all(-1).float().mean() > 0.95
+    # the position-free generic rule (R > G > B) cannot get the blue bottom half right
+    generic = recover_channel_order(mixed, 4, None, scheme=False)
+    assert (generic.float() - ref)[:, :, 8:].abs().mean() > 3 * (out.float() - ref)[:, :, 8:].abs().mean()
+    # a single image (C, H, W) and float input keep their form
+    one = recover_channel_order(mixed[0].float() / 255, 4, prior, scheme=False)
+    assert one.shape == vic.shape[1:] and one.dtype == torch.float32
+    assert torch.allclose(one, out[0].float() / 255)
+
+
+def test_a5_channel_order_edge_cases():
+    grey = (torch.rand(2, 1, 12, 12) * 255).to(torch.uint8)
+    assert torch.equal(recover_channel_order(grey, 4), grey)
+    with pytest.raises(ValueError, match="colour"):
+        fit_channel_order_prior(grey, 4)
+    prior = fit_channel_order_prior(two_tone(10, seed=0), 4)
+    with pytest.raises(ValueError, match="grid"):
+        recover_channel_order(two_tone(2, seed=1, h=8, w=8), 4, prior)
+    with pytest.raises(ValueError, match="region"):
+        recover_channel_order(two_tone(2, seed=1), 2, prior)
+    with pytest.raises(ValueError, match="decision"):
+        recover_channel_order(two_tone(2, seed=1), 4, prior, decision="best")
+    with pytest.raises(ValueError, match="channel_prior"):
+        realign_and_solve(two_tone(2, seed=1), 4, channel_prior="learned")
+    # without a prior: the generic R > G > B rule puts the reddish top half back
+    top, _ = scramble_orders(two_tone(10, seed=9)[:, :, :8], 4, seed=10)
+    ref = two_tone(10, seed=9)[:, :, :8].float()
+    fixed = recover_channel_order(top, 4, None, smooth=0)
+    assert (fixed.float() - ref).abs().mean() < 0.2 * (top.float() - ref).abs().mean()
+    # edge strips (size not a multiple of the region) are recovered too
+    x = two_tone(30, seed=4, h=14, w=14)
+    mixed, _ = scramble_orders(torch.nn.functional.pad(x, (0, 2, 0, 2)), 4, seed=5)
+    mixed = mixed[..., :14, :14].contiguous()
+    out = recover_channel_order(mixed, 4, fit_channel_order_prior(two_tone(200, seed=6, h=14, w=14), 4), scheme=False)
+    assert (out.float() - x.float()).abs().mean() < 0.15 * (mixed.float() - x.float()).abs().mean()
+
+
+def test_a5_with_channel_prior_on_visualmixer():
+    vm = pytest.importorskip("visualmixer")
+    if not hasattr(vm, "obfuscate"):
+        pytest.skip("core not importable")
+    own, vic = two_tone(200, seed=7), two_tone(8, seed=8)
+    key = vm.Key(bytes(range(32)))
+    obf = vm.obfuscate(vic, key=key, ids=list(range(8)), target_vfe=0.5, region=4, channel_order=True).images
+    prior = fit_channel_order_prior(own, 4)
+    plain = realign_and_solve(obf, 4)
+    colour = realign_and_solve(obf, 4, channel_prior=prior)
+    assert colour.shape == vic.shape and colour.dtype == torch.float32
+    ref = vic.float() / 255
+    # region means are untouched by the jigsaw, so compare them: the colours come back
+    rm = lambda e: torch.nn.functional.avg_pool2d(e, 4)  # noqa: E731
+    assert (rm(colour) - rm(ref)).abs().mean() < 0.2 * (rm(plain) - rm(ref)).abs().mean()
+    # without the border term, recovering on the raw obfuscated images gives the same region colours
+    direct = recover_channel_order(obf, 4, prior, smooth=0).float() / 255
+    assert torch.allclose(rm(direct), rm(recover_channel_order(plain, 4, prior, smooth=0)), atol=1e-5)
+    assert (rm(direct) - rm(ref)).abs().mean() < 0.2 * (rm(plain) - rm(ref)).abs().mean()
+    # grey images pass through the channel step
+    g = realign_and_solve(obf[:, :1], 4, channel_prior=prior)
+    assert g.shape == (8, 1, 16, 16)
 
 
 def test_a6_finds_the_astronaut():

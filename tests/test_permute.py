@@ -69,3 +69,26 @@ def test_fashion_mnist_with_region_14():
     key = vm.Key.from_seed(3)
     res = vm.obfuscate(x, key=key, ids=range(200), target_vfe=0.5, region=14)
     assert torch.equal(vm.restore(res.images, res.plans, key=key, ids=range(200)), x)
+
+
+def test_channel_orders_are_uniform_over_all_permutations():
+    # channel orders must not leak: the identity occurs and no order is favoured (the earlier
+    # sampler never kept the identity and drew its rotation twice as often; attack A5 used that)
+    img = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    key = vm.Key.from_seed(11)
+    plain = vm.obfuscate(img, key=key, ids=list(range(64)), channel_order=False, target_vfe=0.5).images
+    mixed = vm.obfuscate(img, key=key, ids=list(range(64)), channel_order=True, target_vfe=0.5).images
+    r = 4  # 32-px images use 4-px regions
+    a = plain.double().reshape(64, 3, 8, r, 8, r).sum(dim=(3, 5))  # per-region channel sums
+    b = mixed.double().reshape(64, 3, 8, r, 8, r).sum(dim=(3, 5))
+    # which source channel landed in each output channel (sums are distinct for random images)
+    order = (b.unsqueeze(2) == a.unsqueeze(1)).double().argmax(dim=2).permute(0, 2, 3, 1).reshape(-1, 3)
+    sums = a.permute(0, 2, 3, 1).reshape(-1, 3)
+    distinct = (sums[:, 0] != sums[:, 1]) & (sums[:, 1] != sums[:, 2]) & (sums[:, 0] != sums[:, 2])
+    codes = (order[:, 0] * 3 + order[:, 1])[distinct]
+    counts = torch.bincount(codes.long(), minlength=9)[[1, 2, 3, 5, 6, 7]]  # the 6 permutations
+    n = counts.sum().item()
+    assert n == int(distinct.sum()) > 4000  # every region with distinct sums decoded to a permutation
+    expected = n / 6
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 20.5, counts  # 5 dof, p ~ 0.001; the old sampler gives identity 0: chi2 ~ 1360

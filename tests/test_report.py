@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from visualmixer.report import AuditConfig, audit, expand_methods
-from visualmixer.report.audit import Protector
+from visualmixer.report.audit import Protector, run_audit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -71,6 +71,26 @@ def test_tiny_audit_renders(tmp_path):
     assert "faces" in res and res["faces"]["n_images"] >= 1
     pngs = list((tmp_path / "audit" / "img").glob("*.png"))
     assert len(pngs) == text.count('src="data:image/png')
+
+
+def test_colour_audit_scores_a5_with_channel_order_recovery():
+    cfg = AuditConfig(
+        datasets=("photos",),
+        methods=("visualmixer:0.5",),
+        attacks=("A5",),
+        n_train=16,
+        n_victims=40,
+        n_attacker=300,
+        epochs=1,
+        width=8,
+        examples=2,
+        progress=False,
+    )
+    res, _pics = run_audit(cfg, log=lambda s: None)
+    atk = res["datasets"]["photos"]["methods"]["visualmixer:0.5"]["attacks"]
+    assert {"A5", "A5-grey", "A5-colour"} <= set(atk)
+    # putting the channel order back must beat the scrambled-colour A5 estimate clearly
+    assert atk["A5-colour"]["ssim"]["mean"] > atk["A5"]["ssim"]["mean"] + 0.1
 
 
 def test_cli_audit(tmp_path, capsys):

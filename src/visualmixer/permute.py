@@ -59,14 +59,17 @@ def random_words(subkeys: Sequence[bytes], count: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, :count]).view("<i4").astype(np.int32, copy=False)
 
 
-def sort_permutations(keys: np.ndarray) -> np.ndarray:
+def sort_permutations(keys: np.ndarray, *, avoid_identity: bool = True) -> np.ndarray:
     """Permutations ordering each row of int32 ``keys`` ascending: ``(..., n)`` -> int64.
 
     The low ``ceil(log2 n)`` bits of each key are replaced by the slot index, which makes keys
     unique within a row: the result is then the same for any sorting algorithm, CPU or version
-    (ties would otherwise be ordered by implementation details). A permutation that came out as
-    the identity is rotated by one, so a region cut into two or more tiles never keeps every
-    tile in place.
+    (ties would otherwise be ordered by implementation details). With ``avoid_identity`` (tile
+    permutations) a permutation that came out as the identity is rotated by one, so a region cut
+    into two or more tiles never keeps every tile in place. Channel orders use
+    ``avoid_identity=False``: uniform over all ``n!`` orders, because excluding the identity
+    tells an attacker one order the region certainly does not have and makes the rotation twice
+    as likely as the others (attack A5 exploited exactly that).
     """
     n = keys.shape[-1]
     if n < 2:
@@ -77,7 +80,7 @@ def sort_permutations(keys: np.ndarray) -> np.ndarray:
     packed.sort(axis=-1)
     perm = (packed & mask).astype(np.int64)
     ident = (perm == np.arange(n)).all(axis=-1)
-    if ident.any():
+    if avoid_identity and ident.any():
         perm[ident] = np.roll(perm[ident], 1, axis=-1)
     return perm
 
@@ -218,7 +221,7 @@ def shuffle_regions(
     mc = m * c
     levels = levels.cpu()
     if channel_order and c > 1:
-        sigma_np = sort_permutations(words[:, :mc].reshape(n, m, c))
+        sigma_np = sort_permutations(words[:, :mc].reshape(n, m, c), avoid_identity=False)
     else:
         sigma_np = np.broadcast_to(np.arange(c, dtype=np.int64), (n, m, c))
     if grid.kind_sizes[0] == grid.kind_sizes[3]:  # every region is full: the fast path

@@ -9,6 +9,7 @@ A2     :func:`region_mosaic`                       region means (what always lea
 A3     :class:`LearnedInversion`                   U-Net trained on the attacker's own pairs
 A4     :class:`Recognizer`                         clean-trained classifier on x̂ (accuracy)
 A5     :func:`realign_and_solve`                   channel re-alignment + greedy tile jigsaw
+       :func:`recover_channel_order`               (+ per-region channel order from a prior)
 A6     :func:`detect_faces`                        OpenCV Haar cascade / facenet-pytorch MTCNN
 =====  ==========================================  ==========================================
 """
@@ -17,7 +18,14 @@ from visualmixer.attacks.a1_direct import direct_view
 from visualmixer.attacks.a2_mosaic import region_mosaic
 from visualmixer.attacks.a3_inversion import LearnedInversion, UNet
 from visualmixer.attacks.a4_recognition import Recognizer, SmallCNN
-from visualmixer.attacks.a5_jigsaw import realign_and_solve, realign_channels, solve_jigsaw
+from visualmixer.attacks.a5_jigsaw import (
+    ChannelOrderPrior,
+    fit_channel_order_prior,
+    realign_and_solve,
+    realign_channels,
+    recover_channel_order,
+    solve_jigsaw,
+)
 from visualmixer.attacks.a6_faces import detect_faces, haar_available, mtcnn_available
 
 __all__ = [
@@ -30,6 +38,9 @@ __all__ = [
     "realign_and_solve",
     "realign_channels",
     "solve_jigsaw",
+    "ChannelOrderPrior",
+    "fit_channel_order_prior",
+    "recover_channel_order",
     "detect_faces",
     "haar_available",
     "mtcnn_available",

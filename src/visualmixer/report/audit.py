@@ -474,6 +474,12 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
         est["A5"] = realign_and_solve(prot_vic, reg)
         if victims.shape[1] == 3:  # luminance survives the per-region channel-order shuffle
             est["A5-grey"] = est["A5"].mean(dim=1, keepdim=True).expand_as(est["A5"]).contiguous()
+            # and the channel order of each region, guessed with a colour prior fitted on the
+            # attacker's own clean images (attacks.recover_channel_order)
+            from visualmixer.attacks import fit_channel_order_prior, recover_channel_order
+
+            prior = fit_channel_order_prior(data.attacker_images, reg)
+            est["A5-colour"] = recover_channel_order(est["A5"], reg, prior)
     if "A3" in attacks:
         if prot.kind in ("clean", "dpsgd"):
             est["A3"] = direct_view(prot_vic)  # nothing to invert
@@ -485,7 +491,7 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
     r["attacks"] = {a: M.image_scores(victims, e) for a, e in est.items()}
     if rec is not None:
         a4 = {"protected": rec.accuracy(prot_vic, data.victim_labels)["accuracy"]}
-        for a in ("A2", "A3", "A5"):
+        for a in ("A2", "A3", "A5", "A5-colour"):
             if a in est:
                 a4[a] = rec.accuracy(est[a], data.victim_labels)["accuracy"]
         r["A4"] = a4

@@ -20,13 +20,14 @@ from visualmixer._imops import to_uint8_hwc
 
 __all__ = ["render_report", "image_grid", "privacy_utility_plot"]
 
-_COLS = ("original", "protected", "A2", "A3", "A5")
+_COLS = ("original", "protected", "A2", "A3", "A5", "A5-colour")
 _COL_TITLES = {
     "original": "original",
     "protected": "protected (A1)",
     "A2": "A2 mosaic",
     "A3": "A3 inversion",
     "A5": "A5 jigsaw",
+    "A5-colour": "A5 + channel order",
 }
 
 
