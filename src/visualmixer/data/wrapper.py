@@ -163,10 +163,11 @@ class ObfuscatedDataset(Dataset):
         """A whole batch of samples, obfuscated in ONE :func:`visualmixer.obfuscate` call.
 
         ``torch.utils.data.DataLoader`` calls this (instead of ``__getitem__`` per index) when a
-        dataset defines it. One call per batch is about 15× cheaper than one per image on small
-        images: the per-call work (saliency, plan search, key derivation) is batched. The samples
-        are identical to ``[self[i] for i in indices]`` (obfuscation depends only on key, id and
-        image, never on the batch). Batches whose images are not tensors of one shape and dtype
+        dataset defines it. One call per batch is about 17× cheaper than one per image on 28²
+        images (``benchmarks/bench_dataset_fetch.py``): the per-call work (saliency, plan
+        search, key derivation) is batched. The samples are identical to
+        ``[self[i] for i in indices]`` (obfuscation depends only on key, id and image, never on
+        the batch). Batches whose images are not tensors of one shape and dtype
         (PIL images, numpy arrays, mixed sizes) or a tensor ``saliency`` map fall back to one call
         per sample.
         """
