@@ -1,4 +1,8 @@
-"""Markdown table of per-round test accuracy from scripts/fl_experiments.sh (mean ± spread over seeds)."""
+"""Markdown table of per-round test accuracy from scripts/fl_experiments.sh (mean ± spread over seeds).
+
+Usage: python scripts/fl_summary.py [OUT_DIR [FIGURE.png]]   (with a figure path: also a plot of
+accuracy per round, one panel per partition, every seed drawn)
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def main(root: str = "out/fl") -> None:
+def main(root: str = "out/fl", figure: str | None = None) -> None:
     groups: dict[tuple, list[list[float]]] = defaultdict(list)
     for h in sorted(Path(root).glob("*/history.json")):
         d = json.loads(h.read_text())
@@ -31,6 +35,37 @@ def main(root: str = "out/fl") -> None:
             sp = (max(v) - min(v)) / 2 if len(v) > 1 else 0.0
             cells.append(f"{statistics.fmean(v):.1f} ± {sp:.1f}")
         print(f"| {part} | {setting} | {len(runs)} | " + " | ".join(cells) + " |")
+    if figure:
+        plot(groups, figure)
+
+
+def plot(groups: dict, figure: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = sorted({p for p, _ in groups})
+    settings = sorted({s for _, s in groups})
+    fig, axes = plt.subplots(1, len(parts), figsize=(5 * len(parts), 3.6), sharey=True, squeeze=False)
+    for ax, part in zip(axes[0], parts, strict=True):
+        for (p, setting), runs in sorted(groups.items()):
+            if p != part:
+                continue
+            i = settings.index(setting)
+            for j, run in enumerate(runs):
+                ax.plot(range(len(run)), [100 * a for a in run], marker="o", color=f"C{i}",
+                        alpha=0.8, label=setting if j == 0 else None)
+        ax.set_title(f"partition {part}")
+        ax.set_xlabel("round")
+        ax.set_xticks(range(max(len(r) for v in groups.values() for r in v)))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy % (global model)")
+    for ax in axes[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(figure, dpi=110)
+    print("wrote", figure)
 
 
 if __name__ == "__main__":
