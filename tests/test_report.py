@@ -172,6 +172,31 @@ def test_blocks_protector_permutes_regions_of_the_obfuscated_image():
     assert torch.equal(_regions(y, 7).sort(dim=2).values, _regions(x, 7).sort(dim=2).values)
 
 
+def _region_layout(x, y, r):
+    """For each image, which input region (by sorted content) sits at each output position."""
+    rx, ry = _regions(x, r).sort(dim=2).values, _regions(y, r).sort(dim=2).values
+    return [(ry[i].unsqueeze(1) == rx[i].unsqueeze(0)).all(-1).int().argmax(1) for i in range(x.shape[0])]
+
+
+def test_keyblocks_one_secret_layout_per_protector_and_attacker_copies_get_their_own():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=g)
+    p = Protector("visualmixer:0.5/r7/keyblocks")
+    assert p.keyblocks and not p.blocks
+    a = _region_layout(x, p(x), 7)
+    b = _region_layout(x, p(x), 7)  # a second call (another batch) of the same owner
+    assert all(torch.equal(a[0], t) for t in a + b), "one layout for every image and call"
+    assert not torch.equal(a[0], torch.arange(16)), "no region moved"
+    other = p.attacker_copy()
+    assert other.spec == p.spec and other is not p
+    assert not torch.equal(_region_layout(x, other(x), 7)[0], a[0]), "the attacker must not get the owner's key"
+    with pytest.raises(ValueError, match="not both"):
+        Protector("visualmixer:0.5/blocks/keyblocks")
+    s1, s2 = Protector("scramble:4"), None
+    s2 = s1.attacker_copy()
+    assert not torch.equal(s1(x), s2(x))  # keyed baselines: a different key for the attacker
+
+
 def test_visualmixer_options_parse_and_bad_option_lists_valid_ones():
     p = Protector("visualmixer:0.5/r7/blocks/online")
     assert (p.tau, p.region, p.blocks, p.online, p.channel_order) == (0.5, 7, True, True, True)
@@ -181,7 +206,7 @@ def test_visualmixer_options_parse_and_bad_option_lists_valid_ones():
         with pytest.raises(ValueError) as info:
             Protector(bad)
         msg = str(info.value)
-        for opt in ("/rN", "/flat", "/blocks", "/online"):
+        for opt in ("/rN", "/flat", "/blocks", "/keyblocks", "/online"):
             assert opt in msg, (bad, msg)
 
 

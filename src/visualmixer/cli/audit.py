@@ -25,15 +25,16 @@ examples:
       also show the accuracy of matching `visualmixer train` runs (metrics.json under out/exp)
 
 methods (name:param, comma lists expand):
-  clean, visualmixer:TAU[/rR][/flat][/blocks][/online], noise:SIGMA, dppix:EPS[/BLOCK], blur:SIGMA,
+  clean, visualmixer:TAU[/rR][/flat][/blocks|/keyblocks][/online], noise:SIGMA, dppix:EPS[/BLOCK], blur:SIGMA,
   pixelate:BLOCK, scramble:BLOCK, instahide:K, dpsgd:NOISE_MULTIPLIER (needs opacus)
   visualmixer options: /rR region side R (default: the size rule), /flat no channel-order shuffle,
   /blocks also permute the whole regions of each image (fresh permutation per image; hides the
-  A2 region mosaic), /online train the utility model on a fresh protection every epoch
+  A2 region mosaic), /keyblocks permute them with one secret layout per key (like EtC block
+  scrambling: a model can learn it), /online train the utility model on a fresh protection every epoch
   (online re-keying; the attacks still see one release)
 train results (--train-results DIR...): every metrics.json of `visualmixer train` under DIR is
   matched to the VisualMixer methods by data set, target VFE, region and mode (offline/online;
-  /blocks and /flat have no match) and paired with a clean run of the same data, model, epochs
+  /blocks, /keyblocks and /flat have no match) and paired with a clean run of the same data, model, epochs
   and sizes; the tables get a column "train acc. % (loss pp)" (loss paired by seed)
 
 attacks: A1 direct, A2 mosaic, A3 learned inversion, A4 recognition, A5 jigsaw, A6 faces (or all)

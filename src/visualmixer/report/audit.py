@@ -170,8 +170,9 @@ FULL = AuditConfig(
 )
 
 
-#: The privacy-utility frontier on Fashion-MNIST: region size, region-level permutation
-#: (``/blocks``) and online re-keying (``/online``) against the strongest baselines, three seeds.
+#: The privacy-utility frontier on Fashion-MNIST: region size, region-level permutation per image
+#: (``/blocks``) or per key (``/keyblocks``) and online re-keying (``/online``) against the
+#: strongest baselines, three seeds.
 FRONTIER = AuditConfig(
     datasets=("fashion-mnist",),
     methods=(
@@ -181,6 +182,8 @@ FRONTIER = AuditConfig(
         "visualmixer:0.5/r14",
         "visualmixer:0.5/blocks",
         "visualmixer:0.5/r7/blocks",
+        "visualmixer:0.5/keyblocks",
+        "visualmixer:0.5/r7/keyblocks",
         "visualmixer:0.5/online",
         "visualmixer:0.5/r7/online",
         "pixelate:4",
@@ -211,10 +214,12 @@ def expand_methods(specs) -> list[str]:
     return out
 
 
-VM_OPTIONS = ("/rN", "/flat", "/blocks", "/online")
+VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online")
 
 
-def permute_regions(x: torch.Tensor, region: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def permute_regions(
+    x: torch.Tensor, region: int, generator: torch.Generator | None = None, *, same_for_all: bool = False
+) -> torch.Tensor:
     """Permute the whole ``region``×``region`` regions of each image among themselves.
 
     A fresh random permutation per image (from ``generator``); only the full regions of the grid
@@ -229,6 +234,9 @@ def permute_regions(x: torch.Tensor, region: int, generator: torch.Generator | N
         Region side.
     generator : torch.Generator, optional
         Source of the permutations (the global generator when None).
+    same_for_all : bool
+        One permutation for the whole batch (a key-wide scramble, as EtC block scrambling)
+        instead of one per image.
 
     Returns
     -------
@@ -243,7 +251,8 @@ def permute_regions(x: torch.Tensor, region: int, generator: torch.Generator | N
         return out
     core = x[:, :, : gh * r, : gw * r].reshape(n, c, gh, r, gw, r)
     core = core.permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, r, r)
-    perm = torch.argsort(torch.rand(n, gh * gw, generator=generator), dim=1).to(x.device)
+    rows = 1 if same_for_all else n
+    perm = torch.argsort(torch.rand(rows, gh * gw, generator=generator), dim=1).expand(n, -1).to(x.device)
     core = core[torch.arange(n, device=x.device).unsqueeze(1), perm]
     core = core.reshape(n, gh, gw, c, r, r).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * r, gw * r)
     out[:, :, : gh * r, : gw * r] = core
@@ -256,7 +265,9 @@ class Protector:
     ``"visualmixer:τ"`` calls :func:`visualmixer.obfuscate` and records the achieved VFE. Options,
     combinable: ``/rR`` region side R (default: the library's size rule), ``/flat`` switches the
     channel-order shuffle off, ``/blocks`` permutes the whole regions of each image after
-    obfuscation (:func:`permute_regions`, a fresh permutation per image), ``/online`` trains the
+    obfuscation (:func:`permute_regions`, a fresh permutation per image), ``/keyblocks`` permutes
+    them with ONE permutation drawn per protector (a secret key-wide region scramble, like EtC
+    block scrambling: a model can learn the fixed layout), ``/online`` trains the
     utility model on a fresh protection of the training images every epoch (online re-keying; the
     attacks still see one release). ``"dpsgd:σ"`` leaves the images clean (DP-SGD protects the
     model); anything else goes through :func:`visualmixer.baselines.make_method`.
@@ -269,6 +280,7 @@ class Protector:
         self.achieved_vfe: list[float] = []
         self.module = None
         self.blocks = False
+        self.keyblocks = False
         self.online = False
         if self.kind == "visualmixer":
             parts = [p.strip() for p in param.split("/") if p.strip()]
@@ -280,6 +292,8 @@ class Protector:
                     self.channel_order = False
                 elif p == "blocks":
                     self.blocks = True
+                elif p == "keyblocks":
+                    self.keyblocks = True
                 elif p == "online":
                     self.online = True
                 elif p.startswith("r") and p[1:].isdigit() and int(p[1:]) >= 1:
@@ -293,12 +307,23 @@ class Protector:
                 raise ValueError(f"target VFE must be in [0, 1], got {self.tau} in {spec!r}")
             # fresh OS randomness for the region permutations, apart from torch's seeded generator
             self._gen = torch.Generator().manual_seed(secrets.randbits(63))
+            self._region_key = secrets.randbits(63)  # /keyblocks: this protector's secret layout
+            if self.blocks and self.keyblocks:
+                raise ValueError(f"use /blocks or /keyblocks, not both, in {spec!r}")
         elif self.kind == "dpsgd":
             self.noise_multiplier = float(param or 1.0)
         else:
             from visualmixer.baselines import make_method
 
             self.module = make_method(spec)
+
+    def attacker_copy(self) -> Protector:
+        """The same method with the attacker's OWN randomness and key (a new instance).
+
+        A3 makes its training pairs with this: keyed methods (block scrambling, ``/keyblocks``)
+        must not hand the victim's key to the attacker.
+        """
+        return Protector(self.spec)
 
     def region_for(self, height: int, width: int) -> int:
         """The region side ``obfuscate`` uses on ``height``×``width`` images."""
@@ -318,6 +343,9 @@ class Protector:
             out = torch.cat(outs)
             if self.blocks:
                 out = permute_regions(out, self.region_for(x.shape[2], x.shape[3]), self._gen)
+            elif self.keyblocks:
+                g = torch.Generator().manual_seed(self._region_key)
+                out = permute_regions(out, self.region_for(x.shape[2], x.shape[3]), g, same_for_all=True)
             return out
         if self.kind == "dpsgd":
             return x
@@ -443,6 +471,7 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
         r["achieved_vfe"] = M.summarize(prot.achieved_vfe)
         r["region"] = prot.region_for(victims.shape[2], victims.shape[3])
         r["blocks"] = bool(prot.blocks)
+        r["keyblocks"] = bool(prot.keyblocks)
         r["online"] = bool(online)
         r["channel_order"] = bool(prot.channel_order)
     if prot.kind == "dpsgd":
@@ -484,7 +513,10 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
         if prot.kind in ("clean", "dpsgd"):
             est["A3"] = direct_view(prot_vic)  # nothing to invert
         else:
-            inv = LearnedInversion(prot, epochs=cfg.a3_epochs, base=cfg.a3_base, device=cfg.device, seed=cfg.seed)
+            # the attacker's pairs use its own randomness and, for keyed methods, its own key
+            inv = LearnedInversion(
+                prot.attacker_copy(), epochs=cfg.a3_epochs, base=cfg.a3_base, device=cfg.device, seed=cfg.seed
+            )
             inv.fit(data.attacker_images)
             est["A3"] = inv(prot_vic)
             r["a3_train_loss"] = inv.history
@@ -672,7 +704,7 @@ def find_train_utility(runs: list[dict], dataset: str, prot: Protector, default_
         "candidates"}``. ``loss_pp`` is 100 × (clean − method) per shared seed; without a shared
         seed it is the difference of the means (``paired`` False, sd None).
     """
-    if getattr(prot, "kind", None) != "visualmixer" or prot.blocks or not prot.channel_order:
+    if getattr(prot, "kind", None) != "visualmixer" or prot.blocks or prot.keyblocks or not prot.channel_order:
         return None
     data = TRAIN_DATA.get(dataset, dataset)
     mode = "online" if prot.online else "offline"
