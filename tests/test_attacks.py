@@ -241,3 +241,40 @@ def test_a6_finds_the_astronaut():
     assert len(detect_faces(torch.zeros(3, 64, 64, dtype=torch.uint8))[0]) == 0
     with pytest.raises(ValueError, match="detector"):
         detect_faces(a, detector="yolo")
+
+
+def _class_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey 16×16 images whose layout depends on the class: class k is bright in block row k."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.rand(n, 1, 16, 16, generator=g) * 60
+    rows = torch.arange(16).div(4, rounding_mode="floor")
+    cols = torch.arange(16).div(4, rounding_mode="floor")
+    bright = (rows[None, :, None] == y[:, None, None]).float() * 120 + cols[None, None, :] * 15.0
+    return (x + bright[:, None]).clamp(0, 255).to(torch.uint8), y
+
+
+def test_a7_recovers_a_key_wide_block_layout_from_the_set():
+    from visualmixer.attacks import recover_layout, undo_layout
+    from visualmixer.baselines import BlockScramble
+
+    own, own_y = _class_images(400, seed=1)  # the attacker's own clean images
+    vic, vic_y = _class_images(300, seed=2)
+    scr = BlockScramble(4, key=7, rotate=True, negate=True)  # one key-wide scramble
+    released = scr(vic)
+    src, neg = recover_layout(released, vic_y, own, own_y, block=4)
+    assert src.shape == (16,) and sorted(src.tolist()) == list(range(16))
+    est = undo_layout(released, src, neg, block=4)
+    # block means (what rotation keeps) are back where they belong, for nearly every block
+    truth = vic.double().reshape(300, 4, 4, 4, 4).mean(dim=(2, 4))
+    got = (est.double() * 255).reshape(300, 4, 4, 4, 4).mean(dim=(2, 4))
+    scrambled = released.double().reshape(300, 4, 4, 4, 4).mean(dim=(2, 4))
+    err, before = (got - truth).abs().mean(), (scrambled - truth).abs().mean()
+    assert err < 0.15 * before, (float(err), float(before))
+    # a per-image permutation has no shared layout: the same attack learns nothing
+    per_image = BlockScramble(4, per_image=True, rotate=False, negate=False)(vic)
+    src2, neg2 = recover_layout(per_image, vic_y, own, own_y, block=4)
+    est2 = undo_layout(per_image, src2, neg2, block=4)
+    got2 = (est2.double() * 255).reshape(300, 4, 4, 4, 4).mean(dim=(2, 4))
+    base2 = per_image.double().reshape(300, 4, 4, 4, 4).mean(dim=(2, 4))
+    assert (got2 - truth).abs().mean() > 0.5 * (base2 - truth).abs().mean()

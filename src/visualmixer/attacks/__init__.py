@@ -11,6 +11,7 @@ A4     :class:`Recognizer`                         clean-trained classifier on x
 A5     :func:`realign_and_solve`                   channel re-alignment + greedy tile jigsaw
        :func:`recover_channel_order`               (+ per-region channel order from a prior)
 A6     :func:`detect_faces`                        OpenCV Haar cascade / facenet-pytorch MTCNN
+A7     :func:`recover_layout`, :func:`undo_layout` a key-wide block layout, from the whole set
 =====  ==========================================  ==========================================
 """
 
@@ -27,8 +28,11 @@ from visualmixer.attacks.a5_jigsaw import (
     solve_jigsaw,
 )
 from visualmixer.attacks.a6_faces import detect_faces, haar_available, mtcnn_available
+from visualmixer.attacks.a7_layout import recover_layout, undo_layout
 
 __all__ = [
+    "recover_layout",
+    "undo_layout",
     "direct_view",
     "region_mosaic",
     "LearnedInversion",

@@ -37,7 +37,8 @@ train results (--train-results DIR...): every metrics.json of `visualmixer train
   /blocks, /keyblocks and /flat have no match) and paired with a clean run of the same data, model, epochs
   and sizes; the tables get a column "train acc. % (loss pp)" (loss paired by seed)
 
-attacks: A1 direct, A2 mosaic, A3 learned inversion, A4 recognition, A5 jigsaw, A6 faces (or all)
+attacks: A1 direct, A2 mosaic, A3 learned inversion, A4 recognition, A5 jigsaw, A6 faces,
+  A7 key-wide layout recovery from the whole released set (or all)
 data sets: fashion-mnist, photos, faces
 output: OUT/index.html (self-contained), OUT/results.json, OUT/img/*.png
 """

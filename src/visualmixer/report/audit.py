@@ -55,7 +55,7 @@ __all__ = [
     "GOALS",
 ]
 
-ATTACKS = ("A1", "A2", "A3", "A4", "A5", "A6")
+ATTACKS = ("A1", "A2", "A3", "A4", "A5", "A6", "A7")
 
 #: Issue-6 goals for the default target (see docs/privacy.md).
 GOALS = {
@@ -190,7 +190,7 @@ FRONTIER = AuditConfig(
         "noise:0.3",
         "scramble:4",
     ),
-    attacks=("A1", "A2", "A3", "A4", "A5"),
+    attacks=("A1", "A2", "A3", "A4", "A5", "A7"),
     n_train=3000,
     n_victims=500,
     n_attacker=3000,
@@ -509,6 +509,18 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
 
             prior = fit_channel_order_prior(data.attacker_images, reg)
             est["A5-colour"] = recover_channel_order(est["A5"], reg, prior)
+    if "A7" in attacks and prot.kind not in ("clean", "dpsgd"):
+        # a key-wide block layout is recovered from the whole released set (labels leak), then
+        # the region mosaic (and, for VisualMixer, the jigsaw) is read off the re-ordered images
+        from visualmixer.attacks import recover_layout, undo_layout
+
+        blk = int(getattr(prot.module, "block", 0) or reg)
+        src, neg = recover_layout(prot_vic, data.victim_labels, data.attacker_images, data.attacker_labels, blk,
+                                  num_classes=k)
+        ordered = undo_layout(prot_vic, src, neg, blk)
+        est["A7"] = region_mosaic(ordered, blk)
+        if prot.kind == "visualmixer" and "A5" in attacks and (prot.blocks or prot.keyblocks):
+            est["A7+A5"] = realign_and_solve(ordered, reg)
     if "A3" in attacks:
         if prot.kind in ("clean", "dpsgd"):
             est["A3"] = direct_view(prot_vic)  # nothing to invert
@@ -523,7 +535,7 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
     r["attacks"] = {a: M.image_scores(victims, e) for a, e in est.items()}
     if rec is not None:
         a4 = {"protected": rec.accuracy(prot_vic, data.victim_labels)["accuracy"]}
-        for a in ("A2", "A3", "A5", "A5-colour"):
+        for a in ("A2", "A3", "A5", "A5-colour", "A7", "A7+A5"):
             if a in est:
                 a4[a] = rec.accuracy(est[a], data.victim_labels)["accuracy"]
         r["A4"] = a4

@@ -20,7 +20,7 @@ from visualmixer._imops import to_uint8_hwc
 
 __all__ = ["render_report", "image_grid", "privacy_utility_plot"]
 
-_COLS = ("original", "protected", "A2", "A3", "A5", "A5-colour")
+_COLS = ("original", "protected", "A2", "A3", "A5", "A5-colour", "A7", "A7+A5")
 _COL_TITLES = {
     "original": "original",
     "protected": "protected (A1)",
@@ -28,6 +28,8 @@ _COL_TITLES = {
     "A3": "A3 inversion",
     "A5": "A5 jigsaw",
     "A5-colour": "A5 + channel order",
+    "A7": "A7 layout + mosaic",
+    "A7+A5": "A7 layout + A5",
 }
 
 
@@ -272,7 +274,8 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
     page.add(
         "<p class='note'>Attacks (SPEC §8.1): A1 direct view, A2 region mosaic, A3 learned inversion "
         "(U-Net trained on the attacker's own protected/original pairs, own keys), A4 clean-trained "
-        "classifier, A5 channel re-alignment + greedy jigsaw, A6 face detection. Scores compare each "
+        "classifier, A5 channel re-alignment + greedy jigsaw (+ channel order), A6 face detection, A7 "
+        "key-wide block layout recovered from the whole released set. Scores compare each "
         "estimate with the victim's original; every SSIM stands beside the prior-only guess (the mean "
         "attacker image of the victim's class — labels leak by construction — and the global mean "
         "image), which needs no per-image information. Re-identification: the estimate's nearest "

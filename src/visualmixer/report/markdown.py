@@ -69,7 +69,7 @@ def results_to_markdown(results: dict) -> str:
         )
         atks = [
             a
-            for a in ("A1", "A2", "A3", "A5", "A5-grey", "A5-colour")
+            for a in ("A1", "A2", "A3", "A5", "A5-grey", "A5-colour", "A7", "A7+A5")
             if any(a in r.get("attacks", {}) for r in d["methods"].values())
         ]
         has_train = any(r.get("train_utility") for r in d["methods"].values())
