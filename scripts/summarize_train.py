@@ -58,7 +58,11 @@ def _vfe(m: dict) -> str:
 
 
 def grids(runs: dict[str, dict]) -> None:
-    clean = {_group_key(m["config"]): m for m in runs.values() if m["config"]["target_vfe"] is None}
+    clean = {}
+    for m in runs.values():  # one clean reference per group: the default optimizer (Adam 1e-3)
+        c = m["config"]
+        if c["target_vfe"] is None and (c["optimizer"], c["lr"]) == ("adam", 0.001):
+            clean[_group_key(c)] = m
     for key, base in clean.items():
         data, model, epochs, ntr, nte = key
         adam = {n: m for n, m in runs.items() if _group_key(m["config"]) == key
@@ -97,16 +101,19 @@ def optimizers(runs: dict[str, dict]) -> None:
            if n.startswith("fm-cnn-offline-0.5") and m["config"]["model"] == "cnn"}
     if not sel:
         return
-    clean = next((m for m in runs.values() if m["config"]["target_vfe"] is None
-                  and _group_key(m["config"]) == _group_key(next(iter(sel.values()))["config"])), None)
-    print("\n| optimizer | lr | final acc % | loss vs clean pp | best acc % | epochs to 75 % | "
-          "last-epoch loss oscillation | train loss, last epoch |")
-    print("|---|---|---|---|---|---|---|---|")
+    group = _group_key(next(iter(sel.values()))["config"])
+    cleans = {(m["config"]["optimizer"], m["config"]["lr"]): m for m in runs.values()
+              if m["config"]["target_vfe"] is None and _group_key(m["config"]) == group}
+    clean = cleans.get(("adam", 0.001))
+    print("\n| optimizer | lr | final acc % | loss vs clean Adam 1e-3, pp | loss vs clean, same optimizer "
+          "and lr, pp | best acc % | epochs to 75 % | last-epoch loss oscillation | train loss, last epoch |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for m in sorted(sel.values(), key=lambda m: (m["config"]["optimizer"], m["config"]["lr"])):
         c, rs = m["config"], m["runs"]
+        same = cleans.get((c["optimizer"], c["lr"]))
         ett = [next((h["epoch"] for h in r["history"] if h["test_acc"] >= 0.75), None) for r in rs]
         print(f"| {c['optimizer']} | {c['lr']:g} | {_ms([r['final_test_acc'] for r in rs])} | "
-              f"{_ms(_loss(m, clean), spread=False)} | "
+              f"{_ms(_loss(m, clean), spread=False)} | {_ms(_loss(m, same), spread=False)} | "
               f"{_ms([r['best_test_acc'] for r in rs], spread=False)} | "
               f"{', '.join('never' if e is None else str(e) for e in ett)} | "
               f"{_ms([r['history'][-1]['loss_osc'] for r in rs], 1, '{:.4f}', False)} | "
