@@ -90,10 +90,11 @@ def grids(runs: dict[str, dict]) -> None:
             print(f"| {c['target_vfe']:g} | {c['mode']} | {_vfe(m)} | "
                   f"{_ms([r['final_test_acc'] for r in m['runs']])} | {_ms(loss)} | {ep:.1f} | "
                   f"{ob:.1f} |")
-        for mode, t in best.items():
-            print(f"\nHighest target with mean loss <= {CLAIM_PP} pp, {mode}: "
-                  f"{'none' if t is None else f'{t:g}'}", end="")
         print()
+        for mode, t in best.items():
+            if any(m["config"]["mode"] == mode for m in rows):
+                print(f"- highest target with mean loss ≤ {CLAIM_PP} pp, {mode}: "
+                      f"{'none' if t is None else f'{t:g}'}")
 
 
 def optimizers(runs: dict[str, dict]) -> None:
