@@ -65,6 +65,12 @@ def main() -> None:
         loaders = {"clean": DataLoader(base, **kw), "online": DataLoader(online, **kw),
                    "obfuscate-only": DataLoader(online, **kw)}
 
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        loss = torch.nn.functional.cross_entropy(model(xb.float() / 255), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
     def epoch_workers(kind: str, ep: int) -> float:
         if kind != "clean":
             loaders[kind].dataset.set_epoch(ep + 1)
@@ -73,11 +79,7 @@ def main() -> None:
         for xb, yb in loaders[kind]:
             if kind == "obfuscate-only":
                 continue
-            xb, yb = xb.to(dev), yb.to(dev)
-            loss = torch.nn.functional.cross_entropy(model(xb.float() / 255), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            step(xb.to(dev), yb.to(dev))
         _sync(dev)
         return time.perf_counter() - t0
 
@@ -93,11 +95,7 @@ def main() -> None:
                 xb = vm.obfuscate(xb, key=key, ids=ids, target_vfe=args.target).images
             if kind == "obfuscate-only":
                 continue
-            yb = y[s : s + xb.shape[0]]
-            loss = torch.nn.functional.cross_entropy(model(xb.float() / 255), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            step(xb, y[s : s + xb.shape[0]])
         _sync(dev)
         return time.perf_counter() - t0
 
