@@ -35,8 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="target VFE in [0, 1], or 'none' for the clean baseline (default 0.5)")
     p.add_argument("--mode", default="offline",
                    help=f"obfuscation: {' or '.join(MODES)} (default offline)")
-    p.add_argument("--optimizer", default="st-adam",
-                   help=f"optimizer: {', '.join(OPTIMIZERS)} (default st-adam)")
+    p.add_argument("--optimizer", default="adam",
+                   help=f"optimizer: {', '.join(OPTIMIZERS)} (default adam: ST-Adam did not beat it in "
+                        "docs/results.md)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 1e-3 for st-adam/adam, 0.05 for sgd)")
     p.add_argument("--weight-decay", type=float, default=0.0)

@@ -110,7 +110,7 @@ class TrainConfig:
     model: str = "cnn"
     target_vfe: float | None = 0.5
     mode: str = "offline"
-    optimizer: str = "st-adam"
+    optimizer: str = "adam"  # ST-Adam did not beat Adam in docs/results.md
     lr: float | None = None
     epochs: int = 3
     batch_size: int = 128
