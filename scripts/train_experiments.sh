@@ -47,11 +47,17 @@ for g in "${groups[@]}"; do
         run "fm-cnn-offline-0.5-$o-lr$lr" "${FM[@]}" --model cnn --optimizer "$o" --lr "$lr" \
             --target-vfe 0.5 --mode offline
       done ;;
-    large)  # the larger model, ShuffleNetV2 (1.26 M parameters), on the colour set (where the
-      # cost is): clean vs 0.5 offline/online; 2000 training images to fit 2 CPU cores
+    large)  # the larger model, ShuffleNetV2 (1.26 M parameters): clean vs obfuscated, small subsets
+      # to fit 2 CPU cores (colour set: 2000 training images; Fashion-MNIST: 5000)
       args=(--data photos --epochs 3 --seeds 0 1 2 --train-size 2000 --no-progress --resume)
-      for t in offline-none offline-0.5 online-0.5; do
+      for t in offline-none offline-0.5 online-0.5 offline-0.7; do
         run "photos-shufflenet-$t" "${args[@]}" --model shufflenet --optimizer adam \
+            --target-vfe "${t#*-}" --mode "${t%%-*}"
+      done
+      args=(--data fashion-mnist --epochs 3 --seeds 0 1 2 --train-size 5000 --test-size 2000
+            --no-progress --resume)
+      for t in offline-none offline-0.5 online-0.5; do
+        run "fm-shufflenet-$t" "${args[@]}" --model shufflenet --optimizer adam \
             --target-vfe "${t#*-}" --mode "${t%%-*}"
       done ;;
     overhead)
