@@ -56,7 +56,7 @@ for g in "${groups[@]}"; do
       done
       args=(--data fashion-mnist --epochs 3 --seeds 0 1 2 --train-size 5000 --test-size 2000
             --no-progress --resume)
-      for t in offline-none offline-0.5 online-0.5; do
+      for t in offline-none offline-0.5; do
         run "fm-shufflenet-$t" "${args[@]}" --model shufflenet --optimizer adam \
             --target-vfe "${t#*-}" --mode "${t%%-*}"
       done ;;
