@@ -73,6 +73,32 @@ def rule_region(height: int, width: int) -> int:
         return 16 if side >= 128 else 8 if side >= 48 else 4
 
 
+def region_mean_grid(images: torch.Tensor, region: int) -> torch.Tensor:
+    """Per-channel mean of every ``region``×``region`` block, edge strips by their own pixels.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)`` floating tensor.
+    region : int
+        Block side in pixels (>= 1).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, ceil(H / region), ceil(W / region))``, the dtype of ``images``.
+    """
+    if region < 1:
+        raise ValueError(f"region must be >= 1, got {region}")
+    n, c, h, w = images.shape
+    ph, pw = (-h) % region, (-w) % region
+    x = F.pad(images, (0, pw, 0, ph))
+    ones = F.pad(torch.ones(1, 1, h, w, dtype=images.dtype, device=images.device), (0, pw, 0, ph))
+    s = F.avg_pool2d(x, region) * region * region
+    cnt = F.avg_pool2d(ones, region) * region * region
+    return s / cnt
+
+
 def region_mean(images: torch.Tensor, region: int) -> torch.Tensor:
     """Replace every ``region``×``region`` block (edge strips included) by its per-channel mean.
 
@@ -88,15 +114,8 @@ def region_mean(images: torch.Tensor, region: int) -> torch.Tensor:
     torch.Tensor
         Same shape; a mosaic at block resolution, upsampled by repetition.
     """
-    if region < 1:
-        raise ValueError(f"region must be >= 1, got {region}")
-    n, c, h, w = images.shape
-    ph, pw = (-h) % region, (-w) % region
-    x = F.pad(images, (0, pw, 0, ph))
-    ones = F.pad(torch.ones(1, 1, h, w, dtype=images.dtype, device=images.device), (0, pw, 0, ph))
-    s = F.avg_pool2d(x, region) * region * region
-    cnt = F.avg_pool2d(ones, region) * region * region
-    m = s / cnt
+    h, w = images.shape[2:]
+    m = region_mean_grid(images, region)
     up = m.repeat_interleave(region, dim=2).repeat_interleave(region, dim=3)
     return up[:, :, :h, :w].contiguous()
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer._imops import as_batch, rule_region, to_float
+from visualmixer._imops import as_batch, region_mean_grid, rule_region, to_float
 
 __all__ = [
     "realign_channels",
@@ -451,13 +451,7 @@ def _scheme_log_prior() -> torch.Tensor:
 
 def _region_means(x: torch.Tensor, region: int) -> torch.Tensor:
     """Per-region channel means ``(N, rows, cols, C)`` float64; edge strips count their own pixels."""
-    n, c, h, w = x.shape
-    rows, cols = -(-h // region), -(-w // region)
-    pad = (0, cols * region - w, 0, rows * region - h)
-    s = F.pad(x.double(), pad).view(n, c, rows, region, cols, region).sum(dim=(3, 5))
-    cnt = F.pad(torch.ones(1, 1, h, w, dtype=torch.float64, device=x.device), pad)
-    cnt = cnt.view(1, 1, rows, region, cols, region).sum(dim=(3, 5))
-    return (s / cnt).permute(0, 2, 3, 1)
+    return region_mean_grid(x.double(), region).permute(0, 2, 3, 1)
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer._imops import as_batch, to_float
+from visualmixer._imops import as_batch, region_mean_grid, to_float
 
 __all__ = ["recover_layout", "undo_layout"]
 
 
 def _block_means(x: torch.Tensor, block: int) -> torch.Tensor:
     """Mean over pixels and channels of every full block: ``(N, G)`` float64, row-major slots."""
-    n, c, h, w = x.shape
-    gh, gw = h // block, w // block
-    core = x[:, :, : gh * block, : gw * block].double()
-    return core.reshape(n, c, gh, block, gw, block).mean(dim=(1, 3, 5)).reshape(n, gh * gw)
+    h, w = x.shape[2:]
+    core = x[:, :, : h // block * block, : w // block * block].double()
+    return region_mean_grid(core, block).mean(dim=1).flatten(1)
 
 
 def _features(means: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
