@@ -132,9 +132,11 @@ class ObfuscatedDataset(Dataset):
     def obfuscate_item(self, index: int):
         """``(image, rest, result)``: the obfuscated image, the other fields, the full result
         (:class:`visualmixer.ObfuscationResult` with the plan and achieved VFE)."""
+        return self._obfuscate_sample(index, self.dataset[index])
+
+    def _obfuscate_sample(self, index: int, sample):
         import visualmixer as vm
 
-        sample = self.dataset[index]
         if not isinstance(sample, (tuple, list)) or len(sample) < 1:
             raise TypeError(
                 "ObfuscatedDataset: the wrapped dataset must return a tuple (image, label, ...), "
@@ -154,7 +156,10 @@ class ObfuscatedDataset(Dataset):
         return res.images, rest, res
 
     def __getitem__(self, index: int):
-        image, rest, _res = self.obfuscate_item(index)
+        return self._item(*self.obfuscate_item(index)[:2])
+
+    @staticmethod
+    def _item(image, rest) -> tuple:
         if isinstance(image, torch.Tensor) and image.requires_grad:
             image = image.detach()
         return (image, *rest)
@@ -172,8 +177,12 @@ class ObfuscatedDataset(Dataset):
         per sample.
         """
         samples = [self.dataset[i] for i in indices]
+
+        def one_by_one() -> list:  # per sample, reusing the samples already fetched
+            return [self._item(*self._obfuscate_sample(i, s)[:2]) for i, s in zip(indices, samples, strict=True)]
+
         if not samples or not all(isinstance(s, (tuple, list)) and len(s) >= 1 for s in samples):
-            return [self[i] for i in indices]
+            return one_by_one()
         images = [s[0] for s in samples]
         first = images[0]
         same = all(isinstance(im, torch.Tensor) and im.ndim == 3 for im in images) and all(
@@ -181,7 +190,7 @@ class ObfuscatedDataset(Dataset):
             for im in images
         )
         if not same or isinstance(self.saliency, torch.Tensor):  # a map for one image only
-            return [self[i] for i in indices]
+            return one_by_one()
         import visualmixer as vm
 
         res = vm.obfuscate(
