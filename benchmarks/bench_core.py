@@ -11,6 +11,7 @@ wall-clock time and ``--threads`` sets torch's intra-op threads.
     python benchmarks/bench_core.py                 # full table (a few minutes on 2 cores)
     python benchmarks/bench_core.py --quick         # 32² and 224² only
     python benchmarks/bench_core.py --wall --threads 2 --json out.json
+    python benchmarks/bench_core.py --quick --device cuda --batch 256   # GPU: wall clock, synced
 """
 
 from __future__ import annotations
@@ -27,15 +28,23 @@ import visualmixer as vm
 from visualmixer.samples import builtin_photos
 
 CLOCK = time.process_time
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def timeit(fn, min_time=1.0, min_runs=3, max_runs=50):
     fn()  # warm up (caches, allocator)
+    _sync()
     times = []
     start = CLOCK()
     while len(times) < min_runs or (CLOCK() - start < min_time and len(times) < max_runs):
         t0 = CLOCK()
         fn()
+        _sync()  # GPU kernels are asynchronous: time them to completion
         times.append(CLOCK() - t0)
     return float(np.median(times))
 
@@ -78,7 +87,7 @@ def make_batch(size: int, n: int) -> torch.Tensor:
         photos = torch.nn.functional.interpolate(photos.float(), size=(size, size), mode="bilinear")
         photos = photos.round().clamp(0, 255).to(torch.uint8)
     reps = -(-n // len(photos))
-    return photos.repeat(reps, 1, 1, 1)[:n].contiguous()
+    return photos.repeat(reps, 1, 1, 1)[:n].contiguous().to(DEVICE)
 
 
 def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool):
@@ -102,7 +111,7 @@ def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool):
         "achieved_vfe_mean": float(res.vfe.mean()),
     }
     if with_reference:
-        img = x[0].numpy()
+        img = x[0].cpu().numpy()
         s = vm.default_region(size, size)
         rng = np.random.default_rng(0)
         t_ref_vfe = timeit(lambda: reference_vfe(img, s), min_time=0.5, min_runs=1, max_runs=3)
@@ -129,15 +138,22 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--wall", action="store_true", help="wall-clock time instead of process CPU time")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda implies --wall)")
+    parser.add_argument("--batch", type=int, help="images per call at 32² and 224² (default 64)")
     args = parser.parse_args()
-    global CLOCK
-    CLOCK = time.perf_counter if args.wall else time.process_time
+    global CLOCK, DEVICE
+    DEVICE = torch.device(args.device)
+    # CPU time says nothing about GPU work: on a GPU the clock is wall-clock, synchronised
+    CLOCK = time.perf_counter if args.wall or DEVICE.type == "cuda" else time.process_time
     torch.set_num_threads(args.threads)
     key = vm.Key.generate()
-    cases = [(32, 64), (224, 64)] + ([] if args.quick else [(1024, 8)])
+    b = args.batch or 64
+    cases = [(32, b), (224, b)] + ([] if args.quick else [(1024, 8)])
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    clock = "wall-clock" if args.wall else "process CPU"
+    where = (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda"
+             else platform.processor() or platform.machine())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}: {where}")
+    clock = "wall-clock" if CLOCK is time.perf_counter else "process CPU"
     print(f"target VFE {args.target}; uint8 RGB; {clock} time; ratios are time / time of x.clone() in the same run\n")
     head = (f"{'size':>6} {'batch':>5} | {'obfuscate/s':>11} {'x copy':>7} | {'restore/s':>9} {'x copy':>7} | "
             f"{'vfe/s':>8} {'x copy':>7} | {'1-img obf/s':>11} {'ref shuffle/s':>13} {'vfe vs ref':>10}")
@@ -145,6 +161,7 @@ def main() -> None:
     print("-" * len(head))
     for size, n in cases:
         r = bench(size, n, args.target, key, with_reference=size <= 224)
+        r["device"] = str(DEVICE)
         rows.append(r)
         ref = (f"{r['single_obfuscate_img_s']:>11.1f} {r['reference_shuffle_one_level_img_s']:>13.1f} "
                f"{r['batched_vfe_speedup_vs_reference']:>9.0f}x") if "single_obfuscate_img_s" in r else ""

@@ -122,18 +122,32 @@ def optimizers(runs: dict[str, dict]) -> None:
 
 
 def plots(out: Path, dest: Path) -> None:
-    """Combined learning curves from the runs' checkpoints (step losses live there)."""
+    """Combined learning curves from the runs' per-seed history.json (or, for runs written
+    before history.json held the step losses, their checkpoints)."""
     import torch
 
     from visualmixer.train.loop import plot_curves
+
+    def seed_run(seed_dir: Path) -> dict | None:
+        hist = seed_dir / "history.json"
+        if hist.exists():
+            h = json.loads(hist.read_text())
+            if "step_losses" in h:
+                return {"history": h["history"], "step_losses": h["step_losses"]}
+        ck = seed_dir / "checkpoint.pt"
+        if ck.exists():
+            st = torch.load(ck, map_location="cpu", weights_only=False)
+            return {"history": st["history"], "step_losses": st["step_losses"]}
+        return None
 
     def group(names, prefix):
         g = {}
         for n in names:
             runs = []
-            for ck in sorted((out / n).glob("seed*/checkpoint.pt")):
-                st = torch.load(ck, map_location="cpu", weights_only=False)
-                runs.append({"history": st["history"], "step_losses": st["step_losses"]})
+            for seed_dir in sorted((out / n).glob("seed*")):
+                r = seed_run(seed_dir)
+                if r is not None:
+                    runs.append(r)
             if runs:
                 g[n.removeprefix(prefix)] = runs
         return g

@@ -4,19 +4,27 @@
 # Small on purpose (2 CPU cores): Fashion-MNIST 10k/2k subsets and the 5k/1k photos colour set,
 # 3-5 epochs, 3 seeds. Each run is skipped when its metrics.json exists; interrupted runs resume
 # from their checkpoints. Usage: bash scripts/train_experiments.sh [GROUP...]
-# GROUP: fm-grid photos-grid optim large overhead (default: all, in that order).
+# GROUP: fm-grid photos-grid optim large overhead (default: all, in that order), or the groups
+# sized for a GPU: large-grid (ShuffleNetV2 and ResNet-18 over the whole target grid at the small
+# CNN's sizes), optim-sweep (4 learning rates per optimizer, 10 epochs, a clean run for each).
+# DEVICE=cuda trains on the GPU; PRINT_JOBS=1 prints one "NAME ARGS..." line per run instead of
+# running it (scripts/gpu_session.sh runs those lines in parallel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SRC=${SRC:-src}  # e.g. a frozen `git archive` copy, so a run is not changed by later commits
 OUT=${OUT:-out/exp}
+DEVICE=${DEVICE:-cpu}
 FM=(--data fashion-mnist --epochs 3 --seeds 0 1 2 --train-size 10000 --test-size 2000
-    --no-progress --resume)
-PH=(--data photos --epochs 5 --seeds 0 1 2 --no-progress --resume)  # 5000 train / 1000 test, 32²
+    --no-progress --resume --device "$DEVICE")
+FM10=(--data fashion-mnist --epochs 10 --seeds 0 1 2 --train-size 10000 --test-size 2000
+      --no-progress --resume --device "$DEVICE")
+PH=(--data photos --epochs 5 --seeds 0 1 2 --no-progress --resume --device "$DEVICE")  # 5000/1000, 32²
 TARGETS=(0.3 0.4 0.5 0.6 0.7)
 
 run() {  # run NAME ARGS...
   local name=$1; shift
+  if [[ -n ${PRINT_JOBS:-} ]]; then echo "$name $*"; return; fi
   if [[ -f "$OUT/$name/metrics.json" ]]; then echo "skip $name"; return; fi
   echo "== $name: visualmixer train $* --out $OUT/$name"
   local t0=$SECONDS
@@ -59,6 +67,20 @@ for g in "${groups[@]}"; do
       for t in offline-none offline-0.5; do
         run "fm-shufflenet-$t" "${args[@]}" --model shufflenet --optimizer adam \
             --target-vfe "${t#*-}" --mode "${t%%-*}"
+      done ;;
+    large-grid)  # GPU-sized: both larger models, every target, both modes, the CNN's sizes
+      for model in shufflenet resnet18; do
+        grid "fm-$model" "${FM[@]}" --model "$model"
+        grid "photos-$model" "${PH[@]}" --model "$model"
+      done ;;
+    optim-sweep)  # GPU-sized: SPEC §8.4 over 4 rates each, 10 epochs, paired clean runs
+      for spec in adam:0.0003 adam:0.001 adam:0.003 adam:0.01 st-adam:0.0003 st-adam:0.001 \
+                  st-adam:0.003 st-adam:0.01 sgd:0.01 sgd:0.02 sgd:0.05 sgd:0.1; do
+        o=${spec%%:*}; lr=${spec##*:}
+        for t in 0.5 none; do
+          run "fm-cnn-offline-$t-$o-lr$lr" "${FM10[@]}" --model cnn --optimizer "$o" \
+              --lr "$lr" --target-vfe "$t" --mode offline
+        done
       done ;;
     overhead)
       for kind in batched workers; do

@@ -12,7 +12,7 @@ other processes hits all three alike. Where the online obfuscation happens (``--
 Prints a JSON with per-repetition seconds and the ratios.
 
 Usage: python scripts/train_overhead.py [--n 4096] [--reps 3] [--device cpu] [--target 0.5]
-       [--where batched|workers] [--workers 2]
+       [--where batched|workers] [--workers 2] [--model cnn|resnet18|shufflenet]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 import visualmixer as vm
 from visualmixer.datasets import load_fashion_mnist
-from visualmixer.train.models import SmallCNN
+from visualmixer.train.models import MODELS, build_model
 
 
 def _sync(dev):
@@ -43,13 +43,14 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--where", choices=("batched", "workers"), default="batched")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model", choices=list(MODELS), default="cnn")
     args = ap.parse_args()
     dev = torch.device(args.device)
     x, y = load_fashion_mnist("train")
     x, y = x[: args.n].to(dev), y[: args.n].to(dev)
     key = vm.Key.from_seed(0)
     torch.manual_seed(0)
-    model = SmallCNN(1, 10).to(dev)
+    model = build_model(args.model, 1, 10).to(dev)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
 
     loaders = {}
@@ -107,7 +108,8 @@ def main() -> None:
             times[kind].append(epoch(kind, r))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(json.dumps({
-        "device": str(dev), "where": args.where,
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        "model": args.model, "where": args.where,
         "workers": args.workers if args.where == "workers" else 0, "images": args.n, "batch_size": args.batch_size,
         "target_vfe": args.target, "torch_threads": torch.get_num_threads(),
         "seconds": times, "median_s": med,

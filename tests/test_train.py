@@ -243,3 +243,19 @@ def test_quick_compare_writes_table(tmp_path, tiny_folder):
     again = quick_compare(tmp_path / "qc", targets=(0.5,), epochs=2,
                           data=f"imagefolder:{tiny_folder}", train_size=20, test_size=None)
     assert len(again["rows"]) == 1 and again["rows"][0]["loss_pp"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_obfuscates_like_cpu(sets, tmp_path):
+    """On the GPU the offline sets are the CPU's bytes, and both modes train to finite losses."""
+    tr, _ = sets
+    key = vm.Key.from_seed(0)
+    cpu, v_cpu = L.obfuscate_set(tr.images, 0.5, key=key, ids=range(len(tr)), batch=50)
+    gpu, v_gpu = L.obfuscate_set(tr.images.cuda(), 0.5, key=key, ids=range(len(tr)), batch=50)
+    assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
+    torch.testing.assert_close(v_gpu, v_cpu)
+    for mode in L.MODES:
+        m = L.train(_cfg(tmp_path / mode, mode=mode, device="cuda"), sets=sets)
+        h = m["runs"][0]["history"]
+        assert len(h) == 2 and all(np.isfinite(e["train_loss"]) for e in h)
+        assert m["runs"][0]["train_vfe"] > 0.3

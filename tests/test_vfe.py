@@ -130,3 +130,12 @@ def test_bad_saliency_and_window():
         vm.vfe(x, saliency=-torch.ones(1, 1, 16, 16))
     with pytest.raises(ValueError, match="window"):
         vm.vfe(x, window=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_matches_cpu(photos):
+    _, x = photos
+    cpu = vm.vfe(x)
+    gpu = vm.vfe(x.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ key comes from the OS CSPRNG (saved as ``key`` with mode 0600 in the output dire
 resumed run can continue) and test images are obfuscated with fresh randomness (``key=None``).
 
 Outputs in ``out/``: ``seed<S>/checkpoint.pt`` (after every epoch, written atomically),
-``seed<S>/history.json``, ``metrics.json`` (config, per-seed histories, mean ± spread) and
+``seed<S>/history.json`` (with the loss of every step), ``metrics.json`` (config, per-seed histories, mean ± spread) and
 ``curves.png`` (learning curves).
 """
 
@@ -305,7 +305,7 @@ def train_seed(
         ``test_loss``, ``test_acc``, ``loss_osc`` = mean |loss_t − loss_{t−1}| over the epoch's
         steps, ``epoch_s``, ``obfuscate_s`` (online), ``train_vfe``), ``final_test_acc``,
         ``best_test_acc``, ``epochs_to_target``, ``train_vfe``, ``test_vfe``,
-        ``setup_obfuscate_s``, ``step_losses``.
+        ``setup_obfuscate_s``, ``step_losses`` (one training loss per step).
 
     Raises
     ------
@@ -466,8 +466,9 @@ def train_seed(
         "setup_obfuscate_s": setup_obf_s,
         "step_losses": step_losses,
     }
-    _write_json({k: v for k, v in result.items() if k != "step_losses"},
-                seed_dir / "history.json")
+    # the step losses stay in the per-seed file (a few floats per step) so that curves can be
+    # redrawn without the checkpoints; metrics.json leaves them out
+    _write_json(result, seed_dir / "history.json")
     return result
 
 

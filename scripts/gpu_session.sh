@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One GPU session, run as one command on a lent GPU machine (docs/performance.md "On a GPU",
+# docs/results.md "On a GPU"): the CUDA tests, the GPU speed of the core kernels and of online
+# training, then training runs from scripts/train_experiments.sh in parallel on the GPU until a
+# deadline. Everything lands in $RES (default out/gpu) and, where $OUT is set, in $OUT/gpu.tgz
+# (checkpoints left out) and $OUT/session.log.
+#
+#   DEADLINE_S=480 JOBS=8 bash scripts/gpu_session.sh
+#
+# PY defaults to python3 (that machine's PyTorch); the package runs from src/ via PYTHONPATH.
+# Fashion-MNIST: the Debian path, or a copy carried in .devdata/fashion-mnist.
+set -u
+cd "$(dirname "$0")/.."
+export PY=${PY:-python3} RES=${RES:-out/gpu} DEV=${DEV:-cuda} PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+export END=$(( $(date +%s) + ${DEADLINE_S:-480} ))
+JOBS=${JOBS:-8}
+mkdir -p "$RES/logs"
+LOG=$RES/session.log
+exec > >(tee -a "$LOG") 2>&1
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+
+if [[ ! -d /usr/share/datasets/fashion-mnist && -d .devdata/fashion-mnist ]]; then
+  mkdir -p /usr/share/datasets && cp -r .devdata/fashion-mnist /usr/share/datasets/
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import sys, torch, torchvision, numpy, skimage; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__, 'skimage', skimage.__version__, 'cuda', torch.cuda.is_available())"
+nproc
+
+stamp "1. CUDA tests"
+timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
+  tests/test_mixer.py tests/test_optim.py tests/test_vfe.py tests/test_train.py 2>&1 | tail -25
+
+stamp "2. speed: core kernels on the GPU"
+timeout 120 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 256 \
+  --json "$RES/bench-core-$DEV.json"
+timeout 60 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 64 \
+  --json "$RES/bench-core-$DEV-b64.json"
+
+stamp "3. overhead of online obfuscation, batched on the GPU"
+for model in cnn resnet18; do
+  timeout 90 $PY -W ignore scripts/train_overhead.py --device "$DEV" --where batched --n 8192 \
+    --reps 3 --model "$model" > "$RES/overhead-$DEV-$model.json" && cat "$RES/overhead-$DEV-$model.json"
+done
+
+stamp "4. training runs, $JOBS at a time, until the deadline"
+{
+  PRINT_JOBS=1 DEVICE=$DEV bash scripts/train_experiments.sh large-grid | grep shufflenet
+  PRINT_JOBS=1 DEVICE=$DEV bash scripts/train_experiments.sh optim-sweep | sed 's/^/optim\//'
+  PRINT_JOBS=1 DEVICE=$DEV bash scripts/train_experiments.sh large-grid | grep resnet18
+} > "$RES/jobs.txt"
+wc -l < "$RES/jobs.txt"
+run_job() {  # NAME ARGS...: one `visualmixer train` run, stopped at the deadline
+  local name=$1; shift
+  local left=$(( END - $(date +%s) ))
+  if (( left < 15 )); then echo "not started (deadline): $name"; return 0; fi
+  local s=$(date +%s)
+  mkdir -p "$RES/logs/$(dirname "$name")"
+  OMP_NUM_THREADS=2 timeout "$left" $PY -W ignore -m visualmixer train "$@" --out "$RES/$name" \
+    > "$RES/logs/$name.log" 2>&1
+  echo "rc=$? $(( $(date +%s) - s )) s $name"
+}
+export -f run_job
+xargs -P "$JOBS" -L 1 bash -c 'run_job "$@"' _ < "$RES/jobs.txt"
+stamp "done: $(ls "$RES"/*/metrics.json "$RES"/optim/*/metrics.json 2>/dev/null | wc -l) runs complete"
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+
+if [[ -n ${OUT:-} ]]; then
+  tar czf "$OUT/gpu.tgz" --exclude='*.pt' --exclude='*.tmp' "$RES"
+  cp "$LOG" "$OUT/session.log"
+  ls -la "$OUT"
+fi
