@@ -7,6 +7,8 @@
 #
 #   DEADLINE_S=480 JOBS=8 bash scripts/gpu_session.sh
 #
+# Run it again on the same machine to finish: finished runs are skipped, runs cut at the deadline
+# resume from their last epoch's checkpoint (the checks and timings of steps 1-3 run again).
 # PY defaults to python3 (that machine's PyTorch); the package runs from src/ via PYTHONPATH.
 # Fashion-MNIST: the Debian path, or a copy carried in .devdata/fashion-mnist.
 set -u
@@ -52,6 +54,7 @@ stamp "4. training runs, $JOBS at a time, until the deadline"
 wc -l < "$RES/jobs.txt"
 run_job() {  # NAME ARGS...: one `visualmixer train` run, stopped at the deadline
   local name=$1; shift
+  if [[ -f $RES/$name/metrics.json ]]; then echo "done before: $name"; return 0; fi
   local left=$(( END - $(date +%s) ))
   if (( left < 15 )); then echo "not started (deadline): $name"; return 0; fi
   local s=$(date +%s)

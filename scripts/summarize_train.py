@@ -1,10 +1,10 @@
 """Summarise the issue-4 experiments (scripts/train_experiments.sh) as markdown tables.
 
-Usage: python scripts/summarize_train.py [OUT_DIR [FIG_DIR]]   (default out/exp)
+Usage: python scripts/summarize_train.py [OUT_DIR [FIG_DIR [SUFFIX]]]   (default out/exp)
 
 Prints (1) per data set and model the accuracy-loss grid over targets, offline and online, with
 the highest target whose mean loss is <= 2.35 points; (2) the optimizer comparison at target 0.5;
-and with FIG_DIR writes learning-curve figures. Losses are paired by seed against the clean run
+and with FIG_DIR writes learning-curve figures (SUFFIX is added to their names, e.g. "-gpu"). Losses are paired by seed against the clean run
 with the same data set, model, epochs and sizes.
 """
 
@@ -121,7 +121,7 @@ def optimizers(runs: dict[str, dict]) -> None:
               f"{_ms([r['history'][-1]['train_loss'] for r in rs], 1, '{:.4f}', False)} |")
 
 
-def plots(out: Path, dest: Path) -> None:
+def plots(out: Path, dest: Path, suffix: str = "") -> None:
     """Combined learning curves from the runs' per-seed history.json (or, for runs written
     before history.json held the step losses, their checkpoints)."""
     import torch
@@ -154,14 +154,25 @@ def plots(out: Path, dest: Path) -> None:
 
     dest.mkdir(parents=True, exist_ok=True)
     done = sorted(p.name for p in out.glob("*") if (p / "metrics.json").exists() and not p.is_symlink())
-    for prefix, fig in (("fm-cnn-", "train-targets.png"), ("photos-cnn-", "train-targets-photos.png")):
-        names = [n for n in done if n.startswith(prefix) and n.count("-") <= 3
+    grids = sorted({"-".join(n.split("-")[:2]) + "-" for n in done if n.count("-") == 3})
+    for prefix in grids:  # fm-cnn- keeps its historical figure names
+        stem = {"fm-cnn-": "train-targets", "photos-cnn-": "train-targets-photos"}.get(
+            prefix, "train-targets-" + prefix.rstrip("-"))
+        names = [n for n in done if n.startswith(prefix) and n.count("-") == 3
                  and (n.endswith(("none", "0.3", "0.5", "0.7")))]
         if names:
-            plot_curves(group(names, prefix), dest / fig)
+            plot_curves(group(names, prefix), dest / f"{stem}{suffix}.png")
     optims = [n for n in done if n.startswith("fm-cnn-offline-0.5-")]
+    if len(optims) > 6:  # a wide sweep: plot each optimizer at its best learning rate only
+        best: dict[str, tuple[float, str]] = {}
+        for n in optims:
+            m = json.loads((out / n / "metrics.json").read_text())
+            acc = m["summary"]["final_test_acc"]["mean"]
+            o = m["config"]["optimizer"]
+            best[o] = max(best.get(o, (-1.0, "")), (acc, n))
+        optims = sorted(n for _, n in best.values())
     if optims:
-        plot_curves(group(optims, "fm-cnn-offline-0.5-"), dest / "train-optimizers.png")
+        plot_curves(group(optims, "fm-cnn-offline-0.5-"), dest / f"train-optimizers{suffix}.png")
 
 
 if __name__ == "__main__":
@@ -170,4 +181,4 @@ if __name__ == "__main__":
     grids(all_runs)
     optimizers(all_runs)
     if len(sys.argv) > 2:
-        plots(out_dir, Path(sys.argv[2]))
+        plots(out_dir, Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")

@@ -76,6 +76,10 @@ def test_offline_run_writes_outputs_and_learns(tmp_path, sets):
     assert on_disk["summary"]["final_test_acc"]["n"] == 1
     assert on_disk["config"]["optimizer"] == "adam"
     assert Image.open(tmp_path / "curves.png").size[0] > 100
+    per_seed = json.loads((tmp_path / "seed0" / "history.json").read_text())
+    assert per_seed["history"] == on_disk["runs"][0]["history"]
+    assert len(per_seed["step_losses"]) == 3 * (192 // 32)  # every step of the 3 epochs
+    assert "step_losses" not in on_disk["runs"][0]
 
 
 def test_protocol_ids_and_keys(tmp_path, sets, monkeypatch):
