@@ -4,8 +4,8 @@ Usage: python scripts/summarize_train.py [OUT_DIR [FIG_DIR [SUFFIX]]]   (default
 
 Prints (1) per data set and model the accuracy-loss grid over targets, offline and online, with
 the highest target whose mean loss is <= 2.35 points; (2) the optimizer comparison at target 0.5;
-and with FIG_DIR writes learning-curve figures (SUFFIX is added to their names, e.g. "-gpu"). Losses are paired by seed against the clean run
-with the same data set, model, epochs and sizes.
+and with FIG_DIR writes learning-curve figures (SUFFIX is added to their names, e.g. "-gpu").
+Losses are paired by seed against the clean run with the same data set, model, epochs and sizes.
 """
 
 from __future__ import annotations
