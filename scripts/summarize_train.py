@@ -121,6 +121,27 @@ def optimizers(runs: dict[str, dict]) -> None:
               f"{_ms([r['history'][-1]['train_loss'] for r in rs], 1, '{:.4f}', False)} |")
 
 
+def loader_workers(runs: dict[str, dict]) -> None:
+    """Epoch time of the `loader-workers` runs: clean vs online in-process vs in a worker."""
+    kinds = {}
+    for n, m in runs.items():
+        if n.startswith("lw-"):
+            kinds.setdefault(n.split("-")[1], []).append(m)
+    if "clean" not in kinds:
+        return
+    med = {k: statistics.median(h["epoch_s"] for m in ms for r in m["runs"] for h in r["history"])
+           for k, ms in kinds.items()}
+    print("\n| online obfuscation | epochs | epoch s (median) | × clean | waited for batches, s/epoch "
+          "(median) | final test acc % |")
+    print("|---|---|---|---|---|---|")
+    for k, ms in sorted(kinds.items()):
+        hs = [h for m in ms for r in m["runs"] for h in r["history"]]
+        accs = sorted({round(100 * r["final_test_acc"], 2) for m in ms for r in m["runs"]})
+        print(f"| {k} | {len(hs)} | {med[k]:.2f} | {med[k] / med['clean']:.3f} | "
+              f"{statistics.median(h['obfuscate_s'] for h in hs):.2f} | "
+              f"{', '.join(f'{a:.2f}' for a in accs)} |")
+
+
 def plots(out: Path, dest: Path, suffix: str = "") -> None:
     """Combined learning curves from the runs' per-seed history.json (or, for runs written
     before history.json held the step losses, their checkpoints)."""
@@ -180,5 +201,6 @@ if __name__ == "__main__":
     all_runs = load(out_dir)
     grids(all_runs)
     optimizers(all_runs)
+    loader_workers(all_runs)
     if len(sys.argv) > 2:
         plots(out_dir, Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")

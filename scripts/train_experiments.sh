@@ -4,7 +4,8 @@
 # Small on purpose (2 CPU cores): Fashion-MNIST 10k/2k subsets and the 5k/1k photos colour set,
 # 3-5 epochs, 3 seeds. Each run is skipped when its metrics.json exists; interrupted runs resume
 # from their checkpoints. Usage: bash scripts/train_experiments.sh [GROUP...]
-# GROUP: fm-grid photos-grid optim large overhead (default: all, in that order), or the groups
+# GROUP: fm-grid photos-grid optim large overhead (default: all, in that order), loader-workers
+# (online epoch time in the training process vs in a DataLoader worker), or the groups
 # sized for a GPU: large-grid (ShuffleNetV2 and ResNet-18 over the whole target grid at the small
 # CNN's sizes), optim-sweep (4 learning rates per optimizer, 10 epochs, a clean run for each).
 # DEVICE=cuda trains on the GPU; PRINT_JOBS=1 prints one "NAME ARGS..." line per run instead of
@@ -80,6 +81,17 @@ for g in "${groups[@]}"; do
         for t in 0.5 none; do
           run "fm-cnn-offline-$t-$o-lr$lr" "${FM10[@]}" --model cnn --optimizer "$o" \
               --lr "$lr" --target-vfe "$t" --mode offline
+        done
+      done ;;
+    loader-workers)  # online overhead as `visualmixer train` sees it: in the training process
+      # vs one DataLoader worker (one torch thread each, so a 2-core machine has a core to spare)
+      for r in 1 2; do
+        for spec in clean:"--target-vfe none" here:"--mode online" \
+                    workers1:"--mode online --loader-workers 1"; do
+          # shellcheck disable=SC2086
+          OMP_NUM_THREADS=1 run "lw-${spec%%:*}-r$r" --data fashion-mnist --epochs 3 \
+              --train-size 10000 --test-size 1000 --no-progress --resume --device "$DEVICE" \
+              ${spec#*:}
         done
       done ;;
     overhead)

@@ -82,6 +82,20 @@ def test_offline_run_writes_outputs_and_learns(tmp_path, sets):
     assert "step_losses" not in on_disk["runs"][0]
 
 
+def test_online_in_loader_workers_gives_the_same_run(tmp_path, sets):
+    """Obfuscating in DataLoader workers changes where the work runs, not a single number."""
+    kw = dict(mode="online", optimizer="adam", epochs=2)
+    here = L.train(_cfg(tmp_path / "here", **kw), sets=sets)
+    workers = L.train(_cfg(tmp_path / "workers", loader_workers=2, **kw), sets=sets)
+    assert workers["config"]["loader_workers"] == 2
+    assert _strip(workers["runs"][0]["history"]) == _strip(here["runs"][0]["history"])
+    a = torch.load(tmp_path / "here" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "workers" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="loader_workers must be >= 0"):
+        _cfg(tmp_path / "bad", loader_workers=-1).validate()
+
+
 def test_protocol_ids_and_keys(tmp_path, sets, monkeypatch):
     calls = []
     real = vm.obfuscate

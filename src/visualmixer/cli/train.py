@@ -59,6 +59,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--secret-keys", action="store_true",
                    help="OS-random training key (saved 0600 in DIR/seed<S>/key) and fresh "
                         "randomness for the test images; not deterministic")
+    p.add_argument("--loader-workers", type=int, default=0, metavar="N",
+                   help="online mode: obfuscate the training batches in N DataLoader worker "
+                        "processes beside the training step (same batches; default 0: in the "
+                        "training process, on --device)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels, image_size=args.image_size, train_size=args.train_size,
         test_size=args.test_size, weight_decay=args.weight_decay, region=args.region,
         secret_keys=args.secret_keys, target_acc=args.target_acc, resume=args.resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress, loader_workers=args.loader_workers,
     )
     try:
         metrics = train(cfg)

@@ -3,8 +3,10 @@
 Protocol
 --------
 * **offline**: the training set is obfuscated once, image ``i`` with the subkey of id ``i``.
-* **online**: every epoch each training batch is re-obfuscated on the training device with the
-  subkey of id ``(i, epoch)`` (a new shuffle per epoch, like augmentation).
+* **online**: every epoch each training batch is re-obfuscated with the subkey of id
+  ``(i, epoch)`` (a new shuffle per epoch, like augmentation): on the training device in the
+  training process, or, with ``loader_workers > 0``, on the CPU in DataLoader worker processes
+  that prepare the next batches while the model trains (the same bytes either way).
 * **test**: every test image is obfuscated once, each with its own key the model never sees;
   with ``target_vfe=None`` nothing is obfuscated (the clean baseline, same everything else).
 
@@ -98,6 +100,11 @@ class TrainConfig:
         deterministic); see the module docstring.
     obfuscate_batch : int
         Images per ``obfuscate`` call when obfuscating a whole set.
+    loader_workers : int
+        Online mode only: obfuscate the training batches in this many DataLoader worker
+        processes (on the CPU, beside the training step) instead of in the training process.
+        The batches are identical, so results do not change; 0 (default) obfuscates in the
+        training process, on the training device.
     target_acc : float, optional
         Test accuracy (in [0, 1]) for the "epochs to target" metric.
     resume : bool
@@ -127,6 +134,7 @@ class TrainConfig:
     region: int | None = None
     secret_keys: bool = False
     obfuscate_batch: int = 1024
+    loader_workers: int = 0
     target_acc: float | None = None
     resume: bool = False
     progress: bool = True
@@ -152,6 +160,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.seeds:
             raise ValueError("at least one seed is needed")
+        if int(self.loader_workers) < 0:
+            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.lr is None:
             self.lr = _DEFAULT_LR[self.optimizer]
         if not self.lr > 0:
@@ -240,6 +250,44 @@ def obfuscate_set(
     return out, vfes
 
 
+class _OnlineBatches(torch.utils.data.Dataset):
+    """Online-mode training batches for DataLoader workers: ``ds[indices]`` is one batch.
+
+    Returns ``(images, labels, vfe_sum)``: the batch obfuscated in one call with ids
+    ``(index, epoch)`` — exactly what the in-process path computes — its labels, and the sum of
+    the achieved VFEs.
+    """
+
+    def __init__(self, images, labels, key, target_vfe, region, epoch):
+        self.images, self.labels = images, labels
+        self.key, self.target_vfe, self.region, self.epoch = key, target_vfe, region, epoch
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, indices):
+        import visualmixer as vm
+
+        idx = torch.as_tensor(indices)
+        res = vm.obfuscate(self.images[idx], key=self.key,
+                           ids=[(int(i), self.epoch) for i in idx],
+                           target_vfe=self.target_vfe, region=self.region)
+        return res.images, self.labels[idx], float(res.vfe.sum())
+
+
+def _worker_batches(cfg, dev, x_cpu, y_cpu, key, batches, epoch):
+    """Iterator over ``(images, labels, vfe_sum)`` made by ``cfg.loader_workers`` processes."""
+    import multiprocessing
+
+    ds = _OnlineBatches(x_cpu, y_cpu, key, cfg.target_vfe, cfg.region, epoch)
+    # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
+    ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    return iter(torch.utils.data.DataLoader(
+        ds, sampler=batches, batch_size=None, num_workers=int(cfg.loader_workers),
+        multiprocessing_context=ctx, pin_memory=dev.type == "cuda",
+        prefetch_factor=4))
+
+
 def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "st-adam":
         return STAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -303,7 +351,8 @@ def train_seed(
     dict
         ``seed``, ``history`` (one dict per epoch: ``epoch``, ``train_loss``, ``train_acc``,
         ``test_loss``, ``test_acc``, ``loss_osc`` = mean |loss_t − loss_{t−1}| over the epoch's
-        steps, ``epoch_s``, ``obfuscate_s`` (online), ``train_vfe``), ``final_test_acc``,
+        steps, ``epoch_s``, ``obfuscate_s`` (online: seconds spent obfuscating, or with
+        ``loader_workers`` waiting for the next batch), ``train_vfe``), ``final_test_acc``,
         ``best_test_acc``, ``epochs_to_target``, ``train_vfe``, ``test_vfe``,
         ``setup_obfuscate_s``, ``step_losses`` (one training loss per step).
 
@@ -378,6 +427,10 @@ def train_seed(
 
     n = x_train.shape[0]
     bs = cfg.batch_size
+    online = tau is not None and cfg.mode == "online"
+    in_workers = online and cfg.loader_workers > 0
+    if in_workers:  # the workers read the clean images from host memory
+        x_host, y_host = train_set.images, train_set.labels
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -385,6 +438,9 @@ def train_seed(
         t_ep = time.perf_counter()
         obf_s, loss_sum, correct, osc, prev, vfe_sum = 0.0, 0.0, 0, 0.0, None, 0.0
         steps = range(0, n, bs)
+        if in_workers:
+            batches = _worker_batches(cfg, dev, x_host, y_host, train_key,
+                                      [order[s : s + bs].tolist() for s in steps], epoch)
         if cfg.progress:
             from tqdm.auto import tqdm
 
@@ -392,8 +448,16 @@ def train_seed(
                          unit="batch", leave=False)
         for s in steps:
             idx = order[s : s + bs]
-            xb = x_train[idx.to(dev)]
-            if tau is not None and cfg.mode == "online":
+            if in_workers:  # obf_s: time the step waited for its batch
+                t1 = time.perf_counter()
+                xb, yb, v = next(batches)
+                xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+                vfe_sum += v
+                obf_s += time.perf_counter() - t1
+            else:
+                xb = x_train[idx.to(dev)]
+                yb = y_train[idx.to(dev)]
+            if online and not in_workers:
                 _sync(dev)
                 t1 = time.perf_counter()
                 res = vm.obfuscate(xb, key=train_key, ids=[(int(i), epoch) for i in idx],
@@ -402,7 +466,6 @@ def train_seed(
                 vfe_sum += float(res.vfe.sum())
                 _sync(dev)
                 obf_s += time.perf_counter() - t1
-            yb = y_train[idx.to(dev)]
             xb = (xb.float().div_(255) - mean) / std
             opt.zero_grad(set_to_none=True)
             logits = model(xb)
