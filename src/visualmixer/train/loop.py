@@ -17,8 +17,8 @@ key comes from the OS CSPRNG (saved as ``key`` with mode 0600 in the output dire
 resumed run can continue) and test images are obfuscated with fresh randomness (``key=None``).
 
 Outputs in ``out/``: ``seed<S>/checkpoint.pt`` (after every epoch, written atomically),
-``seed<S>/history.json`` (with the loss of every step), ``metrics.json`` (config, per-seed histories, mean ± spread) and
-``curves.png`` (learning curves).
+``seed<S>/history.json`` (with the loss of every step), ``metrics.json`` (config, per-seed
+histories, mean ± spread) and ``curves.png`` (learning curves).
 """
 
 from __future__ import annotations
