@@ -4,7 +4,8 @@
 # Small on purpose (2 CPU cores): Fashion-MNIST 10k/2k subsets and the 5k/1k photos colour set,
 # 3-5 epochs, 3 seeds. Each run is skipped when its metrics.json exists; interrupted runs resume
 # from their checkpoints. Usage: bash scripts/train_experiments.sh [GROUP...]
-# GROUP: fm-grid photos-grid optim large overhead (default: all, in that order), loader-workers
+# GROUP: fm-grid photos-grid optim large overhead (default: all, in that order), full and
+# full-online (all of Fashion-MNIST, 10 epochs: clean + 0.5 offline, 0.5 online), loader-workers
 # (online epoch time in the training process vs in a DataLoader worker), or the groups
 # sized for a GPU: large-grid (ShuffleNetV2 and ResNet-18 over the whole target grid at the small
 # CNN's sizes), optim-sweep (4 learning rates per optimizer, 10 epochs, a clean run for each).
@@ -83,6 +84,15 @@ for g in "${groups[@]}"; do
               --lr "$lr" --target-vfe "$t" --mode offline
         done
       done ;;
+    full|full-online)  # all 60 000 / 10 000 Fashion-MNIST images, small CNN, 10 epochs
+      args=(--data fashion-mnist --model cnn --epochs 10 --seeds 0 1 2 --no-progress --resume
+            --device "$DEVICE" --optimizer adam)
+      if [[ $g == full ]]; then
+        run fmfull-cnn-offline-none "${args[@]}" --target-vfe none
+        run fmfull-cnn-offline-0.5 "${args[@]}" --target-vfe 0.5 --mode offline
+      else
+        run fmfull-cnn-online-0.5 "${args[@]}" --target-vfe 0.5 --mode online
+      fi ;;
     loader-workers)  # online overhead as `visualmixer train` sees it: in the training process
       # vs one DataLoader worker (one torch thread each, so a 2-core machine has a core to spare)
       for r in 1 2; do
