@@ -250,6 +250,19 @@ def obfuscate_set(
     return out, vfes
 
 
+def _obfuscate_online(images, indices, key, target_vfe, region, epoch):
+    """One online-mode batch: ``images`` obfuscated with ids ``(index, epoch)`` in one call.
+
+    Returns the obfuscated images and the sum of the achieved VFEs. The in-process path and the
+    DataLoader workers both call this, so they produce the same batches.
+    """
+    import visualmixer as vm
+
+    res = vm.obfuscate(images, key=key, ids=[(int(i), epoch) for i in indices],
+                       target_vfe=target_vfe, region=region)
+    return res.images, float(res.vfe.sum())
+
+
 class _OnlineBatches(torch.utils.data.Dataset):
     """Online-mode training batches for DataLoader workers: ``ds[indices]`` is one batch.
 
@@ -266,13 +279,10 @@ class _OnlineBatches(torch.utils.data.Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, indices):
-        import visualmixer as vm
-
         idx = torch.as_tensor(indices)
-        res = vm.obfuscate(self.images[idx], key=self.key,
-                           ids=[(int(i), self.epoch) for i in idx],
-                           target_vfe=self.target_vfe, region=self.region)
-        return res.images, self.labels[idx], float(res.vfe.sum())
+        images, vfe_sum = _obfuscate_online(self.images[idx], idx, self.key, self.target_vfe,
+                                            self.region, self.epoch)
+        return images, self.labels[idx], vfe_sum
 
 
 def _worker_batches(cfg, dev, x_cpu, y_cpu, key, batches, epoch):
@@ -460,10 +470,8 @@ def train_seed(
             if online and not in_workers:
                 _sync(dev)
                 t1 = time.perf_counter()
-                res = vm.obfuscate(xb, key=train_key, ids=[(int(i), epoch) for i in idx],
-                                   target_vfe=tau, region=cfg.region)
-                xb = res.images
-                vfe_sum += float(res.vfe.sum())
+                xb, v = _obfuscate_online(xb, idx, train_key, tau, cfg.region, epoch)
+                vfe_sum += v
                 _sync(dev)
                 obf_s += time.perf_counter() - t1
             xb = (xb.float().div_(255) - mean) / std
