@@ -21,11 +21,13 @@ run: setup
 	$(BIN)/visualmixer run --out out/run
 
 test: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python benchmarks/bench_core.py

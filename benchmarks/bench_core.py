@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import visualmixer as vm
-from visualmixer.samples import builtin_photos
+from visualmixer.data.samples import builtin_photos
 
 CLOCK = time.process_time
 DEVICE = torch.device("cpu")

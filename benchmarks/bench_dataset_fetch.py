@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 import visualmixer as vm
 from visualmixer.data import ObfuscatedDataset
-from visualmixer.datasets import load_fashion_mnist
+from visualmixer.data.datasets import load_fashion_mnist
 
 
 def main() -> None:

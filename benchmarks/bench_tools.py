@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 import visualmixer as vm
-from visualmixer import io as vio
-from visualmixer.folders import FolderOptions, obfuscate_folder
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.folders import FolderOptions, obfuscate_folder
 
 
 def photo_like(size: int, seed: int) -> np.ndarray:

@@ -22,7 +22,7 @@ done
 PYTHONPATH="$SRC" "$PY" - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-from visualmixer.report.audit import aggregate_seeds
+from visualmixer.eval.report.audit import aggregate_seeds
 out = Path(sys.argv[1])
 per = []
 for p in sorted(out.glob("seed*/results.json")):

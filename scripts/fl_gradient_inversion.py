@@ -5,7 +5,7 @@ label known to the attacker — the iDLG setting, stronger than plain DLG) and o
 image until its gradient matches (L-BFGS on the squared gradient distance, Zhu et al. 2019), on a
 tiny sigmoid LeNet (twice differentiable, the model DLG was shown on). With plain FL the client's
 image is the original; with VisualMixer FL it is the client's locally obfuscated image. We score
-the reconstruction against both with SSIM (visualmixer.metrics.ssim).
+the reconstruction against both with SSIM (visualmixer.eval.metrics.ssim).
 
     python scripts/fl_gradient_inversion.py --images 4 --out out/fl/dlg.json
 """
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 import visualmixer as vm
-from visualmixer.datasets import load_dataset
-from visualmixer.metrics import ssim
+from visualmixer.data.datasets import load_dataset
+from visualmixer.eval.metrics import ssim
 
 
 class LeNetSig(nn.Module):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import visualmixer as vm
 from visualmixer.cli.run import _save_grid
-from visualmixer.samples import builtin_photos
+from visualmixer.data.samples import builtin_photos
 
 targets = (0.3, 0.5, 0.7)
 names, x = builtin_photos(128, names=("astronaut", "chelsea", "retina"))

@@ -25,7 +25,7 @@ import time
 import torch
 
 import visualmixer as vm
-from visualmixer.datasets import load_fashion_mnist
+from visualmixer.data.datasets import load_fashion_mnist
 from visualmixer.train.models import MODELS, build_model
 
 

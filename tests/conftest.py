@@ -11,6 +11,6 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def photos():
     """Built-in photos at 128 px: (names, (N, 3, 128, 128) uint8)."""
-    from visualmixer.samples import builtin_photos
+    from visualmixer.data.samples import builtin_photos
 
     return builtin_photos(128)

@@ -1,10 +1,10 @@
-"""visualmixer.attacks: each attack on tiny inputs, and that each one can actually succeed."""
+"""visualmixer.eval.attacks: each attack on tiny inputs, and that each one can actually succeed."""
 
 import pytest
 import torch
 
-from visualmixer import metrics as M
-from visualmixer.attacks import (
+from visualmixer.eval import metrics as M
+from visualmixer.eval.attacks import (
     ChannelOrderPrior,
     LearnedInversion,
     Recognizer,
@@ -18,7 +18,7 @@ from visualmixer.attacks import (
     region_mosaic,
     solve_jigsaw,
 )
-from visualmixer.attacks.a5_jigsaw import _from_tiles, _to_tiles
+from visualmixer.eval.attacks.a5_jigsaw import _from_tiles, _to_tiles
 
 
 def smooth(n=8, c=1, h=16, w=16, seed=0):
@@ -165,7 +165,7 @@ def test_a5_recovers_channel_order_with_a_learned_prior():
     err_out = (out.float() - ref).abs().mean()
     assert err_out < 0.15 * err_mixed
     # the chosen order of (nearly) every region is the one applied
-    from visualmixer.attacks.a5_jigsaw import _SIGMAS
+    from visualmixer.eval.attacks.a5_jigsaw import _SIGMAS
 
     assert (_SIGMAS[orders] == sigma).all(-1).float().mean() > 0.95
     # the position-free generic rule (R > G > B) cannot get the blue bottom half right
@@ -255,8 +255,8 @@ def _class_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_a7_recovers_a_key_wide_block_layout_from_the_set():
-    from visualmixer.attacks import recover_layout, undo_layout
-    from visualmixer.baselines import BlockScramble
+    from visualmixer.eval.attacks import recover_layout, undo_layout
+    from visualmixer.eval.baselines import BlockScramble
 
     own, own_y = _class_images(400, seed=1)  # the attacker's own clean images
     vic, vic_y = _class_images(300, seed=2)

@@ -1,9 +1,9 @@
-"""visualmixer.baselines: call shape, dtype, determinism and what each transform does."""
+"""visualmixer.eval.baselines: call shape, dtype, determinism and what each transform does."""
 
 import pytest
 import torch
 
-from visualmixer import baselines as B
+from visualmixer.eval import baselines as B
 
 
 def imgs(n=3, c=3, h=16, w=16, seed=0):
@@ -106,7 +106,7 @@ def test_dpsgd_train_tiny():
     pytest.importorskip("opacus")
     from torch.utils.data import DataLoader, TensorDataset
 
-    from visualmixer.attacks import SmallCNN
+    from visualmixer.eval.attacks import SmallCNN
 
     torch.manual_seed(0)
     x = torch.rand(64, 1, 8, 8)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visualmixer import io as vio
 from visualmixer.cli import main
-from visualmixer.manifest import Manifest
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.manifest import Manifest
 
 try:
     from _vm_files import (

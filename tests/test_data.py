@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import visualmixer as vm
+from visualmixer.core import mixer
 from visualmixer.data import ObfuscatedDataset, hf_batch_transform
 
 KEY = vm.Key.from_seed(11)
@@ -68,7 +69,7 @@ def test_batched_getitems_equals_per_item_and_is_one_call(monkeypatch):
         calls.append(images.shape[0] if hasattr(images, "shape") and images.ndim == 4 else 1)
         return real(images, **kw)
 
-    monkeypatch.setattr(vm, "obfuscate", counting)
+    monkeypatch.setattr(mixer, "obfuscate", counting)  # the library imports it from its home module
     batch = ds.__getitems__([4, 0, 5])
     assert calls == [3]  # the whole batch in one call
     for (xa, ya), (xb, yb) in zip(per_item, batch, strict=True):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visualmixer import datasets as D
+from visualmixer.data import datasets as D
 
 
 def _write_idx(path, array: np.ndarray, gz: bool = True) -> None:

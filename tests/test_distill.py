@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from visualmixer.datasets import ImageSet
+from visualmixer.data.datasets import ImageSet
 from visualmixer.train.distill import DistillConfig, TinyCNN, distill_loss, distill_step, run_distill
 from visualmixer.train.models import SmallCNN
 

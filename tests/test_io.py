@@ -1,5 +1,5 @@
-"""visualmixer.io: documented conversions, one-line reasons for bad files, metadata-free atomic
-writes; visualmixer.manifest: append-only, crash-tolerant."""
+"""visualmixer.tools.imageio: documented conversions, one-line reasons for bad files, metadata-free atomic
+writes; visualmixer.tools.manifest: append-only, crash-tolerant."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from visualmixer import io as vio
-from visualmixer.manifest import Manifest
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.manifest import Manifest
 
 try:
     from _vm_files import (

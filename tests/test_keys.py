@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from visualmixer import Key
-from visualmixer.keys import encode_image_id
+from visualmixer.core.keys import encode_image_id
 
 
 def test_generate_is_random_and_32_bytes():

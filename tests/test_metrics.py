@@ -1,11 +1,11 @@
-"""visualmixer.metrics: SSIM/MS-SSIM/PSNR, re-identification, prior-only baseline, face rate."""
+"""visualmixer.eval.metrics: SSIM/MS-SSIM/PSNR, re-identification, prior-only baseline, face rate."""
 
 import math
 
 import pytest
 import torch
 
-from visualmixer import metrics as M
+from visualmixer.eval import metrics as M
 
 
 def smooth(n=4, c=1, h=32, w=32, seed=0):
@@ -107,7 +107,7 @@ def test_face_detection_rate_astronaut():
     pytest.importorskip("cv2")
     from skimage.data import astronaut
 
-    from visualmixer.attacks import haar_available
+    from visualmixer.eval.attacks import haar_available
 
     if not haar_available():
         pytest.skip("OpenCV without Haar cascades")

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import visualmixer as vm
-from visualmixer.permute import to_regions
-from visualmixer.regions import region_grid
+from visualmixer.core.permute import to_regions
+from visualmixer.core.regions import region_grid
 
 KEY = vm.Key(bytes(range(32)))
 
@@ -104,7 +104,7 @@ def test_independent_of_global_seed(photos):
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
 def test_reaches_target_on_builtin_photos(target):
-    from visualmixer.samples import builtin_photos
+    from visualmixer.data.samples import builtin_photos
 
     names, x = builtin_photos(224)
     res = vm.obfuscate(x, key=KEY, ids=names, target_vfe=target)
@@ -259,7 +259,7 @@ def test_cpu_and_gpu_agree(photos):
 
 def test_predicted_search_matches_bisection(photos, monkeypatch):
     """The estimate only chooses where the search starts: the plan found must be the same."""
-    import visualmixer.mixer as mixer
+    import visualmixer.core.mixer as mixer
 
     _, x = photos
     x = torch.cat([x, torch.nn.functional.avg_pool2d(x.float(), 4).to(torch.uint8).repeat(1, 1, 4, 4)])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from visualmixer.optim import STAdam
+from visualmixer.train.optim import STAdam
 
 
 def _reference(p0, grads, lr, lo, hi, b2, eps, wd):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import visualmixer as vm
-from visualmixer.permute import (
+from visualmixer.core.permute import (
     from_regions,
     random_words,
     shuffle_regions,
@@ -11,7 +11,7 @@ from visualmixer.permute import (
     to_regions,
     words_needed,
 )
-from visualmixer.regions import region_grid
+from visualmixer.core.regions import region_grid
 
 
 def test_sort_permutations_are_permutations_and_never_identity():
@@ -60,7 +60,7 @@ def test_mixed_levels_invert_exactly(h, w, region, levels):
 
 
 def test_fashion_mnist_with_region_14():
-    from visualmixer.datasets import load_fashion_mnist
+    from visualmixer.data.datasets import load_fashion_mnist
 
     try:
         x = load_fashion_mnist("test").images[:200]

@@ -1,6 +1,6 @@
 import pytest
 
-from visualmixer.regions import default_region, region_grid, tile_ladder
+from visualmixer.core.regions import default_region, region_grid, tile_ladder
 
 
 def test_default_region_rule():

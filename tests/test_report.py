@@ -1,4 +1,4 @@
-"""visualmixer.report and `visualmixer audit`: the report renders and every image it references exists."""
+"""visualmixer.eval.report and `visualmixer audit`: the report renders and every image it references exists."""
 
 import base64
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from visualmixer.report import AuditConfig, audit, expand_methods
-from visualmixer.report.audit import Protector, run_audit
+from visualmixer.eval.report import AuditConfig, audit, expand_methods
+from visualmixer.eval.report.audit import Protector, run_audit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -115,9 +115,9 @@ import statistics  # noqa: E402
 
 import torch  # noqa: E402
 
-from visualmixer.report.markdown import results_to_markdown  # noqa: E402
+from visualmixer.eval.report.markdown import results_to_markdown  # noqa: E402
 
-A = importlib.import_module("visualmixer.report.audit")  # the module (the package's `audit` is a function)
+A = importlib.import_module("visualmixer.eval.report.audit")  # the module (the package's `audit` is a function)
 
 
 def _regions(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -444,7 +444,7 @@ def test_cli_seeds_frontier_and_train_results_flags(tmp_path, monkeypatch):
         captured["cfg"] = cfg
         return Path(out) / "index.html"
 
-    monkeypatch.setattr("visualmixer.report.audit", fake_audit)
+    monkeypatch.setattr("visualmixer.eval.report.audit", fake_audit)
     assert main(["audit", "--out", str(tmp_path), "--frontier", "-q"]) == 0
     assert captured["cfg"].methods == A.FRONTIER.methods and tuple(captured["cfg"].seeds) == (0, 1, 2)
     assert main(["audit", "--out", str(tmp_path), "--seeds", "3", "4", "--train-results", str(tmp_path), "-q"]) == 0

@@ -1,7 +1,7 @@
 import torch
 
 import visualmixer as vm
-from visualmixer.saliency import gaussian_blur2d
+from visualmixer.core.saliency import gaussian_blur2d
 
 
 def test_shape_range_and_batch_independence(photos):

@@ -11,7 +11,8 @@ from PIL import Image
 
 import visualmixer as vm
 from visualmixer.cli import main
-from visualmixer.datasets import ImageSet
+from visualmixer.core import mixer
+from visualmixer.data.datasets import ImageSet
 from visualmixer.train import loop as L
 from visualmixer.train import models as M
 from visualmixer.train import quick_compare
@@ -104,7 +105,7 @@ def test_protocol_ids_and_keys(tmp_path, sets, monkeypatch):
         calls.append((images.shape[0], kw.get("key"), kw.get("ids"), kw.get("target_vfe")))
         return real(images, **kw)
 
-    monkeypatch.setattr(vm, "obfuscate", spy)
+    monkeypatch.setattr(mixer, "obfuscate", spy)  # the library imports it from its home module
     L.train(_cfg(tmp_path / "on", mode="online", target_vfe=0.4), sets=sets)
     train_key = vm.Key.from_seed(0)
     test_calls = [c for c in calls if c[2] and c[2][0] == ("test", 0)]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import visualmixer as vm
-from visualmixer.vfe import window_scores
+from visualmixer.core.vfe import window_scores
 
 
 def _reference_vfe_map(img: np.ndarray, s: int) -> np.ndarray:

@@ -8,11 +8,11 @@
 True
 """
 
-from visualmixer.keys import Key
-from visualmixer.mixer import ObfuscationResult, Plans, obfuscate, restore
-from visualmixer.regions import default_region, tile_ladder
-from visualmixer.saliency import spectral_residual
-from visualmixer.vfe import vfe, vfe_map
+from visualmixer.core.keys import Key
+from visualmixer.core.mixer import ObfuscationResult, Plans, obfuscate, restore
+from visualmixer.core.regions import default_region, tile_ladder
+from visualmixer.core.saliency import spectral_residual
+from visualmixer.core.vfe import vfe, vfe_map
 
 __version__ = "0.1.0"
 
@@ -34,7 +34,7 @@ __all__ = [
 def __getattr__(name):
     # The transform imports torchvision; load it only when asked for.
     if name == "VisualMixer":
-        from visualmixer.transforms import VisualMixer
+        from visualmixer.data.transforms import VisualMixer
 
         return VisualMixer
     raise AttributeError(f"module 'visualmixer' has no attribute {name!r}")

@@ -9,7 +9,7 @@ MAX_PROBLEM_LINES = 50
 
 def load_key(path):
     """Load a key file; errors name the ``--key`` option."""
-    from visualmixer.keys import Key
+    from visualmixer.core.keys import Key
 
     try:
         return Key.load(path)

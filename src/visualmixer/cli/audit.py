@@ -99,8 +99,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visualmixer.report import FULL, QUICK, audit
-    from visualmixer.report.audit import FRONTIER
+    from visualmixer.eval.report import FULL, QUICK, audit
+    from visualmixer.eval.report.audit import FRONTIER
 
     cfg = FULL if args.full else FRONTIER if args.frontier else QUICK
     changes: dict = {"notes": [], "progress": not args.quiet and sys.stderr.isatty()}

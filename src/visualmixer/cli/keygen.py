@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visualmixer.keys import Key
+    from visualmixer.core.keys import Key
 
     key = Key.generate()
     path = key.save(args.keyfile, overwrite=False)

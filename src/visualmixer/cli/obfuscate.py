@@ -79,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from visualmixer.cli._common import load_key, print_summary, warn
-    from visualmixer.folders import FolderOptions, obfuscate_folder
+    from visualmixer.tools.folders import FolderOptions, obfuscate_folder
 
     key = load_key(args.key)
     options = FolderOptions(

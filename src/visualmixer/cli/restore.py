@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from visualmixer.cli._common import load_key, print_summary, warn
-    from visualmixer.folders import restore_folder
+    from visualmixer.tools.folders import restore_folder
 
     key = load_key(args.key)
     summary = restore_folder(

@@ -42,21 +42,23 @@ def photo_grid(out_dir: Path, targets, size: int = 224) -> dict:
     """Obfuscate the built-in photos at each target; write ``grid.png`` and ``photos.json``."""
     import torch
 
-    import visualmixer as vm
-    from visualmixer.samples import builtin_photos
+    from visualmixer.core.keys import Key
+    from visualmixer.core.mixer import obfuscate, restore
+    from visualmixer.core.vfe import vfe
+    from visualmixer.data.samples import builtin_photos
 
     names, x = builtin_photos(size)
-    key = vm.Key.generate()  # fresh and never stored: this run only demonstrates
+    key = Key.generate()  # fresh and never stored: this run only demonstrates
     ids = [f"builtin/{n}" for n in names]
-    original = vm.vfe(x)
+    original = vfe(x)
     rows = {n: {"original": round(float(v), 3)} for n, v in zip(names, original, strict=True)}
     outputs, exact = [], True
     timings = {}
     for t in targets:
         t0 = time.perf_counter()
-        res = vm.obfuscate(x, key=key, ids=ids, target_vfe=t)
+        res = obfuscate(x, key=key, ids=ids, target_vfe=t)
         timings[str(t)] = time.perf_counter() - t0
-        back = vm.restore(res.images, res.plans, key=key, ids=ids)
+        back = restore(res.images, res.plans, key=key, ids=ids)
         exact &= bool(torch.equal(back, x))
         outputs.append(res.images)
         for n, v, lv in zip(names, res.vfe.tolist(), res.plans.levels.flatten(1), strict=True):
@@ -142,7 +144,7 @@ def run(args) -> int:
     if not args.skip_audit:
         log("[3/3] quick privacy audit against baselines ...")
         try:
-            from visualmixer.report import quick_audit
+            from visualmixer.eval.report import quick_audit
 
             page = quick_audit(out / "audit", target_vfe=0.5, progress=not args.quiet, log=log)
             sections.append(("Privacy audit (quick)", None, str(Path(page).relative_to(out)), None))

@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    import visualmixer as vm
-    from visualmixer import io as vio
     from visualmixer.cli._common import load_key
+    from visualmixer.core.mixer import obfuscate
+    from visualmixer.tools import imageio as vio
 
     try:
         px = vio.read_image(args.image)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     image_id = args.image_id or Path(args.image).name
     panels = [(px, "original")]
     for tau in args.target_vfe:
-        res = vm.obfuscate(px.unsqueeze(0), key=key, ids=[image_id] if key else None,
+        res = obfuscate(px.unsqueeze(0), key=key, ids=[image_id] if key else None,
                            target_vfe=tau, region=args.region)
         panels.append((res.images[0], f"target {tau:.2f}: VFE {float(res.vfe[0]):.3f}"))
     h, w = int(px.shape[1]), int(px.shape[2])

@@ -7,7 +7,7 @@ import json
 import sys
 
 from visualmixer.cli._common import target_or_none
-from visualmixer.datasets import DATASET_NAMES
+from visualmixer.data.datasets import DATASET_NAMES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

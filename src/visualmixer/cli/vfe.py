@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _collect(paths: list[str]) -> list[str]:
     from pathlib import Path
 
-    from visualmixer.folders import list_images
+    from visualmixer.tools.folders import list_images
 
     files: list[str] = []
     for raw in paths:
@@ -66,9 +66,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    import visualmixer as vm
-    from visualmixer import io as vio
-
+    from visualmixer.core.vfe import vfe
+    from visualmixer.tools import imageio as vio
     files = _collect(args.paths)
     rows: list[dict] = []
     problems: list[tuple[str, str]] = []
@@ -87,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         values_of: dict[int, float] = {}
         for members in groups.values():
             batch = torch.stack([loaded[n][1] for n in members])
-            for n, value in zip(members, vm.vfe(batch, window=args.window).tolist(), strict=True):
+            for n, value in zip(members, vfe(batch, window=args.window).tolist(), strict=True):
                 values_of[n] = value
         for n, (path, px) in enumerate(loaded):
             rows.append({"path": path, "height": int(px.shape[1]), "width": int(px.shape[2]),

@@ -21,7 +21,7 @@ def _to_tensor(value: Any):
     import torch
     from PIL import Image
 
-    from visualmixer.io import pil_to_tensor
+    from visualmixer.tools.imageio import pil_to_tensor
 
     if isinstance(value, Image.Image):
         return pil_to_tensor(value), "pil"
@@ -37,7 +37,7 @@ def _to_tensor(value: Any):
 
 
 def _from_tensor(t, kind: str):
-    from visualmixer.io import tensor_to_pil
+    from visualmixer.tools.imageio import tensor_to_pil
 
     if kind == "pil":
         return tensor_to_pil(t)
@@ -85,7 +85,7 @@ def hf_batch_transform(
     def transform(batch: dict, indices: list[int]) -> dict:
         import torch
 
-        import visualmixer as vm
+        from visualmixer.core.mixer import obfuscate
 
         if image_column not in batch:
             raise KeyError(f"image_column {image_column!r} is not a column (have {sorted(batch)})")
@@ -100,7 +100,7 @@ def hf_batch_transform(
             groups.setdefault((tuple(t.shape), t.dtype), []).append(n)
         for members in groups.values():
             stack = torch.stack([converted[n][0] for n in members])
-            res = vm.obfuscate(
+            res = obfuscate(
                 stack, key=key, ids=[ids[n] for n in members] if key is not None else None,
                 target_vfe=target_vfe, region=region, channel_order=channel_order,
             )
@@ -149,7 +149,7 @@ def obfuscate_hf(
     --------
     >>> import datasets, visualmixer as vm  # doctest: +SKIP
     >>> ds = datasets.load_dataset("imagefolder", data_dir="photos")["train"]  # doctest: +SKIP
-    >>> out = obfuscate_hf(ds, vm.Key.load("secret.key"), target_vfe=0.5)  # doctest: +SKIP
+    >>> out = obfuscate_hf(ds, Key.load("secret.key"), target_vfe=0.5)  # doctest: +SKIP
     """
     try:
         import datasets  # noqa: F401

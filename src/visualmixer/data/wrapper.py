@@ -56,7 +56,7 @@ class ObfuscatedDataset(Dataset):
     >>> from visualmixer.data import ObfuscatedDataset
     >>> base = torch.utils.data.TensorDataset(
     ...     torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8))
-    >>> ds = ObfuscatedDataset(base, vm.Key.from_seed(0), target_vfe=0.5, mode="online")
+    >>> ds = ObfuscatedDataset(base, Key.from_seed(0), target_vfe=0.5, mode="online")
     >>> ds.set_epoch(1)
     >>> image, label = ds[3]
     >>> image.shape, int(label)
@@ -135,7 +135,7 @@ class ObfuscatedDataset(Dataset):
         return self._obfuscate_sample(index, self.dataset[index])
 
     def _obfuscate_sample(self, index: int, sample):
-        import visualmixer as vm
+        from visualmixer.core.mixer import obfuscate
 
         if not isinstance(sample, (tuple, list)) or len(sample) < 1:
             raise TypeError(
@@ -144,7 +144,7 @@ class ObfuscatedDataset(Dataset):
             )
         image, rest = sample[0], tuple(sample[1:])
         image_id = self.image_id(index)
-        res = vm.obfuscate(
+        res = obfuscate(
             image,
             key=self.key,
             ids=[image_id] if self.key is not None else None,
@@ -191,9 +191,9 @@ class ObfuscatedDataset(Dataset):
         )
         if not same or isinstance(self.saliency, torch.Tensor):  # a map for one image only
             return one_by_one()
-        import visualmixer as vm
+        from visualmixer.core.mixer import obfuscate
 
-        res = vm.obfuscate(
+        res = obfuscate(
             torch.stack(images),
             key=self.key,
             ids=[self.image_id(i) for i in indices] if self.key is not None else None,

@@ -77,7 +77,7 @@ def make_model(in_channels: int = 1, num_classes: int = 10, seed: int = 0) -> nn
 
 
 def _load(cfg: FLConfig, split: str):
-    from visualmixer.datasets import load_dataset
+    from visualmixer.data.datasets import load_dataset
 
     ds = load_dataset(cfg.data, split, root=cfg.data_root, channels=1)
     size = cfg.train_size if split == "train" else cfg.test_size
@@ -86,11 +86,11 @@ def _load(cfg: FLConfig, split: str):
 
 def client_key(cfg: FLConfig, partition_id: int, key_path: str | None = None):
     """The client's own key: from ``key_path`` if given, else a seeded measurement key."""
-    import visualmixer as vm
+    from visualmixer.core.keys import Key
 
     if key_path:
-        return vm.Key.load(key_path)
-    return vm.Key(vm.Key.from_seed(int(cfg.seed)).subkey(("fl-client", int(partition_id)), purpose="client-key"))
+        return Key.load(key_path)
+    return Key(Key.from_seed(int(cfg.seed)).subkey(("fl-client", int(partition_id)), purpose="client-key"))
 
 
 def client_data(cfg: FLConfig, partition_id: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -165,13 +165,13 @@ def evaluate_model(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, batch:
 
 def server_test_set(cfg: FLConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The server's test images, obfuscated with the server's own key (clean when target is None)."""
-    import visualmixer as vm
+    from visualmixer.core.keys import Key
     from visualmixer.train.loop import obfuscate_set
 
     ds = _load(cfg, "test")
     if cfg.target_vfe is None:
         return ds.images, ds.labels
-    key = vm.Key(vm.Key.from_seed(int(cfg.seed)).subkey("fl-server", purpose="test-key"))
+    key = Key(Key.from_seed(int(cfg.seed)).subkey("fl-server", purpose="test-key"))
     ids = [("test", i) for i in range(ds.images.shape[0])]
     return obfuscate_set(ds.images, float(cfg.target_vfe), key=key, ids=ids)[0], ds.labels
 

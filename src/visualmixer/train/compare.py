@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from visualmixer.datasets import load_dataset
+from visualmixer.data.datasets import load_dataset
 from visualmixer.train.loop import TrainConfig, plot_curves, train_seed
 
 __all__ = ["quick_compare"]

@@ -142,7 +142,7 @@ def _fit(model, x_u8, y, mean, std, cfg: DistillConfig, epochs: int, seed: int, 
 
 
 def _one(cfg: DistillConfig, target, seed: int, train_set, test_set) -> dict:
-    import visualmixer as vm
+    from visualmixer.core.keys import Key
     from visualmixer.train.loop import obfuscate_set
     from visualmixer.train.models import SmallCNN
 
@@ -150,9 +150,9 @@ def _one(cfg: DistillConfig, target, seed: int, train_set, test_set) -> dict:
     x_tr, y_tr = train_set.images, train_set.labels
     x_te, y_te = test_set.images, test_set.labels
     if target is not None:
-        k = vm.Key.from_seed(int(seed))
+        k = Key.from_seed(int(seed))
         x_tr = obfuscate_set(x_tr, float(target), key=k, ids=list(range(x_tr.shape[0])))[0]
-        test_key = vm.Key(k.subkey("evaluation", purpose="test-key"))
+        test_key = Key(k.subkey("evaluation", purpose="test-key"))
         x_te = obfuscate_set(x_te, float(target), key=test_key,
                              ids=[("test", i) for i in range(x_te.shape[0])])[0]
     obf_s = time.perf_counter() - t0
@@ -191,7 +191,7 @@ def run_distill(cfg: DistillConfig, sets=None) -> dict:
     ``cfg.out/metrics.json`` when ``cfg.out`` is set and returns the same dict.
     """
     if sets is None:
-        from visualmixer.datasets import load_dataset
+        from visualmixer.data.datasets import load_dataset
 
         tr = load_dataset(cfg.data, "train", root=cfg.data_root, channels=1)
         te = load_dataset(cfg.data, "test", root=cfg.data_root, channels=1)

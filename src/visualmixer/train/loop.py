@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from visualmixer.datasets import ImageSet, load_dataset
-from visualmixer.optim import STAdam
+from visualmixer.data.datasets import ImageSet, load_dataset
 from visualmixer.train.models import build_model
+from visualmixer.train.optim import STAdam
 
 __all__ = [
     "MODES",
@@ -67,7 +67,7 @@ class TrainConfig:
     Parameters
     ----------
     data : str
-        Data set name (see :data:`visualmixer.datasets.DATASET_NAMES`).
+        Data set name (see :data:`visualmixer.data.datasets.DATASET_NAMES`).
     model : str
         ``"cnn"``, ``"resnet18"`` or ``"shufflenet"``.
     target_vfe : float or None
@@ -195,18 +195,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _keys(cfg: TrainConfig, seed: int, seed_dir: Path):
-    import visualmixer as vm
+    from visualmixer.core.keys import Key
 
     if cfg.secret_keys:
         path = seed_dir / "key"
         if path.exists():
-            train_key = vm.Key.load(path)
+            train_key = Key.load(path)
         else:
-            train_key = vm.Key.generate()
+            train_key = Key.generate()
             train_key.save(path)
         return train_key, None
-    train_key = vm.Key.from_seed(int(seed))
-    test_key = vm.Key(train_key.subkey("evaluation", purpose="test-key"))
+    train_key = Key.from_seed(int(seed))
+    test_key = Key(train_key.subkey("evaluation", purpose="test-key"))
     return train_key, test_key
 
 
@@ -238,13 +238,13 @@ def obfuscate_set(
     vfe : torch.Tensor
         float64 (N,), achieved VFE per image.
     """
-    import visualmixer as vm
+    from visualmixer.core.mixer import obfuscate
 
     out = torch.empty_like(images)
     vfes = torch.empty(images.shape[0], dtype=torch.float64)
     for s in range(0, images.shape[0], batch):
         kw = {} if key is None else {"key": key, "ids": list(ids[s : s + batch])}
-        res = vm.obfuscate(images[s : s + batch], target_vfe=target_vfe, region=region, **kw)
+        res = obfuscate(images[s : s + batch], target_vfe=target_vfe, region=region, **kw)
         out[s : s + batch] = res.images
         vfes[s : s + batch] = res.vfe.cpu()
     return out, vfes
@@ -256,9 +256,9 @@ def _obfuscate_online(images, indices, key, target_vfe, region, epoch):
     Returns the obfuscated images and the sum of the achieved VFEs. The in-process path and the
     DataLoader workers both call this, so they produce the same batches.
     """
-    import visualmixer as vm
+    from visualmixer.core.mixer import obfuscate
 
-    res = vm.obfuscate(images, key=key, ids=[(int(i), epoch) for i in indices],
+    res = obfuscate(images, key=key, ids=[(int(i), epoch) for i in indices],
                        target_vfe=target_vfe, region=region)
     return res.images, float(res.vfe.sum())
 
@@ -395,7 +395,7 @@ def train_seed(
     x_train, y_train = train_set.images, train_set.labels
     x_test, y_test = test_set.images, test_set.labels
     train_key, test_key = _keys(cfg, seed, seed_dir) if tau is not None else (None, None)
-    import visualmixer as vm
+    from visualmixer.core.vfe import vfe
 
     t0 = time.perf_counter()
     train_vfe = test_vfe = None
@@ -412,7 +412,7 @@ def train_seed(
                                     batch=cfg.obfuscate_batch)
             x_train, train_vfe = x_tr, float(v.mean())
     else:
-        test_vfe = float(vm.vfe(x_test[: min(len(x_test), 2000)].to(dev)).mean())
+        test_vfe = float(vfe(x_test[: min(len(x_test), 2000)].to(dev)).mean())
     _sync(dev)
     setup_obf_s = time.perf_counter() - t0
     x_train, y_train = x_train.to(dev), y_train.to(dev)

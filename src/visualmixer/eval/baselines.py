@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visualmixer._imops import as_batch, from_float, region_mean, to_float
+from visualmixer.core.imageops import as_batch, from_float, region_mean, to_float
 
 __all__ = [
     "Baseline",
@@ -528,10 +528,10 @@ def make_method(spec: str, *, seed: int | None = None, key=None) -> nn.Module:
         if name == "clean":
             return Identity()
         if name == "visualmixer":
-            import visualmixer as vm
+            from visualmixer.data.transforms import VisualMixer
 
             tau = float(param) if param else 0.5
-            return vm.VisualMixer(target_vfe=tau)
+            return VisualMixer(target_vfe=tau)
         if name == "noise":
             return GaussianNoise(float(param or 0.1), seed=seed)
         if name == "dppix":

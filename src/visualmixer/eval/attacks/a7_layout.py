@@ -2,7 +2,7 @@
 
 Some protections move whole blocks with ONE secret permutation shared by every image of a data
 set — keyed block scrambling of the Encryption-then-Compression family
-(:class:`visualmixer.baselines.BlockScramble`, ``per_image=False``) and the audit's
+(:class:`visualmixer.eval.baselines.BlockScramble`, ``per_image=False``) and the audit's
 ``visualmixer:τ/keyblocks`` variant — because a model must see the same layout in training and
 at test time to learn it. One image alone is a hard jigsaw; a whole released set is not: every
 image carries the same permutation, so statistics pooled over many images identify each block's
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer._imops import as_batch, region_mean_grid, to_float
+from visualmixer.core.imageops import as_batch, region_mean_grid, to_float
 
 __all__ = ["recover_layout", "undo_layout"]
 

@@ -1,9 +1,9 @@
 """The audit engine: every method through the same attacks and the same training (SPEC §8).
 
-For each data set (:mod:`visualmixer.report.data`) and each method spec (``"visualmixer:0.5"``,
-``"noise:0.1"``, … see :func:`visualmixer.baselines.make_method`):
+For each data set (:mod:`visualmixer.eval.report.data`) and each method spec (``"visualmixer:0.5"``,
+``"noise:0.1"``, … see :func:`visualmixer.eval.baselines.make_method`):
 
-- **utility**: a :class:`~visualmixer.attacks.SmallCNN` trained on the owner's protected training
+- **utility**: a :class:`~visualmixer.eval.attacks.SmallCNN` trained on the owner's protected training
   images (offline mode: one protection per image) and tested on the protected victims, against the
   same model, epochs and seed on clean images;
 - **privacy**: attacks A1, A2, A3, A5 give estimates of the victims' originals, scored by SSIM,
@@ -13,7 +13,7 @@ For each data set (:mod:`visualmixer.report.data`) and each method spec (``"visu
 - **prior-only guess**: the same scores for the mean attacker image of the victim's class and the
   global mean image, beside every score.
 
-The result is a JSON-safe dict; :func:`visualmixer.report.html.render_report` turns it into
+The result is a JSON-safe dict; :func:`visualmixer.eval.report.html.render_report` turns it into
 ``index.html``.
 """
 
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
-from visualmixer import metrics as M
-from visualmixer._imops import rule_region
-from visualmixer.attacks import (
+from visualmixer.core.regions import default_region
+from visualmixer.core.vfe import vfe
+from visualmixer.eval import metrics as M
+from visualmixer.eval.attacks import (
     LearnedInversion,
     Recognizer,
     direct_view,
@@ -74,7 +75,7 @@ class AuditConfig:
     Attributes
     ----------
     datasets : tuple of str
-        From :data:`visualmixer.report.data.AUDIT_DATASETS`.
+        From :data:`visualmixer.eval.report.data.AUDIT_DATASETS`.
     methods : tuple of str
         Method specs; ``"clean"`` (the utility reference) is added when missing.
     attacks : tuple of str
@@ -88,7 +89,7 @@ class AuditConfig:
     a3_base : int
         A3 U-Net width.
     width : int
-        Width of the utility / A4 :class:`~visualmixer.attacks.SmallCNN`.
+        Width of the utility / A4 :class:`~visualmixer.eval.attacks.SmallCNN`.
     device : str
         Where models train (``"cuda"`` on a GPU machine).
     seed : int
@@ -270,7 +271,7 @@ class Protector:
     block scrambling: a model can learn the fixed layout), ``/online`` trains the
     utility model on a fresh protection of the training images every epoch (online re-keying; the
     attacks still see one release). ``"dpsgd:σ"`` leaves the images clean (DP-SGD protects the
-    model); anything else goes through :func:`visualmixer.baselines.make_method`.
+    model); anything else goes through :func:`visualmixer.eval.baselines.make_method`.
     """
 
     def __init__(self, spec: str):
@@ -313,7 +314,7 @@ class Protector:
         elif self.kind == "dpsgd":
             self.noise_multiplier = float(param or 1.0)
         else:
-            from visualmixer.baselines import make_method
+            from visualmixer.eval.baselines import make_method
 
             self.module = make_method(spec)
 
@@ -327,15 +328,15 @@ class Protector:
 
     def region_for(self, height: int, width: int) -> int:
         """The region side ``obfuscate`` uses on ``height``×``width`` images."""
-        return int(self.region) if getattr(self, "region", None) else rule_region(height, width)
+        return int(self.region) if getattr(self, "region", None) else default_region(height, width)
 
     def __call__(self, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         if self.kind == "visualmixer":
-            import visualmixer as vm
+            from visualmixer.core.mixer import obfuscate
 
             outs = []
             for s in range(0, x.shape[0], chunk):
-                res = vm.obfuscate(
+                res = obfuscate(
                     x[s : s + chunk], target_vfe=self.tau, region=self.region, channel_order=self.channel_order
                 )
                 self.achieved_vfe.extend(res.vfe.tolist())
@@ -381,8 +382,8 @@ def _clean_json(obj):
 def _dpsgd_utility(cfg: AuditConfig, data, noise_multiplier: float) -> tuple[float, float]:
     from torch.utils.data import DataLoader, TensorDataset
 
-    from visualmixer.attacks import SmallCNN
-    from visualmixer.baselines import dpsgd_train
+    from visualmixer.eval.attacks import SmallCNN
+    from visualmixer.eval.baselines import dpsgd_train
 
     torch.manual_seed(cfg.seed)
     x = data.train_images.float() / 255
@@ -400,15 +401,15 @@ def _dpsgd_utility(cfg: AuditConfig, data, noise_multiplier: float) -> tuple[flo
 def fit_online(cfg: AuditConfig, num_classes: int, train_images, train_labels, protect) -> Recognizer:
     """Utility model with online re-keying: epoch ``e`` trains on ``protect(train_images)`` anew.
 
-    The same :class:`~visualmixer.attacks.Recognizer` schedule as the offline path (model, width,
+    The same :class:`~visualmixer.eval.attacks.Recognizer` schedule as the offline path (model, width,
     Adam, batch size, seed of initialisation and of the minibatch order, device, epochs), with
     one fresh protection of the whole training set per epoch. With ``protect`` the identity it
     trains exactly the model ``Recognizer.fit`` trains.
     """
     from torch.nn import functional as F
 
-    from visualmixer.attacks import SmallCNN
-    from visualmixer.attacks._train import batches, float_batch
+    from visualmixer.eval.attacks import SmallCNN
+    from visualmixer.eval.attacks._train import batches, float_batch
 
     rec = Recognizer(num_classes, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
     y = torch.as_tensor(train_labels, dtype=torch.long).reshape(-1)
@@ -434,7 +435,7 @@ def fit_online(cfg: AuditConfig, num_classes: int, train_images, train_labels, p
 
 
 def _faces_block(cfg: AuditConfig, prot: Protector, faces: torch.Tensor, estimates: bool) -> dict:
-    from visualmixer.attacks import detect_faces, haar_available, mtcnn_available
+    from visualmixer.eval.attacks import detect_faces, haar_available, mtcnn_available
 
     out: dict = {}
     protected = prot(faces)
@@ -487,12 +488,7 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
         util = Recognizer(k, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
         util.fit(prot_train, data.train_labels)
         r["accuracy"] = util.accuracy(prot_vic, data.victim_labels)["accuracy"]
-    try:
-        import visualmixer as vm
-
-        r["receiver_vfe"] = M.summarize(vm.vfe(prot_vic))
-    except (ImportError, AttributeError):  # pragma: no cover - core not importable
-        r["receiver_vfe"] = None
+    r["receiver_vfe"] = M.summarize(vfe(prot_vic))
     est: dict[str, torch.Tensor] = {}
     reg = getattr(prot, "region", None) or region  # a public parameter: the attacker knows it
     if "A1" in attacks:
@@ -505,14 +501,14 @@ def _audit_method(cfg: AuditConfig, prot: Protector, data, rec, region: int, att
             est["A5-grey"] = est["A5"].mean(dim=1, keepdim=True).expand_as(est["A5"]).contiguous()
             # and the channel order of each region, guessed with a colour prior fitted on the
             # attacker's own clean images (attacks.recover_channel_order)
-            from visualmixer.attacks import fit_channel_order_prior, recover_channel_order
+            from visualmixer.eval.attacks import fit_channel_order_prior, recover_channel_order
 
             prior = fit_channel_order_prior(data.attacker_images, reg)
             est["A5-colour"] = recover_channel_order(est["A5"], reg, prior)
     if "A7" in attacks and prot.kind not in ("clean", "dpsgd"):
         # a key-wide block layout is recovered from the whole released set (labels leak), then
         # the region mosaic (and, for VisualMixer, the jigsaw) is read off the re-ordered images
-        from visualmixer.attacks import recover_layout, undo_layout
+        from visualmixer.eval.attacks import recover_layout, undo_layout
 
         blk = int(getattr(prot.module, "block", 0) or reg)
         src, neg = recover_layout(prot_vic, data.victim_labels, data.attacker_images, data.attacker_labels, blk,
@@ -826,7 +822,7 @@ def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
     t_start = time.time()
     results: dict = {"config": _clean_json(asdict(cfg)), "datasets": {}, "goals": GOALS}
     pictures: dict = {}
-    from visualmixer.report.data import face_images, load_audit_data
+    from visualmixer.eval.report.data import face_images, load_audit_data
 
     for ds in cfg.datasets:
         t0 = time.time()
@@ -839,7 +835,7 @@ def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
             f"[audit] {ds}: {len(data.train_images)} training, {n} victims, "
             f"{len(data.attacker_images)} attacker images, {h}x{w}x{c}"
         )
-        region = rule_region(h, w)
+        region = default_region(h, w)
         k = data.num_classes
         rec = None
         if "A4" in attacks:

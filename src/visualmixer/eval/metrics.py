@@ -11,7 +11,7 @@ mean training image. Any score is only a leak to the extent it beats this baseli
 Examples
 --------
 >>> import torch
->>> from visualmixer import metrics
+>>> from visualmixer.eval import metrics
 >>> x = torch.rand(4, 1, 28, 28)
 >>> float(metrics.ssim(x, x).min())
 1.0
@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from visualmixer._imops import as_batch, to_float
+from visualmixer.core.imageops import as_batch, to_float
 
 __all__ = [
     "ssim",
@@ -256,14 +256,14 @@ def face_detection_rate(images, *, detector: str = "haar", **kwargs) -> dict:
     detector : {"haar", "mtcnn"}
         OpenCV Haar cascade (needs opencv-python-headless < 5) or facenet-pytorch MTCNN.
     **kwargs
-        Passed to the detector (see :mod:`visualmixer.attacks.a6_faces`).
+        Passed to the detector (see :mod:`visualmixer.eval.attacks.a6_faces`).
 
     Returns
     -------
     dict
         ``rate`` (float), ``detected`` (bool tensor ``(N,)``), ``counts`` (int tensor ``(N,)``).
     """
-    from visualmixer.attacks.a6_faces import detect_faces
+    from visualmixer.eval.attacks.a6_faces import detect_faces
 
     boxes = detect_faces(images, detector=detector, **kwargs)
     counts = torch.tensor([len(b) for b in boxes], dtype=torch.long)

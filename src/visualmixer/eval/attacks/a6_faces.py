@@ -18,7 +18,7 @@ import functools
 import numpy as np
 import torch
 
-from visualmixer._imops import as_batch, to_uint8_hwc
+from visualmixer.core.imageops import as_batch, to_uint8_hwc
 
 __all__ = ["detect_faces", "haar_available", "mtcnn_available"]
 

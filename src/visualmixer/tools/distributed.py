@@ -58,7 +58,7 @@ def dask_client(address: str, *, n_workers: int = 2):
     if address == "local":
         import dask
 
-        _start_forkserver(["distributed", "visualmixer.folders"])
+        _start_forkserver(["distributed", "visualmixer.tools.folders"])
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             cluster = dd.LocalCluster(
                 n_workers=max(1, int(n_workers)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer._imops import as_batch, to_float
+from visualmixer.core.imageops import as_batch, to_float
 
 __all__ = ["direct_view"]
 

@@ -7,7 +7,7 @@ level single pixels. A partial edge region of ``a x b`` pixels uses tiles of
 ``gcd(t, a) x gcd(t, b)``, so its tiles always cover it exactly.
 
 Everything here is computed once per (image size, region side) and cached; the per-pixel work
-happens in :mod:`visualmixer.permute` with reshapes and gathers driven by these numbers.
+happens in :mod:`visualmixer.core.permute` with reshapes and gathers driven by these numbers.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ with its own keys to train A3, trains the A4 classifier on them, and builds the 
 from them).
 
 ================  ======================================================================
-``fashion-mnist`` Fashion-MNIST (``visualmixer.datasets``; Debian ``dataset-fashion-mnist``)
+``fashion-mnist`` Fashion-MNIST (``visualmixer.data.datasets``; Debian ``dataset-fashion-mnist``)
 ``photos``        the colour set cut from photos shipped in installed packages (32×32)
 ``faces``         scikit-image's ``lfw_subset()`` (100 faces + 100 non-faces, 25×25 grey;
                   labels face / non-face)
@@ -70,7 +70,7 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
     """
     g = torch.Generator().manual_seed(seed)
     if name == "fashion-mnist":
-        from visualmixer.datasets import load_fashion_mnist
+        from visualmixer.data.datasets import load_fashion_mnist
 
         tr = load_fashion_mnist("train")
         te = load_fashion_mnist("test")
@@ -82,7 +82,7 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
             name, tr.images[own], tr.labels[own], vx, vy, tr.images[att], tr.labels[att], 10, tuple(tr.classes)
         )
     if name == "photos":
-        from visualmixer.datasets import load_photos
+        from visualmixer.data.datasets import load_photos
 
         per_class_train = max(1, -(-(n_train + n_attacker) // 10))
         tr = load_photos("train", per_class=per_class_train, seed=seed)

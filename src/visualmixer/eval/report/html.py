@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from visualmixer._imops import to_uint8_hwc
+from visualmixer.core.imageops import to_uint8_hwc
 
 __all__ = ["render_report", "image_grid", "privacy_utility_plot"]
 

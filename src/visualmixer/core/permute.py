@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer.regions import RegionGrid, tile_ladder
+from visualmixer.core.regions import RegionGrid, tile_ladder
 
 __all__ = [
     "random_words",

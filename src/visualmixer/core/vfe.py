@@ -22,9 +22,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from visualmixer._validation import as_batch
-from visualmixer.regions import default_region
-from visualmixer.saliency import spectral_residual
+from visualmixer.core.regions import default_region
+from visualmixer.core.saliency import spectral_residual
+from visualmixer.core.validation import as_batch
 
 __all__ = ["vfe", "vfe_map", "window_scores", "scores_from_windows", "window_weights", "weighted_vfe"]
 
@@ -132,7 +132,7 @@ def window_weights(
     """Window weights ``(N, nh, nw)`` float64 from a saliency model, map, or ``"uniform"``.
 
     ``saliency`` may be ``None`` (spectral residual), ``"uniform"`` (equal weight per pixel), a
-    callable :class:`~visualmixer.saliency.Saliency`, or a precomputed tensor: per pixel
+    callable :class:`~visualmixer.core.saliency.Saliency`, or a precomputed tensor: per pixel
     ``(N, 1, H, W)``/``(N, H, W)`` or per window ``(N, nh, nw)``.
     """
     n, _, h, w = images.shape
@@ -200,7 +200,7 @@ def vfe_map(images, window: int | None = None) -> torch.Tensor:
         ``(N, C, H, W)`` or ``(C, H, W)`` tensor (or an ``(H, W[, C])`` array / PIL image),
         C in {1, 3}, uint8 or floating.
     window : int, optional
-        Window side ``s``; default :func:`~visualmixer.regions.default_region` of the image size.
+        Window side ``s``; default :func:`~visualmixer.core.regions.default_region` of the image size.
 
     Returns
     -------
@@ -229,7 +229,7 @@ def vfe(images, saliency=None, window: int | None = None) -> torch.Tensor:
     saliency : None | "uniform" | callable | torch.Tensor
         Machine-side weighting (default: spectral-residual saliency of ``images`` themselves).
     window : int, optional
-        Window side; default :func:`~visualmixer.regions.default_region` of the image size.
+        Window side; default :func:`~visualmixer.core.regions.default_region` of the image size.
 
     Returns
     -------

@@ -8,7 +8,7 @@ sees a victim original or the victim's key.
 Examples
 --------
 >>> import torch
->>> from visualmixer.attacks import LearnedInversion
+>>> from visualmixer.eval.attacks import LearnedInversion
 >>> own = torch.rand(64, 1, 16, 16)
 >>> inv = LearnedInversion(lambda x: x, epochs=1, seed=0).fit(own)   # identity "obfuscation"
 >>> inv(own[:4]).shape
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visualmixer._imops import as_batch, to_float
-from visualmixer.attacks._train import batches, float_batch, progress_iter
+from visualmixer.core.imageops import as_batch, to_float
+from visualmixer.eval.attacks._train import batches, float_batch, progress_iter
 
 __all__ = ["UNet", "LearnedInversion"]
 

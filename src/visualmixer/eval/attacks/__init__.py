@@ -1,7 +1,7 @@
 """Attacks on obfuscated images (SPEC §8.1), one small module each.
 
 Each attack returns the attacker's best estimate ``x̂`` of the originals (float32 in [0, 1], same
-``(N, C, H, W)`` shape) or a decision; :mod:`visualmixer.metrics` scores it against the originals.
+``(N, C, H, W)`` shape) or a decision; :mod:`visualmixer.eval.metrics` scores it against the originals.
 
 =====  ==========================================  ==========================================
 A1     :func:`direct_view`                         the obfuscated image as it is
@@ -15,11 +15,11 @@ A7     :func:`recover_layout`, :func:`undo_layout` a key-wide block layout, from
 =====  ==========================================  ==========================================
 """
 
-from visualmixer.attacks.a1_direct import direct_view
-from visualmixer.attacks.a2_mosaic import region_mosaic
-from visualmixer.attacks.a3_inversion import LearnedInversion, UNet
-from visualmixer.attacks.a4_recognition import Recognizer, SmallCNN
-from visualmixer.attacks.a5_jigsaw import (
+from visualmixer.eval.attacks.a1_direct import direct_view
+from visualmixer.eval.attacks.a2_mosaic import region_mosaic
+from visualmixer.eval.attacks.a3_inversion import LearnedInversion, UNet
+from visualmixer.eval.attacks.a4_recognition import Recognizer, SmallCNN
+from visualmixer.eval.attacks.a5_jigsaw import (
     ChannelOrderPrior,
     fit_channel_order_prior,
     realign_and_solve,
@@ -27,8 +27,8 @@ from visualmixer.attacks.a5_jigsaw import (
     recover_channel_order,
     solve_jigsaw,
 )
-from visualmixer.attacks.a6_faces import detect_faces, haar_available, mtcnn_available
-from visualmixer.attacks.a7_layout import recover_layout, undo_layout
+from visualmixer.eval.attacks.a6_faces import detect_faces, haar_available, mtcnn_available
+from visualmixer.eval.attacks.a7_layout import recover_layout, undo_layout
 
 __all__ = [
     "recover_layout",

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from visualmixer.keys import Key
-from visualmixer.mixer import _check_target, obfuscate
+from visualmixer.core.keys import Key
+from visualmixer.core.mixer import _check_target, obfuscate
 
 __all__ = ["VisualMixer"]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer._imops import as_batch, region_mean, rule_region, to_float
+from visualmixer.core.imageops import as_batch, region_mean, to_float
+from visualmixer.core.regions import default_region
 
 __all__ = ["region_mosaic"]
 
@@ -34,7 +35,7 @@ def region_mosaic(obfuscated, region: int | None = None, *, grey: bool = False) 
     """
     x, _ = as_batch(obfuscated, "obfuscated")
     x = to_float(x)
-    r = rule_region(x.shape[2], x.shape[3]) if region is None else int(region)
+    r = default_region(x.shape[2], x.shape[3]) if region is None else int(region)
     out = region_mean(x, r)
     if grey and x.shape[1] > 1:
         out = out.mean(dim=1, keepdim=True).expand_as(out).contiguous()

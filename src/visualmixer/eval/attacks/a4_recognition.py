@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visualmixer._imops import as_batch, to_float
-from visualmixer.attacks._train import batches, float_batch, progress_iter
+from visualmixer.core.imageops import as_batch, to_float
+from visualmixer.eval.attacks._train import batches, float_batch, progress_iter
 
 __all__ = ["SmallCNN", "Recognizer"]
 

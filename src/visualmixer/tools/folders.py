@@ -3,10 +3,10 @@ and ``visualmixer restore``.
 
 :func:`obfuscate_folder` mirrors the source tree into the destination. Each image's id is its path
 relative to the source folder (POSIX separators, e.g. ``"cats/001.jpg"``); its output is a PNG of
-the obfuscated pixels with no metadata (:mod:`visualmixer.io`), at the same relative place, named
+the obfuscated pixels with no metadata (:mod:`visualmixer.tools.imageio`), at the same relative place, named
 ``NAME.png`` (``NAME.EXT.png`` when two inputs of one folder would otherwise share a name) or, with
 ``rename=True``, an opaque keyed name (file names such as ``jane_doe.jpg`` leak). A private
-:class:`~visualmixer.manifest.Manifest` records the options, each image's plan, achieved VFE, output
+:class:`~visualmixer.tools.manifest.Manifest` records the options, each image's plan, achieved VFE, output
 name and status; it lives next to the key (or where the caller says), never in the destination.
 
 Guarantees
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import io as vio
-from .distributed import check_address, map_unordered
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.distributed import check_address, map_unordered
 
 __all__ = [
     "FolderOptions",
@@ -181,7 +181,7 @@ def default_manifest_path(key_path: str | os.PathLike, dst: str | os.PathLike) -
 
 def find_manifest(key_path: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Find the manifest of ``dst`` next to the key (exact default name, else a unique match)."""
-    from .manifest import Manifest
+    from visualmixer.tools.manifest import Manifest
 
     exact = default_manifest_path(key_path, dst)
     if exact.exists():
@@ -306,7 +306,7 @@ def _obfuscate_chunk(items: list[tuple[str, str, bytes | None]], key: Any, opts:
     """
     import torch
 
-    import visualmixer as vm
+    from visualmixer.core.mixer import obfuscate
 
     results: dict[str, dict] = {}
     decoded: dict[str, Any] = {}
@@ -329,7 +329,7 @@ def _obfuscate_chunk(items: list[tuple[str, str, bytes | None]], key: Any, opts:
         for _shape, ids in groups.items():
             batch = torch.stack([decoded[i].pixels for i in ids])
             try:
-                res = vm.obfuscate(
+                res = obfuscate(
                     batch, key=key, ids=list(ids), target_vfe=opts["target_vfe"],
                     region=opts["region"], channel_order=opts["channel_order"],
                 )
@@ -365,7 +365,7 @@ def _restore_chunk(items: list[tuple[str, dict, bytes | None]], key: Any, opts: 
     """Decode obfuscated outputs, restore them (same-size images in one call), encode PNG."""
     import torch
 
-    import visualmixer as vm
+    from visualmixer.core.mixer import Plans, restore
 
     results: dict[str, dict] = {}
     decoded: dict[str, Any] = {}
@@ -393,8 +393,8 @@ def _restore_chunk(items: list[tuple[str, dict, bytes | None]], key: Any, opts: 
         for _shape, ids in groups.items():
             batch = torch.stack([decoded[i] for i in ids])
             try:
-                plans = vm.Plans.cat([vm.Plans.from_dict(recs[i]["plan"]) for i in ids])
-                orig = vm.restore(batch, plans, key=key, ids=list(ids))
+                plans = Plans.cat([Plans.from_dict(recs[i]["plan"]) for i in ids])
+                orig = restore(batch, plans, key=key, ids=list(ids))
             except Exception as exc:  # noqa: BLE001
                 reason = f"restore failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
                 for i in ids:
@@ -474,7 +474,7 @@ def obfuscate_folder(
     workers : int
         Worker processes (1: this process). With ``dask``, the local cluster's worker count.
     dask : str, optional
-        ``"local"`` or ``"tcp://HOST:PORT"`` (:mod:`visualmixer.distributed`).
+        ``"local"`` or ``"tcp://HOST:PORT"`` (:mod:`visualmixer.tools.distributed`).
     batch_size : int
         Images per chunk (a chunk is one job; same-size images of a chunk share one
         :func:`visualmixer.obfuscate` call). Part of what decides the output bytes only through
@@ -488,7 +488,7 @@ def obfuscate_folder(
     -------
     RunSummary
     """
-    from .manifest import Manifest
+    from visualmixer.tools.manifest import Manifest
 
     t0 = time.perf_counter()
     options = options or FolderOptions()
@@ -653,7 +653,7 @@ def restore_folder(
     overwrite, workers, dask, batch_size, progress, warn
         As for :func:`obfuscate_folder`.
     """
-    from .manifest import Manifest
+    from visualmixer.tools.manifest import Manifest
 
     t0 = time.perf_counter()
     _check_parallel(workers, dask, batch_size)

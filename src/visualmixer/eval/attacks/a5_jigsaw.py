@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer._imops import as_batch, region_mean_grid, rule_region, to_float
+from visualmixer.core.imageops import as_batch, region_mean_grid, to_float
+from visualmixer.core.regions import default_region
 
 __all__ = [
     "realign_channels",
@@ -103,7 +104,7 @@ def realign_channels(images, region: int | None = None, tile: int = 1) -> torch.
     x, _ = as_batch(images, "images")
     x = to_float(x)
     n, c, h, w = x.shape
-    region = rule_region(h, w) if region is None else region
+    region = default_region(h, w) if region is None else region
     region, tile = _check(region, tile)
     if c == 1 or h < region or w < region or region == tile:
         return x.clone()
@@ -293,7 +294,7 @@ def solve_jigsaw(
     x, _ = as_batch(images, "images")
     x = to_float(x)
     n, c, h, w = x.shape
-    region = rule_region(h, w) if region is None else region
+    region = default_region(h, w) if region is None else region
     region, tile = _check(region, tile)
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
@@ -323,7 +324,7 @@ def estimate_tiles(images, region: int | None = None, *, threshold: float = 1.5)
     x, _ = as_batch(images, "images")
     x = to_float(x)
     n, c, h, w = x.shape
-    region = rule_region(h, w) if region is None else int(region)
+    region = default_region(h, w) if region is None else int(region)
     gh, gw = h // region, w // region
     cands = [t for t in range(2, region) if region % t == 0]
     best = torch.ones(n, gh, gw, dtype=torch.long, device=x.device)
@@ -394,7 +395,7 @@ def realign_and_solve(
     """
     x, _ = as_batch(images, "images")
     x = to_float(x)
-    region = rule_region(x.shape[2], x.shape[3]) if region is None else int(region)
+    region = default_region(x.shape[2], x.shape[3]) if region is None else int(region)
     if channel_prior is not None and not (
         isinstance(channel_prior, ChannelOrderPrior) or channel_prior == "generic"
     ):
@@ -539,7 +540,7 @@ def fit_channel_order_prior(
         raise ValueError(f"a channel-order prior needs colour (3-channel) images, got {x.shape[1]} channel(s)")
     x = to_float(x)
     n, _, h, w = x.shape
-    region = rule_region(h, w) if region is None else int(region)
+    region = default_region(h, w) if region is None else int(region)
     if region < 1 or bins < 1:
         raise ValueError(f"region and bins must be >= 1, got region={region}, bins={bins}")
     means = _region_means(x, region)  # (N, rows, cols, 3)
@@ -680,7 +681,7 @@ def recover_channel_order(
     """
     x, added = as_batch(images, "images")
     n, c, h, w = x.shape
-    region = rule_region(h, w) if region is None else int(region)
+    region = default_region(h, w) if region is None else int(region)
     if region < 1:
         raise ValueError(f"region must be >= 1, got {region}")
     rows, cols = -(-h // region), -(-w // region)

@@ -2,7 +2,7 @@
 
 A master key is 32 bytes from the operating system's CSPRNG. Every image gets its own subkey
 ``HMAC-SHA256(master, encode(image_id) || purpose)``; the permutations of that image are expanded
-from the subkey by a counter-based generator (:mod:`visualmixer.permute`). Nothing here touches a
+from the subkey by a counter-based generator (:mod:`visualmixer.core.permute`). Nothing here touches a
 global random state.
 """
 
@@ -17,7 +17,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from visualmixer._atomic import replace_atomically
+from visualmixer.core.atomic import replace_atomically
 
 __all__ = ["Key", "ImageId", "encode_image_id", "KEY_BYTES"]
 

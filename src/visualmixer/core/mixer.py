@@ -24,9 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer._validation import as_batch, from_batch
-from visualmixer.keys import ImageId, Key
-from visualmixer.permute import (
+from visualmixer.core.keys import ImageId, Key
+from visualmixer.core.permute import (
     from_regions,
     random_words,
     region_windows,
@@ -34,9 +33,10 @@ from visualmixer.permute import (
     to_regions,
     words_needed,
 )
-from visualmixer.regions import RegionGrid, default_region, region_grid, tile_ladder
-from visualmixer.saliency import spectral_residual
-from visualmixer.vfe import scores_from_windows, weighted_vfe, window_scores, window_weights
+from visualmixer.core.regions import RegionGrid, default_region, region_grid, tile_ladder
+from visualmixer.core.saliency import spectral_residual
+from visualmixer.core.validation import as_batch, from_batch
+from visualmixer.core.vfe import scores_from_windows, weighted_vfe, window_scores, window_weights
 
 __all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence"]
 

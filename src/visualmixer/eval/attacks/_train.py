@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer._imops import to_float
+from visualmixer.core.imageops import to_float
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True):

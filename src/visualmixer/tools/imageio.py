@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from visualmixer._atomic import replace_atomically
+from visualmixer.core.atomic import replace_atomically
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -311,7 +311,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> tor
 
     Examples
     --------
-    >>> from visualmixer.io import read_image  # doctest: +SKIP
+    >>> from visualmixer.tools.imageio import read_image  # doctest: +SKIP
     >>> read_image("cat.jpg").shape  # doctest: +SKIP
     torch.Size([3, 224, 224])
     """

@@ -1,6 +1,6 @@
 """Audit results as Markdown tables (the tables in docs/privacy.md are made with this).
 
-Usage: ``python -m visualmixer.report.markdown OUT/results.json [...]``.
+Usage: ``python -m visualmixer.eval.report.markdown OUT/results.json [...]``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ __all__ = [
     "to_float",
     "from_float",
     "region_mean",
-    "rule_region",
     "to_uint8_hwc",
 ]
 
@@ -59,18 +58,6 @@ def from_float(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return images.to(like.dtype)
 
 
-def rule_region(height: int, width: int) -> int:
-    """The default region side of SPEC §5.1: 16 if min side >= 128, 8 if >= 48, else 4.
-
-    Uses ``visualmixer.default_region`` when the core is importable, so both stay in step.
-    """
-    try:
-        from visualmixer import default_region  # type: ignore[attr-defined]
-
-        return int(default_region(height, width))
-    except ImportError:
-        side = min(height, width)
-        return 16 if side >= 128 else 8 if side >= 48 else 4
 
 
 def region_mean_grid(images: torch.Tensor, region: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The privacy audit and its self-contained HTML report (issue 6, SPEC §8).
 
->>> from visualmixer.report import quick_audit
+>>> from visualmixer.eval.report import quick_audit
 >>> path = quick_audit("out/audit")          # doctest: +SKIP
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from visualmixer.report.audit import ATTACKS, FULL, GOALS, QUICK, AuditConfig, expand_methods, run_audit
-from visualmixer.report.html import render_report
+from visualmixer.eval.report.audit import ATTACKS, FULL, GOALS, QUICK, AuditConfig, expand_methods, run_audit
+from visualmixer.eval.report.html import render_report
 
 __all__ = [
     "ATTACKS",
