@@ -18,8 +18,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Key",
+    "ObfuscatedDataset",
     "ObfuscationResult",
     "Plans",
+    "STAdam",
     "VisualMixer",
     "default_region",
     "obfuscate",
@@ -31,10 +33,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # The transform imports torchvision; load it only when asked for.
-    if name == "VisualMixer":
-        from visualmixer.data.transforms import VisualMixer
+# Names of the layers above the core, loaded on first use so `import visualmixer` needs only
+# torch, numpy and Pillow (the transform needs torchvision: extra "data").
+_LAZY = {
+    "VisualMixer": ("visualmixer.data.transforms", "data"),
+    "ObfuscatedDataset": ("visualmixer.data.wrapper", "data"),
+    "STAdam": ("visualmixer.train.optim", "train"),
+}
 
-        return VisualMixer
+
+def __getattr__(name):
+    if name in _LAZY:
+        module, extra = _LAZY[name]
+        from visualmixer.core.optional import require
+
+        return getattr(require(module, extra=extra, purpose=f"visualmixer.{name}"), name)
     raise AttributeError(f"module 'visualmixer' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

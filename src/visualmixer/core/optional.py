@@ -4,9 +4,9 @@
 (``pyproject.toml``), and library code imports it through :func:`require` at the point of use, so
 a missing package gives one message naming the extra instead of a bare ``ModuleNotFoundError``.
 
->>> np = require("numpy", extra="core")
->>> np.__name__
-'numpy'
+>>> math = require("math", extra="eval")
+>>> math.__name__
+'math'
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def require(module: str, *, extra: str, purpose: str | None = None) -> ModuleTyp
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        top = module.split(".")[0]
+        # name the package that is really missing (a visualmixer module may fail on its own import)
+        top = (getattr(exc, "name", None) or module).split(".")[0]
         what = f"{purpose} needs {top}" if purpose else f"{top} is needed here"
         raise MissingExtraError(
             f"{what}, which is not installed: pip install 'visualmixer[{extra}]' (or 'visualmixer[all]')"
