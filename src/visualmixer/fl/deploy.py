@@ -200,6 +200,91 @@ def _stop(procs: list[tuple[str, subprocess.Popen]], extra: set[int], grace: flo
     _kill_pids(extra, signal.SIGKILL)
 
 
+def _check_run_args(clients, rounds, partition, mode, key_paths) -> None:
+    parse_partition(partition)
+    if clients < 1 or rounds < 1:
+        raise ValueError("clients and rounds must be >= 1")
+    if mode not in ("offline", "online"):
+        raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
+    if key_paths is not None and len(key_paths) != clients:
+        raise ValueError("key_paths needs one key file per client")
+
+
+def _pick_ports(clients: int, superlink_port: int | None) -> tuple[int, list[int]]:
+    """The SuperLink's port (checked when given) and one distinct free port per SuperNode."""
+    link_port = check_port(superlink_port) if superlink_port else free_port()
+    node_ports = [free_port() for _ in range(clients)]
+    while len(set(node_ports + [link_port])) < clients + 1:
+        node_ports = [free_port() for _ in range(clients)]
+    return link_port, node_ports
+
+
+def _flower_env(out: Path, link_port: int) -> dict:
+    """Environment of the Flower processes: a private FLWR_HOME naming the loopback SuperLink."""
+    flwr_home = out / "flwr-home"
+    flwr_home.mkdir(exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "{HOST}:{link_port}"\n'
+        "insecure = true\n")
+    bindir = str(Path(_bin("flower-superlink")).parent)  # Flower starts flower-superexec etc. by name
+    env = {**os.environ, "FLWR_HOME": str(flwr_home), "PYTHONUNBUFFERED": "1",
+           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class _Processes:
+    """The run's Flower processes, each logging to ``logs/NAME.log``; stopped (with every
+    descendant seen) when the ``with`` block ends, also on SIGTERM in the main thread."""
+
+    def __init__(self, out: Path, logs: Path, env: dict):
+        self.out, self.logs, self.env = out, logs, env
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.seen: set[int] = set()
+        self._files: list = []
+        self._prev_term = None
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        f = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self._files.append(f)
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.out),
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, p))
+        return p
+
+    def check_alive(self, submit: subprocess.Popen, run_log: Path) -> None:
+        """Raise ``RuntimeError`` when a server process died or ``flwr run`` failed."""
+        for name, p in self.procs:
+            if name != "flwr-run" and p.poll() is not None:
+                log = self.logs / (name + ".log")
+                raise RuntimeError(f"{name} exited with code {p.returncode}; see {log}:\n{_tail(log)}")
+        if submit.poll() is not None and submit.returncode != 0:
+            raise RuntimeError(f"flwr run failed (code {submit.returncode}):\n{_tail(run_log)}")
+        self.seen |= _descendants({p.pid for _, p in self.procs})
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            def _on_term(signum, frame):  # SIGTERM: leave through __exit__, which stops the processes
+                raise SystemExit(128 + signum)
+
+            self._prev_term = signal.signal(signal.SIGTERM, _on_term)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _stop(self.procs, self.seen)
+        for f in self._files:
+            f.close()
+        if self._prev_term is not None:
+            signal.signal(signal.SIGTERM, self._prev_term)
+
+
+def _read_history(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):  # being written
+        return {}
+
+
 def run_loopback(
     out: str | os.PathLike,
     *,
@@ -227,24 +312,14 @@ def run_loopback(
     seconds, ``RuntimeError`` when a Flower process fails.
     """
     require_flwr()
-    parse_partition(partition)
-    if clients < 1 or rounds < 1:
-        raise ValueError("clients and rounds must be >= 1")
-    if mode not in ("offline", "online"):
-        raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
-    if key_paths is not None and len(key_paths) != clients:
-        raise ValueError("key_paths needs one key file per client")
+    _check_run_args(clients, rounds, partition, mode, key_paths)
     out = Path(out).resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     hist_path = out / "history.json"
     if hist_path.exists():
         hist_path.unlink()
-    link_port = check_port(superlink_port) if superlink_port else free_port()
-    node_ports = [free_port() for _ in range(clients)]
-    while len(set(node_ports + [link_port])) < clients + 1:
-        node_ports = [free_port() for _ in range(clients)]
-
+    link_port, node_ports = _pick_ports(clients, superlink_port)
     run_config = {
         "num-rounds": int(rounds), "num-clients": int(clients), "partition": partition,
         "target-vfe": -1.0 if target_vfe is None else float(target_vfe), "mode": mode,
@@ -253,38 +328,11 @@ def run_loopback(
         "out-json": str(hist_path), "out-model": str(out / "model.pt"), "round-timeout": float(timeout),
     }
     app_dir = write_app(out / "app", run_config)
-    flwr_home = out / "flwr-home"
-    flwr_home.mkdir(exist_ok=True)
-    (flwr_home / "config.toml").write_text(
-        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "{HOST}:{link_port}"\n'
-        "insecure = true\n")
-    bindir = str(Path(_bin("flower-superlink")).parent)  # Flower starts flower-superexec etc. by name
-    env = {**os.environ, "FLWR_HOME": str(flwr_home), "PYTHONUNBUFFERED": "1",
-           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    env.setdefault("OMP_NUM_THREADS", "1")
-
-    procs: list[tuple[str, subprocess.Popen]] = []
-    seen: set[int] = set()
-    files = []
-
-    def start(name: str, argv: list[str]) -> subprocess.Popen:
-        f = open(logs / f"{name}.log", "wb")  # noqa: SIM115
-        files.append(f)
-        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(out),
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-        procs.append((name, p))
-        return p
-
+    env = _flower_env(out, link_port)
     t0 = time.monotonic()
     deadline = t0 + timeout
-    prev_term = None
-    if threading.current_thread() is threading.main_thread():
-        def _on_term(signum, frame):  # SIGTERM: leave through `finally`, which stops the processes
-            raise SystemExit(128 + signum)
-
-        prev_term = signal.signal(signal.SIGTERM, _on_term)
-    try:
-        link = start("superlink", [
+    with _Processes(out, logs, env) as procs:
+        link = procs.start("superlink", [
             _bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(link_port),
             "--disable-runtime-dependency-installation", "--database", str(out / "superlink.db")])
         _wait_listening(link_port, link, min(60.0, timeout), "flower-superlink", logs / "superlink.log")
@@ -294,35 +342,16 @@ def run_loopback(
                 nc += f' data-root="{data_root}"'
             if key_paths:
                 nc += f' key-path="{key_paths[k]}"'
-            start(f"supernode{k}", [
+            procs.start(f"supernode{k}", [
                 _bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{link_port}",
                 "--host", HOST, "--port", str(node_ports[k]), "--node-config", nc])
         run_log = logs / "flwr-run.log"
-        submit = start("flwr-run", [_bin("flwr"), "run", str(app_dir), "loopback", "--stream"])
-        while True:
-            if hist_path.exists():
-                try:
-                    hist = json.loads(hist_path.read_text())
-                except (OSError, ValueError):
-                    hist = {}
-                if hist.get("finished"):
-                    break
-            for name, p in procs:
-                if name != "flwr-run" and p.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {p.returncode}; see {logs / (name + '.log')}:\n"
-                                       f"{_tail(logs / (name + '.log'))}")
-            if submit.poll() is not None and submit.returncode != 0:
-                raise RuntimeError(f"flwr run failed (code {submit.returncode}):\n{_tail(run_log)}")
+        submit = procs.start("flwr-run", [_bin("flwr"), "run", str(app_dir), "loopback", "--stream"])
+        while not (hist := _read_history(hist_path)).get("finished"):
+            procs.check_alive(submit, run_log)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the federated run did not finish within {timeout:.0f} s; logs in {logs}:\n"
                                    f"{_tail(run_log)}")
-            seen |= _descendants({p.pid for _, p in procs})
             time.sleep(0.3)
-    finally:
-        _stop(procs, seen)
-        for f in files:
-            f.close()
-        if prev_term is not None:
-            signal.signal(signal.SIGTERM, prev_term)
     return FLRun(out=out, history=hist, ports={"superlink": link_port, "supernodes": node_ports},
                  seconds=time.monotonic() - t0)
