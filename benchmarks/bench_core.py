@@ -1,15 +1,17 @@
 """Speed of the core kernels: images/s for obfuscate (with targeting), restore and vfe.
 
 Every number is also given as a ratio to a plain ``clone()`` of the same batch measured in the
-same run (the memory-bandwidth floor), and, for single images, to a straightforward per-image
-Python reference (loops over windows/regions, as the authors' code does).
+same run (the memory-bandwidth floor), to a *keyed gather floor* of the same batch in the same
+run (``index_select`` of every image's pixels with one precomputed permutation: the least any
+keyed shuffle must do), and, for single images, to a straightforward per-image Python reference
+(loops over windows/regions, as the authors' code does).
 
 By default the clock is the process's CPU time and torch uses one thread, so the numbers are
 images per CPU-second and stay meaningful on a machine shared with other jobs; ``--wall`` uses
 wall-clock time and ``--threads`` sets torch's intra-op threads.
 
     python benchmarks/bench_core.py                 # full table (a few minutes on 2 cores)
-    python benchmarks/bench_core.py --quick         # 32² and 224² only
+    python benchmarks/bench_core.py --quick         # 224² b64, 32² b256, 28² grey b256 only
     python benchmarks/bench_core.py --wall --threads 2 --json out.json
     python benchmarks/bench_core.py --quick --device cuda --batch 256   # GPU: wall clock, synced
 """
@@ -81,31 +83,40 @@ def reference_shuffle(img: np.ndarray, region: int, tile: int, rng: np.random.Ge
     return out
 
 
-def make_batch(size: int, n: int) -> torch.Tensor:
+def make_batch(size: int, n: int, channels: int = 3) -> torch.Tensor:
     _, photos = builtin_photos(size if size <= 512 else 512)
     if size > 512:
         photos = torch.nn.functional.interpolate(photos.float(), size=(size, size), mode="bilinear")
         photos = photos.round().clamp(0, 255).to(torch.uint8)
+    if channels == 1:
+        photos = photos.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
     reps = -(-n // len(photos))
     return photos.repeat(reps, 1, 1, 1)[:n].contiguous().to(DEVICE)
 
 
-def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool):
-    x = make_batch(size, n)
+def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool, channels: int = 3):
+    x = make_batch(size, n, channels)
     ids = list(range(n))
     t_copy = timeit(lambda: x.clone())
+    flat = x.view(n, -1)
+    perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(0)).to(x.device)
+    t_gather = timeit(lambda: flat.index_select(1, perm))
     t_obf = timeit(lambda: vm.obfuscate(x, key=key, ids=ids, target_vfe=target))
     res = vm.obfuscate(x, key=key, ids=ids, target_vfe=target)
     t_res = timeit(lambda: vm.restore(res.images, res.plans, key=key, ids=ids))
     t_vfe = timeit(lambda: vm.vfe(x))
     row = {
         "size": size,
+        "channels": channels,
         "batch": n,
         "copy_img_s": n / t_copy,
+        "gather_floor_img_s": n / t_gather,
         "obfuscate_img_s": n / t_obf,
         "obfuscate_x_copy": t_obf / t_copy,
+        "obfuscate_x_gather": t_obf / t_gather,
         "restore_img_s": n / t_res,
         "restore_x_copy": t_res / t_copy,
+        "restore_x_gather": t_res / t_gather,
         "vfe_img_s": n / t_vfe,
         "vfe_x_copy": t_vfe / t_copy,
         "achieved_vfe_mean": float(res.vfe.mean()),
@@ -133,13 +144,13 @@ def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="32² and 224² only")
+    parser.add_argument("--quick", action="store_true", help="the goal cases only, no Python reference")
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--wall", action="store_true", help="wall-clock time instead of process CPU time")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda implies --wall)")
-    parser.add_argument("--batch", type=int, help="images per call at 32² and 224² (default 64)")
+    parser.add_argument("--batch", type=int, help="images per call at 224² (default 64; 256 at 32²/28²)")
     args = parser.parse_args()
     global CLOCK, DEVICE
     DEVICE = torch.device(args.device)
@@ -148,25 +159,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     key = vm.Key.generate()
     b = args.batch or 64
-    cases = [(32, b), (224, b)] + ([] if args.quick else [(1024, 8)])
+    small = max(b, 256)
+    cases = [(224, b, 3), (32, small, 3), (28, small, 1)] + ([] if args.quick else [(1024, 8, 3)])
     rows = []
     where = (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda"
              else platform.processor() or platform.machine())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}: {where}")
     clock = "wall-clock" if CLOCK is time.perf_counter else "process CPU"
-    print(f"target VFE {args.target}; uint8 RGB; {clock} time; ratios are time / time of x.clone() in the same run\n")
-    head = (f"{'size':>6} {'batch':>5} | {'obfuscate/s':>11} {'x copy':>7} | {'restore/s':>9} {'x copy':>7} | "
+    print(f"target VFE {args.target}; uint8; {clock} time; ratios are time / time of x.clone() "
+          "(x copy) and of the keyed gather floor (x gath) in the same run\n")
+    head = (f"{'size':>8} {'batch':>5} | {'gather/s':>9} | {'obfuscate/s':>11} {'x copy':>7} {'x gath':>6} | "
+            f"{'restore/s':>9} {'x copy':>7} {'x gath':>6} | "
             f"{'vfe/s':>8} {'x copy':>7} | {'1-img obf/s':>11} {'ref shuffle/s':>13} {'vfe vs ref':>10}")
     print(head)
     print("-" * len(head))
-    for size, n in cases:
-        r = bench(size, n, args.target, key, with_reference=size <= 224)
+    for size, n, ch in cases:
+        r = bench(size, n, args.target, key, with_reference=size <= 224 and not args.quick, channels=ch)
         r["device"] = str(DEVICE)
         rows.append(r)
         ref = (f"{r['single_obfuscate_img_s']:>11.1f} {r['reference_shuffle_one_level_img_s']:>13.1f} "
                f"{r['batched_vfe_speedup_vs_reference']:>9.0f}x") if "single_obfuscate_img_s" in r else ""
-        print(f"{size:>5}² {n:>5} | {r['obfuscate_img_s']:>11.1f} {r['obfuscate_x_copy']:>6.0f}x | "
-              f"{r['restore_img_s']:>9.1f} {r['restore_x_copy']:>6.0f}x | {r['vfe_img_s']:>8.1f} "
+        name = f"{size}²" + (" grey" if ch == 1 else "")
+        print(f"{name:>8} {n:>5} | {r['gather_floor_img_s']:>9.0f} | {r['obfuscate_img_s']:>11.1f} "
+              f"{r['obfuscate_x_copy']:>6.0f}x {r['obfuscate_x_gather']:>5.1f}x | "
+              f"{r['restore_img_s']:>9.1f} {r['restore_x_copy']:>6.0f}x {r['restore_x_gather']:>5.1f}x | "
+              f"{r['vfe_img_s']:>8.1f} "
               f"{r['vfe_x_copy']:>6.0f}x | {ref}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
