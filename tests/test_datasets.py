@@ -216,3 +216,36 @@ def test_imageset_checks_subset_and_channels():
         D.ImageSet(x.float(), y)
     with pytest.raises(ValueError, match="labels"):
         D.ImageSet(x, y[:5])
+
+
+def test_one_photo_reader_serves_demos_and_the_photos_set(monkeypatch):
+    from visualmixer.core.optional import MissingExtraError
+    from visualmixer.data import samples
+
+    arr = samples.photo_array("astronaut")
+    assert arr.dtype == np.uint8 and arr.shape[2] == 3 and not arr.flags.writeable
+    full = samples.load_photo("astronaut", size=None)
+    assert np.array_equal(full.permute(1, 2, 0).numpy(), arr)
+    assert samples.load_photo("astronaut", 16).shape == (3, 16, 16)
+    assert D.PHOTO_SOURCES is samples.PHOTO_SOURCES
+    with pytest.raises(ValueError, match="unknown photo 'nope'.*astronaut"):
+        samples.load_photo("nope")
+
+    # a missing package: the demos say which extra installs it, the photos set skips that class
+    real_require = samples.require
+
+    def no_sklearn(module, **kw):
+        if module.startswith("sklearn"):
+            raise MissingExtraError("sklearn is not installed: pip install 'visualmixer[data]'")
+        return real_require(module, **kw)
+
+    monkeypatch.setattr(samples, "require", no_sklearn)
+    samples._cached.cache_clear()
+    try:
+        with pytest.raises(MissingExtraError, match=r"visualmixer\[data\]"):
+            samples.photo_array("china")
+        assert samples.photo_array("china", missing_ok=True) is None
+        got = D.load_photos("test", size=8, per_class=2)
+        assert "china" not in got.classes and "astronaut" in got.classes
+    finally:
+        samples._cached.cache_clear()

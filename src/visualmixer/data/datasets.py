@@ -1,4 +1,4 @@
-"""In-memory image classification sets for training on obfuscated data (issue 4).
+"""In-memory image classification sets for training on obfuscated data.
 
 Every loader returns an :class:`ImageSet`: ``images`` is a uint8 tensor (N, C, H, W) with
 C in {1, 3}, ``labels`` an int64 tensor (N,), ``classes`` the class names. An ``ImageSet``
@@ -29,7 +29,6 @@ MNIST); colour images can be reduced to luma (``channels=1``, ITU-R BT.601 weigh
 
 from __future__ import annotations
 
-import functools
 import gzip
 import os
 import pickle
@@ -39,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from visualmixer.data.samples import PHOTO_SOURCES, photo_array
 
 __all__ = [
     "DATASET_NAMES",
@@ -269,53 +270,7 @@ def load_fashion_mnist(
 # ---------------------------------------------------------------------------------------------
 # Photos that ship inside installed packages
 
-#: (class name, loader description, licence) for each source photo of the ``photos`` set.
-PHOTO_SOURCES: tuple[tuple[str, str, str], ...] = (
-    ("astronaut", "skimage.data.astronaut()", "NASA, public domain"),
-    ("coffee", "skimage.data.coffee()", "CC0, Rachel Michetti"),
-    ("chelsea", "skimage.data.chelsea()", "CC0, Stefan van der Walt"),
-    ("rocket", "skimage.data.rocket()", "SpaceX, public domain"),
-    ("retina", "skimage.data.retina()", "CC0, Mikael Häggström (Wikimedia)"),
-    ("hubble", "skimage.data.hubble_deep_field()", "NASA, public domain"),
-    ("ihc", "skimage.data.immunohistochemistry()", "no known copyright restrictions (CMMI)"),
-    ("china", "sklearn.datasets.load_sample_images() china.jpg", "CC BY 2.0, danielbuechele"),
-    ("flower", "sklearn.datasets.load_sample_images() flower.jpg", "CC BY 2.0, vultilion"),
-    ("grace_hopper", "matplotlib sample_data grace_hopper.jpg", "US Navy photo, public domain"),
-)
-
-
-@functools.cache
-def _photo(name: str) -> np.ndarray | None:
-    """The named source photo as uint8 (H, W, 3), or None if its package is not installed.
-
-    Cached (about 15 MB for all of them); the array is read-only.
-    """
-    arr = _read_photo(name)
-    if arr is not None:
-        arr = np.ascontiguousarray(arr)
-        arr.setflags(write=False)
-    return arr
-
-
-def _read_photo(name: str) -> np.ndarray | None:
-    try:
-        if name in ("china", "flower"):
-            from sklearn.datasets import load_sample_images
-
-            imgs = load_sample_images()
-            return np.asarray(imgs.images[0 if name == "china" else 1], dtype=np.uint8)
-        if name == "grace_hopper":
-            from matplotlib import cbook
-            from PIL import Image
-
-            with cbook.get_sample_data("grace_hopper.jpg") as f:
-                return np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8)
-        import skimage.data
-
-        fn = {"hubble": "hubble_deep_field", "ihc": "immunohistochemistry"}.get(name, name)
-        return np.asarray(getattr(skimage.data, fn)(), dtype=np.uint8)[..., :3]
-    except (ImportError, OSError, AttributeError):
-        return None
+# PHOTO_SOURCES and the photo reader live in visualmixer.data.samples (one home for the photos).
 
 
 def _cell_is_test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -379,7 +334,7 @@ def load_photos(
     want_test = split == "test"
     crops, labels, classes = [], [], []
     for name, _, _ in PHOTO_SOURCES:
-        photo = _photo(name)
+        photo = photo_array(name, missing_ok=True)
         if photo is None:
             continue
         label = len(classes)
