@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -208,9 +209,10 @@ def decode_image(data: bytes, *, max_pixels: int | None = None, name: str = "ima
         try:
             im = Image.open(_io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            size = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's own limit is not ours: name one
             raise ImageReadError(
-                f"declared dimensions exceed the decompression-bomb limit of {limit} pixels "
-                f"({' '.join(str(exc).split()).split(',')[0]}); raise the limit with "
+                f"declared dimensions ({size.group(1) if size else 'too many'} pixels) exceed the "
+                f"decompression-bomb limit of {limit} pixels; raise the limit with "
                 "--max-pixels / max_pixels if the file is trusted"
             ) from None
         except UnidentifiedImageError:
