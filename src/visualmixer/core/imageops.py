@@ -1,6 +1,10 @@
-"""Small batched image helpers shared by ``metrics``, ``baselines``, ``attacks`` and ``report``.
+"""Small batched image helpers shared by the core (``vfe``, ``mixer``) and by ``metrics``,
+``baselines``, ``attacks`` and ``report``: the one home of block sums / block means.
 
 Everything here works on ``(N, C, H, W)`` tensors without Python loops over pixels or regions.
+(The API-edge adapter for user input -- tensors, numpy ``(H, W, C)`` arrays, PIL images -- is
+:func:`visualmixer.core.validation.to_batch`; :func:`add_batch_axis` here only adds a missing
+batch axis to an already ``(C, H, W)``-laid-out tensor or array.)
 """
 
 from __future__ import annotations
@@ -10,15 +14,18 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "as_batch",
+    "add_batch_axis",
     "to_float",
     "from_float",
+    "pad_to_multiple",
+    "block_sum",
+    "region_mean_grid",
     "region_mean",
     "to_uint8_hwc",
 ]
 
 
-def as_batch(images, name: str = "images") -> tuple[torch.Tensor, bool]:
+def add_batch_axis(images, name: str = "images") -> tuple[torch.Tensor, bool]:
     """Return ``images`` as an ``(N, C, H, W)`` tensor and whether a batch axis was added.
 
     Parameters
@@ -58,6 +65,33 @@ def from_float(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return images.to(like.dtype)
 
 
+def pad_to_multiple(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Zero-pad the last two axes of ``x`` at the bottom/right up to multiples of ``block``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % block, (-w) % block
+    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+
+def block_sum(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Sum of every ``block``×``block`` block, edge strips over their own pixels (zero padding).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(N, C, H, W)``.
+    block : int
+        Block side in pixels (>= 1).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, ceil(H / block), ceil(W / block))``, the dtype of ``x``.
+    """
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    x = pad_to_multiple(x, block)
+    n, c, hp, wp = x.shape
+    return x.reshape(n, c, hp // block, block, wp // block, block).sum(dim=(3, 5))
 
 
 def region_mean_grid(images: torch.Tensor, region: int) -> torch.Tensor:
@@ -77,13 +111,9 @@ def region_mean_grid(images: torch.Tensor, region: int) -> torch.Tensor:
     """
     if region < 1:
         raise ValueError(f"region must be >= 1, got {region}")
-    n, c, h, w = images.shape
-    ph, pw = (-h) % region, (-w) % region
-    x = F.pad(images, (0, pw, 0, ph))
-    ones = F.pad(torch.ones(1, 1, h, w, dtype=images.dtype, device=images.device), (0, pw, 0, ph))
-    s = F.avg_pool2d(x, region) * region * region
-    cnt = F.avg_pool2d(ones, region) * region * region
-    return s / cnt
+    h, w = images.shape[-2:]
+    ones = torch.ones((1, 1, h, w), dtype=images.dtype, device=images.device)
+    return block_sum(images, region) / block_sum(ones, region)
 
 
 def region_mean(images: torch.Tensor, region: int) -> torch.Tensor:

@@ -35,7 +35,7 @@ from visualmixer.core.permute import (
 )
 from visualmixer.core.regions import RegionGrid, default_region, region_grid, tile_ladder
 from visualmixer.core.saliency import spectral_residual
-from visualmixer.core.validation import as_batch, from_batch
+from visualmixer.core.validation import from_batch, to_batch
 from visualmixer.core.vfe import scores_from_windows, weighted_vfe, window_scores, window_weights
 
 __all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence"]
@@ -350,7 +350,7 @@ def obfuscate(
     >>> bool((vm.restore(res.images, res.plans, key=key, ids=["a", "b"]) == x).all())
     True
     """
-    batch, info = as_batch(images)
+    batch, info = to_batch(images)
     tau = _check_target(target_vfe)
     if not isinstance(channel_order, bool):
         raise TypeError(f"channel_order must be a bool, got {type(channel_order).__name__}")
@@ -451,7 +451,7 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     -------
     The original images, bit-identical, in the input's kind, dtype and device.
     """
-    batch, info = as_batch(images)
+    batch, info = to_batch(images)
     if not isinstance(plans, Plans):
         raise TypeError(f"plans must be visualmixer.Plans, got {type(plans).__name__}")
     if not isinstance(key, Key):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_batch", "BatchInfo", "from_batch", "check_images_tensor"]
+__all__ = ["to_batch", "BatchInfo", "from_batch", "check_images_tensor"]
 
 _CHANNEL_HINT = (
     "allowed: 1 (grey) or 3 (RGB) channels; convert RGBA with img[:3] (or PIL's .convert('RGB')), "
@@ -43,8 +43,8 @@ def check_images_tensor(images: torch.Tensor, name: str = "images") -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
-def as_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo]:
-    """Turn the accepted input kinds into a validated (N, C, H, W) tensor.
+def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo]:
+    """Turn the accepted user input kinds into a validated (N, C, H, W) tensor and its layout.
 
     Accepted: a tensor (N, C, H, W) or (C, H, W); a numpy array (H, W, C) or (H, W); a PIL image.
     RGBA numpy/PIL inputs lose their alpha channel (alpha would leak the object's silhouette).
@@ -99,7 +99,7 @@ def as_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
 
 
 def from_batch(batch: torch.Tensor, info: BatchInfo) -> Any:
-    """Inverse of :func:`as_batch` for the image part: the caller's layout back."""
+    """Inverse of :func:`to_batch` for the image part: the caller's layout back."""
     if info.kind == "tensor4":
         return batch
     if info.kind == "tensor3":

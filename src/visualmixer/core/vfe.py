@@ -20,25 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
+from visualmixer.core.imageops import block_sum, pad_to_multiple
 from visualmixer.core.regions import default_region
 from visualmixer.core.saliency import spectral_residual
-from visualmixer.core.validation import as_batch
+from visualmixer.core.validation import to_batch
 
 __all__ = ["vfe", "vfe_map", "window_scores", "scores_from_windows", "window_weights", "weighted_vfe"]
-
-
-def _window_sum(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Sum ``(N, C, Hp, Wp)`` (Hp, Wp multiples of s) over s x s windows -> (N, C, Hp/s, Wp/s)."""
-    n, c, hp, wp = x.shape
-    return x.reshape(n, c, hp // s, s, wp // s, s).sum(dim=(3, 5))
-
-
-def _pad_to(x: torch.Tensor, s: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % s, (-w) % s
-    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
 
 
 def _window_norm(h: int, w: int, s: int, device: torch.device) -> torch.Tensor:
@@ -118,7 +106,7 @@ def window_scores(images: torch.Tensor, window: int) -> torch.Tensor:
     """
     n, c, h, w = images.shape
     s = int(window)
-    x = _pad_to(images, s)
+    x = pad_to_multiple(images, s)
     nh, nw = x.shape[-2] // s, x.shape[-1] // s
     windows = x.view(n, c, nh, s, nw, s).permute(0, 1, 2, 4, 3, 5)
     return scores_from_windows(windows, h, w)
@@ -163,7 +151,7 @@ def window_weights(
                 f"saliency map has shape {tuple(smap.shape)}; expected per pixel ({n}, 1, {h}, {w}) "
                 f"/ ({n}, {h}, {w}) or per window ({n}, {nh}, {nw})"
             )
-        weights = _window_sum(_pad_to(smap, s), s)[:, 0]
+        weights = block_sum(smap, s)[:, 0]
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
         raise ValueError("saliency weights must be finite and non-negative")
     return weights
@@ -214,7 +202,7 @@ def vfe_map(images, window: int | None = None) -> torch.Tensor:
     >>> m.shape
     torch.Size([2, 3, 4, 4])
     """
-    batch, info = as_batch(images)
+    batch, info = to_batch(images)
     out = window_scores(batch, _resolve_window(batch, window))
     return out if info.kind == "tensor4" else out[0]
 
@@ -244,7 +232,7 @@ def vfe(images, saliency=None, window: int | None = None) -> torch.Tensor:
     >>> round(float(vfe(noise)), 1)
     1.0
     """
-    batch, info = as_batch(images)
+    batch, info = to_batch(images)
     s = _resolve_window(batch, window)
     out = weighted_vfe(window_scores(batch, s), window_weights(batch, saliency, s))
     return out if info.kind == "tensor4" else out[0]

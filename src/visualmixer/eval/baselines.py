@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visualmixer.core.imageops import as_batch, from_float, region_mean, to_float
+from visualmixer.core.imageops import add_batch_axis, from_float, region_mean, to_float
 from visualmixer.train.dpsgd import dpsgd_train  # re-export: DP-SGD is training, its home is train/
 
 __all__ = [
@@ -79,7 +79,7 @@ class Baseline(nn.Module):
         return _generator(seed, device)
 
     def forward(self, images):  # noqa: D102 - documented in the class
-        x, added = as_batch(images)
+        x, added = add_batch_axis(images)
         out = from_float(self._apply(to_float(x), self._next_generator(x.device)), x)
         return out[0] if added else out
 
@@ -326,7 +326,7 @@ class BlockScramble(nn.Module):
         return f"block={self.block}, per_image={self.per_image}"
 
     def forward(self, images):  # noqa: D102 - documented in the class
-        x, added = as_batch(images)
+        x, added = add_batch_axis(images)
         n, c, h, w = x.shape
         b = self.block
         gh, gw = h // b, w // b

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from visualmixer.core.imageops import as_batch, to_float
+from visualmixer.core.imageops import add_batch_axis, to_float
 
 __all__ = [
     "ssim",
@@ -46,8 +46,8 @@ _MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    x, _ = as_batch(x, "x")
-    y, _ = as_batch(y, "y")
+    x, _ = add_batch_axis(x, "x")
+    y, _ = add_batch_axis(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     return to_float(x), to_float(y).to(x.device)
@@ -203,8 +203,8 @@ def reid_rate(
         ``rate`` (share re-identified), ``chance`` (``1 / G``), ``hits`` (bool tensor ``(N,)``),
         ``rank`` (int tensor ``(N,)``, 0 = nearest).
     """
-    xh, _ = as_batch(x_hat, "x_hat")
-    g, _ = as_batch(gallery, "gallery")
+    xh, _ = add_batch_axis(x_hat, "x_hat")
+    g, _ = add_batch_axis(gallery, "gallery")
     if xh.shape[1:] != g.shape[1:]:
         raise ValueError(
             f"x_hat and gallery must share (C, H, W), got {tuple(xh.shape[1:])} and {tuple(g.shape[1:])}"
@@ -302,7 +302,7 @@ def class_mean_images(images, labels, num_classes: int | None = None) -> torch.T
 
     Classes absent from ``labels`` get the global mean image.
     """
-    x, _ = as_batch(images, "images")
+    x, _ = add_batch_axis(images, "images")
     y = torch.as_tensor(labels, dtype=torch.long).reshape(-1).to(x.device)
     if y.numel() != x.shape[0]:
         raise ValueError(f"labels must have {x.shape[0]} entries, got {y.numel()}")
@@ -320,7 +320,7 @@ def class_mean_images(images, labels, num_classes: int | None = None) -> torch.T
 
 def global_mean_image(images) -> torch.Tensor:
     """The mean training image, ``(1, C, H, W)`` float32 in [0, 1]."""
-    x, _ = as_batch(images, "images")
+    x, _ = add_batch_axis(images, "images")
     return to_float(x).double().mean(dim=0, keepdim=True).float()
 
 
@@ -364,7 +364,7 @@ def prior_scores(
         ``{"class_mean": {...}, "global_mean": {...}[, "predicted_class_mean": {...}]}`` where each
         entry holds per-image ``"ssim"``/``"psnr"`` summaries (and ``"ms_ssim"`` when the size allows).
     """
-    xb, _ = as_batch(x, "x")
+    xb, _ = add_batch_axis(x, "x")
     xb = to_float(xb)
     means = class_mean_images(train_images, train_labels, num_classes)
     guesses = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer.core.imageops import as_batch, to_float
+from visualmixer.core.imageops import add_batch_axis, to_float
 
 __all__ = ["direct_view"]
 
@@ -22,5 +22,5 @@ def direct_view(obfuscated) -> torch.Tensor:
     torch.Tensor
         float32 ``(N, C, H, W)`` in [0, 1].
     """
-    x, _ = as_batch(obfuscated, "obfuscated")
+    x, _ = add_batch_axis(obfuscated, "obfuscated")
     return to_float(x).clamp(0, 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer.core.imageops import as_batch, region_mean, to_float
+from visualmixer.core.imageops import add_batch_axis, region_mean, to_float
 from visualmixer.core.regions import default_region
 
 __all__ = ["region_mosaic"]
@@ -33,7 +33,7 @@ def region_mosaic(obfuscated, region: int | None = None, *, grey: bool = False) 
     torch.Tensor
         float32 ``(N, C, H, W)`` in [0, 1].
     """
-    x, _ = as_batch(obfuscated, "obfuscated")
+    x, _ = add_batch_axis(obfuscated, "obfuscated")
     x = to_float(x)
     r = default_region(x.shape[2], x.shape[3]) if region is None else int(region)
     out = region_mean(x, r)

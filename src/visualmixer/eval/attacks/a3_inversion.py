@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visualmixer.core.imageops import as_batch, to_float
+from visualmixer.core.imageops import add_batch_axis, to_float
 from visualmixer.eval.attacks._train import batches, float_batch, progress_iter
 
 __all__ = ["UNet", "LearnedInversion"]
@@ -153,7 +153,7 @@ class LearnedInversion:
 
         ``labels`` is accepted and ignored (same signature as :meth:`Recognizer.fit`).
         """
-        x, _ = as_batch(images, "images")
+        x, _ = add_batch_axis(images, "images")
         if x.shape[0] == 0:
             raise ValueError("LearnedInversion.fit needs at least one image")
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
@@ -187,7 +187,7 @@ class LearnedInversion:
         """Reconstruct victims' originals from their obfuscated images; float32 ``(N, C, H, W)``."""
         if self.net is None:
             raise ValueError("call fit() on the attacker's own images before attacking")
-        x, _ = as_batch(obfuscated, "obfuscated")
+        x, _ = add_batch_axis(obfuscated, "obfuscated")
         outs = [
             self.net(to_float(x[s : s + batch_size].to(self.device))).cpu()
             for s in range(0, x.shape[0], batch_size)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visualmixer.core.imageops import as_batch, to_float
+from visualmixer.core.imageops import add_batch_axis, to_float
 from visualmixer.eval.attacks._train import batches, float_batch, progress_iter
 
 __all__ = ["SmallCNN", "Recognizer"]
@@ -90,7 +90,7 @@ class Recognizer:
 
     def fit(self, images, labels) -> Recognizer:
         """Train on ``images`` ``(M, C, H, W)`` with integer ``labels`` ``(M,)``; returns ``self``."""
-        x, _ = as_batch(images, "images")
+        x, _ = add_batch_axis(images, "images")
         y = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         if y.numel() != x.shape[0]:
             raise ValueError(f"labels must have {x.shape[0]} entries, got {y.numel()}")
@@ -119,7 +119,7 @@ class Recognizer:
         """Predicted class per image, int64 ``(N,)``."""
         if self.model is None:
             raise ValueError("call fit() before predict()")
-        x, _ = as_batch(images, "images")
+        x, _ = add_batch_axis(images, "images")
         outs = [
             self.model(to_float(x[s : s + batch_size].to(self.device))).argmax(1).cpu()
             for s in range(0, x.shape[0], batch_size)

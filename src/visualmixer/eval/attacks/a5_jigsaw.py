@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer.core.imageops import as_batch, region_mean_grid, to_float
+from visualmixer.core.imageops import add_batch_axis, region_mean_grid, to_float
 from visualmixer.core.regions import default_region
 
 __all__ = [
@@ -101,7 +101,7 @@ def realign_channels(images, region: int | None = None, tile: int = 1) -> torch.
         float32 ``(N, C, H, W)``: the same tiles per channel and region, re-ordered so that tile
         positions correspond across channels.
     """
-    x, _ = as_batch(images, "images")
+    x, _ = add_batch_axis(images, "images")
     x = to_float(x)
     n, c, h, w = x.shape
     region = default_region(h, w) if region is None else region
@@ -291,7 +291,7 @@ def solve_jigsaw(
     torch.Tensor
         float32 ``(N, C, H, W)``.
     """
-    x, _ = as_batch(images, "images")
+    x, _ = add_batch_axis(images, "images")
     x = to_float(x)
     n, c, h, w = x.shape
     region = default_region(h, w) if region is None else region
@@ -321,7 +321,7 @@ def estimate_tiles(images, region: int | None = None, *, threshold: float = 1.5)
     torch.Tensor
         int64 ``(N, H // region, W // region)`` tile sides.
     """
-    x, _ = as_batch(images, "images")
+    x, _ = add_batch_axis(images, "images")
     x = to_float(x)
     n, c, h, w = x.shape
     region = default_region(h, w) if region is None else int(region)
@@ -355,7 +355,7 @@ def estimate_tiles(images, region: int | None = None, *, threshold: float = 1.5)
 
 def smoothness(images: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of horizontally and vertically adjacent pixels, per image ``(N,)``."""
-    x = to_float(as_batch(images)[0])
+    x = to_float(add_batch_axis(images)[0])
     dh = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1)
     dv = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1)
     return torch.cat([dh, dv], dim=1).mean(dim=1)
@@ -393,7 +393,7 @@ def realign_and_solve(
     torch.Tensor
         float32 ``(N, C, H, W)`` estimate of the originals.
     """
-    x, _ = as_batch(images, "images")
+    x, _ = add_batch_axis(images, "images")
     x = to_float(x)
     region = default_region(x.shape[2], x.shape[3]) if region is None else int(region)
     if channel_prior is not None and not (
@@ -535,7 +535,7 @@ def fit_channel_order_prior(
     shrink : float
         Pseudo-count pulling each (position, bin) Gaussian towards the bin's pooled one.
     """
-    x, _ = as_batch(attacker_images, "attacker_images")
+    x, _ = add_batch_axis(attacker_images, "attacker_images")
     if x.shape[1] != 3:
         raise ValueError(f"a channel-order prior needs colour (3-channel) images, got {x.shape[1]} channel(s)")
     x = to_float(x)
@@ -679,7 +679,7 @@ def recover_channel_order(
         Same shape (batch axis as given), dtype and device as ``images``: every region's channels
         put back in the chosen order (values are only moved). With ``return_orders``, a tuple.
     """
-    x, added = as_batch(images, "images")
+    x, added = add_batch_axis(images, "images")
     n, c, h, w = x.shape
     region = default_region(h, w) if region is None else int(region)
     if region < 1:

@@ -18,7 +18,7 @@ import functools
 import numpy as np
 import torch
 
-from visualmixer.core.imageops import as_batch, to_uint8_hwc
+from visualmixer.core.imageops import add_batch_axis, to_uint8_hwc
 
 __all__ = ["detect_faces", "haar_available", "mtcnn_available"]
 
@@ -103,7 +103,7 @@ def detect_faces(
     list of numpy.ndarray
         ``N`` arrays of shape ``(k, 4)``, float32.
     """
-    x, _ = as_batch(images, "images")
+    x, _ = add_batch_axis(images, "images")
     if detector == "haar":
         import cv2
 

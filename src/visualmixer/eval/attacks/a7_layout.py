@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer.core.imageops import as_batch, region_mean_grid, to_float
+from visualmixer.core.imageops import add_batch_axis, region_mean_grid, to_float
 
 __all__ = ["recover_layout", "undo_layout"]
 
@@ -82,8 +82,8 @@ def recover_layout(
     """
     from scipy.optimize import linear_sum_assignment
 
-    x, _ = as_batch(protected, "protected")
-    a, _ = as_batch(attacker_images, "attacker_images")
+    x, _ = add_batch_axis(protected, "protected")
+    a, _ = add_batch_axis(attacker_images, "attacker_images")
     if x.shape[1:] != a.shape[1:]:
         raise ValueError(f"attacker images {tuple(a.shape[1:])} differ from the released {tuple(x.shape[1:])}")
     k = int(num_classes or int(max(labels.max(), attacker_labels.max())) + 1)
@@ -110,7 +110,7 @@ def undo_layout(protected, source: torch.Tensor, negated: torch.Tensor, block: i
 
     Returns float32 ``(N, C, H, W)`` in [0, 1]; edge strips outside the full-block grid are kept.
     """
-    x, _ = as_batch(protected, "protected")
+    x, _ = add_batch_axis(protected, "protected")
     x = to_float(x)
     n, c, h, w = x.shape
     gh, gw = h // block, w // block
