@@ -6,11 +6,13 @@ re-exported by :mod:`visualmixer.eval.baselines` beside the pixel-protecting bas
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from visualmixer.core.imageops import to_float
+from visualmixer.core.optional import require
+from visualmixer.train.fit import fit_classifier, isolated_rng
 
 __all__ = ["dpsgd_train"]
 
@@ -26,6 +28,7 @@ def dpsgd_train(
     delta: float = 1e-5,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    seed: int | None = None,
 ):
     """Train ``model`` on clean images with DP-SGD (Opacus) and return ``(model, epsilon)``.
 
@@ -43,6 +46,12 @@ def dpsgd_train(
         Adam epochs and learning rate.
     noise_multiplier, max_grad_norm, delta : float
         DP-SGD noise multiplier, per-sample clipping norm and δ for the reported ε.
+    progress : bool
+        A progress bar per epoch.
+    seed : int, optional
+        Seeds the Poisson sampling and the noise (drawn from torch's global generator inside
+        :func:`~visualmixer.train.fit.isolated_rng`, so the caller's global state is unchanged).
+        None: from the OS. A seed is for experiments only.
 
     Returns
     -------
@@ -51,23 +60,15 @@ def dpsgd_train(
 
     Raises
     ------
-    ImportError
-        When opacus is not installed (``pip install -c constraints.txt 'visualmixer[dp]'``).
+    visualmixer.core.optional.MissingExtraError
+        When opacus is not installed (``pip install 'visualmixer[dp]'``).
     """
-    try:
-        from opacus import PrivacyEngine
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "DP-SGD needs opacus: pip install -c constraints.txt 'visualmixer[dp]' (opacus 1.6 "
-            "installs beside torch 2.14.1 without replacing it)"
-        ) from exc
-    import warnings
-
+    opacus = require("opacus", extra="dp", purpose="DP-SGD")
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), isolated_rng(seed, device):
         warnings.simplefilter("ignore")  # opacus warns that its secure RNG is off (fine for a reference)
-        engine = PrivacyEngine(accountant="rdp")
+        engine = opacus.PrivacyEngine(accountant="rdp")
         pmodel, popt, ploader = engine.make_private(
             module=model,
             optimizer=opt,
@@ -75,15 +76,7 @@ def dpsgd_train(
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
         )
-        pmodel.train()
-        for _ in range(epochs):
-            for xb, yb in ploader:
-                if len(xb) == 0:
-                    continue
-                xb = to_float(xb.to(device)) if xb.dtype == torch.uint8 else xb.to(device)
-                popt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(pmodel(xb), yb.to(device))
-                loss.backward()
-                popt.step()
+        fit_classifier(pmodel, ploader, epochs=epochs, optimizer=popt, device=device, seed=seed,
+                       progress=progress, desc="DP-SGD")
         eps = float(engine.get_epsilon(delta))
     return pmodel._module if hasattr(pmodel, "_module") else pmodel, eps
