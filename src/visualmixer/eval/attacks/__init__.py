@@ -18,7 +18,7 @@ A7     :func:`recover_layout`, :func:`undo_layout` a key-wide block layout, from
 from visualmixer.eval.attacks.a1_direct import direct_view
 from visualmixer.eval.attacks.a2_mosaic import region_mosaic
 from visualmixer.eval.attacks.a3_inversion import LearnedInversion, UNet
-from visualmixer.eval.attacks.a4_recognition import Recognizer, SmallCNN
+from visualmixer.eval.attacks.a4_recognition import Recognizer, RecognizerCNN, SmallCNN
 from visualmixer.eval.attacks.a5_jigsaw import (
     ChannelOrderPrior,
     fit_channel_order_prior,
@@ -38,6 +38,7 @@ __all__ = [
     "LearnedInversion",
     "UNet",
     "Recognizer",
+    "RecognizerCNN",
     "SmallCNN",
     "realign_and_solve",
     "realign_channels",

@@ -1,10 +1,14 @@
-"""Shared minibatch-training helpers for the learned attacks (A3, A4)."""
+"""Minibatch helpers for the learned attacks that are not classifiers (A3's U-Net).
+
+Classifiers (A4, the audit's utility model) train with :func:`visualmixer.train.fit.fit_classifier`.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from visualmixer.core.imageops import to_float
+from visualmixer.tools.progress import progress
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True):
@@ -20,9 +24,5 @@ def float_batch(x: torch.Tensor, device) -> torch.Tensor:
 
 
 def progress_iter(iterable, enabled: bool, desc: str, total: int | None = None):
-    """Wrap with tqdm when ``enabled`` (tqdm is a core dependency)."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, leave=False)
+    """Wrap in :func:`visualmixer.tools.progress.progress` when ``enabled``."""
+    return progress(iterable, enabled=enabled, desc=desc, total=total)

@@ -2,25 +2,28 @@
 
 If a model trained only on originals still recognises the class of obfuscated images (or of the
 A2/A3 reconstructions) well above chance, the obfuscation leaves machine-recognisable content
-(SPEC §8.1). The same small CNN is used by the audit for the utility measurement.
+(SPEC §8.1). The same CNN (:class:`RecognizerCNN`) is used by the audit for the utility measurement;
+it trains with the library's one loop, :func:`visualmixer.train.fit.fit_classifier`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from visualmixer.core.imageops import add_batch_axis, to_float
-from visualmixer.eval.attacks._train import batches, float_batch, progress_iter
+from visualmixer.train.fit import fit_classifier, init_model
 
-__all__ = ["SmallCNN", "Recognizer"]
+__all__ = ["RecognizerCNN", "SmallCNN", "Recognizer"]
 
 
-class SmallCNN(nn.Module):
-    """Two conv blocks + a linear head, for any input size (adaptive pooling to 4×4).
+class RecognizerCNN(nn.Module):
+    """The attacker's / auditor's CNN: two conv blocks + a linear head, any input size (pooled to 4×4).
 
-    GroupNorm instead of BatchNorm, so the same model also trains under DP-SGD (Opacus).
+    GroupNorm instead of BatchNorm, so the same model also trains under DP-SGD (Opacus). Not to be
+    confused with :class:`visualmixer.train.models.SmallCNN` (the ``visualmixer train`` model).
     """
 
     def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 32):
@@ -41,6 +44,10 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+#: Former name of :class:`RecognizerCNN`, kept importable from :mod:`visualmixer.eval.attacks`.
+SmallCNN = RecognizerCNN
+
+
 class Recognizer:
     """Attack A4: train a classifier on clean images; measure its accuracy on protected ones.
 
@@ -51,13 +58,13 @@ class Recognizer:
     epochs, batch_size, lr : int, int, float
         Adam training schedule.
     width : int
-        Width of :class:`SmallCNN`.
+        Width of :class:`RecognizerCNN`.
     device : str or torch.device
         Where to train.
     seed : int, optional
         Seeds initialisation and minibatch order.
     progress : bool
-        Show a tqdm bar.
+        Show a progress bar.
     transform : callable, optional
         Applied to every training minibatch (uint8/float in, same out) — used by the audit to
         measure utility: a model trained on protected images and tested on protected images.
@@ -86,10 +93,15 @@ class Recognizer:
         self.seed = seed
         self.progress = progress
         self.transform = transform
-        self.model: SmallCNN | None = None
+        self.model: RecognizerCNN | None = None
 
-    def fit(self, images, labels) -> Recognizer:
-        """Train on ``images`` ``(M, C, H, W)`` with integer ``labels`` ``(M,)``; returns ``self``."""
+    def fit(self, images, labels, *, per_epoch: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Recognizer:
+        """Train on ``images`` ``(M, C, H, W)`` with integer ``labels`` ``(M,)``; returns ``self``.
+
+        ``per_epoch`` (optional) maps the whole training set to a fresh version at the start of
+        every epoch (online re-protection: ``protect(images)`` anew each epoch); the identity
+        trains exactly the model of a plain ``fit``. ``transform`` still applies per minibatch.
+        """
         x, _ = add_batch_axis(images, "images")
         y = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         if y.numel() != x.shape[0]:
@@ -97,20 +109,15 @@ class Recognizer:
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes})")
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        self.model = SmallCNN(x.shape[1], self.num_classes, self.width).to(self.device)
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        self.model.train()
-        for _ in progress_iter(range(self.epochs), self.progress, "A4 classifier"):
-            for idx in batches(x.shape[0], self.batch_size, g):
-                xb = x[idx]
-                if self.transform is not None:
-                    xb = self.transform(xb)
-                opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(self.model(float_batch(xb, self.device)), y[idx].to(self.device))
-                loss.backward()
-                opt.step()
+        self.model = init_model(lambda: RecognizerCNN(x.shape[1], self.num_classes, self.width),
+                                seed=self.seed, device=self.device)
+        tf = self.transform
+        fit_classifier(
+            self.model, (x, y) if per_epoch is None else (lambda epoch: (per_epoch(x), y)),
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
+            generator=g, seed=self.seed, progress=self.progress, desc="A4 classifier",
+            prepare=None if tf is None else (lambda xb: to_float(tf(xb))),
+        )
         self.model.eval()
         return self
 
