@@ -252,7 +252,7 @@ def load_fashion_mnist(
             f"Fashion-MNIST {split} files ({prefix}-images-idx3-ubyte.gz, "
             f"{prefix}-labels-idx1-ubyte.gz) not found in {root}. On Debian/Ubuntu install them "
             f"with `apt-get install -y dataset-fashion-mnist` (into {FASHION_MNIST_DIR}), or "
-            "pass the directory that holds them (root=... / --data-root), or download=True on a "
+            "pass the directory that holds them (root=DIR), or download=True on a "
             "machine with a network."
         )
     images = read_idx(img_path)
@@ -537,8 +537,8 @@ def load_image_folder(
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(
-            f"images in {root} differ in size ({sorted(shapes)[:3]} ...); pass size= "
-            "(--image-size) to resize them"
+            f"images in {root} differ in size ({sorted(shapes)[:3]} ...); pass size=N "
+            "to resize them"
         )
     x = torch.from_numpy(np.stack(arrays))
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
@@ -589,7 +589,7 @@ def load_dataset(
         ds = load_photos(split, size=size or 32, seed=seed)
     elif name in ("cifar10", "cifar100"):
         if root is None:
-            raise ValueError(f"{name} needs a data directory (root= / --data-root)")
+            raise ValueError(f"{name} needs a data directory (root=DIR)")
         ds = load_cifar(split, root=root, num_classes=int(name[5:]), download=download)
     elif name.startswith("imagefolder:") and len(name) > len("imagefolder:"):
         ds = load_image_folder(name[len("imagefolder:") :], split, size=size, seed=seed)
