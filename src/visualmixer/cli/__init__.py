@@ -48,15 +48,41 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return _run_mapped(args, argv)
+
+
+def _run_mapped(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run a command; every error becomes one line on stderr with the library's parameter names
+    written as this command's flags (exit codes: docs/tools.md)."""
+    from visualmixer.cli._common import flags_for, resume_command
+    from visualmixer.core.optional import MissingExtraError
+    from visualmixer.tools.errors import RunStopped, ToolError, describe_oserror
+
+    prefix = f"visualmixer {args.command}"
+    resumable = args.command in ("obfuscate", "restore")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        tail = ("; nothing is lost: finished images are recorded, resume with: "
+                + resume_command(argv)) if resumable else ""
+        print(f"{prefix}: interrupted{tail}", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as exc:
-        print(f"visualmixer {args.command}: error: {exc}", file=sys.stderr)
+    except ToolError as exc:
+        msg = flags_for(str(exc), args.command)
+        if isinstance(exc, RunStopped):
+            msg = msg.replace("rerun the same call to resume", "resume with: " + resume_command(argv))
+        print(f"{prefix}: error: {msg}", file=sys.stderr)
+        return exc.exit_code
+    except MissingExtraError as exc:
+        print(f"{prefix}: error: {flags_for(str(exc), args.command)}", file=sys.stderr)
         return 2
-
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+        print(f"{prefix}: error: {flags_for(str(exc), args.command)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{prefix}: error: {describe_oserror(exc)}{where}", file=sys.stderr)
+        return 3
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

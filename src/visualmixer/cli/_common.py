@@ -1,10 +1,65 @@
-"""Helpers shared by the command modules (printing summaries, loading keys)."""
+"""Helpers shared by the command modules (printing summaries, loading keys, and turning the
+library's parameter names in error messages into this command line's flags)."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
 
 MAX_PROBLEM_LINES = 50
+
+
+#: Library parameter -> command-line flag, for every command ("*") and per command. The library
+#: writes parameters as ``name:`` (at the start of a message), ``name=True``, ``name=N`` /
+#: ``name=PATH`` (a placeholder) or ``name='value'``; :func:`flags_for` rewrites exactly those.
+PARAM_FLAGS: dict[str, dict[str, str]] = {
+    "*": {
+        "overwrite": "--overwrite",
+        "manifest": "--manifest",
+        "max_pixels": "--max-pixels",
+        "workers": "--workers",
+        "dask": "--dask",
+        "batch_size": "--batch-size",
+        "target_vfe": "--target-vfe",
+        "region": "--region",
+        "format": "--format",
+        "rename": "--rename",
+        "key": "--key",
+        "root": "--data-root",
+        "size": "--image-size",
+    },
+    "run": {"size": "--size"},
+}
+
+
+def flags_for(message: str, command: str | None = None) -> str:
+    """Rewrite the parameter names of a library message as ``command``'s flags, on one line.
+
+    >>> flags_for("pass overwrite=True to start over; or manifest=PATH", "obfuscate")
+    'pass --overwrite to start over; or --manifest PATH'
+    >>> flags_for("format='same': JPEG inputs ...")
+    '--format same: JPEG inputs ...'
+    """
+    table = {**PARAM_FLAGS["*"], **PARAM_FLAGS.get(command or "", {})}
+    pattern = re.compile(
+        r"(?<![\w.\-/])(" + "|".join(map(re.escape, table)) + r")(:|=)(True\b|[A-Z]+\b|'[^']*'|)"
+    )
+
+    def sub(m: re.Match) -> str:
+        flag, sep, value = table[m.group(1)], m.group(2), m.group(3)
+        if sep == ":":
+            return flag + ":" + value
+        if value in ("True", ""):
+            return flag
+        return f"{flag} {value.strip(chr(39))}"
+
+    return pattern.sub(sub, " ".join(str(message).split()))
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The command line that resumes this run (as typed, shell-quoted)."""
+    return shlex.join(["visualmixer", *(sys.argv[1:] if argv is None else argv)])
 
 
 def load_key(path):
@@ -21,8 +76,9 @@ def load_key(path):
         raise ValueError(f"--key: {exc}") from None
 
 
-def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+def warn(msg: str, command: str | None = None) -> None:
+    """Print a library warning, its parameter names as flags."""
+    print(f"warning: {flags_for(msg, command)}", file=sys.stderr)
 
 
 def positive_int(text: str) -> int:
@@ -76,7 +132,7 @@ def print_summary(verb: str, summary, *, quiet: bool = False) -> None:
     if not quiet or summary.failed:
         print(line)
     for image_id, status, reason in summary.problems[:MAX_PROBLEM_LINES]:
-        print(f"  {status:7s} {image_id}: {reason}", file=sys.stderr)
+        print(f"  {status:7s} {image_id}: {flags_for(reason)}", file=sys.stderr)
     extra = len(summary.problems) - MAX_PROBLEM_LINES
     if extra > 0:
         print(f"  ... and {extra} more (every file's status is in the manifest)", file=sys.stderr)

@@ -24,25 +24,21 @@ from typing import Any
 
 __all__ = ["map_unordered", "check_address", "dask_client", "import_dask_distributed"]
 
-_DASK_HINT = "--dask needs the optional Dask extra: pip install 'visualmixer[dask]'"
-
-
 def import_dask_distributed():
-    """Import ``dask.distributed`` or raise ``ImportError`` saying how to install it."""
-    try:
-        import distributed  # noqa: F401
-        from dask import distributed as dd
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"{_DASK_HINT} ({exc})") from exc
-    return dd
+    """Import ``dask.distributed`` or raise ``MissingExtraError`` (an ``ImportError``) naming the
+    ``dask`` extra."""
+    from visualmixer.core.optional import require
+
+    require("distributed", extra="dask", purpose="dask=")
+    return require("dask.distributed", extra="dask", purpose="dask=")
 
 
 def check_address(address: str) -> str:
-    """Validate a ``--dask`` address: ``"local"``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT``."""
+    """Validate a ``dask`` address: ``"local"``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT``."""
     if not isinstance(address, str) or not (
         address == "local" or address.startswith(("tcp://", "tls://"))
     ):
-        raise ValueError(f"--dask: expected 'local' or 'tcp://HOST:PORT', got {address!r}")
+        raise ValueError(f"dask: expected 'local' or 'tcp://HOST:PORT', got {address!r}")
     return address
 
 
@@ -58,7 +54,7 @@ def dask_client(address: str, *, n_workers: int = 2):
     if address == "local":
         import dask
 
-        _start_forkserver(["distributed", "visualmixer.tools.folders"])
+        _start_forkserver(["distributed", "visualmixer.tools.chunks"])
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             cluster = dd.LocalCluster(
                 n_workers=max(1, int(n_workers)),
@@ -87,11 +83,16 @@ def dask_client(address: str, *, n_workers: int = 2):
 def _exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
     """Worker-process initializer: exit as soon as the process that started the pool is gone.
 
-    Without it, workers of a parent killed with SIGKILL would wait for work forever.
+    Without it, workers of a parent killed with SIGKILL would wait for work forever. Workers
+    ignore SIGINT (Ctrl-C reaches the whole process group): the parent stops the pool, so one
+    Ctrl-C gives one "interrupted" line, not a traceback per worker.
     """
     import os
+    import signal
     import threading
     import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def alive() -> bool:
         try:
@@ -206,7 +207,7 @@ def map_unordered(
     """
     workers = int(workers)
     if workers < 1:
-        raise ValueError(f"--workers: expected an integer >= 1, got {workers}")
+        raise ValueError(f"workers: expected an integer >= 1, got {workers}")
     limit = int(in_flight or max(2, 2 * workers))
     if dask is not None:
         with dask_client(dask, n_workers=max(2, workers)) as client:

@@ -213,7 +213,7 @@ def decode_image(data: bytes, *, max_pixels: int | None = None, name: str = "ima
             raise ImageReadError(
                 f"declared dimensions ({size.group(1) if size else 'too many'} pixels) exceed the "
                 f"decompression-bomb limit of {limit} pixels; raise the limit with "
-                "--max-pixels / max_pixels if the file is trusted"
+                "max_pixels=N if the file is trusted"
             ) from None
         except UnidentifiedImageError:
             raise ImageReadError("not a recognised image format (Pillow cannot identify it)") from None
@@ -226,8 +226,8 @@ def decode_image(data: bytes, *, max_pixels: int | None = None, name: str = "ima
             if limit is not None and width * height > limit:
                 raise ImageReadError(
                     f"declared dimensions {width}x{height} = {width * height} pixels exceed the "
-                    f"decompression-bomb limit of {limit} pixels; raise it with --max-pixels / "
-                    "max_pixels if the file is trusted"
+                    f"decompression-bomb limit of {limit} pixels; raise it with max_pixels=N if "
+                    "the file is trusted"
                 )
             fmt = im.format or "?"
             mode = im.mode
@@ -401,7 +401,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool 
     """
     path = Path(path)
     if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists (pass overwrite=True / --overwrite to replace it)")
+        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     return replace_atomically(path, data, mode=0o644, suffix=TEMP_SUFFIX)
 

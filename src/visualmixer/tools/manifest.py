@@ -13,7 +13,10 @@ about one image id (its path relative to the source folder):
 
 The latest record of an id wins. Records are appended in whole lines with one ``write`` on an
 ``O_APPEND`` descriptor followed by ``fsync``; a line cut short by a kill is dropped (and the file
-truncated back to its last complete line) when the manifest is opened again.
+truncated back to its last complete line) when the manifest is opened again. A damaged line
+elsewhere (power lost mid-append can leave zeros or a cut line that a later run appended after) is
+skipped and listed in :attr:`Manifest.damaged`: the image it described is simply done again (its
+bytes are the same). A failed append (disk full) is rolled back to the last complete line.
 
 The manifest is private: with the key, its plans restore the originals, and with ``--rename`` it
 holds the original file names. It is created with mode 0600 and never inside the shared folder.
@@ -27,9 +30,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Manifest", "MANIFEST_VERSION"]
+__all__ = ["Manifest", "MANIFEST_VERSION", "READABLE_VERSIONS"]
 
+#: The format version this code writes.
 MANIFEST_VERSION = 1
+#: The format versions this code reads (restore; a resume also needs the same generator).
+READABLE_VERSIONS = frozenset({1})
 
 
 class Manifest:
@@ -43,12 +49,16 @@ class Manifest:
     header : dict
     records : dict
         Latest record per image id.
+    damaged : list of int
+        Numbers of the lines that could not be read and were skipped (1-based).
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], records: dict[str, dict[str, Any]]):
+    def __init__(self, path: Path, header: dict[str, Any], records: dict[str, dict[str, Any]],
+                 damaged: list[int] | None = None):
         self.path = Path(path)
         self.header = header
         self.records = records
+        self.damaged = list(damaged or [])
         self._fd: int | None = None
 
     # -- opening ---------------------------------------------------------------------------------
@@ -57,7 +67,7 @@ class Manifest:
         """Start a new manifest at ``path`` holding only ``header`` (mode 0600)."""
         path = Path(path)
         if path.exists() and not overwrite:
-            raise FileExistsError(f"manifest {path} exists (pass --overwrite to start over)")
+            raise FileExistsError(f"manifest {path} exists (pass overwrite=True to start over)")
         path.parent.mkdir(parents=True, exist_ok=True)
         head = {"t": "header", "version": MANIFEST_VERSION, **header}
         tmp = path.with_name(f".{path.name}.new")
@@ -72,36 +82,54 @@ class Manifest:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Manifest:
-        """Read a manifest (header and latest records) without opening it for appending."""
+        """Read a manifest (header and latest records) without opening it for appending.
+
+        Raises ``ValueError`` (one line) when the file is not a manifest, its header is damaged
+        or its format version is not one of :data:`READABLE_VERSIONS`; damaged record lines are
+        skipped (:attr:`damaged`).
+        """
         path = Path(path)
         raw = path.read_bytes()
         lines = raw.split(b"\n")
         if not raw.endswith(b"\n"):
             lines = lines[:-1]  # the last line was cut short by a kill: not a record
-        header: dict[str, Any] | None = None
+        if not lines or not lines[0].strip():
+            raise ValueError(f"{path} is empty or not a visualmixer manifest")
+        header = cls._parse_header(path, lines[0])
         records: dict[str, dict[str, Any]] = {}
-        for number, line in enumerate(lines, 1):
+        damaged: list[int] = []
+        for number, line in enumerate(lines[1:], 2):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except ValueError:
-                raise ValueError(f"{path}: line {number} is not valid JSON (damaged manifest)") from None
-            if number == 1:
-                if rec.get("t") != "header":
-                    raise ValueError(f"{path} is not a visualmixer manifest (no header line)")
-                if rec.get("version") != MANIFEST_VERSION:
-                    raise ValueError(
-                        f"{path}: manifest version {rec.get('version')!r}, this visualmixer "
-                        f"reads version {MANIFEST_VERSION}"
-                    )
-                header = rec
+                rec = None
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or "t" not in rec:
+                damaged.append(number)
                 continue
-            if "id" in rec:
-                records[rec["id"]] = rec
-        if header is None:
-            raise ValueError(f"{path} is empty or not a visualmixer manifest")
-        return cls(path, header, records)
+            records[rec["id"]] = rec
+        return cls(path, header, records, damaged)
+
+    @staticmethod
+    def _parse_header(path: Path, line: bytes) -> dict[str, Any]:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict) or rec.get("t") != "header":
+            raise ValueError(
+                f"{path}: line 1 is not a visualmixer manifest header (damaged or not a "
+                "manifest); it cannot be resumed: start over with overwrite=True"
+            )
+        if rec.get("version") not in READABLE_VERSIONS:
+            readable = ", ".join(str(v) for v in sorted(READABLE_VERSIONS))
+            raise ValueError(
+                f"{path}: manifest format version {rec.get('version')!r} (written by "
+                f"{rec.get('tool', 'another visualmixer')}), this visualmixer reads version "
+                f"{readable}: use the release that wrote it, or start over with overwrite=True"
+            )
+        return rec
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Manifest:
@@ -121,18 +149,30 @@ class Manifest:
 
     # -- appending -------------------------------------------------------------------------------
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        """Append records as whole lines, then fsync; update :attr:`records`."""
+        """Append records as whole lines, then fsync; update :attr:`records`.
+
+        On an ``OSError`` (disk full, I/O error) the file is cut back to its last complete line
+        before the error is raised, so a later run reads every earlier record.
+        """
         recs = list(records)
         if not recs:
             return
         payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in recs).encode("utf-8")
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        size = os.fstat(self._fd).st_size
         view = memoryview(payload)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass  # the next open drops a trailing partial line anyway
+            raise
         for rec in recs:
             self.records[rec["id"]] = rec
 

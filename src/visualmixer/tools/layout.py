@@ -1,0 +1,297 @@
+"""The shared ground of the folder tools (:mod:`visualmixer.tools.folders`): the options that
+decide the output bytes, the run summary, the checks on folders and manifest paths, the listing
+of a source tree and the naming of outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.distributed import check_address
+
+__all__ = [
+    "FolderOptions",
+    "RunSummary",
+    "check_folders",
+    "default_manifest_path",
+    "find_manifest",
+    "list_images",
+    "output_names",
+]
+
+TOOL_VERSION = "visualmixer-tools-1"
+_LOSSLESS_SAME = {".png": "png", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff", ".webp": "webp"}
+JPEG_EXT = {".jpg", ".jpeg", ".jpe", ".jfif"}
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """The options that decide the output bytes (recorded in the manifest; a resume must match).
+
+    Parameters
+    ----------
+    target_vfe : float
+        Requested VFE τ in [0, 1] (SPEC §5.3).
+    region : int, optional
+        Region side in pixels; default: :func:`visualmixer.default_region` of each image's size.
+    channel_order : bool
+        Also permute the channel order per region (SPEC §5.5).
+    format : {"png", "same"}
+        ``"png"``: lossless PNG for every output. ``"same"``: keep the input's format where it can be
+        written (JPEG is re-encoded lossy: restore is then no longer exact; GIF and other formats
+        become PNG).
+    rename : bool
+        Replace file names by opaque keyed ids.
+    max_pixels : int, optional
+        Decompression-bomb limit (declared width × height); default Pillow's.
+    compress_level : int
+        PNG zlib level (0-9).
+    """
+
+    target_vfe: float = 0.5
+    region: int | None = None
+    channel_order: bool = True
+    format: str = "png"
+    rename: bool = False
+    max_pixels: int | None = None
+    compress_level: int = 6
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.target_vfe) <= 1.0:
+            raise ValueError(f"target_vfe: expected a number in [0, 1], got {self.target_vfe}")
+        if self.region is not None and int(self.region) < 1:
+            raise ValueError(f"region: expected a positive integer, got {self.region}")
+        if self.format not in ("png", "same"):
+            raise ValueError(f"format: expected 'png' or 'same', got {self.format!r}")
+        if self.max_pixels is not None and int(self.max_pixels) < 1:
+            raise ValueError(f"max_pixels: expected a positive integer, got {self.max_pixels}")
+        if not 0 <= int(self.compress_level) <= 9:
+            raise ValueError(f"compress_level: expected 0..9, got {self.compress_level}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target_vfe": float(self.target_vfe),
+            "region": None if self.region is None else int(self.region),
+            "channel_order": bool(self.channel_order),
+            "format": self.format,
+            "rename": bool(self.rename),
+            "max_pixels": None if self.max_pixels is None else int(self.max_pixels),
+            "compress_level": int(self.compress_level),
+        }
+
+
+@dataclass
+class RunSummary:
+    """What a folder run did.
+
+    Attributes
+    ----------
+    done : int
+        Outputs written by this run.
+    already : int
+        Outputs found complete from an earlier run (resume) and left alone.
+    skipped, failed : int
+        Images not written; ``problems`` lists ``(id, status, reason)`` for each.
+    ignored : int
+        Files without an image extension (not copied).
+    manifest : pathlib.Path
+    seconds : float
+    warnings : list of str
+    """
+
+    done: int = 0
+    already: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ignored: int = 0
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
+    manifest: Path | None = None
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, else 1."""
+        return 1 if self.failed else 0
+
+
+# -- paths --------------------------------------------------------------------------------------
+def resolved_path(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(os.path.realpath(os.fspath(path))))
+
+
+def is_inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_folders(src: Path, dst: Path, *, src_label: str = "SRC", dst_label: str = "DST") -> None:
+    """Refuse a destination equal to, inside, or containing the source (resolved paths)."""
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src_label} {src} is not a folder")
+    if is_inside(dst, src):
+        raise ValueError(
+            f"{dst_label} {dst} is {'the same as' if dst == src else 'inside'} {src_label} {src}: "
+            f"choose a {dst_label} outside {src_label} (nothing is ever written inside {src_label})"
+        )
+    if is_inside(src, dst):
+        raise ValueError(f"{src_label} {src} is inside {dst_label} {dst}: choose a separate {dst_label}")
+
+
+def default_manifest_path(key_path: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """``KEYDIR/KEYNAME.DSTNAME-<8 hex of DST's absolute path>.manifest.jsonl``."""
+    key_path = Path(key_path)
+    dst_abs = resolved_path(dst)
+    tag = hashlib.sha256(str(dst_abs).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return key_path.with_name(f"{key_path.name}.{dst_abs.name}-{tag}.manifest.jsonl")
+
+
+def find_manifest(key_path: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Find the manifest of ``dst`` next to the key (exact default name, else a unique match)."""
+    from visualmixer.tools.manifest import Manifest
+
+    exact = default_manifest_path(key_path, dst)
+    if exact.exists():
+        return exact
+    key_path = Path(key_path)
+    name = resolved_path(dst).name
+    matches = []
+    for cand in sorted(key_path.parent.glob(f"{key_path.name}.*.manifest.jsonl")):
+        try:
+            head = Manifest.read(cand).header
+        except (OSError, ValueError):
+            continue
+        if head.get("dst_name") == name:
+            matches.append(cand)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise FileNotFoundError(
+            f"no manifest for {dst} next to the key {key_path} (looked for {exact.name}); "
+            "pass manifest=PATH"
+        )
+    raise ValueError(
+        f"several manifests next to {key_path} match {name!r}: "
+        + ", ".join(m.name for m in matches) + "; pass manifest=PATH"
+    )
+
+
+def list_images(src: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Walk ``src`` (sorted, symlinked folders not followed) into ``(image_ids, ignored)``.
+
+    Image ids are POSIX relative paths of files with an image extension; ``ignored`` lists the
+    other files (never copied). Temporary files of this package are not listed at all.
+    """
+    root = Path(src)
+    ids: list[str] = []
+    ignored: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(filenames):
+            if name.endswith(vio.TEMP_SUFFIX):
+                continue
+            rel = name if rel_dir == "." else posixpath.join(Path(rel_dir).as_posix(), name)
+            (ids if vio.is_image_path(name) else ignored).append(rel)
+    return ids, ignored
+
+
+def out_format(image_id: str, fmt: str) -> str:
+    ext = posixpath.splitext(image_id)[1].lower()
+    if fmt == "same":
+        if ext in JPEG_EXT:
+            return "jpeg"
+        return _LOSSLESS_SAME.get(ext, "png")
+    return "png"
+
+
+def output_names(
+    ids: Sequence[str], *, fmt: str = "png", rename: bool = False, key: Any = None
+) -> dict[str, str]:
+    """Map image ids to output paths (relative, POSIX) deterministically.
+
+    ``fmt="png"``: ``dir/NAME.EXT`` → ``dir/NAME.png``; when two ids of one folder would collide,
+    those whose extension is not ``.png`` keep it: ``dir/NAME.EXT.png``. ``fmt="same"``: the name is
+    kept when the format can be written, else as for PNG. ``rename=True`` (needs ``key``): the file
+    name becomes 24 hex digits of ``key.subkey(id, "rename")`` plus the output extension.
+    """
+    if rename and key is None:
+        raise ValueError("rename=True needs the key (names are keyed so they reveal nothing)")
+    first: dict[str, str] = {}
+    for image_id in ids:
+        d, name = posixpath.split(image_id)
+        fmt_i = out_format(image_id, fmt)
+        stem, ext = posixpath.splitext(name)
+        if fmt == "same" and fmt_i != "png" or (fmt_i == "png" and ext.lower() == ".png"):
+            out_name = name
+        else:
+            out_name = stem + ".png"
+        first[image_id] = posixpath.join(d, out_name)
+    counts = Counter(v.lower() for v in first.values())
+    out: dict[str, str] = {}
+    for image_id, cand in first.items():
+        d, name = posixpath.split(image_id)
+        if counts[cand.lower()] > 1 and cand != image_id:
+            cand = posixpath.join(d, name + ".png")
+        if rename:
+            ext = posixpath.splitext(cand)[1]
+            cand = posixpath.join(d, key.subkey(image_id, purpose="rename").hex()[:24] + ext)
+        out[image_id] = cand
+    return out
+
+
+def check_parallel(workers: int, dask: str | None, batch_size: int) -> None:
+    if int(workers) < 1:
+        raise ValueError(f"workers: expected an integer >= 1, got {workers}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    if dask is not None:
+        check_address(dask)
+
+
+def warner(summary: RunSummary, warn: Callable[[str], None] | None) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        summary.warnings.append(msg)
+        if warn is not None:
+            warn(msg)
+
+    return say
+
+
+def note_lock_and_damage(lock: Any, man: Any, say: Callable[[str], None]) -> None:
+    if lock.stale:
+        say(f"an earlier {lock.stale.get('command', 'run')} (PID {lock.stale.get('pid')}, started "
+            f"{lock.stale.get('started')}) ended without finishing; resuming after it")
+    if man is not None and man.damaged:
+        lines = ", ".join(str(n) for n in man.damaged[:5]) + (" ..." if len(man.damaged) > 5 else "")
+        say(f"{man.path}: {len(man.damaged)} damaged line(s) skipped (line {lines}; power lost "
+            "while writing?); the images they described are done again")
+
+
+def manifest_location(manifest, key_path, src_p: Path, dst_p: Path) -> Path:
+    if manifest is None:
+        if key_path is None:
+            raise ValueError("give key_path (the manifest goes next to the key) or manifest")
+        man_path = default_manifest_path(key_path, dst_p)
+    else:
+        man_path = Path(manifest)
+    man_abs = resolved_path(man_path)
+    for folder, label in ((src_p, "SRC"), (dst_p, "DST")):
+        if is_inside(man_abs, folder):
+            raise ValueError(f"manifest: {man_path} is inside {label} {folder}: the manifest is "
+                             "private and must live outside both folders (e.g. next to the key)")
+    return man_path
+
+
+def generator_version() -> int:
+    """The core's permutation-generator version (1 until the core says otherwise)."""
+    from visualmixer.core import permute
+
+    return int(getattr(permute, "GENERATOR_VERSION", 1))

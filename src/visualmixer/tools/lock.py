@@ -1,0 +1,175 @@
+"""One run at a time per manifest (and so per destination): an exclusive ``fcntl.flock`` lock.
+
+``obfuscate_folder`` and ``restore_folder`` hold :class:`RunLock` on ``MANIFEST.lock`` (beside the
+manifest) for the whole run, in the driver process (worker processes and Dask workers never
+touch it). A second run refuses at once with :class:`~visualmixer.tools.errors.DestinationBusy`,
+naming the holder's PID and start time, which the holder writes into the lock file.
+
+The kernel releases a ``flock`` when its holder dies (``kill -9`` included), so a lock file left
+by a dead run is stale by construction: the next run takes it and says so in a warning. The lock
+file itself is left in place (removing it would let two runs lock two different files). Where the
+manifest's folder is not writable, the lock lives in the user's temporary folder instead, named
+after the manifest's path. ``flock`` is advisory and local: runs on two machines sharing one
+network folder are not excluded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from visualmixer.tools.errors import DestinationBusy
+
+__all__ = ["RunLock", "lock_path_for", "read_lock_info"]
+
+
+def lock_path_for(manifest: str | os.PathLike) -> Path:
+    """``MANIFEST.lock``, beside the manifest."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.name + ".lock")
+
+
+def _fallback_path(manifest: Path) -> Path:
+    tag = hashlib.sha256(str(Path(os.path.abspath(manifest))).encode("utf-8", "surrogateescape"))
+    folder = Path(tempfile.gettempdir()) / f"visualmixer-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{tag.hexdigest()[:16]}.lock"
+
+
+def read_lock_info(path: str | os.PathLike) -> dict:
+    """The holder's record (``pid``, ``started``, ``command``, ``host``), or ``{}``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """Exclusive lock of one manifest for the duration of a run (a context manager).
+
+    Parameters
+    ----------
+    manifest : path-like
+        The run's manifest; the lock file is ``MANIFEST.lock``.
+    command : str
+        What holds it (``"obfuscate"``, ``"restore"``), written into the lock file.
+    target : str
+        The destination folder, for messages.
+    wait_dead : float
+        Seconds to wait when the lock is held although its recorded holder is dead (its worker
+        processes may still be exiting).
+
+    Attributes
+    ----------
+    stale : dict
+        The record of an earlier holder that ended without releasing cleanly (``{}`` if none).
+    """
+
+    def __init__(self, manifest: str | os.PathLike, *, command: str, target: str = "",
+                 wait_dead: float = 5.0):
+        self.manifest = Path(manifest)
+        self.command = command
+        self.target = target
+        self.wait_dead = float(wait_dead)
+        self.path = lock_path_for(self.manifest)
+        self.stale: dict = {}
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+        self.path = _fallback_path(self.manifest)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def acquire(self) -> RunLock:
+        fd = self._open()
+        deadline = time.monotonic() + self.wait_dead
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                info = read_lock_info(self.path)
+                if info.get("released"):  # the new holder has not written its record yet
+                    info = {}
+                pid = info.get("pid")
+                if isinstance(pid, int) and not _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)  # its orphaned workers are exiting
+                    continue
+                os.close(fd)
+                raise self._busy(info) from None
+        previous = read_lock_info(self.path)
+        if previous.get("pid") and not previous.get("released"):
+            self.stale = previous
+        record = {
+            "pid": os.getpid(),
+            "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": self.command,
+            "target": self.target,
+            "host": socket.gethostname(),
+        }
+        self._rewrite(fd, record)
+        self._record = record
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _rewrite(fd: int, record: dict) -> None:
+        with contextlib.suppress(OSError):  # the record is for messages; the flock is the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record, sort_keys=True) + "\n").encode(), 0)
+
+    def _busy(self, info: dict) -> DestinationBusy:
+        pid, started = info.get("pid"), info.get("started")
+        what = info.get("command") or "run"
+        if pid is None:
+            who = "another run (starting up)"
+        elif _alive(int(pid)):
+            who = f"another {what} run (PID {pid}, started {started})"
+        else:
+            who = (f"the worker processes of a {what} run whose driver (PID {pid}, started "
+                   f"{started}) has ended; wait until they exit")
+        target = f" into {self.target}" if self.target else ""
+        return DestinationBusy(
+            f"{who} holds the lock of {self.manifest}{target} ({self.path}); only one run per "
+            "destination at a time: wait for it to finish or stop it, then run again",
+            pid=pid, started=started, lock_path=str(self.path),
+        )
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self._rewrite(self._fd, {**self._record, "released": True})
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

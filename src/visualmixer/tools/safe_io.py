@@ -1,0 +1,121 @@
+"""Reading source files and writing outputs and manifest records so that every fault becomes
+either a one-line reason for one image or a :class:`~visualmixer.tools.errors.RunStopped` for the
+run (never a traceback).
+
+- Reading a source file: missing (vanished mid-run), unreadable (permission, I/O error) or changed
+  while it was read → ``(None, reason)``: that image fails with the reason, the run goes on, and
+  a rerun tries it again.
+- Writing an output or a manifest record: an ``OSError`` that every later write would hit too
+  (disk full, quota, permission, read-only file system, I/O error) → :class:`RunStopped`, whose
+  message names the file, the space needed and free, that nothing is lost, and how to resume.
+  The temporary file of the failed write is removed; the manifest is cut back to its last whole
+  line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.errors import RunStopped, describe_oserror, free_bytes, human_bytes, stopping
+
+__all__ = ["read_source", "source_signature", "StopGuard"]
+
+
+def source_signature(st: os.stat_result) -> list[int]:
+    """``[size, mtime_ns, inode]``: what tells a replaced or edited source file."""
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ino)]
+
+
+def read_source(path: Path) -> tuple[bytes | None, str, list[int] | None]:
+    """Read one source file: ``(data, "", signature)`` or ``(None, reason, None)``."""
+    try:
+        with open(path, "rb") as fh:
+            before = os.fstat(fh.fileno())
+            data = fh.read()
+            after = os.fstat(fh.fileno())
+        now = os.stat(path)
+    except FileNotFoundError:
+        return None, "source file vanished during the run (rerun when it is back)", None
+    except OSError as exc:
+        return None, f"cannot read source file ({describe_oserror(exc)}); rerun to retry", None
+    sig = source_signature(after)
+    if (source_signature(before) != sig or len(data) != after.st_size
+            or source_signature(now) != sig):
+        return None, "source file changed while it was read (rerun to retry)", None
+    return data, "", sig
+
+
+_ADVICE = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space (quota)",
+    errno.EACCES: "make it writable",
+    errno.EPERM: "make it writable",
+    errno.EROFS: "remount it read-write or choose another destination",
+    errno.EIO: "check the disk",
+}
+
+
+class StopGuard:
+    """Turns stopping ``OSError`` s of the writes of one run into :class:`RunStopped`.
+
+    Parameters
+    ----------
+    manifest : path-like
+        The run's manifest (named in the message: the finished images are recorded there).
+    total : int
+        Images this run set out to write (for "N to go").
+    """
+
+    def __init__(self, manifest: str | os.PathLike, total: int):
+        self.manifest = Path(manifest)
+        self.total = int(total)
+        self.written = 0
+        self.bytes_written = 0
+
+    @contextlib.contextmanager
+    def writing(self, path: str | os.PathLike, needed: int) -> Iterator[None]:
+        """Guard one write of ``needed`` bytes to ``path``."""
+        try:
+            yield
+        except OSError as exc:
+            if not stopping(exc):
+                raise
+            raise self.stopped(exc, path, needed) from None
+
+    def stopped(self, exc: OSError, path: str | os.PathLike, needed: int) -> RunStopped:
+        free = free_bytes(path)
+        left = max(self.total - self.written, 0)
+        need = f"{human_bytes(needed)} needed"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self.written and left:
+            avg = self.bytes_written / self.written
+            need += f", about {human_bytes(avg * left)} for the {left} image(s) left"
+        if free is not None:
+            need += f", {human_bytes(free)} free"
+        advice = _ADVICE.get(exc.errno, "fix the cause")
+        msg = (f"{describe_oserror(exc)}: cannot write {path} ({need}); nothing is lost: "
+               f"{self.written} image(s) written by this run and every earlier one are recorded "
+               f"in {self.manifest}, {left} to go; {advice}, then rerun the same call to resume")
+        return RunStopped(msg, path=str(path), errno=exc.errno, needed=needed, free=free)
+
+    def write_output(self, path: Path, data: bytes) -> None:
+        """Write one output atomically (its temporary file is removed if this fails)."""
+        with self.writing(path, len(data)):
+            vio.write_bytes_atomic(path, data, overwrite=True)
+        self.written += 1
+        self.bytes_written += len(data)
+
+    def append(self, manifest, records: list[dict]) -> None:
+        """Append manifest records (rolled back to the last whole line if this fails)."""
+        if not records:
+            return
+        with self.writing(manifest.path, 200 * len(records)):
+            manifest.append(records)
+
+    def mkdir(self, path: Path) -> None:
+        with self.writing(path, 0):
+            path.mkdir(parents=True, exist_ok=True)
