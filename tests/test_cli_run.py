@@ -24,3 +24,30 @@ def test_run_rejects_bad_target(tmp_path, capsys):
     rc = main(["run", "--out", str(tmp_path), "--targets", "1.5", "--skip-train", "--skip-audit"])
     assert rc == 2
     assert "--targets" in capsys.readouterr().err
+
+
+def test_run_help_is_plain_text(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and ":mod:" not in text and ":func:" not in text
+    assert "--out (default out/run)" in text
+
+
+def test_run_page_library_helpers(tmp_path):
+    """The photo grid, the table and the page are library functions (cli/run.py only calls them)."""
+    from visualmixer.eval.report.runpage import RunSection, photo_table, write_run_page
+
+    rows = {"cat": {"original": 0.15, "0.5": 0.52}}
+    table = photo_table(rows, [0.5])
+    assert table.splitlines()[2].split() == ["cat", "0.150", "0.520"]
+    (tmp_path / "a.png").write_bytes(b"png")
+    page = write_run_page(tmp_path / "index.html", [
+        RunSection("Photos <1>", image="a.png", link="photos.json", text=table),
+        RunSection("Missing picture", image="nope.png"),
+    ])
+    text = page.read_text()
+    assert "Photos &lt;1&gt;" in text and "<img src='a.png'" in text and "nope.png" not in text
+    assert "<pre>" in text and "href='photos.json'" in text

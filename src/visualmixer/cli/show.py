@@ -15,6 +15,8 @@ examples:
   visualmixer show face.jpg --target-vfe 0.4 0.6 0.9 --region 8 -o grid.png
   visualmixer show face.jpg --key secret/faces.key --id cats/face.jpg -o grid.png
       exactly the shuffle that `visualmixer obfuscate` gives that image (same key and id)
+  visualmixer show scan.tif --max-pixels 200000000 -o grid.png
+      a trusted image above the default decompression-bomb limit
 
   The grid contains the ORIGINAL image: treat it as private.
 """
@@ -40,6 +42,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--id", dest="image_id", default=None,
                    help="image id for the key (default: the file name); with --key and the path "
                    "relative to SRC, the grid shows exactly what `obfuscate` writes")
+    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                   help="refuse an IMAGE whose declared width x height exceeds N pixels (the "
+                   "decompression-bomb guard; default: Pillow's, about 89.5 million); raise it "
+                   "for a trusted large file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
     return p
@@ -57,14 +63,16 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from visualmixer.cli._common import load_key
+    from visualmixer.cli._common import flags_for, load_key
     from visualmixer.core.mixer import obfuscate
     from visualmixer.tools import imageio as vio
 
+    if Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"-o/--output: {args.output} exists (pass --overwrite to replace it)")
     try:
-        px = vio.read_image(args.image)
+        px = vio.read_image(args.image, max_pixels=args.max_pixels)
     except vio.ImageReadError as exc:
-        raise ValueError(f"IMAGE {args.image}: {exc}") from None
+        raise ValueError(f"IMAGE {args.image}: {flags_for(str(exc), 'show')}") from None
     key = load_key(args.key) if args.key else None
     image_id = args.image_id or Path(args.image).name
     panels = [(px, "original")]

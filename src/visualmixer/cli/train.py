@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from visualmixer.cli._common import target_or_none
+from visualmixer.cli._common import positive_int, target_or_none
 from visualmixer.data.datasets import DATASET_NAMES
 
 
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="train a classifier on obfuscated images, test it on obfuscated images",
         description=(
             "Train a model on obfuscated training images and evaluate it on test images that are "
-            "each obfuscated with their own key (SPEC §7). --target-vfe none trains the clean "
+            "each obfuscated with their own key (docs/training.md). --target-vfe none trains the clean "
             "baseline with the same everything else. Writes DIR/metrics.json, DIR/curves.png and "
             "DIR/seed<S>/checkpoint.pt (after every epoch; --resume continues). The default keys "
             "are derived from the seed (deterministic, NOT secret); --secret-keys uses OS "
@@ -30,20 +30,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"data set: {', '.join(DATASET_NAMES)} (default fashion-mnist)")
     p.add_argument("--data-root", default=None,
                    help="data directory (Fashion-MNIST default /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--model", default="cnn", help=f"model: {', '.join(MODELS)} (default cnn)")
+    p.add_argument("--model", default="cnn", choices=list(MODELS),
+                   help="model: %(choices)s (default: %(default)s)")
     p.add_argument("--target-vfe", type=target_or_none, default=0.5,
                    help="target VFE in [0, 1], or 'none' for the clean baseline (default 0.5)")
-    p.add_argument("--mode", default="offline",
-                   help=f"obfuscation: {' or '.join(MODES)} (default offline)")
-    p.add_argument("--optimizer", default="adam",
-                   help=f"optimizer: {', '.join(OPTIMIZERS)} (default adam: ST-Adam did not beat it in "
+    p.add_argument("--mode", default="offline", choices=list(MODES),
+                   help="obfuscation: offline (each training image shuffled once, the same every "
+                        "epoch) or online (a fresh shuffle every epoch); default: %(default)s")
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS),
+                   help="optimizer: %(choices)s (default: %(default)s; ST-Adam did not beat it in "
                         "docs/results.md)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 1e-3 for st-adam/adam, 0.05 for sgd)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED")
+    p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD",
+                   help="weight decay (decoupled as in AdamW for adam and st-adam, L2 for sgd; "
+                        "default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=3, metavar="N",
+                   help="training epochs per seed (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=128, metavar="B",
+                   help="training batch size (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                   help="one run per seed: model init, batch order and the derived keys; several "
+                        "give a mean and spread (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="feed images as 1 or 3 channels (default: the data set's own)")

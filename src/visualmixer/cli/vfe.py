@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from visualmixer.cli._common import positive_int
+from visualmixer.cli._common import flags_for, positive_int
 
 EXAMPLES = """\
 examples:
@@ -13,8 +13,12 @@ examples:
   visualmixer vfe photos/ shared/photos-vm            folders are searched recursively
   visualmixer vfe shared/photos-vm --json > vfe.json  one object per image plus a summary
   visualmixer vfe shared/photos-vm --csv > vfe.csv    columns: path,height,width,channels,vfe
+  visualmixer vfe scan.tif --max-pixels 200000000     a trusted image above the default limit
 
-  VFE is 0 for a flat image, about 0.13-0.25 for natural photos and 1.0 for noise (SPEC section 3).
+  The table prints each size as width×height (as PIL and ImageMagick do).
+
+  VFE is 0 for a flat image, about 0.13-0.25 for natural photos and 1.0 for noise
+  (docs/method.md).
   Unreadable files are listed with their reason; the exit status is then 1.
 """
 
@@ -35,73 +39,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--window", type=positive_int, default=None, metavar="S",
                    help="VFE window side in pixels (default: the default region side of each "
                    "image's size; e.g. --window 16)")
+    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                   help="refuse images whose declared width x height exceeds N pixels (the "
+                   "decompression-bomb guard; default: Pillow's, about 89.5 million); raise it "
+                   "for trusted large files")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
-def _collect(paths: list[str]) -> list[str]:
-    from pathlib import Path
-
-    from visualmixer.tools.folders import list_images
-
-    files: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            ids, _ignored = list_images(path)
-            files += [str(path / i) for i in ids]
-        elif path.exists():
-            files.append(str(path))
-        else:
-            raise FileNotFoundError(f"PATH: {raw} does not exist")
-    return files
-
-
 def run(args: argparse.Namespace) -> int:
     import csv
     import json
-    import statistics
 
-    import torch
-    from tqdm.auto import tqdm
+    from visualmixer.tools.scoring import image_files, score_files
 
-    from visualmixer.core.vfe import vfe
-    from visualmixer.tools import imageio as vio
-    files = _collect(args.paths)
-    rows: list[dict] = []
-    problems: list[tuple[str, str]] = []
-    chunk = 32  # same-size images of a chunk share one vfe() call
-    bar = tqdm(total=len(files), unit="img", desc="vfe", disable=args.quiet or len(files) < 2)
-    for start in range(0, len(files), chunk):
-        loaded: list[tuple[str, object]] = []
-        for path in files[start:start + chunk]:
-            try:
-                loaded.append((path, vio.read_image(path)))
-            except vio.ImageReadError as exc:
-                problems.append((path, str(exc)))
-        groups: dict[tuple, list[int]] = {}
-        for n, (_path, px) in enumerate(loaded):
-            groups.setdefault(tuple(px.shape), []).append(n)
-        values_of: dict[int, float] = {}
-        for members in groups.values():
-            batch = torch.stack([loaded[n][1] for n in members])
-            for n, value in zip(members, vfe(batch, window=args.window).tolist(), strict=True):
-                values_of[n] = value
-        for n, (path, px) in enumerate(loaded):
-            rows.append({"path": path, "height": int(px.shape[1]), "width": int(px.shape[2]),
-                         "channels": int(px.shape[0]), "vfe": round(values_of[n], 3)})
-        bar.update(len(files[start:start + chunk]))
-    bar.close()
-    values = [r["vfe"] for r in rows]
-    summary = {
-        "count": len(values),
-        "failed": len(problems),
-        "mean": round(statistics.fmean(values), 3) if values else None,
-        "median": round(statistics.median(values), 3) if values else None,
-        "min": min(values) if values else None,
-        "max": max(values) if values else None,
-    }
+    try:
+        files = image_files(args.paths)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"PATH: {exc}") from None
+    result = score_files(files, window=args.window, max_pixels=args.max_pixels,
+                         show_progress=not args.quiet)
+    rows = [s.as_dict() for s in result.scores]
+    problems = [(path, flags_for(reason, "vfe")) for path, reason in result.failed]
+    summary = result.summary()
     if args.json:
         json.dump({"images": rows, "summary": summary,
                    "failed": [{"path": p, "reason": r} for p, r in problems]}, sys.stdout, indent=1)
@@ -111,16 +72,20 @@ def run(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     else:
-        width = max([len(r["path"]) for r in rows] + [4])
-        print(f"{'path':<{width}}  {'size':>11}  {'C':>1}  {'vfe':>5}")
-        for r in rows:
-            size = f"{r['height']}x{r['width']}"
-            print(f"{r['path']:<{width}}  {size:>11}  {r['channels']:>1}  {r['vfe']:5.3f}")
-        if values:
-            print(f"{summary['count']} image(s): mean {summary['mean']:.3f}, median "
-                  f"{summary['median']:.3f}, min {summary['min']:.3f}, max {summary['max']:.3f}")
-        else:
-            print("no readable images")
+        _print_table(result)
     for path, reason in problems:
         print(f"  failed  {path}: {reason}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _print_table(result) -> None:
+    width = max([len(s.path) for s in result.scores] + [4])
+    print(f"{'path':<{width}}  {'size (W×H)':>11}  {'C':>1}  {'vfe':>5}")
+    for s in result.scores:
+        print(f"{s.path:<{width}}  {f'{s.width}×{s.height}':>11}  {s.channels:>1}  {s.vfe:5.3f}")
+    summary = result.summary()
+    if summary["count"]:
+        print(f"{summary['count']} image(s): mean {summary['mean']:.3f}, median "
+              f"{summary['median']:.3f}, min {summary['min']:.3f}, max {summary['max']:.3f}")
+    else:
+        print("no readable images")

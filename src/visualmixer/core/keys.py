@@ -97,13 +97,19 @@ class Key:
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the key to ``path`` with mode 0600 (created that way, never world-readable).
 
-        Raises ``FileExistsError`` when the file exists and ``overwrite`` is false.
+        Raises ``FileExistsError`` when the file exists and ``overwrite`` is false, and
+        ``FileNotFoundError`` when its folder does not exist (create it first, mode 0700).
         """
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"key file {path} already exists (pass overwrite=True to replace)")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"folder {path.parent} of key file {path.name} does not exist")
         text = f"{_FILE_HEADER}\n{base64.b64encode(self._secret).decode('ascii')}\n"
-        return replace_atomically(path, text.encode("ascii"), mode=0o600, suffix=".tmp", exact_mode=True)
+        try:
+            return replace_atomically(path, text.encode("ascii"), mode=0o600, suffix=".tmp", exact_mode=True)
+        except OSError as exc:  # the message names the key file, never the temporary beside it
+            raise type(exc)(f"cannot write key file {path}: {exc.strerror or exc}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Key:

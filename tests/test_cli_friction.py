@@ -1,0 +1,143 @@
+"""Friction a new user met on the command line (issue 14), each message checked by its content."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visualmixer.cli import COMMANDS, build_parser, main
+
+
+def _png(path, width: int, height: int, channels: int = 3):
+    rng = np.random.default_rng(0)
+    shape = (height, width, channels) if channels == 3 else (height, width)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return path
+
+
+# --- keygen ------------------------------------------------------------------------------------
+
+
+def test_keygen_creates_a_missing_folder_private(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["keygen", "secret/my.key"]) == 0
+    err = capsys.readouterr().err
+    assert "created folder secret (mode 0700)" in err and "wrote a new key to secret/my.key" in err
+    assert ".tmp" not in err
+    assert stat.S_IMODE(os.stat("secret").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat("secret/my.key").st_mode) == 0o600
+    # nested missing folders, all private
+    assert main(["keygen", "a/b/c.key", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    assert stat.S_IMODE(os.stat("a").st_mode) == stat.S_IMODE(os.stat("a/b").st_mode) == 0o700
+    # never replaces a key
+    assert main(["keygen", "secret/my.key"]) == 2
+    err = capsys.readouterr().err
+    assert "KEYFILE: secret/my.key already exists" in err
+
+
+def test_key_save_never_names_its_temporary_file(tmp_path, monkeypatch):
+    from visualmixer.core import keys
+
+    key = keys.Key.generate()
+    with pytest.raises(FileNotFoundError) as exc:
+        key.save(tmp_path / "missing" / "my.key")
+    assert "folder" in str(exc.value) and "missing" in str(exc.value) and ".tmp" not in str(exc.value)
+
+    def denied(path, data, **kw):
+        raise PermissionError(13, "Permission denied", str(path.with_name(f".{path.name}.3d3ea5d3.tmp")))
+
+    monkeypatch.setattr(keys, "replace_atomically", denied)
+    with pytest.raises(PermissionError) as exc:
+        key.save(tmp_path / "my.key")
+    msg = str(exc.value)
+    assert msg == f"cannot write key file {tmp_path / 'my.key'}: Permission denied"
+
+
+# --- vfe / show: --max-pixels, W×H ------------------------------------------------------------
+
+
+def test_vfe_prints_width_by_height(tmp_path, capsys):
+    img = _png(tmp_path / "wide.png", width=45, height=30)
+    assert main(["vfe", str(img)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "size (W×H)" in out[0]
+    assert "45×30" in out[1] and "30x45" not in out[1] and "30×45" not in out[1]
+
+
+def test_vfe_max_pixels_flag_and_one_limit(tmp_path, capsys):
+    img = _png(tmp_path / "wide.png", width=45, height=30)  # 1350 pixels
+    assert main(["vfe", str(img), "--max-pixels", "1000"]) == 1
+    err = capsys.readouterr().err
+    assert "limit of 1000 pixels" in err and err.count("limit of") == 1
+    assert "raise it with --max-pixels N" in err and "max_pixels=" not in err
+    assert main(["vfe", str(img), "--max-pixels", "2000", "--json"]) == 0
+    assert '"width": 45' in capsys.readouterr().out
+
+
+def test_vfe_bomb_names_one_limit(tmp_path, capsys):
+    try:
+        from _vm_files import bomb_png
+    except ImportError:  # tests/ as a package
+        from ._vm_files import bomb_png
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bomb_png(30000, 30000))
+    assert main(["vfe", str(bomb)]) == 1
+    err = capsys.readouterr().err
+    assert "declared dimensions (900000000 pixels)" in err and err.count("limit of") == 1
+    assert "raise the limit with --max-pixels" in err
+
+
+def test_show_max_pixels_flag(tmp_path, capsys):
+    img = _png(tmp_path / "photo.png", width=45, height=30)
+    grid = tmp_path / "grid.png"
+    assert main(["show", str(img), "-o", str(grid), "--max-pixels", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "limit of 1000 pixels" in err and "--max-pixels" in err and not grid.exists()
+    assert main(["show", str(img), "-o", str(grid), "--max-pixels", "2000", "--target-vfe", "0.5"]) == 0
+    assert grid.exists()
+    capsys.readouterr()
+    assert main(["show", str(img), "-o", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert "-o/--output" in err and "--overwrite" in err and "overwrite=True" not in err
+
+
+# --- help texts --------------------------------------------------------------------------------
+
+
+def test_train_help_lists_defaults_and_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "training epochs per seed (default: 3)" in text
+    assert "training batch size (default: 128)" in text
+    assert "one run per seed" in text and "(default: 0)" in text
+    assert "weight decay" in text and "default: 0.0" in text
+    assert "--model {cnn,resnet18,shufflenet}" in text and "--mode {offline,online}" in text
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--mode", "sometimes"])
+    assert exc.value.code == 2 and "invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
+def _all_help_texts() -> dict[str, str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and "run" in a.choices)  # noqa: SLF001
+    texts = {"visualmixer": parser.format_help()}
+    for name, p in sub.choices.items():
+        texts[name] = p.format_help()
+    return texts
+
+
+def test_help_texts_are_self_contained():
+    texts = _all_help_texts()
+    assert set(texts) >= {"run", "vfe", "show", "train", "keygen"}
+    for name, text in texts.items():
+        assert "SPEC §" not in text and "SPEC section" not in text, name
+        assert "issue " not in text.lower(), name
+        assert "../shared" not in text, name
+        assert "``" not in text, name
+    assert len(COMMANDS) >= 5
