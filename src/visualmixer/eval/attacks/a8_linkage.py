@@ -1,0 +1,166 @@
+"""A8 — linkage and membership: "is this image in the released set, and which file is it?"
+
+Any permutation keeps the multiset of an image's values, and of each region's values. An
+attacker who already HOLDS candidate originals (a gallery that contains the victims and as many
+images that were never released) can therefore link protected images back to files, without
+inverting anything:
+
+- **image linkage**: sort every image's values (channels pooled: the channel-order shuffle moves
+  values between channels) and match each protected image to the gallery image with the nearest
+  sorted vector (L1). For methods that are not permutations (noise, blur, pixelation) the same
+  matcher also runs on the images themselves and on their region-mean mosaics, and the best of
+  the three is reported — the attack is built to win.
+- **region linkage**: the same with the sorted values of every region at its own position,
+  which also finds where the regions of a mixed image (:mod:`visualmixer.core.mixing`) came from;
+  the candidates a protected image's regions point to vote for its main source.
+- **membership**: a candidate's score is how closely its regions are matched by the released
+  regions at the same positions; the AUC separates members from non-members (0.5 = chance).
+
+All matching is batched (``torch.cdist`` over chunks of rows; no loops over images or regions).
+VisualMixer-style methods hide *content from people who do not already have the image*, not
+*membership from people who do*: this attack measures the second.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from visualmixer.core.regions import default_region
+
+__all__ = ["linkage_attack", "sorted_profile", "region_profiles"]
+
+_QUANTILES = 256  # points of a sorted profile kept per image (a 224² RGB image has 150k values)
+
+
+def sorted_profile(images: torch.Tensor, points: int = _QUANTILES) -> torch.Tensor:
+    """``(N, points)`` float32: each image's sorted values (channels pooled), sampled evenly."""
+    x = images.flatten(1).float()
+    s = x.sort(dim=1).values
+    if s.shape[1] <= points:
+        return s
+    idx = torch.linspace(0, s.shape[1] - 1, points, device=s.device).round().long()
+    return s[:, idx]
+
+
+def region_profiles(images: torch.Tensor, region: int) -> torch.Tensor:
+    """``(R, N, region² · C)`` float32: the sorted values of every full region, by position."""
+    n, c, h, w = images.shape
+    gh, gw = h // region, w // region
+    x = images[:, :, : gh * region, : gw * region].float()
+    x = x.reshape(n, c, gh, region, gw, region).permute(2, 4, 0, 1, 3, 5).reshape(gh * gw, n, -1)
+    return x.sort(dim=2).values
+
+
+def _nearest(queries: torch.Tensor, gallery: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest gallery row (L1) of every query row: ``(index, distance)``, both ``(Q,)``.
+
+    ``queries`` may carry a leading batch axis (``(B, Q, D)`` with ``(B, G, D)``).
+    """
+    idx, dist = [], []
+    for s in range(0, queries.shape[-2], chunk):
+        d = torch.cdist(queries[..., s : s + chunk, :], gallery, p=1)
+        v, i = d.min(dim=-1)
+        idx.append(i)
+        dist.append(v)
+    return torch.cat(idx, dim=-1), torch.cat(dist, dim=-1)
+
+
+def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """Area under the ROC curve of "positive scores are higher" (ties count one half)."""
+    if pos.numel() == 0 or neg.numel() == 0:
+        return float("nan")
+    allv = torch.cat([pos, neg]).double()
+    ranks = torch.empty_like(allv)
+    order = allv.argsort()
+    ranks[order] = torch.arange(1, allv.numel() + 1, dtype=torch.float64)
+    # average ranks of ties
+    uniq, inv, counts = torch.unique(allv, return_inverse=True, return_counts=True)
+    sums = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, ranks)
+    ranks = (sums / counts)[inv]
+    r_pos = ranks[: pos.numel()].sum()
+    return float((r_pos - pos.numel() * (pos.numel() + 1) / 2) / (pos.numel() * neg.numel()))
+
+
+def linkage_attack(
+    protected: torch.Tensor,
+    members: torch.Tensor,
+    outsiders: torch.Tensor,
+    *,
+    sources: torch.Tensor | None = None,
+    region: int | None = None,
+) -> dict:
+    """Link protected images to the attacker's candidate files, and tell members from outsiders.
+
+    Parameters
+    ----------
+    protected : torch.Tensor
+        ``(N, C, H, W)`` released images (uint8 or float, one scale for all three inputs).
+    members : torch.Tensor
+        ``(N, C, H, W)`` the originals of ``protected``, in the same order (the attacker holds
+        them among its candidates; the order is the ground truth, not given to the matcher).
+    outsiders : torch.Tensor
+        ``(M, C, H, W)`` candidates that were never released.
+    sources : torch.Tensor, optional
+        ``(N, R)`` int64: for mixed releases, which original each full region of each protected
+        image came from (:func:`visualmixer.core.mixing.region_sources` restricted to full
+        regions); by default image ``i`` is the source of all of its regions.
+    region : int, optional
+        Region side (default: the library's rule for the image size).
+
+    Returns
+    -------
+    dict
+        ``link_rate`` (share of protected images whose nearest candidate is their main source;
+        chance ``1 / (N + M)``), ``link_method`` (which matcher won), ``region_link_rate``
+        (share of regions matched to their true source), ``membership_auc`` and ``chance``.
+    """
+    if protected.shape != members.shape:
+        raise ValueError(f"members must have the protected images' shape {tuple(protected.shape)}, "
+                         f"got {tuple(members.shape)}")
+    if outsiders.shape[1:] != members.shape[1:]:
+        raise ValueError(f"outsiders must be (M, {', '.join(map(str, members.shape[1:]))}), "
+                         f"got {tuple(outsiders.shape)}")
+    n, _, h, w = protected.shape
+    r = int(region) if region else default_region(h, w)
+    gallery = torch.cat([members, outsiders])
+    gh, gw = h // r, w // r
+    if sources is None:
+        sources = torch.arange(n).view(-1, 1).expand(n, gh * gw)
+    sources = sources[:, : gh * gw] if sources.shape[1] == gh * gw else sources
+    main = torch.mode(sources, dim=1).values  # the image most of a collage's regions come from
+
+    views = {
+        "sorted values": (sorted_profile(protected), sorted_profile(gallery)),
+        "pixels": (protected.flatten(1).float(), gallery.flatten(1).float()),
+        "region means": (F.avg_pool2d(protected.float(), r).flatten(1), F.avg_pool2d(gallery.float(), r).flatten(1)),
+    }
+    rates = {}
+    for name, (q, g) in views.items():
+        idx, _ = _nearest(q, g)
+        rates[name] = float((idx == main).double().mean())
+
+    # regions: nearest candidate region at the same position; flat regions (one value, e.g.
+    # background) match every flat region equally and are left out of the region scores
+    rq, rg = region_profiles(protected, r), region_profiles(gallery, r)  # (R, N, D), (R, N+M, D)
+    ridx, _ = _nearest(rq, rg)  # (R, N)
+    informative = rq[..., -1] > rq[..., 0]  # (R, N)
+    hits = (ridx == sources.T) & informative
+    region_rate = float(hits.sum() / informative.sum().clamp(min=1))
+    # one more image linker: each protected image votes for the candidates its regions matched
+    votes = torch.zeros(n, gallery.shape[0])
+    cols = torch.arange(n).view(1, -1).expand_as(ridx)
+    votes.index_put_((cols[informative], ridx[informative]), torch.ones(()), accumulate=True)
+    rates["region votes"] = float((votes.argmax(dim=1) == main).double().mean())
+    best = max(rates, key=rates.get)
+    _, back = _nearest(rg, rq)  # (R, N+M): how well each candidate's regions are matched
+    score = -back.mean(dim=0)
+    auc = _auc(score[:n], score[n:])
+    return {
+        "link_rate": rates[best],
+        "link_method": best,
+        "link_rates": rates,
+        "region_link_rate": region_rate,
+        "membership_auc": auc,
+        "chance": 1.0 / gallery.shape[0],
+    }

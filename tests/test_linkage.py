@@ -1,0 +1,62 @@
+"""A8 linkage / membership: permutations keep each image's and each region's multiset of values."""
+
+import torch
+
+from visualmixer.core.keys import Key
+from visualmixer.core.mixer import obfuscate
+from visualmixer.core.mixing import mix, region_sources
+from visualmixer.eval.attacks.a8_linkage import _auc, linkage_attack, sorted_profile
+
+
+def _images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, 256, (n, 1, 7, 7), generator=g).float()
+    x = torch.nn.functional.interpolate(base, size=(28, 28), mode="bilinear", align_corners=False)
+    return (x + torch.randint(0, 30, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+
+
+def test_a_shuffled_image_is_linked_to_its_file_and_membership_is_certain():
+    x, out = _images(64, 0), _images(64, 1)
+    res = obfuscate(x, key=Key.from_seed(0), ids=range(64), target_vfe=0.7)
+    r = linkage_attack(res.images, x, out)
+    assert r["link_rate"] == 1.0 and r["link_method"] in ("sorted values", "region votes")
+    assert r["membership_auc"] > 0.99
+    assert r["region_link_rate"] > 0.9
+    assert abs(r["chance"] - 1 / 128) < 1e-12
+
+
+def test_sorted_profile_ignores_the_order_of_values():
+    x = _images(4, 2)
+    perm = torch.randperm(28 * 28, generator=torch.Generator().manual_seed(0))
+    y = x.flatten(1)[:, perm].reshape_as(x)
+    assert torch.equal(sorted_profile(x), sorted_profile(y))
+
+
+def test_mixed_collages_are_scored_against_their_main_source():
+    x, out = _images(64, 3), _images(64, 4)
+    y = torch.arange(64) % 4
+    key = Key.from_seed(1)
+    m = mix(x, y, key=key, ids=range(64), k=4, target_vfe=0.5)
+    src = region_sources(m.groups, key=key, ids=range(64), height=28, width=28)
+    r = linkage_attack(m.images, x, out, sources=src)
+    assert r["region_link_rate"] > 0.9  # regions still point to their source file
+    # a collage is not one file, but its regions vote for the files they came from: whoever
+    # holds the originals links them (mixing hides content, not membership)
+    assert r["link_rates"]["region votes"] > 0.9 > r["link_rates"]["sorted values"]
+    # unmixed images scored against the identity sources would look like a perfect link
+    wrong = linkage_attack(m.images, x, out)
+    assert wrong["region_link_rate"] < r["region_link_rate"]
+
+
+def test_noise_hides_nothing_from_a_pixel_matcher_but_membership_by_region_values_is_weak():
+    x, out = _images(64, 5), _images(64, 6)
+    g = torch.Generator().manual_seed(0)
+    noisy = (x.float() + 20 * torch.randn(x.shape, generator=g)).clamp(0, 255)
+    r = linkage_attack(noisy, x, out)
+    assert r["link_rate"] > 0.9 and r["link_method"] in ("pixels", "region means")
+
+
+def test_auc():
+    assert _auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
+    assert _auc(torch.tensor([0.0]), torch.tensor([1.0])) == 0.0
+    assert _auc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
