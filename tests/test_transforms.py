@@ -43,3 +43,45 @@ def test_picklable_for_dataloader_workers():
 def test_bad_target():
     with pytest.raises(ValueError, match="target_vfe"):
         vm.VisualMixer(target_vfe=2)
+
+
+def _pil(mode: str, size=(40, 30)):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    shape = (size[1], size[0]) if bands == 1 else (size[1], size[0], bands)
+    return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode)
+
+
+@pytest.mark.parametrize("mode, fix", [("RGBA", "'RGB'"), ("LA", "'L'")])
+def test_alpha_is_refused_clearly_not_dropped(mode, fix):
+    t = vm.VisualMixer(target_vfe=0.5)
+    with pytest.raises(ValueError) as exc:
+        t(_pil(mode))
+    msg = str(exc.value)
+    assert f"mode '{mode}'" in msg and "alpha channel" in msg and f"convert({fix})" in msg
+    keyed = vm.VisualMixer(target_vfe=0.5, key=vm.Key.generate())
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"shape \(30, 40, 4\).*array\[\.\.\., :3\]"):
+        keyed.forward_with_ids(np.zeros((30, 40, 4), np.uint8), ["a"])
+
+
+def test_grey_pil_image_gives_no_warning_and_stays_pil():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "The given NumPy array is not writable"
+        out = vm.VisualMixer(target_vfe=0.5)(_pil("L"))
+    assert out.mode == "L" and out.size == (40, 30)
+
+
+def test_readme_pipeline_gives_float_tensors_for_pil_input():
+    t = v2.Compose([v2.PILToTensor(), vm.VisualMixer(target_vfe=0.5), v2.ToDtype(torch.float32, scale=True)])
+    out = t(_pil("RGB"))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (3, 30, 40)
+    t2 = v2.Compose([v2.ToImage(), vm.VisualMixer(target_vfe=0.5), v2.ToDtype(torch.float32, scale=True)])
+    out2 = t2(_pil("RGB"))
+    assert isinstance(out2, tv_tensors.Image) and out2.dtype == torch.float32

@@ -84,7 +84,7 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
             img = images
             if img.mode not in ("L", "RGB"):
                 img = img.convert("L" if img.mode in ("1", "I;16", "I", "F", "LA") else "RGB")
-            arr = np.asarray(img)
+            arr = np.array(img)  # writable: np.asarray of a PIL image is read-only (torch warns)
             if arr.ndim == 2:
                 arr = arr[:, :, None]
             batch = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).unsqueeze(0)

@@ -17,11 +17,18 @@ class VisualMixer(v2.Transform):
     """Obfuscate images in a ``Compose`` pipeline (and, as an ``nn.Module``, anywhere).
 
     Plain tensors ``(C, H, W)``/``(N, C, H, W)`` and ``tv_tensors.Image`` are obfuscated; PIL
-    images are obfuscated too (returned as PIL); labels, boxes and other inputs pass through
-    untouched (the positions of regions do not change, but content inside boxes is shuffled).
+    images are obfuscated too (returned as PIL, so put ``v2.PILToTensor()`` or ``v2.ToImage()``
+    first when later steps need tensors); labels, boxes and other inputs pass through untouched
+    (the positions of regions do not change, but content inside boxes is shuffled).
+
+    Images with an alpha channel (PIL modes RGBA, LA, PA, a palette with transparency; numpy
+    arrays ``(H, W, 4)``) are refused with a ``ValueError``: dropping alpha silently would change
+    the image, and keeping it untouched would show the object's outline. Convert first, e.g.
+    ``v2.Lambda(lambda im: im.convert("RGB"))``.
 
     Without a key every call draws fresh OS randomness (the usual choice for training and
-    inference, SPEC §7), which is safe in DataLoader workers: nothing depends on a global seed.
+    inference, see docs/method.md), which is safe in DataLoader workers: nothing depends on a
+    global seed.
     With a key, pass ``ids`` per call through :meth:`forward_with_ids` to get reproducible,
     restorable output.
 
@@ -37,7 +44,7 @@ class VisualMixer(v2.Transform):
     --------
     >>> import torch
     >>> from torchvision.transforms import v2
-    >>> t = v2.Compose([VisualMixer(target_vfe=0.5), v2.ToDtype(torch.float32, scale=True)])
+    >>> t = v2.Compose([v2.ToImage(), VisualMixer(target_vfe=0.5), v2.ToDtype(torch.float32, scale=True)])
     >>> t(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)).shape
     torch.Size([3, 32, 32])
     """
@@ -78,6 +85,7 @@ class VisualMixer(v2.Transform):
     def _obfuscate(self, inpt, ids):
         from torchvision import tv_tensors
 
+        _refuse_alpha(inpt)
         res = obfuscate(inpt.as_subclass(torch.Tensor) if isinstance(inpt, tv_tensors.Image) else inpt,
                         key=self.key, ids=ids, target_vfe=self.target_vfe, region=self.region,
                         channel_order=self.channel_order)
@@ -87,3 +95,28 @@ class VisualMixer(v2.Transform):
     def extra_repr(self) -> str:
         keyed = "keyed" if self.key is not None else "unkeyed"
         return f"target_vfe={self.target_vfe}, region={self.region}, channel_order={self.channel_order}, {keyed}"
+
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _refuse_alpha(inpt: Any) -> None:
+    """Raise ``ValueError`` for an image with an alpha channel (see :class:`VisualMixer`)."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(inpt, Image.Image):
+        if inpt.mode in _ALPHA_MODES or "transparency" in inpt.info:
+            what = f"a PIL image in mode {inpt.mode!r}" + (
+                " with transparency" if inpt.mode not in _ALPHA_MODES else "")
+            fix = "RGB" if inpt.mode not in ("LA", "La") else "L"
+            raise ValueError(
+                f"VisualMixer got {what}: its alpha channel would be dropped, or, kept as it is, "
+                f"would show the object's outline. Convert it first: image.convert({fix!r}), or "
+                f"v2.Lambda(lambda im: im.convert({fix!r})) before VisualMixer in a Compose"
+            )
+    elif isinstance(inpt, np.ndarray) and inpt.ndim == 3 and inpt.shape[2] == 4:
+        raise ValueError(
+            f"VisualMixer got a numpy array of shape {inpt.shape} (RGBA): its alpha channel would be "
+            "dropped, or, kept as it is, would show the object's outline. Pass array[..., :3]"
+        )
