@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import context as _mp_context
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["ObfuscatedDataset"]
+__all__ = ["ObfuscatedDataset", "obfuscate_set"]
 
 _MODES = ("offline", "online")
 
@@ -43,6 +43,8 @@ class ObfuscatedDataset(Dataset):
         Passed to :func:`visualmixer.obfuscate`.
     epoch : int
         Initial epoch (online mode).
+    return_vfe : bool
+        Append each sample's achieved VFE (a float) as its last field.
 
     Notes
     -----
@@ -75,6 +77,7 @@ class ObfuscatedDataset(Dataset):
         channel_order: bool = True,
         saliency: Any = None,
         epoch: int = 0,
+        return_vfe: bool = False,
     ):
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
@@ -90,6 +93,7 @@ class ObfuscatedDataset(Dataset):
         self.region = region
         self.channel_order = bool(channel_order)
         self.saliency = saliency
+        self.return_vfe = bool(return_vfe)
         self._epoch = multiprocessing.Value("q", int(epoch), lock=False)
 
     # -- epoch ----------------------------------------------------------------------------------
@@ -156,7 +160,8 @@ class ObfuscatedDataset(Dataset):
         return res.images, rest, res
 
     def __getitem__(self, index: int):
-        return self._item(*self.obfuscate_item(index)[:2])
+        image, rest, res = self.obfuscate_item(index)
+        return self._with_vfe(self._item(image, rest), res)
 
     @staticmethod
     def _item(image, rest) -> tuple:
@@ -172,29 +177,65 @@ class ObfuscatedDataset(Dataset):
         images (``benchmarks/bench_dataset_fetch.py``): the per-call work (saliency, plan
         search, key derivation) is batched. The samples are identical to
         ``[self[i] for i in indices]`` (obfuscation depends only on key, id and image, never on
-        the batch). Batches whose images are not tensors of one shape and dtype
-        (PIL images, numpy arrays, mixed sizes) or a tensor ``saliency`` map fall back to one call
-        per sample.
+        the batch). A wrapped ``TensorDataset`` is read with one indexing per tensor. Batches
+        whose images are not tensors of one shape and dtype (PIL images, numpy arrays, mixed
+        sizes) or a tensor ``saliency`` map fall back to one call per sample.
         """
+        indices = [int(i) for i in indices]
+        images, rest = self._fetch(indices)
+        if images is None:  # per sample, reusing the samples already fetched
+            return [self._with_vfe(self._item(*r[:2]), r[2]) for r in
+                    (self._obfuscate_sample(i, smp) for i, smp in zip(indices, rest, strict=True))]
+        res = self._obfuscate_images(images, indices)
+        out = res.images.detach()
+        vfe = res.vfe.tolist() if self.return_vfe else None
+        return [(out[j], *rest[j]) + ((vfe[j],) if vfe is not None else ()) for j in range(len(indices))]
+
+    def obfuscate_indices(self, indices: Sequence[int]):
+        """The :class:`visualmixer.ObfuscationResult` of the images at ``indices``, in one call.
+
+        Its ``.plans`` (with the key and :meth:`image_id` of each index) restore the originals:
+        ``restore(res.images, key=ds.key, ids=[ds.image_id(i) for i in indices], plans=res.plans)``.
+
+        Raises
+        ------
+        TypeError
+            When the images at ``indices`` are not tensors ``(C, H, W)`` of one shape and dtype.
+        """
+        indices = [int(i) for i in indices]
+        images, _ = self._fetch(indices)
+        if images is None:
+            raise TypeError("obfuscate_indices: the images must be tensors (C, H, W) of one shape and dtype")
+        return self._obfuscate_images(images, indices)
+
+    def _fetch(self, indices: list[int]) -> tuple[torch.Tensor | None, list]:
+        """``(stacked images or None, per-sample fields)``: the images stacked when they can be
+        obfuscated in one call, else None and the full samples (for the per-sample path)."""
+        if isinstance(self.dataset, TensorDataset) and self.dataset.tensors[0].ndim == 4 \
+                and not isinstance(self.saliency, torch.Tensor):
+            tensors = self.dataset.tensors
+            idx = torch.as_tensor(indices, dtype=torch.long)
+            images = tensors[0][idx.to(tensors[0].device)]
+            others = [t[idx.to(t.device)] for t in tensors[1:]]
+            return images, [tuple(o[j] for o in others) for j in range(len(indices))]
         samples = [self.dataset[i] for i in indices]
-
-        def one_by_one() -> list:  # per sample, reusing the samples already fetched
-            return [self._item(*self._obfuscate_sample(i, s)[:2]) for i, s in zip(indices, samples, strict=True)]
-
-        if not samples or not all(isinstance(s, (tuple, list)) and len(s) >= 1 for s in samples):
-            return one_by_one()
-        images = [s[0] for s in samples]
+        if not samples or not all(isinstance(smp, (tuple, list)) and len(smp) >= 1 for smp in samples):
+            return None, samples
+        images = [smp[0] for smp in samples]
         first = images[0]
         same = all(isinstance(im, torch.Tensor) and im.ndim == 3 for im in images) and all(
             im.shape == first.shape and im.dtype == first.dtype and im.device == first.device
             for im in images
         )
         if not same or isinstance(self.saliency, torch.Tensor):  # a map for one image only
-            return one_by_one()
+            return None, samples
+        return torch.stack(images), [tuple(smp[1:]) for smp in samples]
+
+    def _obfuscate_images(self, images: torch.Tensor, indices: list[int]):
         from visualmixer.core.mixer import obfuscate
 
-        res = obfuscate(
-            torch.stack(images),
+        return obfuscate(
+            images,
             key=self.key,
             ids=[self.image_id(i) for i in indices] if self.key is not None else None,
             target_vfe=self.target_vfe,
@@ -202,9 +243,60 @@ class ObfuscatedDataset(Dataset):
             channel_order=self.channel_order,
             saliency=self.saliency,
         )
-        out = res.images.detach()
-        return [(out[j], *samples[j][1:]) for j in range(len(indices))]
+
+    def _with_vfe(self, sample: tuple, res) -> tuple:
+        return (*sample, float(res.vfe[0])) if self.return_vfe else sample
 
     def __repr__(self) -> str:
         return (f"ObfuscatedDataset(n={len(self)}, mode={self.mode!r}, target_vfe={self.target_vfe}, "
                 f"key={self.key!r}, epoch={self.epoch})")
+
+
+def obfuscate_set(
+    images: torch.Tensor,
+    target_vfe: float,
+    *,
+    key: Any = None,
+    ids: Sequence[Any] | None = None,
+    region: int | None = None,
+    batch: int = 1024,
+    epoch: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Obfuscate a whole tensor set in chunks of ``batch`` images (on ``images``' device).
+
+    The offline (or one epoch's online) pass of an :class:`ObfuscatedDataset` over
+    ``TensorDataset(images)``: image ``i`` gets id ``ids[i]``, or ``(ids[i], epoch)`` when
+    ``epoch`` is given.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        uint8 (N, C, H, W).
+    target_vfe : float
+    key : visualmixer.Key or None
+        None: fresh OS randomness per image.
+    ids : sequence, optional
+        One id per image (default: the index).
+    region : int, optional
+    batch : int
+        Images per :func:`visualmixer.obfuscate` call.
+    epoch : int, optional
+        Online re-keying: ids ``(id, epoch)``.
+
+    Returns
+    -------
+    images : torch.Tensor
+        uint8 (N, C, H, W), obfuscated.
+    vfe : torch.Tensor
+        float64 (N,), achieved VFE per image.
+    """
+    ds = ObfuscatedDataset(TensorDataset(images), key, target_vfe, "offline" if epoch is None else "online",
+                           ids=None if ids is None else list(ids), region=region, epoch=epoch or 0)
+    out = torch.empty_like(images)
+    vfes = torch.empty(images.shape[0], dtype=torch.float64)
+    for s in range(0, images.shape[0], int(batch)):
+        chunk: Iterable[int] = range(s, min(s + int(batch), images.shape[0]))
+        res = ds.obfuscate_indices(chunk)
+        out[s : s + int(batch)] = res.images
+        vfes[s : s + int(batch)] = res.vfe.cpu()
+    return out, vfes

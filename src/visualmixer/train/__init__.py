@@ -1,10 +1,12 @@
-"""Training image classifiers on obfuscated data (SPEC §7): models, loop, quick comparison.
+"""Training image classifiers on obfuscated data (SPEC §7): the one loop (``fit``), models, runs, DP-SGD.
 
 >>> from visualmixer.train import TrainConfig, train            # doctest: +SKIP
 >>> train(TrainConfig(data="fashion-mnist", target_vfe=0.5, epochs=3, out="out/t"))  # +SKIP
 """
 
 from visualmixer.train.compare import quick_compare
+from visualmixer.train.dpsgd import dpsgd_train
+from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
 from visualmixer.train.loop import (
     MODES,
     OPTIMIZERS,
@@ -27,6 +29,10 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "build_model",
+    "dpsgd_train",
+    "evaluate_classifier",
+    "fit_classifier",
+    "init_model",
     "load_sets",
     "obfuscate_set",
     "plot_curves",

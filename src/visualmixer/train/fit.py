@@ -45,6 +45,7 @@ __all__ = [
     "ShuffledBatches",
     "StepInfo",
     "TrainingDiverged",
+    "evaluate_classifier",
     "fit_classifier",
     "init_model",
     "isolated_rng",
@@ -367,3 +368,24 @@ def _run_epoch(model, loader, optimizer, epoch, device, prepare, loss_fn, on_ste
         steps += 1
     return EpochStats(epoch, loss_sum / max(1, samples), correct / max(1, samples), samples, steps,
                       osc / max(1, steps - 1), 0.0)
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                        batch_size: int = 1024) -> tuple[float, float]:
+    """``(mean cross-entropy, accuracy)`` of ``model`` on ``images`` ``(N, C, H, W)``, in eval mode.
+
+    ``prepare`` maps an image batch to the model input (default uint8 to float in [0, 1]); the
+    labels ``(N,)`` must be on the device the model's outputs are on.
+    """
+    prepare = to_float if prepare is None else prepare
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for s in range(0, images.shape[0], int(batch_size)):
+        logits = model(prepare(images[s : s + batch_size]))
+        yb = labels[s : s + batch_size]
+        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    n = max(1, images.shape[0])
+    return loss_sum / n, correct / n

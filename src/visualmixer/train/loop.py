@@ -23,20 +23,33 @@ histories, mean ± spread) and ``curves.png`` (learning curves).
 
 from __future__ import annotations
 
-import dataclasses
+import io
 import json
-import math
+import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch.utils.data import TensorDataset
 
+from visualmixer.core.atomic import replace_atomically
+from visualmixer.core.optional import require
+from visualmixer.core.vfe import vfe
 from visualmixer.data.datasets import ImageSet, load_dataset
+from visualmixer.data.wrapper import ObfuscatedDataset, obfuscate_set
+from visualmixer.train.config import MODES, OPTIMIZERS, TrainConfig, resolve_device
+from visualmixer.train.fit import (
+    EpochStats,
+    ShuffledBatches,
+    StepInfo,
+    TrainingDiverged,
+    evaluate_classifier,
+    fit_classifier,
+    init_model,
+)
 from visualmixer.train.models import build_model
 from visualmixer.train.optim import STAdam
 
@@ -45,153 +58,13 @@ __all__ = [
     "OPTIMIZERS",
     "TrainConfig",
     "TrainingDiverged",
+    "load_sets",
     "obfuscate_set",
+    "plot_curves",
     "resolve_device",
     "train",
     "train_seed",
 ]
-
-OPTIMIZERS = ("st-adam", "adam", "sgd")
-MODES = ("offline", "online")
-_DEFAULT_LR = {"st-adam": 1e-3, "adam": 1e-3, "sgd": 0.05}
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (also stored in checkpoints and metrics.json).
-
-    Parameters
-    ----------
-    data : str
-        Data set name (see :data:`visualmixer.data.datasets.DATASET_NAMES`).
-    model : str
-        ``"cnn"``, ``"resnet18"`` or ``"shufflenet"``.
-    target_vfe : float or None
-        Target VFE of the obfuscation; None trains and tests on the original images.
-    mode : {"offline", "online"}
-    optimizer : {"st-adam", "adam", "sgd"}
-        ``adam`` is ``torch.optim.AdamW`` (betas 0.9, 0.999), ``sgd`` has momentum ``momentum``.
-    lr : float, optional
-        Default 1e-3 for the Adam variants, 0.05 for SGD.
-    epochs, batch_size : int
-    seeds : sequence of int
-        One run per seed (model init, batch order, keys).
-    device : str
-        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    out : str
-        Output directory.
-    data_root : str, optional
-        Data directory for the loaders.
-    channels : {1, 3, None}
-        Feed grey data as 1 channel or replicated to 3 (None: the set's own).
-    image_size : int, optional
-        Crop side for ``photos``, resize side for ``imagefolder``.
-    train_size, test_size : int, optional
-        Use a seeded random subset of this many images (the same subset for every seed).
-    weight_decay, momentum : float
-    region : int, optional
-        Region side passed to ``obfuscate`` (default: its size rule).
-    secret_keys : bool
-        Use an OS-random training key and fresh randomness for the test images (not
-        deterministic); see the module docstring.
-    obfuscate_batch : int
-        Images per ``obfuscate`` call when obfuscating a whole set.
-    loader_workers : int
-        Online mode only: obfuscate the training batches in this many DataLoader worker
-        processes (on the CPU, beside the training step) instead of in the training process.
-        The batches are identical, so results do not change; 0 (default) obfuscates in the
-        training process, on the training device.
-    target_acc : float, optional
-        Test accuracy (in [0, 1]) for the "epochs to target" metric.
-    resume : bool
-        Continue from ``seed<S>/checkpoint.pt`` where it exists.
-    progress : bool
-        Show a tqdm progress bar per epoch.
-    """
-
-    data: str = "fashion-mnist"
-    model: str = "cnn"
-    target_vfe: float | None = 0.5
-    mode: str = "offline"
-    optimizer: str = "adam"  # ST-Adam did not beat Adam in docs/results.md
-    lr: float | None = None
-    epochs: int = 3
-    batch_size: int = 128
-    seeds: Sequence[int] = (0,)
-    device: str = "cpu"
-    out: str = "out/train"
-    data_root: str | None = None
-    channels: int | None = None
-    image_size: int | None = None
-    train_size: int | None = None
-    test_size: int | None = None
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    region: int | None = None
-    secret_keys: bool = False
-    obfuscate_batch: int = 1024
-    loader_workers: int = 0
-    target_acc: float | None = None
-    resume: bool = False
-    progress: bool = True
-    # filled in by validate()
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> TrainConfig:
-        """Check the options; fill the default learning rate. Returns self."""
-        from visualmixer.train.models import MODELS
-
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(MODELS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
-            )
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.target_vfe is not None and not 0.0 <= float(self.target_vfe) <= 1.0:
-            raise ValueError(f"target_vfe must be in [0, 1] or None, got {self.target_vfe}")
-        for name in ("epochs", "batch_size", "obfuscate_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.seeds:
-            raise ValueError("at least one seed is needed")
-        if int(self.loader_workers) < 0:
-            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
-        if self.lr is None:
-            self.lr = _DEFAULT_LR[self.optimizer]
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.channels not in (None, 1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        self.seeds = [int(s) for s in self.seeds]
-        resolve_device(self.device)
-        return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device`` for ``device``; a clear ValueError when CUDA is asked for but absent."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"--device {device} was requested but CUDA is not available here "
-                f"(torch {torch.__version__}, torch.cuda.is_available() is False); use --device cpu"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present"
-            )
-    elif dev.type not in ("cpu", "mps"):
-        raise ValueError(f"unsupported device {device!r}; use cpu or cuda")
-    return dev
 
 
 def _keys(cfg: TrainConfig, seed: int, seed_dir: Path):
@@ -210,94 +83,6 @@ def _keys(cfg: TrainConfig, seed: int, seed_dir: Path):
     return train_key, test_key
 
 
-def obfuscate_set(
-    images: torch.Tensor,
-    target_vfe: float,
-    *,
-    key=None,
-    ids: Sequence | None = None,
-    region: int | None = None,
-    batch: int = 1024,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Obfuscate a whole set in chunks of ``batch`` images (on ``images``' device).
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        uint8 (N, C, H, W).
-    target_vfe : float
-    key : visualmixer.Key or None
-        None: fresh OS randomness per image.
-    ids : sequence, optional
-        One id per image (required with ``key``).
-
-    Returns
-    -------
-    images : torch.Tensor
-        uint8 (N, C, H, W), obfuscated.
-    vfe : torch.Tensor
-        float64 (N,), achieved VFE per image.
-    """
-    from visualmixer.core.mixer import obfuscate
-
-    out = torch.empty_like(images)
-    vfes = torch.empty(images.shape[0], dtype=torch.float64)
-    for s in range(0, images.shape[0], batch):
-        kw = {} if key is None else {"key": key, "ids": list(ids[s : s + batch])}
-        res = obfuscate(images[s : s + batch], target_vfe=target_vfe, region=region, **kw)
-        out[s : s + batch] = res.images
-        vfes[s : s + batch] = res.vfe.cpu()
-    return out, vfes
-
-
-def _obfuscate_online(images, indices, key, target_vfe, region, epoch):
-    """One online-mode batch: ``images`` obfuscated with ids ``(index, epoch)`` in one call.
-
-    Returns the obfuscated images and the sum of the achieved VFEs. The in-process path and the
-    DataLoader workers both call this, so they produce the same batches.
-    """
-    from visualmixer.core.mixer import obfuscate
-
-    res = obfuscate(images, key=key, ids=[(int(i), epoch) for i in indices],
-                       target_vfe=target_vfe, region=region)
-    return res.images, float(res.vfe.sum())
-
-
-class _OnlineBatches(torch.utils.data.Dataset):
-    """Online-mode training batches for DataLoader workers: ``ds[indices]`` is one batch.
-
-    Returns ``(images, labels, vfe_sum)``: the batch obfuscated in one call with ids
-    ``(index, epoch)`` — exactly what the in-process path computes — its labels, and the sum of
-    the achieved VFEs.
-    """
-
-    def __init__(self, images, labels, key, target_vfe, region, epoch):
-        self.images, self.labels = images, labels
-        self.key, self.target_vfe, self.region, self.epoch = key, target_vfe, region, epoch
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, indices):
-        idx = torch.as_tensor(indices)
-        images, vfe_sum = _obfuscate_online(self.images[idx], idx, self.key, self.target_vfe,
-                                            self.region, self.epoch)
-        return images, self.labels[idx], vfe_sum
-
-
-def _worker_batches(cfg, dev, x_cpu, y_cpu, key, batches, epoch):
-    """Iterator over ``(images, labels, vfe_sum)`` made by ``cfg.loader_workers`` processes."""
-    import multiprocessing
-
-    ds = _OnlineBatches(x_cpu, y_cpu, key, cfg.target_vfe, cfg.region, epoch)
-    # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
-    ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return iter(torch.utils.data.DataLoader(
-        ds, sampler=batches, batch_size=None, num_workers=int(cfg.loader_workers),
-        multiprocessing_context=ctx, pin_memory=dev.type == "cuda",
-        prefetch_factor=4))
-
-
 def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "st-adam":
         return STAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -313,34 +98,216 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-@torch.no_grad()
-def _evaluate(model, x_u8, y, mean, std, batch: int) -> tuple[float, float]:
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for s in range(0, x_u8.shape[0], batch):
-        xb = (x_u8[s : s + batch].float().div_(255) - mean) / std
-        logits = model(xb)
-        loss_sum += float(nn.functional.cross_entropy(logits, y[s : s + batch], reduction="sum"))
-        correct += int((logits.argmax(1) == y[s : s + batch]).sum())
-    n = max(1, x_u8.shape[0])
-    return loss_sum / n, correct / n
+def _write_bytes(data: bytes, path: Path) -> None:
+    replace_atomically(path, data, mode=0o644, suffix=".tmp")
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _save_checkpoint(obj: dict, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _write_bytes(buf.getvalue(), path)
 
 
 def _write_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    _write_bytes(json.dumps(obj, indent=2).encode(), path)
 
 
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
            "secret_keys")  # fmt: skip
+
+
+def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
+    """The checkpoint to resume from (None for a fresh run); refuses a clash or a changed config."""
+    if not ckpt_path.exists():
+        return None
+    if not cfg.resume:
+        raise FileExistsError(
+            f"{ckpt_path} exists; pass resume=True (--resume) to continue it, or choose another out"
+        )
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    old = state["config"]
+    diff = [k for k in _COMPAT if old.get(k) != cfg.to_dict().get(k)]
+    if diff:
+        raise ValueError(
+            f"cannot resume {ckpt_path}: options differ from the checkpoint's: "
+            + ", ".join(f"{k} (was {old.get(k)!r})" for k in diff)
+        )
+    return state
+
+
+@dataclass
+class _SeedData:
+    """One seed's images on the training device: the training set (clean for online mode), the
+    obfuscated test set, the normalisation and what obfuscating them cost."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    train_key: object
+    train_vfe: float | None
+    test_vfe: float
+    setup_obfuscate_s: float
+
+    def normalise(self, xb: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> normalised float model input on the data's device."""
+        return (xb.to(self.mean.device, non_blocking=True).float().div(255) - self.mean) / self.std
+
+
+def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageSet, test_set: ImageSet,
+                  dev: torch.device) -> _SeedData:
+    """Keys, the test set obfuscated once, the training set obfuscated once (offline mode), the
+    per-channel normalisation of the training images."""
+    tau = cfg.target_vfe
+    x_train, x_test = train_set.images, test_set.images
+    train_key, test_key = _keys(cfg, seed, seed_dir) if tau is not None else (None, None)
+    t0 = time.perf_counter()
+    train_vfe = None
+    if tau is not None:
+        test_ids = [("test", i) for i in range(len(test_set))]
+        x_test, v = obfuscate_set(x_test.to(dev), tau, key=test_key, ids=test_ids,
+                                  region=cfg.region, batch=cfg.obfuscate_batch)
+        test_vfe = float(v.mean())
+        if cfg.mode == "offline":
+            x_train, v = obfuscate_set(x_train.to(dev), tau, key=train_key, ids=range(len(train_set)),
+                                       region=cfg.region, batch=cfg.obfuscate_batch)
+            train_vfe = float(v.mean())
+    else:
+        test_vfe = float(vfe(x_test[: min(len(x_test), 2000)].to(dev)).mean())
+    _sync(dev)
+    setup_s = time.perf_counter() - t0
+    x_train = x_train.to(dev)
+    xf = x_train.float()
+    mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255
+    std = (xf.std(dim=(0, 2, 3), keepdim=True) / 255).clamp_min(1e-3)
+    del xf
+    return _SeedData(x_train, train_set.labels.to(dev), x_test.to(dev), test_set.labels.to(dev), mean, std,
+                     train_key, train_vfe, test_vfe, setup_s)
+
+
+class _Waited:
+    """Iterates a DataLoader, adding the seconds the training step waited for each batch to
+    ``seconds`` (online mode: the obfuscation in process, or the wait for the workers)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, dev: torch.device):
+        self.loader, self.dev, self.seconds = loader, dev, 0.0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.dataset.set_epoch(epoch)  # online ids (index, epoch)
+        self.loader.batch_sampler.set_epoch(epoch)  # the epoch's batch order
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            _sync(self.dev)
+            t = time.perf_counter()
+            batch = next(it, None)
+            _sync(self.dev)
+            self.seconds += time.perf_counter() - t
+            if batch is None:
+                return
+            yield batch
+
+
+def _training_feed(cfg: TrainConfig, seed: int, data: _SeedData, train_set: ImageSet, dev: torch.device):
+    """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
+    online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
+    fetched in process on ``dev`` or, with ``loader_workers``, on the CPU in worker processes.
+    Either way the batch order of epoch ``e`` is seeded with ``seed * 100003 + e``."""
+    batches = ShuffledBatches(len(train_set), cfg.batch_size, epoch_seed=lambda e: seed * 100_003 + e)
+    if cfg.target_vfe is None or cfg.mode != "online":
+        return (data.x_train, data.y_train), batches
+    workers = int(cfg.loader_workers)
+    # the workers read the clean images from host memory; in process they stay on the device
+    base = TensorDataset(train_set.images, train_set.labels) if workers else TensorDataset(data.x_train, data.y_train)
+    ds = ObfuscatedDataset(base, data.train_key, cfg.target_vfe, "online", region=cfg.region, return_vfe=True)
+    kw = {}
+    if workers:
+        # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
+        ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        kw = dict(num_workers=workers, multiprocessing_context=ctx, pin_memory=dev.type == "cuda",
+                  prefetch_factor=4)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **kw)
+    return _Waited(loader, dev), None
+
+
+class _SeedLog:
+    """The callbacks of one seed's run: step losses, the per-epoch record (with the test
+    accuracy), the checkpoint after every epoch, one printed line per epoch."""
+
+    def __init__(self, cfg: TrainConfig, seed: int, ckpt_path: Path, model, opt, data: _SeedData, feed,
+                 state: dict | None):
+        self.cfg, self.seed, self.ckpt_path = cfg, seed, ckpt_path
+        self.model, self.opt, self.data, self.feed = model, opt, data, feed
+        self.history: list[dict] = state["history"] if state else []
+        self.step_losses: list[float] = state.get("step_losses", []) if state else []
+        self.online = cfg.target_vfe is not None and cfg.mode == "online"
+        self.t0, self.vfe_sum = 0.0, 0.0
+
+    def epoch_start(self, epoch: int) -> None:
+        self.t0, self.vfe_sum = time.perf_counter(), 0.0
+        if isinstance(self.feed, _Waited):
+            self.feed.seconds = 0.0
+
+    def step(self, info: StepInfo) -> None:
+        self.step_losses.append(info.loss)
+        if self.online:
+            self.vfe_sum += float(info.batch[2].sum())
+
+    def epoch_end(self, stats: EpochStats) -> None:
+        d, cfg = self.data, self.cfg
+        test_loss, test_acc = evaluate_classifier(self.model, d.x_test, d.y_test, prepare=d.normalise, batch_size=1024)
+        _sync(d.mean.device)
+        rec = {
+            "epoch": stats.epoch + 1, "train_loss": stats.loss, "train_acc": stats.accuracy,
+            "test_loss": test_loss, "test_acc": test_acc, "loss_osc": stats.loss_osc,
+            "epoch_s": time.perf_counter() - self.t0,
+            "obfuscate_s": self.feed.seconds if isinstance(self.feed, _Waited) else 0.0,
+            "train_vfe": self.vfe_sum / max(1, stats.samples) if self.online else d.train_vfe,
+        }  # fmt: skip
+        self.history.append(rec)
+        _save_checkpoint(
+            {"config": cfg.to_dict(), "epoch": stats.epoch, "model": self.model.state_dict(),
+             "optimizer": self.opt.state_dict(), "history": self.history, "step_losses": self.step_losses,
+             "norm": (d.mean.cpu(), d.std.cpu())},
+            self.ckpt_path,
+        )
+        if cfg.progress:
+            print(f"seed {self.seed} epoch {stats.epoch + 1}/{cfg.epochs}: train loss "
+                  f"{rec['train_loss']:.4f} acc {rec['train_acc']:.4f} | test acc "
+                  f"{test_acc:.4f} | {rec['epoch_s']:.1f}s", flush=True)
+
+    def diverged(self, exc: TrainingDiverged) -> TrainingDiverged:
+        """The error to raise: where it diverged, the last good checkpoint, what to try."""
+        last = (f"{self.ckpt_path} (after epoch {self.history[-1]['epoch']})" if self.history
+                else "none (it diverged in the first epoch)")
+        return TrainingDiverged(
+            f"training loss became {exc.loss} at seed {self.seed}, epoch {exc.epoch + 1}, step "
+            f"{exc.step + 1}; stopped. Last good checkpoint: {last}. Try a lower lr (now {self.cfg.lr}).",
+            epoch=exc.epoch, step=exc.step, loss=exc.loss,
+        )
+
+
+def _seed_result(cfg: TrainConfig, seed: int, log: _SeedLog) -> dict:
+    history, d = log.history, log.data
+    accs = [h["test_acc"] for h in history]
+    to_target = None
+    if cfg.target_acc is not None:
+        to_target = next((h["epoch"] for h in history if h["test_acc"] >= cfg.target_acc), None)
+    return {
+        "seed": seed,
+        "history": history,
+        "final_test_acc": accs[-1] if accs else None,
+        "best_test_acc": max(accs) if accs else None,
+        "epochs_to_target": to_target,
+        "train_vfe": history[-1]["train_vfe"] if history else d.train_vfe,
+        "test_vfe": d.test_vfe,
+        "setup_obfuscate_s": d.setup_obfuscate_s,
+        "step_losses": log.step_losses,
+    }
 
 
 def train_seed(
@@ -375,168 +342,24 @@ def train_seed(
     seed_dir = Path(cfg.out) / f"seed{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = seed_dir / "checkpoint.pt"
-    state = None
-    if ckpt_path.exists():
-        if not cfg.resume:
-            raise FileExistsError(
-                f"{ckpt_path} exists; pass --resume to continue it, or choose another --out"
-            )
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        old = state["config"]
-        diff = [k for k in _COMPAT if old.get(k) != cfg.to_dict().get(k)]
-        if diff:
-            raise ValueError(
-                f"cannot resume {ckpt_path}: options differ from the checkpoint's: "
-                + ", ".join(f"{k} (was {old.get(k)!r})" for k in diff)
-            )
-
-    torch.manual_seed(seed)
-    tau = cfg.target_vfe
-    x_train, y_train = train_set.images, train_set.labels
-    x_test, y_test = test_set.images, test_set.labels
-    train_key, test_key = _keys(cfg, seed, seed_dir) if tau is not None else (None, None)
-    from visualmixer.core.vfe import vfe
-
-    t0 = time.perf_counter()
-    train_vfe = test_vfe = None
-    if tau is not None:
-        x_test_dev = x_test.to(dev)
-        test_ids = [("test", i) for i in range(len(test_set))]
-        x_test_obf, v = obfuscate_set(x_test_dev, tau, key=test_key, ids=test_ids,
-                                      region=cfg.region, batch=cfg.obfuscate_batch)
-        test_vfe = float(v.mean())
-        x_test = x_test_obf
-        if cfg.mode == "offline":
-            x_tr, v = obfuscate_set(x_train.to(dev), tau, key=train_key,
-                                    ids=range(len(train_set)), region=cfg.region,
-                                    batch=cfg.obfuscate_batch)
-            x_train, train_vfe = x_tr, float(v.mean())
-    else:
-        test_vfe = float(vfe(x_test[: min(len(x_test), 2000)].to(dev)).mean())
-    _sync(dev)
-    setup_obf_s = time.perf_counter() - t0
-    x_train, y_train = x_train.to(dev), y_train.to(dev)
-    x_test, y_test = x_test.to(dev), y_test.to(dev)
-    xf = x_train.float()
-    mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255
-    std = (xf.std(dim=(0, 2, 3), keepdim=True) / 255).clamp_min(1e-3)
-    del xf
-
-    model = build_model(cfg.model, x_train.shape[1], train_set.num_classes).to(dev)
+    state = _load_checkpoint(cfg, ckpt_path)
+    data = _prepare_data(cfg, seed, seed_dir, train_set, test_set, dev)
+    model = init_model(lambda: build_model(cfg.model, data.x_train.shape[1], train_set.num_classes),
+                       seed=seed, device=dev)
     opt = _make_optimizer(cfg, model.parameters())
-    history: list[dict] = []
-    step_losses: list[float] = []
-    start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        history = state["history"]
-        step_losses = state.get("step_losses", [])
-        start_epoch = state["epoch"] + 1
-        torch.set_rng_state(state["rng"])
-
-    n = x_train.shape[0]
-    bs = cfg.batch_size
-    online = tau is not None and cfg.mode == "online"
-    in_workers = online and cfg.loader_workers > 0
-    if in_workers:  # the workers read the clean images from host memory
-        x_host, y_host = train_set.images, train_set.labels
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=g)
-        t_ep = time.perf_counter()
-        obf_s, loss_sum, correct, osc, prev, vfe_sum = 0.0, 0.0, 0, 0.0, None, 0.0
-        steps = range(0, n, bs)
-        if in_workers:
-            batches = _worker_batches(cfg, dev, x_host, y_host, train_key,
-                                      [order[s : s + bs].tolist() for s in steps], epoch)
-        if cfg.progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc=f"seed {seed} epoch {epoch + 1}/{cfg.epochs}",
-                         unit="batch", leave=False)
-        for s in steps:
-            idx = order[s : s + bs]
-            if in_workers:  # obf_s: time the step waited for its batch
-                t1 = time.perf_counter()
-                xb, yb, v = next(batches)
-                xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-                vfe_sum += v
-                obf_s += time.perf_counter() - t1
-            else:
-                xb = x_train[idx.to(dev)]
-                yb = y_train[idx.to(dev)]
-            if online and not in_workers:
-                _sync(dev)
-                t1 = time.perf_counter()
-                xb, v = _obfuscate_online(xb, idx, train_key, tau, cfg.region, epoch)
-                vfe_sum += v
-                _sync(dev)
-                obf_s += time.perf_counter() - t1
-            xb = (xb.float().div_(255) - mean) / std
-            opt.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = nn.functional.cross_entropy(logits, yb)
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                last = (f"{ckpt_path} (after epoch {history[-1]['epoch']})" if history
-                        else "none (it diverged in the first epoch)")
-                raise TrainingDiverged(
-                    f"training loss became {lv} at seed {seed}, epoch {epoch + 1}, step "
-                    f"{s // bs + 1}; stopped. Last good checkpoint: {last}. "
-                    f"Try a lower --lr (now {cfg.lr})."
-                )
-            loss.backward()
-            opt.step()
-            step_losses.append(lv)
-            loss_sum += lv * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            if prev is not None:
-                osc += abs(lv - prev)
-            prev = lv
-        test_loss, test_acc = _evaluate(model, x_test, y_test, mean, std, 1024)
-        _sync(dev)
-        nsteps = math.ceil(n / bs)
-        rec = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / n,
-            "train_acc": correct / n,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "loss_osc": osc / max(1, nsteps - 1),
-            "epoch_s": time.perf_counter() - t_ep,
-            "obfuscate_s": obf_s,
-            "train_vfe": (vfe_sum / n) if cfg.mode == "online" and tau is not None
-            else train_vfe,
-        }
-        history.append(rec)
-        _atomic_save(
-            {"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
-             "optimizer": opt.state_dict(), "history": history, "step_losses": step_losses,
-             "rng": torch.get_rng_state(), "norm": (mean.cpu(), std.cpu())},
-            ckpt_path,
-        )
-        if cfg.progress:
-            print(f"seed {seed} epoch {epoch + 1}/{cfg.epochs}: train loss "
-                  f"{rec['train_loss']:.4f} acc {rec['train_acc']:.4f} | test acc "
-                  f"{test_acc:.4f} | {rec['epoch_s']:.1f}s", flush=True)
-
-    accs = [h["test_acc"] for h in history]
-    to_target = None
-    if cfg.target_acc is not None:
-        to_target = next((h["epoch"] for h in history if h["test_acc"] >= cfg.target_acc), None)
-    result = {
-        "seed": seed,
-        "history": history,
-        "final_test_acc": accs[-1] if accs else None,
-        "best_test_acc": max(accs) if accs else None,
-        "epochs_to_target": to_target,
-        "train_vfe": history[-1]["train_vfe"] if history else train_vfe,
-        "test_vfe": test_vfe,
-        "setup_obfuscate_s": setup_obf_s,
-        "step_losses": step_losses,
-    }
+    feed, batches = _training_feed(cfg, seed, data, train_set, dev)
+    log = _SeedLog(cfg, seed, ckpt_path, model, opt, data, feed, state)
+    try:
+        fit_classifier(model, feed, epochs=cfg.epochs, optimizer=opt, device=dev, batches=batches,
+                       start_epoch=state["epoch"] + 1 if state else 0, prepare=data.normalise,
+                       on_epoch_start=log.epoch_start, on_step=log.step, on_epoch_end=log.epoch_end,
+                       seed=seed, progress=cfg.progress, desc=f"seed {seed}")
+    except TrainingDiverged as exc:
+        raise log.diverged(exc) from exc
+    result = _seed_result(cfg, seed, log)
     # the step losses stay in the per-seed file (a few floats per step) so that curves can be
     # redrawn without the checkpoints; metrics.json leaves them out
     _write_json(result, seed_dir / "history.json")
@@ -622,10 +445,9 @@ def plot_curves(groups: dict[str, list[dict]], path: str | os.PathLike) -> Path:
     path : path-like
         PNG file to write.
     """
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="train", purpose="the learning-curve plot")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", extra="train")
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for ci, (label, runs) in enumerate(groups.items()):
@@ -638,7 +460,7 @@ def plot_curves(groups: dict[str, list[dict]], path: str | os.PathLike) -> Path:
             k = max(1, min(25, len(sl) // 20))
             smooth = torch.nn.functional.avg_pool1d(sl.view(1, 1, -1), k, 1).flatten()
             ax2.plot(smooth.numpy(), color=color, alpha=0.6, label=label if ri == 0 else None)
-    from matplotlib.ticker import MaxNLocator
+    MaxNLocator = require("matplotlib.ticker", extra="train").MaxNLocator  # noqa: N806
 
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_xlabel("epoch")

@@ -1,0 +1,153 @@
+"""The configuration of a ``visualmixer train`` run and the device check.
+
+:class:`TrainConfig` is what the CLI fills from its flags and what checkpoints and
+``metrics.json`` store; :func:`resolve_device` turns a device name into a usable ``torch.device``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
+
+OPTIMIZERS = ("st-adam", "adam", "sgd")
+MODES = ("offline", "online")
+_DEFAULT_LR = {"st-adam": 1e-3, "adam": 1e-3, "sgd": 0.05}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (also stored in checkpoints and metrics.json).
+
+    Parameters
+    ----------
+    data : str
+        Data set name (see :data:`visualmixer.data.datasets.DATASET_NAMES`).
+    model : str
+        ``"cnn"``, ``"resnet18"`` or ``"shufflenet"``.
+    target_vfe : float or None
+        Target VFE of the obfuscation; None trains and tests on the original images.
+    mode : {"offline", "online"}
+    optimizer : {"st-adam", "adam", "sgd"}
+        ``adam`` is ``torch.optim.AdamW`` (betas 0.9, 0.999), ``sgd`` has momentum ``momentum``.
+    lr : float, optional
+        Default 1e-3 for the Adam variants, 0.05 for SGD.
+    epochs, batch_size : int
+    seeds : sequence of int
+        One run per seed (model init, batch order, keys).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    out : str
+        Output directory.
+    data_root : str, optional
+        Data directory for the loaders.
+    channels : {1, 3, None}
+        Feed grey data as 1 channel or replicated to 3 (None: the set's own).
+    image_size : int, optional
+        Crop side for ``photos``, resize side for ``imagefolder``.
+    train_size, test_size : int, optional
+        Use a seeded random subset of this many images (the same subset for every seed).
+    weight_decay, momentum : float
+    region : int, optional
+        Region side passed to ``obfuscate`` (default: its size rule).
+    secret_keys : bool
+        Use an OS-random training key and fresh randomness for the test images (not
+        deterministic); see the module docstring.
+    obfuscate_batch : int
+        Images per ``obfuscate`` call when obfuscating a whole set.
+    loader_workers : int
+        Online mode only: obfuscate the training batches in this many DataLoader worker
+        processes (on the CPU, beside the training step) instead of in the training process.
+        The batches are identical, so results do not change; 0 (default) obfuscates in the
+        training process, on the training device.
+    target_acc : float, optional
+        Test accuracy (in [0, 1]) for the "epochs to target" metric.
+    resume : bool
+        Continue from ``seed<S>/checkpoint.pt`` where it exists.
+    progress : bool
+        Show a tqdm progress bar per epoch.
+    """
+
+    data: str = "fashion-mnist"
+    model: str = "cnn"
+    target_vfe: float | None = 0.5
+    mode: str = "offline"
+    optimizer: str = "adam"  # ST-Adam did not beat Adam in docs/results.md
+    lr: float | None = None
+    epochs: int = 3
+    batch_size: int = 128
+    seeds: Sequence[int] = (0,)
+    device: str = "cpu"
+    out: str = "out/train"
+    data_root: str | None = None
+    channels: int | None = None
+    image_size: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    region: int | None = None
+    secret_keys: bool = False
+    obfuscate_batch: int = 1024
+    loader_workers: int = 0
+    target_acc: float | None = None
+    resume: bool = False
+    progress: bool = True
+    # filled in by validate()
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Check the options; fill the default learning rate. Returns self."""
+        from visualmixer.train.models import MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(MODELS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.target_vfe is not None and not 0.0 <= float(self.target_vfe) <= 1.0:
+            raise ValueError(f"target_vfe must be in [0, 1] or None, got {self.target_vfe}")
+        for name in ("epochs", "batch_size", "obfuscate_batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.seeds:
+            raise ValueError("at least one seed is needed")
+        if int(self.loader_workers) < 0:
+            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
+        if self.lr is None:
+            self.lr = _DEFAULT_LR[self.optimizer]
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        self.seeds = [int(s) for s in self.seeds]
+        resolve_device(self.device)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``torch.device`` for ``device``; a clear ValueError when CUDA is asked for but absent."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r} was requested but CUDA is not available here "
+                f"(torch {torch.__version__}, torch.cuda.is_available() is False); use device 'cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"unsupported device {device!r}; use cpu or cuda")
+    return dev
