@@ -195,7 +195,7 @@ def test_image_folder_split_dirs_and_sizes(tmp_path):
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match="fashion-mnist, photos, cifar10, cifar100"):
+    with pytest.raises(ValueError, match="fashion-mnist, photos, .*cifar10, cifar100"):
         D.load_dataset("mnist")
     with pytest.raises(ValueError, match="valid"):
         D.load_dataset("imagefolder:")
@@ -249,3 +249,43 @@ def test_one_photo_reader_serves_demos_and_the_photos_set(monkeypatch):
         assert "china" not in got.classes and "astronaut" in got.classes
     finally:
         samples._cached.cache_clear()
+
+
+def _hf_tiny():
+    datasets = pytest.importorskip("datasets", reason="Hugging Face `datasets` is not installed")
+    rng = np.random.default_rng(0)
+    rows = {"image": [Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)) for _ in range(4)],
+            "label": [0, 1, 2, 3], "name": ["a", "b", "c", "d"]}
+    return datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()), rows
+
+
+def test_hf_with_transform_online_fresh_shuffles_per_access():
+    from visualmixer.data.hf import hf_batch_transform
+
+    ds, rows = _hf_tiny()
+    online = ds.with_transform(hf_batch_transform(None, target_vfe=0.5))
+    first, again = online[1], online[1]
+    assert set(first) == {"image", "label", "name", "vfe"} and first["label"] == 1
+    a, b = np.asarray(first["image"]), np.asarray(again["image"])
+    assert a.shape == (16, 24, 3) and not np.array_equal(a, b)  # a new shuffle on every read
+    original = np.asarray(rows["image"][1])
+    assert np.array_equal(np.sort(a, axis=None), np.sort(original, axis=None))  # a permutation
+    batch = online[0:3]
+    assert len(batch["image"]) == 3 and batch["label"] == [0, 1, 2]
+    ds.set_transform(hf_batch_transform(None))  # set_transform: the same function, in place
+    assert not np.array_equal(np.asarray(ds[2]["image"]), np.asarray(rows["image"][2]))
+
+
+def test_hf_with_transform_keyed_needs_an_id_column():
+    from visualmixer.core.keys import Key
+    from visualmixer.data.hf import hf_batch_transform
+
+    ds, _ = _hf_tiny()
+    key = Key.from_seed(3)
+    with pytest.raises(ValueError, match="no row indices: pass id_column=.*or key=None"):
+        ds.with_transform(hf_batch_transform(key))[0]
+    keyed = ds.with_transform(hf_batch_transform(key, id_column="name"))
+    x, y = np.asarray(keyed[2]["image"]), np.asarray(keyed[2]["image"])
+    assert np.array_equal(x, y)  # reproducible per id
+    mapped = hf_batch_transform(key, id_column="name")(ds[2:3], [2])  # map gives the same image
+    assert np.array_equal(np.asarray(mapped["image"][0]), x)

@@ -1,8 +1,17 @@
-"""Obfuscating a Hugging Face ``datasets.Dataset`` with a batched ``map`` (optional extra).
+"""Obfuscating a Hugging Face ``datasets.Dataset`` (optional extra ``visualmixer[hf]``).
 
-``pip install 'visualmixer[hf]'`` installs ``datasets``; this module imports it only inside
-:func:`obfuscate_hf`. :func:`hf_batch_transform` is the plain function that ``map`` runs; it needs
-no ``datasets`` at all (a batch is a dict of lists).
+Two ways, both with :func:`hf_batch_transform` (a plain function of a batch, a dict of lists; it
+needs no ``datasets`` at all):
+
+- **offline**, once, stored: ``obfuscate_hf(ds, key)`` runs a batched ``Dataset.map`` with the
+  row index as image id; the result is the same for any ``batch_size``/``num_proc`` and, with the
+  key and the plans (``plan_column``), restorable;
+- **online**, on access: ``ds.with_transform(hf_batch_transform(None))`` (or ``set_transform``)
+  obfuscates each batch as it is read, with fresh randomness on every access, so every epoch sees
+  new shuffles (augmentation; nothing is stored or restorable). With a key, reads are
+  reproducible but need ``id_column``: a transform is not given row indices.
+
+``datasets`` is imported only inside :func:`obfuscate_hf`.
 """
 
 from __future__ import annotations
@@ -11,9 +20,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from visualmixer.core.optional import require
+
 __all__ = ["hf_batch_transform", "obfuscate_hf"]
 
-_HINT = "obfuscate_hf needs the Hugging Face 'datasets' package: pip install 'visualmixer[hf]'"
 
 
 def _to_tensor(value: Any):
@@ -56,17 +66,20 @@ def hf_batch_transform(
     channel_order: bool = True,
     vfe_column: str | None = "vfe",
     plan_column: str | None = None,
-) -> Callable[[dict, list[int]], dict]:
-    """The function ``Dataset.map(fn, batched=True, with_indices=True)`` runs.
+) -> Callable[..., dict]:
+    """The function ``Dataset.map(fn, batched=True, with_indices=True)`` or ``Dataset.with_transform(fn)``
+    / ``set_transform(fn)`` runs.
 
     Parameters
     ----------
     key : visualmixer.Key or None
-        Master key (``None``: fresh randomness, not restorable).
+        Master key (``None``: fresh randomness on every call, not restorable: the online choice).
     image_column : str
         Column of images (PIL images as ``datasets.Image`` decodes them, or arrays).
     id_column : str, optional
-        Column holding each row's image id (int or str); default: the row index.
+        Column holding each row's image id (int or str); default: the row index, which ``map``
+        passes (``with_indices=True``) and a transform does not: with a key and no indices,
+        ``id_column`` is required.
     target_vfe, region, channel_order
         As for :func:`visualmixer.obfuscate`.
     vfe_column : str or None
@@ -78,11 +91,17 @@ def hf_batch_transform(
     Returns
     -------
     callable
-        ``fn(batch, indices) -> dict`` of the updated columns. Same-size images of a batch share
-        one :func:`visualmixer.obfuscate` call.
+        ``fn(batch, indices=None) -> dict``. With ``indices`` (``map``): the updated columns.
+        Without (a transform): the whole batch, images replaced and the new columns added. Same-size
+        images of a batch share one :func:`visualmixer.obfuscate` call.
+
+    Examples
+    --------
+    >>> ds = ds.with_transform(hf_batch_transform(None, target_vfe=0.5))  # doctest: +SKIP
+    >>> ds[0]["image"]        # a fresh shuffle on every access              # doctest: +SKIP
     """
 
-    def transform(batch: dict, indices: list[int]) -> dict:
+    def transform(batch: dict, indices: list[int] | None = None) -> dict:
         import torch
 
         from visualmixer.core.mixer import obfuscate
@@ -90,7 +109,18 @@ def hf_batch_transform(
         if image_column not in batch:
             raise KeyError(f"image_column {image_column!r} is not a column (have {sorted(batch)})")
         images = batch[image_column]
-        ids = list(batch[id_column]) if id_column is not None else list(indices)
+        if id_column is not None:
+            ids = list(batch[id_column])
+        elif indices is not None:
+            ids = list(indices)
+        elif key is None:
+            ids = None  # fresh randomness: no ids needed
+        else:
+            raise ValueError(
+                "a keyed hf_batch_transform used as a transform (with_transform/set_transform) gets "
+                "no row indices: pass id_column= naming a column of image ids, or key=None for "
+                "fresh shuffles on every access (online augmentation)"
+            )
         converted = [_to_tensor(v) for v in images]
         out_images: list[Any] = [None] * len(images)
         vfes: list[float] = [0.0] * len(images)
@@ -114,7 +144,7 @@ def hf_batch_transform(
             out[vfe_column] = vfes
         if plan_column is not None:
             out[plan_column] = plans
-        return out
+        return out if indices is not None else {**batch, **out}
 
     return transform
 
@@ -151,10 +181,7 @@ def obfuscate_hf(
     >>> ds = datasets.load_dataset("imagefolder", data_dir="photos")["train"]  # doctest: +SKIP
     >>> out = obfuscate_hf(ds, Key.load("secret.key"), target_vfe=0.5)  # doctest: +SKIP
     """
-    try:
-        import datasets  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(f"{_HINT} ({exc})") from exc
+    require("datasets", extra="hf", purpose="obfuscate_hf")
     if not hasattr(dataset, "map"):
         raise TypeError(f"dataset: expected a datasets.Dataset, got {type(dataset).__name__}")
     fn = hf_batch_transform(
