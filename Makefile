@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# facenet-pytorch (MTCNN for attack A6) pins an old torch in its metadata: install it alone.
 	$(BIN)/pip install -q --no-deps -c constraints.txt facenet-pytorch==2.6.0
 	bash scripts/install-data.sh
+	bash scripts/install-browser.sh
 	touch $(STAMP)
 
 run: setup
