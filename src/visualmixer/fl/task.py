@@ -70,10 +70,12 @@ class FLConfig:
 
 
 def make_model(in_channels: int = 1, num_classes: int = 10, seed: int = 0) -> nn.Module:
+    """The shared :class:`~visualmixer.train.models.SmallCNN`, initialised from ``seed`` (the caller's
+    global RNG is left as it was)."""
+    from visualmixer.train.fit import init_model
     from visualmixer.train.models import SmallCNN
 
-    torch.manual_seed(seed)
-    return SmallCNN(in_channels, num_classes)
+    return init_model(lambda: SmallCNN(in_channels, num_classes), seed=seed)
 
 
 def _load(cfg: FLConfig, split: str):
@@ -107,66 +109,76 @@ def client_data(cfg: FLConfig, partition_id: int) -> tuple[torch.Tensor, torch.T
 
 
 def obfuscate_local(images, indices, cfg: FLConfig, key, server_round: int) -> torch.Tensor:
-    """Obfuscate a client's images locally: ids ``index`` (offline) or ``(index, round)`` (online)."""
-    from visualmixer.train.loop import obfuscate_set
+    """Obfuscate a client's images locally: ids ``index`` (offline) or ``(index, round)`` (online).
+
+    The same path as :class:`~visualmixer.data.wrapper.ObfuscatedDataset` (the round is the epoch).
+    """
+    from visualmixer.data.wrapper import obfuscate_set
 
     if cfg.target_vfe is None:
         return images
-    if cfg.mode == "online":
-        ids = [(int(i), int(server_round)) for i in indices]
-    else:
-        ids = [int(i) for i in indices]
-    return obfuscate_set(images, float(cfg.target_vfe), key=key, ids=ids)[0]
+    epoch = int(server_round) if cfg.mode == "online" else None
+    return obfuscate_set(images, float(cfg.target_vfe), key=key, ids=[int(i) for i in indices], epoch=epoch)[0]
 
 
 def _norm(x_u8: torch.Tensor) -> torch.Tensor:
     return (x_u8.float().div(255) - _MEAN) / _STD
 
 
+class _MomentumSGD:
+    """``torch.optim.SGD(params, lr, momentum=0.9)`` written out: torch.optim's first construction
+    imports torch._dynamo (~5 s per client process on a small CPU), most of a short federated round."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9):
+        self.params = [p for p in params if p.requires_grad]
+        self.bufs = [torch.zeros_like(p) for p in self.params]
+        self.lr, self.momentum = float(lr), float(momentum)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, buf in zip(self.params, self.bufs, strict=True):
+            buf.mul_(self.momentum).add_(p.grad)
+            p.add_(buf, alpha=-self.lr)
+
+
 def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLConfig,
                 server_round: int = 1) -> dict:
-    """SGD (momentum 0.9, as ``torch.optim.SGD``) for ``cfg.local_epochs`` over (x_u8, y); returns loss and time."""
-    g = torch.Generator().manual_seed(cfg.seed * 100003 + server_round)
-    # Plain momentum SGD written out: torch.optim's first construction imports torch._dynamo
-    # (~5 s per client process on a small CPU), most of a short federated round.
-    params = [p for p in model.parameters() if p.requires_grad]
-    bufs = [torch.zeros_like(p) for p in params]
-    model.train()
-    t0, loss_sum, n = time.perf_counter(), 0.0, 0
-    for _ in range(cfg.local_epochs):
-        perm = torch.randperm(x_u8.shape[0], generator=g)
-        for s in range(0, perm.shape[0], cfg.batch_size):
-            b = perm[s : s + cfg.batch_size]
-            logits = model(_norm(x_u8[b]))
-            loss = nn.functional.cross_entropy(logits, y[b])
-            for p in params:
-                p.grad = None
-            loss.backward()
-            with torch.no_grad():
-                for p, buf in zip(params, bufs, strict=True):
-                    buf.mul_(0.9).add_(p.grad)
-                    p.add_(buf, alpha=-cfg.lr)
-            loss_sum += float(loss.detach()) * b.shape[0]
-            n += b.shape[0]
-    return {"train_loss": loss_sum / max(1, n), "train_seconds": time.perf_counter() - t0}
+    """SGD (momentum 0.9, as ``torch.optim.SGD``) for ``cfg.local_epochs`` over (x_u8, y); returns loss and time.
+
+    The library's one loop (:func:`visualmixer.train.fit.fit_classifier`); the batch order is
+    seeded with ``cfg.seed * 100003 + server_round``.
+    """
+    from visualmixer.train.fit import fit_classifier
+
+    t0, sums = time.perf_counter(), [0.0, 0]
+
+    def tally(info) -> None:
+        sums[0] += info.loss * info.size
+        sums[1] += info.size
+
+    fit_classifier(model, (x_u8, y), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                   optimizer=_MomentumSGD(model.parameters(), cfg.lr), prepare=_norm,
+                   generator=torch.Generator().manual_seed(cfg.seed * 100003 + server_round),
+                   on_step=tally, seed=cfg.seed, stop_on_nonfinite=False)
+    return {"train_loss": sums[0] / max(1, sums[1]), "train_seconds": time.perf_counter() - t0}
 
 
-@torch.no_grad()
 def evaluate_model(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, batch: int = 500) -> dict:
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for s in range(0, x_u8.shape[0], batch):
-        logits = model(_norm(x_u8[s : s + batch]))
-        loss_sum += float(nn.functional.cross_entropy(logits, y[s : s + batch], reduction="sum"))
-        correct += int((logits.argmax(1) == y[s : s + batch]).sum())
-    n = max(1, x_u8.shape[0])
-    return {"loss": loss_sum / n, "accuracy": correct / n}
+    """``{"loss", "accuracy"}`` of ``model`` on (x_u8, y)."""
+    from visualmixer.train.fit import evaluate_classifier
+
+    loss, acc = evaluate_classifier(model, x_u8, y, prepare=_norm, batch_size=batch)
+    return {"loss": loss, "accuracy": acc}
 
 
 def server_test_set(cfg: FLConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The server's test images, obfuscated with the server's own key (clean when target is None)."""
     from visualmixer.core.keys import Key
-    from visualmixer.train.loop import obfuscate_set
+    from visualmixer.data.wrapper import obfuscate_set
 
     ds = _load(cfg, "test")
     if cfg.target_vfe is None:

@@ -69,7 +69,7 @@ class TrainConfig:
     resume : bool
         Continue from ``seed<S>/checkpoint.pt`` where it exists.
     progress : bool
-        Show a tqdm progress bar per epoch.
+        Show a progress bar per epoch (:func:`visualmixer.tools.progress.progress`).
     """
 
     data: str = "fashion-mnist"

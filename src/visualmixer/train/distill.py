@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
+
 __all__ = ["DistillConfig", "TinyCNN", "distill_loss", "distill_step", "run_distill"]
 
 
@@ -102,48 +104,35 @@ def _norm_stats(x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return xf.mean(dims, keepdim=True)[0:1], xf.std(dims, keepdim=True)[0:1].clamp_min(1e-6)
 
 
-def _batches(n: int, bs: int, g: torch.Generator):
-    perm = torch.randperm(n, generator=g)
-    for s in range(0, n, bs):
-        yield perm[s : s + bs]
+def _normaliser(mean: torch.Tensor, std: torch.Tensor):
+    return lambda xb: (xb.float().div(255) - mean) / std
 
 
-@torch.no_grad()
 def _accuracy(model: nn.Module, x_u8, y, mean, std, bs: int = 1000) -> float:
-    model.eval()
-    correct = 0
-    for s in range(0, x_u8.shape[0], bs):
-        xb = (x_u8[s : s + bs].float().div(255) - mean) / std
-        correct += int((model(xb).argmax(1) == y[s : s + bs]).sum())
-    return correct / max(1, x_u8.shape[0])
+    return evaluate_classifier(model, x_u8, y, prepare=_normaliser(mean, std), batch_size=bs)[1]
 
 
 def _fit(model, x_u8, y, mean, std, cfg: DistillConfig, epochs: int, seed: int, teacher=None) -> list[float]:
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    losses = []
-    for _ in range(epochs):
-        tot, n = 0.0, 0
-        for b in _batches(x_u8.shape[0], cfg.batch_size, g):
-            xb = (x_u8[b].float().div(255) - mean) / std
-            if teacher is None:
-                model.train()
-                loss = nn.functional.cross_entropy(model(xb), y[b])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                val = float(loss.detach())
-            else:
-                val = distill_step(model, teacher, xb, y[b], opt, cfg.temperature, cfg.alpha)
-            tot += val * b.shape[0]
-            n += b.shape[0]
-        losses.append(tot / max(1, n))
-    return losses
+    """Adam on (x_u8, y) with :func:`fit_classifier`; with ``teacher`` the loss is
+    :func:`distill_loss` against its logits. Returns the mean training loss of every epoch."""
+    loss_fn = None
+    if teacher is not None:
+        teacher.eval()
+
+        def loss_fn(logits, labels, inputs):
+            with torch.no_grad():
+                t_logits = teacher(inputs)
+            return distill_loss(logits, t_logits, labels, cfg.temperature, cfg.alpha)
+
+    res = fit_classifier(model, (x_u8, y), epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                         generator=torch.Generator().manual_seed(seed), prepare=_normaliser(mean, std),
+                         loss_fn=loss_fn, seed=seed)
+    return [e.loss for e in res.epochs]
 
 
 def _one(cfg: DistillConfig, target, seed: int, train_set, test_set) -> dict:
     from visualmixer.core.keys import Key
-    from visualmixer.train.loop import obfuscate_set
+    from visualmixer.data.wrapper import obfuscate_set
     from visualmixer.train.models import SmallCNN
 
     t0 = time.perf_counter()
@@ -158,13 +147,11 @@ def _one(cfg: DistillConfig, target, seed: int, train_set, test_set) -> dict:
     obf_s = time.perf_counter() - t0
     mean, std = _norm_stats(x_tr)
     c, k = x_tr.shape[1], int(max(int(y_tr.max()), int(y_te.max())) + 1)
-    torch.manual_seed(seed)
-    teacher = SmallCNN(c, k)
+    teacher = init_model(lambda: SmallCNN(c, k), seed=seed)
     teacher_loss = _fit(teacher, x_tr, y_tr, mean, std, cfg, cfg.teacher_epochs, seed)
-    torch.manual_seed(seed + 1)
-    student = TinyCNN(c, k)
-    torch.manual_seed(seed + 1)
-    scratch = TinyCNN(c, k)  # same initial weights, labels only: what distillation adds
+    student = init_model(lambda: TinyCNN(c, k), seed=seed + 1)
+    # the same initial weights trained on labels only: what distillation adds
+    scratch = init_model(lambda: TinyCNN(c, k), seed=seed + 1)
     kd_loss = _fit(student, x_tr, y_tr, mean, std, cfg, cfg.student_epochs, seed + 2, teacher=teacher)
     scratch_loss = _fit(scratch, x_tr, y_tr, mean, std, cfg, cfg.student_epochs, seed + 2)
     return {
