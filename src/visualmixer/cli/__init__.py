@@ -25,13 +25,15 @@ COMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``visualmixer`` parser; with ``only``, just that sub-command (so one command's
+    imports never depend on another's)."""
     parser = argparse.ArgumentParser(
         prog="visualmixer",
         description="Obfuscate images by VFE-targeted, keyed pixel shuffling; restore them with the key.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in [only] if only in COMMANDS else COMMANDS:
         try:
             module = importlib.import_module(f"visualmixer.cli.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet, or an extra not installed
@@ -43,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=words[0] if words else None)
+    args = parser.parse_args(words)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

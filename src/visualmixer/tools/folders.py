@@ -257,7 +257,8 @@ def obfuscate_folder(
             "options": options.as_dict(), "batch_size": int(batch_size),
             "generator": generator_version(),
         }
-        man = _open_obfuscate_manifest(man_path, header, overwrite=overwrite, dst_p=dst_p, say=say)
+        with StopGuard(man_path, 0).writing(man_path, 4096):
+            man = _open_obfuscate_manifest(man_path, header, overwrite=overwrite, dst_p=dst_p, say=say)
         try:
             note_lock_and_damage(lock, man, say)
             ids = _usable_ids(ids, summary)

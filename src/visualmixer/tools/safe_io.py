@@ -78,28 +78,30 @@ class StopGuard:
         self.bytes_written = 0
 
     @contextlib.contextmanager
-    def writing(self, path: str | os.PathLike, needed: int) -> Iterator[None]:
+    def writing(self, path: str | os.PathLike, needed: int, *, verb: str = "write") -> Iterator[None]:
         """Guard one write of ``needed`` bytes to ``path``."""
         try:
             yield
         except OSError as exc:
             if not stopping(exc):
                 raise
-            raise self.stopped(exc, path, needed) from None
+            raise self.stopped(exc, path, needed, verb=verb) from None
 
-    def stopped(self, exc: OSError, path: str | os.PathLike, needed: int) -> RunStopped:
+    def stopped(self, exc: OSError, path: str | os.PathLike, needed: int, *,
+                verb: str = "write") -> RunStopped:
         free = free_bytes(path)
         left = max(self.total - self.written, 0)
-        need = f"{human_bytes(needed)} needed"
+        parts = [f"{human_bytes(needed)} needed"] if needed else []
         if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self.written and left:
             avg = self.bytes_written / self.written
-            need += f", about {human_bytes(avg * left)} for the {left} image(s) left"
+            parts.append(f"about {human_bytes(avg * left)} for the {left} image(s) left")
         if free is not None:
-            need += f", {human_bytes(free)} free"
+            parts.append(f"{human_bytes(free)} free")
         advice = _ADVICE.get(exc.errno, "fix the cause")
-        msg = (f"{describe_oserror(exc)}: cannot write {path} ({need}); nothing is lost: "
-               f"{self.written} image(s) written by this run and every earlier one are recorded "
-               f"in {self.manifest}, {left} to go; {advice}, then rerun the same call to resume")
+        msg = (f"{describe_oserror(exc)}: cannot {verb} {path} ({', '.join(parts)}); nothing is "
+               f"lost: the {self.written} image(s) finished by this run (and those of earlier runs) "
+               f"are recorded in {self.manifest}, {left} to go; {advice}, then rerun the same call "
+               "to resume")
         return RunStopped(msg, path=str(path), errno=exc.errno, needed=needed, free=free)
 
     def write_output(self, path: Path, data: bytes) -> None:
@@ -117,5 +119,5 @@ class StopGuard:
             manifest.append(records)
 
     def mkdir(self, path: Path) -> None:
-        with self.writing(path, 0):
+        with self.writing(path, 0, verb="create folder"):
             path.mkdir(parents=True, exist_ok=True)
