@@ -162,3 +162,36 @@ def test_hf_dataset_map():
     direct = hf_batch_transform(KEY)(rows, [0, 1, 2, 3])
     for i in range(4):
         assert np.array_equal(np.asarray(out[i]["image"]), np.asarray(direct["image"][i]))
+
+
+def test_obfuscate_indices_plans_restore_and_return_vfe():
+    """The batched result of an offline dataset carries plans that restore the originals; return_vfe
+    appends each sample's achieved VFE; a TensorDataset batch equals the per-item samples."""
+    imgs = torch.stack([torch.roll(_smooth(1)[0], shifts=5 * i, dims=1) for i in range(5)])
+    ds = ObfuscatedDataset(TensorDataset(imgs, torch.arange(5)), KEY, target_vfe=0.5, ids=list("abcde"))
+    res = ds.obfuscate_indices([3, 1])
+    assert torch.equal(res.images[0], ds[3][0]) and torch.equal(res.images[1], ds[1][0])
+    back = vm.restore(res.images, res.plans, key=KEY, ids=[ds.image_id(i) for i in (3, 1)])
+    assert torch.equal(back, imgs[[3, 1]])
+    with_vfe = ObfuscatedDataset(TensorDataset(imgs, torch.arange(5)), KEY, target_vfe=0.5, ids=list("abcde"),
+                                 return_vfe=True)
+    batch = with_vfe.__getitems__([3, 1])
+    assert [len(s) for s in batch] == [3, 3] and torch.equal(batch[0][0], res.images[0])
+    assert batch[0][2] == pytest.approx(float(res.vfe[0])) and batch[0][2] >= 0.5
+    assert with_vfe[3][2] == pytest.approx(batch[0][2])
+    assert [int(s[1]) for s in batch] == [3, 1]
+    with pytest.raises(TypeError, match="obfuscate_indices"):
+        ObfuscatedDataset([(np.zeros((8, 8, 3), np.uint8), 0)], KEY).obfuscate_indices([0])
+
+
+def test_obfuscate_set_matches_the_dataset_offline_and_online():
+    from visualmixer.data.wrapper import obfuscate_set
+
+    imgs = torch.stack([torch.roll(_smooth(1)[0], shifts=5 * i, dims=1) for i in range(5)])
+    ids = [10, 11, 12, 13, 14]
+    for epoch in (None, 2):
+        out, v = obfuscate_set(imgs, 0.5, key=KEY, ids=ids, batch=2, epoch=epoch)
+        mode = "offline" if epoch is None else "online"
+        ds = ObfuscatedDataset(TensorDataset(imgs, torch.arange(5)), KEY, 0.5, mode, ids=ids, epoch=epoch or 0)
+        assert torch.equal(out, torch.stack([ds[i][0] for i in range(5)]))
+        assert v.dtype == torch.float64 and v.shape == (5,)
