@@ -30,15 +30,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"data set: {', '.join(DATASET_NAMES)} (default fashion-mnist)")
     p.add_argument("--data-root", default=None,
                    help="data directory (Fashion-MNIST default /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--model", default="cnn", choices=list(MODELS),
-                   help="model: %(choices)s (default: %(default)s)")
+    # choices are listed, not enforced by argparse: the library's message names the valid ones
+    p.add_argument("--model", default="cnn", metavar="{" + ",".join(MODELS) + "}",
+                   help=f"model: {', '.join(MODELS)} (default: %(default)s)")
     p.add_argument("--target-vfe", type=target_or_none, default=0.5,
                    help="target VFE in [0, 1], or 'none' for the clean baseline (default 0.5)")
-    p.add_argument("--mode", default="offline", choices=list(MODES),
+    p.add_argument("--mode", default="offline", metavar="{" + ",".join(MODES) + "}",
                    help="obfuscation: offline (each training image shuffled once, the same every "
                         "epoch) or online (a fresh shuffle every epoch); default: %(default)s")
-    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS),
-                   help="optimizer: %(choices)s (default: %(default)s; ST-Adam did not beat it in "
+    p.add_argument("--optimizer", default="adam", metavar="{" + ",".join(OPTIMIZERS) + "}",
+                   help=f"optimizer: {', '.join(OPTIMIZERS)} (default: %(default)s; ST-Adam did not beat it in "
                         "docs/results.md)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 1e-3 for st-adam/adam, 0.05 for sgd)")

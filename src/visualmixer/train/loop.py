@@ -344,6 +344,9 @@ def train_seed(
     ckpt_path = seed_dir / "checkpoint.pt"
     state = _load_checkpoint(cfg, ckpt_path)
     data = _prepare_data(cfg, seed, seed_dir, train_set, test_set, dev)
+    if cfg.progress and cfg.target_vfe is not None:  # one-off, reported apart from the epoch times
+        print(f"seed {seed}: obfuscated the {'training and ' if cfg.mode == 'offline' else ''}test images once "
+              f"in {data.setup_obfuscate_s:.1f}s (not counted in the epoch times)", flush=True)
     model = init_model(lambda: build_model(cfg.model, data.x_train.shape[1], train_set.num_classes),
                        seed=seed, device=dev)
     opt = _make_optimizer(cfg, model.parameters())
