@@ -165,7 +165,7 @@ def test_a5_recovers_channel_order_with_a_learned_prior():
     err_out = (out.float() - ref).abs().mean()
     assert err_out < 0.15 * err_mixed
     # the chosen order of (nearly) every region is the one applied
-    from visualmixer.eval.attacks.a5_jigsaw import _SIGMAS
+    from visualmixer.eval.attacks.a5_channel_order import _SIGMAS
 
     assert (_SIGMAS[orders] == sigma).all(-1).float().mean() > 0.95
     # the position-free generic rule (R > G > B) cannot get the blue bottom half right

@@ -118,6 +118,7 @@ import torch  # noqa: E402
 from visualmixer.eval.report.markdown import results_to_markdown  # noqa: E402
 
 A = importlib.import_module("visualmixer.eval.report.audit")  # the module (the package's `audit` is a function)
+R = importlib.import_module("visualmixer.eval.report.runner")  # the runner (private helpers)
 
 
 def _regions(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -264,7 +265,7 @@ def test_online_protects_once_per_epoch_and_matches_the_offline_schedule():
     cases = (("visualmixer:0.5/online", [12] + [40] * 3, True), ("visualmixer:0.5", [40, 12], False))
     for spec, expected, online in cases:
         p = _Counting(spec)
-        r, _ = A._audit_method(cfg, p, data, None, 4, set())
+        r, _ = R._audit_method(cfg, p, data, None, 4, set())
         assert p.calls == expected, (spec, p.calls)
         assert r["online"] is online and r["blocks"] is False and 0.0 <= r["accuracy"] <= 1.0
         assert r["achieved_vfe"]["n"] == 12  # the victims' release only

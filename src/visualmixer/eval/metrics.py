@@ -2,7 +2,7 @@
 
 All functions take batched ``(N, C, H, W)`` tensors (or one ``(C, H, W)`` image), uint8 or floating
 in [0, 1], and return per-image scores as a float64 tensor of shape ``(N,)`` unless stated
-otherwise. :func:`summarize` turns them into ``{"mean", "max", "std", "n"}``.
+otherwise. :func:`summarize` turns them into ``{"mean", "std", "min", "max", "n"}``.
 
 The prior-only baseline (:func:`prior_scores`) is the attacker's best *image-independent* guess:
 the mean training image of the image's class (labels leak by construction, SPEC §2) and the global
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from visualmixer.core.imageops import add_batch_axis, to_float
+from visualmixer.tools.stats import summary_stats
 
 __all__ = [
     "ssim",
@@ -61,6 +62,12 @@ def _kernel_for(h: int, w: int, kernel_size: int) -> int:
 
 
 def _gauss(k: int, sigma: float, dtype) -> torch.Tensor:
+    """The SSIM window: ``k`` normalised Gaussian taps (``k`` = 11 by the SSIM definition, not ±3σ).
+
+    Not :func:`visualmixer.core.saliency.gaussian_blur2d`: SSIM fixes the window size
+    independently of σ and slides it over valid positions only (no padding), the definition
+    scikit-image and torchmetrics share.
+    """
     t = torch.arange(k, dtype=dtype) - (k - 1) / 2
     g = torch.exp(-0.5 * (t / sigma) ** 2)
     return g / g.sum()
@@ -276,20 +283,12 @@ def face_detection_rate(images, *, detector: str = "haar", **kwargs) -> dict:
 
 
 def summarize(values) -> dict:
-    """``{"mean", "max", "min", "std", "n"}`` of a per-image score (NaNs ignored); ``None`` passes through."""
-    if values is None:
-        return None
-    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
-    v = v[~torch.isnan(v)]
-    if v.numel() == 0:
-        return {"mean": float("nan"), "max": float("nan"), "min": float("nan"), "std": float("nan"), "n": 0}
-    return {
-        "mean": float(v.mean()),
-        "max": float(v.max()),
-        "min": float(v.min()),
-        "std": float(v.std()) if v.numel() > 1 else 0.0,
-        "n": int(v.numel()),
-    }
+    """``{"mean", "std", "min", "max", "n"}`` of a per-image score (NaNs ignored); ``None`` passes through.
+
+    :func:`visualmixer.tools.stats.summary_stats` (the one summary helper); with no value left the
+    statistics are ``None`` and ``n`` is 0.
+    """
+    return None if values is None else summary_stats(values)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,22 +13,34 @@ A5     :func:`realign_and_solve`                   channel re-alignment + greedy
 A6     :func:`detect_faces`                        OpenCV Haar cascade / facenet-pytorch MTCNN
 A7     :func:`recover_layout`, :func:`undo_layout` a key-wide block layout, from the whole set
 =====  ==========================================  ==========================================
+
+The audit runs them through one small interface (:class:`Attack`, :class:`AttackContext`,
+:func:`register_attack`; :mod:`visualmixer.eval.attacks.registry`); A1–A7 are registered by
+:mod:`visualmixer.eval.attacks.standard`.
 """
 
+from visualmixer.eval.attacks import standard  # noqa: F401  (registers A1-A7)
 from visualmixer.eval.attacks.a1_direct import direct_view
 from visualmixer.eval.attacks.a2_mosaic import region_mosaic
 from visualmixer.eval.attacks.a3_inversion import LearnedInversion, UNet
 from visualmixer.eval.attacks.a4_recognition import Recognizer, RecognizerCNN, SmallCNN
-from visualmixer.eval.attacks.a5_jigsaw import (
+from visualmixer.eval.attacks.a5_channel_order import (
     ChannelOrderPrior,
     fit_channel_order_prior,
-    realign_and_solve,
-    realign_channels,
     recover_channel_order,
-    solve_jigsaw,
 )
+from visualmixer.eval.attacks.a5_jigsaw import realign_and_solve, realign_channels, solve_jigsaw
 from visualmixer.eval.attacks.a6_faces import detect_faces, haar_available, mtcnn_available
 from visualmixer.eval.attacks.a7_layout import recover_layout, undo_layout
+from visualmixer.eval.attacks.registry import (
+    Attack,
+    AttackContext,
+    attack_names,
+    get_attack,
+    register_attack,
+    registered_attacks,
+    unregister_attack,
+)
 
 __all__ = [
     "recover_layout",
@@ -49,4 +61,11 @@ __all__ = [
     "detect_faces",
     "haar_available",
     "mtcnn_available",
+    "Attack",
+    "AttackContext",
+    "attack_names",
+    "get_attack",
+    "register_attack",
+    "registered_attacks",
+    "unregister_attack",
 ]

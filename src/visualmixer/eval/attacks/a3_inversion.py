@@ -25,6 +25,7 @@ from torch import nn
 
 from visualmixer.core.imageops import add_batch_axis, to_float
 from visualmixer.eval.attacks._train import batches, float_batch, progress_iter
+from visualmixer.train.fit import init_model
 
 __all__ = ["UNet", "LearnedInversion"]
 
@@ -110,7 +111,8 @@ class LearnedInversion:
     device : str or torch.device
         Where to train.
     seed : int, optional
-        Seeds the network initialisation and minibatch order (not the obfuscation).
+        Seeds the network initialisation and minibatch order (not the obfuscation); the caller's
+        global random state is left as it was.
     progress : bool
         Show a tqdm bar.
     """
@@ -157,9 +159,7 @@ class LearnedInversion:
         if x.shape[0] == 0:
             raise ValueError("LearnedInversion.fit needs at least one image")
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        self.net = UNet(x.shape[1], self.base, self.levels).to(self.device)
+        self.net = init_model(lambda: UNet(x.shape[1], self.base, self.levels), seed=self.seed, device=self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         crit = F.l1_loss if self.loss == "l1" else F.mse_loss
         obf = self._pairs(x)

@@ -27,13 +27,6 @@ from visualmixer.core.imageops import add_batch_axis, region_mean_grid, to_float
 __all__ = ["recover_layout", "undo_layout"]
 
 
-def _block_means(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Mean over pixels and channels of every full block: ``(N, G)`` float64, row-major slots."""
-    h, w = x.shape[2:]
-    core = x[:, :, : h // block * block, : w // block * block].double()
-    return region_mean_grid(core, block).mean(dim=1).flatten(1)
-
-
 def _features(means: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``(G, K + 1)``: per class the mean of each slot's block mean, and its spread over images."""
     onehot = torch.nn.functional.one_hot(labels.long(), num_classes).double()  # (N, K)
@@ -87,8 +80,11 @@ def recover_layout(
     if x.shape[1:] != a.shape[1:]:
         raise ValueError(f"attacker images {tuple(a.shape[1:])} differ from the released {tuple(x.shape[1:])}")
     k = int(num_classes or int(max(labels.max(), attacker_labels.max())) + 1)
-    released = _block_means(to_float(x), block)
-    own = _block_means(to_float(a), block)
+    h, w = x.shape[2:]
+    full = (slice(None), slice(None), slice(0, h // block * block), slice(0, w // block * block))
+    # mean over pixels and channels of every full block: (N, G) float64, row-major slots
+    released = region_mean_grid(to_float(x)[full].double(), block).mean(dim=1).flatten(1)
+    own = region_mean_grid(to_float(a)[full].double(), block).mean(dim=1).flatten(1)
     f_pos = _features(own, attacker_labels, k)  # (G, K+1) per original position
     f_slot = _features(released, labels, k)  # per released slot
     scale = f_pos.std(dim=0, unbiased=False).clamp_min(1e-6)

@@ -1,0 +1,167 @@
+"""One small interface for the audit's attacks, and their registry (SPEC §8.1).
+
+An :class:`Attack` gets an :class:`AttackContext` — one method's release of the victims' images
+and what the attacker may know — and returns its estimates of the originals, keyed by the name
+under which they are scored (``"A5"``, ``"A5-colour"``, …). It may also write findings that are
+not images into ``ctx.record`` (A4 writes its accuracies there). The audit runner
+(:mod:`visualmixer.eval.report.runner`) loops over the registered attacks in registration order,
+so an attack may read the estimates of those registered before it (``ctx.estimates``).
+
+Adding an attack::
+
+    @register_attack
+    class Mine(Attack):
+        name = "A8"
+        title = "my attack"
+        needs = frozenset({"protected", "attacker_images"})
+
+        def run(self, ctx):
+            return {"A8": my_estimate(ctx.protected, ctx.attacker_images)}
+
+The standard attacks A1–A7 are registered by :mod:`visualmixer.eval.attacks.standard`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = [
+    "Attack",
+    "AttackContext",
+    "CONTEXT_FIELDS",
+    "register_attack",
+    "unregister_attack",
+    "get_attack",
+    "attack_names",
+    "registered_attacks",
+]
+
+
+@dataclass
+class AttackContext:
+    """What an attack sees of one method on one data set.
+
+    Attributes
+    ----------
+    method : ProtectionMethod
+        The method (its spec and public parameters are public: Kerckhoffs).
+    protected : torch.Tensor
+        uint8 ``(N, C, H, W)``: the release the attack works on.
+    region : int
+        The region side the method uses (public).
+    labels : torch.Tensor or None
+        ``(N,)`` labels of the released images (they leak by construction); None for face photos.
+    attacker_images, attacker_labels : torch.Tensor or None
+        The attacker's own clean images ``(M, C, H, W)`` and labels; None for face photos.
+    num_classes : int or None
+        Number of classes.
+    settings : object
+        The audit configuration (:class:`~visualmixer.eval.report.presets.AuditConfig`): epochs,
+        widths, device, seed, face detectors.
+    selected : frozenset of str
+        Names of the attacks chosen for this audit.
+    estimates : dict
+        Estimates of the attacks that ran before, ``name -> float (N, C, H, W)``.
+    record : dict
+        The method's JSON result; attacks may add findings here.
+    state : Any
+        What this attack's :meth:`Attack.prepare` returned for the data set.
+    """
+
+    method: Any
+    protected: torch.Tensor
+    region: int
+    labels: torch.Tensor | None = None
+    attacker_images: torch.Tensor | None = None
+    attacker_labels: torch.Tensor | None = None
+    num_classes: int | None = None
+    settings: Any = None
+    selected: frozenset = frozenset()
+    estimates: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+    state: Any = None
+
+
+#: Context fields an attack may name in ``needs``.
+CONTEXT_FIELDS = frozenset({"protected", "region", "labels", "attacker_images", "attacker_labels",
+                            "num_classes", "method", "estimates"})
+
+
+class Attack:
+    """Base class of the registered attacks.
+
+    Class attributes: ``name`` (``"A1"``…, the name users select), ``title`` (for reports),
+    ``needs`` (the :data:`CONTEXT_FIELDS` it reads; the runner only gives it contexts that have
+    them) and ``scope``: ``"victims"`` (each data set's victims; the default) or ``"faces"``
+    (the face photos of A6, which have no labels and no attacker images).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    needs: ClassVar[frozenset] = frozenset({"protected"})
+    scope: ClassVar[str] = "victims"
+
+    def applies_to(self, method) -> bool:
+        """Whether the attack means anything against ``method`` (default: always)."""
+        return True
+
+    def prepare(self, settings, data) -> Any:
+        """Work done once per data set before any method (e.g. train a classifier); default None."""
+        return None
+
+    def run(self, ctx: AttackContext) -> dict[str, torch.Tensor]:
+        """The attack's estimates of the originals, ``name -> float (N, C, H, W)`` in [0, 1]."""
+        raise NotImplementedError
+
+    def can_run(self, ctx: AttackContext) -> bool:
+        """``applies_to(ctx.method)`` and every field in ``needs`` is present in ``ctx``."""
+        return self.applies_to(ctx.method) and all(getattr(ctx, f) is not None for f in self.needs)
+
+
+_REGISTRY: dict[str, Attack] = {}
+
+
+def register_attack(cls: type[Attack] | None = None, *, force: bool = False):
+    """Class decorator: register an :class:`Attack` subclass (one instance) under its ``name``."""
+
+    def decorate(c: type[Attack]) -> type[Attack]:
+        if not (isinstance(c, type) and issubclass(c, Attack)) or not c.name:
+            raise TypeError(f"register_attack needs an Attack subclass with a name, got {c!r}")
+        unknown = set(c.needs) - CONTEXT_FIELDS
+        if unknown:
+            raise ValueError(f"{c.name}: unknown needs {sorted(unknown)}; choose from {sorted(CONTEXT_FIELDS)}")
+        if c.scope not in ("victims", "faces"):
+            raise ValueError(f"{c.name}: scope must be 'victims' or 'faces', got {c.scope!r}")
+        if c.name in _REGISTRY and type(_REGISTRY[c.name]) is not c and not force:
+            raise ValueError(f"an attack named {c.name!r} is already registered")
+        _REGISTRY[c.name] = c()
+        return c
+
+    return decorate if cls is None else decorate(cls)
+
+
+def unregister_attack(name: str) -> None:
+    """Remove a registration (tests that register toy attacks clean up with this)."""
+    _REGISTRY.pop(name, None)
+
+
+def get_attack(name: str) -> Attack:
+    """The registered attack ``name``; ``ValueError`` listing the names otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(attack_names())}")
+    return _REGISTRY[name]
+
+
+def attack_names() -> tuple[str, ...]:
+    """The registered names, sorted (``A1`` … ``A7``, then any added)."""
+    return tuple(sorted(_REGISTRY))
+
+
+def registered_attacks(names=None, *, scope: str | None = None) -> list[Attack]:
+    """The registered attacks in registration (= run) order, optionally only ``names`` / ``scope``."""
+    chosen = None if names is None else set(names)
+    return [a for n, a in _REGISTRY.items()
+            if (chosen is None or n in chosen) and (scope is None or a.scope == scope)]

@@ -1,0 +1,158 @@
+"""The standard attacks A1–A7, registered in the order the audit runs them (SPEC §8.1).
+
+Each wraps the attack's function or class from its own module (``a1_direct`` … ``a7_layout``)
+in the :class:`~visualmixer.eval.attacks.registry.Attack` interface. A4 runs after the attacks
+whose estimates it classifies; A6 works on face photos instead of a data set's victims.
+"""
+
+from __future__ import annotations
+
+from visualmixer.eval.attacks.a1_direct import direct_view
+from visualmixer.eval.attacks.a2_mosaic import region_mosaic
+from visualmixer.eval.attacks.a3_inversion import LearnedInversion
+from visualmixer.eval.attacks.a4_recognition import Recognizer
+from visualmixer.eval.attacks.a5_channel_order import fit_channel_order_prior, recover_channel_order
+from visualmixer.eval.attacks.a5_jigsaw import realign_and_solve
+from visualmixer.eval.attacks.a7_layout import recover_layout, undo_layout
+from visualmixer.eval.attacks.registry import Attack, register_attack
+
+__all__ = ["DirectView", "RegionMosaic", "Jigsaw", "LayoutRecovery", "Inversion", "Recognition", "FaceDetection"]
+
+_LABELLED = frozenset({"protected", "labels", "attacker_images", "attacker_labels", "num_classes"})
+
+
+@register_attack
+class DirectView(Attack):
+    """A1: the protected image as it is."""
+
+    name, title = "A1", "direct view"
+
+    def run(self, ctx):
+        return {"A1": direct_view(ctx.protected)}
+
+
+@register_attack
+class RegionMosaic(Attack):
+    """A2: region means (what in-region shuffling always leaks), upsampled."""
+
+    name, title = "A2", "region mosaic"
+    needs = frozenset({"protected", "region"})
+
+    def run(self, ctx):
+        return {"A2": region_mosaic(ctx.protected, ctx.region)}
+
+
+@register_attack
+class Jigsaw(Attack):
+    """A5: channel re-alignment and tile jigsaw; on colour images also its luminance (``A5-grey``)
+    and the per-region channel order put back with a prior fitted on the attacker's own images
+    (``A5-colour``)."""
+
+    name, title = "A5", "realign and solve"
+    needs = frozenset({"protected", "region", "attacker_images"})
+
+    def run(self, ctx):
+        est = {"A5": realign_and_solve(ctx.protected, ctx.region)}
+        if ctx.protected.shape[1] == 3:  # luminance survives the per-region channel-order shuffle
+            a5 = est["A5"]
+            est["A5-grey"] = a5.mean(dim=1, keepdim=True).expand_as(a5).contiguous()
+            prior = fit_channel_order_prior(ctx.attacker_images, ctx.region)
+            est["A5-colour"] = recover_channel_order(a5, ctx.region, prior)
+        return est
+
+
+@register_attack
+class LayoutRecovery(Attack):
+    """A7: a key-wide block layout recovered from the whole released set (labels leak), then the
+    region mosaic read off the re-ordered images; when whole regions moved, also A5 on them."""
+
+    name, title = "A7", "key-wide layout recovery"
+    needs = _LABELLED | {"region"}
+
+    def applies_to(self, method):
+        return method.changes_pixels
+
+    def run(self, ctx):
+        blk = int(ctx.method.block or ctx.region)
+        src, neg = recover_layout(ctx.protected, ctx.labels, ctx.attacker_images, ctx.attacker_labels, blk,
+                                  num_classes=ctx.num_classes)
+        ordered = undo_layout(ctx.protected, src, neg, blk)
+        est = {"A7": region_mosaic(ordered, blk)}
+        if ctx.method.moves_regions and "A5" in ctx.selected:
+            est["A7+A5"] = realign_and_solve(ordered, ctx.region)
+        return est
+
+
+@register_attack
+class Inversion(Attack):
+    """A3: a U-Net trained on pairs the attacker makes with its own copy of the method (own
+    randomness, own key); the direct view where the release is the originals."""
+
+    name, title = "A3", "learned inversion"
+    needs = frozenset({"protected", "attacker_images"})
+
+    def run(self, ctx):
+        if not ctx.method.changes_pixels:
+            return {"A3": direct_view(ctx.protected)}  # nothing to invert
+        s = ctx.settings
+        inv = LearnedInversion(ctx.method.attacker_copy(), epochs=s.a3_epochs, base=s.a3_base, device=s.device,
+                               seed=s.seed)
+        inv.fit(ctx.attacker_images)
+        ctx.record["a3_train_loss"] = inv.history
+        return {"A3": inv(ctx.protected)}
+
+
+@register_attack
+class Recognition(Attack):
+    """A4: a classifier trained on the attacker's clean images, applied to the release and to the
+    estimates of A2, A3, A5, A5-colour, A7 and A7+A5; writes ``record["A4"]`` (accuracies)."""
+
+    name, title = "A4", "machine recognition"
+    needs = frozenset({"protected", "labels", "estimates"})
+    classified = ("A2", "A3", "A5", "A5-colour", "A7", "A7+A5")
+
+    def prepare(self, settings, data):
+        rec = Recognizer(data.num_classes, epochs=settings.epochs, width=settings.width, device=settings.device,
+                         seed=settings.seed)
+        return rec.fit(data.attacker_images, data.attacker_labels)
+
+    def run(self, ctx):
+        rec = ctx.state
+        if rec is None:
+            return {}
+        a4 = {"protected": rec.accuracy(ctx.protected, ctx.labels)["accuracy"]}
+        for a in self.classified:
+            if a in ctx.estimates:
+                a4[a] = rec.accuracy(ctx.estimates[a], ctx.labels)["accuracy"]
+        ctx.record["A4"] = a4
+        return {}
+
+
+@register_attack
+class FaceDetection(Attack):
+    """A6: do face detectors still find the faces in the protected photos, and in their A2 and A5
+    estimates? Writes ``record[detector] = {view: detection rate}`` (None: detector missing)."""
+
+    name, title = "A6", "face detection"
+    scope = "faces"
+    needs = frozenset({"protected", "region"})
+
+    def run(self, ctx):
+        from visualmixer.eval.attacks.a6_faces import detect_faces, haar_available, mtcnn_available
+
+        views = {"A1": ctx.protected}
+        if ctx.method.changes_pixels:
+            views["A2"] = region_mosaic(ctx.protected, ctx.region)
+            # one pass from one start: 128-px photos have 64-256 tiles per region
+            views["A5"] = realign_and_solve(ctx.protected, ctx.region, passes=1, starts=1)
+        available = {"haar": haar_available, "mtcnn": mtcnn_available}
+        for det in ctx.settings.face_detectors:
+            if not available.get(det, lambda: True)():
+                ctx.record[det] = None
+                continue
+            rates = {}
+            for view, imgs in views.items():
+                boxes = detect_faces(imgs, detector=det)
+                rates[view] = sum(len(b) > 0 for b in boxes) / max(1, len(boxes))
+            ctx.record[det] = rates
+        return {v: im for v, im in views.items() if v != "A1"}

@@ -1,0 +1,158 @@
+"""The audit's configuration presets: :class:`AuditConfig`, ``QUICK``, ``FULL``, ``FRONTIER``, ``GOALS``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from visualmixer.eval.attacks.registry import attack_names
+
+__all__ = ["AuditConfig", "ATTACKS", "GOALS", "QUICK", "FULL", "FRONTIER"]
+
+#: The standard attacks (A1-A7), registered by :mod:`visualmixer.eval.attacks.standard`.
+ATTACKS = attack_names()
+
+#: Issue-6 goals for the default target (see docs/privacy.md).
+GOALS = {
+    "ssim_over_prior": 0.05,  # best reconstruction SSIM no more than this above the prior-only guess
+    "reid_over_chance": 2.0,  # re-identification at most this many times chance
+    "face_rate": 0.05,  # faces still detected
+    "a4_over_chance": 0.10,  # machine recognition within this of chance
+    "acc_loss_pp": 2.35,  # accuracy cost in percentage points
+}
+
+
+@dataclass
+class AuditConfig:
+    """What to audit and how hard to try.
+
+    Attributes
+    ----------
+    datasets : tuple of str
+        From :data:`visualmixer.eval.report.data.AUDIT_DATASETS`.
+    methods : tuple of str
+        Method specs (:func:`visualmixer.eval.methods.parse_method`); ``"clean"`` (the utility
+        reference) is added when missing.
+    attacks : tuple of str
+        Names of registered attacks (:func:`visualmixer.eval.attacks.registry.attack_names`;
+        the standard ones are ``ATTACKS``).
+    n_train, n_victims, n_attacker : int
+        Owner's training images, victims, attacker's own images per data set.
+    epochs : int
+        Epochs of the utility models and of the A4 classifier.
+    a3_epochs : int
+        Epochs of the A3 U-Net.
+    a3_base : int
+        A3 U-Net width.
+    width : int
+        Width of the utility / A4 :class:`~visualmixer.eval.attacks.SmallCNN`.
+    device : str
+        Where models train (``"cuda"`` on a GPU machine).
+    seed : int
+        Seeds data subsets, model initialisation and minibatch order (not the protections, which
+        use fresh OS randomness like a real deployment).
+    seeds : tuple of int, optional
+        Run the whole audit once per seed (``seed`` is then ignored). ``results.json`` keeps the
+        first seed's results in the usual places, every seed's results under ``per_seed`` and
+        mean/sd/min/max/n over seeds under ``aggregate`` (see :func:`aggregate_seeds`).
+    train_results : tuple of str
+        Folders scanned recursively for ``metrics.json`` files of ``visualmixer train``; matching
+        runs add a ``train_utility`` entry to VisualMixer methods (see :func:`find_train_utility`).
+    face_detectors : tuple of str
+        A6 detectors (``"haar"``, ``"mtcnn"``); unavailable ones are skipped with a note.
+    n_faces : int
+        LFW faces added to astronaut and Grace Hopper for A6.
+    examples : int
+        Victims shown in the image grids.
+    dpsgd : bool
+        Add the DP-SGD (Opacus) reference row when opacus is installed.
+    progress : bool
+        Show tqdm progress bars.
+    threads : int or None
+        torch intra-op threads during the audit (restored afterwards). Default 1: the small
+        kernels here run tens of times slower with 2 threads on a machine whose cores are busy.
+    """
+
+    datasets: tuple[str, ...] = ("fashion-mnist",)
+    methods: tuple[str, ...] = ("clean", "visualmixer:0.5", "noise:0.1", "blur:1.5", "pixelate:4", "scramble:4")
+    attacks: tuple[str, ...] = ATTACKS
+    n_train: int = 2000
+    n_victims: int = 200
+    n_attacker: int = 1200
+    epochs: int = 2
+    a3_epochs: int = 2
+    a3_base: int = 12
+    width: int = 16
+    device: str = "cpu"
+    seed: int = 0
+    seeds: tuple[int, ...] | None = None
+    train_results: tuple[str, ...] = ()
+    face_detectors: tuple[str, ...] = ("haar",)
+    n_faces: int = 6
+    examples: int = 6
+    dpsgd: bool = False
+    progress: bool = True
+    threads: int | None = 1
+    notes: list[str] = field(default_factory=list)
+
+
+QUICK = AuditConfig()
+#: The configuration behind the tables in docs/privacy.md (about 35 minutes on 2 busy CPU cores).
+FULL = AuditConfig(
+    datasets=("fashion-mnist", "photos", "faces"),
+    methods=(
+        "clean",
+        "visualmixer:0.3",
+        "visualmixer:0.5",
+        "visualmixer:0.7",
+        "visualmixer:0.5/r7",
+        "noise:0.1",
+        "noise:0.3",
+        "dppix:1",
+        "blur:1.5",
+        "pixelate:4",
+        "scramble:4",
+        "instahide:4",
+    ),
+    n_train=3000,
+    n_victims=500,
+    n_attacker=3000,
+    epochs=3,
+    a3_epochs=3,
+    a3_base=16,
+    width=16,
+    face_detectors=("haar", "mtcnn"),
+    n_faces=20,
+    dpsgd=True,
+)
+
+
+#: The privacy-utility frontier on Fashion-MNIST: region size, region-level permutation per image
+#: (``/blocks``) or per key (``/keyblocks``) and online re-keying (``/online``) against the
+#: strongest baselines, three seeds.
+FRONTIER = AuditConfig(
+    datasets=("fashion-mnist",),
+    methods=(
+        "clean",
+        "visualmixer:0.5",
+        "visualmixer:0.5/r7",
+        "visualmixer:0.5/r14",
+        "visualmixer:0.5/blocks",
+        "visualmixer:0.5/r7/blocks",
+        "visualmixer:0.5/keyblocks",
+        "visualmixer:0.5/r7/keyblocks",
+        "visualmixer:0.5/online",
+        "visualmixer:0.5/r7/online",
+        "pixelate:4",
+        "noise:0.3",
+        "scramble:4",
+    ),
+    attacks=("A1", "A2", "A3", "A4", "A5", "A7"),
+    n_train=3000,
+    n_victims=500,
+    n_attacker=3000,
+    epochs=3,
+    a3_epochs=3,
+    a3_base=16,
+    width=16,
+    seeds=(0, 1, 2),
+)

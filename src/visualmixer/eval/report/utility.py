@@ -1,0 +1,86 @@
+"""The audit's utility measurement: a classifier trained on the owner's protected training images
+and tested on the protected victims (SPEC §8.3).
+
+A method's ``utility`` capability picks the trainer (:data:`UTILITY`): ``"offline"`` (one
+protection of the training set), ``"online"`` (a fresh protection every epoch, :func:`fit_online`)
+or ``"dpsgd"`` (DP-SGD on the clean images, :func:`dpsgd_utility`). All use the same model, width,
+epochs, seed and device (:class:`~visualmixer.eval.attacks.Recognizer`; the one training loop,
+:func:`visualmixer.train.fit.fit_classifier`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from visualmixer.eval.attacks import Recognizer
+
+__all__ = ["UTILITY", "ONE_RELEASE", "fit_online", "dpsgd_utility", "measure_utility"]
+
+
+def _recognizer(cfg, num_classes: int) -> Recognizer:
+    return Recognizer(num_classes, epochs=cfg.epochs, width=cfg.width, device=cfg.device, seed=cfg.seed)
+
+
+def fit_online(cfg, num_classes: int, train_images, train_labels, protect) -> Recognizer:
+    """Utility model with online re-keying: epoch ``e`` trains on ``protect(train_images)`` anew.
+
+    The same :class:`~visualmixer.eval.attacks.Recognizer` schedule as the offline path (model,
+    width, Adam, batch size, seed of initialisation and of the minibatch order, device, epochs),
+    with one fresh protection of the whole training set per epoch. With ``protect`` the identity
+    it trains exactly the model ``Recognizer.fit`` trains.
+    """
+    return _recognizer(cfg, num_classes).fit(train_images, train_labels, per_epoch=protect)
+
+
+def dpsgd_utility(cfg, data, noise_multiplier: float) -> tuple[float, float]:
+    """Victim accuracy and ε of the audit's CNN trained with DP-SGD on the clean training images."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from visualmixer.eval.attacks import RecognizerCNN
+    from visualmixer.train.dpsgd import dpsgd_train
+    from visualmixer.train.fit import init_model
+
+    x = data.train_images.float() / 255
+    loader = DataLoader(TensorDataset(x, data.train_labels), batch_size=128, shuffle=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    model = init_model(lambda: RecognizerCNN(x.shape[1], data.num_classes, cfg.width), seed=cfg.seed)
+    model, eps = dpsgd_train(model, loader, epochs=cfg.epochs, noise_multiplier=noise_multiplier,
+                             device=cfg.device, seed=cfg.seed)
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.victim_images.float().to(cfg.device) / 255).argmax(1).cpu()
+    return float((pred == data.victim_labels).double().mean()), eps
+
+
+def _offline(cfg, method, data, protected_victims, protected_train) -> dict:
+    util = _recognizer(cfg, data.num_classes).fit(protected_train, data.train_labels)
+    return {"accuracy": util.accuracy(protected_victims, data.victim_labels)["accuracy"]}
+
+
+def _online(cfg, method, data, protected_victims, protected_train) -> dict:
+    util = fit_online(cfg, data.num_classes, data.train_images, data.train_labels, method)
+    return {"accuracy": util.accuracy(protected_victims, data.victim_labels)["accuracy"]}
+
+
+def _dpsgd(cfg, method, data, protected_victims, protected_train) -> dict:
+    try:
+        acc, eps = dpsgd_utility(cfg, data, method.noise_multiplier)
+    except ImportError as exc:
+        return {"accuracy": None, "error": str(exc)}
+    return {"accuracy": acc, "epsilon": eps}
+
+
+#: ``method.utility`` -> trainer ``(cfg, method, data, protected_victims, protected_train) -> fields``
+UTILITY = {"offline": _offline, "online": _online, "dpsgd": _dpsgd}
+#: The trainers that train on ONE protection of the training set (made before the victims' release).
+ONE_RELEASE = frozenset({"offline"})
+
+
+def measure_utility(cfg, method, data, protected_victims, protected_train=None) -> dict:
+    """``{"accuracy"[, "epsilon" | "error"]}`` of ``method`` by its ``utility`` trainer.
+
+    ``protected_train`` is the training set's protection for the trainers in :data:`ONE_RELEASE`.
+    """
+    if method.utility not in UTILITY:
+        raise ValueError(f"{method.spec}: utility must be one of {', '.join(UTILITY)}, got {method.utility!r}")
+    return UTILITY[method.utility](cfg, method, data, protected_victims, protected_train)
