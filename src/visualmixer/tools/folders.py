@@ -104,6 +104,27 @@ def _open_obfuscate_manifest(man_path: Path, header: dict, *, overwrite: bool, d
     return man
 
 
+def _list_sources(src_p: Path, options: FolderOptions, summary: RunSummary,
+                  say: Callable[[str], None]) -> list[str]:
+    ids, ignored = list_images(src_p)
+    summary.ignored = len(ignored)
+    if options.format == "same" and any(posixpath.splitext(i)[1].lower() in JPEG_EXT for i in ids):
+        say("format='same': JPEG inputs are written as JPEG again (lossy), so restore cannot "
+            "give the exact pixels back for them; use format='png' (default) for exact restore")
+    return ids
+
+
+def _obfuscate_header(src_p: Path, dst_p: Path, key: Any, options: FolderOptions,
+                      batch_size: int) -> dict:
+    """What a resume must match (and what restore needs to know)."""
+    return {
+        "tool": TOOL_VERSION, "command": "obfuscate", "src": str(src_p), "dst": str(dst_p),
+        "dst_name": dst_p.name, "key_fingerprint": key.fingerprint,
+        "options": options.as_dict(), "batch_size": int(batch_size),
+        "generator": generator_version(),
+    }
+
+
 def _usable_ids(ids: list[str], summary: RunSummary) -> list[str]:
     usable = []
     for image_id in ids:
@@ -246,17 +267,8 @@ def obfuscate_folder(
     summary = RunSummary(manifest=man_path)
     say = warner(summary, warn)
     with RunLock(man_path, command="obfuscate", target=str(dst_p)) as lock:
-        ids, ignored = list_images(src_p)
-        summary.ignored = len(ignored)
-        if options.format == "same" and any(posixpath.splitext(i)[1].lower() in JPEG_EXT for i in ids):
-            say("format='same': JPEG inputs are written as JPEG again (lossy), so restore cannot "
-                "give the exact pixels back for them; use format='png' (default) for exact restore")
-        header = {
-            "tool": TOOL_VERSION, "command": "obfuscate", "src": str(src_p), "dst": str(dst_p),
-            "dst_name": dst_p.name, "key_fingerprint": key.fingerprint,
-            "options": options.as_dict(), "batch_size": int(batch_size),
-            "generator": generator_version(),
-        }
+        ids = _list_sources(src_p, options, summary, say)
+        header = _obfuscate_header(src_p, dst_p, key, options, batch_size)
         with StopGuard(man_path, 0).writing(man_path, 4096):
             man = _open_obfuscate_manifest(man_path, header, overwrite=overwrite, dst_p=dst_p, say=say)
         try:
@@ -411,30 +423,39 @@ def restore_folder(
         if removed:
             say(f"removed {removed} temporary file(s) left by an interrupted restore")
         opts = {"compress_level": int(man.header.get("options", {}).get("compress_level", 6))}
-        chunks = [todo[i:i + int(batch_size)] for i in range(0, len(todo), int(batch_size))]
-
-        def jobs():
-            for chunk in chunks:
-                yield None, ([(r["id"], r, *_read_output(dst_p / r["out"], r["out"])) for r in chunk],)
-
-        inexact = 0
-        bar = progress_bar(total=len(todo), enabled=progress, desc="restore", unit="img")
-        try:
-            for _tag, results in map_unordered(
-                restore_chunk, jobs(), workers=workers, dask=dask, shared=(key, opts)
-            ):
-                for r in results:
-                    if r["t"] == "done":
-                        guard.write_output(out_p / names[r["id"]], r["data"])
-                        summary.done += 1
-                        inexact += not r["exact"]
-                    else:
-                        summary.failed += 1
-                        summary.problems.append((r["id"], "failed", r["reason"]))
-                bar.update(len(results))
-        finally:
-            bar.close()
+        inexact = _run_restore(todo, names, dst_p=dst_p, out_p=out_p, key=key, opts=opts,
+                               guard=guard, summary=summary, workers=workers, dask=dask,
+                               batch_size=batch_size, show=progress)
     if inexact:
         summary.warnings.append(f"{inexact} image(s) restored approximately (JPEG outputs)")
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _run_restore(todo, names, *, dst_p, out_p, key, opts, guard, summary, workers, dask,
+                 batch_size, show) -> int:
+    """The chunk loop of a restore; returns how many images came back only approximately."""
+    chunks = [todo[i:i + int(batch_size)] for i in range(0, len(todo), int(batch_size))]
+
+    def jobs():
+        for chunk in chunks:
+            yield None, ([(r["id"], r, *_read_output(dst_p / r["out"], r["out"])) for r in chunk],)
+
+    inexact = 0
+    bar = progress_bar(total=len(todo), enabled=show, desc="restore", unit="img")
+    try:
+        for _tag, results in map_unordered(
+            restore_chunk, jobs(), workers=workers, dask=dask, shared=(key, opts)
+        ):
+            for r in results:
+                if r["t"] == "done":
+                    guard.write_output(out_p / names[r["id"]], r["data"])
+                    summary.done += 1
+                    inexact += not r["exact"]
+                else:
+                    summary.failed += 1
+                    summary.problems.append((r["id"], "failed", r["reason"]))
+            bar.update(len(results))
+    finally:
+        bar.close()
+    return inexact
