@@ -140,3 +140,36 @@ def test_help_texts_are_self_contained():
         assert "../shared" not in text, name
         assert "``" not in text, name
     assert len(COMMANDS) >= 5
+
+
+def test_readme_is_self_contained_and_states_measured_vfe():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "../shared" not in readme and "SPEC §" not in readme and "SPEC.md" not in readme
+    assert "noise scores ≈ 1" in readme and "0.11" in readme and "0.41" in readme
+    assert "v2.Compose([v2.PILToTensor(), vm.VisualMixer(" in readme
+    assert "set_transform(hf_batch_transform(None" in readme
+
+
+def test_score_files_is_library_work(tmp_path):
+    """`visualmixer vfe` only parses and prints: tools.scoring reads, batches and scores."""
+    from visualmixer.tools.scoring import image_files, score_files
+
+    for i in range(3):
+        _png(tmp_path / f"same{i}.png", width=20, height=16)
+    _png(tmp_path / "grey.png", width=12, height=10, channels=1)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "notes.txt").write_text("x")
+    files = image_files([tmp_path])
+    assert [os.path.basename(f) for f in files] == ["broken.png", "grey.png", "same0.png", "same1.png",
+                                                    "same2.png"]
+    result = score_files(files, chunk=2)
+    assert [s.path for s in result.scores] == files[1:]
+    assert (result.scores[0].width, result.scores[0].height, result.scores[0].channels) == (12, 10, 1)
+    assert all(0.9 < s.vfe < 1.1 for s in result.scores)  # uniform noise scores about 1
+    assert result.failed[0][0] == files[0] and "not a recognised image format" in result.failed[0][1]
+    summary = result.summary()
+    assert summary["count"] == 4 and summary["failed"] == 1
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        image_files([tmp_path / "nowhere"])
