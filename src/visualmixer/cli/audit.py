@@ -48,7 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "audit",
         help="privacy audit: attacks, metrics and baselines side by side",
-        description="Run VisualMixer and the baselines through the same attacks (SPEC 8.1) and the same "
+        description="Run VisualMixer and the baselines through the same attacks (docs/privacy.md) and the same "
         "training, score every reconstruction beside the prior-only guess, and write a self-contained "
         "HTML report with the privacy-utility plot.",
         epilog=EXAMPLES,

@@ -3,7 +3,7 @@
 - :class:`ObfuscatedDataset` wraps any map-style PyTorch dataset returning ``(image, label, ...)``.
   ``mode="offline"`` gives every sample one fixed shuffle (image id = its index, or your ids);
   ``mode="online"`` re-keys every epoch with the id ``(id, epoch)`` (call :meth:`set_epoch`), which
-  acts as augmentation (SPEC §7). Permutations depend only on the key, the id and the epoch —
+  acts as augmentation (docs/method.md). Permutations depend only on the key, the id and the epoch —
   never on the DataLoader worker or the order — so they are distinct per sample, the same in every
   run, and the same with 0 or N workers.
 - :func:`visualmixer.data.hf.obfuscate_hf` obfuscates a Hugging Face ``datasets.Dataset`` with a

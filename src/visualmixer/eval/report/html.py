@@ -272,14 +272,14 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
     page.add(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>")
     page.add(f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>")
     page.add(
-        "<p class='note'>Attacks (SPEC §8.1): A1 direct view, A2 region mosaic, A3 learned inversion "
+        "<p class='note'>Attacks: A1 direct view, A2 region mosaic, A3 learned inversion "
         "(U-Net trained on the attacker's own protected/original pairs, own keys), A4 clean-trained "
         "classifier, A5 channel re-alignment + greedy jigsaw (+ channel order), A6 face detection, A7 "
         "key-wide block layout recovered from the whole released set. Scores compare each "
         "estimate with the victim's original; every SSIM stands beside the prior-only guess (the mean "
         "attacker image of the victim's class — labels leak by construction — and the global mean "
         "image), which needs no per-image information. Re-identification: the estimate's nearest "
-        "original (normalised cross-correlation) among all victims. Goals (issue 6): best SSIM ≤ prior "
+        "original (normalised cross-correlation) among all victims. Goals: best SSIM ≤ prior "
         f"+ {results['goals']['ssim_over_prior']}, re-id ≤ {results['goals']['reid_over_chance']}× chance, "
         f"A4 ≤ chance + {int(100 * results['goals']['a4_over_chance'])} points, faces ≤ "
         f"{int(100 * results['goals']['face_rate'])} %, accuracy loss ≤ {results['goals']['acc_loss_pp']} pp. "
