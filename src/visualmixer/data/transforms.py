@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchvision.transforms import v2
 
 from visualmixer.core.keys import Key
 from visualmixer.core.mixer import _check_target, obfuscate
+from visualmixer.core.optional import require
+
+v2 = require("torchvision.transforms.v2", extra="data", purpose="the VisualMixer transform")
 
 __all__ = ["VisualMixer"]
 
