@@ -29,6 +29,7 @@ from visualmixer.eval.methods import (
     unregister_method,
 )
 from visualmixer.eval.report import AuditConfig, audit
+from visualmixer.eval.report.markdown import results_to_markdown
 
 
 class Invert(ProtectionMethod):
@@ -119,3 +120,5 @@ def test_toy_method_and_attack_through_the_audit(tmp_path, toy_registrations):
     assert inv["attacks"]["A1"]["ssim"]["mean"] < 0.5
     assert "T1" not in methods["pixelate:4"]["attacks"]  # applies_to: only the inversion
     assert inv["summary"]["best_ssim_attack"] == "T1"
+    md = results_to_markdown(res)
+    assert "T1 SSIM" in md and "| invert:255 |" in md

@@ -43,6 +43,13 @@ def _train_cell(tu: dict | None) -> str:
     return f"{a} ({lo})"
 
 
+def _attack_columns(d: dict) -> list[str]:
+    """The scored estimates of a data set, standard ones first, then those of added attacks."""
+    found = list(dict.fromkeys(a for r in d["methods"].values() for a in r.get("attacks", {})))
+    known = ("A1", "A2", "A3", "A5", "A5-grey", "A5-colour", "A7", "A7+A5")
+    return [a for a in known if a in found] + [a for a in found if a not in known]
+
+
 def results_to_markdown(results: dict) -> str:
     """One summary table per data set (+ the A6 table), every score beside the prior-only guess.
 
@@ -67,11 +74,7 @@ def results_to_markdown(results: dict) -> str:
             f"{_f(pc)} (class mean), {_f(pg)} (global mean); re-identification of the class-mean "
             f"guess {_f(prior['class_mean']['reid']['rate'], pct=True)} %.\n"
         )
-        atks = [
-            a
-            for a in ("A1", "A2", "A3", "A5", "A5-grey", "A5-colour", "A7", "A7+A5")
-            if any(a in r.get("attacks", {}) for r in d["methods"].values())
-        ]
+        atks = _attack_columns(d)
         has_train = any(r.get("train_utility") for r in d["methods"].values())
         head = (
             "| method | acc. % | loss pp | VFE | "

@@ -96,6 +96,8 @@ class AuditConfig:
 
 
 QUICK = AuditConfig()
+#: The data sizes and training effort of the documented runs (FULL and FRONTIER).
+_DOC_SIZES = dict(n_train=3000, n_victims=500, n_attacker=3000, epochs=3, a3_epochs=3, a3_base=16, width=16)
 #: The configuration behind the tables in docs/privacy.md (about 35 minutes on 2 busy CPU cores).
 FULL = AuditConfig(
     datasets=("fashion-mnist", "photos", "faces"),
@@ -113,13 +115,7 @@ FULL = AuditConfig(
         "scramble:4",
         "instahide:4",
     ),
-    n_train=3000,
-    n_victims=500,
-    n_attacker=3000,
-    epochs=3,
-    a3_epochs=3,
-    a3_base=16,
-    width=16,
+    **_DOC_SIZES,
     face_detectors=("haar", "mtcnn"),
     n_faces=20,
     dpsgd=True,
@@ -147,12 +143,6 @@ FRONTIER = AuditConfig(
         "scramble:4",
     ),
     attacks=("A1", "A2", "A3", "A4", "A5", "A7"),
-    n_train=3000,
-    n_victims=500,
-    n_attacker=3000,
-    epochs=3,
-    a3_epochs=3,
-    a3_base=16,
-    width=16,
+    **_DOC_SIZES,
     seeds=(0, 1, 2),
 )
