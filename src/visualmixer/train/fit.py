@@ -147,23 +147,24 @@ def _os_generator() -> torch.Generator:
 def isolated_rng(seed: int | None, device: str | torch.device = "cpu"):
     """Run a block with torch's global RNG seeded from ``seed``, restoring the caller's state after.
 
-    ``seed=None`` seeds from the OS. With a CUDA ``device`` its generator is saved and restored too.
+    ``seed=None`` seeds from the OS. With a CUDA ``device`` that device's generator is seeded,
+    saved and restored too (other devices are not touched).
     """
     dev = torch.device(device)
     devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    s = int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
     with torch.random.fork_rng(devices=devices):
-        if seed is None:
-            torch.seed()
-        else:
-            torch.manual_seed(int(seed))
+        torch.default_generator.manual_seed(s)
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(s)
         yield
 
 
 def init_model(factory: Callable[[], nn.Module], *, seed: int | None, device: str | torch.device = "cpu") -> nn.Module:
     """``factory()`` with its random initialisation seeded by ``seed``, moved to ``device``.
 
-    The weights equal those of ``torch.manual_seed(seed); factory()``, but the caller's global
-    RNG state is left as it was.
+    The weights equal those ``factory()`` draws right after seeding torch's global generator with
+    ``seed``, but the caller's global RNG state is left as it was.
     """
     with isolated_rng(seed):
         model = factory()
@@ -296,6 +297,10 @@ def fit_classifier(
     -------
     FitResult
         ``step_losses`` (float per step) and ``epochs`` (:class:`EpochStats` per epoch run).
+
+    Notes
+    -----
+    Long only through this docstring: the body is the epoch loop; one pass is :func:`_run_epoch`.
 
     Raises
     ------
