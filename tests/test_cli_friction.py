@@ -174,3 +174,18 @@ def test_score_files_is_library_work(tmp_path):
     assert summary["count"] == 4 and summary["failed"] == 1
     with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         image_files([tmp_path / "nowhere"])
+
+
+def test_side_by_side_is_library_work():
+    """`visualmixer show` only parses and prints: tools.preview composes the picture."""
+    import torch
+
+    from visualmixer.tools.preview import side_by_side
+
+    grey = torch.arange(30 * 45, dtype=torch.int64).remainder(256).to(torch.uint8).view(1, 30, 45)
+    pic = side_by_side([grey, grey], ["original", "target 0.50: VFE 0.512"], min_side=64, gap=4, label_height=14)
+    assert pic.shape == (14 + 90, 2 * 135 + 4, 3) and pic.dtype == np.uint8  # enlarged 3x to reach 64
+    assert np.array_equal(pic[14, :3, 0], [0, 0, 0]) and np.array_equal(pic[14, 3:6, 0], [1, 1, 1])
+    assert (pic[14:, 135:139] == 255).all()  # the gap
+    with pytest.raises(ValueError, match="same shape"):
+        side_by_side([grey, grey[:, :10]], ["a", "b"])

@@ -51,21 +51,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _label(canvas, xy, text):
-    from PIL import ImageDraw
-
-    ImageDraw.Draw(canvas).text(xy, text, fill=(0, 0, 0))
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
 
     from visualmixer.cli._common import flags_for, load_key
     from visualmixer.core.mixer import obfuscate
     from visualmixer.tools import imageio as vio
+    from visualmixer.tools.preview import side_by_side
 
     if Path(args.output).exists() and not args.overwrite:
         raise FileExistsError(f"-o/--output: {args.output} exists (pass --overwrite to replace it)")
@@ -80,20 +72,8 @@ def run(args: argparse.Namespace) -> int:
         res = obfuscate(px.unsqueeze(0), key=key, ids=[image_id] if key else None,
                            target_vfe=tau, region=args.region)
         panels.append((res.images[0], f"target {tau:.2f}: VFE {float(res.vfe[0]):.3f}"))
-    h, w = int(px.shape[1]), int(px.shape[2])
-    scale = max(1, -(-128 // min(h, w)))  # small images are enlarged (nearest) to be visible
-    label_h, gap = 14, 4
-    pw, ph = w * scale, h * scale
-    canvas = Image.new("RGB", (len(panels) * (pw + gap) - gap, ph + label_h), (255, 255, 255))
-    for n, (img, text) in enumerate(panels):
-        arr = img.numpy().transpose(1, 2, 0)
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        tile = Image.fromarray(np.ascontiguousarray(arr)).resize((pw, ph), Image.NEAREST)
-        x = n * (pw + gap)
-        canvas.paste(tile, (x, label_h))
-        _label(canvas, (x + 2, 1), text)
-    out = vio.write_png(args.output, np.asarray(canvas), overwrite=args.overwrite)
+    picture = side_by_side([img for img, _ in panels], [text for _, text in panels])
+    out = vio.write_png(args.output, picture, overwrite=args.overwrite)
     print(f"wrote {out} ({len(panels) - 1} obfuscated version(s) beside the original; it shows "
           "the original, keep it private)", file=sys.stderr)
     return 0
