@@ -289,3 +289,13 @@ def test_hf_with_transform_keyed_needs_an_id_column():
     assert np.array_equal(x, y)  # reproducible per id
     mapped = hf_batch_transform(key, id_column="name")(ds[2:3], [2])  # map gives the same image
     assert np.array_equal(np.asarray(mapped["image"][0]), x)
+
+
+def test_obfuscate_hf_splits_transform_options_from_map_options():
+    from visualmixer.core.keys import Key
+    from visualmixer.data.hf import obfuscate_hf
+
+    ds, _ = _hf_tiny()
+    out = obfuscate_hf(ds, Key.from_seed(1), target_vfe=0.3, plan_column="plan", vfe_column=None,
+                       batch_size=3, load_from_cache_file=False)
+    assert "plan" in out.column_names and "vfe" not in out.column_names and out.num_rows == 4

@@ -16,6 +16,7 @@ needs no ``datasets`` at all):
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -149,26 +150,20 @@ def hf_batch_transform(
     return transform
 
 
-def obfuscate_hf(
-    dataset: Any,
-    key: Any,
-    *,
-    image_column: str = "image",
-    id_column: str | None = None,
-    target_vfe: float = 0.5,
-    region: int | None = None,
-    channel_order: bool = True,
-    vfe_column: str | None = "vfe",
-    plan_column: str | None = None,
-    batch_size: int = 32,
-    num_proc: int | None = None,
-    **map_kwargs: Any,
-):
+def obfuscate_hf(dataset: Any, key: Any, *, batch_size: int = 32, num_proc: int | None = None, **options: Any):
     """Obfuscate the images of a Hugging Face ``datasets.Dataset`` (batched ``map``).
 
-    Parameters are those of :func:`hf_batch_transform`, plus ``batch_size`` and ``num_proc``
-    (passed to ``Dataset.map``, as is every other keyword). Ids default to the row index, so the
-    result does not depend on ``batch_size`` or ``num_proc``.
+    Parameters
+    ----------
+    dataset : datasets.Dataset
+    key : visualmixer.Key or None
+    batch_size, num_proc : int
+        Passed to ``Dataset.map``.
+    **options
+        The keyword options of :func:`hf_batch_transform` (``image_column``, ``id_column``,
+        ``target_vfe``, ``region``, ``channel_order``, ``vfe_column``, ``plan_column``); every
+        other keyword goes to ``Dataset.map``. Ids default to the row index, so the result does
+        not depend on ``batch_size`` or ``num_proc``.
 
     Returns
     -------
@@ -184,9 +179,10 @@ def obfuscate_hf(
     require("datasets", extra="hf", purpose="obfuscate_hf")
     if not hasattr(dataset, "map"):
         raise TypeError(f"dataset: expected a datasets.Dataset, got {type(dataset).__name__}")
-    fn = hf_batch_transform(
-        key, image_column=image_column, id_column=id_column, target_vfe=target_vfe, region=region,
-        channel_order=channel_order, vfe_column=vfe_column, plan_column=plan_column,
-    )
-    return dataset.map(fn, batched=True, with_indices=True, batch_size=batch_size,
-                       num_proc=num_proc, **map_kwargs)
+    mine = [name for name in options if name in _TRANSFORM_OPTIONS]
+    fn = hf_batch_transform(key, **{name: options.pop(name) for name in mine})
+    return dataset.map(fn, batched=True, with_indices=True, batch_size=batch_size, num_proc=num_proc, **options)
+
+
+#: The keyword options of :func:`hf_batch_transform` (what :func:`obfuscate_hf` passes on to it).
+_TRANSFORM_OPTIONS = frozenset(inspect.signature(hf_batch_transform).parameters) - {"key"}
