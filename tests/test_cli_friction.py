@@ -189,3 +189,18 @@ def test_side_by_side_is_library_work():
     assert (pic[14:, 135:139] == 255).all()  # the gap
     with pytest.raises(ValueError, match="same shape"):
         side_by_side([grey, grey[:, :10]], ["a", "b"])
+
+
+def test_training_reports_the_one_off_obfuscation_apart_from_epoch_times(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(("dark", "light")):
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray((rng.integers(0, 120, (16, 16, 3)) + 120 * k).astype(np.uint8)).save(root / c / f"{i}.png")
+    rc = main(["train", "--data", f"imagefolder:{root}", "--epochs", "1", "--batch-size", "8",
+               "--target-vfe", "0.5", "--out", str(tmp_path / "run")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "seed 0: obfuscated the training and test images once in" in out
+    assert "(not counted in the epoch times)" in out and "seed 0 epoch 1/1" in out
