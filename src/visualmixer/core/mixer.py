@@ -22,23 +22,33 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from visualmixer.core.imageops import region_mean_grid
+from visualmixer.core.keyed import GENERATOR, key_words
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.permute import (
     from_regions,
+    level_sources,
     random_words,
     region_windows,
+    shuffle_level,
     shuffle_regions,
     to_regions,
     words_needed,
 )
 from visualmixer.core.regions import RegionGrid, default_region, region_grid, tile_ladder
 from visualmixer.core.saliency import spectral_residual
-from visualmixer.core.validation import from_batch, to_batch
-from visualmixer.core.vfe import scores_from_windows, weighted_vfe, window_scores, window_weights
+from visualmixer.core.validation import BatchInfo, from_batch, to_batch
+from visualmixer.core.vfe import (
+    integral_ratio,
+    scores_from_windows,
+    weighted_vfe,
+    window_norm,
+    window_scores,
+    window_weights,
+)
 
-__all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence"]
+__all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence", "GENERATOR"]
 
 _PURPOSE = "shuffle"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -59,6 +69,10 @@ class Plans:
         ``(N, rows, cols)`` uint8, on the CPU.
     region, height, width, channels : int
     channel_order : bool
+    generator : int
+        The permutation generator that made the shuffle (1: NumPy Philox streams, used before
+        2026-11-27; 2: the keyed on-device generator of :mod:`visualmixer.core.keyed`).
+        :func:`restore` reads both.
     """
 
     levels: torch.Tensor
@@ -67,6 +81,7 @@ class Plans:
     width: int
     channels: int
     channel_order: bool
+    generator: int = GENERATOR
 
     def __len__(self) -> int:
         return int(self.levels.shape[0])
@@ -75,16 +90,21 @@ class Plans:
         if isinstance(item, int):
             item = slice(item, item + 1 if item != -1 else None)
         return Plans(self.levels[item], self.region, self.height, self.width, self.channels,
-                     self.channel_order)
+                     self.channel_order, self.generator)
 
     @property
     def grid(self) -> RegionGrid:
         return region_grid(self.height, self.width, self.region)
 
     def to_dict(self) -> dict:
-        """JSON-safe form: one string of base-36 level digits per image, row-major."""
+        """JSON-safe form: one string of base-36 level digits per image, row-major.
+
+        ``"generator"`` names the permutation generator; dicts without it (written before it
+        existed) are generator 1.
+        """
         return {
             "version": 1,
+            "generator": self.generator,
             "region": self.region,
             "height": self.height,
             "width": self.width,
@@ -107,7 +127,8 @@ class Plans:
             levels = torch.tensor(rows, dtype=torch.uint8).view(len(rows), grid.rows, grid.cols)
             if bool((levels > grid.levels).any()):
                 raise ValueError(f"levels above the ladder's top ({grid.levels})")
-            return cls(levels, region, h, w, int(data["channels"]), bool(data["channel_order"]))
+            generator = _check_generator(data.get("generator", 1))
+            return cls(levels, region, h, w, int(data["channels"]), bool(data["channel_order"]), generator)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a valid plan dict: {exc}") from None
 
@@ -117,11 +138,22 @@ class Plans:
         if not plans:
             raise ValueError("Plans.cat needs at least one Plans")
         first = plans[0]
-        geometry = (first.region, first.height, first.width, first.channels, first.channel_order)
+        geometry = (first.region, first.height, first.width, first.channels, first.channel_order,
+                    first.generator)
         for p in plans[1:]:
-            if (p.region, p.height, p.width, p.channels, p.channel_order) != geometry:
-                raise ValueError("Plans.cat: all plans must share region, size, channels and channel_order")
+            if (p.region, p.height, p.width, p.channels, p.channel_order, p.generator) != geometry:
+                raise ValueError("Plans.cat: all plans must share region, size, channels, channel_order "
+                                 "and generator")
         return Plans(torch.cat([p.levels for p in plans]), *geometry)
+
+
+def _check_generator(generator) -> int:
+    if isinstance(generator, bool) or generator not in (1, 2):
+        raise ValueError(
+            f"plans made by permutation generator {generator!r}: this release of visualmixer reads "
+            "generators 1 (before 2026-11-27) and 2; restore them with the release that made them"
+        )
+    return int(generator)
 
 
 @dataclass
@@ -241,14 +273,7 @@ def _pixel_saliency(batch: torch.Tensor, saliency, window: int) -> torch.Tensor:
 
 def _salient_regions(smap: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
     """``(N, regions)`` bool: the most salient :data:`SALIENT_SHARE` of each image's regions."""
-    n = smap.shape[0]
-    hp, wp = grid.padded
-    r = grid.region
-    padded = F.pad(smap, (0, wp - grid.width, 0, hp - grid.height))
-    area = F.pad(torch.ones_like(smap[:1]), (0, wp - grid.width, 0, hp - grid.height))
-    sums = padded.view(n, grid.rows, r, grid.cols, r).sum(dim=(2, 4)).reshape(n, -1)
-    areas = area.view(1, grid.rows, r, grid.cols, r).sum(dim=(2, 4)).reshape(1, -1)
-    mean = sums / areas
+    mean = region_mean_grid(smap, grid.region).flatten(1)  # edge regions by their own pixels
     cut = torch.quantile(mean, 1.0 - SALIENT_SHARE, dim=1, keepdim=True)
     return mean >= cut
 
@@ -271,6 +296,8 @@ def _predict_plan_vfe(regions, weights, salient, grid, last) -> torch.Tensor:
     Shuffling tiles keeps every pixel pair inside a tile and each region's value multiset (so
     ``V``); only pairs across tile seams change. A seam pair becomes a pair of values from two
     different tiles, estimated as two random values of the region: ``E[(a-b)^2] = 2V/(n-1)``.
+    Used only by the bisection search (:func:`_search_plans`), the reference for the exact
+    one-pass planner.
     """
     n, m, c, r, _ = regions.shape
     x = regions.to(torch.float32, copy=True)  # modified in place below; never touch the input
@@ -298,6 +325,234 @@ def _predict_plan_vfe(regions, weights, salient, grid, last) -> torch.Tensor:
     levels = levels.view(n, last + 1, m)
     v = v_levels.unsqueeze(1).expand(n, last + 1, m, -1).gather(3, levels.unsqueeze(-1)).squeeze(-1)
     return (v * w.unsqueeze(1)).sum(dim=-1)
+
+
+@dataclass
+class _Job:
+    """One batch to obfuscate: the validated input and everything the planner derives from it."""
+
+    batch: torch.Tensor  # (N, C, H, W)
+    info: BatchInfo
+    tau: float
+    grid: RegionGrid
+    window: int  # VFE window side (a function of the image size only)
+    channel_order: bool
+    weights: torch.Tensor  # (N, nh, nw) float64 window weights from the ORIGINAL's saliency
+    salient: torch.Tensor  # (N, regions) bool
+    regions: torch.Tensor  # (N, regions, C, R, R)
+    words: torch.Tensor  # (N, 8) int32 key words on the images' device (generator 2)
+
+    @property
+    def last(self) -> int:
+        """Index of the last plan of the sequence (all regions at the top level)."""
+        return max(0, 2 * self.grid.levels - 2)
+
+
+def _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed) -> _Job:
+    """Validate the arguments of :func:`obfuscate` and derive saliency, weights and regions."""
+    batch, info = to_batch(images)
+    tau = _check_target(target_vfe)
+    if not isinstance(channel_order, bool):
+        raise TypeError(f"channel_order must be a bool, got {type(channel_order).__name__}")
+    n, c, h, w = batch.shape
+    r = _check_region(region, h, w)
+    window = default_region(h, w)  # a function of the size only, so VFE stays comparable
+    grid = region_grid(h, w, r)
+    subkeys = _subkeys(key, ids, seed, n)
+    smap = _pixel_saliency(batch, saliency, window)
+    return _Job(batch, info, tau, grid, window, channel_order, window_weights(batch, smap, window),
+                _salient_regions(smap, grid), to_regions(batch, grid), key_words(subkeys, batch.device))
+
+
+def _shuffle(job: _Job, levels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The regions of the images ``rows`` (all when None) shuffled at ``levels`` (per region)."""
+    regions, words = (job.regions, job.words) if rows is None else (job.regions[rows], job.words[rows])
+    return shuffle_regions(regions, words, levels, job.grid, job.channel_order, generator=GENERATOR)
+
+
+def _scores(job: _Job, out: torch.Tensor) -> torch.Tensor:
+    """Per-channel window scores ``(n, C, nh, nw)`` of shuffled regions ``out``."""
+    h, w = job.grid.height, job.grid.width
+    if job.window == job.grid.region:  # VFE windows are the regions: score the region layout
+        return scores_from_windows(region_windows(out, job.grid), h, w)
+    return window_scores(from_regions(out, job.grid), job.window)
+
+
+def _level_scores(job: _Job, level: int, sums) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every region shuffled at one ``level``, and the per-channel score of every region then.
+
+    Returns ``(out, scores)``: ``(N, regions, C, R, R)`` and ``(N, C, rows, cols)`` float64,
+    exactly the scores :func:`_scores` gives for ``out`` (windows are the regions here). With
+    ``sums`` (:func:`_source_sums`: uint8 images, full regions) only the pixel pairs across tile
+    seams are read from ``out``: pairs inside tiles and every region's value sums are the
+    source's, moved with the channel order.
+    """
+    n, m, c = job.regions.shape[:3]
+    grid = job.grid
+    if grid.kind_sizes[0] != grid.kind_sizes[3]:  # edge regions: score the image's windows
+        out = _shuffle(job, torch.full((n, m), level, dtype=torch.int64, device=job.batch.device))
+        return out, _scores(job, out)
+    r = grid.region
+    t = tile_ladder(r)[level]
+    sources = level_sources(job.words, grid, c, level, job.channel_order)
+    out = shuffle_level(job.regions, sources, t)
+    if sums is None:  # score the contiguous region layout (same arithmetic as the image's windows)
+        scores = scores_from_windows(out.view(n, m, c, 1, r, r), c * r, r)  # (N, m, C, 1)
+        return out, scores.view(n, m, c).permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
+    g_all, total, sumsq, col, row = sums
+    inside = g_all - col[..., t - 1 :: t].sum(-1, dtype=torch.int32) - row[..., t - 1 :: t].sum(-1, dtype=torch.int32)
+    nt = sources.shape[1] // c
+    sigma = torch.div(sources[:, ::nt], nt, rounding_mode="floor").view(n, m, c)  # source channel
+    inside, total, sumsq = (v.gather(2, sigma) for v in (inside, total, sumsq))
+    g = inside + _seam_sum(out, t, -1) + _seam_sum(out, t, -2) if t < r else inside
+    ratio = integral_ratio(g.double(), total.double(), sumsq.double(), float(r * r))
+    ratio = ratio.permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
+    return out, ratio * window_norm(grid.height, grid.width, r, job.batch.device)
+
+
+def _seam_sum(out: torch.Tensor, t: int, dim: int) -> torch.Tensor:
+    """Sum of squared differences ``(N, m, C)`` int32 of pixel pairs across the tile seams of
+    uint8 regions ``out`` along ``dim`` (-1: columns, -2: rows)."""
+    r = out.shape[-1]
+    if dim == -1:  # the last pixel of each tile and the first of the next
+        a, b = out[..., t - 1 : r - 1 : t], out[..., t::t]
+    else:
+        a, b = out[..., t - 1 : r - 1 : t, :], out[..., t::t, :]
+    d = a.to(torch.int32) - b
+    return d.mul_(d).sum(dim=(-2, -1), dtype=torch.int32)
+
+
+def _source_sums(job: _Job):
+    """Exact integer sums of the unshuffled regions, by channel, for :func:`_level_scores`:
+    ``(G, total, sum of squares)`` ``(N, m, C)`` and the squared pair differences by column and
+    by row offset ``(N, m, C, R - 1)``, all int32. ``None`` unless the images are uint8, the
+    regions full and the VFE windows (and at most 90 px: int32 sums)."""
+    grid = job.grid
+    full = grid.kind_sizes[0] == grid.kind_sizes[3]
+    if job.batch.dtype != torch.uint8 or not full or job.window != grid.region or grid.region > 90:
+        return None
+    x = torch.empty(job.regions.shape, dtype=torch.int32, device=job.batch.device).copy_(job.regions)
+    col = x[..., 1:] - x[..., :-1]
+    col = col.mul_(col).sum(dim=-2, dtype=torch.int32)  # (N, m, C, R-1) by column offset
+    row = x[..., 1:, :] - x[..., :-1, :]
+    row = row.mul_(row).sum(dim=-1, dtype=torch.int32)
+    g_all = col.sum(-1, dtype=torch.int32) + row.sum(-1, dtype=torch.int32)
+    total = x.sum(dim=(-2, -1), dtype=torch.int32)
+    sumsq = x.mul_(x).sum(dim=(-2, -1), dtype=torch.int32)
+    return g_all, total, sumsq, col, row
+
+
+def _plan_vfe(job: _Job, table: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Image VFE ``(N, P)`` of ``P`` plans per image from per-level region scores.
+
+    ``table`` is ``(N, L, C, regions)`` (scores of every region at levels ``0 .. L-1``),
+    ``levels`` ``(N, P, regions)``. Each plan's VFE is computed by :func:`weighted_vfe` from the
+    same per-window scores its output has, so it is bit-identical to the VFE of that output.
+    """
+    n, p, m = levels.shape
+    c = table.shape[2]
+    idx = levels.unsqueeze(2).expand(n, p, c, m)
+    scores = table.gather(1, idx).view(n * p, c, job.grid.rows, job.grid.cols)
+    weights = job.weights.repeat_interleave(p, dim=0)
+    return weighted_vfe(scores, weights).view(n, p)
+
+
+def _one_pass_plans(job: _Job):
+    """The first plan of the sequence reaching the target, from exact per-region level scores.
+
+    VFE windows are the regions, so a plan's VFE is a weighted sum of per-region scores, and a
+    region's score at a level does not depend on the other regions' levels. Every region is
+    shuffled and scored at each level once (a loop over the ladder, never over regions), then
+    every plan's VFE is read off the table and the first reaching the target is taken; its
+    output is assembled from the per-level outputs. On the CPU the ladder stops at the first
+    level at which every image's first passing plan is known (host checks are free there).
+
+    Returns ``(plan index (N,), levels (N, regions), out regions, vfe (N,))``.
+    """
+    grid, n = job.grid, job.batch.shape[0]
+    top, last = grid.levels, job.last
+    sums = _source_sums(job)
+    outs, tables = [], []
+    dev = job.batch.device
+    known = 0
+    for level in range(top + 1) if top == 0 else range(1, top + 1):
+        out, scores = _level_scores(job, level, sums)
+        outs.append(out)
+        tables.append(scores.flatten(2))
+        known = last + 1 if level == top else 2 * level - 1  # plans 0 .. known-1 use levels <= level
+        if dev.type == "cpu" and level < top:
+            table = torch.stack([torch.zeros_like(tables[0])] + tables, dim=1)  # level 0: never used
+            plans = torch.arange(known, device=dev)
+            lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
+            if bool((_plan_vfe(job, table, lv) >= job.tau).any(dim=1).all()):
+                break
+    first_level = 0 if top == 0 else 1
+    table = torch.stack(([] if top == 0 else [torch.zeros_like(tables[0])]) + tables, dim=1)
+    plans = torch.arange(known, device=dev)
+    lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
+    got = _plan_vfe(job, table, lv)
+    chosen = _first_at_least(got, job.tau)
+    levels = lv.gather(1, chosen.view(n, 1, 1).expand(n, 1, lv.shape[2])).squeeze(1)
+    out = outs[0]
+    for i, o in enumerate(outs[1:], start=1):  # <= top passes of a cheap select
+        out = torch.where((levels == first_level + i).view(n, -1, 1, 1, 1), o, out)
+    return chosen, levels, out, got.gather(1, chosen.view(n, 1)).squeeze(1)
+
+
+def _search_plans(job: _Job):
+    """Per-image bisection over the plan sequence (for VFE windows that are not the regions).
+
+    Each step is one shuffle and one VFE pass over the images still searching. Where the
+    windows are the (full) regions a closed-form estimate picks the first probe; this path is
+    kept as the reference that the exact one-pass planner is tested against.
+
+    Returns ``(plan index (N,), levels (N, regions), out regions, vfe (N,))``.
+    """
+    grid, n = job.grid, job.batch.shape[0]
+    top, last, tau = grid.levels, job.last, job.tau
+    dev = job.batch.device
+    lo = torch.zeros(n, dtype=torch.int64, device=dev)
+    hi = torch.full((n,), last, dtype=torch.int64, device=dev)
+    found = torch.full((n,), last + 1, dtype=torch.int64, device=dev)
+    best = torch.empty_like(job.regions)
+    best_vfe = torch.zeros(n, dtype=torch.float64, device=dev)
+    predicted = None
+    if job.window == grid.region and grid.kind_sizes[0] == grid.kind_sizes[3] and top > 0:
+        predicted = _predict_plan_vfe(job.regions, job.weights, job.salient, grid, last)
+    while True:
+        active = (lo <= hi).nonzero().flatten()
+        if active.numel() == 0:
+            break
+        if predicted is None:
+            probe = torch.div(lo[active] + hi[active], 2, rounding_mode="floor")
+        else:
+            first = _first_at_least(predicted[active], tau)
+            probe = torch.maximum(torch.minimum(first, hi[active]), lo[active])
+        rows = None if active.numel() == n else active
+        out = _shuffle(job, plan_sequence(job.salient[active], probe, top), rows)
+        got = weighted_vfe(_scores(job, out), job.weights[active])
+        ok = got >= tau
+        # Keep the output of the smallest plan reaching the target, and of the top plan (the
+        # fallback when nothing does).
+        keep = (ok & (probe < found[active])) | ((probe == last) & (found[active] > last))
+        sel = active[keep]
+        best[sel] = out[keep]
+        best_vfe[sel] = got[keep]
+        found[active[ok]] = torch.minimum(found[active[ok]], probe[ok])
+        hi[active[ok]] = probe[ok] - 1
+        lo[active[~ok]] = probe[~ok] + 1
+        if predicted is not None:
+            # Walking down from a passing plan: stop where the estimate is clearly below target.
+            rows = active[ok & (probe > 0)]
+            below = predicted[rows, (probe[ok & (probe > 0)] - 1)] < tau - PREDICTION_SLACK
+            lo[rows[below]] = hi[rows[below]] + 1
+    chosen = found.clamp(max=last)
+    return chosen, plan_sequence(job.salient, chosen, top), best, best_vfe
+
+
+#: Use the exact one-pass planner where VFE windows are the regions (tests switch it off to
+#: compare with the bisection search).
+_ONE_PASS = True
 
 
 def obfuscate(
@@ -350,87 +605,14 @@ def obfuscate(
     >>> bool((vm.restore(res.images, res.plans, key=key, ids=["a", "b"]) == x).all())
     True
     """
-    batch, info = to_batch(images)
-    tau = _check_target(target_vfe)
-    if not isinstance(channel_order, bool):
-        raise TypeError(f"channel_order must be a bool, got {type(channel_order).__name__}")
-    n, c, h, w = batch.shape
-    r = _check_region(region, h, w)
-    window = default_region(h, w)  # a function of the size only, so VFE stays comparable
-    grid = region_grid(h, w, r)
-    subkeys = _subkeys(key, ids, seed, n)
-
-    smap = _pixel_saliency(batch, saliency, window)
-    weights = window_weights(batch, smap, window)
-    salient = _salient_regions(smap, grid)
-    regions = to_regions(batch, grid)
-
-    stream = {"level": -1, "words": None}
-
-    def words_for(level: int):
-        # The stream is slot-major, so a prefix serves every level up to its own: draw only as
-        # much as the finest level probed so far needs (coarse targets never pay for pixels).
-        if level > stream["level"]:
-            stream["words"] = random_words(subkeys, words_needed(grid, c, level))
-            stream["level"] = level
-        return stream["words"]
-
-    def evaluate(rows: torch.Tensor, levels: torch.Tensor):
-        words = words_for(int(levels.max()))
-        if rows.numel() == n:  # every image still searching: no row copies
-            out = shuffle_regions(regions, words, levels, grid, channel_order)
-            return out, weighted_vfe(_scores(out), weights)
-        out = shuffle_regions(regions[rows], words[rows.cpu().numpy()], levels, grid, channel_order)
-        return out, weighted_vfe(_scores(out), weights[rows])
-
-    def _scores(out: torch.Tensor) -> torch.Tensor:
-        if window == r:  # VFE windows are the regions: score the region layout directly
-            return scores_from_windows(region_windows(out, grid), h, w)
-        return window_scores(from_regions(out, grid), window)
-
-    top = grid.levels
-    last = max(0, 2 * top - 2)
-    dev = batch.device
-    lo = torch.zeros(n, dtype=torch.int64, device=dev)
-    hi = torch.full((n,), last, dtype=torch.int64, device=dev)
-    found = torch.full((n,), last + 1, dtype=torch.int64, device=dev)
-    best = torch.empty_like(regions)
-    best_vfe = torch.zeros(n, dtype=torch.float64, device=dev)
-    # Where VFE windows are the (full) regions, a closed-form estimate of each plan's VFE gives a
-    # good first probe, and the search walks from it (usually 1-2 passes); elsewhere it bisects.
-    predicted = None
-    if window == r and grid.kind_sizes[0] == grid.kind_sizes[3] and top > 0:
-        predicted = _predict_plan_vfe(regions, weights, salient, grid, last)
-    while True:
-        active = (lo <= hi).nonzero().flatten()
-        if active.numel() == 0:
-            break
-        if predicted is None:
-            probe = torch.div(lo[active] + hi[active], 2, rounding_mode="floor")
-        else:
-            first = _first_at_least(predicted[active], tau)
-            probe = torch.maximum(torch.minimum(first, hi[active]), lo[active])
-        out, got = evaluate(active, plan_sequence(salient[active], probe, top))
-        ok = got >= tau
-        # Keep the output of the smallest plan reaching the target, and of the top plan (the
-        # fallback when nothing does).
-        keep = (ok & (probe < found[active])) | ((probe == last) & (found[active] > last))
-        sel = active[keep]
-        best[sel] = out[keep]
-        best_vfe[sel] = got[keep]
-        found[active[ok]] = torch.minimum(found[active[ok]], probe[ok])
-        hi[active[ok]] = probe[ok] - 1
-        lo[active[~ok]] = probe[~ok] + 1
-        if predicted is not None:
-            # Walking down from a passing plan: stop where the estimate is clearly below target.
-            rows = active[ok & (probe > 0)]
-            below = predicted[rows, (probe[ok & (probe > 0)] - 1)] < tau - PREDICTION_SLACK
-            lo[rows[below]] = hi[rows[below]] + 1
-
-    chosen = found.clamp(max=last)
-    levels = plan_sequence(salient, chosen, top).to(torch.uint8).cpu()
-    plans = Plans(levels.view(n, grid.rows, grid.cols), r, h, w, c, channel_order)
-    return ObfuscationResult(from_batch(from_regions(best, grid), info), plans, best_vfe.cpu())
+    job = _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed)
+    plan = _one_pass_plans if _ONE_PASS and job.window == job.grid.region else _search_plans
+    _, levels, out, got = plan(job)
+    n, c, h, w = job.batch.shape
+    grid = job.grid
+    levels = levels.to(torch.uint8).cpu().view(n, grid.rows, grid.cols)
+    plans = Plans(levels, grid.region, h, w, c, job.channel_order, GENERATOR)
+    return ObfuscationResult(from_batch(from_regions(out, grid), job.info), plans, got.cpu())
 
 
 def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
@@ -465,8 +647,13 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     grid = plans.grid
     if tuple(plans.levels.shape[1:]) != (grid.rows, grid.cols):
         raise ValueError(f"plan level maps must be {grid.rows}x{grid.cols} for this size and region")
+    generator = _check_generator(plans.generator)
     subkeys = key.subkeys(_check_ids(ids, n), _PURPOSE)
     levels = plans.levels.to(device=batch.device, dtype=torch.int64).view(n, -1)
-    words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
-    regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order, inverse=True)
+    if generator == 1:  # plans made before generator 2: NumPy Philox streams
+        words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
+    else:
+        words = key_words(subkeys, batch.device)
+    regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order,
+                              inverse=True, generator=generator)
     return from_batch(from_regions(regions, grid), info)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from visualmixer.core.keyed import channel_permutations, tile_permutations
 from visualmixer.core.regions import RegionGrid, tile_ladder
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "sort_permutations",
     "words_needed",
     "shuffle_regions",
+    "shuffle_level",
+    "level_sources",
     "to_regions",
     "from_regions",
     "region_windows",
@@ -186,12 +189,13 @@ def _shuffle_full_grid(regions, words, levels, grid, sigma, inverse):
 
 def shuffle_regions(
     regions: torch.Tensor,
-    words: torch.Tensor,
+    words,
     levels: torch.Tensor,
     grid: RegionGrid,
     channel_order: bool,
     *,
     inverse: bool = False,
+    generator: int = 1,
 ) -> torch.Tensor:
     """Permute tiles inside regions (and the channel order of regions), or undo it.
 
@@ -199,9 +203,10 @@ def shuffle_regions(
     ----------
     regions : torch.Tensor
         ``(N, regions, C, R, R)`` any dtype (see :func:`to_regions`).
-    words : numpy.ndarray
-        ``(N, >= words_needed(...))`` int32 random stream (see :func:`random_words`). The
-        permutations are sorted out of it on the CPU, so every device gets the same ones.
+    words : numpy.ndarray | torch.Tensor
+        Generator 1: ``(N, >= words_needed(...))`` int32 NumPy random stream (see
+        :func:`random_words`). Generator 2: ``(N, 8)`` int32 key words on the regions' device
+        (:func:`visualmixer.core.keyed.key_words`).
     levels : torch.Tensor
         ``(N, regions)`` int64 ladder level of each region.
     grid : RegionGrid
@@ -209,6 +214,8 @@ def shuffle_regions(
         Permute the channel order per region too.
     inverse : bool
         Undo the permutation instead (restore).
+    generator : {1, 2}
+        Which permutation generator made (or makes) the shuffle.
 
     Returns
     -------
@@ -216,8 +223,9 @@ def shuffle_regions(
         Same shape and dtype as ``regions``. Output channel ``c``, tile slot ``k`` of a region
         holds source channel ``sigma[c]``, tile ``pi_c[k]``.
     """
+    if generator == 2:
+        return _shuffle_v2(regions, words, levels, grid, channel_order, inverse)
     n, m, c, r, _ = regions.shape
-    dev = regions.device
     mc = m * c
     levels = levels.cpu()
     if channel_order and c > 1:
@@ -226,18 +234,28 @@ def shuffle_regions(
         sigma_np = np.broadcast_to(np.arange(c, dtype=np.int64), (n, m, c))
     if grid.kind_sizes[0] == grid.kind_sizes[3]:  # every region is full: the fast path
         return _shuffle_full_grid(regions, words, levels, grid, sigma_np, inverse)
-    sigma = torch.from_numpy(np.array(sigma_np)).to(dev)
+
+    def tile_perms(n_idx, r_idx, level, nt):
+        keys = _tile_keys(words, n_idx.numpy(), r_idx.numpy(), m, c, nt)
+        return torch.from_numpy(sort_permutations(keys))
+
+    sigma = torch.from_numpy(np.array(sigma_np)).to(regions.device)
+    return _shuffle_by_kind(regions, levels, grid, sigma, tile_perms, inverse)
+
+
+def _shuffle_by_kind(regions, levels, grid, sigma, tile_perms, inverse):
+    """Any grid (edge regions too): one tile gather per (region shape, level) present."""
+    n, m, c, r, _ = regions.shape
+    dev = regions.device
     out = regions.clone()
     for kind, level, n_idx, r_idx in _kind_level_groups(grid, levels):
         table = grid.table(kind, level)
         a, b = grid.kind_sizes[kind]
         th, tw, nt = table.tile_h, table.tile_w, table.ntiles
-        n_np, r_np = n_idx.numpy(), r_idx.numpy()
         if nt > 1:
-            pi = sort_permutations(_tile_keys(words, n_np, r_np, m, c, nt))
+            pi = tile_perms(n_idx, r_idx, level, nt).to(dev)  # (g, C, nt)
         else:
-            pi = np.zeros((len(n_np), c, 1), dtype=np.int64)
-        pi = torch.from_numpy(pi).to(dev)  # (g, C, nt)
+            pi = torch.zeros((len(n_idx), c, 1), dtype=torch.int64, device=dev)
         n_idx, r_idx = n_idx.to(dev), r_idx.to(dev)
         sub = regions[n_idx, r_idx][..., :a, :b]  # (g, C, a, b)
         g = sub.shape[0]
@@ -251,6 +269,116 @@ def shuffle_regions(
             moved = tiles.gather(1, src)
         moved = moved.view(g, c, a // th, b // tw, th, tw).permute(0, 1, 2, 4, 3, 5)
         out[n_idx, r_idx, :, :a, :b] = moved.reshape(g, c, a, b)
+    return out
+
+
+def _region_rows(words: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key words and region index of every (image, region) row, image-major."""
+    n = words.shape[0]
+    return words.repeat_interleave(m, dim=0), torch.arange(m, device=words.device).repeat(n)
+
+
+def _channel_sources(words, m: int, c: int, channel_order: bool) -> torch.Tensor:
+    """``(N * m, C)`` source channel of each output channel (generator 2)."""
+    if channel_order and c > 1:
+        return channel_permutations(*_region_rows(words, m), c)
+    return torch.arange(c, device=words.device).expand(words.shape[0] * m, c)
+
+
+def level_sources(words: torch.Tensor, grid: RegionGrid, channels: int, level: int,
+                  channel_order: bool) -> torch.Tensor:
+    """Generator 2, a grid of full regions all at ``level``: ``(N * regions, C * ntiles)`` int64,
+    the source ``channel * ntiles + tile`` of each output (channel, tile slot)."""
+    m = grid.count
+    nt = (grid.region // tile_ladder(grid.region)[level]) ** 2
+    sigma = _channel_sources(words, m, channels, channel_order)
+    if nt > 1:
+        pi = tile_permutations(*_region_rows(words, m), level, channels, nt)
+        return (sigma.unsqueeze(-1) * nt + pi).flatten(1)
+    return sigma.clone()
+
+
+@lru_cache(maxsize=128)
+def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
+    """Wide-element gather pattern of a region cut into ``t``-sided tiles.
+
+    Returns ``(chunk, tile_base, inner)``: the byte width of one wide element (a power of two
+    dividing a tile row), the first wide element of each (channel, tile) of a region, and the
+    offsets of a tile's wide elements from its first (row-major).
+    """
+    row_bytes = t * itemsize
+    chunk = max(g for g in (1, 2, 4, 8) if row_bytes % g == 0)
+    k = row_bytes // chunk
+    per_row = r * itemsize // chunk
+    tiles = r // t
+    ch = torch.arange(c).view(c, 1, 1) * (r * per_row)
+    ty = torch.arange(tiles).view(1, tiles, 1) * (t * per_row)
+    tx = torch.arange(tiles).view(1, 1, tiles) * k
+    base = (ch + ty + tx).reshape(-1)
+    inner = (torch.arange(t).view(t, 1) * per_row + torch.arange(k).view(1, k)).reshape(-1)
+    return chunk, base.to(device), inner.to(device)
+
+
+def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, inverse: bool = False) -> torch.Tensor:
+    """Move whole tiles of full regions all cut at one tile side: one ``index_select``.
+
+    Parameters
+    ----------
+    regions : torch.Tensor
+        ``(N, m, C, R, R)`` full regions.
+    sources : torch.Tensor
+        ``(N * m, C * ntiles)``: output (channel, slot) ``j`` of a region takes its source
+        (channel, tile) ``sources[., j]`` (see :func:`level_sources`).
+    tile : int
+        Tile side.
+    inverse : bool
+        Undo the move instead.
+
+    The data are viewed as the widest integers a tile row divides into, so the index has one
+    entry per (tile row chunk), built from a small per-(channel, tile) table in int32 where the
+    batch allows it.
+    """
+    n, m, c, r, _ = regions.shape
+    rows = n * m
+    if inverse:  # the inverse permutation of each region, by a scatter of the small table
+        inv = torch.empty_like(sources)
+        order = torch.arange(sources.shape[1], device=sources.device).expand(rows, -1)
+        sources = inv.scatter_(1, sources, order)
+    chunk, base, inner = _gather_pattern(r, tile, c, regions.element_size(), str(regions.device))
+    wide = regions.contiguous().view(rows, -1).view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1)
+    per_region = wide.numel() // rows
+    narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
+    offsets = torch.arange(rows, device=regions.device, dtype=narrow) * per_region
+    start = base.to(narrow)[sources] + offsets.view(-1, 1)
+    tiles = r // tile
+    k = inner.numel() // tile
+    index = start.view(rows, c, tiles, 1, tiles, 1) + inner.to(narrow).view(tile, 1, k)
+    moved = wide.index_select(0, index.view(-1))
+    return moved.view(torch.uint8).view(regions.dtype).view(n, m, c, r, r)
+
+
+def _shuffle_v2(regions, words, levels, grid, channel_order, inverse):
+    """Generator 2, any levels. Full grids: one :func:`shuffle_level` per level present (on the
+    CPU) or per ladder level (elsewhere: no host synchronisation), selected per region."""
+    n, m, c, r, _ = regions.shape
+    if grid.kind_sizes[0] != grid.kind_sizes[3]:
+        rows_words = words
+
+        def tile_perms(n_idx, r_idx, level, nt):
+            return tile_permutations(rows_words[n_idx.to(words.device)], r_idx.to(words.device), level, c, nt)
+
+        sigma = _channel_sources(words, m, c, channel_order).view(n, m, c)
+        return _shuffle_by_kind(regions, levels.to(regions.device), grid, sigma, tile_perms, inverse)
+    levels = levels.to(regions.device)
+    ladder = tile_ladder(r)
+    out = None
+    for level in range(grid.levels + 1):
+        here = levels == level
+        if regions.device.type == "cpu" and not bool(here.any()):
+            continue
+        moved = shuffle_level(regions, level_sources(words, grid, c, level, channel_order), ladder[level],
+                              inverse=inverse)
+        out = moved if out is None else torch.where(here.view(n, m, 1, 1, 1), moved, out)
     return out
 
 

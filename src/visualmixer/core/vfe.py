@@ -29,7 +29,7 @@ from visualmixer.core.validation import to_batch
 __all__ = ["vfe", "vfe_map", "window_scores", "scores_from_windows", "window_weights", "weighted_vfe"]
 
 
-def _window_norm(h: int, w: int, s: int, device: torch.device) -> torch.Tensor:
+def window_norm(h: int, w: int, s: int, device: torch.device) -> torch.Tensor:
     """(nh, nw) normalisation k(w) so that i.i.d. noise scores 1 in every window."""
     nh, nw = -(-h // s), -(-w // s)
     a = torch.full((nh,), s, dtype=torch.float64, device=device)
@@ -39,6 +39,24 @@ def _window_norm(h: int, w: int, s: int, device: torch.device) -> torch.Tensor:
     a, b = a.view(-1, 1), b.view(1, -1)
     pairs = a * (b - 1) + (a - 1) * b
     return torch.where(pairs > 0, (a * b - 1) / (2 * pairs.clamp_min(1)), torch.zeros_like(pairs))
+
+
+def _square_(x: torch.Tensor) -> torch.Tensor:
+    """In-place square; ``x * x`` (``square_`` on integers is a slow integer ``pow``)."""
+    return x.mul_(x)
+
+
+def integral_ratio(g: torch.Tensor, total: torch.Tensor, sumsq: torch.Tensor, count) -> torch.Tensor:
+    """``G / V`` (times the pixel count's bookkeeping) from exact integer window sums.
+
+    ``g``, ``total`` and ``sumsq`` are float64 holding exact integers (sum of squared pair
+    differences, of values, of squared values); ``count`` the pixels per window. The one-pass
+    ``n V = n sum(x^2) - sum(x)^2`` is then exact. One home for this arithmetic, so a window's
+    score computed from sums gathered elsewhere (the one-pass targeting in
+    :mod:`visualmixer.core.mixer`) is bit-identical to :func:`scores_from_windows`.
+    """
+    nv = count * sumsq - total * total
+    return torch.where(nv > 0, g * count / nv.clamp_min(1), torch.zeros_like(g))
 
 
 def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -58,10 +76,10 @@ def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch
     """
     n, c, nh, nw, s, _ = windows.shape
     dev = windows.device
-    # uint8 values, their differences and squares are exact in float32, and so are window sums
-    # below 2**24 (all but the most extreme 16 px windows); totals are then kept in float64.
+    # uint8 input is scored with integer arithmetic (int32 differences and squares, int64 sums):
+    # exact, so the one-pass variance is exact too.
     integral = windows.dtype == torch.uint8
-    work = torch.float64 if windows.dtype == torch.float64 else torch.float32
+    work = torch.float64 if windows.dtype == torch.float64 else (torch.int32 if integral else torch.float32)
     # A private, contiguous working copy (modified in place below): window sums then run over
     # contiguous memory, which is several times faster than over a strided view of an image.
     x = torch.empty(windows.shape, dtype=work, device=windows.device).copy_(windows)
@@ -70,20 +88,21 @@ def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch
         rows = torch.arange(nh * s, device=dev).view(nh, 1, s, 1) < height
         cols = torch.arange(nw * s, device=dev).view(1, nw, 1, s) < width
         inside = (rows & cols).to(x.dtype)  # (nh, nw, s, s)
-    dh = (x[..., 1:] - x[..., :-1]).square_()
-    dv = (x[..., 1:, :] - x[..., :-1, :]).square_()
+    dh = _square_(x[..., 1:] - x[..., :-1])
+    dv = _square_(x[..., 1:, :] - x[..., :-1, :])
     if padded:  # a pair counts only when both pixels are inside the image
         dh.mul_(inside[..., 1:] * inside[..., :-1])
         dv.mul_(inside[..., 1:, :] * inside[..., :-1, :])
         count = inside.sum(dim=(-2, -1)).to(torch.float64)
     else:
         count = torch.full((nh, nw), float(s * s), dtype=torch.float64, device=dev)
-    # Reduce in the working dtype (a float64 accumulator is several times slower on CPU).
-    g = dh.sum(dim=(-2, -1)).double() + dv.sum(dim=(-2, -1)).double()
-    total = x.sum(dim=(-2, -1)).double()
-    if integral:  # integer sums: the one-pass n*V = n*sum(x^2) - sum(x)^2 is exact
-        nv = count * x.square_().sum(dim=(-2, -1)).double() - total * total
-        ratio = torch.where(nv > 0, g * count / nv.clamp_min(1), torch.zeros_like(g))
+    # Reduce in the working dtype (a float64 accumulator is several times slower on CPU); integer
+    # window sums stay in int32 where they cannot overflow (any window up to 90 px).
+    acc = torch.int32 if integral and 2 * s * s * 255**2 < 2**31 else None
+    g = dh.sum(dim=(-2, -1), dtype=acc).double() + dv.sum(dim=(-2, -1), dtype=acc).double()
+    total = x.sum(dim=(-2, -1), dtype=acc).double()
+    if integral:
+        ratio = integral_ratio(g, total, _square_(x).sum(dim=(-2, -1), dtype=acc).double(), count)
     else:
         mean = (total / count).to(x.dtype)
         scale = x.abs().sum(dim=(-2, -1)).double() / count  # magnitude of the values
@@ -93,7 +112,7 @@ def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch
         var = dev2.sum(dim=(-2, -1)).double()
         flat = var <= (1e-10 * scale.square()) * count
         ratio = torch.where(flat, torch.zeros_like(g), g / var.clamp_min(1e-300))
-    return ratio * _window_norm(height, width, s, dev)
+    return ratio * window_norm(height, width, s, dev)
 
 
 def window_scores(images: torch.Tensor, window: int) -> torch.Tensor:

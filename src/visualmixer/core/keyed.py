@@ -1,0 +1,138 @@
+"""Permutation generator 2: keyed, counter-based, computed on the images' device (SPEC §5.6).
+
+Every image has a 32-byte subkey (HMAC-SHA256 of the master key, the image id and the purpose;
+:mod:`visualmixer.core.keys`), read as eight little-endian 32-bit key words. The permutations of
+an image are then a pure function of (key words, level, region, channel), computed with 32-bit
+integer tensor operations that wrap identically on every device:
+
+1. a *row key* pair ``(a, b)`` per (image, level, region, channel): eight rounds of the murmur3
+   finaliser, each mixing in one key word, over the counter ``region * 64 + level * 4 + channel``
+   (level 15 is the channel-order purpose);
+2. a *slot key* per tile slot ``k`` of that row: ``fmix(fmix(a + k * golden) ^ b)``;
+3. the low ``ceil(log2 n)`` bits of each slot key replaced by ``k`` (keys then are unique in a
+   row, so every sorting algorithm on every device gives the same order), and the row sorted:
+   the order is the tile permutation. On the CPU the sort runs in NumPy on the tensor's memory
+   (5-10x faster than ``torch.sort`` for short rows, same result), elsewhere ``torch.sort``.
+
+A tile permutation that came out as the identity is rotated by one (a region cut into two or
+more tiles never keeps every tile in place); channel orders are uniform over all orders.
+
+The murmur3 finaliser is not a cryptographic function; neither is generator 1's Philox. What
+they must give is independent, uniform-looking permutations per image, region and level that
+cannot be predicted without the 256-bit subkey. Generator 1 (:mod:`visualmixer.core.permute`,
+NumPy Philox streams) is kept for restoring plans made with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = ["GENERATOR", "key_words", "row_keys", "tile_permutations", "channel_permutations"]
+
+#: The generator number recorded in :class:`visualmixer.core.mixer.Plans`.
+GENERATOR = 2
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9 - (1 << 32)  # as int32
+_C1 = 0x85EBCA6B - (1 << 32)
+_C2 = 0xC2B2AE35 - (1 << 32)
+_CHANNEL_PURPOSE = 15  # the "level" lane of channel-order row keys
+
+
+def key_words(subkeys: Sequence[bytes], device) -> torch.Tensor:
+    """``(N, 8)`` int32 key words (little-endian) of 32-byte subkeys, on ``device``."""
+    if any(len(s) != 32 for s in subkeys):
+        raise ValueError("subkeys must be 32 bytes each")
+    words = np.frombuffer(b"".join(subkeys), dtype="<i4").astype(np.int32).reshape(len(subkeys), 8)
+    return torch.from_numpy(words).to(device)
+
+
+def _fmix_(h: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finaliser, in place on an int32 tensor (wrapping; logical shifts)."""
+    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
+    h.mul_(_C1)
+    h.bitwise_xor_(h.bitwise_right_shift(13).bitwise_and_(0x7FFFF))
+    h.mul_(_C2)
+    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
+    return h
+
+
+def row_keys(words: torch.Tensor, regions: torch.Tensor, level: int, channels: int):
+    """Row keys ``(a, b)``, each ``(G, channels)`` int32, of rows (image ``g``, ``regions[g]``).
+
+    Parameters
+    ----------
+    words : torch.Tensor
+        ``(G, 8)`` int32 key words of each row's image.
+    regions : torch.Tensor
+        ``(G,)`` integer region index of each row.
+    level : int
+        Ladder level (0-14), or 15 for channel orders.
+    channels : int
+    """
+    ctr = regions.to(torch.int32).view(-1, 1) * 64 + (level * 4) + torch.arange(
+        channels, dtype=torch.int32, device=words.device
+    )
+    a = _fmix_(ctr + words[:, 0:1])
+    for i in range(1, 4):
+        a = _fmix_(a.bitwise_xor_(words[:, i : i + 1]))
+    b = _fmix_(a ^ words[:, 4:5])
+    for i in range(5, 8):
+        b = _fmix_(b.bitwise_xor_(words[:, i : i + 1]))
+    return a, b
+
+
+@lru_cache(maxsize=64)
+def _slot_terms(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k * golden`` (wrapped to int32) and ``k`` for slots ``k < n``."""
+    k = torch.arange(n, dtype=torch.int64)
+    golden = (k * (_GOLDEN & _MASK32)) & _MASK32  # the uint32 product...
+    golden = torch.where(golden >= 1 << 31, golden - (1 << 32), golden).to(torch.int32)  # ...as int32
+    return golden.to(device), k.to(torch.int32).to(device)
+
+
+def _sorted_order(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """Sort unique packed int32 keys along the last axis; the slot indices in sorted order."""
+    bits = max(1, (n - 1).bit_length())
+    mask = (1 << bits) - 1
+    if keys.device.type == "cpu":
+        arr = keys.numpy()
+        arr.sort(axis=-1)  # NumPy's sort of short rows is several times faster than torch's
+        ordered = keys
+    else:
+        ordered = torch.sort(keys, dim=-1).values
+    return ordered.bitwise_and_(mask).long()
+
+
+def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool) -> torch.Tensor:
+    """``(..., n)`` int64 permutations from row keys ``a, b`` of shape ``(...)``."""
+    if n < 2:
+        return torch.zeros(a.shape + (1,), dtype=torch.int64, device=a.device)
+    golden, slots = _slot_terms(n, str(a.device))
+    s = _fmix_(a.unsqueeze(-1) + golden)
+    s = _fmix_(s.bitwise_xor_(b.unsqueeze(-1)))
+    bits = (n - 1).bit_length()
+    s.bitwise_and_(~((1 << bits) - 1)).bitwise_or_(slots)
+    perm = _sorted_order(s, n)
+    if avoid_identity:
+        ident = (perm == slots.long()).all(dim=-1, keepdim=True)
+        perm = torch.where(ident, perm.roll(1, dims=-1), perm)
+    return perm
+
+
+def tile_permutations(words: torch.Tensor, regions: torch.Tensor, level: int, channels: int, ntiles: int):
+    """``(G, channels, ntiles)`` int64 tile permutations of rows (image words ``words[g]``,
+    region ``regions[g]``) at ``level``: output slot ``k`` takes source tile ``perm[k]``."""
+    a, b = row_keys(words, regions, level, channels)
+    return _permutations(a, b, ntiles, avoid_identity=True)
+
+
+def channel_permutations(words: torch.Tensor, regions: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(G, channels)`` int64 channel orders (uniform over all orders): output channel ``c``
+    of region ``regions[g]`` takes source channel ``perm[c]``."""
+    a, b = row_keys(words, regions, _CHANNEL_PURPOSE, 1)
+    return _permutations(a[:, 0], b[:, 0], channels, avoid_identity=False)
