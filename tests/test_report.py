@@ -214,7 +214,10 @@ def test_visualmixer_options_parse_and_bad_option_lists_valid_ones():
 def test_frontier_preset():
     f = A.FRONTIER
     assert f.datasets == ("fashion-mnist",) and "A6" not in f.attacks and tuple(f.seeds) == (0, 1, 2)
-    assert (f.n_train, f.n_victims, f.n_attacker, f.epochs, f.a3_epochs, f.a3_base) == (3000, 500, 3000, 3, 3, 16)
+    assert (f.n_train, f.n_victims, f.epochs) == (3000, 500, 3)
+    # the attacker at full strength for the CPU budget: many own images, a wide U-Net, early stopping
+    assert f.n_attacker >= 10000 and f.a3_base >= 32 and f.a3_patience and f.a3_val_fraction > 0
+    assert f.attacker_strength == "full strength" and A.QUICK.attacker_strength == "weak attacker"
     prots = [Protector(m) for m in f.methods]
     assert {"visualmixer:0.5/r14", "visualmixer:0.5/r7/blocks", "visualmixer:0.5/r7/online"} <= set(f.methods)
     assert any(p.blocks for p in prots) and any(p.online for p in prots)

@@ -378,8 +378,12 @@ def prior_scores(
     return out
 
 
-def image_scores(x, x_hat, *, reid: bool = True, gallery=None) -> dict:
+def image_scores(x, x_hat, *, reid: bool = True, gallery=None, targets=None) -> dict:
     """All §8.2 scores of estimates ``x_hat`` against originals ``x``, summarised.
+
+    With ``gallery`` and ``targets`` (index of each estimate's original in the gallery), the
+    re-identification is scored against that gallery (mixed releases: ``x`` holds each collage's
+    main source, which may repeat; the gallery holds every original once).
 
     Returns
     -------
@@ -395,7 +399,7 @@ def image_scores(x, x_hat, *, reid: bool = True, gallery=None) -> dict:
     if ms is not None:
         out["ms_ssim"] = summarize(ms)
     if reid:
-        r = reid_rate(x_hat, x if gallery is None else gallery)
+        r = reid_rate(x_hat, x if gallery is None else gallery, targets)
         out["reid"] = {"rate": r["rate"], "chance": r["chance"]}
     for v in out.values():
         if isinstance(v, dict):

@@ -98,7 +98,7 @@ class LearnedInversion:
         :meth:`fit`) to obfuscated images of the same shape, with the attacker's own randomness —
         e.g. ``visualmixer.VisualMixer(target_vfe=0.5)`` or any baseline.
     epochs : int
-        Training epochs over the attacker's images.
+        Training epochs over the attacker's images (the most, with ``patience``).
     batch_size, lr : int, float
         Adam minibatch size and learning rate.
     base, levels : int
@@ -108,6 +108,12 @@ class LearnedInversion:
         obfuscation per image, as in SPEC §10).
     loss : {"l1", "mse"}
         Reconstruction loss.
+    val_fraction : float
+        Share of the attacker's pairs held out to measure a validation loss after every epoch
+        (0 = none). The curve is kept in :attr:`history` and :attr:`val_history`.
+    patience : int, optional
+        Stop when the validation loss has not improved for this many epochs and keep the best
+        epoch's weights (needs ``val_fraction > 0``); None trains all ``epochs``.
     device : str or torch.device
         Where to train.
     seed : int, optional
@@ -128,6 +134,8 @@ class LearnedInversion:
         levels: int = 3,
         reobfuscate: bool = False,
         loss: str = "l1",
+        val_fraction: float = 0.0,
+        patience: int | None = None,
         device: str | torch.device = "cpu",
         seed: int | None = 0,
         progress: bool = False,
@@ -136,6 +144,11 @@ class LearnedInversion:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if loss not in ("l1", "mse"):
             raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if patience is not None and (patience < 1 or val_fraction == 0):
+            raise ValueError("patience must be >= 1 and needs val_fraction > 0")
+        self.val_fraction, self.patience = float(val_fraction), patience
         self.obfuscate = obfuscate
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.base, self.levels = int(base), int(levels)
@@ -145,6 +158,8 @@ class LearnedInversion:
         self.progress = progress
         self.net: UNet | None = None
         self.history: list[float] = []
+        self.val_history: list[float] = []
+        self.best_epoch: int | None = None
 
     def _pairs(self, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
         outs = [self.obfuscate(x[s : s + chunk]) for s in range(0, x.shape[0], chunk)]
@@ -158,29 +173,68 @@ class LearnedInversion:
         x, _ = add_batch_axis(images, "images")
         if x.shape[0] == 0:
             raise ValueError("LearnedInversion.fit needs at least one image")
+        remake = (lambda: self._pairs(x)) if self.reobfuscate else None
+        return self.fit_pairs(self._pairs(x), x, remake=remake)
+
+    def fit_pairs(self, inputs: torch.Tensor, targets: torch.Tensor, *, remake=None) -> LearnedInversion:
+        """Train on explicit ``(protected, original)`` pairs, both ``(M, C, H, W)``; returns ``self``.
+
+        For releases whose images are not one original each (mixing: the target of a collage is
+        its main source). ``remake`` (optional) returns fresh ``inputs`` for every epoch.
+        """
+        if inputs.shape != targets.shape or inputs.shape[0] == 0:
+            raise ValueError(f"inputs and targets must share a non-empty shape, got {tuple(inputs.shape)} "
+                             f"and {tuple(targets.shape)}")
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        self.net = init_model(lambda: UNet(x.shape[1], self.base, self.levels), seed=self.seed, device=self.device)
+        n_val = int(round(self.val_fraction * inputs.shape[0]))
+        order = torch.randperm(inputs.shape[0], generator=g) if n_val else torch.arange(inputs.shape[0])
+        val, fit_idx = order[:n_val], order[n_val:]
+        self.net = init_model(lambda: UNet(inputs.shape[1], self.base, self.levels), seed=self.seed,
+                              device=self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         crit = F.l1_loss if self.loss == "l1" else F.mse_loss
-        obf = self._pairs(x)
-        self.history = []
-        self.net.train()
+        self.history, self.val_history, self.best_epoch = [], [], None
+        best, best_state, waited = float("inf"), None, 0
         for epoch in progress_iter(range(self.epochs), self.progress, "A3 inversion"):
-            if epoch and self.reobfuscate:
-                obf = self._pairs(x)
-            total, count = 0.0, 0
-            for idx in batches(x.shape[0], self.batch_size, g):
-                inp = float_batch(obf[idx], self.device)
-                tgt = float_batch(x[idx], self.device)
-                opt.zero_grad(set_to_none=True)
-                loss = crit(self.net(inp), tgt)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
-            self.history.append(total / count)
+            if epoch and remake is not None:
+                inputs = remake()
+            self.history.append(self._train_epoch(inputs[fit_idx], targets[fit_idx], opt, crit, g))
+            if n_val:
+                self.val_history.append(self._loss(inputs[val], targets[val], crit))
+                if self.val_history[-1] < best:
+                    best, waited, self.best_epoch = self.val_history[-1], 0, epoch
+                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+                else:
+                    waited += 1
+                    if self.patience is not None and waited >= self.patience:
+                        break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
         self.net.eval()
         return self
+
+    def _train_epoch(self, inputs, targets, opt, crit, g) -> float:
+        self.net.train()
+        total, count = 0.0, 0
+        for idx in batches(inputs.shape[0], self.batch_size, g):
+            inp = float_batch(inputs[idx], self.device)
+            tgt = float_batch(targets[idx], self.device)
+            opt.zero_grad(set_to_none=True)
+            loss = crit(self.net(inp), tgt)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        return total / max(1, count)
+
+    @torch.no_grad()
+    def _loss(self, inputs, targets, crit, batch_size: int = 256) -> float:
+        self.net.eval()
+        total = 0.0
+        for s in range(0, inputs.shape[0], batch_size):
+            out = self.net(float_batch(inputs[s : s + batch_size], self.device))
+            total += float(crit(out, float_batch(targets[s : s + batch_size], self.device), reduction="sum"))
+        return total / max(1, targets.numel())
 
     @torch.no_grad()
     def __call__(self, obfuscated, batch_size: int = 256) -> torch.Tensor:

@@ -69,6 +69,13 @@ class AttackContext:
         The method's JSON result; attacks may add findings here.
     state : Any
         What this attack's :meth:`Attack.prepare` returned for the data set.
+    held_originals : torch.Tensor or None
+        The victims' originals, for attacks whose attacker ALREADY HOLDS the files and asks
+        whether and where they were released (A8 linkage / membership). Reconstruction attacks
+        must not read it.
+    sources : torch.Tensor or None
+        For mixed releases, ``(N, R)`` the original each region of each released image came from
+        (the ground truth A8 scores region linkage against).
     """
 
     method: Any
@@ -83,11 +90,13 @@ class AttackContext:
     estimates: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
     state: Any = None
+    held_originals: torch.Tensor | None = None
+    sources: torch.Tensor | None = None
 
 
 #: Context fields an attack may name in ``needs``.
 CONTEXT_FIELDS = frozenset({"protected", "region", "labels", "attacker_images", "attacker_labels",
-                            "num_classes", "method", "estimates"})
+                            "num_classes", "method", "estimates", "held_originals"})
 
 
 class Attack:

@@ -14,6 +14,7 @@ from visualmixer.eval.attacks.a4_recognition import Recognizer
 from visualmixer.eval.attacks.a5_channel_order import fit_channel_order_prior, recover_channel_order
 from visualmixer.eval.attacks.a5_jigsaw import realign_and_solve
 from visualmixer.eval.attacks.a7_layout import recover_layout, undo_layout
+from visualmixer.eval.attacks.a8_linkage import linkage_attack
 from visualmixer.eval.attacks.registry import Attack, register_attack
 
 __all__ = ["DirectView", "RegionMosaic", "Jigsaw", "LayoutRecovery", "Inversion", "Recognition", "FaceDetection"]
@@ -95,10 +96,21 @@ class Inversion(Attack):
         if not ctx.method.changes_pixels:
             return {"A3": direct_view(ctx.protected)}  # nothing to invert
         s = ctx.settings
-        inv = LearnedInversion(ctx.method.attacker_copy(), epochs=s.a3_epochs, base=s.a3_base, device=s.device,
-                               seed=s.seed)
-        inv.fit(ctx.attacker_images)
+        attacker = ctx.method.attacker_copy()
+        inv = LearnedInversion(attacker, epochs=s.a3_epochs, base=s.a3_base, device=s.device, seed=s.seed,
+                               val_fraction=s.a3_val_fraction, patience=s.a3_patience)
+        own = ctx.attacker_images
+        if ctx.method.protects_sets and ctx.attacker_labels is not None:
+            # the attacker mixes its own labelled set with its own key and learns collage -> main source
+            released = attacker.protect_set(own, ctx.attacker_labels)
+            inv.fit_pairs(released, own[attacker.last_main])
+        else:
+            inv.fit(own)
         ctx.record["a3_train_loss"] = inv.history
+        ctx.record["a3_val_loss"] = inv.val_history
+        ctx.record["a3_best_epoch"] = inv.best_epoch
+        ctx.record["a3_attacker"] = {"images": int(own.shape[0]), "base": s.a3_base, "max_epochs": s.a3_epochs,
+                                     "patience": s.a3_patience, "strength": s.attacker_strength}
         return {"A3": inv(ctx.protected)}
 
 
@@ -156,3 +168,18 @@ class FaceDetection(Attack):
                 rates[view] = sum(len(b) > 0 for b in boxes) / max(1, len(boxes))
             ctx.record[det] = rates
         return {v: im for v, im in views.items() if v != "A1"}
+
+
+@register_attack
+class Linkage(Attack):
+    """A8: an attacker who already HOLDS the files asks which were released and where
+    (:func:`visualmixer.eval.attacks.a8_linkage.linkage_attack`): findings, not estimates."""
+
+    name, title = "A8", "linkage / membership"
+    needs = frozenset({"protected", "held_originals", "attacker_images"})
+
+    def run(self, ctx):
+        outsiders = ctx.attacker_images[: ctx.held_originals.shape[0]]  # never released
+        res = linkage_attack(ctx.protected, ctx.held_originals, outsiders, sources=ctx.sources, region=ctx.region)
+        ctx.record["A8"] = res
+        return {}

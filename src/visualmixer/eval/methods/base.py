@@ -30,6 +30,10 @@ Capabilities (class or instance attributes)
 ``block``
     The side of the blocks a key-wide layout is made of (block scrambling, pixelation, DP-Pix),
     or None (then the region side is used).
+``protects_sets``
+    The method protects a labelled training set as a whole (:meth:`ProtectionMethod.protect_set`,
+    VisualMixer's ``/mixK``): each released image may hold parts of several originals, listed by
+    ``last_sources`` / ``last_main``; single images (test, inference) go through ``protect``.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class ProtectionMethod:
     moves_regions: bool = False
     region: int | None = None
     block: int | None = None
+    protects_sets: bool = False
 
     def __init__(self, *, seed: int | None = None, key=None, **values):
         unknown = set(values) - {p.name for p in self.params}
@@ -159,6 +164,14 @@ class ProtectionMethod:
         if self.mixes_batch or images.shape[0] <= chunk:
             return self.protect(images)
         return torch.cat([self.protect(images[s : s + chunk]) for s in range(0, images.shape[0], chunk)])
+
+    def protect_set(self, images: torch.Tensor, labels: torch.Tensor, *, ids=None, key=None) -> torch.Tensor:
+        """Protect a labelled set as a whole; the default protects it image by image.
+
+        Methods with ``protects_sets`` override this and set ``last_main`` (``(N,)`` index of
+        the original most of each released image comes from) and ``last_sources``.
+        """
+        return self(images)
 
     def attacker_copy(self) -> ProtectionMethod:
         """The same method with the attacker's OWN randomness and key (a new instance).

@@ -1,4 +1,4 @@
-"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online]``: VisualMixer and its audit variants.
+"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online][/mixK[/similar]]``: VisualMixer and its audit variants.
 
 ``TAU`` is the target VFE (default 0.5). Options, combinable:
 
@@ -15,6 +15,11 @@
 ``/online``
     train the audit's utility model on a fresh protection of the training images every epoch
     (online re-keying; the attacks still see one release).
+``/mixK``
+    keyed region mixing across images (:func:`visualmixer.core.mixing.mix`): the training set is
+    protected as a whole, regions exchanged within same-class groups of K, then shuffled inside;
+    test images are obfuscated one by one. ``/similar`` groups look-alike images (default: keyed
+    random groups).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from visualmixer.tools.stats import summary_stats
 
 __all__ = ["VisualMixerMethod", "permute_regions", "VM_OPTIONS"]
 
-VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online")
+VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online", "/mixK", "/similar")
 
 
 def permute_regions(
@@ -77,10 +82,12 @@ def _parse_options(text: str, spec: str) -> dict:
     parts = [p.strip() for p in text.split("/") if p.strip()]
     out: dict = {"tau": float(parts[0]) if parts else 0.5}
     for p in parts[1:]:
-        if p in ("flat", "blocks", "keyblocks", "online"):
+        if p in ("flat", "blocks", "keyblocks", "online", "similar"):
             out[p] = True
         elif p.startswith("r") and p[1:].isdigit() and int(p[1:]) >= 1:
             out["region"] = int(p[1:])
+        elif p.startswith("mix") and p[3:].isdigit():
+            out["mix"] = int(p[3:])
         else:
             raise ValueError(
                 f"bad visualmixer option {p!r} in {spec!r}; valid options: {', '.join(VM_OPTIONS)} "
@@ -99,8 +106,10 @@ class VisualMixerMethod(ProtectionMethod):
         Target VFE in [0, 1].
     region : int, optional
         Region side (None: the size rule).
-    flat, blocks, keyblocks, online : bool
+    flat, blocks, keyblocks, online, similar : bool
         The options of the same names.
+    mix : int, optional
+        Group size K of ``/mixK`` (>= 2); None: no mixing.
     seed, key : optional
         ``key`` (a ``visualmixer.Key``) makes the obfuscation keyed (then ``protect`` needs
         ``ids``) and fixes the ``/keyblocks`` layout; without it, fresh OS randomness.
@@ -112,9 +121,14 @@ class VisualMixerMethod(ProtectionMethod):
     """
 
     def __init__(self, tau: float = 0.5, *, region: int | None = None, flat: bool = False, blocks: bool = False,
-                 keyblocks: bool = False, online: bool = False, seed: int | None = None, key=None):
+                 keyblocks: bool = False, online: bool = False, mix: int | None = None, similar: bool = False,
+                 seed: int | None = None, key=None):
         self.tau, self.region, self.channel_order = float(tau), region, not flat
         self.blocks, self.keyblocks, self.online = bool(blocks), bool(keyblocks), bool(online)
+        self.mix, self.similar = mix, bool(similar)
+        self.protects_sets = mix is not None
+        self.last_main: torch.Tensor | None = None
+        self.last_sources: torch.Tensor | None = None
         super().__init__(seed=seed, key=key)
         self.utility = "online" if self.online else "offline"
         self.moves_regions = self.blocks or self.keyblocks
@@ -137,11 +151,19 @@ class VisualMixerMethod(ProtectionMethod):
             raise ValueError(f"target VFE must be in [0, 1], got {self.tau}")
         if self.blocks and self.keyblocks:
             raise ValueError("use /blocks or /keyblocks, not both")
+        if self.mix is not None and self.mix < 2:
+            raise ValueError(f"/mixK needs K >= 2 images per group, got {self.mix}")
+        if self.similar and self.mix is None:
+            raise ValueError("/similar chooses the groups of /mixK: add /mixK")
+        if self.mix is not None and (self.blocks or self.keyblocks):
+            raise ValueError("/mixK does not combine with /blocks or /keyblocks")
 
     def param_text(self) -> str:
         opts = [f"r{self.region}"] if self.region else []
         opts += [o for o, on in (("flat", not self.channel_order), ("blocks", self.blocks),
                                  ("keyblocks", self.keyblocks), ("online", self.online)) if on]
+        if self.mix is not None:
+            opts += [f"mix{self.mix}"] + (["similar"] if self.similar else [])
         return "/".join([f"{self.tau:g}", *opts])
 
     def protect(self, images, *, ids=None, key=None):
@@ -160,10 +182,31 @@ class VisualMixerMethod(ProtectionMethod):
             out = permute_regions(out, r, torch.Generator().manual_seed(layout), same_for_all=True)
         return out
 
+    def protect_set(self, images, labels, *, ids=None, key=None):
+        """With ``/mixK``: mix the labelled set (:func:`visualmixer.core.mixing.mix`) and record
+        where every region came from (``last_sources``) and each collage's main source
+        (``last_main``); without it, image by image."""
+        if self.mix is None:
+            return self(images)
+        from visualmixer.core.keys import Key
+        from visualmixer.core.mixing import mix, region_sources
+
+        key = self.key if key is None else key
+        if key is None:  # unkeyed audit runs: a fresh key per release
+            key = Key.generate() if self.seed is None else Key.from_seed(self.seed)
+        ids = list(range(images.shape[0])) if ids is None else list(ids)
+        res = mix(images, labels, key=key, ids=ids, k=self.mix, grouping="similar" if self.similar else "random",
+                  target_vfe=self.tau, region=self.region, channel_order=self.channel_order)
+        self.achieved_vfe.extend(res.vfe.tolist())
+        self.last_sources = region_sources(res.groups, key=key, ids=ids, height=images.shape[2],
+                                           width=images.shape[3])
+        self.last_main = torch.mode(self.last_sources, dim=1).values
+        return res.images
+
     def as_module(self):
         """The method as a torchvision transform (:class:`visualmixer.data.transforms.VisualMixer`)."""
-        if self.moves_regions or self.online:
-            raise ValueError(f"{self.spec}: /blocks, /keyblocks and /online have no transform form")
+        if self.moves_regions or self.online or self.mix is not None:
+            raise ValueError(f"{self.spec}: /blocks, /keyblocks, /online and /mixK have no transform form")
         from visualmixer.data.transforms import VisualMixer
 
         return VisualMixer(target_vfe=self.tau, region=self.region, channel_order=self.channel_order)
@@ -172,7 +215,7 @@ class VisualMixerMethod(ProtectionMethod):
         """The ``visualmixer train`` configuration of this variant: ``{"target_vfe", "mode", "region"}``
         (region None = the size rule), or None for ``/blocks``, ``/keyblocks`` and ``/flat``,
         which ``visualmixer train`` does not have."""
-        if self.moves_regions or not self.channel_order:
+        if self.moves_regions or not self.channel_order or self.mix is not None:
             return None
         return {"target_vfe": self.tau, "mode": self.utility, "region": self.region}
 
@@ -187,4 +230,6 @@ class VisualMixerMethod(ProtectionMethod):
             "keyblocks": self.keyblocks,
             "online": self.online,
             "channel_order": self.channel_order,
+            "mix": self.mix,
+            "mix_grouping": None if self.mix is None else ("similar" if self.similar else "random"),
         }

@@ -156,7 +156,9 @@ def _ds_tables(page: _Page, ds: str, d: dict) -> None:
     page.add(
         "<th class='l'>method</th><th>accuracy</th><th>loss (pp)</th><th>VFE (receiver)</th>"
         "<th>VFE achieved</th><th>best SSIM</th><th>by</th><th>prior SSIM</th><th>Δ vs prior</th>"
-        "<th>re-id</th><th>× chance</th><th>A4 best</th></tr>"
+        "<th>re-id</th><th>× chance</th><th>A4 best</th>"
+        "<th title='A8: an attacker who holds the files links each released image to one'>A8 link</th>"
+        "<th title='A8: members vs never-released files, 0.5 = chance'>A8 membership AUC</th></tr>"
     )
     for spec, r in d["methods"].items():
         s = r.get("summary", {})
@@ -179,7 +181,8 @@ def _ds_tables(page: _Page, ds: str, d: dict) -> None:
             f"<td class='{cls('ssim')}'>{_fmt(s.get('ssim_over_prior'))}</td>"
             f"<td>{_fmt(s.get('best_reid'), pct=True)}</td>"
             f"<td class='{cls('reid')}'>{_fmt(s.get('reid_over_chance'), 1)}</td>"
-            f"<td class='{cls('a4')}'>{_fmt(s.get('best_a4'), pct=True)}</td></tr>"
+            f"<td class='{cls('a4')}'>{_fmt(s.get('best_a4'), pct=True)}</td>"
+            f"<td>{_fmt(s.get('link_rate'), pct=True)}</td><td>{_fmt(s.get('membership_auc'))}</td></tr>"
         )
     page.add("</table>")
     # per-attack table

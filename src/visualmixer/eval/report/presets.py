@@ -40,9 +40,18 @@ class AuditConfig:
     epochs : int
         Epochs of the utility models and of the A4 classifier.
     a3_epochs : int
-        Epochs of the A3 U-Net.
+        Epochs of the A3 U-Net (the most, when ``a3_patience`` stops it earlier).
     a3_base : int
-        A3 U-Net width.
+        A3 U-Net width (feature channels at full resolution; doubled per level).
+    a3_val_fraction : float
+        Share of the attacker's pairs held out for A3's validation curve (0: none).
+    a3_patience : int or None
+        Stop A3 after this many epochs without a better validation loss (keeping the best
+        weights); None trains all ``a3_epochs``.
+    attacker_strength : str
+        How the report labels the attacker: ``"weak attacker"`` for the small quick preset,
+        ``"full strength"`` where the attacker uses as much of its own data and training as the
+        preset's budget allows.
     width : int
         Width of the utility / A4 :class:`~visualmixer.eval.attacks.SmallCNN`.
     device : str
@@ -70,6 +79,9 @@ class AuditConfig:
     threads : int or None
         torch intra-op threads during the audit (restored afterwards). Default 1: the small
         kernels here run tens of times slower with 2 threads on a machine whose cores are busy.
+    image_size, image_column, label_column : optional
+        User data (``imagefolder:PATH``, ``hf:PATH``): working size and Hugging Face columns
+        (:func:`visualmixer.eval.userdata.load_user_images`).
     """
 
     datasets: tuple[str, ...] = ("fashion-mnist",)
@@ -81,6 +93,9 @@ class AuditConfig:
     epochs: int = 2
     a3_epochs: int = 2
     a3_base: int = 12
+    a3_val_fraction: float = 0.1
+    a3_patience: int | None = None
+    attacker_strength: str = "weak attacker"
     width: int = 16
     device: str = "cpu"
     seed: int = 0
@@ -93,11 +108,18 @@ class AuditConfig:
     progress: bool = True
     threads: int | None = 1
     notes: list[str] = field(default_factory=list)
+    image_size: int | None = None
+    image_column: str | None = None
+    label_column: str | None = None
 
 
 QUICK = AuditConfig()
-#: The data sizes and training effort of the documented runs (FULL and FRONTIER).
-_DOC_SIZES = dict(n_train=3000, n_victims=500, n_attacker=3000, epochs=3, a3_epochs=3, a3_base=16, width=16)
+#: The data sizes and training effort of the documented runs (FULL and FRONTIER): the attacker
+#: at full strength for a CPU budget — 10,000 of its own images (disjoint from the owner's and the
+#: victims'), a U-Net of widths 32/64/128 trained until its validation loss stops improving
+#: (at most 12 epochs). With ``device="cuda"`` raise ``n_attacker`` and ``a3_epochs``.
+_DOC_SIZES = dict(n_train=3000, n_victims=500, n_attacker=10000, epochs=3, a3_epochs=12, a3_base=32,
+                  a3_patience=2, width=16, attacker_strength="full strength")
 #: The configuration behind the tables in docs/privacy.md (about 35 minutes on 2 busy CPU cores).
 FULL = AuditConfig(
     datasets=("fashion-mnist", "photos", "faces"),

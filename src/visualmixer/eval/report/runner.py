@@ -102,10 +102,12 @@ def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
 
 def _audit_dataset(cfg: AuditConfig, ds: str, methods: dict, attacks: frozenset, *, log) -> tuple[dict, dict]:
     """Every method on one data set: ``(dataset result, pictures)``."""
-    from visualmixer.eval.report.data import load_audit_data
+    from visualmixer.eval.report.data import data_options, load_audit_data
 
     t0 = time.time()
-    data = load_audit_data(ds, n_train=cfg.n_train, n_victims=cfg.n_victims, n_attacker=cfg.n_attacker, seed=cfg.seed)
+    data = load_audit_data(ds, n_train=cfg.n_train, n_victims=cfg.n_victims, n_attacker=cfg.n_attacker, seed=cfg.seed,
+                           **data_options(cfg))
+    cfg.notes.extend(n for n in data.notes if n not in cfg.notes)
     victims = data.victim_images
     n, c, h, w = victims.shape
     log(f"[audit] {ds}: {len(data.train_images)} training, {n} victims, "
@@ -166,26 +168,49 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
     """
     victims = data.victim_images
     r: dict = {"spec": method.spec, "kind": method.name}
-    train_release = method(data.train_images) if method.utility in ONE_RELEASE else None
+    train_release = None
+    if method.utility in ONE_RELEASE:
+        train_release = (method.protect_set(data.train_images, data.train_labels) if method.protects_sets
+                         else method(data.train_images))
     method.reset_records()
-    protected = method(victims)
-    r.update(method.records(victims.shape[2], victims.shape[3]))
-    r.update(measure_utility(cfg, method, data, protected, train_release))
+    if method.protects_sets:
+        # the victims are part of a released training set (protected as a whole); test images are
+        # protected one by one, as in deployment; estimates are scored against each collage's main source
+        protected = method.protect_set(victims, data.victim_labels)
+        truth_index = method.last_main
+        r["mix_sources"] = _source_shares(method.last_sources)
+        r.update(method.records(victims.shape[2], victims.shape[3]))
+        r.update(measure_utility(cfg, method, data, method(victims), train_release))
+    else:
+        protected, truth_index = method(victims), None
+        r.update(method.records(victims.shape[2], victims.shape[3]))
+        r.update(measure_utility(cfg, method, data, protected, train_release))
     r["receiver_vfe"] = M.summarize(vfe(protected))
     ctx = AttackContext(
         method=method, protected=protected, region=method.region or region,  # public: the attacker knows it
         labels=data.victim_labels, attacker_images=data.attacker_images, attacker_labels=data.attacker_labels,
         num_classes=data.num_classes, settings=cfg, selected=frozenset(attacks), record=r,
+        held_originals=victims, sources=method.last_sources if method.protects_sets else None,
     )
     for attack in registered_attacks(attacks, scope="victims"):
         ctx.state = (prepared or {}).get(attack.name)
         if attack.can_run(ctx):
             ctx.estimates.update(attack.run(ctx))
-    r["attacks"] = {a: M.image_scores(victims, e) for a, e in ctx.estimates.items()}
+    truth = victims if truth_index is None else victims[truth_index]
+    r["attacks"] = {a: M.image_scores(truth, e, gallery=None if truth_index is None else victims,
+                                      targets=truth_index) for a, e in ctx.estimates.items()}
     ex = min(cfg.examples, victims.shape[0])
-    pic = {"original": victims[:ex], "protected": protected[:ex]}
+    pic = {"original": truth[:ex], "protected": protected[:ex]}
     pic.update({a: e[:ex] for a, e in ctx.estimates.items() if a not in _NOT_PICTURED})
     return r, pic
+
+
+def _source_shares(sources: torch.Tensor) -> dict:
+    """How many originals a mixed image draws on: mean share of its regions from its main source,
+    and mean number of distinct sources."""
+    main_share = (sources == torch.mode(sources, dim=1).values[:, None]).double().mean(dim=1)
+    distinct = torch.sort(sources, dim=1).values.diff(dim=1).ne(0).sum(dim=1) + 1
+    return {"main_share": float(main_share.mean()), "distinct_sources": float(distinct.double().mean())}
 
 
 def _audit_faces(cfg: AuditConfig, methods: dict, attacks: frozenset, *, log) -> tuple[dict, dict]:
@@ -238,6 +263,9 @@ def _summarise_method(r: dict, ds_res: dict) -> None:
         "reid_over_chance": None if best_reid is None else best_reid / ds_res["reid_chance"],
         "best_a4": best_a4,
         "a4_over_chance": None if best_a4 is None else best_a4 - chance,
+        # A8: an attacker holding the files links them to the release (not a reconstruction)
+        "link_rate": (r.get("A8") or {}).get("link_rate"),
+        "membership_auc": (r.get("A8") or {}).get("membership_auc"),
     }
     r["goals_met"] = {
         "ssim": s["ssim_over_prior"] is not None and s["ssim_over_prior"] <= GOALS["ssim_over_prior"],

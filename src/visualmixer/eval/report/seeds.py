@@ -24,6 +24,7 @@ def _method_numbers(r: dict) -> dict:
         "ssim_over_prior": s.get("ssim_over_prior"),
         "best_reid": s.get("best_reid"),
         "best_a4": s.get("best_a4"),
+        "link_rate": s.get("link_rate"),
     }
 
 

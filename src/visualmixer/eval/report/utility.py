@@ -58,7 +58,9 @@ def _offline(cfg, method, data, protected_victims, protected_train) -> dict:
 
 
 def _online(cfg, method, data, protected_victims, protected_train) -> dict:
-    util = fit_online(cfg, data.num_classes, data.train_images, data.train_labels, method)
+    # a set-protecting method (mixing) re-protects the whole labelled set every epoch
+    protect = (lambda x: method.protect_set(x, data.train_labels)) if method.protects_sets else method
+    util = fit_online(cfg, data.num_classes, data.train_images, data.train_labels, protect)
     return {"accuracy": util.accuracy(protected_victims, data.victim_labels)["accuracy"]}
 
 
