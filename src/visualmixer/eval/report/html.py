@@ -108,6 +108,38 @@ def privacy_utility_plot(ds_name: str, ds_res: dict) -> bytes:
     return buf.getvalue()
 
 
+def a3_curves_plot(ds_name: str, ds_res: dict) -> bytes | None:
+    """PNG bytes: A3's training (solid) and validation (dashed) loss per epoch for every method,
+    or None when no method recorded a curve."""
+    curves = {s: r for s, r in ds_res["methods"].items() if r.get("a3_train_loss")}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    for i, (spec, r) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        tr, va = r["a3_train_loss"], r.get("a3_val_loss") or []
+        ax.plot(range(1, len(tr) + 1), tr, color=colour, lw=1.2, label=spec)
+        if va:
+            ax.plot(range(1, len(va) + 1), va, color=colour, lw=1.2, ls="--")
+        if r.get("a3_best_epoch") is not None and va:
+            ax.scatter([r["a3_best_epoch"] + 1], [va[r["a3_best_epoch"]]], color=colour, s=18)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("L1 loss (train solid, validation dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(f"{ds_name}: A3 learned inversion, training curves (dot = epoch kept)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
@@ -278,7 +310,9 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
         "<p class='note'>Attacks: A1 direct view, A2 region mosaic, A3 learned inversion "
         "(U-Net trained on the attacker's own protected/original pairs, own keys), A4 clean-trained "
         "classifier, A5 channel re-alignment + greedy jigsaw (+ channel order), A6 face detection, A7 "
-        "key-wide block layout recovered from the whole released set. Scores compare each "
+        "key-wide block layout recovered from the whole released set, A8 linkage / membership (an attacker who "
+        "already holds the files finds them in the release: permutations keep each image's and each region's "
+        "values). Scores compare each "
         "estimate with the victim's original; every SSIM stands beside the prior-only guess (the mean "
         "attacker image of the victim's class — labels leak by construction — and the global mean "
         "image), which needs no per-image information. Re-identification: the estimate's nearest "
@@ -288,12 +322,23 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
         f"{int(100 * results['goals']['face_rate'])} %, accuracy loss ≤ {results['goals']['acc_loss_pp']} pp. "
         f"Total time {results.get('seconds', 0)} s. Raw numbers: <a href='results.json'>results.json</a>.</p>"
     )
+    strength = (results.get("config") or {}).get("attacker_strength")
+    if strength == "weak attacker":
+        page.add("<p class='note'><b>Weak attacker</b> (quick preset): a small A3 U-Net trained briefly on few "
+                 "of the attacker's own images. A determined attacker reconstructs more; the FULL preset "
+                 "(<code>visualmixer audit --full</code>) measures one at full strength.</p>")
+    elif strength:
+        page.add(f"<p class='note'>Attacker: <b>{html.escape(strength)}</b> for this preset's budget (A3 curves "
+                 "below).</p>")
     for note in results.get("notes", []):
         page.add(f"<p class='note'>Note: {html.escape(note)}</p>")
     for ds, d in results["datasets"].items():
         page.add(f"<h2>{html.escape(ds)}</h2>")
         page.image(privacy_utility_plot(ds, d), f"{ds} privacy-utility plot", f"{ds}-plot")
         _ds_tables(page, ds, d)
+        curves = a3_curves_plot(ds, d)
+        if curves is not None:
+            page.image(curves, f"{ds} A3 training curves", f"{ds}-a3-curves")
         agg = (results.get("aggregate") or {}).get(ds)
         seeds = results.get("seeds") or []
         if agg and (len(seeds) > 1 or any(r.get("train_utility") for r in d["methods"].values())):
