@@ -63,6 +63,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, default=None,
                    help="use a seeded random subset of this many test images")
     p.add_argument("--region", type=int, default=None, help="region side (default: size rule)")
+    p.add_argument("--mix", type=int, default=None, metavar="K",
+                   help="keyed region mixing: protect the training set as a whole, exchanging regions "
+                        "within same-class groups of K images (>= 2) before the in-region shuffle; "
+                        "online mode re-mixes every epoch (default: no mixing)")
+    p.add_argument("--groups", choices=("random", "similar"), default="random",
+                   help="with --mix: keyed random groups or look-alike groups (default: random)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="test accuracy in [0, 1] for the epochs-to-target metric")
     p.add_argument("--secret-keys", action="store_true",
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         test_size=args.test_size, weight_decay=args.weight_decay, region=args.region,
         secret_keys=args.secret_keys, target_acc=args.target_acc, resume=args.resume,
         progress=not args.no_progress, loader_workers=args.loader_workers,
+        mix=args.mix, mix_grouping=args.groups,
     )
     try:
         metrics = train(cfg)

@@ -52,6 +52,13 @@ class TrainConfig:
     train_size, test_size : int, optional
         Use a seeded random subset of this many images (the same subset for every seed).
     weight_decay, momentum : float
+    mix : int, optional
+        Keyed region mixing across images (:func:`visualmixer.core.mixing.mix`): the training
+        set is protected as a whole, regions exchanged within same-class groups of ``mix``
+        images, then shuffled inside to ``target_vfe``; online mode re-mixes every epoch (new
+        groups and exchanges). Test images are obfuscated one by one. None: no mixing.
+    mix_grouping : {"random", "similar"}
+        How ``mix`` groups are chosen within a class (keyed random or look-alike).
     region : int, optional
         Region side passed to ``obfuscate`` (default: its size rule).
     secret_keys : bool
@@ -91,6 +98,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     region: int | None = None
+    mix: int | None = None
+    mix_grouping: str = "random"
     secret_keys: bool = False
     obfuscate_batch: int = 1024
     loader_workers: int = 0
@@ -125,6 +134,16 @@ class TrainConfig:
             self.lr = _DEFAULT_LR[self.optimizer]
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.mix is not None:
+            if int(self.mix) < 2:
+                raise ValueError(f"mix must be an integer >= 2 (images per group), got {self.mix}")
+            if self.target_vfe is None:
+                raise ValueError("mix needs target_vfe (mixing protects the training set; target_vfe=None is clean)")
+            if self.mode == "online" and int(self.loader_workers):
+                raise ValueError("mix with mode='online' re-mixes the whole set each epoch in the training "
+                                 "process: use loader_workers=0")
+        if self.mix_grouping not in ("random", "similar"):
+            raise ValueError(f"mix_grouping must be 'random' or 'similar', got {self.mix_grouping!r}")
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         self.seeds = [int(s) for s in self.seeds]

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from visualmixer.core.atomic import replace_atomically
+from visualmixer.core.mixing import mix
 from visualmixer.core.optional import require
 from visualmixer.core.vfe import vfe
 from visualmixer.data.datasets import ImageSet, load_dataset
@@ -114,7 +115,7 @@ def _write_json(obj, path: Path) -> None:
 
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
-           "secret_keys")  # fmt: skip
+           "secret_keys", "mix", "mix_grouping")  # fmt: skip
 
 
 def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -171,7 +172,11 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
         x_test, v = obfuscate_set(x_test.to(dev), tau, key=test_key, ids=test_ids,
                                   region=cfg.region, batch=cfg.obfuscate_batch)
         test_vfe = float(v.mean())
-        if cfg.mode == "offline":
+        if cfg.mode == "offline" and cfg.mix:
+            res = mix(x_train.to(dev), train_set.labels, key=train_key, ids=range(len(train_set)), k=int(cfg.mix),
+                      grouping=cfg.mix_grouping, target_vfe=tau, region=cfg.region)
+            x_train, train_vfe = res.images, float(res.vfe.mean())
+        elif cfg.mode == "offline":
             x_train, v = obfuscate_set(x_train.to(dev), tau, key=train_key, ids=range(len(train_set)),
                                        region=cfg.region, batch=cfg.obfuscate_batch)
             train_vfe = float(v.mean())
@@ -212,6 +217,26 @@ class _Waited:
             yield batch
 
 
+class _MixedEpochs:
+    """Online mixing: the whole training set mixed anew at the start of every epoch (image ids
+    ``(index, epoch)``: new groups, exchanges and in-region shuffles), as ``fit_classifier``'s
+    per-epoch data. Records the epoch's mean VFE and the seconds spent mixing."""
+
+    def __init__(self, cfg: TrainConfig, data: _SeedData):
+        self.cfg, self.data, self.seconds, self.last_vfe = cfg, data, 0.0, None
+
+    def __call__(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = time.perf_counter()
+        n = self.data.x_train.shape[0]
+        res = mix(self.data.x_train, self.data.y_train.cpu(), key=self.data.train_key,
+                  ids=[(i, epoch) for i in range(n)], k=int(self.cfg.mix), grouping=self.cfg.mix_grouping,
+                  target_vfe=self.cfg.target_vfe, region=self.cfg.region)
+        self.last_vfe = float(res.vfe.mean())
+        _sync(self.data.x_train.device)
+        self.seconds = time.perf_counter() - t
+        return res.images, self.data.y_train
+
+
 def _training_feed(cfg: TrainConfig, seed: int, data: _SeedData, train_set: ImageSet, dev: torch.device):
     """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
     online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
@@ -220,6 +245,8 @@ def _training_feed(cfg: TrainConfig, seed: int, data: _SeedData, train_set: Imag
     batches = ShuffledBatches(len(train_set), cfg.batch_size, epoch_seed=lambda e: seed * 100_003 + e)
     if cfg.target_vfe is None or cfg.mode != "online":
         return (data.x_train, data.y_train), batches
+    if cfg.mix:
+        return _MixedEpochs(cfg, data), batches
     workers = int(cfg.loader_workers)
     # the workers read the clean images from host memory; in process they stay on the device
     base = TensorDataset(train_set.images, train_set.labels) if workers else TensorDataset(data.x_train, data.y_train)
@@ -244,12 +271,13 @@ class _SeedLog:
         self.model, self.opt, self.data, self.feed = model, opt, data, feed
         self.history: list[dict] = state["history"] if state else []
         self.step_losses: list[float] = state.get("step_losses", []) if state else []
-        self.online = cfg.target_vfe is not None and cfg.mode == "online"
+        # online per-image obfuscation reports the VFE of every batch; online mixing per epoch
+        self.online = cfg.target_vfe is not None and cfg.mode == "online" and not cfg.mix
         self.t0, self.vfe_sum = 0.0, 0.0
 
     def epoch_start(self, epoch: int) -> None:
         self.t0, self.vfe_sum = time.perf_counter(), 0.0
-        if isinstance(self.feed, _Waited):
+        if isinstance(self.feed, (_Waited, _MixedEpochs)):
             self.feed.seconds = 0.0
 
     def step(self, info: StepInfo) -> None:
@@ -265,8 +293,9 @@ class _SeedLog:
             "epoch": stats.epoch + 1, "train_loss": stats.loss, "train_acc": stats.accuracy,
             "test_loss": test_loss, "test_acc": test_acc, "loss_osc": stats.loss_osc,
             "epoch_s": time.perf_counter() - self.t0,
-            "obfuscate_s": self.feed.seconds if isinstance(self.feed, _Waited) else 0.0,
-            "train_vfe": self.vfe_sum / max(1, stats.samples) if self.online else d.train_vfe,
+            "obfuscate_s": self.feed.seconds if isinstance(self.feed, (_Waited, _MixedEpochs)) else 0.0,
+            "train_vfe": (self.vfe_sum / max(1, stats.samples) if self.online
+                          else self.feed.last_vfe if isinstance(self.feed, _MixedEpochs) else d.train_vfe),
         }  # fmt: skip
         self.history.append(rec)
         _save_checkpoint(
