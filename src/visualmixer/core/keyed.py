@@ -120,7 +120,12 @@ def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool
     perm = _sorted_order(s, n)
     if avoid_identity:
         ident = (perm == slots.long()).all(dim=-1, keepdim=True)
-        perm = torch.where(ident, perm.roll(1, dims=-1), perm)
+        if perm.device.type == "cpu":  # rare: fix the few rows (host checks are free here)
+            rows = ident.squeeze(-1)
+            if bool(rows.any()):
+                perm[rows] = perm[rows].roll(1, dims=-1)
+        else:  # no host synchronisation on accelerators
+            perm = torch.where(ident, perm.roll(1, dims=-1), perm)
     return perm
 
 

@@ -418,8 +418,14 @@ def _seam_sum(out: torch.Tensor, t: int, dim: int) -> torch.Tensor:
         a, b = out[..., t - 1 : r - 1 : t], out[..., t::t]
     else:
         a, b = out[..., t - 1 : r - 1 : t, :], out[..., t::t, :]
-    d = a.to(torch.int32) - b
-    return d.mul_(d).sum(dim=(-2, -1), dtype=torch.int32)
+    return _squared_distance_sum(a, b, dim=(-2, -1))
+
+
+def _squared_distance_sum(a: torch.Tensor, b: torch.Tensor, dim) -> torch.Tensor:
+    """``sum((a - b)^2)`` over ``dim`` of uint8 tensors, exact, int32 (|a - b| taken in uint8:
+    half the memory traffic of converting both first)."""
+    d = (torch.maximum(a, b) - torch.minimum(a, b)).to(torch.int32)
+    return d.mul_(d).sum(dim=dim, dtype=torch.int32)
 
 
 def _source_sums(job: _Job):
@@ -431,13 +437,12 @@ def _source_sums(job: _Job):
     full = grid.kind_sizes[0] == grid.kind_sizes[3]
     if job.batch.dtype != torch.uint8 or not full or job.window != grid.region or grid.region > 90:
         return None
-    x = torch.empty(job.regions.shape, dtype=torch.int32, device=job.batch.device).copy_(job.regions)
-    col = x[..., 1:] - x[..., :-1]
-    col = col.mul_(col).sum(dim=-2, dtype=torch.int32)  # (N, m, C, R-1) by column offset
-    row = x[..., 1:, :] - x[..., :-1, :]
-    row = row.mul_(row).sum(dim=-1, dtype=torch.int32)
+    x = job.regions
+    col = _squared_distance_sum(x[..., 1:], x[..., :-1], dim=-2)  # (N, m, C, R-1) by column offset
+    row = _squared_distance_sum(x[..., 1:, :], x[..., :-1, :], dim=-1)
     g_all = col.sum(-1, dtype=torch.int32) + row.sum(-1, dtype=torch.int32)
     total = x.sum(dim=(-2, -1), dtype=torch.int32)
+    x = x.to(torch.int32)
     sumsq = x.mul_(x).sum(dim=(-2, -1), dtype=torch.int32)
     return g_all, total, sumsq, col, row
 
@@ -493,10 +498,34 @@ def _one_pass_plans(job: _Job):
     got = _plan_vfe(job, table, lv)
     chosen = _first_at_least(got, job.tau)
     levels = lv.gather(1, chosen.view(n, 1, 1).expand(n, 1, lv.shape[2])).squeeze(1)
-    out = outs[0]
-    for i, o in enumerate(outs[1:], start=1):  # <= top passes of a cheap select
-        out = torch.where((levels == first_level + i).view(n, -1, 1, 1, 1), o, out)
+    out = _select_levels(outs, levels - first_level)
     return chosen, levels, out, got.gather(1, chosen.view(n, 1)).squeeze(1)
+
+
+def _select_levels(outs: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+    """Region ``r`` of image ``i`` from ``outs[index[i, r]]`` (all ``(N, m, C, R, R)``)."""
+    if len(outs) == 1:
+        return outs[0]
+    if index.device.type == "cpu":  # host checks are free here: skip selects nobody needs
+        used = [i for i in range(len(outs)) if bool((index == i).any())]
+        if len(used) == 1:
+            return outs[used[0]]
+    n, m = index.shape
+    shape = outs[0].shape
+    wide = [_as_words(o) for o in outs]  # select whole regions as wide integers
+    out = wide[0]
+    for i, o in enumerate(wide[1:], start=1):  # <= top cheap selects
+        out = torch.where((index == i).view(n, m, 1), o, out)
+    return out.view(torch.uint8).view(outs[0].dtype).view(shape)
+
+
+def _as_words(regions: torch.Tensor) -> torch.Tensor:
+    """``(N, m, ...)`` viewed as ``(N, m, k)`` of the widest integer dividing a region's bytes."""
+    n, m = regions.shape[:2]
+    nbytes = regions[0, 0].numel() * regions.element_size()
+    chunk = max(g for g in (1, 2, 4, 8) if nbytes % g == 0)
+    dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[chunk]
+    return regions.contiguous().view(n, m, -1).view(torch.uint8).view(dtype)
 
 
 def _search_plans(job: _Job):

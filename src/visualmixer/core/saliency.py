@@ -28,13 +28,25 @@ class Saliency(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+def _abs2(z: torch.Tensor) -> torch.Tensor:
+    """``|z|^2`` of a complex tensor, as a real tensor."""
+    return z.real.square() + z.imag.square()
+
+
 @lru_cache(maxsize=64)
 def _blur_matrix(size: int, sigma: float, mode: str, dtype: torch.dtype, device: str) -> torch.Tensor:
     """``(size, size)`` matrix ``B`` with ``B @ v`` = the 1-D Gaussian blur of ``v`` (padding folded in)."""
     radius = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
+    return _band_matrix(size, tuple((k / k.sum()).tolist()), mode, dtype, device)
+
+
+@lru_cache(maxsize=64)
+def _band_matrix(size: int, kernel: tuple, mode: str, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """``(size, size)`` matrix applying a centred 1-D ``kernel`` with ``mode`` padding folded in."""
+    radius = len(kernel) // 2
+    k = torch.tensor(kernel, dtype=torch.float64)
     src = torch.arange(size).view(-1, 1) + torch.arange(-radius, radius + 1).view(1, -1)
     if mode == "reflect":
         src = src.abs()
@@ -123,13 +135,18 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     small = small - small.mean(dim=(2, 3), keepdim=True)
     spread = small.abs().amax(dim=(2, 3), keepdim=True)
     spectrum = torch.fft.fft2(small)
-    amp = spectrum.abs()
+    true_amp = _abs2(spectrum).sqrt_()  # |z| without complex abs's slow hypot
+    amp = true_amp.clone()
     amp[..., 0, 0] = 0  # the DC term is rounding noise after removing the mean
     log_amp = torch.log(amp + 1e-6 * amp.amax(dim=(2, 3), keepdim=True) + 1e-300)
-    phase = torch.angle(spectrum)
-    smooth = F.avg_pool2d(F.pad(log_amp, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    residual = log_amp - smooth
-    sal = torch.fft.ifft2(torch.exp(torch.complex(residual, phase))).abs() ** 2
+    box = _band_matrix(size, (1 / 3, 1 / 3, 1 / 3), "replicate", log_amp.dtype, str(log_amp.device))
+    smooth = torch.matmul(torch.matmul(box, log_amp), box.T)  # 3x3 mean, replicate padding
+    # exp(residual + i phase) = exp(residual) * spectrum / |spectrum| (no atan2, no complex exp;
+    # a zero coefficient has phase 0)
+    nonzero = true_amp > 0
+    unit = torch.where(nonzero, spectrum, torch.ones_like(spectrum))
+    unit = unit * (torch.exp(log_amp - smooth) / torch.where(nonzero, true_amp, torch.ones_like(true_amp)))
+    sal = _abs2(torch.fft.ifft2(unit))
     sal = gaussian_blur2d(sal.float(), sigma).double()  # float32 convolutions are much faster
     flat = sal.reshape(n, -1)
     lo = flat.min(dim=1).values.view(n, 1, 1, 1)
