@@ -187,6 +187,7 @@ class Trial:
     ref: Reference
     batch_size: int
     workers: int = 1
+    target: str = "obfuscate"  # or "restore": the fault hits the restore of a finished run
     notes: list[str] = field(default_factory=list)
     expect_src: dict[str, str] | None = None  # source hashes after a deliberate change
     ref_override: Reference | None = None
@@ -203,8 +204,37 @@ class Trial:
         return ["obfuscate", self.src, self.dst, "--key", self.key, "-q", "--batch-size",
                 self.batch_size, "--manifest", self.manifest, *extra]
 
+    @property
+    def restored(self) -> Path:
+        return self.work / "restored-check"
+
+    def restore_args(self) -> list:
+        return ["restore", self.dst, self.restored, "--key", self.key, "-q", "--manifest",
+                self.manifest]
+
+    def target_args(self, *extra) -> list:
+        return self.args(*extra) if self.target == "obfuscate" else [*self.restore_args(), *extra]
+
+    def progress(self) -> int:
+        """Images finished so far by the target run."""
+        if self.target == "obfuscate":
+            return count_done(self.manifest)
+        return sum(1 for _ in self.restored.rglob("*.png")) if self.restored.exists() else 0
+
     def rerun(self) -> Result:
         return run_cli(self.args())
+
+    def rerun_target(self) -> Result:
+        """Rerun the disturbed command; its exit status must be the undisturbed one."""
+        res = run_cli(self.target_args())
+        want = self.ref.rc if self.target == "obfuscate" else 0
+        assert res.rc == want, res.err
+        return res
+
+    def prepare(self) -> None:
+        """For a restore target: the undisturbed obfuscation it restores."""
+        if self.target == "restore":
+            assert self.rerun().rc == self.ref.rc
 
 
 def one_line_error(res: Result, *words: str) -> None:
@@ -252,25 +282,26 @@ def inject_sigint(t: Trial) -> None:
 
 
 def _signal_run(t: Trial, sig: int) -> None:
+    t.prepare()
     total = len(t.ref.done_ids)
     k = t.rng.randint(1, max(1, total * 3 // 4))
     extra = ["--workers", str(t.workers)] if t.workers > 1 else []
-    proc = spawn(t.args(*extra), t.work)
-    hit = wait_for(lambda: proc.poll() is not None or count_done(t.manifest) >= k)
+    proc = spawn(t.target_args(*extra), t.work)
+    hit = wait_for(lambda: proc.poll() is not None or t.progress() >= k)
     sent = proc.poll() is None and hit
+    at_signal = t.progress()
     if sent:
         os.kill(proc.pid, sig)
     _out, err = proc.communicate(timeout=120)
-    t.notes.append(f"{signal.Signals(sig).name} after {count_done(t.manifest)} done"
+    t.notes.append(f"{signal.Signals(sig).name} to {t.target} after {at_signal} done"
                    + ("" if sent else " (run had finished: never reached)"))
     if sent and sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
-    elif sent and proc.returncode != t.ref.rc:  # SIGINT landed mid-run
-        assert proc.returncode == 130, err
+    elif sent and (proc.returncode == 130 or at_signal < total - 2 * t.batch_size):
+        assert proc.returncode == 130, err  # the signal landed mid-run
         one_line_error(Result(proc.returncode, "", err), "interrupted", "nothing is lost",
-                       "resume with: visualmixer obfuscate")
-    res = t.rerun()
-    assert res.rc == t.ref.rc, res.err
+                       f"resume with: visualmixer {t.target}")
+    t.rerun_target()
 
 
 def _fail_nth(monkeypatch_target, name: str, n: int, exc: OSError, when=lambda *a, **k: True):
@@ -307,18 +338,20 @@ def inject_enospc(t: Trial, *, tmpfs: bool | None = None) -> None:
     """Disk full at a random point: a small tmpfs (root) or an fsync raising ENOSPC."""
     if tmpfs is None:
         tmpfs = t.rng.random() < 0.5
-    if tmpfs and _tmpfs_ok() and enospc_tmpfs(t):
+    if tmpfs and t.target == "obfuscate" and _tmpfs_ok() and enospc_tmpfs(t):
         return
-    n = t.rng.randint(1, 2 * len(t.ref.done_ids))  # outputs and manifest appends both fsync
+    t.prepare()
+    done = len(t.ref.done_ids)  # obfuscate: outputs and manifest appends (2 per chunk) fsync
+    calls = done + 2 * (done // t.batch_size) if t.target == "obfuscate" else done
+    n = t.rng.randint(1, calls)
     _real, fake, state = _fail_nth(os, "fsync", n, OSError(errno.ENOSPC, "No space left on device"))
     with patched(os, "fsync", fake):
-        res = t.rerun()
-    t.notes.append(f"fsync #{n} raised ENOSPC" + ("" if state["fired"] else " (never reached)"))
+        res = run_cli(t.target_args())
+    t.notes.append(f"fsync #{n} in {t.target} raised ENOSPC" + ("" if state["fired"] else " (never reached)"))
     if state["fired"]:
         assert res.rc == 3, res.err
         one_line_error(res, "no space left on device", "needed", "nothing is lost", "resume with:")
-    res = t.rerun()
-    assert res.rc == t.ref.rc, res.err
+    t.rerun_target()
 
 
 def enospc_tmpfs(t: Trial) -> bool:
@@ -352,18 +385,18 @@ def enospc_tmpfs(t: Trial) -> bool:
 
 def inject_eacces(t: Trial) -> None:
     """Permission denied on creating the k-th output (what a chmod or a foreign owner gives)."""
+    t.prepare()
     n = t.rng.randint(1, len(t.ref.done_ids))
     real_open = os.open
     _r, fake, state = _fail_nth(os, "open", n, PermissionError(errno.EACCES, "Permission denied"),
                                 when=lambda path, *a, **k: str(path).endswith(vio.TEMP_SUFFIX))
     with patched(os, "open", fake):
-        res = t.rerun()
+        res = run_cli(t.target_args())
     assert os.open is real_open
-    t.notes.append(f"open #{n} of a temp file raised EACCES")
+    t.notes.append(f"open #{n} of a temp file in {t.target} raised EACCES")
     assert res.rc == 3, res.err
     one_line_error(res, "permission denied", "nothing is lost", "make it writable", "resume with:")
-    res = t.rerun()
-    assert res.rc == t.ref.rc, res.err
+    t.rerun_target()
 
 
 def inject_eio_read(t: Trial) -> None:
@@ -393,7 +426,7 @@ def inject_eio_read(t: Trial) -> None:
 def inject_concurrent(t: Trial) -> None:
     """A second obfuscate (or a restore) while the first runs: refused at once (exit 4) naming it."""
     k = t.rng.randint(0, max(0, len(t.ref.done_ids) // 5))
-    first = spawn(t.args(), t.work)
+    first = spawn(t.args(*(["--workers", str(t.workers)] if t.workers > 1 else [])), t.work)
     lock = t.manifest.with_name(t.manifest.name + ".lock")
 
     def holding() -> bool:
@@ -419,7 +452,8 @@ def inject_concurrent(t: Trial) -> None:
         assert res.rc == 4, res.err
         one_line_error(res, f"PID {first.pid}", "started", "only one run per destination")
         assert not (t.work / "race-restore").exists()
-        t.notes.append(f"second {'restore' if racing_restore else 'obfuscate'} refused")
+        t.notes.append(f"second {'restore' if racing_restore else 'obfuscate'} refused "
+                       f"(first with {t.workers} worker(s))")
     else:
         t.notes.append("first run had finished before the second started (never reached)")
     res = t.rerun()
@@ -529,6 +563,9 @@ def inject_old_manifest(t: Trial) -> None:
     assert res.rc == t.ref.rc, res.err
 
 
+#: Kinds whose fault may hit the restore instead of the obfuscation (a third of the trials).
+RESTORE_KINDS = ("sigkill", "sigint", "enospc", "eacces")
+
 INJECT = {
     "sigkill": inject_sigkill,
     "sigint": inject_sigint,
@@ -548,7 +585,7 @@ def fired(report: dict) -> bool:
 
 
 def run_trial(kind: str, *, seed: int, base: Path, src_master: Path, key: Path, ref: Reference,
-              batch_size: int, inject=None) -> dict:
+              batch_size: int, inject=None, target: str | None = None) -> dict:
     """One fault of ``kind`` on a fresh copy of the corpus; returns :func:`check_trial`'s dict."""
     rng = random.Random(f"{kind}-{seed}")
     work = base / f"{kind}-{seed}"
@@ -558,6 +595,8 @@ def run_trial(kind: str, *, seed: int, base: Path, src_master: Path, key: Path, 
         src = work / "src"
         shutil.copytree(src_master, src)
     t = Trial(kind, rng, src, key, work, ref, batch_size, workers=rng.choice([1, 1, 2]))
+    if kind in RESTORE_KINDS:
+        t.target = target or ("restore" if rng.random() < 1 / 3 else "obfuscate")
     if kind == "source_replaced":
         t.ref = Reference(src, key, ref.outputs, ref.rc, ref.restored, ref.done_ids)
         _SRC_CACHE[src] = tree_hashes_cache(src_master)

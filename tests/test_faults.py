@@ -59,6 +59,78 @@ def test_one_fault_of_each_kind(corpus, kind):
     assert F.fired(report), report["notes"]
 
 
+@pytest.mark.parametrize("kind", F.RESTORE_KINDS)
+def test_one_fault_of_each_kind_during_restore(corpus, kind):
+    base, src, key, ref = corpus
+    report = F.run_trial(kind, seed=0, base=base / "restore-trials", src_master=src, key=key,
+                         ref=ref, batch_size=4, target="restore")
+    _assert_clean(report)
+    assert F.fired(report), report["notes"]
+
+
+def test_source_vanishing_or_changing_mid_run_fails_that_image_only(corpus, tmp_path):
+    base, src, key, ref = corpus
+    from visualmixer.tools import safe_io
+
+    copy = tmp_path / "src"
+    F.shutil.copytree(src, copy)
+    gone, edited = ref.done_ids[0], ref.done_ids[5]
+    real_open = open
+
+    class Growing:
+        """A file that grows while it is read (another program still writing it)."""
+
+        def __init__(self, path):
+            self._fh, self._path = real_open(path, "rb"), path
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._fh.close()
+
+        def fileno(self):
+            return self._fh.fileno()
+
+        def read(self):
+            data = self._fh.read()
+            with real_open(self._path, "ab") as fh:
+                fh.write(b"more")
+            return data
+
+    def fake_open(path, *args, **kwargs):
+        rel = F.Path(path).relative_to(copy).as_posix()
+        if rel == gone:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        if rel == edited:
+            return Growing(path)
+        return real_open(path, *args, **kwargs)
+
+    t = F.Trial("vanish", F.random.Random(0), copy, key, tmp_path, ref, 4)
+    safe_io.open = fake_open
+    try:
+        res = t.rerun()
+    finally:
+        del safe_io.open
+    assert res.rc == 1 and "Traceback" not in res.err
+    assert f"{gone}: source file vanished during the run (rerun when it is back)" in res.err
+    assert f"{edited}: source file changed while it was read (rerun to retry)" in res.err
+    (copy / edited).write_bytes((src / edited).read_bytes())  # the writer finished: as before
+    res = t.rerun()
+    assert res.rc == ref.rc, res.err
+    t.expect_src = F.tree_hashes(src)
+    _assert_clean(F.check_trial(t))
+
+
+def test_damaged_header_is_one_line_naming_overwrite(corpus, tmp_path):
+    base, src, key, ref = corpus
+    man = tmp_path / "m.jsonl"
+    man.write_bytes(b'{"t": "head\x00\x00\n{"t": "done", "id": "x"}\n')
+    res = F.run_cli(["obfuscate", src, tmp_path / "d", "--key", key, "-q", "--manifest", man])
+    assert res.rc == 2
+    F.one_line_error(res, "line 1 is not a visualmixer manifest header", "--overwrite")
+
+
 @pytest.mark.skipif(not F._tmpfs_ok(), reason="needs root and mount")
 def test_enospc_on_a_small_tmpfs(corpus):
     base, src, key, ref = corpus
@@ -99,8 +171,8 @@ def test_fault_suite_long(tmp_path):
     figures = {
         "faults": len(injected),
         "trials_run": len(reports),
-        "kinds": len({r["kind"] for r in reports}),
-        "per_kind": dict(Counter(r["kind"] for r in reports)),
+        "kinds": len({r["kind"] for r in injected}),
+        "per_kind": dict(Counter(r["kind"] for r in injected)),
         "images": images,
         "broken_images": len(broken),
         "images_lost": sum(max(r["lost"], 0) for r in reports),

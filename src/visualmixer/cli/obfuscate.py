@@ -19,8 +19,14 @@ examples:
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --dask tcp://10.0.0.5:8786
 
   Interrupted? Run the same command again: finished images are skipped, the rest is done, and the
-  result is byte-identical to an uninterrupted run. Exit status: 0 when no file failed, 1 when some
-  file failed (each listed with its reason), 2 on a usage error.
+  result is byte-identical to an uninterrupted run. One run per destination at a time (a lock beside
+  the manifest); a second run is refused at once, naming the first's PID and start time.
+
+exit status:
+  0    every image done          1    some files failed (each listed with its reason)
+  2    usage error               3    stopped: disk full, permission denied, read-only or I/O error
+  4    another run holds DST     130  interrupted (Ctrl-C)
+  On 3 and 130 nothing is lost: fix the cause and rerun the same command (printed) to resume.
 """
 
 

@@ -17,6 +17,11 @@ examples:
 
   Pixels come back exactly for PNG outputs (the default). The pixels are those after the documented
   read conversions (EXIF rotation applied, alpha dropped, CMYK/16-bit/palette converted).
+  Interrupted? Run the same command again: restored files are kept, the rest is done.
+
+exit status: 0 all restored, 1 some failed (listed: missing or edited outputs), 2 usage error
+  (wrong key, no manifest), 3 stopped by a write error (disk full, ...; rerun to resume),
+  4 another run uses this manifest, 130 interrupted.
 """
 
 

@@ -100,7 +100,8 @@ class Manifest:
         if not raw.endswith(b"\n"):
             lines = lines[:-1]  # the last line was cut short by a kill: not a record
         if not lines or not lines[0].strip():
-            raise ValueError(f"{path} is empty or not a visualmixer manifest")
+            raise ValueError(f"{path} is empty or not a visualmixer manifest (to redo the run, "
+                             "start over with overwrite=True)")
         header = cls._parse_header(path, lines[0])
         records: dict[str, dict[str, Any]] = {}
         damaged: list[int] = []
@@ -133,7 +134,8 @@ class Manifest:
             raise ValueError(
                 f"{path}: manifest format version {rec.get('version')!r} (written by "
                 f"{rec.get('tool', 'another visualmixer')}), this visualmixer reads version "
-                f"{readable}: use the release that wrote it, or start over with overwrite=True"
+                f"{readable}: restore with the release that wrote it (or redo the obfuscation: start "
+                "over with overwrite=True)"
             )
         return rec
 
