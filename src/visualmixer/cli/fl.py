@@ -42,6 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="offline: obfuscate once (ids i); online: re-obfuscate each round (ids (i, round))")
     p.add_argument("--train-size", type=int, default=6000, help="pooled training images (0: all 60000)")
     p.add_argument("--test-size", type=int, default=2000, help="test images (0: all 10000)")
+    p.add_argument("--mix", type=int, default=0, metavar="K",
+                   help="each client mixes regions within same-class groups of K (>= 2) of its own images "
+                        "before the in-region shuffle (default 0: no mixing)")
     p.add_argument("--local-epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=0.05, help="client SGD learning rate (momentum 0.9)")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         res = run_loopback(
             args.out, clients=args.clients, rounds=args.rounds, partition=args.partition,
             target_vfe=args.target_vfe, mode=args.mode, train_size=args.train_size, test_size=args.test_size,
-            local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, mix=args.mix,
             data_root=args.data_root, superlink_port=args.superlink_port, timeout=args.timeout, key_paths=keys,
         )
     except FlowerMissingError as exc:

@@ -42,7 +42,7 @@ def train(msg: Message, context: Context) -> Message:
         _CACHE[ck] = task.client_data(cfg, pid)
     x, y, idx = _CACHE[ck]
     key = task.client_key(cfg, pid, key_path)
-    xo = task.obfuscate_local(x, idx, cfg, key, server_round)  # online: a new shuffle every round
+    xo = task.obfuscate_local(x, idx, cfg, key, server_round, labels=y)  # online: a new shuffle every round
     stats = task.local_train(model, xo, y, cfg, server_round)
     metrics = MetricRecord({"train_loss": float(stats["train_loss"]), "num-examples": int(x.shape[0])})
     content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})

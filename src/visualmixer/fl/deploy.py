@@ -303,6 +303,7 @@ def run_loopback(
     superlink_port: int | None = None,
     timeout: float = 600.0,
     key_paths: list[str] | None = None,
+    mix: int = 0,
 ) -> FLRun:
     """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
 
@@ -326,6 +327,7 @@ def run_loopback(
         "train-size": int(train_size), "test-size": int(test_size), "local-epochs": int(local_epochs),
         "batch-size": int(batch_size), "lr": float(lr), "seed": int(seed), "data-root": data_root or "",
         "out-json": str(hist_path), "out-model": str(out / "model.pt"), "round-timeout": float(timeout),
+        "mix": int(mix),
     }
     app_dir = write_app(out / "app", run_config)
     env = _flower_env(out, link_port)

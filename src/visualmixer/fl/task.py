@@ -39,6 +39,7 @@ class FLConfig:
     partition: str = "iid"
     target_vfe: float | None = 0.5  # None: clean FL baseline
     mode: str = "offline"           # offline | online
+    mix: int = 0                    # >= 2: each client mixes regions within same-class groups of this size
     train_size: int = 2000          # pooled training images before partitioning (0: all)
     test_size: int = 1000
     local_epochs: int = 1
@@ -61,11 +62,13 @@ class FLConfig:
             cfg.target_vfe = None
         if cfg.data_root in ("", None):
             cfg.data_root = None
-        for f in ("num_clients", "train_size", "test_size", "local_epochs", "batch_size", "seed"):
+        for f in ("num_clients", "train_size", "test_size", "local_epochs", "batch_size", "seed", "mix"):
             setattr(cfg, f, int(getattr(cfg, f)))
         cfg.lr = float(cfg.lr)
         if cfg.mode not in ("offline", "online"):
             raise ValueError(f"mode must be 'offline' or 'online', got {cfg.mode!r}")
+        if cfg.mix == 1 or cfg.mix < 0:
+            raise ValueError(f"mix must be 0 (none) or >= 2, got {cfg.mix}")
         return cfg
 
 
@@ -108,16 +111,25 @@ def client_data(cfg: FLConfig, partition_id: int) -> tuple[torch.Tensor, torch.T
     return ds.images[t], ds.labels[t], idx
 
 
-def obfuscate_local(images, indices, cfg: FLConfig, key, server_round: int) -> torch.Tensor:
+def obfuscate_local(images, indices, cfg: FLConfig, key, server_round: int, labels=None) -> torch.Tensor:
     """Obfuscate a client's images locally: ids ``index`` (offline) or ``(index, round)`` (online).
 
     The same path as :class:`~visualmixer.data.wrapper.ObfuscatedDataset` (the round is the epoch).
+    With ``cfg.mix`` the client protects its partition as a whole
+    (:func:`visualmixer.core.mixing.mix`, groups within its own classes; ``labels`` needed).
     """
     from visualmixer.data.wrapper import obfuscate_set
 
     if cfg.target_vfe is None:
         return images
     epoch = int(server_round) if cfg.mode == "online" else None
+    if cfg.mix:
+        from visualmixer.core.mixing import mix
+
+        if labels is None:
+            raise ValueError("mix needs the client's labels")
+        ids = [int(i) if epoch is None else (int(i), epoch) for i in indices]
+        return mix(images, labels, key=key, ids=ids, k=int(cfg.mix), target_vfe=float(cfg.target_vfe)).images
     return obfuscate_set(images, float(cfg.target_vfe), key=key, ids=[int(i) for i in indices], epoch=epoch)[0]
 
 
