@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from visualmixer.core.optional import require
 from visualmixer.data.samples import PHOTO_SOURCES, photo_array
 
 __all__ = [
@@ -242,8 +243,7 @@ def load_fashion_mnist(
     img_path = _find_idx(root, f"{prefix}-images-idx3-ubyte")
     lbl_path = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
     if (img_path is None or lbl_path is None) and download:
-        import torchvision
-
+        torchvision = require("torchvision", extra="data", purpose="download=True")
         torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=True)
         img_path = _find_idx(root, f"{prefix}-images-idx3-ubyte")
         lbl_path = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
@@ -427,8 +427,7 @@ def load_cifar(
         meta_name, names_key, label_key = "meta", "fine_label_names", "fine_labels"
     base = root / sub if (root / sub).is_dir() else root
     if not all((base / f).is_file() for f in files) and download:
-        import torchvision
-
+        torchvision = require("torchvision", extra="data", purpose="download=True")
         cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
         cls(str(root), train=split == "train", download=True)
         base = root / sub
@@ -495,9 +494,9 @@ def load_image_folder(
     ImageSet
         uint8 images (N, C, H, W), int64 labels, the class names (sorted directory names).
     """
-    import torchvision
     from PIL import Image
 
+    torchvision = require("torchvision", extra="data", purpose="imagefolder data sets")
     _check_split(split)
     root = Path(root)
     if not root.is_dir():
