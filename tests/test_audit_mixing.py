@@ -59,3 +59,32 @@ def test_a3_early_stopping_keeps_the_best_epoch():
         LearnedInversion(lambda t: t, patience=2)
     out = inv.fit_pairs(x.flip(-1), x)
     assert out is inv and inv(x[:2]).shape == (2, 1, 8, 8)
+
+
+def test_unmixing_relinks_regions_from_the_class_pool():
+    from visualmixer.core.keys import Key
+    from visualmixer.core.mixing import mix, region_sources
+    from visualmixer.eval.attacks.a9_unmix import relink_regions
+
+    data = _data(n_vic=40)
+    x, y = data.victim_images, data.victim_labels
+    key = Key.from_seed(3)
+    res = mix(x, y, key=key, ids=range(40), k=2, target_vfe=0.0)
+    src = region_sources(res.groups, key=key, ids=range(40), height=16, width=16)
+    main = torch.mode(src, dim=1).values
+    # with a perfect guide (the main sources themselves) most regions are re-linked to their main source
+    relinked, chosen = relink_regions(res.images, y, x[main].float() / 255, 4)
+    got = src.gather(0, chosen)
+    assert (got == main[:, None]).float().mean() > (src == main[:, None]).float().mean()
+    assert relinked.shape == x.shape and relinked.dtype == torch.uint8
+    # every chosen region comes from an image of the same class
+    assert bool((y[chosen] == y[:, None]).all())
+
+
+def test_a9_runs_in_the_audit_for_mixed_releases_only():
+    cfg = AuditConfig(epochs=1, width=8, a3_epochs=1, a3_base=4, progress=False)
+    data = _data()
+    r, _ = R._audit_method(cfg, parse_method("visualmixer:0.5/mix2"), data, None, 4, {"A3", "A9"})
+    assert "A9" in r["attacks"] and 0.0 <= r["a9_relinked_from_main"] <= 1.0
+    r, _ = R._audit_method(cfg, parse_method("visualmixer:0.5"), data, None, 4, {"A3", "A9"})
+    assert "A9" not in r["attacks"]

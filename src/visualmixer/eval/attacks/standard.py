@@ -1,11 +1,13 @@
-"""The standard attacks A1–A7, registered in the order the audit runs them (SPEC §8.1).
+"""The standard attacks A1–A9, registered in the order the audit runs them.
 
-Each wraps the attack's function or class from its own module (``a1_direct`` … ``a7_layout``)
+Each wraps the attack's function or class from its own module (``a1_direct`` … ``a9_unmix``)
 in the :class:`~visualmixer.eval.attacks.registry.Attack` interface. A4 runs after the attacks
 whose estimates it classifies; A6 works on face photos instead of a data set's victims.
 """
 
 from __future__ import annotations
+
+import torch
 
 from visualmixer.eval.attacks.a1_direct import direct_view
 from visualmixer.eval.attacks.a2_mosaic import region_mosaic
@@ -15,9 +17,11 @@ from visualmixer.eval.attacks.a5_channel_order import fit_channel_order_prior, r
 from visualmixer.eval.attacks.a5_jigsaw import realign_and_solve
 from visualmixer.eval.attacks.a7_layout import recover_layout, undo_layout
 from visualmixer.eval.attacks.a8_linkage import linkage_attack
+from visualmixer.eval.attacks.a9_unmix import relink_regions
 from visualmixer.eval.attacks.registry import Attack, register_attack
 
-__all__ = ["DirectView", "RegionMosaic", "Jigsaw", "LayoutRecovery", "Inversion", "Recognition", "FaceDetection"]
+__all__ = ["DirectView", "RegionMosaic", "Jigsaw", "LayoutRecovery", "Inversion", "Recognition", "FaceDetection",
+           "Linkage", "Unmixing"]
 
 _LABELLED = frozenset({"protected", "labels", "attacker_images", "attacker_labels", "num_classes"})
 
@@ -183,3 +187,35 @@ class Linkage(Attack):
         res = linkage_attack(ctx.protected, ctx.held_originals, outsiders, sources=ctx.sources, region=ctx.region)
         ctx.record["A8"] = res
         return {}
+
+
+@register_attack
+class Unmixing(Attack):
+    """A9 (mixed releases only): re-link each collage's regions from the class's pool of released
+    regions guided by A3's estimate (or the region mosaic), then invert the re-linked image with
+    a U-Net trained on the attacker's own single-image (unmixed) release
+    (:mod:`visualmixer.eval.attacks.a9_unmix`)."""
+
+    name, title = "A9", "un-mixing"
+    needs = frozenset({"protected", "labels", "attacker_images"})
+
+    def applies_to(self, method) -> bool:
+        return bool(getattr(method, "protects_sets", False))
+
+    def run(self, ctx):
+        guide = ctx.estimates.get("A3")
+        if guide is None:
+            guide = region_mosaic(ctx.protected, ctx.region)
+        relinked, chosen = relink_regions(ctx.protected, ctx.labels, guide, ctx.region)
+        if ctx.sources is not None:  # scoring only: how often a re-linked region is the main source's
+            r = chosen.shape[1]
+            src = ctx.sources[:, :r]
+            main = torch.mode(src, dim=1).values
+            got = src.gather(0, chosen)  # the original each chosen region came from
+            ctx.record["a9_relinked_from_main"] = float((got == main[:, None]).double().mean())
+            ctx.record["a9_main_share_before"] = float((src == main[:, None]).double().mean())
+        s = ctx.settings
+        inv = LearnedInversion(ctx.method.without_mixing(), epochs=s.a3_epochs, base=s.a3_base, device=s.device,
+                               seed=s.seed, val_fraction=s.a3_val_fraction, patience=s.a3_patience)
+        inv.fit(ctx.attacker_images)
+        return {"A9": inv(relinked)}

@@ -203,6 +203,11 @@ class VisualMixerMethod(ProtectionMethod):
         self.last_main = torch.mode(self.last_sources, dim=1).values
         return res.images
 
+    def without_mixing(self) -> VisualMixerMethod:
+        """The same in-region shuffle without ``/mixK`` (what one image of a mixed release is,
+        once its regions are back together): the attacker's own copy for the un-mixing attack."""
+        return VisualMixerMethod(self.tau, region=self.region, flat=not self.channel_order)
+
     def as_module(self):
         """The method as a torchvision transform (:class:`visualmixer.data.transforms.VisualMixer`)."""
         if self.moves_regions or self.online or self.mix is not None:
