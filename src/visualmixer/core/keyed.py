@@ -31,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["GENERATOR", "key_words", "row_keys", "tile_permutations", "channel_permutations"]
+__all__ = ["GENERATOR", "key_words", "row_keys", "tile_permutations", "channel_permutations", "host_checks"]
 
 #: The generator number recorded in :class:`visualmixer.core.mixer.Plans`.
 GENERATOR = 2
@@ -43,9 +43,23 @@ _C2 = 0xC2B2AE35 - (1 << 32)
 _CHANNEL_PURPOSE = 15  # the "level" lane of channel-order row keys
 
 
+#: Tests set this to run the CPU through the accelerator's sync-free path.
+_FORCE_SYNC_FREE = False
+
+
+def host_checks(device) -> bool:
+    """Whether data-dependent host decisions may be taken for tensors on ``device``.
+
+    On the CPU they are free and skip work nobody needs (levels no plan uses, rare fix-ups);
+    on an accelerator each would be a host synchronisation, so the code there computes with
+    masks instead, with the same results.
+    """
+    return torch.device(device).type == "cpu" and not _FORCE_SYNC_FREE
+
+
 def key_words(subkeys: Sequence[bytes], device) -> torch.Tensor:
     """``(N, 8)`` int32 key words (little-endian) of 32-byte subkeys, on ``device``."""
-    if any(len(s) != 32 for s in subkeys):
+    if set(map(len, subkeys)) - {32}:  # (no Python-level call per image)
         raise ValueError("subkeys must be 32 bytes each")
     words = np.frombuffer(b"".join(subkeys), dtype="<i4").astype(np.int32).reshape(len(subkeys), 8)
     return torch.from_numpy(words).to(device)
@@ -120,7 +134,7 @@ def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool
     perm = _sorted_order(s, n)
     if avoid_identity:
         ident = (perm == slots.long()).all(dim=-1, keepdim=True)
-        if perm.device.type == "cpu":  # rare: fix the few rows (host checks are free here)
+        if host_checks(perm.device):  # rare: fix the few rows
             rows = ident.squeeze(-1)
             if bool(rows.any()):
                 perm[rows] = perm[rows].roll(1, dims=-1)

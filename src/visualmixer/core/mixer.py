@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from visualmixer.core.imageops import region_mean_grid
-from visualmixer.core.keyed import GENERATOR, key_words
+from visualmixer.core.keyed import GENERATOR, host_checks, key_words
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.permute import (
     from_regions,
@@ -360,8 +360,10 @@ def _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed
     grid = region_grid(h, w, r)
     subkeys = _subkeys(key, ids, seed, n)
     smap = _pixel_saliency(batch, saliency, window)
-    return _Job(batch, info, tau, grid, window, channel_order, window_weights(batch, smap, window),
-                _salient_regions(smap, grid), to_regions(batch, grid), key_words(subkeys, batch.device))
+    own_map = saliency is None or isinstance(saliency, str)  # finite and >= 0 by construction
+    weights = window_weights(batch, smap, window, trusted=own_map)
+    return _Job(batch, info, tau, grid, window, channel_order, weights, _salient_regions(smap, grid),
+                to_regions(batch, grid), key_words(subkeys, batch.device))
 
 
 def _shuffle(job: _Job, levels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -485,7 +487,7 @@ def _one_pass_plans(job: _Job):
         outs.append(out)
         tables.append(scores.flatten(2))
         known = last + 1 if level == top else 2 * level - 1  # plans 0 .. known-1 use levels <= level
-        if dev.type == "cpu" and level < top:
+        if host_checks(dev) and level < top:
             table = torch.stack([torch.zeros_like(tables[0])] + tables, dim=1)  # level 0: never used
             plans = torch.arange(known, device=dev)
             lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
@@ -506,7 +508,7 @@ def _select_levels(outs: list[torch.Tensor], index: torch.Tensor) -> torch.Tenso
     """Region ``r`` of image ``i`` from ``outs[index[i, r]]`` (all ``(N, m, C, R, R)``)."""
     if len(outs) == 1:
         return outs[0]
-    if index.device.type == "cpu":  # host checks are free here: skip selects nobody needs
+    if host_checks(index.device):  # skip selects nobody needs
         used = [i for i in range(len(outs)) if bool((index == i).any())]
         if len(used) == 1:
             return outs[used[0]]

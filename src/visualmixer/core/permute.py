@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer.core.keyed import channel_permutations, tile_permutations
+from visualmixer.core.keyed import channel_permutations, host_checks, tile_permutations
 from visualmixer.core.regions import RegionGrid, tile_ladder
 
 __all__ = [
@@ -374,7 +374,7 @@ def _shuffle_v2(regions, words, levels, grid, channel_order, inverse):
     out = None
     for level in range(grid.levels + 1):
         here = levels == level
-        if regions.device.type == "cpu" and not bool(here.any()):
+        if host_checks(regions.device) and not bool(here.any()):
             continue
         moved = shuffle_level(regions, level_sources(words, grid, c, level, channel_order), ladder[level],
                               inverse=inverse)

@@ -135,12 +135,16 @@ def window_weights(
     images: torch.Tensor,
     saliency: Callable | torch.Tensor | str | None,
     window: int,
+    *,
+    trusted: bool = False,
 ) -> torch.Tensor:
     """Window weights ``(N, nh, nw)`` float64 from a saliency model, map, or ``"uniform"``.
 
     ``saliency`` may be ``None`` (spectral residual), ``"uniform"`` (equal weight per pixel), a
     callable :class:`~visualmixer.core.saliency.Saliency`, or a precomputed tensor: per pixel
-    ``(N, 1, H, W)``/``(N, H, W)`` or per window ``(N, nh, nw)``.
+    ``(N, 1, H, W)``/``(N, H, W)`` or per window ``(N, nh, nw)``. A map made by this package
+    (``None``, ``"uniform"``, or ``trusted=True``) is not checked for finite, non-negative
+    values (the check costs a host synchronisation on accelerators).
     """
     n, _, h, w = images.shape
     s = int(window)
@@ -171,7 +175,8 @@ def window_weights(
                 f"/ ({n}, {h}, {w}) or per window ({n}, {nh}, {nw})"
             )
         weights = block_sum(smap, s)[:, 0]
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+    checked = trusted or saliency is None or isinstance(saliency, str)  # our own maps: finite, >= 0
+    if not checked and (not bool(torch.isfinite(weights).all()) or bool((weights < 0).any())):
         raise ValueError("saliency weights must be finite and non-negative")
     return weights
 
@@ -183,10 +188,9 @@ def weighted_vfe(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """
     v = scores.mean(dim=1)
     wsum = weights.sum(dim=(1, 2))
-    uniform = wsum <= 0
-    if bool(uniform.any()):
-        weights = torch.where(uniform.view(-1, 1, 1), torch.ones_like(weights), weights)
-        wsum = weights.sum(dim=(1, 2))
+    uniform = wsum <= 0  # (no branch: no host synchronisation on accelerators)
+    weights = torch.where(uniform.view(-1, 1, 1), torch.ones_like(weights), weights)
+    wsum = torch.where(uniform, weights.sum(dim=(1, 2)), wsum)
     return (v * weights).sum(dim=(1, 2)) / wsum
 
 

@@ -1,0 +1,226 @@
+"""Issue 12: the exact one-pass targeting, permutation generator 2, and sync-free paths."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import visualmixer as vm
+from visualmixer.core import keyed, mixer
+from visualmixer.core.keyed import key_words, tile_permutations
+from visualmixer.core.permute import from_regions, shuffle_regions, to_regions
+from visualmixer.core.regions import region_grid
+from visualmixer.core.vfe import weighted_vfe, window_scores, window_weights
+from visualmixer.data.samples import builtin_photos
+
+KEY = vm.Key.from_seed(12)
+
+
+def _photos(size, n=6, grey=False):
+    _, x = builtin_photos(size)
+    x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n].contiguous()
+    return x[:, :1].contiguous() if grey else x
+
+
+# -- generator 2 -----------------------------------------------------------------------------
+
+def _fmix_ref(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def _perms_ref(words: np.ndarray, region: int, level: int, c: int, nt: int) -> np.ndarray:
+    """Generator 2 written with NumPy uint32 (well-defined wrapping): the specification."""
+    w = words.view(np.uint32)
+    ctr = np.uint32(region * 64 + level * 4) + np.arange(c, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        a = _fmix_ref(ctr + w[0])
+        for i in range(1, 4):
+            a = _fmix_ref(a ^ w[i])
+        b = _fmix_ref(a ^ w[4])
+        for i in range(5, 8):
+            b = _fmix_ref(b ^ w[i])
+        k = np.arange(nt, dtype=np.uint32)
+        s = _fmix_ref(a[:, None] + k * np.uint32(0x9E3779B9))
+        s = _fmix_ref(s ^ b[:, None])
+    bits = (nt - 1).bit_length()
+    packed = (s & ~np.uint32((1 << bits) - 1)) | k
+    perm = (np.sort(packed.view(np.int32), axis=-1).view(np.uint32) & np.uint32((1 << bits) - 1)).astype(np.int64)
+    ident = (perm == np.arange(nt)).all(-1)
+    perm[ident] = np.roll(perm[ident], 1, axis=-1)
+    return perm
+
+
+@pytest.mark.parametrize("nt", [4, 16, 49, 256])
+def test_generator2_matches_its_numpy_specification(nt):
+    """Torch's int32 arithmetic wraps like uint32: the CPU result is the specified one (and CUDA
+    is checked against the CPU by scripts/gpu_session.sh)."""
+    words = key_words(KEY.subkeys(range(5)), "cpu")
+    regions = torch.tensor([0, 3, 17, 100, 4095])
+    got = tile_permutations(words, regions, 3, 3, nt).numpy()
+    for g in range(5):
+        ref = _perms_ref(words[g].numpy(), int(regions[g]), 3, 3, nt)
+        assert np.array_equal(got[g], ref)
+
+
+def test_generator2_permutations_are_uniform_looking():
+    words = key_words(KEY.subkeys(range(2000)), "cpu")
+    perms = tile_permutations(words, torch.zeros(2000, dtype=torch.int64), 1, 1, 16)[:, 0]
+    assert torch.equal(perms.sort(dim=1).values, torch.arange(16).expand(2000, 16))
+    counts = torch.bincount(perms[:, 0], minlength=16).double()  # source tile of slot 0
+    chi2 = ((counts - 125) ** 2 / 125).sum().item()
+    assert chi2 < 45, counts  # 15 dof, p ~ 1e-4
+    assert not (perms == torch.arange(16)).all(dim=1).any()
+
+
+def test_generator2_depends_on_key_image_region_level_and_channel():
+    words = key_words(KEY.subkeys([1, 2]), "cpu")
+    reg = torch.tensor([5, 5])
+    a = tile_permutations(words, reg, 2, 3, 16)
+    assert not torch.equal(a[0], a[1])  # images
+    assert not torch.equal(a[0, 0], a[0, 1])  # channels
+    assert not torch.equal(a, tile_permutations(words, reg + 1, 2, 3, 16))  # regions
+    assert not torch.equal(a, tile_permutations(words, reg, 3, 3, 16))  # levels
+    other = key_words(vm.Key.from_seed(13).subkeys([1, 2]), "cpu")
+    assert not torch.equal(a, tile_permutations(other, reg, 2, 3, 16))  # keys
+
+
+def test_plans_record_the_generator_and_old_dicts_are_generator_1():
+    x = _photos(32, 2)
+    res = vm.obfuscate(x, key=KEY, ids=[0, 1])
+    d = res.plans.to_dict()
+    assert res.plans.generator == 2 and d["generator"] == 2
+    assert vm.Plans.from_dict(d).generator == 2
+    del d["generator"]
+    assert vm.Plans.from_dict(d).generator == 1
+    d["generator"] = 7
+    with pytest.raises(ValueError, match="permutation generator 7"):
+        vm.Plans.from_dict(d)
+    with pytest.raises(ValueError, match="Plans.cat"):
+        vm.Plans.cat([res.plans, vm.Plans.from_dict({**res.plans.to_dict(), "generator": 1})])
+
+
+# -- one-pass targeting ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, grey, dtype", [(64, False, torch.uint8), (28, True, torch.uint8),
+                                               (32, False, torch.float32), (40, False, torch.uint8)])
+def test_one_pass_takes_the_first_plan_reaching_the_target(size, grey, dtype):
+    """The rule (SPEC §5.3), checked against every plan shuffled and scored for real; the VFE
+    returned is the VFE of the output, bit for bit."""
+    x = _photos(size, 4, grey)
+    x = x if dtype == torch.uint8 else x.to(dtype) / 255
+    ids = list(range(4))
+    n = len(x)
+    window = vm.default_region(size, size)
+    grid = region_grid(size, size, window)
+    weights = window_weights(x, None, window)
+    salient = mixer._salient_regions(vm.spectral_residual(x).double(), grid)
+    last = max(0, 2 * grid.levels - 2)
+    for tau in (0.3, 0.6, 0.9):
+        res = vm.obfuscate(x, key=KEY, ids=ids, target_vfe=tau)
+        real = weighted_vfe(window_scores(res.images, window), weights)
+        assert torch.equal(real, res.vfe)
+        plan_vfe = []
+        for j in range(last + 1):
+            lv = mixer.plan_sequence(salient, torch.full((n,), j), grid.levels)
+            out = shuffle_regions(to_regions(x, grid), key_words(KEY.subkeys(ids, "shuffle"), "cpu"), lv,
+                                  grid, True, generator=2)
+            plan_vfe.append(weighted_vfe(window_scores(from_regions(out, grid), window), weights))
+        plan_vfe = torch.stack(plan_vfe, 1)
+        hit = plan_vfe >= tau
+        first = torch.where(hit.any(1), hit.int().argmax(1), torch.full((n,), last))
+        expect = mixer.plan_sequence(salient, first, grid.levels).view(n, grid.rows, grid.cols)
+        assert torch.equal(res.plans.levels.long(), expect)
+
+
+def test_one_pass_and_bisection_agree_on_photos(monkeypatch):
+    x = _photos(64, 6)
+    for tau in (0.3, 0.5, 0.7):
+        fast = vm.obfuscate(x, key=KEY, ids=range(6), target_vfe=tau)
+        monkeypatch.setattr(mixer, "_ONE_PASS", False)
+        slow = vm.obfuscate(x, key=KEY, ids=range(6), target_vfe=tau)
+        monkeypatch.undo()
+        assert torch.equal(fast.plans.levels, slow.plans.levels)
+        assert torch.equal(fast.images, slow.images)
+        assert torch.equal(fast.vfe, slow.vfe)
+
+
+def test_sync_free_path_gives_the_cpu_path_results(monkeypatch):
+    x = _photos(64, 5)
+    a = vm.obfuscate(x, key=KEY, ids=range(5), target_vfe=0.6)
+    monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", True)
+    b = vm.obfuscate(x, key=KEY, ids=range(5), target_vfe=0.6)
+    assert torch.equal(a.images, b.images) and torch.equal(a.plans.levels, b.plans.levels)
+    assert torch.equal(a.vfe, b.vfe)
+    assert torch.equal(vm.restore(b.images, b.plans, key=KEY, ids=range(5)), x)
+
+
+# -- no host synchronisation, flat op counts ---------------------------------------------------
+
+_SYNCS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::unique", "aten::_unique", "aten::item")
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops, self.syncs = 0, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        self.ops += 1
+        if any(name.startswith(s) for s in _SYNCS):
+            self.syncs.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_no_host_synchronisation_inside_obfuscate_restore_vfe(size, monkeypatch):
+    monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", True)  # the accelerator's path, on the CPU
+    x = _photos(size, 4)
+    res = vm.obfuscate(x, key=KEY, ids=range(4))
+    with _Recorder() as rec:
+        res = vm.obfuscate(x, key=KEY, ids=range(4))
+        vm.restore(res.images, res.plans, key=KEY, ids=range(4))
+        vm.vfe(x)
+    assert rec.syncs == [], rec.syncs
+
+
+#: The per-id host work that may grow with the batch: HMAC subkeys and id checks (SPEC §5.6).
+_PER_ID = {"_subkeys", "_check_ids"}
+
+
+def _counts(x):
+    """Torch operators, and Python-level calls outside the per-id key derivation, of one call."""
+    calls, inside = 0, None
+
+    def prof(frame, event, arg):
+        nonlocal calls, inside
+        if inside is not None:
+            if event == "return" and frame is inside:
+                inside = None
+            return
+        if event == "call" and frame.f_code.co_name in _PER_ID:
+            inside = frame
+        elif event in ("call", "c_call"):
+            calls += 1
+
+    n = len(x)
+    with _Recorder() as rec:
+        sys.setprofile(prof)
+        try:
+            vm.obfuscate(x, key=KEY, ids=range(n), target_vfe=0.5)
+        finally:
+            sys.setprofile(None)
+    return rec.ops, calls
+
+
+def test_torch_ops_and_python_calls_per_obfuscate_do_not_grow_with_the_batch(monkeypatch):
+    monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", True)
+    x = _photos(32, 32)
+    _counts(x[:2])  # warm caches
+    assert _counts(x[:2]) == _counts(x)
