@@ -16,6 +16,9 @@ Sets
     inside installed packages (no download): one class per source photo, train and test crops
     from disjoint areas of each photo; see :func:`load_photos` and :data:`PHOTO_SOURCES` for the
     photos and their licences.
+``tinted-fm``
+    Fashion-MNIST garments tinted with random colours over crops of the packaged photos, 32×32
+    colour, ten classes: a colour set whose label is the shape (:mod:`visualmixer.data.tinted`).
 ``cifar10`` / ``cifar100``
     The CIFAR python pickle batches (``cifar-10-batches-py`` / ``cifar-100-python``) in a user
     directory; ``download=True`` fetches them through torchvision.
@@ -56,7 +59,7 @@ __all__ = [
     "read_idx",
 ]
 
-DATASET_NAMES = ("fashion-mnist", "photos", "cifar10", "cifar100", "imagefolder:PATH")
+DATASET_NAMES = ("fashion-mnist", "photos", "tinted-fm", "cifar10", "cifar100", "imagefolder:PATH")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -586,6 +589,10 @@ def load_dataset(
         ds = load_fashion_mnist(split, root=root, channels=None, download=download)
     elif name == "photos":
         ds = load_photos(split, size=size or 32, seed=seed)
+    elif name == "tinted-fm":  # Fashion-MNIST shapes in random colours over photos (data/tinted.py)
+        from visualmixer.data.tinted import load_tinted_fashion
+
+        ds = load_tinted_fashion(split, root=root, seed=seed)
     elif name in ("cifar10", "cifar100"):
         if root is None:
             raise ValueError(f"{name} needs a data directory (root=DIR)")
