@@ -20,6 +20,7 @@ COMMANDS = [
     "show",
     "train",
     "audit",
+    "recommend",
     "fl",
     "distill",
 ]

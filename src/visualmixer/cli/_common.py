@@ -30,6 +30,12 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "size": "--image-size",
     },
     "run": {"size": "--size"},
+    **{cmd: {"n_train": "--train", "n_victims": "--victims", "n_attacker": "--attacker",
+             "image_size": "--image-size", "image_column": "--image-column", "label_column": "--label-column",
+             "out_dir": "--out", "max_ssim_over_prior": "--max-ssim-over-prior", "max_reid": "--max-reid",
+             "max_face_rate": "--max-face-rate", "targets": "--targets", "regions": "--regions",
+             "variants": "--variants"}
+       for cmd in ("audit", "recommend")},
 }
 
 

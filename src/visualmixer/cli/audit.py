@@ -39,9 +39,55 @@ train results (--train-results DIR...): every metrics.json of `visualmixer train
 
 attacks: A1 direct, A2 mosaic, A3 learned inversion, A4 recognition, A5 jigsaw, A6 faces,
   A7 key-wide layout recovery from the whole released set (or all)
-data sets: fashion-mnist, photos, faces
+data sets: fashion-mnist, photos, faces, or your own images:
+  imagefolder:PATH  PATH/<class>/<images> (PATH/train + PATH/test are pooled)
+  hf:PATH           a Hugging Face image data set saved with save_to_disk (--image-column/--label-column
+                    when they cannot be detected)
+  Your images are split into the owner's training images, victims and attacker images (disjoint, by
+  class); without --train/--victims/--attacker the sizes are fitted to the data. --image-size N
+  resizes and centre-crops them to NxN (needed when their sizes differ). Which setting to use:
+  `visualmixer recommend --data imagefolder:PATH`.
+  visualmixer audit --data imagefolder:photos/ --image-size 64 --out out/audit-mine
 output: OUT/index.html (self-contained), OUT/results.json, OUT/img/*.png
 """
+
+
+def add_user_data_options(p: argparse.ArgumentParser) -> None:
+    """--image-size, --image-column, --label-column (shared with `visualmixer recommend`)."""
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                   help="your images (imagefolder:/hf:): resize (shorter side) and centre-crop to NxN "
+                        "(default: keep their size when they all share one; e.g. 64 for colour photos)")
+    p.add_argument("--image-column", default=None, metavar="NAME",
+                   help="hf: data: the image column (default: detected)")
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="hf: data: the label column (default: detected)")
+
+
+def fit_user_data(cfg, args, log):
+    """For imagefolder:/hf: data, read the images (once: the audit reuses them) and, unless
+    --train/--victims/--attacker are given, fit the split sizes to them. Returns the new config."""
+    from visualmixer.eval.userdata import fit_split_sizes, is_user_data, load_user_images
+
+    user = [d for d in cfg.datasets if is_user_data(d)]
+    if not user:
+        return cfg
+    sizes = (cfg.n_train, cfg.n_victims, cfg.n_attacker)
+    for name in user:
+        pool = load_user_images(name, image_size=cfg.image_size, image_column=cfg.image_column,
+                                label_column=cfg.label_column, progress_bar=cfg.progress)
+        counts = pool.counts()
+        log(f"[data] {name}: {len(pool.labels)} images in {len(counts)} classes "
+            f"(smallest: {min(counts.values())}), {'x'.join(map(str, pool.images.shape[1:]))}")
+        if args.train is None and args.victims is None and args.attacker is None:
+            fitted = fit_split_sizes(counts, n_train=sizes[0], n_victims=sizes[1], n_attacker=sizes[2])
+            sizes = tuple(min(a, b) for a, b in zip(sizes, fitted, strict=True))
+    if sizes != (cfg.n_train, cfg.n_victims, cfg.n_attacker):
+        note = (f"split sizes fitted to the data: {sizes[0]} training, {sizes[1]} victims, {sizes[2]} attacker "
+                "images (set --train/--victims/--attacker to choose)")
+        log(f"[data] {note}")
+        cfg = dataclasses.replace(cfg, n_train=sizes[0], n_victims=sizes[1], n_attacker=sizes[2],
+                                  notes=[*cfg.notes, note])
+    return cfg
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -63,7 +109,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="the Fashion-MNIST frontier: regions 4/7/14, /blocks, /online and baselines, A1-A5, seeds 0 1 2",
     )
-    p.add_argument("--data", default=None, metavar="SETS", help="comma-separated data sets")
+    p.add_argument("--data", default=None, metavar="SETS",
+                   help="comma-separated data sets: fashion-mnist, photos, faces, imagefolder:PATH, hf:PATH")
+    add_user_data_options(p)
     p.add_argument("--methods", nargs="+", default=None, metavar="SPEC", help="method specs")
     p.add_argument("--attacks", default=None, metavar="LIST", help="comma-separated attacks, or 'all'")
     p.add_argument("--train", type=positive_int, default=None, metavar="N", help="owner's training images")
@@ -121,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         ("seed", "seed"),
         ("device", "device"),
         ("threads", "threads"),
+        ("image_size", "image_size"),
+        ("image_column", "image_column"),
+        ("label_column", "label_column"),
     ):
         if getattr(args, opt) is not None:
             changes[fieldname] = getattr(args, opt)
@@ -140,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         changes["train_results"] = tuple(args.train_results)
     cfg = dataclasses.replace(cfg, **changes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    cfg = fit_user_data(cfg, args, log)
     path = audit(args.out, cfg, log=log)
     print(path)
     return 0

@@ -9,9 +9,17 @@ from them).
 ================  ======================================================================
 ``fashion-mnist`` Fashion-MNIST (``visualmixer.data.datasets``; Debian ``dataset-fashion-mnist``)
 ``photos``        the colour set cut from photos shipped in installed packages (32×32)
+``tinted-fm``     Fashion-MNIST garments tinted at random over photo crops, 32×32 colour
+                  (colour independent of the class; :mod:`visualmixer.data.tinted`)
 ``faces``         scikit-image's ``lfw_subset()`` (100 faces + 100 non-faces, 25×25 grey;
                   labels face / non-face)
+``imagefolder:P`` the user's own images, ``P/<class>/<files>`` (:mod:`visualmixer.eval.userdata`)
+``hf:P``          a Hugging Face image data set saved with ``save_to_disk`` at ``P``
 ================  ======================================================================
+
+The user's sets form one pool, split like ``faces``: victims, attacker and owner's training
+images, disjoint and stratified by class (:func:`visualmixer.eval.userdata.split_user_data`);
+sizes must fit (the error says how many images per class the sizes need).
 
 :func:`face_images` returns larger face photos (astronaut, Grace Hopper and upscaled LFW faces)
 for attack A6.
@@ -19,15 +27,15 @@ for attack A6.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AuditData", "load_audit_data", "face_images", "AUDIT_DATASETS"]
+__all__ = ["AuditData", "load_audit_data", "data_options", "face_images", "AUDIT_DATASETS"]
 
-AUDIT_DATASETS = ("fashion-mnist", "photos", "faces")
+AUDIT_DATASETS = ("fashion-mnist", "photos", "tinted-fm", "faces", "imagefolder:PATH", "hf:PATH")
 
 
 @dataclass
@@ -43,6 +51,7 @@ class AuditData:
     attacker_labels: torch.Tensor
     num_classes: int
     classes: tuple[str, ...]
+    notes: list[str] = field(default_factory=list)  # what loading skipped or converted (user data)
 
 
 def _take(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,24 +59,40 @@ def _take(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator) -> tuple
     return x[idx], y[idx]
 
 
-def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int, seed: int = 0) -> AuditData:
-    """Load and split a built-in data set for the audit.
+def data_options(cfg) -> dict:
+    """The keyword options of :func:`load_audit_data` an :class:`AuditConfig` sets (user data)."""
+    return {k: getattr(cfg, k, None) for k in ("image_size", "image_column", "label_column")}
+
+
+def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int, seed: int = 0,
+                    image_size: int | None = None, image_column: str | None = None,
+                    label_column: str | None = None) -> AuditData:
+    """Load and split a data set for the audit.
 
     Parameters
     ----------
-    name : {"fashion-mnist", "photos", "faces"}
+    name : {"fashion-mnist", "photos", "tinted-fm", "faces", "imagefolder:PATH", "hf:PATH"}
         Which set.
     n_train, n_victims, n_attacker : int
         Sizes of the owner's training split, the victims and the attacker's own images (capped by
-        what the set holds; "faces" has only 200 images in all).
+        what a built-in set holds; "faces" has only 200 images in all; a user's set must hold them).
     seed : int
         Seed of the random subsets.
+    image_size, image_column, label_column
+        User data only: :func:`visualmixer.eval.userdata.load_user_images`.
 
     Raises
     ------
     FileNotFoundError
-        When Fashion-MNIST is not installed (the message says how).
+        When Fashion-MNIST is not installed (the message says how), or a user's folder is missing.
+    ValueError
+        For user data that cannot be audited (the message says why and what to pass).
     """
+    from visualmixer.eval.userdata import is_user_data
+
+    if is_user_data(name):
+        return _user_audit_data(name, n_train=n_train, n_victims=n_victims, n_attacker=n_attacker, seed=seed,
+                                image_size=image_size, image_column=image_column, label_column=label_column)
     g = torch.Generator().manual_seed(seed)
     if name == "fashion-mnist":
         from visualmixer.data.datasets import load_fashion_mnist
@@ -75,6 +100,17 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
         tr = load_fashion_mnist("train")
         te = load_fashion_mnist("test")
         perm = torch.randperm(len(tr), generator=g)
+        own = perm[:n_train].sort().values
+        att = perm[n_train : n_train + n_attacker].sort().values
+        vx, vy = _take(te.images, te.labels, n_victims, g)
+        return AuditData(
+            name, tr.images[own], tr.labels[own], vx, vy, tr.images[att], tr.labels[att], 10, tuple(tr.classes)
+        )
+    if name == "tinted-fm":  # Fashion-MNIST garments in random colours over photo crops (colour ≠ label)
+        from visualmixer.data.tinted import load_tinted_fashion
+
+        tr, te = load_tinted_fashion("train", seed=seed), load_tinted_fashion("test", seed=seed)
+        perm = torch.randperm(len(tr.labels), generator=g)
         own = perm[:n_train].sort().values
         att = perm[n_train : n_train + n_attacker].sort().values
         vx, vy = _take(te.images, te.labels, n_victims, g)
@@ -108,6 +144,15 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
         vic, att, own = perm[:nv], perm[nv : nv + na], perm[nv + na :]
         return AuditData(name, x[own], y[own], x[vic], y[vic], x[att], y[att], 2, ("non-face", "face"))
     raise ValueError(f"unknown audit data set {name!r}; choose from {', '.join(AUDIT_DATASETS)}")
+
+
+def _user_audit_data(name: str, *, n_train, n_victims, n_attacker, seed, **options) -> AuditData:
+    from visualmixer.eval.userdata import load_user_images, split_user_data
+
+    pool = load_user_images(name, **options)
+    parts = split_user_data(pool, n_train=n_train, n_victims=n_victims, n_attacker=n_attacker, seed=seed)
+    (tx, ty), (vx, vy), (ax, ay) = parts["train"], parts["victims"], parts["attacker"]
+    return AuditData(name, tx, ty, vx, vy, ax, ay, len(pool.classes), pool.classes, list(pool.notes))
 
 
 def face_images(size: int = 128, n_lfw: int = 20) -> torch.Tensor:

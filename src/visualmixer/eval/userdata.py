@@ -1,0 +1,427 @@
+"""A user's own images for the audit: ``imagefolder:PATH`` and ``hf:PATH``.
+
+``imagefolder:PATH``
+    ``PATH/<class>/<image files>`` (torchvision's ``ImageFolder`` layout, as ``visualmixer train``
+    reads it with :func:`visualmixer.data.datasets.load_image_folder`); ``PATH/train/<class>`` with
+    ``PATH/test/<class>`` (or ``val``) is pooled.
+``hf:PATH``
+    A Hugging Face image data set saved with ``save_to_disk`` (read with ``datasets.load_from_disk``;
+    every split of a ``DatasetDict`` is pooled). The image column is the first ``Image`` feature and
+    the label column the first ``ClassLabel`` feature (or columns named ``image``/``img`` and
+    ``label``/``labels``) unless ``image_column`` / ``label_column`` name them.
+
+Every image is decoded here (not by ``load_image_folder``, which stops at the first unreadable
+file): unreadable files are skipped and counted; grey and colour images in one set are all
+converted to colour (the grey channel replicated: nothing is lost, and a colour model sees every
+image the same way), with a note; images keep their native size when they all share it, and are
+otherwise resized (shorter side) and centre-cropped to ``image_size``.
+
+:func:`split_user_data` splits the pool the way the built-in sets are split
+(:func:`visualmixer.eval.report.data.load_audit_data`): disjoint owner's training images,
+victims and attacker's own images, here stratified by class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visualmixer.core.optional import require
+from visualmixer.tools.progress import progress
+
+__all__ = [
+    "USER_DATA_PREFIXES",
+    "MIN_PER_CLASS",
+    "UserImages",
+    "is_user_data",
+    "load_user_images",
+    "split_user_data",
+    "fit_split_sizes",
+    "fingerprint",
+]
+
+USER_DATA_PREFIXES = ("imagefolder:", "hf:")
+#: The fewest images a class may have: one each for training, victims and the attacker.
+MIN_PER_CLASS = 3
+_SPLIT_DIRS = ("train", "test", "val", "validation")
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+#: share of each class that :func:`fit_split_sizes` gives the victims and the attacker
+_VICTIM_SHARE, _ATTACKER_SHARE = 0.15, 0.35
+
+
+def is_user_data(name: str) -> bool:
+    """True for ``imagefolder:PATH`` and ``hf:PATH`` names."""
+    return any(name.startswith(p) and len(name) > len(p) for p in USER_DATA_PREFIXES)
+
+
+@dataclass
+class UserImages:
+    """A user's labelled images, decoded.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        uint8 ``(N, C, H, W)``, C in {1, 3}.
+    labels : torch.Tensor
+        int64 ``(N,)``.
+    classes : tuple of str
+        Class names, indexed by label.
+    source : str
+        The ``imagefolder:``/``hf:`` name.
+    native_sizes : tuple of (int, int)
+        The distinct (height, width) sizes before resizing (at most 5 kept).
+    notes : list of str
+        What was skipped or converted, for the report.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+    native_sizes: tuple[tuple[int, int], ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Images per class name."""
+        n = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+        return dict(zip(self.classes, n, strict=True))
+
+
+# ----------------------------------------------------------------------------- listing
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _list_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
+    """``[(file, class name)]`` of an ImageFolder tree (split folders pooled) and the number of
+    files ignored for their extension."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"imagefolder:{root}: no such folder")
+    subdirs = _class_dirs(root)
+    split_dirs = [d for d in subdirs if d.name.lower() in _SPLIT_DIRS]
+    bases = split_dirs if split_dirs and len(split_dirs) == len(subdirs) else [root]
+    files: list[tuple[str, str]] = []
+    ignored = 0
+    for base in bases:
+        for cdir in _class_dirs(base):
+            for dirpath, dirnames, names in os.walk(cdir, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(names):
+                    if name.startswith("."):
+                        continue
+                    if name.lower().endswith(IMG_EXTENSIONS):
+                        files.append((os.path.join(dirpath, name), cdir.name))
+                    else:
+                        ignored += 1
+    if not files:
+        loose = [p.name for p in root.iterdir() if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)]
+        hint = (f"; it holds {len(loose)} image files directly: move them into one sub-folder per class"
+                if loose else "")
+        raise ValueError(
+            f"imagefolder:{root}: no class sub-folders with images (expected {root}/<class>/<image files>, "
+            f"as torchvision's ImageFolder){hint}"
+        )
+    return files, ignored
+
+
+def _open_file(path: str):
+    from PIL import Image
+
+    def opener():
+        im = Image.open(path)
+        im.load()
+        return im
+
+    return opener
+
+
+def _open_bytes(item: dict):
+    import io
+
+    from PIL import Image
+
+    def opener():
+        if item.get("bytes") is not None:
+            im = Image.open(io.BytesIO(item["bytes"]))
+        else:
+            im = Image.open(item["path"])
+        im.load()
+        return im
+
+    return opener
+
+
+def _hf_columns(features, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    datasets = require("datasets", extra="hf", purpose="hf: data")
+    names = list(features)
+
+    def pick(given, kind, param, fallbacks):
+        if given is not None:
+            if given not in features:
+                raise ValueError(f"{param}={given!r}: no such column; the columns are {', '.join(names)}")
+            return given
+        for n in names:
+            if isinstance(features[n], kind):
+                return n
+        for n in fallbacks:
+            if n in features:
+                return n
+        raise ValueError(f"cannot tell which column holds the {param.split('_')[0]}s; the columns are "
+                         f"{', '.join(names)}: name it with {param}=NAME")
+
+    return (pick(image_column, datasets.Image, "image_column", ("image", "img")),
+            pick(label_column, datasets.ClassLabel, "label_column", ("label", "labels")))
+
+
+def _list_hf(path: Path, image_column: str | None, label_column: str | None):
+    """``(openers, label names per item, class names or None)`` of a saved HF data set."""
+    datasets = require("datasets", extra="hf", purpose="hf: data")
+    if not path.exists():
+        raise FileNotFoundError(f"hf:{path}: no such folder (save a data set there with save_to_disk)")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"hf:{path}: not a data set saved with save_to_disk ({exc})") from None
+    parts = list(ds.values()) if isinstance(ds, datasets.DatasetDict) else [ds]
+    img_col, lab_col = _hf_columns(parts[0].features, image_column, label_column)
+    feature = parts[0].features[lab_col]
+    classes = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    openers, labels = [], []
+    for part in parts:
+        if not isinstance(part.features.get(img_col), datasets.Image):
+            raise ValueError(f"image_column={img_col!r} is not an image column ({part.features.get(img_col)})")
+        raw = part.cast_column(img_col, datasets.Image(decode=False))
+        openers += [_open_bytes(item) for item in raw[img_col]]
+        labels += list(raw[lab_col])
+    if classes is None:  # plain int or str labels: classes in sorted order
+        classes = tuple(str(v) for v in sorted(set(labels)))
+    names = [classes[y] if isinstance(feature, datasets.ClassLabel) else str(y) for y in labels]
+    return openers, names, classes
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _decode(openers: list[Callable], names: list[str], *, enabled: bool):
+    """Decode every image; returns ``(PIL images, their label names, messages of the failures)``."""
+    images, kept, failures = [], [], []
+    bar = progress(openers, enabled=enabled, desc="reading images", unit="img")
+    for opener, name in zip(bar, names, strict=True):
+        try:
+            images.append(opener())
+            kept.append(name)
+        except Exception as exc:  # any decoder error: skip the file and count it
+            failures.append(f"{type(exc).__name__}: {exc}")
+    return images, kept, failures
+
+
+def _to_array(im, mode: str, image_size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    if im.mode != mode:
+        im = im.convert("RGBA").convert(mode) if im.mode == "P" else im.convert(mode)
+    if image_size is not None and im.size != (image_size, image_size):
+        w, h = im.size
+        s = image_size / min(w, h)
+        nw, nh = max(image_size, round(w * s)), max(image_size, round(h * s))
+        im = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        left, top = (nw - image_size) // 2, (nh - image_size) // 2
+        im = im.crop((left, top, left + image_size, top + image_size))
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _stack(pils: list, *, image_size: int | None, source: str, notes: list[str]):
+    """PIL images -> uint8 ``(N, C, H, W)``; the grey/colour and size checks."""
+    grey = sum(im.mode in _GREY_MODES for im in pils)
+    mode = "L" if grey == len(pils) else "RGB"
+    if 0 < grey < len(pils):
+        notes.append(f"{source}: {grey} of {len(pils)} images are grey and the rest colour: the grey ones were "
+                     "converted to colour (grey copied into R, G and B; nothing is lost) so that every image has "
+                     "3 channels")
+    alpha = sum(im.mode in ("RGBA", "LA", "PA") for im in pils)
+    if alpha:
+        notes.append(f"{source}: the transparency of {alpha} images was dropped (the audit works on R, G, B)")
+    sizes = sorted({(im.height, im.width) for im in pils})
+    if image_size is None and len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sizes[:3])
+        raise ValueError(
+            f"{source}: the images differ in size ({len(sizes)} sizes, e.g. {shown} as width x height); pass "
+            "image_size=N to resize (shorter side) and centre-crop them all to N x N (e.g. 64 for colour photos; "
+            "larger is slower)"
+        )
+    if image_size is not None and sizes != [(image_size, image_size)]:
+        notes.append(f"{source}: images resized (shorter side) and centre-cropped to {image_size}x{image_size}")
+    x = np.stack([_to_array(im, mode, image_size) for im in pils])
+    t = torch.from_numpy(x)
+    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    return t.contiguous(), tuple(sizes[:5])
+
+
+def _stamp(path: Path) -> tuple:
+    """(name, size, mtime) of every file under ``path``: the cache key of a loaded set."""
+    out = []
+    for dirpath, _, names in os.walk(path, followlinks=True):
+        for n in names:
+            try:
+                st = os.stat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            out.append((os.path.join(dirpath, n), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
+_CACHE: dict = {}
+
+
+def load_user_images(name: str, *, image_size: int | None = None, image_column: str | None = None,
+                     label_column: str | None = None, progress_bar: bool = False) -> UserImages:
+    """Read an ``imagefolder:PATH`` or ``hf:PATH`` set into memory (module docstring).
+
+    Parameters
+    ----------
+    name : str
+        ``"imagefolder:PATH"`` or ``"hf:PATH"``.
+    image_size : int, optional
+        Working size: every image is resized (shorter side) and centre-cropped to
+        ``image_size``×``image_size``. None keeps the native size, which all images must share.
+    image_column, label_column : str, optional
+        Columns of an ``hf:`` set (default: detected from the features).
+    progress_bar : bool
+        Show a bar while decoding.
+
+    Returns
+    -------
+    UserImages
+        The last set read is cached (keyed by the files' names, sizes and times), so the CLI's
+        look at the data and the audit's own load decode the images once.
+
+    Raises
+    ------
+    ValueError
+        No class sub-folders, fewer than two classes, no readable image, mixed sizes without
+        ``image_size``, unknown columns.
+    """
+    if image_size is not None and int(image_size) < 8:
+        raise ValueError(f"image_size: must be at least 8, got {image_size}")
+    kind, _, raw_path = name.partition(":")
+    path = Path(raw_path).expanduser()
+    if kind not in ("imagefolder", "hf") or not raw_path:
+        raise ValueError(f"unknown user data {name!r}: use imagefolder:PATH or hf:PATH")
+    key = (name, image_size, image_column, label_column, _stamp(path) if path.exists() else None)
+    if key in _CACHE:
+        return _CACHE[key]
+    notes: list[str] = []
+    if kind == "imagefolder":
+        files, ignored = _list_folder(path)
+        openers, names = [_open_file(f) for f, _ in files], [c for _, c in files]
+        classes = None
+        if ignored:
+            notes.append(f"{name}: {ignored} files without an image extension were ignored")
+    else:
+        openers, names, classes = _list_hf(path, image_column, label_column)
+    pils, kept, failures = _decode(openers, names, enabled=progress_bar)
+    if failures:
+        notes.append(f"{name}: skipped {len(failures)} unreadable of {len(openers)} images (first: {failures[0]})")
+    if not pils:
+        raise ValueError(f"{name}: none of the {len(openers)} image files could be read (first: {failures[0]})"
+                         if failures else f"{name}: no images")
+    classes = classes or tuple(sorted(set(names)))
+    if len(set(kept)) < 2:
+        found = sorted(set(kept))
+        raise ValueError(f"{name}: the audit needs at least two classes, found {len(found)} ({', '.join(found)})")
+    index = {c: i for i, c in enumerate(classes)}
+    x, sizes = _stack(pils, image_size=image_size, source=name, notes=notes)
+    for im in pils:
+        im.close()
+    y = torch.tensor([index[c] for c in kept], dtype=torch.int64)
+    out = UserImages(x, y, tuple(classes), name, sizes, notes)
+    _CACHE.clear()
+    _CACHE[key] = out
+    return out
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def fit_split_sizes(counts: list[int] | dict, *, n_train: int, n_victims: int, n_attacker: int) -> tuple[int, int, int]:
+    """Split sizes that fit a set with ``counts`` images per class, at most the ones asked for.
+
+    Every class gives about 15 % of its images (at least one) to the victims, 35 % (at least one)
+    to the attacker and the rest to the owner's training images, judged by the smallest class.
+    """
+    counts = list(counts.values()) if isinstance(counts, dict) else list(counts)
+    k, m = len(counts), min(counts)
+    if m < MIN_PER_CLASS:
+        raise ValueError(f"every class needs at least {MIN_PER_CLASS} images (one each for training, victims "
+                         f"and attacker); the smallest has {m}")
+    v = max(1, int(m * _VICTIM_SHARE))
+    a = max(1, int(m * _ATTACKER_SHARE))
+    t = m - v - a
+    return min(n_train, k * t), min(n_victims, k * v), min(n_attacker, k * a)
+
+
+def split_user_data(data: UserImages, *, n_train: int, n_victims: int, n_attacker: int, seed: int = 0) -> dict:
+    """Disjoint owner's training images, victims and attacker's images, stratified by class.
+
+    Each class gives ``ceil(n / classes)`` images to each part (seeded shuffle), then each part
+    is trimmed at random to exactly ``n`` images.
+
+    Returns
+    -------
+    dict
+        ``{"train": (x, y), "victims": (x, y), "attacker": (x, y)}``.
+
+    Raises
+    ------
+    ValueError
+        When a class has fewer images than the split needs; the message gives both numbers.
+    """
+    k = len(data.classes)
+    quota = {"victims": math.ceil(n_victims / k), "attacker": math.ceil(n_attacker / k),
+             "train": math.ceil(n_train / k)}
+    need = sum(quota.values())
+    counts = data.counts()
+    short = {c: n for c, n in counts.items() if n < need}
+    if short:
+        shown = ", ".join(f"{c!r} has {n}" for c, n in list(short.items())[:5])
+        raise ValueError(
+            f"{data.source}: too few images per class: the split sizes ({n_train} training, {n_victims} victims, "
+            f"{n_attacker} attacker images over {k} classes) need {need} images per class ({quota['train']} "
+            f"training + {quota['victims']} victims + {quota['attacker']} attacker), but {shown}"
+            f"{' ...' if len(short) > 5 else ''}; pass smaller n_train=N, n_victims=N, n_attacker=N or add images"
+        )
+    g = torch.Generator().manual_seed(int(seed))
+    parts: dict[str, list] = {p: [] for p in quota}
+    for c in range(k):
+        idx = torch.nonzero(data.labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        start = 0
+        for p, q in quota.items():
+            parts[p].append(idx[start : start + q])
+            start += q
+    out = {}
+    for p, n in (("train", n_train), ("victims", n_victims), ("attacker", n_attacker)):
+        idx = torch.cat(parts[p])
+        idx = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
+        out[p] = (data.images[idx], data.labels[idx])
+    return out
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 of the tensors' bytes and shapes (what the recommend state file checks)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()

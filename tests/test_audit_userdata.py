@@ -1,0 +1,191 @@
+"""`visualmixer audit --data imagefolder:PATH / hf:PATH`: a user's own images, split like the built-in sets."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visualmixer.cli import main
+from visualmixer.eval.report.data import load_audit_data
+from visualmixer.eval.userdata import fit_split_sizes, load_user_images, split_user_data
+
+
+def make_folder(root, *, classes=3, per_class=10, size=(16, 16), grey=(), broken=0, seed=0):
+    """``root/c<k>/<i>.png``: distinct random images (``size`` = (width, height)); ``grey`` lists
+    the classes saved grey; ``broken`` adds that many unreadable .png files to class 0."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            im = Image.fromarray(a).convert("L") if c in grey else Image.fromarray(a)
+            im.save(root / f"c{c}" / f"{i}.png")
+    for i in range(broken):
+        (root / "c0" / f"broken{i}.png").write_bytes(b"this is not an image")
+    return root
+
+
+def make_hf(path, *, per_class=10, size=16, image_column="image", label_column="label", classlabel=True, seed=0):
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(3):
+        for _ in range(per_class):
+            images.append(Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)))
+            labels.append(c)
+    label_feature = datasets.ClassLabel(names=["cat", "dog", "eel"]) if classlabel else datasets.Value("int64")
+    features = datasets.Features({image_column: datasets.Image(), label_column: label_feature})
+    datasets.Dataset.from_dict({image_column: images, label_column: labels}, features=features).save_to_disk(str(path))
+    return path
+
+
+def test_imagefolder_pool_skips_unreadable_and_ignores_other_files(tmp_path):
+    root = make_folder(tmp_path / "imgs", broken=2)
+    (root / "c1" / "notes.txt").write_text("not an image")
+    pool = load_user_images(f"imagefolder:{root}")
+    assert pool.images.shape == (30, 3, 16, 16) and pool.images.dtype == torch.uint8
+    assert pool.classes == ("c0", "c1", "c2") and pool.counts() == {"c0": 10, "c1": 10, "c2": 10}
+    notes = " ".join(pool.notes)
+    assert "skipped 2 unreadable of 32 images" in notes
+    assert "1 files without an image extension were ignored" in notes
+
+
+def test_split_is_disjoint_stratified_and_seeded(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=12)
+    d = load_audit_data(f"imagefolder:{root}", n_train=15, n_victims=6, n_attacker=9, seed=3)
+    assert (len(d.train_images), len(d.victim_images), len(d.attacker_images)) == (15, 6, 9)
+    assert d.num_classes == 3 and d.classes == ("c0", "c1", "c2")
+    rows = torch.cat([d.train_images, d.victim_images, d.attacker_images]).flatten(1)
+    assert len({bytes(r.numpy()) for r in rows}) == 30  # every image in one part only
+    for part in (d.train_labels, d.victim_labels, d.attacker_labels):
+        assert set(part.tolist()) == {0, 1, 2}  # every class in every part
+    again = load_audit_data(f"imagefolder:{root}", n_train=15, n_victims=6, n_attacker=9, seed=3)
+    assert torch.equal(again.victim_images, d.victim_images)
+    other = load_audit_data(f"imagefolder:{root}", n_train=15, n_victims=6, n_attacker=9, seed=4)
+    assert not torch.equal(other.victim_images, d.victim_images)
+
+
+def test_too_few_images_per_class_says_how_many(tmp_path, capsys):
+    root = make_folder(tmp_path / "imgs", per_class=5)
+    with pytest.raises(ValueError) as exc:
+        load_audit_data(f"imagefolder:{root}", n_train=30, n_victims=6, n_attacker=9, seed=0)
+    msg = str(exc.value)
+    assert "need 15 images per class (10 training + 2 victims + 3 attacker)" in msg
+    assert "'c0' has 5" in msg and "n_train=N" in msg
+    rc = main(["audit", "--data", f"imagefolder:{root}", "--train", "30", "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "need" in err and "has 5" in err and "--train N, --victims N, --attacker N" in err
+    assert "n_train" not in err
+
+
+def test_fitted_sizes_and_the_minimum():
+    assert fit_split_sizes({"a": 20, "b": 30}, n_train=2000, n_victims=200, n_attacker=1200) == (20, 6, 14)
+    assert fit_split_sizes([20, 30], n_train=10, n_victims=2, n_attacker=4) == (10, 2, 4)
+    with pytest.raises(ValueError, match="at least 3 images .* the smallest has 2"):
+        fit_split_sizes([2, 30], n_train=10, n_victims=2, n_attacker=4)
+
+
+def test_mixed_sizes_need_image_size(tmp_path, capsys):
+    root = make_folder(tmp_path / "imgs", per_class=4)
+    Image.fromarray(np.zeros((30, 20, 3), np.uint8)).save(root / "c1" / "tall.png")
+    with pytest.raises(ValueError) as exc:
+        load_user_images(f"imagefolder:{root}")
+    assert "differ in size" in str(exc.value) and "20x30" in str(exc.value) and "image_size=N" in str(exc.value)
+    rc = main(["audit", "--data", f"imagefolder:{root}", "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--image-size N" in err and "image_size" not in err
+    pool = load_user_images(f"imagefolder:{root}", image_size=12)
+    assert pool.images.shape == (13, 3, 12, 12)
+    assert any("centre-cropped to 12x12" in n for n in pool.notes)
+
+
+def test_resize_keeps_the_centre(tmp_path):
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        a = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high: the centre 20x20 is white
+        a[:, 10:30] = 255
+        for i in range(3):
+            Image.fromarray(a).save(root / c / f"{i}.png")
+    pool = load_user_images(f"imagefolder:{root}", image_size=10)
+    assert pool.images.shape == (6, 3, 10, 10)
+    assert pool.images.float().mean() > 250  # the black side strips were cropped away
+    assert pool.native_sizes == ((20, 40),)
+
+
+def test_grey_and_colour_mix_is_converted_with_a_note(tmp_path):
+    root = make_folder(tmp_path / "mix", grey=(1,))
+    pool = load_user_images(f"imagefolder:{root}")
+    assert pool.images.shape[1] == 3
+    grey = pool.images[pool.labels == 1]
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    assert any("10 of 30 images are grey" in n and "converted to colour" in n for n in pool.notes)
+    all_grey = load_user_images(f"imagefolder:{make_folder(tmp_path / 'grey', grey=(0, 1, 2))}")
+    assert all_grey.images.shape[1] == 1 and not all_grey.notes
+
+
+def test_folder_layout_errors(tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / f"{i}.png")
+    with pytest.raises(ValueError, match="no class sub-folders.*holds 3 image files directly.*sub-folder per class"):
+        load_user_images(f"imagefolder:{flat}")
+    one = make_folder(tmp_path / "one", classes=1)
+    with pytest.raises(ValueError, match="at least two classes, found 1"):
+        load_user_images(f"imagefolder:{one}")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_user_images(f"imagefolder:{tmp_path / 'missing'}")
+    rc = main(["audit", "--data", f"imagefolder:{flat}", "--out", str(tmp_path / "o"), "-q"])
+    assert rc == 2 and "no class sub-folders" in capsys.readouterr().err
+
+
+def test_train_test_split_folders_are_pooled(tmp_path):
+    make_folder(tmp_path / "s" / "train", per_class=4, seed=1)
+    make_folder(tmp_path / "s" / "test", per_class=2, seed=2)
+    pool = load_user_images(f"imagefolder:{tmp_path / 's'}")
+    assert pool.counts() == {"c0": 6, "c1": 6, "c2": 6}
+
+
+def test_hf_saved_dataset_columns_detected_or_named(tmp_path, capsys):
+    path = make_hf(tmp_path / "hf")
+    pool = load_user_images(f"hf:{path}")
+    assert pool.images.shape == (30, 3, 16, 16) and pool.classes == ("cat", "dog", "eel")
+    odd = make_hf(tmp_path / "odd", image_column="picture", label_column="target", classlabel=False)
+    with pytest.raises(ValueError, match="which column holds the labels.*picture, target.*label_column=NAME"):
+        load_user_images(f"hf:{odd}")
+    with pytest.raises(ValueError, match="image_column='pix': no such column"):
+        load_user_images(f"hf:{odd}", image_column="pix", label_column="target")
+    pool = load_user_images(f"hf:{odd}", label_column="target")
+    assert pool.classes == ("0", "1", "2") and pool.counts() == {"0": 10, "1": 10, "2": 10}
+    rc = main(["audit", "--data", f"hf:{odd}", "--out", str(tmp_path / "o"), "-q"])
+    assert rc == 2 and "--label-column NAME" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a data set saved with save_to_disk"):
+        load_user_images(f"hf:{make_folder(tmp_path / 'notds', per_class=1)}")
+
+
+def test_split_user_data_error_names_parameters(tmp_path):
+    pool = load_user_images(f"imagefolder:{make_folder(tmp_path / 'imgs', per_class=4)}")
+    with pytest.raises(ValueError, match="n_victims=N"):
+        split_user_data(pool, n_train=3, n_victims=30, n_attacker=3)
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "hf"])
+def test_audit_cli_on_user_data(tmp_path, kind, capsys):
+    src = make_folder(tmp_path / "imgs", broken=1) if kind == "imagefolder" else make_hf(tmp_path / "hf")
+    out = tmp_path / "audit"
+    rc = main(["audit", "--data", f"{kind}:{src}", "--methods", "visualmixer:0.5", "--attacks", "A1,A2,A3,A4",
+               "--epochs", "1", "--a3-epochs", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "split sizes fitted to the data: 18 training, 3 victims, 9 attacker images" in err
+    res = json.loads((out / "results.json").read_text())
+    ds = res["datasets"][f"{kind}:{src}"]
+    assert (ds["n_train"], ds["n_victims"], ds["n_attacker"], ds["shape"]) == (18, 3, 9, [3, 16, 16])
+    vm = ds["methods"]["visualmixer:0.5"]
+    assert "error" not in vm and {"A1", "A2", "A3"} <= set(vm["attacks"]) and "accuracy_loss_pp" in vm
+    if kind == "imagefolder":
+        assert any("skipped 1 unreadable" in n for n in res["notes"])
+    assert (out / "index.html").is_file()

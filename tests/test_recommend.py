@@ -1,0 +1,160 @@
+"""`visualmixer recommend`: the cheapest setting that meets a risk budget on a user's images; resumable."""
+
+import dataclasses
+import json
+import shlex
+
+import pytest
+from tests.test_audit_userdata import make_folder, make_hf
+
+import visualmixer.eval.recommend as rec
+from visualmixer.cli import build_parser, main
+from visualmixer.eval.methods.visualmixer import VM_OPTIONS
+from visualmixer.eval.recommend import VARIANTS, Budget, obfuscate_command, recommend, settings_grid
+from visualmixer.eval.report.presets import AuditConfig
+
+#: tiny and fast: 1 epoch, narrow models, the attacks that score reconstructions
+TINY = AuditConfig(n_train=15, n_victims=6, n_attacker=9, epochs=1, a3_epochs=1, a3_base=4, width=4,
+                   attacks=("A1", "A2", "A3", "A5"), progress=False)
+TINY_FLAGS = ["--epochs", "1", "--a3-epochs", "1", "--a3-base", "4", "--width", "4", "--attacks", "A1,A2,A3,A5", "-q"]
+LOOSE = Budget(max_ssim_over_prior=1.0, max_reid=1000.0)
+
+
+def test_variants_are_the_registry_options_and_the_grid_validates():
+    assert VARIANTS == ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o != "/rN")
+    assert set(VARIANTS) >= {"plain", "flat", "blocks", "keyblocks", "online"}
+    assert settings_grid((0.3, 0.7), (None, 4), ("plain", "blocks")) == [
+        "visualmixer:0.3", "visualmixer:0.3/blocks", "visualmixer:0.3/r4", "visualmixer:0.3/r4/blocks",
+        "visualmixer:0.7", "visualmixer:0.7/blocks", "visualmixer:0.7/r4", "visualmixer:0.7/r4/blocks"]
+    with pytest.raises(ValueError, match="variants: unknown sideways; choose from plain, flat"):
+        settings_grid((0.5,), (None,), ("sideways",))
+    with pytest.raises(ValueError, match=r"targets: a target VFE must be in \[0, 1\], got 1.5"):
+        settings_grid((1.5,), (None,), ("plain",))
+    with pytest.raises(ValueError, match="budget is empty"):
+        Budget(None, None, None)
+    with pytest.raises(ValueError, match="max_reid: must be a number >= 0"):
+        Budget(max_reid=-1)
+
+
+def test_obfuscate_command_uses_only_real_flags():
+    obf = build_parser(only="obfuscate")
+    for spec in ("visualmixer:0.5", "visualmixer:0.7/r8", "visualmixer:0.3/r4/flat"):
+        words = shlex.split(obfuscate_command(spec, src="my photos", dst="out/vm"))
+        args = obf.parse_args(words[1:])  # exits (SystemExit) on a flag obfuscate does not have
+        assert args.src == "my photos" and args.key == "secret/my.key"
+    args = obf.parse_args(shlex.split(obfuscate_command("visualmixer:0.3/r4/flat", src="s"))[1:])
+    assert (args.target_vfe, args.region, args.channel_order) == (0.3, 4, False)
+    for spec in ("visualmixer:0.5/blocks", "visualmixer:0.5/keyblocks", "visualmixer:0.5/online"):
+        assert obfuscate_command(spec, src="s") is None
+
+
+def test_recommend_on_imagefolder_picks_the_cheapest_that_meets(tmp_path):
+    src = make_folder(tmp_path / "imgs")
+    lines = []
+    res = recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", budget=LOOSE, targets=(0.3, 0.7),
+                    variants=("plain", "blocks"), config=TINY, log=lines.append)
+    specs = {r["spec"] for r in res["rows"]}
+    assert specs == {"visualmixer:0.3", "visualmixer:0.7", "visualmixer:0.3/blocks", "visualmixer:0.7/blocks"}
+    ok = [r for r in res["rows"] if not r["fails"]]
+    assert len(ok) == 4 and res["best"]["accuracy_loss_pp"] == min(r["accuracy_loss_pp"] for r in ok)
+    assert any("time estimate" in s and "an estimate" in s for s in lines)
+    text = rec.format_recommendation(res)
+    assert f"Recommended: {res['best']['spec']}" in text
+    assert f"visualmixer obfuscate {src}" in text or "audit-only" in text
+    state = json.loads((tmp_path / "out" / "recommend.json").read_text())
+    assert set(state["settings"]) == specs | {"clean"}
+
+
+def test_no_setting_meets_says_which_came_closest(tmp_path):
+    src = make_folder(tmp_path / "imgs")
+    res = recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", budget=Budget(max_ssim_over_prior=0.0,
+                    max_reid=0.5), targets=(0.2, 0.9), config=TINY, log=lambda s: None)
+    assert res["best"] is None and res["closest"]["spec"] in ("visualmixer:0.2", "visualmixer:0.9")
+    text = rec.format_recommendation(res)
+    assert "No setting meets the budget. Closest: " in text
+    assert "re-identification (times chance)" in text and "vs --max-reid 0.5 (over by" in text
+    assert "visualmixer obfuscate" not in text
+
+
+def test_audit_only_best_also_names_the_cheapest_with_a_command():
+    res = {"data": "imagefolder:/p", "budget": dataclasses.asdict(LOOSE), "shape": [3, 16, 16], "region": 4,
+           "reference": {"accuracy": 0.9}, "failed": {}, "image_size": None, "state_file": "x", "notes": [],
+           "rows": []}
+    rows = [{"spec": "visualmixer:0.5/blocks", "accuracy_loss_pp": 1.0, "fails": {}},
+            {"spec": "visualmixer:0.5", "accuracy_loss_pp": 2.0, "fails": {}}]
+    for r in rows:
+        r.update(accuracy=0.8, seconds=1, ssim_over_prior=0.01, reid_over_chance=1.0, face_rate=None)
+    res.update(rows=rows, **rec._select(rows, LOOSE))
+    text = rec.format_recommendation(res)
+    assert "Recommended: visualmixer:0.5/blocks" in text and "audit-only: region permutation per image" in text
+    assert "Cheapest setting with an obfuscate command: visualmixer:0.5" in text
+    assert "visualmixer obfuscate /p DST --key secret/my.key --target-vfe 0.5" in text
+
+
+def test_resume_does_not_recompute_finished_settings(tmp_path, monkeypatch):
+    src = make_folder(tmp_path / "imgs")
+    kw = dict(out_dir=tmp_path / "out", budget=LOOSE, targets=(0.3, 0.5, 0.7), config=TINY, log=lambda s: None)
+
+    def stop_after_first_vm(spec, record):
+        if spec != "clean":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        recommend(f"imagefolder:{src}", on_setting_done=stop_after_first_vm, **kw)
+    saved = json.loads((tmp_path / "out" / "recommend.json").read_text())["settings"]
+    assert set(saved) == {"clean", "visualmixer:0.3"}
+
+    computed = []
+    real = rec._run_setting
+    monkeypatch.setattr(rec, "_run_setting", lambda cfg, spec, d, ctx: computed.append(spec) or real(cfg, spec, d, ctx))
+    lines = []
+    res = recommend(f"imagefolder:{src}", **{**kw, "log": lines.append})
+    assert computed == ["visualmixer:0.5", "visualmixer:0.7"]
+    assert any("resuming: 2 finished settings" in s for s in lines)
+    row = next(r for r in res["rows"] if r["spec"] == "visualmixer:0.3")
+    assert row["seconds"] == saved["visualmixer:0.3"]["seconds"]
+
+    # a new budget re-ranks without recomputing; other audit settings or other data are refused
+    computed.clear()
+    lines.clear()
+    recommend(f"imagefolder:{src}", **{**kw, "budget": Budget(max_ssim_over_prior=0.5), "log": lines.append})
+    assert computed == [] and any("budget changed" in s for s in lines)
+    with pytest.raises(ValueError, match="other audit settings.*epochs 1 -> 2.*overwrite=True"):
+        recommend(f"imagefolder:{src}", **{**kw, "config": dataclasses.replace(TINY, epochs=2)})
+    other = make_folder(tmp_path / "other", seed=5)
+    with pytest.raises(ValueError, match="holds results for other data"):
+        recommend(f"imagefolder:{other}", **kw)
+
+
+def test_recommend_cli_on_hf_dataset(tmp_path, capsys):
+    path = make_hf(tmp_path / "hf")
+    out = tmp_path / "out"
+    rc = main(["recommend", "--data", f"hf:{path}", "--out", str(out), "--targets", "0.3", "0.7",
+               "--max-ssim-over-prior", "1", "--max-reid", "1000", *TINY_FLAGS])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "Recommended: visualmixer:0." in text and "obfuscate_hf(datasets.load_from_disk(" in text
+    cmd = next(line.strip() for line in text.splitlines() if line.strip().startswith("visualmixer obfuscate"))
+    build_parser(only="obfuscate").parse_args(shlex.split(cmd)[1:])
+    assert json.loads((out / "recommend.json").read_text())["data"] == f"hf:{path}"
+    # the same command with another --epochs: refused, naming the flag and the difference
+    rc = main(["recommend", "--data", f"hf:{path}", "--out", str(out), "--targets", "0.3", "0.7",
+               *TINY_FLAGS[:1], "2", *TINY_FLAGS[2:]])
+    err = capsys.readouterr().err
+    assert rc == 2 and "other audit settings (epochs 1 -> 2)" in err and "--overwrite" in err and "--out DIR" in err
+
+
+def test_recommend_cli_interrupt_and_none_meets(tmp_path, capsys, monkeypatch):
+    src = make_folder(tmp_path / "imgs")
+    args = ["recommend", "--data", f"imagefolder:{src}", "--out", str(tmp_path / "out"), "--targets", "0.4",
+            "--max-ssim-over-prior", "0", "--max-reid", "0.5", *TINY_FLAGS]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rec, "_run_setting", interrupted)
+    assert main(args) == 130
+    assert "interrupted; the finished settings are saved" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(args) == 1
+    assert "No setting meets the budget. Closest: visualmixer:0.4" in capsys.readouterr().out
