@@ -104,7 +104,7 @@ def test_cli_audit(tmp_path, capsys):
     assert rc == 0
     assert str(out / "index.html") in capsys.readouterr().out
     check_page(out / "index.html")
-    rc = main(["audit", "--out", str(out), "--data", "faces", "--attacks", "A9", "-q"])
+    rc = main(["audit", "--out", str(out), "--data", "faces", "--attacks", "A99", "-q"])  # A9 exists now (un-mixing)
     assert rc == 2 and "unknown attacks" in capsys.readouterr().err
 
 
