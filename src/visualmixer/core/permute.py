@@ -298,6 +298,45 @@ def level_sources(words: torch.Tensor, grid: RegionGrid, channels: int, level: i
     return sigma.clone()
 
 
+def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, inverse: bool = False) -> torch.Tensor:
+    """Move whole tiles of full regions all cut at one tile side: one ``index_select`` of tiles.
+
+    Parameters
+    ----------
+    regions : torch.Tensor
+        ``(N, m, C, R, R)`` full regions.
+    sources : torch.Tensor
+        ``(N * m, C * ntiles)``: output (channel, slot) ``j`` of a region takes its source
+        (channel, tile) ``sources[., j]`` (see :func:`level_sources`).
+    tile : int
+        Tile side.
+    inverse : bool
+        Undo the move instead.
+
+    Single pixels and whole regions: each tile is a row of the widest integers its bytes divide
+    into, picked with an int32 index of one entry per tile (``sources`` plus one add).
+    """
+    n, m, c, r, _ = regions.shape
+    rows = n * m
+    q = r // tile
+    nt = q * q
+    if inverse:  # the inverse permutation of each region, by a scatter of the small table
+        inv = torch.empty_like(sources)
+        order = torch.arange(sources.shape[1], device=sources.device).expand(rows, -1)
+        sources = inv.scatter_(1, sources, order)
+    if 1 < tile < r:  # tiles of several rows: move tile rows in place (no layout copy)
+        return _move_tile_rows(regions, sources, tile)
+    # single pixels or whole regions: the region layout is already tile-major
+    nbytes = tile * tile * regions.element_size()
+    chunk = max(g for g in (1, 2, 4, 8) if nbytes % g == 0)
+    wide = regions.reshape(rows * c * nt, -1).view(torch.uint8).view(_VIEW_DTYPES[chunk])
+    narrow = torch.int32 if wide.shape[0] < 2**31 else torch.int64
+    offsets = torch.arange(rows, device=regions.device, dtype=narrow).mul_(c * nt)
+    index = sources.to(narrow).add_(offsets.view(-1, 1))
+    moved = wide.index_select(0, index.view(-1))
+    return moved.view(torch.uint8).view(regions.dtype).reshape(n, m, c, r, r)
+
+
 @lru_cache(maxsize=128)
 def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
     """Wide-element gather pattern of a region cut into ``t``-sided tiles.
@@ -319,31 +358,12 @@ def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
     return chunk, base.to(device), inner.to(device)
 
 
-def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, inverse: bool = False) -> torch.Tensor:
-    """Move whole tiles of full regions all cut at one tile side: one ``index_select``.
-
-    Parameters
-    ----------
-    regions : torch.Tensor
-        ``(N, m, C, R, R)`` full regions.
-    sources : torch.Tensor
-        ``(N * m, C * ntiles)``: output (channel, slot) ``j`` of a region takes its source
-        (channel, tile) ``sources[., j]`` (see :func:`level_sources`).
-    tile : int
-        Tile side.
-    inverse : bool
-        Undo the move instead.
-
-    The data are viewed as the widest integers a tile row divides into, so the index has one
-    entry per (tile row chunk), built from a small per-(channel, tile) table in int32 where the
-    batch allows it.
-    """
+def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int) -> torch.Tensor:
+    """:func:`shuffle_level` for tiles of several rows: the data viewed as the widest integers
+    a tile row divides into, one index entry per tile row built from a per-(channel, tile)
+    table (cheaper than laying the regions out tile-major and back)."""
     n, m, c, r, _ = regions.shape
     rows = n * m
-    if inverse:  # the inverse permutation of each region, by a scatter of the small table
-        inv = torch.empty_like(sources)
-        order = torch.arange(sources.shape[1], device=sources.device).expand(rows, -1)
-        sources = inv.scatter_(1, sources, order)
     chunk, base, inner = _gather_pattern(r, tile, c, regions.element_size(), str(regions.device))
     wide = regions.contiguous().view(rows, -1).view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1)
     per_region = wide.numel() // rows

@@ -30,7 +30,8 @@ class Saliency(Protocol):
 
 def _abs2(z: torch.Tensor) -> torch.Tensor:
     """``|z|^2`` of a complex tensor, as a real tensor."""
-    return z.real.square() + z.imag.square()
+    re, im = z.real, z.imag
+    return re * re + im * im
 
 
 @lru_cache(maxsize=64)
@@ -132,20 +133,20 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
         small = F.interpolate(grey, size=(size, size), mode="area" if min(h, w) >= size else "bilinear")
         small = small.to(torch.float64)
     # Remove the mean and use a relative floor, so the map ignores brightness offset and contrast.
-    small = small - small.mean(dim=(2, 3), keepdim=True)
-    spread = small.abs().amax(dim=(2, 3), keepdim=True)
+    small = small - small.view(n, -1).mean(dim=1).view(n, 1, 1, 1)  # (flat views reduce faster)
+    spread = small.abs().view(n, -1).amax(dim=1).view(n, 1, 1, 1)
     spectrum = torch.fft.fft2(small)
     true_amp = _abs2(spectrum).sqrt_()  # |z| without complex abs's slow hypot
     amp = true_amp.clone()
     amp[..., 0, 0] = 0  # the DC term is rounding noise after removing the mean
-    log_amp = torch.log(amp + 1e-6 * amp.amax(dim=(2, 3), keepdim=True) + 1e-300)
+    log_amp = torch.log(amp + 1e-6 * amp.view(n, -1).amax(dim=1).view(n, 1, 1, 1) + 1e-300)
     box = _band_matrix(size, (1 / 3, 1 / 3, 1 / 3), "replicate", log_amp.dtype, str(log_amp.device))
     smooth = torch.matmul(torch.matmul(box, log_amp), box.T)  # 3x3 mean, replicate padding
     # exp(residual + i phase) = exp(residual) * spectrum / |spectrum| (no atan2, no complex exp;
     # a zero coefficient has phase 0)
     nonzero = true_amp > 0
-    unit = torch.where(nonzero, spectrum, torch.ones_like(spectrum))
-    unit = unit * (torch.exp(log_amp - smooth) / torch.where(nonzero, true_amp, torch.ones_like(true_amp)))
+    unit = torch.where(nonzero, spectrum, 1.0)
+    unit = unit * (torch.exp(log_amp - smooth) / torch.where(nonzero, true_amp, 1.0))
     sal = _abs2(torch.fft.ifft2(unit))
     sal = gaussian_blur2d(sal.float(), sigma).double()  # float32 convolutions are much faster
     flat = sal.reshape(n, -1)
@@ -153,7 +154,7 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     hi = flat.max(dim=1).values.view(n, 1, 1, 1)
     span = hi - lo
     # A flat input (or a map without contrast) weighs every place equally.
-    scale = grey.abs().amax(dim=(2, 3), keepdim=True).to(torch.float64)
+    scale = grey.abs().view(n, -1).amax(dim=1).view(n, 1, 1, 1).to(torch.float64)
     has_contrast = (span > 1e-9 * hi.abs().clamp_min(1e-300)) & (spread > 1e-12 * scale)
     sal = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-300), torch.ones_like(sal))
     if (h, w) == (size, size):
