@@ -5,9 +5,9 @@ import json
 import shlex
 
 import pytest
-from tests.test_audit_userdata import make_folder, make_hf
 
 import visualmixer.eval.recommend as rec
+from test_audit_userdata import make_folder, make_hf
 from visualmixer.cli import build_parser, main
 from visualmixer.eval.methods.visualmixer import VM_OPTIONS
 from visualmixer.eval.recommend import VARIANTS, Budget, obfuscate_command, recommend, settings_grid
@@ -73,6 +73,7 @@ def test_no_setting_meets_says_which_came_closest(tmp_path):
     text = rec.format_recommendation(res)
     assert "No setting meets the budget. Closest: " in text
     assert "re-identification (times chance)" in text and "vs --max-reid 0.5 (over by" in text
+    assert "misses SSIM, re-id" in text
     assert "visualmixer obfuscate" not in text
 
 

@@ -44,11 +44,11 @@ __all__ = ["Budget", "VARIANTS", "STATE_FILE", "settings_grid", "recommend", "ob
 VARIANTS = ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o != "/rN")
 STATE_FILE = "recommend.json"
 _VERSION = 1
-#: metric key in a setting's row -> (budget field, words for the report)
+#: metric key in a setting's row -> (budget field, words for the report, short name, decimals)
 _METRICS = {
-    "ssim_over_prior": ("max_ssim_over_prior", "best reconstruction SSIM over the prior-only guess"),
-    "reid_over_chance": ("max_reid", "re-identification (times chance)"),
-    "face_rate": ("max_face_rate", "face detection rate"),
+    "ssim_over_prior": ("max_ssim_over_prior", "best reconstruction SSIM over the prior-only guess", "SSIM", 3),
+    "reid_over_chance": ("max_reid", "re-identification (times chance)", "re-id", 1),
+    "face_rate": ("max_face_rate", "face detection rate", "faces", 2),
 }
 #: what ``visualmixer obfuscate`` cannot do, per variant
 _AUDIT_ONLY = {
@@ -178,7 +178,7 @@ def _row(spec: str, r: dict, budget: Budget) -> dict:
     s = r.get("summary", {})
     row = {"spec": spec, "accuracy": r.get("accuracy"), "accuracy_loss_pp": r.get("accuracy_loss_pp"),
            "seconds": r.get("seconds"), "fails": {}}
-    for metric, (field_, _) in _METRICS.items():
+    for metric, (field_, *_) in _METRICS.items():
         row[metric] = s.get(metric)
         limit = getattr(budget, field_)
         if limit is None:
@@ -209,7 +209,7 @@ def _estimate(cfg: AuditConfig, data, todo: list[str], state: dict, ctx: dict) -
     done = [v["seconds"] for s, v in state["settings"].items() if s != "clean" and "seconds" in v]
     if done:
         return sum(done) / len(done) * len(todo)
-    ref = state["settings"]["clean"]["seconds"]
+    ref = state["settings"].get("clean", {}).get("seconds", 0.0)
     t0 = time.time()
     parse_method(todo[0])(data.victim_images)
     per_image = (time.time() - t0) / max(1, len(data.victim_images))
@@ -306,7 +306,9 @@ def recommend(data: str, *, out_dir, budget: Budget | None = None, targets=(0.3,
             state["settings"][spec] = r
             _save(path, state)
             bar.update(1)
-            log(f"[recommend] {spec}: done in {r.get('seconds')} s")
+            left = [s for s in todo[i + 1 :] if s != "clean"]
+            eta = f"; about {_duration(_estimate(cfg, d, left, state, ctx))} left (estimate)" if left and i else ""
+            log(f"[recommend] {spec}: done in {r.get('seconds')} s{eta}")
             if on_setting_done is not None:
                 on_setting_done(spec, r)
         bar.close()
@@ -382,7 +384,7 @@ def _fmt(v, nd=3):
 def _table(res: dict) -> list[str]:
     lines = [f"  {'setting':32} {'acc. loss pp':>12} {'SSIM-prior':>10} {'re-id x':>8} {'faces':>6}  budget"]
     for r in sorted(res["rows"], key=lambda r: (r["accuracy_loss_pp"] is None, r["accuracy_loss_pp"] or 0)):
-        verdict = "meets" if not r["fails"] else "misses " + ",".join(r["fails"])
+        verdict = "meets" if not r["fails"] else "misses " + ", ".join(_METRICS[m][2] for m in r["fails"])
         lines.append(f"  {r['spec']:32} {_fmt(r['accuracy_loss_pp'], 1):>12} {_fmt(r['ssim_over_prior']):>10} "
                      f"{_fmt(r['reid_over_chance'], 1):>8} {_fmt(r['face_rate'], 2):>6}  {verdict}")
     return lines
@@ -408,7 +410,8 @@ def format_recommendation(res: dict) -> str:
     """The terminal report of :func:`recommend`: the table, the verdict and the command."""
     b = {k: v for k, v in res["budget"].items() if v is not None}
     lines = [f"Settings audited on {res['data']} ({'x'.join(map(str, res['shape']))}), clean accuracy "
-             f"{_fmt(res['reference']['accuracy'])}; budget: " + ", ".join(f"{k} {v:g}" for k, v in b.items()),
+             f"{_fmt(res['reference']['accuracy'])}; budget: "
+             + ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in b.items()),
              *_table(res)]
     lines += [f"  {s}: FAILED ({e})" for s, e in res["failed"].items()]
     best, closest = res["best"], res["closest"]
@@ -423,11 +426,12 @@ def format_recommendation(res: dict) -> str:
             lines += _how(res, alt["spec"])
     elif closest is not None:
         misses = "; ".join(
-            f"{_METRICS[m][1]} {_fmt(closest[m])} vs --{_METRICS[m][0].replace('_', '-')} "
-            f"{res['budget'][_METRICS[m][0]]:g}" + ("" if math.isinf(ex) else f" (over by {ex:.3f})")
+            f"{_METRICS[m][1]} {_fmt(closest[m], _METRICS[m][3])} vs --{_METRICS[m][0].replace('_', '-')} "
+            f"{res['budget'][_METRICS[m][0]]:g}"
+            + ("" if math.isinf(ex) else f" (over by {_fmt(ex, _METRICS[m][3])})")
             for m, ex in closest["fails"].items())
         lines.append(f"No setting meets the budget. Closest: {closest['spec']}, which misses it on {misses}. "
-                     "Try higher --targets, smaller --regions, or a looser budget.")
+                     "Try higher --targets, larger --regions, or a looser budget.")
     else:
         lines.append("No setting could be audited (see the failures above).")
     lines += [f"note: {n}" for n in res["notes"]]
