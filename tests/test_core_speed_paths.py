@@ -224,3 +224,41 @@ def test_torch_ops_and_python_calls_per_obfuscate_do_not_grow_with_the_batch(mon
     x = _photos(32, 32)
     _counts(x[:2])  # warm caches
     assert _counts(x[:2]) == _counts(x)
+
+
+# -- on a GPU (run by scripts/gpu_session.sh; skipped here without one) ------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+
+
+@cuda
+def test_generator2_is_bit_identical_on_cuda():
+    words = key_words(KEY.subkeys(range(64)), "cpu")
+    regions = torch.arange(64) * 7
+    for nt in (4, 16, 64, 256, 49):
+        cpu = tile_permutations(words, regions, 2, 3, nt)
+        gpu = tile_permutations(words.cuda(), regions.cuda(), 2, 3, nt)
+        assert torch.equal(cpu, gpu.cpu())
+    x = _photos(224, 8)
+    a = vm.obfuscate(x, key=KEY, ids=range(8))
+    b = vm.obfuscate(x.cuda(), key=KEY, ids=range(8))
+    assert torch.equal(a.images, b.images.cpu()) and torch.equal(a.plans.levels, b.plans.levels)
+    assert torch.equal(vm.restore(b.images, b.plans, key=KEY, ids=range(8)).cpu(), x)
+
+
+@cuda
+@pytest.mark.parametrize("size", [224, 32])
+def test_no_host_synchronisation_on_cuda(size):
+    """Everything but the results' documented transfer to the CPU (plans and VFE) runs without
+    a synchronisation: planner, restore and vfe under torch.cuda.set_sync_debug_mode("error")."""
+    x = _photos(size, 16).cuda()
+    res = vm.obfuscate(x, key=KEY, ids=range(16))  # warm up (cuFFT plans, caches)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        job = mixer._prepare(x, KEY, list(range(16)), 0.5, None, True, None, None)
+        mixer._one_pass_plans(job)
+        vm.restore(res.images, res.plans, key=KEY, ids=range(16))
+        vm.vfe(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

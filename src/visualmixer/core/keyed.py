@@ -31,7 +31,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["GENERATOR", "key_words", "row_keys", "tile_permutations", "channel_permutations", "host_checks"]
+__all__ = ["GENERATOR", "key_words", "row_keys", "tile_permutations", "channel_permutations", "host_checks",
+           "to_device"]
 
 #: The generator number recorded in :class:`visualmixer.core.mixer.Plans`.
 GENERATOR = 2
@@ -57,12 +58,20 @@ def host_checks(device) -> bool:
     return torch.device(device).type == "cpu" and not _FORCE_SYNC_FREE
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on ``device`` without a host synchronisation (pinned, asynchronous copy)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def key_words(subkeys: Sequence[bytes], device) -> torch.Tensor:
     """``(N, 8)`` int32 key words (little-endian) of 32-byte subkeys, on ``device``."""
     if set(map(len, subkeys)) - {32}:  # (no Python-level call per image)
         raise ValueError("subkeys must be 32 bytes each")
     words = np.frombuffer(b"".join(subkeys), dtype="<i4").astype(np.int32).reshape(len(subkeys), 8)
-    return torch.from_numpy(words).to(device)
+    return to_device(torch.from_numpy(words), device)
 
 
 def _fmix_(h: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from visualmixer.core.imageops import region_mean_grid
-from visualmixer.core.keyed import GENERATOR, host_checks, key_words
+from visualmixer.core.keyed import GENERATOR, host_checks, key_words, to_device
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.permute import (
     from_regions,
@@ -680,7 +680,7 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         raise ValueError(f"plan level maps must be {grid.rows}x{grid.cols} for this size and region")
     generator = _check_generator(plans.generator)
     subkeys = key.subkeys(_check_ids(ids, n), _PURPOSE)
-    levels = plans.levels.to(device=batch.device, dtype=torch.int64).view(n, -1)
+    levels = to_device(plans.levels, batch.device).to(torch.int64).view(n, -1)
     if generator == 1:  # plans made before generator 2: NumPy Philox streams
         words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
     else:
