@@ -29,11 +29,37 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import sys, torch, torchvision, numpy, skimage; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__, 'skimage', skimage.__version__, 'cuda', torch.cuda.is_available())"
 nproc
 
-stamp "1. CUDA tests"
+stamp "1. CUDA tests (issue 12: generator 2 bit-identical CPU/CUDA, no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-  tests/test_mixer.py tests/test_optim.py tests/test_vfe.py tests/test_train.py 2>&1 | tail -25
+  tests/test_core_speed_paths.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py tests/test_train.py 2>&1 | tail -25
 
-stamp "2. speed: core kernels on the GPU"
+stamp "1b. CPU/GPU bytes and sync count at the goal sizes (224² b256, 32² b256, 28² grey b256)"
+timeout 120 $PY -W ignore - <<'PYEOF' 2>&1 | tee "$RES/core-gpu-check.txt"
+import warnings, torch, visualmixer as vm
+from visualmixer.data.samples import builtin_photos
+key = vm.Key.from_seed(12)
+for size, n, grey in [(224, 256, False), (32, 256, False), (28, 256, True)]:
+    _, x = builtin_photos(size)
+    x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n].contiguous()
+    x = x[:, :1].contiguous() if grey else x
+    a = vm.obfuscate(x, key=key, ids=range(n))
+    b = vm.obfuscate(x.cuda(), key=key, ids=range(n))
+    torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        b = vm.obfuscate(x.cuda(), key=key, ids=range(n))
+        back = vm.restore(b.images, b.plans, key=key, ids=range(n))
+        v = vm.vfe(b.images)
+        torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(m.message)[:90] for m in w if "synchroniz" in str(m.message)]
+    print(size, "grey" if grey else "rgb", "images equal", torch.equal(a.images, b.images.cpu()),
+          "plans equal", torch.equal(a.plans.levels, b.plans.levels),
+          "vfe max diff", float((a.vfe - b.vfe).abs().max()), "restored", torch.equal(back.cpu(), x),
+          "syncs (expected: the results' transfer of plans and vfe)", len(syncs), syncs[:4])
+PYEOF
+
+stamp "2. speed: core kernels on the GPU (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
 timeout 120 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 256 \
   --json "$RES/bench-core-$DEV.json"
 timeout 60 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 64 \
