@@ -38,14 +38,16 @@ def test_offline_mix_trains_on_the_mixed_release(tmp_path, sets, monkeypatch):
 
 
 def test_online_mix_remixes_every_epoch(tmp_path, sets, monkeypatch):
+    from visualmixer.train import feed
+
     ids_seen = []
-    real = L.mix
+    real = feed.mix
 
     def spy(images, labels, **kw):
         ids_seen.append(list(kw["ids"])[:2])
         return real(images, labels, **kw)
 
-    monkeypatch.setattr(L, "mix", spy)
+    monkeypatch.setattr(feed, "mix", spy)
     res = L.train(_cfg(tmp_path / "o", mix=2, mode="online", epochs=2), sets=sets)
     assert ids_seen == [[(0, 0), (1, 0)], [(0, 1), (1, 1)]]
     hist = res["runs"][0]["history"]

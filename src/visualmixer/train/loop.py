@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing
 import os
 import statistics
 import time
@@ -33,18 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import TensorDataset
 
 from visualmixer.core.atomic import replace_atomically
 from visualmixer.core.mixing import mix
 from visualmixer.core.optional import require
 from visualmixer.core.vfe import vfe
 from visualmixer.data.datasets import ImageSet, load_dataset
-from visualmixer.data.wrapper import ObfuscatedDataset, obfuscate_set
+from visualmixer.data.wrapper import obfuscate_set
 from visualmixer.train.config import MODES, OPTIMIZERS, TrainConfig, resolve_device
+from visualmixer.train.feed import MixedEpochs, WaitedLoader, sync, training_feed
 from visualmixer.train.fit import (
     EpochStats,
-    ShuffledBatches,
     StepInfo,
     TrainingDiverged,
     evaluate_classifier,
@@ -93,10 +91,6 @@ def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay)
 
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def _write_bytes(data: bytes, path: Path) -> None:
@@ -182,7 +176,7 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
             train_vfe = float(v.mean())
     else:
         test_vfe = float(vfe(x_test[: min(len(x_test), 2000)].to(dev)).mean())
-    _sync(dev)
+    sync(dev)
     setup_s = time.perf_counter() - t0
     x_train = x_train.to(dev)
     xf = x_train.float()
@@ -191,74 +185,6 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
     del xf
     return _SeedData(x_train, train_set.labels.to(dev), x_test.to(dev), test_set.labels.to(dev), mean, std,
                      train_key, train_vfe, test_vfe, setup_s)
-
-
-class _Waited:
-    """Iterates a DataLoader, adding the seconds the training step waited for each batch to
-    ``seconds`` (online mode: the obfuscation in process, or the wait for the workers)."""
-
-    def __init__(self, loader: torch.utils.data.DataLoader, dev: torch.device):
-        self.loader, self.dev, self.seconds = loader, dev, 0.0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.dataset.set_epoch(epoch)  # online ids (index, epoch)
-        self.loader.batch_sampler.set_epoch(epoch)  # the epoch's batch order
-
-    def __iter__(self):
-        it = iter(self.loader)
-        while True:
-            _sync(self.dev)
-            t = time.perf_counter()
-            batch = next(it, None)
-            _sync(self.dev)
-            self.seconds += time.perf_counter() - t
-            if batch is None:
-                return
-            yield batch
-
-
-class _MixedEpochs:
-    """Online mixing: the whole training set mixed anew at the start of every epoch (image ids
-    ``(index, epoch)``: new groups, exchanges and in-region shuffles), as ``fit_classifier``'s
-    per-epoch data. Records the epoch's mean VFE and the seconds spent mixing."""
-
-    def __init__(self, cfg: TrainConfig, data: _SeedData):
-        self.cfg, self.data, self.seconds, self.last_vfe = cfg, data, 0.0, None
-
-    def __call__(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        t = time.perf_counter()
-        n = self.data.x_train.shape[0]
-        res = mix(self.data.x_train, self.data.y_train.cpu(), key=self.data.train_key,
-                  ids=[(i, epoch) for i in range(n)], k=int(self.cfg.mix), grouping=self.cfg.mix_grouping,
-                  target_vfe=self.cfg.target_vfe, region=self.cfg.region)
-        self.last_vfe = float(res.vfe.mean())
-        _sync(self.data.x_train.device)
-        self.seconds = time.perf_counter() - t
-        return res.images, self.data.y_train
-
-
-def _training_feed(cfg: TrainConfig, seed: int, data: _SeedData, train_set: ImageSet, dev: torch.device):
-    """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
-    online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
-    fetched in process on ``dev`` or, with ``loader_workers``, on the CPU in worker processes.
-    Either way the batch order of epoch ``e`` is seeded with ``seed * 100003 + e``."""
-    batches = ShuffledBatches(len(train_set), cfg.batch_size, epoch_seed=lambda e: seed * 100_003 + e)
-    if cfg.target_vfe is None or cfg.mode != "online":
-        return (data.x_train, data.y_train), batches
-    if cfg.mix:
-        return _MixedEpochs(cfg, data), batches
-    workers = int(cfg.loader_workers)
-    # the workers read the clean images from host memory; in process they stay on the device
-    base = TensorDataset(train_set.images, train_set.labels) if workers else TensorDataset(data.x_train, data.y_train)
-    ds = ObfuscatedDataset(base, data.train_key, cfg.target_vfe, "online", region=cfg.region, return_vfe=True)
-    kw = {}
-    if workers:
-        # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
-        ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        kw = dict(num_workers=workers, multiprocessing_context=ctx, pin_memory=dev.type == "cuda",
-                  prefetch_factor=4)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **kw)
-    return _Waited(loader, dev), None
 
 
 class _SeedLog:
@@ -277,7 +203,7 @@ class _SeedLog:
 
     def epoch_start(self, epoch: int) -> None:
         self.t0, self.vfe_sum = time.perf_counter(), 0.0
-        if isinstance(self.feed, (_Waited, _MixedEpochs)):
+        if isinstance(self.feed, (WaitedLoader, MixedEpochs)):
             self.feed.seconds = 0.0
 
     def step(self, info: StepInfo) -> None:
@@ -288,14 +214,14 @@ class _SeedLog:
     def epoch_end(self, stats: EpochStats) -> None:
         d, cfg = self.data, self.cfg
         test_loss, test_acc = evaluate_classifier(self.model, d.x_test, d.y_test, prepare=d.normalise, batch_size=1024)
-        _sync(d.mean.device)
+        sync(d.mean.device)
         rec = {
             "epoch": stats.epoch + 1, "train_loss": stats.loss, "train_acc": stats.accuracy,
             "test_loss": test_loss, "test_acc": test_acc, "loss_osc": stats.loss_osc,
             "epoch_s": time.perf_counter() - self.t0,
-            "obfuscate_s": self.feed.seconds if isinstance(self.feed, (_Waited, _MixedEpochs)) else 0.0,
+            "obfuscate_s": self.feed.seconds if isinstance(self.feed, (WaitedLoader, MixedEpochs)) else 0.0,
             "train_vfe": (self.vfe_sum / max(1, stats.samples) if self.online
-                          else self.feed.last_vfe if isinstance(self.feed, _MixedEpochs) else d.train_vfe),
+                          else self.feed.last_vfe if isinstance(self.feed, MixedEpochs) else d.train_vfe),
         }  # fmt: skip
         self.history.append(rec)
         _save_checkpoint(
@@ -382,7 +308,7 @@ def train_seed(
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-    feed, batches = _training_feed(cfg, seed, data, train_set, dev)
+    feed, batches = training_feed(cfg, seed, data, train_set, dev)
     log = _SeedLog(cfg, seed, ckpt_path, model, opt, data, feed, state)
     try:
         fit_classifier(model, feed, epochs=cfg.epochs, optimizer=opt, device=dev, batches=batches,

@@ -1,0 +1,93 @@
+"""What the one training loop iterates in ``visualmixer train``: the training set as tensors
+(clean or obfuscated once), an online :class:`~visualmixer.data.wrapper.ObfuscatedDataset` behind a
+DataLoader (in process or in worker processes), or the whole set mixed anew every epoch."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import torch
+from torch.utils.data import TensorDataset
+
+from visualmixer.core.mixing import mix
+from visualmixer.data.datasets import ImageSet
+from visualmixer.data.wrapper import ObfuscatedDataset
+from visualmixer.train.config import TrainConfig
+from visualmixer.train.fit import ShuffledBatches
+
+__all__ = ["training_feed", "WaitedLoader", "MixedEpochs", "sync"]
+
+
+def sync(dev: torch.device) -> None:
+    """Wait for the device (CUDA) so that timings mean something."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+class WaitedLoader:
+    """Iterates a DataLoader, adding the seconds the training step waited for each batch to
+    ``seconds`` (online mode: the obfuscation in process, or the wait for the workers)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, dev: torch.device):
+        self.loader, self.dev, self.seconds = loader, dev, 0.0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.dataset.set_epoch(epoch)  # online ids (index, epoch)
+        self.loader.batch_sampler.set_epoch(epoch)  # the epoch's batch order
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            sync(self.dev)
+            t = time.perf_counter()
+            batch = next(it, None)
+            sync(self.dev)
+            self.seconds += time.perf_counter() - t
+            if batch is None:
+                return
+            yield batch
+
+
+class MixedEpochs:
+    """Online mixing: the whole training set mixed anew at the start of every epoch (image ids
+    ``(index, epoch)``: new groups, exchanges and in-region shuffles), as ``fit_classifier``'s
+    per-epoch data. Records the epoch's mean VFE and the seconds spent mixing."""
+
+    def __init__(self, cfg: TrainConfig, data):
+        self.cfg, self.data, self.seconds, self.last_vfe = cfg, data, 0.0, None
+
+    def __call__(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = time.perf_counter()
+        n = self.data.x_train.shape[0]
+        res = mix(self.data.x_train, self.data.y_train.cpu(), key=self.data.train_key,
+                  ids=[(i, epoch) for i in range(n)], k=int(self.cfg.mix), grouping=self.cfg.mix_grouping,
+                  target_vfe=self.cfg.target_vfe, region=self.cfg.region)
+        self.last_vfe = float(res.vfe.mean())
+        sync(self.data.x_train.device)
+        self.seconds = time.perf_counter() - t
+        return res.images, self.data.y_train
+
+
+def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: torch.device):
+    """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
+    online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
+    fetched in process on ``dev`` or, with ``loader_workers``, on the CPU in worker processes.
+    Either way the batch order of epoch ``e`` is seeded with ``seed * 100003 + e``."""
+    batches = ShuffledBatches(len(train_set), cfg.batch_size, epoch_seed=lambda e: seed * 100_003 + e)
+    if cfg.target_vfe is None or cfg.mode != "online":
+        return (data.x_train, data.y_train), batches
+    if cfg.mix:
+        return MixedEpochs(cfg, data), batches
+    workers = int(cfg.loader_workers)
+    # the workers read the clean images from host memory; in process they stay on the device
+    base = TensorDataset(train_set.images, train_set.labels) if workers else TensorDataset(data.x_train, data.y_train)
+    ds = ObfuscatedDataset(base, data.train_key, cfg.target_vfe, "online", region=cfg.region, return_vfe=True)
+    kw = {}
+    if workers:
+        # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
+        ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        kw = dict(num_workers=workers, multiprocessing_context=ctx, pin_memory=dev.type == "cuda",
+                  prefetch_factor=4)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **kw)
+    return WaitedLoader(loader, dev), None
