@@ -52,6 +52,21 @@ def test_imagefolder_pool_skips_unreadable_and_ignores_other_files(tmp_path):
     assert "1 files without an image extension were ignored" in notes
 
 
+def test_only_what_the_split_needs_is_decoded(tmp_path, monkeypatch):
+    import visualmixer.eval.userdata as ud
+
+    root = make_folder(tmp_path / "imgs", per_class=10, broken=3)
+    opened = []
+    real = ud._open_file
+    monkeypatch.setattr(ud, "_open_file", lambda p: (lambda: opened.append(p) or real(p)()))
+    pool = load_user_images(f"imagefolder:{root}", per_class=4, seed=1)
+    assert pool.counts() == {"c0": 4, "c1": 4, "c2": 4}  # broken files replaced by readable ones
+    assert 12 <= len(opened) <= 15 and len(set(opened)) == len(opened)
+    assert any("read 12 of 33 images (at most 4 per class" in n for n in pool.notes)
+    d = load_audit_data(f"imagefolder:{root}", n_train=6, n_victims=3, n_attacker=3, seed=0)
+    assert len(d.train_images) + len(d.victim_images) + len(d.attacker_images) == 12
+
+
 def test_split_is_disjoint_stratified_and_seeded(tmp_path):
     root = make_folder(tmp_path / "imgs", per_class=12)
     d = load_audit_data(f"imagefolder:{root}", n_train=15, n_victims=6, n_attacker=9, seed=3)
@@ -81,7 +96,7 @@ def test_too_few_images_per_class_says_how_many(tmp_path, capsys):
 
 
 def test_fitted_sizes_and_the_minimum():
-    assert fit_split_sizes({"a": 20, "b": 30}, n_train=2000, n_victims=200, n_attacker=1200) == (20, 6, 14)
+    assert fit_split_sizes({"a": 20, "b": 30}, n_train=2000, n_victims=200, n_attacker=1200) == (18, 6, 14)
     assert fit_split_sizes([20, 30], n_train=10, n_victims=2, n_attacker=4) == (10, 2, 4)
     with pytest.raises(ValueError, match="at least 3 images .* the smallest has 2"):
         fit_split_sizes([2, 30], n_train=10, n_victims=2, n_attacker=4)
@@ -180,10 +195,10 @@ def test_audit_cli_on_user_data(tmp_path, kind, capsys):
                "--epochs", "1", "--a3-epochs", "1", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     err = capsys.readouterr().err
-    assert "split sizes fitted to the data: 18 training, 3 victims, 9 attacker images" in err
+    assert "split sizes fitted to the data: 12 training, 3 victims, 9 attacker images" in err
     res = json.loads((out / "results.json").read_text())
     ds = res["datasets"][f"{kind}:{src}"]
-    assert (ds["n_train"], ds["n_victims"], ds["n_attacker"], ds["shape"]) == (18, 3, 9, [3, 16, 16])
+    assert (ds["n_train"], ds["n_victims"], ds["n_attacker"], ds["shape"]) == (12, 3, 9, [3, 16, 16])
     vm = ds["methods"]["visualmixer:0.5"]
     assert "error" not in vm and {"A1", "A2", "A3"} <= set(vm["attacks"]) and "accuracy_loss_pp" in vm
     if kind == "imagefolder":

@@ -64,20 +64,19 @@ def add_user_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def fit_user_data(cfg, args, log):
-    """For imagefolder:/hf: data, read the images (once: the audit reuses them) and, unless
-    --train/--victims/--attacker are given, fit the split sizes to them. Returns the new config."""
-    from visualmixer.eval.userdata import fit_split_sizes, is_user_data, load_user_images
+    """For imagefolder:/hf: data, count the images per class (listing only; the audit decodes just
+    what the split needs) and, unless --train/--victims/--attacker are given, fit the split sizes
+    to them. Returns the new config."""
+    from visualmixer.eval.userdata import count_user_images, fit_split_sizes, is_user_data
 
     user = [d for d in cfg.datasets if is_user_data(d)]
     if not user:
         return cfg
     sizes = (cfg.n_train, cfg.n_victims, cfg.n_attacker)
     for name in user:
-        pool = load_user_images(name, image_size=cfg.image_size, image_column=cfg.image_column,
-                                label_column=cfg.label_column, progress_bar=cfg.progress)
-        counts = pool.counts()
-        log(f"[data] {name}: {len(pool.labels)} images in {len(counts)} classes "
-            f"(smallest: {min(counts.values())}), {'x'.join(map(str, pool.images.shape[1:]))}")
+        counts = count_user_images(name, image_column=cfg.image_column, label_column=cfg.label_column)
+        log(f"[data] {name}: {sum(counts.values())} image files in {len(counts)} classes "
+            f"(smallest: {min(counts.values())})")
         if args.train is None and args.victims is None and args.attacker is None:
             fitted = fit_split_sizes(counts, n_train=sizes[0], n_victims=sizes[1], n_attacker=sizes[2])
             sizes = tuple(min(a, b) for a, b in zip(sizes, fitted, strict=True))

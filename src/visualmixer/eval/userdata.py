@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,7 @@ __all__ = [
     "UserImages",
     "is_user_data",
     "load_user_images",
+    "count_user_images",
     "split_user_data",
     "fit_split_sizes",
     "fingerprint",
@@ -52,8 +52,9 @@ USER_DATA_PREFIXES = ("imagefolder:", "hf:")
 MIN_PER_CLASS = 3
 _SPLIT_DIRS = ("train", "test", "val", "validation")
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
-#: share of each class that :func:`fit_split_sizes` gives the victims and the attacker
-_VICTIM_SHARE, _ATTACKER_SHARE = 0.15, 0.35
+#: shares of each class that :func:`fit_split_sizes` gives the victims, the attacker and the owner
+#: (5 % spare for unreadable files)
+_VICTIM_SHARE, _ATTACKER_SHARE, _TRAIN_SHARE = 0.15, 0.35, 0.45
 
 
 def is_user_data(name: str) -> bool:
@@ -138,26 +139,17 @@ def _list_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
 def _open_file(path: str):
     from PIL import Image
 
-    def opener():
-        im = Image.open(path)
-        im.load()
-        return im
-
-    return opener
+    return lambda: Image.open(path)
 
 
-def _open_bytes(item: dict):
+def _open_row(ds, i: int, column: str):
     import io
 
     from PIL import Image
 
     def opener():
-        if item.get("bytes") is not None:
-            im = Image.open(io.BytesIO(item["bytes"]))
-        else:
-            im = Image.open(item["path"])
-        im.load()
-        return im
+        item = ds[i][column]
+        return Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"])
 
     return opener
 
@@ -185,7 +177,7 @@ def _hf_columns(features, image_column: str | None, label_column: str | None) ->
 
 
 def _list_hf(path: Path, image_column: str | None, label_column: str | None):
-    """``(openers, label names per item, class names or None)`` of a saved HF data set."""
+    """``(openers, label name per item, class names)`` of a saved HF data set (images read lazily)."""
     datasets = require("datasets", extra="hf", purpose="hf: data")
     if not path.exists():
         raise FileNotFoundError(f"hf:{path}: no such folder (save a data set there with save_to_disk)")
@@ -196,39 +188,59 @@ def _list_hf(path: Path, image_column: str | None, label_column: str | None):
     parts = list(ds.values()) if isinstance(ds, datasets.DatasetDict) else [ds]
     img_col, lab_col = _hf_columns(parts[0].features, image_column, label_column)
     feature = parts[0].features[lab_col]
-    classes = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    named = isinstance(feature, datasets.ClassLabel)
     openers, labels = [], []
     for part in parts:
         if not isinstance(part.features.get(img_col), datasets.Image):
             raise ValueError(f"image_column={img_col!r} is not an image column ({part.features.get(img_col)})")
         raw = part.cast_column(img_col, datasets.Image(decode=False))
-        openers += [_open_bytes(item) for item in raw[img_col]]
+        openers += [_open_row(raw, i, img_col) for i in range(len(raw))]
         labels += list(raw[lab_col])
-    if classes is None:  # plain int or str labels: classes in sorted order
-        classes = tuple(str(v) for v in sorted(set(labels)))
-    names = [classes[y] if isinstance(feature, datasets.ClassLabel) else str(y) for y in labels]
+    names = [feature.names[y] if named else str(y) for y in labels]
+    classes = tuple(feature.names) if named else tuple(str(v) for v in sorted(set(labels)))
     return openers, names, classes
+
+
+def _listing(name: str, image_column: str | None, label_column: str | None):
+    """``(openers, label names, class names, notes)`` of a user set, nothing decoded."""
+    kind, _, raw_path = name.partition(":")
+    if kind not in ("imagefolder", "hf") or not raw_path:
+        raise ValueError(f"unknown user data {name!r}: use imagefolder:PATH or hf:PATH")
+    path = Path(raw_path).expanduser()
+    notes: list[str] = []
+    if kind == "hf":
+        openers, names, classes = _list_hf(path, image_column, label_column)
+    else:
+        files, ignored = _list_folder(path)
+        openers, names = [_open_file(f) for f, _ in files], [c for _, c in files]
+        classes = tuple(sorted(set(names)))
+        if ignored:
+            notes.append(f"{name}: {ignored} files without an image extension were ignored")
+    present = set(names)
+    if len(present) < 2:
+        raise ValueError(f"{name}: the audit needs at least two classes, found {len(present)} "
+                         f"({', '.join(sorted(present))})")
+    empty = [c for c in classes if c not in present]
+    if empty:
+        notes.append(f"{name}: classes without images left out: {', '.join(empty)}")
+    return openers, names, tuple(c for c in classes if c in present), notes
+
+
+def count_user_images(name: str, *, image_column: str | None = None, label_column: str | None = None) -> dict:
+    """Files per class name of an ``imagefolder:``/``hf:`` set, from the listing (nothing is decoded,
+    so unreadable files still count)."""
+    _, names, classes, _ = _listing(name, image_column, label_column)
+    return {c: names.count(c) for c in classes}
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode(openers: list[Callable], names: list[str], *, enabled: bool):
-    """Decode every image; returns ``(PIL images, their label names, messages of the failures)``."""
-    images, kept, failures = [], [], []
-    bar = progress(openers, enabled=enabled, desc="reading images", unit="img")
-    for opener, name in zip(bar, names, strict=True):
-        try:
-            images.append(opener())
-            kept.append(name)
-        except Exception as exc:  # any decoder error: skip the file and count it
-            failures.append(f"{type(exc).__name__}: {exc}")
-    return images, kept, failures
-
-
-def _to_array(im, mode: str, image_size: int | None) -> np.ndarray:
+def _to_array(im, image_size: int | None) -> np.ndarray:
+    """One PIL image -> uint8 ``(H, W)`` (grey) or ``(H, W, 3)``, resized and centre-cropped."""
     from PIL import Image
 
+    mode = "L" if im.mode in _GREY_MODES else "RGB"
     if im.mode != mode:
         im = im.convert("RGBA").convert(mode) if im.mode == "P" else im.convert(mode)
     if image_size is not None and im.size != (image_size, image_size):
@@ -241,31 +253,66 @@ def _to_array(im, mode: str, image_size: int | None) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _stack(pils: list, *, image_size: int | None, source: str, notes: list[str]):
-    """PIL images -> uint8 ``(N, C, H, W)``; the grey/colour and size checks."""
-    grey = sum(im.mode in _GREY_MODES for im in pils)
-    mode = "L" if grey == len(pils) else "RGB"
-    if 0 < grey < len(pils):
-        notes.append(f"{source}: {grey} of {len(pils)} images are grey and the rest colour: the grey ones were "
+class _MixedSizes(ValueError):
+    """Images of different sizes without ``image_size`` (raised, never skipped)."""
+
+
+def _size_error(source: str, sizes) -> ValueError:
+    shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:3])
+    return _MixedSizes(
+        f"{source}: the images differ in size (e.g. {shown} as width x height); pass image_size=N to resize "
+        "(shorter side) and centre-crop them all to N x N (e.g. 64 for colour photos; larger is slower)"
+    )
+
+
+def _decode(openers, names, classes, *, per_class, image_size, seed, enabled, source):
+    """Decode up to ``per_class`` readable images of each class (all with None), in a seeded order,
+    replacing unreadable files by the next ones. Returns ``(arrays, label names, failures, info)``."""
+    rng = np.random.default_rng(seed)
+    by_class = {c: [] for c in classes}
+    for i, c in enumerate(names):
+        by_class[c].append(i)
+    total = sum(len(v) if per_class is None else min(per_class, len(v)) for v in by_class.values())
+    arrays, kept, failures = [], [], []
+    info = {"sizes": set(), "alpha": 0}
+    bar = progress(total=total, enabled=enabled, desc="reading images", unit="img")
+    for c, idx in by_class.items():
+        order = idx if per_class is None else [idx[j] for j in rng.permutation(len(idx))]
+        got = 0
+        for i in order:
+            if per_class is not None and got >= per_class:
+                break
+            try:
+                with openers[i]() as im:
+                    im.load()
+                    info["alpha"] += im.mode in ("RGBA", "LA", "PA")
+                    info["sizes"].add((im.height, im.width))
+                    if image_size is None and len(info["sizes"]) > 1:
+                        raise _size_error(source, info["sizes"])
+                    arrays.append(_to_array(im, image_size))
+            except _MixedSizes:
+                raise
+            except Exception as exc:  # any decoder error: skip the file and count it
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            kept.append(c)
+            got += 1
+            bar.update(1)
+    bar.close()
+    return arrays, kept, failures, info
+
+
+def _stack(arrays: list[np.ndarray], *, source: str, notes: list[str]) -> torch.Tensor:
+    """uint8 arrays (grey ``(H, W)`` or colour ``(H, W, 3)``) -> ``(N, C, H, W)``; grey ones become
+    colour when the set mixes them (with a note)."""
+    grey = sum(a.ndim == 2 for a in arrays)
+    if 0 < grey < len(arrays):
+        notes.append(f"{source}: {grey} of {len(arrays)} images are grey and the rest colour: the grey ones were "
                      "converted to colour (grey copied into R, G and B; nothing is lost) so that every image has "
                      "3 channels")
-    alpha = sum(im.mode in ("RGBA", "LA", "PA") for im in pils)
-    if alpha:
-        notes.append(f"{source}: the transparency of {alpha} images was dropped (the audit works on R, G, B)")
-    sizes = sorted({(im.height, im.width) for im in pils})
-    if image_size is None and len(sizes) > 1:
-        shown = ", ".join(f"{w}x{h}" for h, w in sizes[:3])
-        raise ValueError(
-            f"{source}: the images differ in size ({len(sizes)} sizes, e.g. {shown} as width x height); pass "
-            "image_size=N to resize (shorter side) and centre-crop them all to N x N (e.g. 64 for colour photos; "
-            "larger is slower)"
-        )
-    if image_size is not None and sizes != [(image_size, image_size)]:
-        notes.append(f"{source}: images resized (shorter side) and centre-cropped to {image_size}x{image_size}")
-    x = np.stack([_to_array(im, mode, image_size) for im in pils])
-    t = torch.from_numpy(x)
-    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
-    return t.contiguous(), tuple(sizes[:5])
+        arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    t = torch.from_numpy(np.stack(arrays))
+    return (t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)).contiguous()
 
 
 def _stamp(path: Path) -> tuple:
@@ -285,7 +332,8 @@ _CACHE: dict = {}
 
 
 def load_user_images(name: str, *, image_size: int | None = None, image_column: str | None = None,
-                     label_column: str | None = None, progress_bar: bool = False) -> UserImages:
+                     label_column: str | None = None, per_class: int | None = None, seed: int = 0,
+                     progress_bar: bool = False) -> UserImages:
     """Read an ``imagefolder:PATH`` or ``hf:PATH`` set into memory (module docstring).
 
     Parameters
@@ -297,14 +345,18 @@ def load_user_images(name: str, *, image_size: int | None = None, image_column: 
         ``image_size``×``image_size``. None keeps the native size, which all images must share.
     image_column, label_column : str, optional
         Columns of an ``hf:`` set (default: detected from the features).
+    per_class : int, optional
+        Decode only this many readable images per class (a seeded random choice; unreadable files
+        are replaced by the next ones), so a large set costs only what the audit uses. None: all.
+    seed : int
+        Seed of that choice.
     progress_bar : bool
         Show a bar while decoding.
 
     Returns
     -------
     UserImages
-        The last set read is cached (keyed by the files' names, sizes and times), so the CLI's
-        look at the data and the audit's own load decode the images once.
+        The last set read is cached (keyed by the arguments and the files' names, sizes and times).
 
     Raises
     ------
@@ -314,38 +366,30 @@ def load_user_images(name: str, *, image_size: int | None = None, image_column: 
     """
     if image_size is not None and int(image_size) < 8:
         raise ValueError(f"image_size: must be at least 8, got {image_size}")
-    kind, _, raw_path = name.partition(":")
-    path = Path(raw_path).expanduser()
-    if kind not in ("imagefolder", "hf") or not raw_path:
-        raise ValueError(f"unknown user data {name!r}: use imagefolder:PATH or hf:PATH")
-    key = (name, image_size, image_column, label_column, _stamp(path) if path.exists() else None)
+    path = Path(name.partition(":")[2]).expanduser()
+    key = (name, image_size, image_column, label_column, per_class, seed, _stamp(path) if path.exists() else None)
     if key in _CACHE:
         return _CACHE[key]
-    notes: list[str] = []
-    if kind == "imagefolder":
-        files, ignored = _list_folder(path)
-        openers, names = [_open_file(f) for f, _ in files], [c for _, c in files]
-        classes = None
-        if ignored:
-            notes.append(f"{name}: {ignored} files without an image extension were ignored")
-    else:
-        openers, names, classes = _list_hf(path, image_column, label_column)
-    pils, kept, failures = _decode(openers, names, enabled=progress_bar)
+    openers, names, classes, notes = _listing(name, image_column, label_column)
+    arrays, kept, failures, info = _decode(openers, names, classes, per_class=per_class, image_size=image_size,
+                                           seed=seed, enabled=progress_bar, source=name)
+    tried = len(arrays) + len(failures)
     if failures:
-        notes.append(f"{name}: skipped {len(failures)} unreadable of {len(openers)} images (first: {failures[0]})")
-    if not pils:
-        raise ValueError(f"{name}: none of the {len(openers)} image files could be read (first: {failures[0]})"
+        notes.append(f"{name}: skipped {len(failures)} unreadable of {tried} images (first: {failures[0]})")
+    if not arrays:
+        raise ValueError(f"{name}: none of the {tried} image files could be read (first: {failures[0]})"
                          if failures else f"{name}: no images")
-    classes = classes or tuple(sorted(set(names)))
-    if len(set(kept)) < 2:
-        found = sorted(set(kept))
-        raise ValueError(f"{name}: the audit needs at least two classes, found {len(found)} ({', '.join(found)})")
+    if per_class is not None and len(arrays) < len(openers):
+        notes.append(f"{name}: read {len(arrays)} of {len(openers)} images (at most {per_class} per class: what "
+                     "the split needs; a seeded random choice)")
+    if info["alpha"]:
+        notes.append(f"{name}: the transparency of {info['alpha']} images was dropped (the audit works on R, G, B)")
+    sizes = tuple(sorted(info["sizes"])[:5])
+    if image_size is not None and sizes != ((image_size, image_size),):
+        notes.append(f"{name}: images resized (shorter side) and centre-cropped to {image_size}x{image_size}")
     index = {c: i for i, c in enumerate(classes)}
-    x, sizes = _stack(pils, image_size=image_size, source=name, notes=notes)
-    for im in pils:
-        im.close()
     y = torch.tensor([index[c] for c in kept], dtype=torch.int64)
-    out = UserImages(x, y, tuple(classes), name, sizes, notes)
+    out = UserImages(_stack(arrays, source=name, notes=notes), y, classes, name, sizes, notes)
     _CACHE.clear()
     _CACHE[key] = out
     return out
@@ -358,7 +402,8 @@ def fit_split_sizes(counts: list[int] | dict, *, n_train: int, n_victims: int, n
     """Split sizes that fit a set with ``counts`` images per class, at most the ones asked for.
 
     Every class gives about 15 % of its images (at least one) to the victims, 35 % (at least one)
-    to the attacker and the rest to the owner's training images, judged by the smallest class.
+    to the attacker and 45 % to the owner's training images, judged by the smallest class (the
+    5 % left over absorb unreadable files, which a listing still counts).
     """
     counts = list(counts.values()) if isinstance(counts, dict) else list(counts)
     k, m = len(counts), min(counts)
@@ -367,7 +412,7 @@ def fit_split_sizes(counts: list[int] | dict, *, n_train: int, n_victims: int, n
                          f"and attacker); the smallest has {m}")
     v = max(1, int(m * _VICTIM_SHARE))
     a = max(1, int(m * _ATTACKER_SHARE))
-    t = m - v - a
+    t = max(1, min(m - v - a, int(m * _TRAIN_SHARE)))
     return min(n_train, k * t), min(n_victims, k * v), min(n_attacker, k * a)
 
 

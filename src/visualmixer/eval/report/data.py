@@ -61,12 +61,13 @@ def _take(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator) -> tuple
 
 def data_options(cfg) -> dict:
     """The keyword options of :func:`load_audit_data` an :class:`AuditConfig` sets (user data)."""
-    return {k: getattr(cfg, k, None) for k in ("image_size", "image_column", "label_column")}
+    opts = {k: getattr(cfg, k, None) for k in ("image_size", "image_column", "label_column")}
+    return {**opts, "progress_bar": bool(getattr(cfg, "progress", False))}
 
 
 def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int, seed: int = 0,
                     image_size: int | None = None, image_column: str | None = None,
-                    label_column: str | None = None) -> AuditData:
+                    label_column: str | None = None, progress_bar: bool = False) -> AuditData:
     """Load and split a data set for the audit.
 
     Parameters
@@ -78,8 +79,9 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
         what a built-in set holds; "faces" has only 200 images in all; a user's set must hold them).
     seed : int
         Seed of the random subsets.
-    image_size, image_column, label_column
-        User data only: :func:`visualmixer.eval.userdata.load_user_images`.
+    image_size, image_column, label_column, progress_bar
+        User data only: :func:`visualmixer.eval.userdata.load_user_images` (which decodes only
+        the images per class that the split needs).
 
     Raises
     ------
@@ -92,7 +94,8 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
 
     if is_user_data(name):
         return _user_audit_data(name, n_train=n_train, n_victims=n_victims, n_attacker=n_attacker, seed=seed,
-                                image_size=image_size, image_column=image_column, label_column=label_column)
+                                image_size=image_size, image_column=image_column, label_column=label_column,
+                                progress_bar=progress_bar)
     g = torch.Generator().manual_seed(seed)
     if name == "fashion-mnist":
         from visualmixer.data.datasets import load_fashion_mnist
@@ -147,9 +150,13 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
 
 
 def _user_audit_data(name: str, *, n_train, n_victims, n_attacker, seed, **options) -> AuditData:
-    from visualmixer.eval.userdata import load_user_images, split_user_data
+    import math
 
-    pool = load_user_images(name, **options)
+    from visualmixer.eval.userdata import count_user_images, load_user_images, split_user_data
+
+    k = len(count_user_images(name, image_column=options["image_column"], label_column=options["label_column"]))
+    per_class = sum(math.ceil(n / k) for n in (n_train, n_victims, n_attacker))
+    pool = load_user_images(name, per_class=per_class, seed=seed, **options)
     parts = split_user_data(pool, n_train=n_train, n_victims=n_victims, n_attacker=n_attacker, seed=seed)
     (tx, ty), (vx, vy), (ax, ay) = parts["train"], parts["victims"], parts["attacker"]
     return AuditData(name, tx, ty, vx, vy, ax, ay, len(pool.classes), pool.classes, list(pool.notes))
