@@ -181,6 +181,23 @@ def test_hf_saved_dataset_columns_detected_or_named(tmp_path, capsys):
         load_user_images(f"hf:{make_folder(tmp_path / 'notds', per_class=1)}")
 
 
+def test_hf_dataset_dict_splits_are_pooled_and_alpha_is_noted(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+
+    def part(n, mode):
+        ims = [Image.fromarray(rng.integers(0, 256, (12, 12, 4), dtype=np.uint8), "RGBA").convert(mode)
+               for _ in range(n)]
+        return datasets.Dataset.from_dict({"image": ims, "label": [i % 2 for i in range(n)]}, features=feats)
+
+    datasets.DatasetDict({"train": part(8, "RGBA"), "test": part(4, "RGB")}).save_to_disk(str(tmp_path / "dd"))
+    pool = load_user_images(f"hf:{tmp_path / 'dd'}")
+    assert pool.images.shape == (12, 3, 12, 12) and pool.classes == ("a", "b")
+    assert any("transparency of 8 images was dropped" in n for n in pool.notes)
+    assert any("classes without images left out: c" in n for n in pool.notes)
+
+
 def test_split_user_data_error_names_parameters(tmp_path):
     pool = load_user_images(f"imagefolder:{make_folder(tmp_path / 'imgs', per_class=4)}")
     with pytest.raises(ValueError, match="n_victims=N"):

@@ -77,6 +77,18 @@ def test_no_setting_meets_says_which_came_closest(tmp_path):
     assert "visualmixer obfuscate" not in text
 
 
+def test_face_rate_budget_runs_a6_on_the_face_photos(tmp_path):
+    src = make_folder(tmp_path / "imgs")
+    res = recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", targets=(0.5,), config=TINY, log=lambda s: None,
+                    budget=Budget(max_ssim_over_prior=1.0, max_reid=1000.0, max_face_rate=1.0))
+    row = res["rows"][0]
+    assert 0.0 <= row["face_rate"] <= 1.0 and not row["fails"]
+    state = json.loads((tmp_path / "out" / "recommend.json").read_text())
+    assert state["audit"]["attacks"][-1] == "A6" and "haar" in state["settings"]["visualmixer:0.5"]["A6"]
+    strict = rec._row("visualmixer:0.5", state["settings"]["visualmixer:0.5"], Budget(max_face_rate=0.0))
+    assert ("face_rate" in strict["fails"]) == (row["face_rate"] > 0)
+
+
 def test_audit_only_best_also_names_the_cheapest_with_a_command():
     res = {"data": "imagefolder:/p", "budget": dataclasses.asdict(LOOSE), "shape": [3, 16, 16], "region": 4,
            "reference": {"accuracy": 0.9}, "failed": {}, "image_size": None, "state_file": "x", "notes": [],

@@ -414,6 +414,8 @@ def format_recommendation(res: dict) -> str:
              + ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in b.items()),
              *_table(res)]
     lines += [f"  {s}: FAILED ({e})" for s, e in res["failed"].items()]
+    if res["reference"].get("error"):
+        lines.append(f"The clean reference failed ({res['reference']['error']}): no accuracy loss can be measured.")
     best, closest = res["best"], res["closest"]
     if best is not None:
         lines.append(f"Recommended: {best['spec']} — the lowest accuracy loss ({_fmt(best['accuracy_loss_pp'], 1)} pp) "
