@@ -24,6 +24,14 @@ Guarantees
   one-line reason; images over the decompression-bomb limit are *skipped* with a reason; the run
   goes on. Files without an image extension are ignored (never copied: they could leak).
 - Memory stays flat: source bytes are read only for the chunks in flight.
+- One run per manifest at a time (:mod:`visualmixer.tools.lock`, held by this process also with
+  ``workers`` or ``dask``): a second run raises :class:`~visualmixer.tools.errors.DestinationBusy`.
+- Faults (:mod:`visualmixer.tools.safe_io`): a source file that vanishes, cannot be read or changes
+  while read fails that image only; a write that fails for a reason every later write would share
+  (disk full, permission, read-only, I/O error) stops the run with a one-line
+  :class:`~visualmixer.tools.errors.RunStopped`; everything finished is recorded, rerunning resumes.
+- The pieces: :mod:`~visualmixer.tools.layout` (options, names, checks), :mod:`~visualmixer.tools.chunks`
+  (the per-chunk work in workers), this module (the runs).
 """
 
 from __future__ import annotations
