@@ -119,7 +119,7 @@ def _slot_terms(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _sorted_order(keys: torch.Tensor, n: int) -> torch.Tensor:
-    """Sort unique packed int32 keys along the last axis; the slot indices in sorted order."""
+    """Sort unique packed int32 keys along the last axis; the slot indices (int32) in sorted order."""
     bits = max(1, (n - 1).bit_length())
     mask = (1 << bits) - 1
     if keys.device.type == "cpu":
@@ -128,13 +128,13 @@ def _sorted_order(keys: torch.Tensor, n: int) -> torch.Tensor:
         ordered = keys
     else:
         ordered = torch.sort(keys, dim=-1).values
-    return ordered.bitwise_and_(mask).long()
+    return ordered.bitwise_and_(mask)
 
 
 def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool) -> torch.Tensor:
-    """``(..., n)`` int64 permutations from row keys ``a, b`` of shape ``(...)``."""
+    """``(..., n)`` int32 permutations from row keys ``a, b`` of shape ``(...)``."""
     if n < 2:
-        return torch.zeros(a.shape + (1,), dtype=torch.int64, device=a.device)
+        return torch.zeros(a.shape + (1,), dtype=torch.int32, device=a.device)
     golden, slots = _slot_terms(n, str(a.device))
     s = _fmix_(a.unsqueeze(-1) + golden)
     s = _fmix_(s.bitwise_xor_(b.unsqueeze(-1)))
@@ -142,7 +142,7 @@ def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool
     s.bitwise_and_(~((1 << bits) - 1)).bitwise_or_(slots)
     perm = _sorted_order(s, n)
     if avoid_identity:
-        ident = (perm == slots.long()).all(dim=-1, keepdim=True)
+        ident = (perm == slots).all(dim=-1, keepdim=True)
         if host_checks(perm.device):  # rare: fix the few rows
             rows = ident.squeeze(-1)
             if bool(rows.any()):
@@ -153,14 +153,14 @@ def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool
 
 
 def tile_permutations(words: torch.Tensor, regions: torch.Tensor, level: int, channels: int, ntiles: int):
-    """``(G, channels, ntiles)`` int64 tile permutations of rows (image words ``words[g]``,
+    """``(G, channels, ntiles)`` int32 tile permutations of rows (image words ``words[g]``,
     region ``regions[g]``) at ``level``: output slot ``k`` takes source tile ``perm[k]``."""
     a, b = row_keys(words, regions, level, channels)
     return _permutations(a, b, ntiles, avoid_identity=True)
 
 
 def channel_permutations(words: torch.Tensor, regions: torch.Tensor, channels: int) -> torch.Tensor:
-    """``(G, channels)`` int64 channel orders (uniform over all orders): output channel ``c``
+    """``(G, channels)`` int32 channel orders (uniform over all orders): output channel ``c``
     of region ``regions[g]`` takes source channel ``perm[c]``."""
     a, b = row_keys(words, regions, _CHANNEL_PURPOSE, 1)
     return _permutations(a[:, 0], b[:, 0], channels, avoid_identity=False)

@@ -404,7 +404,7 @@ def _level_scores(job: _Job, level: int, sums) -> tuple[torch.Tensor, torch.Tens
     g_all, total, sumsq, col, row = sums
     inside = g_all - col[..., t - 1 :: t].sum(-1, dtype=torch.int32) - row[..., t - 1 :: t].sum(-1, dtype=torch.int32)
     nt = sources.shape[1] // c
-    sigma = torch.div(sources[:, ::nt], nt, rounding_mode="floor").view(n, m, c)  # source channel
+    sigma = torch.div(sources[:, ::nt], nt, rounding_mode="floor").view(n, m, c).long()  # source channel
     inside, total, sumsq = (v.gather(2, sigma) for v in (inside, total, sumsq))
     g = inside + _seam_sum(out, t, -1) + _seam_sum(out, t, -2) if t < r else inside
     ratio = integral_ratio(g.double(), total.double(), sumsq.double(), float(r * r))

@@ -253,7 +253,7 @@ def _shuffle_by_kind(regions, levels, grid, sigma, tile_perms, inverse):
         a, b = grid.kind_sizes[kind]
         th, tw, nt = table.tile_h, table.tile_w, table.ntiles
         if nt > 1:
-            pi = tile_perms(n_idx, r_idx, level, nt).to(dev)  # (g, C, nt)
+            pi = tile_perms(n_idx, r_idx, level, nt).to(dev, torch.int64)  # (g, C, nt)
         else:
             pi = torch.zeros((len(n_idx), c, 1), dtype=torch.int64, device=dev)
         n_idx, r_idx = n_idx.to(dev), r_idx.to(dev)
@@ -261,7 +261,7 @@ def _shuffle_by_kind(regions, levels, grid, sigma, tile_perms, inverse):
         g = sub.shape[0]
         tiles = sub.reshape(g, c, a // th, th, b // tw, tw).permute(0, 1, 2, 4, 3, 5)
         tiles = tiles.reshape(g, c * nt, th, tw)
-        src = (sigma[n_idx, r_idx].unsqueeze(-1) * nt + pi).reshape(g, c * nt, 1, 1)
+        src = (sigma[n_idx, r_idx].long().unsqueeze(-1) * nt + pi).reshape(g, c * nt, 1, 1)
         src = src.expand(g, c * nt, th, tw)
         if inverse:
             moved = torch.empty_like(tiles).scatter_(1, src, tiles)
@@ -279,15 +279,15 @@ def _region_rows(words: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _channel_sources(words, m: int, c: int, channel_order: bool) -> torch.Tensor:
-    """``(N * m, C)`` source channel of each output channel (generator 2)."""
+    """``(N * m, C)`` int32 source channel of each output channel (generator 2)."""
     if channel_order and c > 1:
         return channel_permutations(*_region_rows(words, m), c)
-    return torch.arange(c, device=words.device).expand(words.shape[0] * m, c)
+    return torch.arange(c, dtype=torch.int32, device=words.device).expand(words.shape[0] * m, c)
 
 
 def level_sources(words: torch.Tensor, grid: RegionGrid, channels: int, level: int,
                   channel_order: bool) -> torch.Tensor:
-    """Generator 2, a grid of full regions all at ``level``: ``(N * regions, C * ntiles)`` int64,
+    """Generator 2, a grid of full regions all at ``level``: ``(N * regions, C * ntiles)`` int32,
     the source ``channel * ntiles + tile`` of each output (channel, tile slot)."""
     m = grid.count
     nt = (grid.region // tile_ladder(grid.region)[level]) ** 2
@@ -321,9 +321,8 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
     q = r // tile
     nt = q * q
     if inverse:  # the inverse permutation of each region, by a scatter of the small table
-        inv = torch.empty_like(sources)
-        order = torch.arange(sources.shape[1], device=sources.device).expand(rows, -1)
-        sources = inv.scatter_(1, sources, order)
+        order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device).expand(rows, -1)
+        sources = torch.empty_like(sources).scatter_(1, sources.long(), order)
     if 1 < tile < r:  # tiles of several rows: move tile rows in place (no layout copy)
         return _move_tile_rows(regions, sources, tile)
     # single pixels or whole regions: the region layout is already tile-major
@@ -332,7 +331,7 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
     wide = regions.reshape(rows * c * nt, -1).view(torch.uint8).view(_VIEW_DTYPES[chunk])
     narrow = torch.int32 if wide.shape[0] < 2**31 else torch.int64
     offsets = torch.arange(rows, device=regions.device, dtype=narrow).mul_(c * nt)
-    index = sources.to(narrow).add_(offsets.view(-1, 1))
+    index = sources.to(narrow) + offsets.view(-1, 1)  # (never in place: sources is the caller's)
     moved = wide.index_select(0, index.view(-1))
     return moved.view(torch.uint8).view(regions.dtype).reshape(n, m, c, r, r)
 
@@ -369,7 +368,7 @@ def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int) -> 
     per_region = wide.numel() // rows
     narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
     offsets = torch.arange(rows, device=regions.device, dtype=narrow) * per_region
-    start = base.to(narrow)[sources] + offsets.view(-1, 1)
+    start = base.to(narrow).index_select(0, sources.reshape(-1)).view(rows, -1) + offsets.view(-1, 1)
     tiles = r // tile
     k = inner.numel() // tile
     index = start.view(rows, c, tiles, 1, tiles, 1) + inner.to(narrow).view(tile, 1, k)
