@@ -6,7 +6,6 @@ printing only, the work is in :mod:`visualmixer.eval.report.runpage`, :mod:`visu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from visualmixer.cli._common import positive_int
@@ -21,7 +20,8 @@ The main job on the built-in data (what `make run` runs):
   2. trains the small CNN clean and obfuscated on Fashion-MNIST (a few epochs on a subset);
   3. audits VisualMixer against the noise, blur, pixelation and block-scrambling baselines.
 
-Everything lands in --out (default out/run), linked from its index.html.
+Everything lands in --out (default out/run): one page, index.html, shows it all, with the
+privacy verdict in one sentence at the top (also the last line printed).
 """
 
 
@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from visualmixer.eval.report.runpage import RunSection, photo_demo, photo_table, write_run_page
+    from visualmixer.eval.report.runpage import photo_demo, photo_section, photo_table, write_run_page
+    from visualmixer.eval.report.runsections import audit_section, training_section
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,15 +58,13 @@ def run(args) -> int:
 
     log("[1/3] obfuscating the built-in photos ...")
     photos = photo_demo(out, args.targets, size=args.size)
-    table = photo_table(photos["images"], args.targets)
     print("Achieved VFE per image and target (higher = less recognisable):")
-    print(table)
+    print(photo_table(photos["images"], args.targets))
     print(f"restore bit-exact: {photos['restore_bit_exact']}")
     if not photos["restore_bit_exact"]:
         failures.append("restore was not bit-exact")
+    sections = [photo_section(out, photos)]
 
-    sections = [RunSection("Photos obfuscated at several VFE targets", image="grid.png", link="photos.json",
-                           text=table + f"\nrestore bit-exact: {photos['restore_bit_exact']}")]
     if not args.skip_train:
         log("[2/3] training the small CNN clean and obfuscated on Fashion-MNIST ...")
         try:
@@ -73,28 +72,30 @@ def run(args) -> int:
 
             summary = quick_compare(out / "train", targets=(None, 0.5), epochs=args.epochs,
                                     progress=not args.quiet)
-            md = out / "train" / "accuracy.md"
-            text = md.read_text() if md.exists() else json.dumps(summary, indent=1, default=str)[:2000]
-            print(text)
-            sections.append(RunSection("Training clean vs obfuscated", image="train/curves.png",
-                                       link="train/accuracy.json", text=text))
+            print(summary["table"].rstrip())
+            sections.append(training_section(out, summary))
         except (ImportError, FileNotFoundError) as exc:
             failures.append(f"training skipped: {exc}")
             print(f"training skipped: {exc}")
+
+    verdict, notes = "No privacy verdict: the quick audit was skipped (--skip-audit).", []
     if not args.skip_audit:
         log("[3/3] quick privacy audit against baselines ...")
         try:
             from visualmixer.eval.report import quick_audit
 
-            page = quick_audit(out / "audit", target_vfe=0.5, progress=not args.quiet, log=log)
-            sections.append(RunSection("Privacy audit (quick)", link=str(Path(page).relative_to(out))))
+            quick_audit(out / "audit", target_vfe=0.5, progress=not args.quiet, log=log)
+            section, verdict, note = audit_section(out, out / "audit")
+            sections.append(section)
+            notes = [note] if note else []
         except (ImportError, FileNotFoundError) as exc:
             failures.append(f"audit skipped: {exc}")
             print(f"audit skipped: {exc}")
+            verdict = f"No privacy verdict: the quick audit could not run ({exc})."
 
-    write_run_page(out / "index.html", sections)
+    write_run_page(out / "index.html", sections, verdict=verdict, notes=notes)
     print(f"wrote {out / 'index.html'}")
     if failures:
         print("problems: " + "; ".join(failures))
-        return 1
-    return 0
+    print(verdict)  # the last line: the same sentence as at the top of the page
+    return 1 if failures else 0

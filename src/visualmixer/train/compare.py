@@ -62,7 +62,10 @@ def quick_compare(
     dict
         ``rows``: one dict per target with ``target_vfe``, ``train_vfe``, ``test_vfe``,
         ``test_acc`` (mean over seeds), ``test_acc_per_seed``, ``loss_pp`` (accuracy points
-        lost against the clean row, if one was run), ``seconds``; plus ``table`` (markdown).
+        lost against the clean row, if one was run), ``seconds``, ``setup_obfuscate_s`` (the
+        one-off obfuscation of the sets, not in the epoch times), ``epochs`` (per epoch: ``epoch``,
+        ``test_acc``, ``train_acc``, ``epoch_s``, means over seeds); plus ``table`` (markdown),
+        ``n_train``, ``n_test``, ``epochs_run``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,8 @@ def quick_compare(
             "test_acc": _mean(accs),
             "test_acc_per_seed": accs,
             "seconds": time.perf_counter() - t0,
+            "setup_obfuscate_s": _mean([r.get("setup_obfuscate_s") for r in runs]),
+            "epochs": _epoch_means(runs),
         })
         groups["clean" if tau is None else f"VFE {name} ({mode})"] = runs
     clean = next((r["test_acc"] for r in rows if r["target_vfe"] is None), None)
@@ -111,15 +116,26 @@ def quick_compare(
         )
     table = "\n".join(lines) + "\n"
     (out / "accuracy.md").write_text(table)
-    (out / "accuracy.json").write_text(json.dumps({"rows": rows}, indent=2))
+    sizes = {"n_train": len(train_set), "n_test": len(test_set), "epochs_run": epochs}
+    (out / "accuracy.json").write_text(json.dumps({"rows": rows, **sizes}, indent=2))
     plot_curves(groups, out / "curves.png")
-    return {"rows": rows, "table": table}
+    return {"rows": rows, "table": table, **sizes}
 
 
 def _pp(row: dict) -> str:
     if row["target_vfe"] is None or row["loss_pp"] is None:
         return "—"
     return f"{row['loss_pp']:.2f}"
+
+
+def _epoch_means(runs: list[dict]) -> list[dict]:
+    """Per epoch, the mean over seeds of test accuracy and epoch seconds (the one-off obfuscation
+    of the sets is not in them: ``setup_obfuscate_s``)."""
+    n = min((len(r["history"]) for r in runs), default=0)
+    return [{"epoch": i + 1,
+             "test_acc": _mean([r["history"][i]["test_acc"] for r in runs]),
+             "train_acc": _mean([r["history"][i]["train_acc"] for r in runs]),
+             "epoch_s": _mean([r["history"][i]["epoch_s"] for r in runs])} for i in range(n)]
 
 
 def _mean(vals):

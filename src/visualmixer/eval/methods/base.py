@@ -178,8 +178,15 @@ class ProtectionMethod:
 
         Keyed methods (block scrambling, ``/keyblocks``) must not hand the owner's key to the
         attacker, who makes training pairs for A3 with this copy.
+        A seeded method (an audit with a seed) gives the copy a seed of its own derived from its
+        seed, so the audit is repeatable while the attacker still never holds the owner's randomness.
         """
-        return type(self).from_params(self.param_text())
+        return type(self).from_params(self.param_text(), seed=self.derived_seed("attacker"))
+
+    def derived_seed(self, purpose: str) -> int | None:
+        """A seed for a helper of this method (the attacker's copy, a layout), derived from
+        ``seed`` and ``purpose``; None (fresh OS randomness) when the method has no seed."""
+        return None if self.seed is None else key_seed(int(self.seed), purpose)
 
     def region_for(self, height: int, width: int) -> int:
         """The region side the method uses on ``height``×``width`` images."""

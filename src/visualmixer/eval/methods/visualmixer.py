@@ -112,7 +112,10 @@ class VisualMixerMethod(ProtectionMethod):
         Group size K of ``/mixK`` (>= 2); None: no mixing.
     seed, key : optional
         ``key`` (a ``visualmixer.Key``) makes the obfuscation keyed (then ``protect`` needs
-        ``ids``) and fixes the ``/keyblocks`` layout; without it, fresh OS randomness.
+        ``ids``) and fixes the ``/keyblocks`` layout; without it, fresh OS randomness. ``seed``
+        (experiments, audits: not secret) makes every draw repeatable: call ``c`` obfuscates
+        image ``i`` with id ``(c, i)`` under a key derived from the seed, so each call still draws
+        new plans, as without a seed.
 
     Attributes
     ----------
@@ -133,9 +136,11 @@ class VisualMixerMethod(ProtectionMethod):
         self.utility = "online" if self.online else "offline"
         self.moves_regions = self.blocks or self.keyblocks
         self.achieved_vfe: list[float] = []
-        # fresh OS randomness for the region permutations, apart from torch's global generator
-        self._gen = torch.Generator().manual_seed(os_seed())
-        self._region_key = key_seed(key, "region-layout") if key is not None else os_seed()
+        # the region permutations: fresh OS randomness (or, seeded, a stream derived from the seed),
+        # apart from torch's global generator
+        self._gen = torch.Generator().manual_seed(self._own_seed("blocks"))
+        self._region_key = key_seed(key, "region-layout") if key is not None else self._own_seed("region-layout")
+        self._calls = 0  # seeded: every call draws new plans (ids (call, i) under the seed's key)
 
     @classmethod
     def from_params(cls, text, *, seed=None, key=None):
@@ -170,8 +175,11 @@ class VisualMixerMethod(ProtectionMethod):
         from visualmixer.core.mixer import obfuscate
 
         key = self.key if key is None else key
+        if key is None and self.seed is not None:  # repeatable, yet a new draw per call as unseeded
+            key, ids = self._seeded_key(), [(self._calls, i) for i in range(images.shape[0])]
+            self._calls += 1
         res = obfuscate(images, key=key, ids=ids, target_vfe=self.tau, region=self.region,
-                        channel_order=self.channel_order, seed=self.seed if key is None else None)
+                        channel_order=self.channel_order)
         self.achieved_vfe.extend(res.vfe.tolist())
         out = res.images
         r = self.region_for(images.shape[2], images.shape[3])
@@ -192,8 +200,9 @@ class VisualMixerMethod(ProtectionMethod):
         from visualmixer.core.mixing import mix, region_sources
 
         key = self.key if key is None else key
-        if key is None:  # unkeyed audit runs: a fresh key per release
-            key = Key.generate() if self.seed is None else Key.from_seed(self.seed)
+        if key is None:  # unkeyed audit runs: a fresh key per release (seeded: derived per call)
+            key = Key.generate() if self.seed is None else Key.from_seed(key_seed(int(self.seed), f"set{self._calls}"))
+            self._calls += 1
         ids = list(range(images.shape[0])) if ids is None else list(ids)
         res = mix(images, labels, key=key, ids=ids, k=self.mix, grouping="similar" if self.similar else "random",
                   target_vfe=self.tau, region=self.region, channel_order=self.channel_order)
@@ -206,7 +215,17 @@ class VisualMixerMethod(ProtectionMethod):
     def without_mixing(self) -> VisualMixerMethod:
         """The same in-region shuffle without ``/mixK`` (what one image of a mixed release is,
         once its regions are back together): the attacker's own copy for the un-mixing attack."""
-        return VisualMixerMethod(self.tau, region=self.region, flat=not self.channel_order)
+        return VisualMixerMethod(self.tau, region=self.region, flat=not self.channel_order,
+                                 seed=self.derived_seed("unmixed"))
+
+    def _own_seed(self, purpose: str) -> int:
+        seed = self.derived_seed(purpose)
+        return os_seed() if seed is None else seed
+
+    def _seeded_key(self):
+        from visualmixer.core.keys import Key
+
+        return Key.from_seed(key_seed(int(self.seed), "obfuscate"))
 
     def as_module(self):
         """The method as a torchvision transform (:class:`visualmixer.data.transforms.VisualMixer`)."""

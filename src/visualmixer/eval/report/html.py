@@ -17,8 +17,11 @@ import numpy as np
 import torch
 
 from visualmixer.core.imageops import to_uint8_hwc
+from visualmixer.eval.report.verdict import NOISE_RULE, STATUS_TEXT, method_judgement, verdict_method, verdict_sentence
 
-__all__ = ["render_report", "image_grid", "privacy_utility_plot"]
+__all__ = ["GRID_CELL", "GRID_PAD", "REPORT_CSS", "grid_column_titles", "image_grid", "image_stem", "page_start",
+           "png_bytes",
+           "png_data_uri", "privacy_utility_plot", "render_report", "report_image", "status_class"]
 
 _COLS = ("original", "protected", "A2", "A3", "A5", "A5-colour", "A7", "A7+A5")
 _COL_TITLES = {
@@ -33,7 +36,18 @@ _COL_TITLES = {
 }
 
 
-def image_grid(columns: dict[str, torch.Tensor], cell: int = 96, pad: int = 2) -> np.ndarray:
+def grid_column_titles(names) -> list[str]:
+    """The column titles of an :func:`image_grid` made of the views ``names``, in its order."""
+    names = list(names)
+    cols = [k for k in _COLS if k in names] + [k for k in names if k not in _COLS]
+    return [_COL_TITLES.get(k, k) for k in cols]
+
+
+#: Cell side and padding (px) of the audit's picture grids (:func:`image_grid`'s defaults).
+GRID_CELL, GRID_PAD = 96, 2
+
+
+def image_grid(columns: dict[str, torch.Tensor], cell: int = GRID_CELL, pad: int = GRID_PAD) -> np.ndarray:
     """Rows = images, columns = views; nearest-neighbour upscaled to ``cell`` px. Returns uint8 HWC."""
     from PIL import Image
 
@@ -54,7 +68,8 @@ def image_grid(columns: dict[str, torch.Tensor], cell: int = 96, pad: int = 2) -
     return canvas
 
 
-def _png_bytes(arr: np.ndarray) -> bytes:
+def png_bytes(arr: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 ``(H, W, 3)`` or ``(H, W)`` array."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -140,17 +155,57 @@ def a3_curves_plot(ds_name: str, ds_res: dict) -> bytes | None:
     return buf.getvalue()
 
 
-_CSS = """
+#: The reports' style sheet (the audit page and the ``visualmixer run`` page).
+REPORT_CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}
 td.l,th.l{text-align:left}
-.ok{background:#e5f5e0}.bad{background:#fde0dd}
+.ok{background:#e5f5e0}.bad{background:#fde0dd}.noisy{background:#ececec;color:#444}
 .prior{background:#f7f7f7;font-style:italic}
 img{max-width:100%}
 .note{color:#555;font-size:13px}
+.verdict{border-left:5px solid #4a6fa5;background:#f2f6fb;padding:.7em 1em;margin:1em 0;font-size:15px;line-height:1.45}
+.legend span{display:inline-block;padding:1px 8px;margin-right:6px;border:1px solid #ccc;font-size:12px}
+table.pics td{text-align:center;vertical-align:top;border:none;padding:4px}
+table.pics th{background:none;border:none;font-size:14px;text-align:center}
+.gridhead{display:flex;padding-left:2px;margin-top:.6em}
+.gridhead span{flex:none;font-size:11px;text-align:center;color:#333;overflow:hidden}
+.gridhead+p{margin-top:2px}
+table.pics th.l{text-align:right;vertical-align:middle;padding-right:10px}
+table.pics img{width:168px;height:auto;image-rendering:pixelated;border:1px solid #ddd;display:block}
+.cap{font-size:13px;color:#333;margin-top:2px}
 """
+_CSS = REPORT_CSS
+
+
+def page_start(title: str) -> str:
+    """The head of a report page (charset, title, :data:`REPORT_CSS`) and its ``<h1>``."""
+    t = html.escape(title)
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{t}</title>"
+            f"<style>{REPORT_CSS}</style></head><body><h1>{t}</h1>")
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` of PNG bytes (pages open without their folder)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def image_stem(name: str) -> str:
+    """The file-name part the audit page gives a picture called ``name`` (``img/NNN-<stem>.png``)."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def report_image(out_dir, name: str) -> Path | None:
+    """The PNG an audit page in ``out_dir`` wrote for the picture called ``name``, or None."""
+    found = sorted(Path(out_dir, "img").glob(f"[0-9][0-9][0-9]-{image_stem(name)}.png"))
+    return found[0] if found else None
+
+
+def status_class(status: str | None) -> str:
+    """CSS class of a goal status (:func:`visualmixer.eval.report.verdict.judge`)."""
+    return {"met": "ok", "missed": "bad", "noisy": "noisy"}.get(status, "")
 
 
 class _Page:
@@ -165,17 +220,17 @@ class _Page:
 
     def image(self, png: bytes, alt: str, name: str) -> None:
         self.n_img += 1
-        fname = f"img/{self.n_img:03d}-{''.join(ch if ch.isalnum() else '_' for ch in name)}.png"
+        fname = f"img/{self.n_img:03d}-{image_stem(name)}.png"
         (self.out_dir / fname).write_bytes(png)
-        b64 = base64.b64encode(png).decode("ascii")
         self.add(
             f'<p><a href="{html.escape(fname)}"><img alt="{html.escape(alt)}" '
-            f'src="data:image/png;base64,{b64}"></a></p>'
+            f'src="{png_data_uri(png)}"></a></p>'
         )
 
 
-def _ds_tables(page: _Page, ds: str, d: dict) -> None:
+def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
     prior = d["prior"]
+    agg = agg or {}
     atk_names = sorted({a for r in d["methods"].values() for a in r.get("attacks", {})})
     page.add(
         f"<p class='note'>{d['n_train']} training images, {d['n_victims']} victims (re-identification "
@@ -184,7 +239,9 @@ def _ds_tables(page: _Page, ds: str, d: dict) -> None:
         f"accuracy chance {_fmt(d['chance_accuracy'], pct=True)}.</p>"
     )
     # summary table
-    page.add("<h3>Summary (best attack per score; green = issue-6 goal met)</h3><table><tr>")
+    page.add("<h3>Summary (best attack per score)</h3><p class='legend note'><span class='ok'>goal met beyond "
+             "the noise</span><span class='bad'>goal missed beyond the noise</span><span class='noisy'>inside "
+             "the noise: too small a run to judge</span> ± = the noise band (see the noise rule above).</p><table><tr>")
     page.add(
         "<th class='l'>method</th><th>accuracy</th><th>loss (pp)</th><th>VFE (receiver)</th>"
         "<th>VFE achieved</th><th>best SSIM</th><th>by</th><th>prior SSIM</th><th>Δ vs prior</th>"
@@ -194,10 +251,20 @@ def _ds_tables(page: _Page, ds: str, d: dict) -> None:
     )
     for spec, r in d["methods"].items():
         s = r.get("summary", {})
-        g = r.get("goals_met", {})
+        j = method_judgement(d, spec, agg.get(spec)) if "summary" in r else {}
 
-        def cls(key, g=g):
-            return "ok" if g.get(key) else "bad"
+        def cls(key, j=j):  # the cell's class and a tooltip with the status and noise band
+            e = j.get(key)
+            if not e:
+                return ""
+            return f"class='{status_class(e['status'])}' title='{STATUS_TEXT[e['status']]}: noise ± {e['band']:.3g}'"
+
+        acc_j = j.get("accuracy") or {}
+        loss_txt = _fmt(r.get("accuracy_loss_pp"), 2)
+        if r.get("kind") == "clean":
+            loss_txt = "reference"
+        elif r.get("accuracy_loss_pp") is not None and acc_j.get("band"):
+            loss_txt += f"&nbsp;±&nbsp;{acc_j['band']:.1f}"
 
         vfe_r = (r.get("receiver_vfe") or {}).get("mean")
         vfe_a = (r.get("achieved_vfe") or {}).get("mean")
@@ -206,14 +273,14 @@ def _ds_tables(page: _Page, ds: str, d: dict) -> None:
             eps += f"<br><small>error: {html.escape(r['error'][:200])}</small>"
         page.add(
             f"<tr><td class='l'>{html.escape(spec)}{eps}</td><td>{_fmt(r.get('accuracy'), pct=True)}</td>"
-            f"<td class='{cls('accuracy')}'>{_fmt(r.get('accuracy_loss_pp'), 2)}</td>"
+            f"<td {'' if r.get('kind') == 'clean' else cls('accuracy')}>{loss_txt}</td>"
             f"<td>{_fmt(vfe_r)}</td><td>{_fmt(vfe_a)}</td>"
             f"<td>{_fmt(s.get('best_ssim'))}</td><td>{s.get('best_ssim_attack') or '–'}</td>"
             f"<td>{_fmt(prior['class_mean']['ssim']['mean'])}</td>"
-            f"<td class='{cls('ssim')}'>{_fmt(s.get('ssim_over_prior'))}</td>"
+            f"<td {cls('ssim')}>{_fmt(s.get('ssim_over_prior'))}</td>"
             f"<td>{_fmt(s.get('best_reid'), pct=True)}</td>"
-            f"<td class='{cls('reid')}'>{_fmt(s.get('reid_over_chance'), 1)}</td>"
-            f"<td class='{cls('a4')}'>{_fmt(s.get('best_a4'), pct=True)}</td>"
+            f"<td {cls('reid')}>{_fmt(s.get('reid_over_chance'), 1)}</td>"
+            f"<td {cls('a4')}>{_fmt(s.get('best_a4'), pct=True)}</td>"
             f"<td>{_fmt(s.get('link_rate'), pct=True)}</td><td>{_fmt(s.get('membership_auc'))}</td></tr>"
         )
     page.add("</table>")
@@ -304,8 +371,10 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
     page = _Page(out_dir)
-    page.add(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>")
-    page.add(f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>")
+    page.add(page_start(title))
+    if verdict_method(results) is not None:
+        page.add(f"<p class='verdict'>{html.escape(verdict_sentence(results))}</p>")
+    page.add(f"<p class='note'>{html.escape(NOISE_RULE)}</p>")
     page.add(
         "<p class='note'>Attacks: A1 direct view, A2 region mosaic, A3 learned inversion "
         "(U-Net trained on the attacker's own protected/original pairs, own keys), A4 clean-trained "
@@ -335,7 +404,7 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
     for ds, d in results["datasets"].items():
         page.add(f"<h2>{html.escape(ds)}</h2>")
         page.image(privacy_utility_plot(ds, d), f"{ds} privacy-utility plot", f"{ds}-plot")
-        _ds_tables(page, ds, d)
+        _ds_tables(page, ds, d, (results.get("aggregate") or {}).get(ds))
         curves = a3_curves_plot(ds, d)
         if curves is not None:
             page.image(curves, f"{ds} A3 training curves", f"{ds}-a3-curves")
@@ -350,7 +419,7 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
         )
         for spec, cols in pictures.get(ds, {}).items():
             page.add(f"<h4>{html.escape(spec)}</h4>")
-            page.image(_png_bytes(image_grid(cols)), f"{ds} {spec}", f"{ds}-{spec}")
+            page.image(png_bytes(image_grid(cols)), f"{ds} {spec}", f"{ds}-{spec}")
     if "faces" in results:
         f = results["faces"]
         page.add(f"<h2>A6 face detection ({f['n_images']} face photos, 128×128)</h2>")
@@ -374,7 +443,7 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
         page.add("</table><p class='note'>Columns of the grids: original, protected, A2, A5.</p>")
         for spec, cols in pictures.get("faces", {}).items():
             page.add(f"<h4>{html.escape(spec)}</h4>")
-            page.image(_png_bytes(image_grid(cols, cell=128)), f"faces {spec}", f"faces-{spec}")
+            page.image(png_bytes(image_grid(cols, cell=128)), f"faces {spec}", f"faces-{spec}")
     page.add("</body></html>")
     path = out_dir / "index.html"
     path.write_text("\n".join(page.parts), encoding="utf-8")

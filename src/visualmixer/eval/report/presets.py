@@ -57,8 +57,9 @@ class AuditConfig:
     device : str
         Where models train (``"cuda"`` on a GPU machine).
     seed : int
-        Seeds data subsets, model initialisation and minibatch order (not the protections, which
-        use fresh OS randomness like a real deployment).
+        Seeds data subsets, model initialisation, minibatch order and the protections (each method
+        draws from a stream derived from the seed and its spec; the attacker's copies from streams of
+        their own): the same seed gives the same numbers.
     seeds : tuple of int, optional
         Run the whole audit once per seed (``seed`` is then ignored). ``results.json`` keeps the
         first seed's results in the usual places, every seed's results under ``per_seed`` and

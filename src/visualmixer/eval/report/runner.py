@@ -30,6 +30,7 @@ from visualmixer.core.vfe import vfe
 from visualmixer.eval import metrics as M
 from visualmixer.eval.attacks.registry import AttackContext, attack_names, registered_attacks
 from visualmixer.eval.methods import expand_methods, parse_method
+from visualmixer.eval.methods.base import key_seed
 from visualmixer.eval.report.presets import GOALS, AuditConfig
 from visualmixer.eval.report.seeds import aggregate_seeds
 from visualmixer.eval.report.train_results import attach_train_utility
@@ -39,7 +40,7 @@ from visualmixer.tools.progress import progress
 __all__ = ["run_audit", "audit_methods"]
 
 #: estimates scored but not shown in the picture grids
-_NOT_PICTURED = ("A1", "A5-grey")
+NOT_PICTURED = ("A1", "A5-grey")
 
 
 def _clean_json(obj):
@@ -56,7 +57,11 @@ def _clean_json(obj):
 
 def audit_methods(cfg: AuditConfig) -> dict:
     """``{spec: method}`` for ``cfg.methods`` expanded, ``clean`` first when missing, plus the DP-SGD
-    row with ``cfg.dpsgd`` (a note instead when opacus is missing). Validates every spec."""
+    row with ``cfg.dpsgd`` (a note instead when opacus is missing). Validates every spec.
+
+    Every method is seeded from ``cfg.seed`` and its spec, so the same seed gives the same numbers;
+    the attacker's copies get seeds of their own (:meth:`ProtectionMethod.attacker_copy`). Real
+    deployments (no seed) keep fresh OS randomness or their key."""
     specs = expand_methods(cfg.methods)
     if "clean" not in specs:
         specs = ["clean"] + specs
@@ -67,7 +72,8 @@ def audit_methods(cfg: AuditConfig) -> dict:
             specs.append("dpsgd:1.0")
         except ImportError:
             cfg.notes.append("DP-SGD row skipped: opacus is not installed (pip install 'visualmixer[dp]').")
-    return {s: parse_method(s) for s in specs}
+    # seeded from the audit's seed (repeatable: same seed, same numbers); each method its own stream
+    return {s: parse_method(s, seed=key_seed(int(cfg.seed), f"audit-method:{s}")) for s in specs}
 
 
 def _check_attacks(cfg: AuditConfig) -> frozenset:
@@ -201,7 +207,7 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
                                       targets=truth_index) for a, e in ctx.estimates.items()}
     ex = min(cfg.examples, victims.shape[0])
     pic = {"original": truth[:ex], "protected": protected[:ex]}
-    pic.update({a: e[:ex] for a, e in ctx.estimates.items() if a not in _NOT_PICTURED})
+    pic.update({a: e[:ex] for a, e in ctx.estimates.items() if a not in NOT_PICTURED})
     return r, pic
 
 

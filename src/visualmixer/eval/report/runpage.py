@@ -1,8 +1,14 @@
-"""The photo part of ``visualmixer run`` and its page: obfuscate the built-in photos at several VFE
-targets, draw the picture grid, and write the run's ``index.html`` linking every part.
+"""``visualmixer run``: the photo demo and its ONE page (``index.html``).
+
+The photos obfuscated at several VFE targets, the clean-vs-obfuscated training, and the quick
+privacy audit on one styled, self-contained page (pictures embedded; the audit page's style
+sheet, :data:`visualmixer.eval.report.html.REPORT_CSS`), with the privacy verdict in one
+sentence at the top (:func:`visualmixer.eval.report.verdict.verdict_sentence`). The sections are
+built by :func:`photo_section`, :func:`training_section` and :func:`audit_section`
+(:mod:`visualmixer.eval.report.runsections`) and written by :func:`write_run_page`.
 
 >>> from visualmixer.eval.report.runpage import photo_demo, write_run_page    # doctest: +SKIP
->>> result = photo_demo("out/run", targets=(0.3, 0.5, 0.7))                    # doctest: +SKIP
+>>> result = photo_demo("out/run", targets=(0.3, 0.7))                         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,18 +23,22 @@ from pathlib import Path
 
 import torch
 
+from visualmixer.core.imageops import to_uint8_hwc
 from visualmixer.core.keys import Key
 from visualmixer.core.mixer import obfuscate, restore
 from visualmixer.core.optional import require
 from visualmixer.core.vfe import vfe
 from visualmixer.data.samples import builtin_photos
+from visualmixer.eval.report.html import page_start, png_bytes, png_data_uri
 
-__all__ = ["RunSection", "photo_demo", "photo_table", "save_photo_grid", "write_run_page"]
+__all__ = ["RunSection", "photo_demo", "photo_section", "photo_table", "save_photo_files", "save_photo_grid",
+           "write_run_page"]
 
 
 def photo_demo(out_dir: str | os.PathLike, targets: Sequence[float], *, size: int = 224,
                key: Key | None = None) -> dict:
-    """Obfuscate the built-in photos at each target, check restore, write ``grid.png`` and ``photos.json``.
+    """Obfuscate the built-in photos at each target, check restore, write ``grid.png``, one PNG per
+    photo and target under ``photos/`` and ``photos.json``.
 
     Parameters
     ----------
@@ -45,7 +55,8 @@ def photo_demo(out_dir: str | os.PathLike, targets: Sequence[float], *, size: in
     -------
     dict
         ``images`` (per photo: original VFE, achieved VFE per target, shuffle-level counts),
-        ``targets``, ``restore_bit_exact``, ``size``, ``seconds_per_target``, ``note``.
+        ``targets``, ``restore_bit_exact``, ``size``, ``seconds_per_target``, ``files`` (per photo:
+        ``{"original" | str(target): PNG path relative to out_dir}``), ``note``.
     """
     for t in targets:
         if not 0 <= t <= 1:
@@ -67,6 +78,7 @@ def photo_demo(out_dir: str | os.PathLike, targets: Sequence[float], *, size: in
             rows[n][str(t)] = round(v, 3)
             rows[n][f"levels@{t}"] = {int(k): int(c) for k, c in enumerate(lv.long().bincount()) if c}
     achieved = [[rows[n][str(t)] for t in targets] for n in names]
+    files = save_photo_files(out_dir / "photos", names, x, outputs, targets)
     save_photo_grid(out_dir / "grid.png", names, x, outputs, targets, original_vfe=original.tolist(),
                     achieved_vfe=achieved)
     result = {
@@ -75,6 +87,7 @@ def photo_demo(out_dir: str | os.PathLike, targets: Sequence[float], *, size: in
         "restore_bit_exact": exact,
         "size": size,
         "seconds_per_target": {k: round(v, 3) for k, v in timings.items()},
+        "files": {n: {k: str(Path("photos") / f) for k, f in fs.items()} for n, fs in files.items()},
         "note": "VFE per image (docs/method.md); targets are met when every value >= its target",
     }
     (out_dir / "photos.json").write_text(json.dumps(result, indent=2))
@@ -138,6 +151,39 @@ def photo_table(rows: dict, targets: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
+def save_photo_files(folder: str | os.PathLike, names: Sequence[str], originals: torch.Tensor,
+                     outputs: Sequence[torch.Tensor], targets: Sequence[float]) -> dict:
+    """One PNG per photo and view: ``NAME-original.png`` and ``NAME-vfeT.png`` per target.
+
+    Parameters
+    ----------
+    folder : path-like
+        Created when missing.
+    names : sequence of str
+    originals : torch.Tensor
+        uint8 ``(N, C, H, W)``.
+    outputs : sequence of torch.Tensor
+        One uint8 ``(N, C, H, W)`` batch per target.
+    targets : sequence of float
+
+    Returns
+    -------
+    dict
+        ``{name: {"original" | str(target): file name}}``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict = {}
+    for i, name in enumerate(names):
+        views = {"original": originals[i], **{str(t): o[i] for t, o in zip(targets, outputs, strict=True)}}
+        files[name] = {}
+        for view, img in views.items():
+            fname = f"{name}-{'original' if view == 'original' else 'vfe' + view}.png"
+            (folder / fname).write_bytes(png_bytes(to_uint8_hwc(img)))
+            files[name][view] = fname
+    return files
+
+
 @dataclass(frozen=True)
 class RunSection:
     """One part of the run page.
@@ -150,24 +196,33 @@ class RunSection:
     link : str, optional
         A file or page, relative to the page's folder.
     text : str, optional
-        Preformatted text (a table).
+        Preformatted text.
+    html : str, optional
+        Ready markup (tables, embedded pictures) from the section builders; trusted, not escaped.
     """
 
     title: str
     image: str | None = None
     link: str | None = None
     text: str | None = None
-
-
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%}"
-)
+    html: str | None = None
 
 
 def write_run_page(path: str | os.PathLike, sections: Sequence[RunSection], *,
-                   title: str = "VisualMixer — main run") -> Path:
-    """Write a small self-contained HTML page with one heading per section.
+                   title: str = "VisualMixer — main run", verdict: str | None = None,
+                   notes: Sequence[str] = ()) -> Path:
+    """Write the run's page: the reports' style, the verdict at the top, one heading per section.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``index.html`` to write (its folder holds the files sections link to).
+    sections : sequence of RunSection
+    title : str
+    verdict : str, optional
+        The privacy verdict (one sentence), shown at the top.
+    notes : sequence of str
+        Short notes under the verdict (escaped).
 
     Returns
     -------
@@ -175,15 +230,57 @@ def write_run_page(path: str | os.PathLike, sections: Sequence[RunSection], *,
         ``path``.
     """
     path = Path(path)
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_STYLE}</style>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [page_start(title)]
+    if verdict:
+        parts.append(f"<p class='verdict' id='verdict'>{html.escape(verdict)}</p>")
+    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     for s in sections:
         parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.html:
+            parts.append(s.html)
         if s.text:
             parts.append(f"<pre>{html.escape(s.text)}</pre>")
         if s.image and (path.parent / s.image).exists():
             parts.append(f"<img src='{html.escape(s.image)}' alt='{html.escape(s.title)}'>")
         if s.link:
             parts.append(f"<p><a href='{html.escape(s.link)}'>{html.escape(s.link)}</a></p>")
+    parts.append("</body></html>")
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
+
+
+def photo_section(out_dir: str | os.PathLike, photos: dict) -> RunSection:
+    """The photos at each target: a picture table (original, then each target with its achieved
+    VFE; pictures embedded from ``photos["files"]``) and the table of achieved VFE.
+
+    ``photos`` is :func:`photo_demo`'s result (``out_dir`` is where it wrote).
+    """
+    out_dir = Path(out_dir)
+    targets = [str(t) for t in photos["targets"]]
+    head = "".join(f"<th>target {html.escape(t)}</th>" for t in targets)
+    parts = ["<table class='pics'><tr><th></th><th>original</th>" + head + "</tr>"]
+    for name, row in photos["images"].items():
+        files = (photos.get("files") or {}).get(name, {})
+        cells = []
+        for view in ["original", *targets]:
+            f = out_dir / files[view] if view in files else None
+            img = (f"<img alt='{html.escape(name)} {html.escape(view)}' src='{png_data_uri(f.read_bytes())}'>"
+                   if f is not None and f.exists() else "")
+            cap = f"VFE {row[view]:.2f}" if view == "original" else f"achieved VFE {row[view]:.2f}"
+            cells.append(f"<td>{img}<div class='cap'>{cap}</div></td>")
+        parts.append(f"<tr><th class='l'>{html.escape(name)}</th>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    parts.append("<table><tr><th class='l'>photo</th><th>original VFE</th>"
+                 + "".join(f"<th>achieved at target {html.escape(t)}</th>" for t in targets) + "</tr>")
+    for name, row in photos["images"].items():
+        cells = "".join(f"<td class='{'ok' if row[t] >= float(t) else 'bad'}'>{row[t]:.3f}</td>" for t in targets)
+        parts.append(f"<tr><td class='l'>{html.escape(name)}</td><td>{row['original']:.3f}</td>{cells}</tr>")
+    parts.append("</table>")
+    exact = "yes, bit for bit" if photos["restore_bit_exact"] else "NO"
+    secs = ", ".join(f"{t}: {v:.2f} s" for t, v in (photos.get("seconds_per_target") or {}).items())
+    parts.append(
+        f"<p class='note'>VFE (visual feature entropy, 0–1): higher = less recognisable; a target is met when "
+        f"the achieved VFE is at least the target (green). {photos['size']}×{photos['size']} crops. Restored "
+        f"exactly with the key: {exact}. Obfuscation time per target for all photos: {secs}. "
+        "Files: <a href='photos.json'>photos.json</a>, <a href='grid.png'>grid.png</a>, <code>photos/</code>.</p>")
+    return RunSection("Photos obfuscated at several VFE targets", html="\n".join(parts))
