@@ -40,6 +40,7 @@ from visualmixer.core.regions import RegionGrid, default_region, region_grid, ti
 from visualmixer.core.saliency import spectral_residual
 from visualmixer.core.validation import BatchInfo, from_batch, to_batch
 from visualmixer.core.vfe import (
+    exact_square_sum,
     integral_ratio,
     scores_from_windows,
     weighted_vfe,
@@ -420,32 +421,36 @@ def _seam_sum(out: torch.Tensor, t: int, dim: int) -> torch.Tensor:
         a, b = out[..., t - 1 : r - 1 : t], out[..., t::t]
     else:
         a, b = out[..., t - 1 : r - 1 : t, :], out[..., t::t, :]
-    return _squared_distance_sum(a, b, dim=(-2, -1))
-
-
-def _squared_distance_sum(a: torch.Tensor, b: torch.Tensor, dim) -> torch.Tensor:
-    """``sum((a - b)^2)`` over ``dim`` of uint8 tensors, exact, int32 (|a - b| taken in uint8:
-    half the memory traffic of converting both first)."""
-    d = (torch.maximum(a, b) - torch.minimum(a, b)).to(torch.int32)
-    return d.mul_(d).sum(dim=dim, dtype=torch.int32)
+    d = (torch.maximum(a, b) - torch.minimum(a, b)).to(torch.int32)  # |a - b| in uint8
+    return d.mul_(d).sum(dim=(-2, -1), dtype=torch.int32)
 
 
 def _source_sums(job: _Job):
     """Exact integer sums of the unshuffled regions, by channel, for :func:`_level_scores`:
     ``(G, total, sum of squares)`` ``(N, m, C)`` and the squared pair differences by column and
     by row offset ``(N, m, C, R - 1)``, all int32. ``None`` unless the images are uint8, the
-    regions full and the VFE windows (and at most 90 px: int32 sums)."""
+    regions full and the VFE windows (and at most 90 px: int16 row sums, int32 totals)."""
     grid = job.grid
     full = grid.kind_sizes[0] == grid.kind_sizes[3]
     if job.batch.dtype != torch.uint8 or not full or job.window != grid.region or grid.region > 90:
         return None
-    x = job.regions
-    col = _squared_distance_sum(x[..., 1:], x[..., :-1], dim=-2)  # (N, m, C, R-1) by column offset
-    row = _squared_distance_sum(x[..., 1:, :], x[..., :-1, :], dim=-1)
+    if grid.region >= 16:  # long rows: int16 work (measured 1.5-2x faster at 16 px, slower at 4)
+        x = job.regions.to(torch.int16)
+        col = exact_square_sum(x[..., 1:] - x[..., :-1], -2)  # (N, m, C, R-1) by column offset
+        row = exact_square_sum(x[..., 1:, :] - x[..., :-1, :], -1)
+        total = x.sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
+        sumsq = exact_square_sum(x, -1).sum(-1, dtype=torch.int32)
+    else:
+        x = job.regions
+        col = (torch.maximum(x[..., 1:], x[..., :-1]) - torch.minimum(x[..., 1:], x[..., :-1])).to(torch.int32)
+        col = col.mul_(col).sum(dim=-2, dtype=torch.int32)
+        row = (torch.maximum(x[..., 1:, :], x[..., :-1, :]) - torch.minimum(x[..., 1:, :], x[..., :-1, :]))
+        row = row.to(torch.int32)
+        row = row.mul_(row).sum(dim=-1, dtype=torch.int32)
+        total = x.sum(dim=(-2, -1), dtype=torch.int32)
+        x = x.to(torch.int32)
+        sumsq = x.mul_(x).sum(dim=(-2, -1), dtype=torch.int32)
     g_all = col.sum(-1, dtype=torch.int32) + row.sum(-1, dtype=torch.int32)
-    total = x.sum(dim=(-2, -1), dtype=torch.int32)
-    x = x.to(torch.int32)
-    sumsq = x.mul_(x).sum(dim=(-2, -1), dtype=torch.int32)
     return g_all, total, sumsq, col, row
 
 

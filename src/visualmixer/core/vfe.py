@@ -46,6 +46,19 @@ def _square_(x: torch.Tensor) -> torch.Tensor:
     return x.mul_(x)
 
 
+def exact_square_sum(d: torch.Tensor, dim: int) -> torch.Tensor:
+    """Exact ``sum(d ** 2)`` over ``dim`` (at most 128 long) of int16 values ``|d| <= 255``, int32.
+
+    ``d * d`` wraps in int16; its two bytes are summed separately in int16 (each sum fits), which
+    avoids 32-bit element-wise passes: converting uint8/int16 to int32 is the slowest step of
+    integer scoring on the CPU.
+    """
+    q = d * d
+    hi = q.bitwise_right_shift(8).bitwise_and_(0xFF).sum(dim, dtype=torch.int16)
+    lo = q.bitwise_and_(0xFF).sum(dim, dtype=torch.int16)
+    return hi.to(torch.int32).mul_(256).add_(lo)
+
+
 def integral_ratio(g: torch.Tensor, total: torch.Tensor, sumsq: torch.Tensor, count) -> torch.Tensor:
     """``G / V`` (times the pixel count's bookkeeping) from exact integer window sums.
 
@@ -76,8 +89,8 @@ def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch
     """
     n, c, nh, nw, s, _ = windows.shape
     dev = windows.device
-    # uint8 input is scored with integer arithmetic (int32 differences and squares, int64 sums):
-    # exact, so the one-pass variance is exact too.
+    # uint8 input is scored with integer arithmetic (int32 differences and squares, exact integer
+    # sums): exact, so the one-pass variance is exact too.
     integral = windows.dtype == torch.uint8
     work = torch.float64 if windows.dtype == torch.float64 else (torch.int32 if integral else torch.float32)
     # A private, contiguous working copy (modified in place below): window sums then run over
@@ -85,9 +98,7 @@ def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch
     x = torch.empty(windows.shape, dtype=work, device=windows.device).copy_(windows)
     padded = nh * s != height or nw * s != width
     if padded:
-        rows = torch.arange(nh * s, device=dev).view(nh, 1, s, 1) < height
-        cols = torch.arange(nw * s, device=dev).view(1, nw, 1, s) < width
-        inside = (rows & cols).to(x.dtype)  # (nh, nw, s, s)
+        inside = _inside(nh, nw, s, height, width, dev).to(x.dtype)  # (nh, nw, s, s)
     dh = _square_(x[..., 1:] - x[..., :-1])
     dv = _square_(x[..., 1:, :] - x[..., :-1, :])
     if padded:  # a pair counts only when both pixels are inside the image
@@ -113,6 +124,13 @@ def scores_from_windows(windows: torch.Tensor, height: int, width: int) -> torch
         flat = var <= (1e-10 * scale.square()) * count
         ratio = torch.where(flat, torch.zeros_like(g), g / var.clamp_min(1e-300))
     return ratio * window_norm(height, width, s, dev)
+
+
+def _inside(nh: int, nw: int, s: int, height: int, width: int, dev) -> torch.Tensor:
+    """``(nh, nw, s, s)`` bool: which window pixels lie inside the image."""
+    rows = torch.arange(nh * s, device=dev).view(nh, 1, s, 1) < height
+    cols = torch.arange(nw * s, device=dev).view(1, nw, 1, s) < width
+    return rows & cols
 
 
 def window_scores(images: torch.Tensor, window: int) -> torch.Tensor:
