@@ -585,7 +585,8 @@ def fired(report: dict) -> bool:
 
 
 def run_trial(kind: str, *, seed: int, base: Path, src_master: Path, key: Path, ref: Reference,
-              batch_size: int, inject=None, target: str | None = None) -> dict:
+              batch_size: int, inject=None, target: str | None = None,
+              workers: int | None = None) -> dict:
     """One fault of ``kind`` on a fresh copy of the corpus; returns :func:`check_trial`'s dict."""
     rng = random.Random(f"{kind}-{seed}")
     work = base / f"{kind}-{seed}"
@@ -594,7 +595,7 @@ def run_trial(kind: str, *, seed: int, base: Path, src_master: Path, key: Path, 
     if kind == "source_replaced":  # it changes the source: use a copy
         src = work / "src"
         shutil.copytree(src_master, src)
-    t = Trial(kind, rng, src, key, work, ref, batch_size, workers=rng.choice([1, 1, 2]))
+    t = Trial(kind, rng, src, key, work, ref, batch_size, workers=workers or rng.choice([1, 1, 2]))
     if kind in RESTORE_KINDS:
         t.target = target or ("restore" if rng.random() < 1 / 3 else "obfuscate")
     if kind == "source_replaced":

@@ -68,6 +68,17 @@ def test_one_fault_of_each_kind_during_restore(corpus, kind):
     assert F.fired(report), report["notes"]
 
 
+@pytest.mark.parametrize("kind", ["concurrent", "sigkill"])
+def test_worker_processes_never_hold_the_lock(corpus, kind):
+    """With --workers 2 the driver holds the lock: a second run is refused while it runs, and
+    after kill -9 of the driver the rerun gets the lock (its orphaned workers do not keep it)."""
+    base, src, key, ref = corpus
+    report = F.run_trial(kind, seed=3, base=base / "workers", src_master=src, key=key, ref=ref,
+                         batch_size=4, workers=2, target="obfuscate")
+    _assert_clean(report)
+    assert F.fired(report), report["notes"]
+
+
 def test_source_vanishing_or_changing_mid_run_fails_that_image_only(corpus, tmp_path):
     base, src, key, ref = corpus
     from visualmixer.tools import safe_io

@@ -18,7 +18,7 @@ elsewhere (power lost mid-append can leave zeros or a cut line that a later run 
 skipped and listed in :attr:`Manifest.damaged`: the image it described is simply done again (its
 bytes are the same). A failed append (disk full) is rolled back to the last complete line.
 
-The manifest is private: with the key, its plans restore the originals, and with ``--rename`` it
+The manifest is private: with the key, its plans restore the originals, and with ``rename=True`` it
 holds the original file names. It is created with mode 0600 and never inside the shared folder.
 """
 
