@@ -54,6 +54,17 @@ def test_second_holder_is_refused_naming_the_first(tmp_path):
         assert again.stale == {}
 
 
+def test_one_destination_two_manifests_is_refused_too(folder, capsys):
+    src, key, tmp = folder
+    dst = tmp / "dst"
+    with RunLock.for_destination(dst.resolve(), command="obfuscate"):
+        rc = main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--manifest",
+                   str(tmp / "other.jsonl")])
+        err = capsys.readouterr().err
+    assert rc == 4 and f"holds the destination {dst.resolve()}" in err and f"PID {os.getpid()}" in err
+    assert not dst.exists()
+
+
 def test_stale_lock_of_a_dead_process_is_taken_and_reported(folder):
     src, key, tmp = folder
     man = tmp / "m.jsonl"

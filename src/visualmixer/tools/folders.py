@@ -274,7 +274,8 @@ def obfuscate_folder(
     man_path = manifest_location(manifest, key_path, src_p, dst_p)
     summary = RunSummary(manifest=man_path)
     say = warner(summary, warn)
-    with RunLock(man_path, command="obfuscate", target=str(dst_p)) as lock:
+    with RunLock(man_path, command="obfuscate", target=str(dst_p)) as lock, \
+            RunLock.for_destination(dst_p, command="obfuscate"):
         ids = _list_sources(src_p, options, summary, say)
         header = _obfuscate_header(src_p, dst_p, key, options, batch_size)
         with StopGuard(man_path, 0).writing(man_path, 4096):
@@ -420,7 +421,8 @@ def restore_folder(
     man_path = _restore_manifest_path(manifest, key_path, dst_p)
     summary = RunSummary(manifest=man_path)
     say = warner(summary, warn)
-    with RunLock(man_path, command="restore", target=str(out_p)) as lock:
+    with RunLock(man_path, command="restore", target=str(out_p)) as lock, \
+            RunLock.for_destination(out_p, command="restore"):
         man = Manifest.read(man_path)
         note_lock_and_damage(lock, man, say)
         _check_restore_manifest(man, man_path, out_p, key)

@@ -5,6 +5,10 @@ manifest) for the whole run, in the driver process (worker processes and Dask wo
 touch it). A second run refuses at once with :class:`~visualmixer.tools.errors.DestinationBusy`,
 naming the holder's PID and start time, which the holder writes into the lock file.
 
+The destination folder itself is locked as well (:meth:`RunLock.for_destination`, a lock file in
+the user's temporary folder named after the destination's path), so two runs into one destination
+with two different manifests are excluded too.
+
 The kernel releases a ``flock`` when its holder dies (``kill -9`` included), so a lock file left
 by a dead run is stale by construction: the next run takes it and says so in a warning. The lock
 file itself is left in place (removing it would let two runs lock two different files). Where the
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from visualmixer.tools.errors import DestinationBusy
 
-__all__ = ["RunLock", "lock_path_for", "read_lock_info"]
+__all__ = ["RunLock", "lock_path_for", "read_lock_info", "destination_lock_path"]
 
 
 def lock_path_for(manifest: str | os.PathLike) -> Path:
@@ -38,11 +42,20 @@ def lock_path_for(manifest: str | os.PathLike) -> Path:
     return manifest.with_name(manifest.name + ".lock")
 
 
-def _fallback_path(manifest: Path) -> Path:
-    tag = hashlib.sha256(str(Path(os.path.abspath(manifest))).encode("utf-8", "surrogateescape"))
+def _private_lock_file(path: str | os.PathLike, prefix: str = "") -> Path:
+    tag = hashlib.sha256(str(Path(os.path.abspath(path))).encode("utf-8", "surrogateescape"))
     folder = Path(tempfile.gettempdir()) / f"visualmixer-locks-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
-    return folder / f"{tag.hexdigest()[:16]}.lock"
+    return folder / f"{prefix}{tag.hexdigest()[:16]}.lock"
+
+
+def _fallback_path(manifest: Path) -> Path:
+    return _private_lock_file(manifest)
+
+
+def destination_lock_path(dst: str | os.PathLike) -> Path:
+    """The lock file of a destination folder (in the user's temporary folder)."""
+    return _private_lock_file(dst, prefix="dst-")
 
 
 def read_lock_info(path: str | os.PathLike) -> dict:
@@ -91,8 +104,18 @@ class RunLock:
         self.target = target
         self.wait_dead = float(wait_dead)
         self.path = lock_path_for(self.manifest)
+        self.subject = f"the lock of {self.manifest}" + (f" into {target}" if target else "")
         self.stale: dict = {}
         self._fd: int | None = None
+
+    @classmethod
+    def for_destination(cls, dst: str | os.PathLike, *, command: str,
+                        wait_dead: float = 5.0) -> RunLock:
+        """The lock of a destination folder itself (whatever manifest the run uses)."""
+        lock = cls(dst, command=command, target=str(dst), wait_dead=wait_dead)
+        lock.path = destination_lock_path(dst)
+        lock.subject = f"the destination {dst}"
+        return lock
 
     def _open(self) -> int:
         try:
@@ -152,9 +175,8 @@ class RunLock:
         else:
             who = (f"the worker processes of a {what} run whose driver (PID {pid}, started "
                    f"{started}) has ended; wait until they exit")
-        target = f" into {self.target}" if self.target else ""
         return DestinationBusy(
-            f"{who} holds the lock of {self.manifest}{target} ({self.path}); only one run per "
+            f"{who} holds {self.subject} ({self.path}); only one run per "
             "destination at a time: wait for it to finish or stop it, then run again",
             pid=pid, started=started, lock_path=str(self.path),
         )
