@@ -23,10 +23,12 @@ LOOSE = Budget(max_ssim_over_prior=1.0, max_reid=1000.0)
 def test_variants_are_the_registry_options_and_the_grid_validates():
     assert VARIANTS == ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o != "/rN")
     assert set(VARIANTS) >= {"plain", "flat", "blocks", "keyblocks", "online"}
+    assert settings_grid((0.5,), (None,), ("mix3/similar", "flat/online")) == [
+        "visualmixer:0.5/mix3/similar", "visualmixer:0.5/flat/online"]
     assert settings_grid((0.3, 0.7), (None, 4), ("plain", "blocks")) == [
         "visualmixer:0.3", "visualmixer:0.3/blocks", "visualmixer:0.3/r4", "visualmixer:0.3/r4/blocks",
         "visualmixer:0.7", "visualmixer:0.7/blocks", "visualmixer:0.7/r4", "visualmixer:0.7/r4/blocks"]
-    with pytest.raises(ValueError, match="variants: unknown sideways; choose from plain, flat"):
+    with pytest.raises(ValueError, match="variants: 'sideways' is not a VisualMixer variant .*choose from plain, flat"):
         settings_grid((0.5,), (None,), ("sideways",))
     with pytest.raises(ValueError, match=r"targets: a target VFE must be in \[0, 1\], got 1.5"):
         settings_grid((1.5,), (None,), ("plain",))
@@ -44,8 +46,10 @@ def test_obfuscate_command_uses_only_real_flags():
         assert args.src == "my photos" and args.key == "secret/my.key"
     args = obf.parse_args(shlex.split(obfuscate_command("visualmixer:0.3/r4/flat", src="s"))[1:])
     assert (args.target_vfe, args.region, args.channel_order) == (0.3, 4, False)
-    for spec in ("visualmixer:0.5/blocks", "visualmixer:0.5/keyblocks", "visualmixer:0.5/online"):
+    for spec in ("visualmixer:0.5/blocks", "visualmixer:0.5/keyblocks", "visualmixer:0.5/online",
+                 "visualmixer:0.5/r8/mix4"):
         assert obfuscate_command(spec, src="s") is None
+    assert "visualmixer train --mix K" in rec._audit_only("visualmixer:0.5/mix4/similar")
 
 
 def test_recommend_on_imagefolder_picks_the_cheapest_that_meets(tmp_path):

@@ -50,13 +50,25 @@ _METRICS = {
     "reid_over_chance": ("max_reid", "re-identification (times chance)", "re-id", 1),
     "face_rate": ("max_face_rate", "face detection rate", "faces", 2),
 }
-#: what ``visualmixer obfuscate`` cannot do, per variant
+#: why ``visualmixer obfuscate`` cannot make a variant (by option; others: it has no option for it)
 _AUDIT_ONLY = {
     "blocks": "region permutation per image (/blocks) has no `visualmixer obfuscate` option",
     "keyblocks": "the key-wide region layout (/keyblocks) has no `visualmixer obfuscate` option",
     "online": "online re-keying is a training mode (`visualmixer train --mode online` or ObfuscatedDataset), "
               "not a release",
+    "mix": "region mixing across images (/mixK) has no `visualmixer obfuscate` option (it is in "
+           "`visualmixer train --mix K` and `visualmixer fl --mix K`)",
 }
+
+
+def _options(spec: str) -> list[str]:
+    """The option words of a VisualMixer spec after the target (``"0.5/r8/flat"`` -> r8, flat)."""
+    return [p for p in spec.partition(":")[2].split("/")[1:] if p]
+
+
+def _obfuscate_can(option: str) -> bool:
+    """Whether ``visualmixer obfuscate`` has a flag for this option (--region, --no-channel-order)."""
+    return option == "flat" or (option[:1] == "r" and option[1:].isdigit())
 
 
 @dataclass(frozen=True)
@@ -78,11 +90,9 @@ class Budget:
 def settings_grid(targets=(0.3, 0.5, 0.7), regions=(None,), variants=("plain",)) -> list[str]:
     """Method specs ``visualmixer:T[/rR][/variant]`` for every combination (validated).
 
-    ``regions`` holds region sides or None (the size rule); ``variants`` names from :data:`VARIANTS`.
+    ``regions`` holds region sides or None (the size rule); a variant is ``"plain"`` or options of
+    the registry's VisualMixer spec (:data:`VARIANTS`, e.g. ``"blocks"``, ``"mix4/similar"``).
     """
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        raise ValueError(f"variants: unknown {', '.join(map(str, bad))}; choose from {', '.join(VARIANTS)}")
     if not targets or not regions or not variants:
         raise ValueError("targets, regions and variants must each name at least one value")
     specs = []
@@ -91,9 +101,13 @@ def settings_grid(targets=(0.3, 0.5, 0.7), regions=(None,), variants=("plain",))
             raise ValueError(f"targets: a target VFE must be in [0, 1], got {t}")
         if r is not None and int(r) < 1:
             raise ValueError(f"regions: a region side must be >= 1, got {r}")
-        opts = ([f"r{int(r)}"] if r is not None else []) + ([v] if v != "plain" else [])
+        opts = ([f"r{int(r)}"] if r is not None else []) + ([v.strip("/")] if v != "plain" else [])
         spec = "visualmixer:" + "/".join([f"{float(t):g}", *opts])
-        parse_method(spec)  # validates
+        try:
+            spec = parse_method(spec).spec  # validates; the registry's own spelling
+        except ValueError as exc:
+            raise ValueError(f"variants: {v!r} is not a VisualMixer variant ({exc}); choose from "
+                             f"{', '.join(VARIANTS)}") from None
         specs.append(spec)
     return list(dict.fromkeys(specs))
 
@@ -355,7 +369,7 @@ def _size_notes(d) -> list[str]:
 def obfuscate_command(spec: str, *, src: str, dst: str = "DST", key: str = "secret/my.key") -> str | None:
     """The ``visualmixer obfuscate`` command for a setting, or None when the variant is audit-only."""
     m = parse_method(spec)
-    if m.moves_regions or m.utility == "online":
+    if not all(_obfuscate_can(o) for o in _options(m.spec)):
         return None
     words = ["visualmixer", "obfuscate", src, dst, "--key", key, "--target-vfe", f"{m.tau:g}"]
     if m.region:
@@ -374,7 +388,12 @@ def _hf_line(spec: str, path: str) -> str:
 
 
 def _audit_only(spec: str) -> str:
-    return "; ".join(why for v, why in _AUDIT_ONLY.items() if f"/{v}" in spec)
+    why = []
+    for o in _options(spec):
+        if not _obfuscate_can(o):
+            key = "mix" if o.startswith("mix") else o
+            why.append(_AUDIT_ONLY.get(key, f"/{o} has no `visualmixer obfuscate` option"))
+    return "; ".join(dict.fromkeys(why))
 
 
 def _fmt(v, nd=3):
