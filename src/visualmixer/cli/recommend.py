@@ -66,8 +66,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--regions", nargs="+", default=["auto"], metavar="R",
                    help="region sides to try; auto = the size rule (default auto)")
     p.add_argument("--variants", nargs="+", default=["plain"], metavar="V",
-                   help=f"protection variants to try: {', '.join(VARIANTS)} (default plain; blocks, keyblocks "
-                        "and online are audit-only)")
+                   help=f"protection variants to try: {', '.join(VARIANTS)}, or several joined by / (e.g. "
+                        "mix4/similar); default plain. Only plain and flat have a `visualmixer obfuscate` "
+                        "command; the others are audit-only")
     p.add_argument("--train", type=positive_int, default=None, metavar="N",
                    help="owner's training images (default: fitted to the data)")
     p.add_argument("--victims", type=positive_int, default=None, metavar="N", help="victim images (default: fitted)")
