@@ -31,6 +31,7 @@ from visualmixer.core.permute import (
     level_sources,
     random_words,
     region_windows,
+    shuffle_image,
     shuffle_level,
     shuffle_regions,
     to_regions,
@@ -690,6 +691,8 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
     else:
         words = key_words(subkeys, batch.device)
+    if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
+        return from_batch(shuffle_image(batch, words, levels, grid, plans.channel_order, inverse=True), info)
     regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order,
                               inverse=True, generator=generator)
     return from_batch(from_regions(regions, grid), info)

@@ -36,6 +36,7 @@ __all__ = [
     "words_needed",
     "shuffle_regions",
     "shuffle_level",
+    "shuffle_image",
     "level_sources",
     "to_regions",
     "from_regions",
@@ -374,6 +375,69 @@ def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int) -> 
     index = start.view(rows, c, tiles, 1, tiles, 1) + inner.to(narrow).view(tile, 1, k)
     moved = wide.index_select(0, index.view(-1))
     return moved.view(torch.uint8).view(regions.dtype).view(n, m, c, r, r)
+
+
+@lru_cache(maxsize=128)
+def _image_tile_table(c: int, h: int, r: int, t: int, row_units: int, k: int, device: str) -> torch.Tensor:
+    """First wide element of each (channel, tile) of a region, relative to the region's first,
+    in an image laid out ``(C, h, row_units)`` (int64; see :func:`shuffle_image`)."""
+    q = r // t
+    ch = torch.arange(c).view(c, 1, 1) * (h * row_units)
+    ty = torch.arange(q).view(1, q, 1) * (t * row_units)
+    tx = torch.arange(q).view(1, 1, q) * k
+    return (ch + ty + tx).reshape(-1).to(device)
+
+
+def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tensor, grid: RegionGrid,
+                  channel_order: bool, *, inverse: bool = False) -> torch.Tensor:
+    """Generator 2 on a grid of full regions, in the image layout: ``(N, C, H, W)`` in and out.
+
+    The same result as :func:`shuffle_regions` between :func:`to_regions` and
+    :func:`from_regions`, without those two layout copies: each level present (each ladder level
+    on accelerators) is one ``index_select`` of tile rows, as the widest integers a tile row
+    divides into, with an int32 index built from a per-(channel, tile) table; regions at other
+    levels are then taken from their own level's result.
+    """
+    n, c, h, w = images.shape
+    r, rows, cols = grid.region, grid.rows, grid.cols
+    ladder = tile_ladder(r)
+    levels = levels.to(images.device)
+    itemsize = images.element_size()
+    out = None
+    for level in range(grid.levels + 1):
+        here = levels == level
+        if host_checks(images.device) and not bool(here.any()):
+            continue
+        t = ladder[level]
+        sources = level_sources(words, grid, c, level, channel_order)
+        if inverse:
+            order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
+            sources = torch.empty_like(sources).scatter_(1, sources.long(), order.expand_as(sources))
+        chunk = max(g for g in (1, 2, 4, 8) if (t * itemsize) % g == 0)
+        k, rb = t * itemsize // chunk, r * itemsize // chunk  # wide elements per tile row / region row
+        row_units = cols * rb
+        wide = images.contiguous().view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1)
+        narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
+        table = _image_tile_table(c, h, r, t, row_units, k, str(images.device)).to(narrow)
+        origin = (torch.arange(n, device=images.device, dtype=narrow).view(n, 1, 1) * (c * h * row_units)
+                  + torch.arange(rows, device=images.device, dtype=narrow).view(1, rows, 1) * (r * row_units)
+                  + torch.arange(cols, device=images.device, dtype=narrow).view(1, 1, cols) * rb)
+        start = table.index_select(0, sources.reshape(-1)).view(n * rows * cols, -1) + origin.view(-1, 1)
+        q = r // t
+        start = start.view(n, rows, cols, c, q, q).permute(0, 3, 1, 4, 2, 5).unsqueeze(4).unsqueeze(-1)
+        inner = (torch.arange(t, device=images.device, dtype=narrow).view(t, 1) * row_units
+                 + torch.arange(k, device=images.device, dtype=narrow).view(1, k)).view(t, 1, 1, k)
+        moved = wide.index_select(0, (start + inner).reshape(-1))
+        moved = moved.view(torch.uint8).view(images.dtype).view(n, c, h, w)
+        if out is None:
+            out = moved
+        else:  # regions at this level from here, selected as wide integers of region rows
+            cw = max(g for g in (1, 2, 4, 8) if (r * itemsize) % g == 0)
+            shape = (n, c, rows, r, cols, -1)
+            a, b = (x.view(torch.uint8).view(_VIEW_DTYPES[cw]).view(shape) for x in (moved, out))
+            out = torch.where(here.view(n, 1, rows, 1, cols, 1), a, b)
+            out = out.view(torch.uint8).view(images.dtype).view(n, c, h, w)
+    return out
 
 
 def _shuffle_v2(regions, words, levels, grid, channel_order, inverse):
