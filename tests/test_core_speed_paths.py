@@ -90,6 +90,24 @@ def test_generator2_depends_on_key_image_region_level_and_channel():
     assert not torch.equal(a, tile_permutations(other, reg, 2, 3, 16))  # keys
 
 
+@pytest.mark.parametrize("c, h, r, dtype", [(3, 32, 4, torch.uint8), (1, 28, 4, torch.uint8), (3, 64, 8, torch.float32),
+                                          (3, 48, 16, torch.float64), (3, 28, 14, torch.uint8)])
+def test_image_layout_shuffle_equals_the_region_layout_one(c, h, r, dtype, monkeypatch):
+    from visualmixer.core.permute import shuffle_image
+
+    grid = region_grid(h, h, r)
+    g = torch.Generator().manual_seed(h)
+    x = torch.randint(0, 256, (2, c, h, h), dtype=torch.uint8, generator=g).to(dtype)
+    words = key_words(KEY.subkeys(range(2)), "cpu")
+    for sync_free in (False, True):
+        monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", sync_free)
+        for lv in (torch.randint(0, grid.levels + 1, (2, grid.count), generator=g),
+                   torch.full((2, grid.count), grid.levels)):
+            for inverse in (False, True):
+                ref = shuffle_regions(to_regions(x, grid), words, lv, grid, True, inverse=inverse, generator=2)
+                assert torch.equal(shuffle_image(x, words, lv, grid, True, inverse=inverse), from_regions(ref, grid))
+
+
 def test_plans_record_the_generator_and_old_dicts_are_generator_1():
     x = _photos(32, 2)
     res = vm.obfuscate(x, key=KEY, ids=[0, 1])
