@@ -18,6 +18,15 @@ def test_run_photo_part_writes_grid_json_and_index(tmp_path, capsys):
     assert (out / "grid.png").stat().st_size > 10_000
     page = (out / "index.html").read_text()
     assert "grid.png" in page and "photos.json" in page
+    # one styled page: the reports' CSS, the photos as a labelled picture table, no raw text tables
+    assert "<style>" in page and "class='pics'" in page and "<pre>" not in page
+    assert "<th>target 0.3</th>" in page and "achieved VFE" in page and "data:image/png;base64," in page
+    assert sorted(p.name for p in (out / "photos").glob("astronaut-*.png")) == [
+        "astronaut-original.png", "astronaut-vfe0.3.png", "astronaut-vfe0.6.png"]
+    # the terminal ends with the verdict sentence shown at the top of the page
+    last = printed.strip().splitlines()[-1]
+    assert last == "No privacy verdict: the quick audit was skipped (--skip-audit)."
+    assert f"<p class='verdict' id='verdict'>{last}</p>" in page
 
 
 def test_run_rejects_bad_target(tmp_path, capsys):

@@ -228,17 +228,17 @@ class _Page:
         )
 
 
-def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
+def _judged(j: dict, key: str) -> str:
+    """The class and tooltip attributes of a goal cell: status and noise band (:func:`method_judgement`)."""
+    e = j.get(key)
+    if not e:
+        return ""
+    return f"class='{status_class(e['status'])}' title='{STATUS_TEXT[e['status']]}: noise ± {e['band']:.3g}'"
+
+
+def _summary_table(page: _Page, d: dict, agg: dict) -> None:
+    """Best attack per score for every method; goal cells coloured only beyond the run's noise."""
     prior = d["prior"]
-    agg = agg or {}
-    atk_names = sorted({a for r in d["methods"].values() for a in r.get("attacks", {})})
-    page.add(
-        f"<p class='note'>{d['n_train']} training images, {d['n_victims']} victims (re-identification "
-        f"chance {_fmt(d['reid_chance'] * 100, 2)} %), {d['n_attacker']} attacker images; "
-        f"{d['shape'][1]}×{d['shape'][2]}×{d['shape'][0]}, region {d['region']} px; "
-        f"accuracy chance {_fmt(d['chance_accuracy'], pct=True)}.</p>"
-    )
-    # summary table
     page.add("<h3>Summary (best attack per score)</h3><p class='legend note'><span class='ok'>goal met beyond "
              "the noise</span><span class='bad'>goal missed beyond the noise</span><span class='noisy'>inside "
              "the noise: too small a run to judge</span> ± = the noise band (see the noise rule above).</p><table><tr>")
@@ -252,13 +252,6 @@ def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
     for spec, r in d["methods"].items():
         s = r.get("summary", {})
         j = method_judgement(d, spec, agg.get(spec)) if "summary" in r else {}
-
-        def cls(key, j=j):  # the cell's class and a tooltip with the status and noise band
-            e = j.get(key)
-            if not e:
-                return ""
-            return f"class='{status_class(e['status'])}' title='{STATUS_TEXT[e['status']]}: noise ± {e['band']:.3g}'"
-
         acc_j = j.get("accuracy") or {}
         loss_txt = _fmt(r.get("accuracy_loss_pp"), 2)
         if r.get("kind") == "clean":
@@ -273,17 +266,29 @@ def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
             eps += f"<br><small>error: {html.escape(r['error'][:200])}</small>"
         page.add(
             f"<tr><td class='l'>{html.escape(spec)}{eps}</td><td>{_fmt(r.get('accuracy'), pct=True)}</td>"
-            f"<td {'' if r.get('kind') == 'clean' else cls('accuracy')}>{loss_txt}</td>"
+            f"<td {'' if r.get('kind') == 'clean' else _judged(j, 'accuracy')}>{loss_txt}</td>"
             f"<td>{_fmt(vfe_r)}</td><td>{_fmt(vfe_a)}</td>"
             f"<td>{_fmt(s.get('best_ssim'))}</td><td>{s.get('best_ssim_attack') or '–'}</td>"
             f"<td>{_fmt(prior['class_mean']['ssim']['mean'])}</td>"
-            f"<td {cls('ssim')}>{_fmt(s.get('ssim_over_prior'))}</td>"
+            f"<td {_judged(j, 'ssim')}>{_fmt(s.get('ssim_over_prior'))}</td>"
             f"<td>{_fmt(s.get('best_reid'), pct=True)}</td>"
-            f"<td {cls('reid')}>{_fmt(s.get('reid_over_chance'), 1)}</td>"
-            f"<td {cls('a4')}>{_fmt(s.get('best_a4'), pct=True)}</td>"
+            f"<td {_judged(j, 'reid')}>{_fmt(s.get('reid_over_chance'), 1)}</td>"
+            f"<td {_judged(j, 'a4')}>{_fmt(s.get('best_a4'), pct=True)}</td>"
             f"<td>{_fmt(s.get('link_rate'), pct=True)}</td><td>{_fmt(s.get('membership_auc'))}</td></tr>"
         )
     page.add("</table>")
+
+
+def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
+    prior = d["prior"]
+    atk_names = sorted({a for r in d["methods"].values() for a in r.get("attacks", {})})
+    page.add(
+        f"<p class='note'>{d['n_train']} training images, {d['n_victims']} victims (re-identification "
+        f"chance {_fmt(d['reid_chance'] * 100, 2)} %), {d['n_attacker']} attacker images; "
+        f"{d['shape'][1]}×{d['shape'][2]}×{d['shape'][0]}, region {d['region']} px; "
+        f"accuracy chance {_fmt(d['chance_accuracy'], pct=True)}.</p>"
+    )
+    _summary_table(page, d, agg or {})
     # per-attack table
     page.add("<h3>Every attack: SSIM mean / max, PSNR mean, re-identification</h3><table><tr><th class='l'>method</th>")
     for a in atk_names:
@@ -359,19 +364,8 @@ def _aggregate_table(page: _Page, agg: dict, seeds: list, d: dict) -> None:
     page.add("</table>")
 
 
-def render_report(results: dict, pictures: dict, out_dir, *, title: str = "VisualMixer privacy audit") -> Path:
-    """Write ``out_dir/index.html``, ``out_dir/results.json`` and ``out_dir/img/*.png``.
-
-    Returns
-    -------
-    pathlib.Path
-        The path of ``index.html``.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
-    page = _Page(out_dir)
-    page.add(page_start(title))
+def _intro(page: _Page, results: dict) -> None:
+    """The verdict sentence, the noise rule, the attacks and goals, the attacker's strength, notes."""
     if verdict_method(results) is not None:
         page.add(f"<p class='verdict'>{html.escape(verdict_sentence(results))}</p>")
     page.add(f"<p class='note'>{html.escape(NOISE_RULE)}</p>")
@@ -401,6 +395,22 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
                  "below).</p>")
     for note in results.get("notes", []):
         page.add(f"<p class='note'>Note: {html.escape(note)}</p>")
+
+
+def render_report(results: dict, pictures: dict, out_dir, *, title: str = "VisualMixer privacy audit") -> Path:
+    """Write ``out_dir/index.html``, ``out_dir/results.json`` and ``out_dir/img/*.png``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``index.html``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
+    page = _Page(out_dir)
+    page.add(page_start(title))
+    _intro(page, results)
     for ds, d in results["datasets"].items():
         page.add(f"<h2>{html.escape(ds)}</h2>")
         page.image(privacy_utility_plot(ds, d), f"{ds} privacy-utility plot", f"{ds}-plot")

@@ -155,6 +155,20 @@ def _goal_table(d: dict, agg: dict) -> str:
     return "\n".join(parts)
 
 
+def _faces_note(faces: dict, spec: str) -> str:
+    """One line: how often A6's detectors still find the faces in ``spec``'s release, against clean."""
+    ms = faces.get("methods") or {}
+
+    def rates(m: dict) -> str:
+        found = [f"{det} {100 * views['A1']:.0f} %" for det, views in m.items()
+                 if isinstance(views, dict) and views.get("A1") is not None]
+        return ", ".join(found) or "–"
+
+    return (f"<p class='note'>A6 face detection on {faces.get('n_images', '?')} face photos: faces found in "
+            f"{html.escape(spec)}'s release by {rates(ms.get(spec) or {})} (clean photos: "
+            f"{rates(ms.get('clean') or {})}; goal ≤ {100 * GOALS['face_rate']:.0f} %).</p>")
+
+
 def audit_section(out_dir: str | os.PathLike, audit_dir: str | os.PathLike) -> tuple[RunSection, str, str]:
     """The quick audit on the run page, from ``audit_dir/results.json`` (and its pictures).
 
@@ -209,6 +223,8 @@ def audit_section(out_dir: str | os.PathLike, audit_dir: str | os.PathLike) -> t
         links = [f"<a href='{html.escape(rel)}/img/{html.escape(p.name)}'>{html.escape(s)}</a>" for s, p in others if p]
         if links:
             parts.append("<p class='note'>The other methods' reconstructions: " + ", ".join(links) + ".</p>")
+    if found and "faces" in results:
+        parts.append(_faces_note(results["faces"], found[1]))
     if found:
         note = noise_note(results, *found)
     return RunSection("Privacy audit (quick)", html="\n".join(parts)), verdict, note
