@@ -35,6 +35,9 @@ def test_same_seed_same_numbers_other_seed_other_protections():
     a, _ = tiny_results(0)
     b, _ = tiny_results(0)
     assert _without_times(a) == _without_times(b)  # every number of results.json, every method
+    judged = a["datasets"]["fashion-mnist"]["methods"]["visualmixer:0.5"]["goals_judged"]
+    assert set(judged) == {"ssim", "reid", "a4", "accuracy"}
+    assert judged["accuracy"]["status"] in ("met", "missed", "noisy") and judged["accuracy"]["band"] > 0
     c, _ = tiny_results(3)
     ma, mc = a["datasets"]["fashion-mnist"]["methods"], c["datasets"]["fashion-mnist"]["methods"]
     assert not [r["error"] for r in [*ma.values(), *mc.values()] if "error" in r]

@@ -35,6 +35,7 @@ from visualmixer.eval.report.presets import GOALS, AuditConfig
 from visualmixer.eval.report.seeds import aggregate_seeds
 from visualmixer.eval.report.train_results import attach_train_utility
 from visualmixer.eval.report.utility import ONE_RELEASE, measure_utility
+from visualmixer.eval.report.verdict import judge_results
 from visualmixer.tools.progress import progress
 
 __all__ = ["run_audit", "audit_methods"]
@@ -322,4 +323,5 @@ def run_audit(cfg: AuditConfig | None = None, *, log=print) -> tuple[dict, dict]
     results["notes"] = list(dict.fromkeys(cfg.notes))
     if cfg.train_results:
         attach_train_utility(results, cfg.train_results, log=log)
+    judge_results(results)  # goals judged against the run's noise, beside the raw goals_met
     return _clean_json(results), pictures

@@ -25,8 +25,8 @@ import math
 
 from visualmixer.eval.report.presets import GOALS
 
-__all__ = ["NOISE_RULE", "STATUS_TEXT", "accuracy_band_pp", "judge", "method_judgement", "verdict_method",
-           "verdict_sentence"]
+__all__ = ["NOISE_RULE", "STATUS_TEXT", "accuracy_band_pp", "judge", "judge_results", "method_judgement",
+           "verdict_method", "verdict_sentence"]
 
 #: How the reports decide whether a difference is larger than the run's noise (shown on the pages).
 NOISE_RULE = (
@@ -137,6 +137,18 @@ def method_judgement(ds_res: dict, spec: str, aggregate: dict | None = None, goa
         band = accuracy_band_pp(ref, r["accuracy"], n, agg.get("accuracy_loss_pp"))
     out["accuracy"] = _entry(loss, band, goals["acc_loss_pp"])
     return out
+
+
+def judge_results(results: dict) -> dict:
+    """Add ``goals_judged`` to every method with a summary in ``results`` (in place; returned):
+    ``{goal: {"value", "band", "goal", "status"}}`` (:func:`method_judgement`), beside the raw
+    ``goals_met`` that ignores the noise."""
+    for ds, d in (results.get("datasets") or {}).items():
+        agg = (results.get("aggregate") or {}).get(ds) or {}
+        for spec, r in d.get("methods", {}).items():
+            if "summary" in r:
+                r["goals_judged"] = method_judgement(d, spec, agg.get(spec), results.get("goals"))
+    return results
 
 
 def verdict_method(results: dict) -> tuple[str, str] | None:
