@@ -8,8 +8,9 @@ step by step and, in between, lifts the most salient quarter of the regions one 
 
 so more salient regions are never shuffled more coarsely than less salient ones, every region of
 more than one pixel is shuffled at least at level 1, and no region is shuffled finer than the first
-plan that reaches the target. The search is a per-image bisection over ``j``, batched: each step
-is one gather and one VFE pass over the images still searching.
+plan that reaches the target. :mod:`visualmixer.core.planner` finds that plan (exactly, in one
+pass over the ladder, where VFE windows are the regions); this module holds the public API, the
+plan format and restore.
 """
 
 from __future__ import annotations
@@ -23,39 +24,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from visualmixer.core.imageops import region_mean_grid
-from visualmixer.core.keyed import GENERATOR, host_checks, key_words, to_device
+from visualmixer.core.keyed import GENERATOR, key_words, to_device
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.permute import (
     from_regions,
-    level_sources,
     random_words,
-    region_windows,
     shuffle_image,
-    shuffle_level,
     shuffle_regions,
     to_regions,
     words_needed,
 )
-from visualmixer.core.regions import RegionGrid, default_region, region_grid, tile_ladder
-from visualmixer.core.saliency import spectral_residual
-from visualmixer.core.validation import BatchInfo, from_batch, to_batch
-from visualmixer.core.vfe import (
-    exact_square_sum,
-    integral_ratio,
-    scores_from_windows,
-    weighted_vfe,
-    window_norm,
-    window_scores,
-    window_weights,
+from visualmixer.core.planner import (  # noqa: F401  (the private names: tests patch and call them here)
+    SALIENT_SHARE,
+    _Job,
+    _one_pass_plans,
+    _pixel_saliency,
+    _predict_plan_vfe,
+    _salient_regions,
+    _search_plans,
+    plan_sequence,
 )
+from visualmixer.core.regions import RegionGrid, default_region, region_grid
+from visualmixer.core.validation import from_batch, to_batch
+from visualmixer.core.vfe import window_weights
 
 __all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence", "GENERATOR"]
 
 _PURPOSE = "shuffle"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-#: Share of regions (by saliency, per image) that get one level more than the base level.
-SALIENT_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -177,13 +173,6 @@ class ObfuscationResult:
     vfe: torch.Tensor
 
 
-def plan_sequence(salient: torch.Tensor, j: torch.Tensor, top: int) -> torch.Tensor:
-    """Levels ``(N, regions)`` of plan ``j`` (per image) given the salient-region mask."""
-    base = 1 + torch.div(j, 2, rounding_mode="floor")
-    extra = (j % 2).unsqueeze(1) * salient.long()
-    return (base.unsqueeze(1) + extra).clamp(max=top)
-
-
 def _check_target(target_vfe) -> float:
     if isinstance(target_vfe, bool) or not isinstance(target_vfe, (int, float)):
         raise TypeError(f"target_vfe must be a number in [0, 1], got {type(target_vfe).__name__}")
@@ -244,112 +233,6 @@ def _subkeys(key, ids, seed, n: int) -> list[bytes]:
     return key.subkeys(_check_ids(ids, n), _PURPOSE)
 
 
-def _pixel_saliency(batch: torch.Tensor, saliency, window: int) -> torch.Tensor:
-    """Per-pixel saliency ``(N, 1, H, W)`` float64 for the planner's bands and weights."""
-    n, _, h, w = batch.shape
-    if saliency is None:
-        smap = spectral_residual(batch)
-    elif isinstance(saliency, str):
-        if saliency != "uniform":
-            raise ValueError(f"saliency must be None, 'uniform', a callable or a tensor; got {saliency!r}")
-        smap = torch.ones((n, 1, h, w), device=batch.device)
-    elif callable(saliency) and not isinstance(saliency, torch.Tensor):
-        smap = saliency(batch)
-    else:
-        smap = saliency
-    if not isinstance(smap, torch.Tensor):
-        raise TypeError(f"saliency must give a tensor, got {type(smap).__name__}")
-    smap = smap.to(device=batch.device, dtype=torch.float64)
-    nh, nw = -(-h // window), -(-w // window)
-    if smap.shape == (n, nh, nw) and (nh, nw) != (h, w):  # per window: spread over its pixels
-        smap = smap.repeat_interleave(window, 1).repeat_interleave(window, 2)[:, :h, :w]
-    if smap.ndim == 3:
-        smap = smap.unsqueeze(1)
-    if smap.shape != (n, 1, h, w):
-        raise ValueError(
-            f"saliency map has shape {tuple(smap.shape)}; expected ({n}, 1, {h}, {w}), "
-            f"({n}, {h}, {w}) or per window ({n}, {nh}, {nw})"
-        )
-    return smap
-
-
-def _salient_regions(smap: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
-    """``(N, regions)`` bool: the most salient :data:`SALIENT_SHARE` of each image's regions."""
-    mean = region_mean_grid(smap, grid.region).flatten(1)  # edge regions by their own pixels
-    cut = torch.quantile(mean, 1.0 - SALIENT_SHARE, dim=1, keepdim=True)
-    return mean >= cut
-
-
-#: How far below the target an estimated plan VFE may be and still get probed (the estimate's
-#: measured error on photos and Fashion-MNIST is 0 to +0.06: shuffled images score a little higher).
-PREDICTION_SLACK = 0.1
-
-
-def _first_at_least(values: torch.Tensor, tau: float) -> torch.Tensor:
-    """Per row, the first column with ``values >= tau`` (the last column when none is)."""
-    hit = values >= tau
-    first = hit.to(torch.uint8).argmax(dim=1)
-    return torch.where(hit.any(dim=1), first, torch.full_like(first, values.shape[1] - 1))
-
-
-def _predict_plan_vfe(regions, weights, salient, grid, last) -> torch.Tensor:
-    """Estimated VFE ``(N, last + 1)`` of every plan, for full regions that are the VFE windows.
-
-    Shuffling tiles keeps every pixel pair inside a tile and each region's value multiset (so
-    ``V``); only pairs across tile seams change. A seam pair becomes a pair of values from two
-    different tiles, estimated as two random values of the region: ``E[(a-b)^2] = 2V/(n-1)``.
-    Used only by the bisection search (:func:`_search_plans`), the reference for the exact
-    one-pass planner.
-    """
-    n, m, c, r, _ = regions.shape
-    x = regions.to(torch.float32, copy=True)  # modified in place below; never touch the input
-    col = (x[..., 1:] - x[..., :-1]).square_().sum(dim=-2).double()  # (N, m, C, R-1) by seam offset
-    row = (x[..., 1:, :] - x[..., :-1, :]).square_().sum(dim=-1).double()
-    total = x.sum(dim=(-2, -1)).double()
-    npx = r * r
-    var = x.square_().sum(dim=(-2, -1)).double() - total * total / npx  # V per region and channel
-    g_all = col.sum(-1) + row.sum(-1)
-    norm = (r + 1) / (4 * r)
-    offsets = torch.arange(1, r, device=x.device)
-    per_level = [torch.zeros((n, m), dtype=torch.float64, device=x.device)]  # level 0 unused
-    for t in tile_ladder(r)[1:]:  # <= log2(R) levels
-        seam = (offsets % t == 0).double()
-        g_seam = (col * seam).sum(-1) + (row * seam).sum(-1)
-        g = g_all - g_seam + 2 * r * (r // t - 1) * 2 * var / (npx - 1)
-        v = torch.where(var > 0, norm * g / var.clamp_min(1e-300), torch.zeros_like(var))
-        per_level.append(v.mean(dim=2))
-    v_levels = torch.stack(per_level, dim=-1)  # (N, m, top + 1)
-    w = weights.reshape(n, m)
-    wsum = w.sum(dim=1, keepdim=True)
-    w = torch.where(wsum > 0, w / wsum.clamp_min(1e-300), torch.full_like(w, 1.0 / m))
-    plans = torch.arange(last + 1, device=x.device)
-    levels = plan_sequence(salient.repeat_interleave(last + 1, 0), plans.repeat(n), grid.levels)
-    levels = levels.view(n, last + 1, m)
-    v = v_levels.unsqueeze(1).expand(n, last + 1, m, -1).gather(3, levels.unsqueeze(-1)).squeeze(-1)
-    return (v * w.unsqueeze(1)).sum(dim=-1)
-
-
-@dataclass
-class _Job:
-    """One batch to obfuscate: the validated input and everything the planner derives from it."""
-
-    batch: torch.Tensor  # (N, C, H, W)
-    info: BatchInfo
-    tau: float
-    grid: RegionGrid
-    window: int  # VFE window side (a function of the image size only)
-    channel_order: bool
-    weights: torch.Tensor  # (N, nh, nw) float64 window weights from the ORIGINAL's saliency
-    salient: torch.Tensor  # (N, regions) bool
-    regions: torch.Tensor  # (N, regions, C, R, R)
-    words: torch.Tensor  # (N, 8) int32 key words on the images' device (generator 2)
-
-    @property
-    def last(self) -> int:
-        """Index of the last plan of the sequence (all regions at the top level)."""
-        return max(0, 2 * self.grid.levels - 2)
-
-
 def _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed) -> _Job:
     """Validate the arguments of :func:`obfuscate` and derive saliency, weights and regions."""
     batch, info = to_batch(images)
@@ -366,225 +249,6 @@ def _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed
     weights = window_weights(batch, smap, window, trusted=own_map)
     return _Job(batch, info, tau, grid, window, channel_order, weights, _salient_regions(smap, grid),
                 to_regions(batch, grid), key_words(subkeys, batch.device))
-
-
-def _shuffle(job: _Job, levels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """The regions of the images ``rows`` (all when None) shuffled at ``levels`` (per region)."""
-    regions, words = (job.regions, job.words) if rows is None else (job.regions[rows], job.words[rows])
-    return shuffle_regions(regions, words, levels, job.grid, job.channel_order, generator=GENERATOR)
-
-
-def _scores(job: _Job, out: torch.Tensor) -> torch.Tensor:
-    """Per-channel window scores ``(n, C, nh, nw)`` of shuffled regions ``out``."""
-    h, w = job.grid.height, job.grid.width
-    if job.window == job.grid.region:  # VFE windows are the regions: score the region layout
-        return scores_from_windows(region_windows(out, job.grid), h, w)
-    return window_scores(from_regions(out, job.grid), job.window)
-
-
-def _level_scores(job: _Job, level: int, sums) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every region shuffled at one ``level``, and the per-channel score of every region then.
-
-    Returns ``(out, scores)``: ``(N, regions, C, R, R)`` and ``(N, C, rows, cols)`` float64,
-    exactly the scores :func:`_scores` gives for ``out`` (windows are the regions here). With
-    ``sums`` (:func:`_source_sums`: uint8 images, full regions) only the pixel pairs across tile
-    seams are read from ``out``: pairs inside tiles and every region's value sums are the
-    source's, moved with the channel order.
-    """
-    n, m, c = job.regions.shape[:3]
-    grid = job.grid
-    if grid.kind_sizes[0] != grid.kind_sizes[3]:  # edge regions: score the image's windows
-        out = _shuffle(job, torch.full((n, m), level, dtype=torch.int64, device=job.batch.device))
-        return out, _scores(job, out)
-    r = grid.region
-    t = tile_ladder(r)[level]
-    sources = level_sources(job.words, grid, c, level, job.channel_order)
-    out = shuffle_level(job.regions, sources, t)
-    if sums is None:  # score the contiguous region layout (same arithmetic as the image's windows)
-        scores = scores_from_windows(out.view(n, m, c, 1, r, r), c * r, r)  # (N, m, C, 1)
-        return out, scores.view(n, m, c).permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
-    g_all, total, sumsq, col, row = sums
-    inside = g_all - col[..., t - 1 :: t].sum(-1, dtype=torch.int32) - row[..., t - 1 :: t].sum(-1, dtype=torch.int32)
-    nt = sources.shape[1] // c
-    sigma = torch.div(sources[:, ::nt], nt, rounding_mode="floor").view(n, m, c).long()  # source channel
-    inside, total, sumsq = (v.gather(2, sigma) for v in (inside, total, sumsq))
-    g = inside + _seam_sum(out, t, -1) + _seam_sum(out, t, -2) if t < r else inside
-    ratio = integral_ratio(g.double(), total.double(), sumsq.double(), float(r * r))
-    ratio = ratio.permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
-    return out, ratio * window_norm(grid.height, grid.width, r, job.batch.device)
-
-
-def _seam_sum(out: torch.Tensor, t: int, dim: int) -> torch.Tensor:
-    """Sum of squared differences ``(N, m, C)`` int32 of pixel pairs across the tile seams of
-    uint8 regions ``out`` along ``dim`` (-1: columns, -2: rows)."""
-    r = out.shape[-1]
-    if dim == -1:  # the last pixel of each tile and the first of the next
-        a, b = out[..., t - 1 : r - 1 : t], out[..., t::t]
-    else:
-        a, b = out[..., t - 1 : r - 1 : t, :], out[..., t::t, :]
-    d = (torch.maximum(a, b) - torch.minimum(a, b)).to(torch.int32)  # |a - b| in uint8
-    return d.mul_(d).sum(dim=(-2, -1), dtype=torch.int32)
-
-
-def _source_sums(job: _Job):
-    """Exact integer sums of the unshuffled regions, by channel, for :func:`_level_scores`:
-    ``(G, total, sum of squares)`` ``(N, m, C)`` and the squared pair differences by column and
-    by row offset ``(N, m, C, R - 1)``, all int32. ``None`` unless the images are uint8, the
-    regions full and the VFE windows (and at most 90 px: int16 row sums, int32 totals)."""
-    grid = job.grid
-    full = grid.kind_sizes[0] == grid.kind_sizes[3]
-    if job.batch.dtype != torch.uint8 or not full or job.window != grid.region or grid.region > 90:
-        return None
-    if grid.region >= 16:  # long rows: int16 work (measured 1.5-2x faster at 16 px, slower at 4)
-        x = job.regions.to(torch.int16)
-        col = exact_square_sum(x[..., 1:] - x[..., :-1], -2)  # (N, m, C, R-1) by column offset
-        row = exact_square_sum(x[..., 1:, :] - x[..., :-1, :], -1)
-        total = x.sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
-        sumsq = exact_square_sum(x, -1).sum(-1, dtype=torch.int32)
-    else:
-        x = job.regions
-        col = (torch.maximum(x[..., 1:], x[..., :-1]) - torch.minimum(x[..., 1:], x[..., :-1])).to(torch.int32)
-        col = col.mul_(col).sum(dim=-2, dtype=torch.int32)
-        row = (torch.maximum(x[..., 1:, :], x[..., :-1, :]) - torch.minimum(x[..., 1:, :], x[..., :-1, :]))
-        row = row.to(torch.int32)
-        row = row.mul_(row).sum(dim=-1, dtype=torch.int32)
-        total = x.sum(dim=(-2, -1), dtype=torch.int32)
-        x = x.to(torch.int32)
-        sumsq = x.mul_(x).sum(dim=(-2, -1), dtype=torch.int32)
-    g_all = col.sum(-1, dtype=torch.int32) + row.sum(-1, dtype=torch.int32)
-    return g_all, total, sumsq, col, row
-
-
-def _plan_vfe(job: _Job, table: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Image VFE ``(N, P)`` of ``P`` plans per image from per-level region scores.
-
-    ``table`` is ``(N, L, C, regions)`` (scores of every region at levels ``0 .. L-1``),
-    ``levels`` ``(N, P, regions)``. Each plan's VFE is computed by :func:`weighted_vfe` from the
-    same per-window scores its output has, so it is bit-identical to the VFE of that output.
-    """
-    n, p, m = levels.shape
-    c = table.shape[2]
-    idx = levels.unsqueeze(2).expand(n, p, c, m)
-    scores = table.gather(1, idx).view(n * p, c, job.grid.rows, job.grid.cols)
-    weights = job.weights.repeat_interleave(p, dim=0)
-    return weighted_vfe(scores, weights).view(n, p)
-
-
-def _one_pass_plans(job: _Job):
-    """The first plan of the sequence reaching the target, from exact per-region level scores.
-
-    VFE windows are the regions, so a plan's VFE is a weighted sum of per-region scores, and a
-    region's score at a level does not depend on the other regions' levels. Every region is
-    shuffled and scored at each level once (a loop over the ladder, never over regions), then
-    every plan's VFE is read off the table and the first reaching the target is taken; its
-    output is assembled from the per-level outputs. On the CPU the ladder stops at the first
-    level at which every image's first passing plan is known (host checks are free there).
-
-    Returns ``(plan index (N,), levels (N, regions), out regions, vfe (N,))``.
-    """
-    grid, n = job.grid, job.batch.shape[0]
-    top, last = grid.levels, job.last
-    sums = _source_sums(job)
-    outs, tables = [], []
-    dev = job.batch.device
-    known = 0
-    for level in range(top + 1) if top == 0 else range(1, top + 1):
-        out, scores = _level_scores(job, level, sums)
-        outs.append(out)
-        tables.append(scores.flatten(2))
-        known = last + 1 if level == top else 2 * level - 1  # plans 0 .. known-1 use levels <= level
-        if host_checks(dev) and level < top:
-            table = torch.stack([torch.zeros_like(tables[0])] + tables, dim=1)  # level 0: never used
-            plans = torch.arange(known, device=dev)
-            lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
-            if bool((_plan_vfe(job, table, lv) >= job.tau).any(dim=1).all()):
-                break
-    first_level = 0 if top == 0 else 1
-    table = torch.stack(([] if top == 0 else [torch.zeros_like(tables[0])]) + tables, dim=1)
-    plans = torch.arange(known, device=dev)
-    lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
-    got = _plan_vfe(job, table, lv)
-    chosen = _first_at_least(got, job.tau)
-    levels = lv.gather(1, chosen.view(n, 1, 1).expand(n, 1, lv.shape[2])).squeeze(1)
-    out = _select_levels(outs, levels - first_level)
-    return chosen, levels, out, got.gather(1, chosen.view(n, 1)).squeeze(1)
-
-
-def _select_levels(outs: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
-    """Region ``r`` of image ``i`` from ``outs[index[i, r]]`` (all ``(N, m, C, R, R)``)."""
-    if len(outs) == 1:
-        return outs[0]
-    if host_checks(index.device):  # skip selects nobody needs
-        used = [i for i in range(len(outs)) if bool((index == i).any())]
-        if len(used) == 1:
-            return outs[used[0]]
-    n, m = index.shape
-    shape = outs[0].shape
-    wide = [_as_words(o) for o in outs]  # select whole regions as wide integers
-    out = wide[0]
-    for i, o in enumerate(wide[1:], start=1):  # <= top cheap selects
-        out = torch.where((index == i).view(n, m, 1), o, out)
-    return out.view(torch.uint8).view(outs[0].dtype).view(shape)
-
-
-def _as_words(regions: torch.Tensor) -> torch.Tensor:
-    """``(N, m, ...)`` viewed as ``(N, m, k)`` of the widest integer dividing a region's bytes."""
-    n, m = regions.shape[:2]
-    nbytes = regions[0, 0].numel() * regions.element_size()
-    chunk = max(g for g in (1, 2, 4, 8) if nbytes % g == 0)
-    dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[chunk]
-    return regions.contiguous().view(n, m, -1).view(torch.uint8).view(dtype)
-
-
-def _search_plans(job: _Job):
-    """Per-image bisection over the plan sequence (for VFE windows that are not the regions).
-
-    Each step is one shuffle and one VFE pass over the images still searching. Where the
-    windows are the (full) regions a closed-form estimate picks the first probe; this path is
-    kept as the reference that the exact one-pass planner is tested against.
-
-    Returns ``(plan index (N,), levels (N, regions), out regions, vfe (N,))``.
-    """
-    grid, n = job.grid, job.batch.shape[0]
-    top, last, tau = grid.levels, job.last, job.tau
-    dev = job.batch.device
-    lo = torch.zeros(n, dtype=torch.int64, device=dev)
-    hi = torch.full((n,), last, dtype=torch.int64, device=dev)
-    found = torch.full((n,), last + 1, dtype=torch.int64, device=dev)
-    best = torch.empty_like(job.regions)
-    best_vfe = torch.zeros(n, dtype=torch.float64, device=dev)
-    predicted = None
-    if job.window == grid.region and grid.kind_sizes[0] == grid.kind_sizes[3] and top > 0:
-        predicted = _predict_plan_vfe(job.regions, job.weights, job.salient, grid, last)
-    while True:
-        active = (lo <= hi).nonzero().flatten()
-        if active.numel() == 0:
-            break
-        if predicted is None:
-            probe = torch.div(lo[active] + hi[active], 2, rounding_mode="floor")
-        else:
-            first = _first_at_least(predicted[active], tau)
-            probe = torch.maximum(torch.minimum(first, hi[active]), lo[active])
-        rows = None if active.numel() == n else active
-        out = _shuffle(job, plan_sequence(job.salient[active], probe, top), rows)
-        got = weighted_vfe(_scores(job, out), job.weights[active])
-        ok = got >= tau
-        # Keep the output of the smallest plan reaching the target, and of the top plan (the
-        # fallback when nothing does).
-        keep = (ok & (probe < found[active])) | ((probe == last) & (found[active] > last))
-        sel = active[keep]
-        best[sel] = out[keep]
-        best_vfe[sel] = got[keep]
-        found[active[ok]] = torch.minimum(found[active[ok]], probe[ok])
-        hi[active[ok]] = probe[ok] - 1
-        lo[active[~ok]] = probe[~ok] + 1
-        if predicted is not None:
-            # Walking down from a passing plan: stop where the estimate is clearly below target.
-            rows = active[ok & (probe > 0)]
-            below = predicted[rows, (probe[ok & (probe > 0)] - 1)] < tau - PREDICTION_SLACK
-            lo[rows[below]] = hi[rows[below]] + 1
-    chosen = found.clamp(max=last)
-    return chosen, plan_sequence(job.salient, chosen, top), best, best_vfe
 
 
 #: Use the exact one-pass planner where VFE windows are the regions (tests switch it off to
