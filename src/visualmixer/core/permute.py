@@ -287,14 +287,22 @@ def _channel_sources(words, m: int, c: int, channel_order: bool) -> torch.Tensor
 
 
 def level_sources(words: torch.Tensor, grid: RegionGrid, channels: int, level: int,
-                  channel_order: bool) -> torch.Tensor:
-    """Generator 2, a grid of full regions all at ``level``: ``(N * regions, C * ntiles)`` int32,
-    the source ``channel * ntiles + tile`` of each output (channel, tile slot)."""
+                  channel_order: bool, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Generator 2, full regions at ``level``: ``(N * regions, C * ntiles)`` int32, the source
+    ``channel * ntiles + tile`` of each output (channel, tile slot); only for the image-major
+    region ``rows`` (indices into ``N * regions``) when given."""
     m = grid.count
     nt = (grid.region // tile_ladder(grid.region)[level]) ** 2
-    sigma = _channel_sources(words, m, channels, channel_order)
+    if rows is None:
+        row_words, regions = _region_rows(words, m)
+    else:
+        row_words, regions = words[torch.div(rows, m, rounding_mode="floor")], rows % m
+    if channel_order and channels > 1:
+        sigma = channel_permutations(row_words, regions, channels)
+    else:
+        sigma = torch.arange(channels, dtype=torch.int32, device=words.device).expand(len(regions), channels)
     if nt > 1:
-        pi = tile_permutations(*_region_rows(words, m), level, channels, nt)
+        pi = tile_permutations(row_words, regions, level, channels, nt)
         return (sigma.unsqueeze(-1) * nt + pi).flatten(1)
     return sigma.clone()
 
@@ -393,50 +401,74 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     """Generator 2 on a grid of full regions, in the image layout: ``(N, C, H, W)`` in and out.
 
     The same result as :func:`shuffle_regions` between :func:`to_regions` and
-    :func:`from_regions`, without those two layout copies: each level present (each ladder level
-    on accelerators) is one ``index_select`` of tile rows, as the widest integers a tile row
-    divides into, with an int32 index built from a per-(channel, tile) table; regions at other
-    levels are then taken from their own level's result.
+    :func:`from_regions`, without those two layout copies: tile rows are moved as the widest
+    integers a tile row divides into, with an int32 index built from a per-(channel, tile)
+    table. On the CPU each level present is one gather over its own regions (one pass in all);
+    on accelerators (no host synchronisation) every ladder level is computed for every region
+    and each region taken from its own level.
     """
     n, c, h, w = images.shape
+    levels = levels.to(images.device).reshape(-1)
+    if host_checks(images.device):
+        present = [level for level in range(grid.levels + 1) if bool((levels == level).any())]
+        if len(present) == 1:
+            return _move_image_tiles(images, words, grid, present[0], channel_order, inverse)
+        out = torch.empty_like(images)
+        for level in present:
+            rows = (levels == level).nonzero().squeeze(1)
+            _move_image_tiles(images, words, grid, level, channel_order, inverse, rows=rows, out=out)
+        return out
     r, rows, cols = grid.region, grid.rows, grid.cols
-    ladder = tile_ladder(r)
-    levels = levels.to(images.device)
-    itemsize = images.element_size()
+    cw = max(g for g in (1, 2, 4, 8) if (r * images.element_size()) % g == 0)
+    shape = (n, c, rows, r, cols, -1)
     out = None
     for level in range(grid.levels + 1):
-        here = levels == level
-        if host_checks(images.device) and not bool(here.any()):
-            continue
-        t = ladder[level]
-        sources = level_sources(words, grid, c, level, channel_order)
-        if inverse:
-            order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
-            sources = torch.empty_like(sources).scatter_(1, sources.long(), order.expand_as(sources))
-        chunk = max(g for g in (1, 2, 4, 8) if (t * itemsize) % g == 0)
-        k, rb = t * itemsize // chunk, r * itemsize // chunk  # wide elements per tile row / region row
-        row_units = cols * rb
-        wide = images.contiguous().view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1)
-        narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
-        table = _image_tile_table(c, h, r, t, row_units, k, str(images.device)).to(narrow)
-        origin = (torch.arange(n, device=images.device, dtype=narrow).view(n, 1, 1) * (c * h * row_units)
-                  + torch.arange(rows, device=images.device, dtype=narrow).view(1, rows, 1) * (r * row_units)
-                  + torch.arange(cols, device=images.device, dtype=narrow).view(1, 1, cols) * rb)
-        start = table.index_select(0, sources.reshape(-1)).view(n * rows * cols, -1) + origin.view(-1, 1)
-        q = r // t
-        start = start.view(n, rows, cols, c, q, q).permute(0, 3, 1, 4, 2, 5).unsqueeze(4).unsqueeze(-1)
-        inner = (torch.arange(t, device=images.device, dtype=narrow).view(t, 1) * row_units
-                 + torch.arange(k, device=images.device, dtype=narrow).view(1, k)).view(t, 1, 1, k)
-        moved = wide.index_select(0, (start + inner).reshape(-1))
-        moved = moved.view(torch.uint8).view(images.dtype).view(n, c, h, w)
+        moved = _move_image_tiles(images, words, grid, level, channel_order, inverse)
         if out is None:
             out = moved
         else:  # regions at this level from here, selected as wide integers of region rows
-            cw = max(g for g in (1, 2, 4, 8) if (r * itemsize) % g == 0)
-            shape = (n, c, rows, r, cols, -1)
+            here = (levels == level).view(n, 1, rows, 1, cols, 1)
             a, b = (x.view(torch.uint8).view(_VIEW_DTYPES[cw]).view(shape) for x in (moved, out))
-            out = torch.where(here.view(n, 1, rows, 1, cols, 1), a, b)
-            out = out.view(torch.uint8).view(images.dtype).view(n, c, h, w)
+            out = torch.where(here, a, b).view(torch.uint8).view(images.dtype).view(n, c, h, w)
+    return out
+
+
+def _move_image_tiles(images, words, grid, level, channel_order, inverse, rows=None, out=None):
+    """One level of :func:`shuffle_image`: every region (returns the image), or only the
+    image-major region ``rows``, written into ``out``."""
+    n, c, h, w = images.shape
+    r = grid.region
+    t = tile_ladder(r)[level]
+    q = r // t
+    sources = level_sources(words, grid, c, level, channel_order, rows)
+    if inverse:
+        order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
+        sources = torch.empty_like(sources).scatter_(1, sources.long(), order.expand_as(sources))
+    itemsize = images.element_size()
+    chunk = max(g for g in (1, 2, 4, 8) if (t * itemsize) % g == 0)
+    k, rb = t * itemsize // chunk, r * itemsize // chunk  # wide elements per tile row / region row
+    row_units = grid.cols * rb
+    wide = images.contiguous().view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1)
+    narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
+    dev = images.device
+    table = _image_tile_table(c, h, r, t, row_units, k, str(dev)).to(narrow)
+    origin = (torch.arange(n, device=dev, dtype=narrow).view(n, 1, 1) * (c * h * row_units)
+              + torch.arange(grid.rows, device=dev, dtype=narrow).view(1, -1, 1) * (r * row_units)
+              + torch.arange(grid.cols, device=dev, dtype=narrow).view(1, 1, -1) * rb).view(-1)
+    inner = (torch.arange(t, device=dev, dtype=narrow).view(t, 1) * row_units
+             + torch.arange(k, device=dev, dtype=narrow).view(1, k)).view(t, 1, k)
+    if rows is not None:
+        origin = origin[rows]
+    start = table.index_select(0, sources.reshape(-1)).view(len(origin), -1) + origin.view(-1, 1)
+    if rows is None:  # the whole image, in its own element order
+        start = start.view(n, grid.rows, grid.cols, c, q, q).permute(0, 3, 1, 4, 2, 5)
+        index = start.unsqueeze(4).unsqueeze(-1) + inner.view(t, 1, 1, k)
+        moved = wide.index_select(0, index.reshape(-1))
+        return moved.view(torch.uint8).view(images.dtype).view(n, c, h, w)
+    g = len(rows)
+    values = wide.index_select(0, (start.view(g, c, q, 1, q, 1) + inner).view(-1))
+    dest = (table.view(1, -1) + origin.view(-1, 1)).view(g, c, q, 1, q, 1) + inner
+    out.view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1).index_copy_(0, dest.view(-1).long(), values)
     return out
 
 
