@@ -81,7 +81,7 @@ def _fmt(v, nd=3, pct=False):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     if pct:
-        return f"{100 * v:.1f} %"
+        return f"{100 * v:.1f}\u00a0%"  # no break between the number and its unit
     return f"{v:.{nd}f}"
 
 

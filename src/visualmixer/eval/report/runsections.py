@@ -40,7 +40,7 @@ __all__ = ["audit_section", "noise_note", "training_section"]
 
 
 def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.1f} %"
+    return "–" if v is None else f"{100 * v:.1f}\u00a0%"
 
 
 def _cell(text: str, status: str | None) -> str:
