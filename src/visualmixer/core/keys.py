@@ -2,7 +2,7 @@
 
 A master key is 32 bytes from the operating system's CSPRNG. Every image gets its own subkey
 ``HMAC-SHA256(master, encode(image_id) || purpose)``; the permutations of that image are expanded
-from the subkey by a counter-based generator (:mod:`visualmixer.core.permute`). Nothing here touches a
+from the subkey by a counter-based generator (:mod:`visualmixer.core.keyed`). Nothing here touches a
 global random state.
 """
 

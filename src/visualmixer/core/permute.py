@@ -1,20 +1,24 @@
-"""Keyed, counter-based permutations for a whole batch; apply and invert them (SPEC §5.4–5.6).
+"""Apply and invert the keyed tile permutations of a whole batch (SPEC §5.4–5.6).
 
-Every image has a 32-byte subkey. Its random stream is Philox-4x64-10 (numpy's
-:class:`numpy.random.Philox`, whose raw stream numpy keeps stable across versions) keyed by the
-first 16 bytes of the subkey, read as little-endian 32-bit words and compared as signed int32.
-With ``M = regions * C``, words ``[0, M)`` order the channels of each region and word
-``M + slot * M + region * C + c`` is the sort key of tile slot ``slot`` in channel ``c`` of
-``region`` (slot-major, so coarse levels only read the start of the stream). A region cut into
-``n`` tiles takes the sort order of its first ``n`` slot keys as its tile permutation: the
-permutation depends only on the key, the image id, the region and its level — never on the
-device, the batch, or a global seed. The stream is drawn and the permutations sorted on the CPU
-(numpy's vectorised sort is several times faster than torch's for short rows), then moved to the
-images' device, so CPU and GPU give identical results.
+Two permutation generators are read here:
 
-Shuffling works in a region-major layout ``(N, regions, C, R, R)``: the regions of one shape and
-level are cut into tiles with a reshape, and one ``gather`` (``scatter`` to restore) along the
-flattened (channel, tile) axis moves whole tiles; no per-pixel index is built.
+- **Generator 2** (made by today's :func:`visualmixer.obfuscate`): the permutations come from
+  :mod:`visualmixer.core.keyed` on the images' device. Full grids (sides multiples of the region)
+  move tile rows with one ``index_select`` per level, as the widest integers a tile row divides
+  into, with an int32 index built from a per-(channel, tile) table: :func:`shuffle_level` in
+  the region layout (the planner), :func:`shuffle_image` directly in the image layout
+  (restore).
+- **Generator 1** (plans made before 2026-11-27; restore only): every image's random stream is
+  Philox-4x64-10 (numpy's :class:`numpy.random.Philox`, whose raw stream numpy keeps stable
+  across versions) keyed by the first 16 bytes of the subkey, read as little-endian 32-bit words
+  and compared as signed int32. With ``M = regions * C``, words ``[0, M)`` order the channels of
+  each region and word ``M + slot * M + region * C + c`` is the sort key of tile slot ``slot`` in
+  channel ``c`` of ``region`` (slot-major). A region cut into ``n`` tiles takes the sort order of
+  its first ``n`` slot keys as its tile permutation. The stream is drawn and sorted on the CPU.
+
+Images with edge regions (sides not multiples of the region) use the general path of either
+generator: a region-major layout ``(N, regions, C, R, R)`` whose regions of one shape and level
+are cut into tiles with a reshape and moved by one ``gather`` (``scatter`` to restore).
 """
 
 from __future__ import annotations
