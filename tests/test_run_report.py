@@ -1,6 +1,7 @@
 """The run's one report: a repeatable quick audit, goals judged against the run's noise, the
 one-sentence verdict on the page and at the end of the terminal output."""
 
+import copy
 import json
 import re
 
@@ -31,8 +32,14 @@ def tiny_results(seed=0, **kw):
     return results, pictures
 
 
-def test_same_seed_same_numbers_other_seed_other_protections():
-    a, _ = tiny_results(0)
+@pytest.fixture(scope="module")
+def tiny():
+    """One tiny audit with seed 0 for the tests below (each gets its own copy)."""
+    return tiny_results(0)
+
+
+def test_same_seed_same_numbers_other_seed_other_protections(tiny):
+    a = copy.deepcopy(tiny[0])
     b, _ = tiny_results(0)
     assert _without_times(a) == _without_times(b)  # every number of results.json, every method
     judged = a["datasets"]["fashion-mnist"]["methods"]["visualmixer:0.5"]["goals_judged"]
@@ -76,8 +83,8 @@ def _issue_case(results):
     return results
 
 
-def test_a_loss_inside_the_noise_is_not_green_on_the_audit_page(tmp_path):
-    results, pictures = tiny_results(0)
+def test_a_loss_inside_the_noise_is_not_green_on_the_audit_page(tmp_path, tiny):
+    results, pictures = copy.deepcopy(tiny[0]), tiny[1]
     results = _issue_case(results)
     j = method_judgement(results["datasets"]["fashion-mnist"], "visualmixer:0.5")
     assert j["accuracy"]["status"] == "noisy" and j["accuracy"]["band"] > 3.0
@@ -95,8 +102,16 @@ def test_a_loss_inside_the_noise_is_not_green_on_the_audit_page(tmp_path):
     assert "class='noisy'" in loss_cell.group(1) and "too small a run to judge" in loss_cell.group(1)
 
 
-def test_verdict_uses_the_seeds_spread(tmp_path):
-    results, _ = tiny_results(0)
+def test_verdict_says_when_visualmixer_failed(tiny):
+    results = copy.deepcopy(tiny[0])
+    results["datasets"]["fashion-mnist"]["methods"]["visualmixer:0.5"] = {"kind": "visualmixer",
+                                                                           "error": "RuntimeError: boom"}
+    assert verdict_sentence(results) == ("No privacy verdict: visualmixer:0.5 failed on fashion-mnist "
+                                         "(RuntimeError: boom).")
+
+
+def test_verdict_uses_the_seeds_spread(tiny):
+    results = copy.deepcopy(tiny[0])
     results = _issue_case(results)
     results["seeds"] = [0, 1, 2]
     results["aggregate"]["fashion-mnist"]["visualmixer:0.5"]["accuracy_loss_pp"] = {

@@ -164,6 +164,11 @@ def verdict_method(results: dict) -> tuple[str, str] | None:
     return None
 
 
+def _kind(results: dict, found: tuple[str, str]) -> str | None:
+    """The ``kind`` of method ``found = (dataset, spec)`` in ``results``."""
+    return results["datasets"][found[0]]["methods"][found[1]].get("kind")
+
+
 def _strength(results: dict) -> str:
     cfg = results.get("config") or {}
     seeds = results.get("seeds") or [cfg.get("seed")]
@@ -179,7 +184,12 @@ def verdict_sentence(results: dict, dataset: str | None = None, spec: str | None
     noise band and goal status (:func:`method_judgement`).
     """
     if dataset is None or spec is None:
+        failed = [(ds, sp, r["error"]) for ds, d in (results.get("datasets") or {}).items()
+                  for sp, r in d.get("methods", {}).items() if r.get("kind") == "visualmixer" and r.get("error")]
         found = verdict_method(results)
+        if failed and (found is None or _kind(results, found) != "visualmixer"):
+            ds, sp, err = failed[0]
+            return f"No privacy verdict: {sp} failed on {ds} ({err[:200]})."
         if found is None:
             return "No privacy verdict: the audit has no protected method with results."
         dataset, spec = found
