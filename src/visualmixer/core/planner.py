@@ -275,30 +275,33 @@ def _one_pass_plans(job: _Job):
     """
     grid, n = job.grid, job.batch.shape[0]
     top, last = grid.levels, job.last
+    levels_scored = range(top + 1) if top == 0 else range(1, top + 1)  # plans never use level 0
     sums = _source_sums(job)
     outs, tables = [], []
-    dev = job.batch.device
-    known = 0
-    for level in range(top + 1) if top == 0 else range(1, top + 1):
+    for level in levels_scored:
         out, scores = _level_scores(job, level, sums)
         outs.append(out)
         tables.append(scores.flatten(2))
         known = last + 1 if level == top else 2 * level - 1  # plans 0 .. known-1 use levels <= level
-        if host_checks(dev) and level < top:
-            table = torch.stack([torch.zeros_like(tables[0])] + tables, dim=1)  # level 0: never used
-            plans = torch.arange(known, device=dev)
-            lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
-            if bool((_plan_vfe(job, table, lv) >= job.tau).any(dim=1).all()):
+        if level < top and host_checks(job.batch.device):
+            if bool((_known_plans(job, tables, known)[1] >= job.tau).any(dim=1).all()):
                 break
-    first_level = 0 if top == 0 else 1
-    table = torch.stack(([] if top == 0 else [torch.zeros_like(tables[0])]) + tables, dim=1)
-    plans = torch.arange(known, device=dev)
-    lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
-    got = _plan_vfe(job, table, lv)
+    lv, got = _known_plans(job, tables, known)
     chosen = _first_at_least(got, job.tau)
     levels = lv.gather(1, chosen.view(n, 1, 1).expand(n, 1, lv.shape[2])).squeeze(1)
-    out = _select_levels(outs, levels - first_level)
+    out = _select_levels(outs, levels - levels_scored[0])
     return chosen, levels, out, got.gather(1, chosen.view(n, 1)).squeeze(1)
+
+
+def _known_plans(job: _Job, tables: list[torch.Tensor], known: int):
+    """Levels ``(N, known, regions)`` and VFE ``(N, known)`` of plans ``0 .. known - 1`` from the
+    per-level score tables so far (``tables[i]``: level ``i + 1``, or level 0 on a one-level ladder)."""
+    n, top = job.batch.shape[0], job.grid.levels
+    zeros = [] if top == 0 else [torch.zeros_like(tables[0])]  # level 0 (never used by a plan)
+    table = torch.stack(zeros + tables, dim=1)
+    plans = torch.arange(known, device=job.batch.device)
+    lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
+    return lv, _plan_vfe(job, table, lv)
 
 
 def _select_levels(outs: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
