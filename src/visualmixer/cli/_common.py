@@ -10,6 +10,9 @@ import sys
 MAX_PROBLEM_LINES = 50
 
 
+#: Boolean parameters whose flag switches them off (``channel_order=False`` is ``--no-channel-order``).
+NEGATED = frozenset({"channel_order"})
+
 #: Library parameter -> command-line flag, for every command ("*") and per command. The library
 #: writes parameters as ``name:`` (at the start of a message), ``name=True``, ``name=N`` /
 #: ``name=PATH`` (a placeholder) or ``name='value'``; :func:`flags_for` rewrites exactly those.
@@ -26,6 +29,9 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "format": "--format",
         "rename": "--rename",
         "key": "--key",
+        "mix": "--mix",
+        "grouping": "--groups",
+        "channel_order": "--no-channel-order",
         "root": "--data-root",
         "size": "--image-size",
     },
@@ -42,22 +48,32 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
 def flags_for(message: str, command: str | None = None) -> str:
     """Rewrite the parameter names of a library message as ``command``'s flags, on one line.
 
+    ``name=False`` / ``name=None`` become ``no --flag`` (the option not given), numbers are kept.
+
     >>> flags_for("pass overwrite=True to start over; or manifest=PATH", "obfuscate")
     'pass --overwrite to start over; or --manifest PATH'
     >>> flags_for("format='same': JPEG inputs ...")
     '--format same: JPEG inputs ...'
+    >>> flags_for("made with target_vfe=0.5, region=None, channel_order=False")
+    'made with --target-vfe 0.5, no --region, --no-channel-order'
     """
     table = {**PARAM_FLAGS["*"], **PARAM_FLAGS.get(command or "", {})}
     pattern = re.compile(
-        r"(?<![\w.\-/])(" + "|".join(map(re.escape, table)) + r")(:|=)(True\b|[A-Z]+\b|'[^']*'|)"
+        r"(?<![\w.\-/])(" + "|".join(map(re.escape, table)) + r")(:|=)"
+        r"(True\b|False\b|None\b|[A-Z]+\b|'[^']*'|-?\d+(?:\.\d+)?(?![\w.])|)"
     )
 
     def sub(m: re.Match) -> str:
-        flag, sep, value = table[m.group(1)], m.group(2), m.group(3)
+        name, sep, value = m.group(1), m.group(2), m.group(3)
+        flag = table[name]
         if sep == ":":
             return flag + ":" + value
+        if name in NEGATED and value in ("True", "False"):
+            value = "False" if value == "True" else "True"
         if value in ("True", ""):
             return flag
+        if value in ("False", "None"):
+            return f"no {flag}"
         return f"{flag} {value.strip(chr(39))}"
 
     return pattern.sub(sub, " ".join(str(message).split()))
@@ -131,11 +147,13 @@ def print_summary(verb: str, summary, *, quiet: bool = False) -> None:
     parts += [f"skipped {summary.skipped}", f"failed {summary.failed}"]
     if summary.ignored:
         parts.append(f"ignored (not images) {summary.ignored}")
+    if getattr(summary, "never", 0):
+        parts.append(f"never obfuscated {summary.never}")
     rate = summary.done / summary.seconds if summary.seconds > 0 else 0.0
     line = ", ".join(parts) + f" in {summary.seconds:.1f} s ({rate:.1f} images/s)"
     if summary.manifest is not None:
         line += f"; manifest: {summary.manifest}"
-    if not quiet or summary.failed:
+    if not quiet or summary.failed or getattr(summary, "never", 0):
         print(line)
     for image_id, status, reason in summary.problems[:MAX_PROBLEM_LINES]:
         print(f"  {status:7s} {image_id}: {flags_for(reason)}", file=sys.stderr)

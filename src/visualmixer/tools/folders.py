@@ -54,11 +54,14 @@ from visualmixer.tools.layout import (
     RunSummary,
     check_folders,
     check_parallel,
+    check_restore_target,
+    check_resumable,
     default_manifest_path,
     find_manifest,
     generator_version,
     is_inside,
     list_images,
+    listed_images,
     manifest_location,
     note_lock_and_damage,
     out_format,
@@ -92,20 +95,7 @@ def _open_obfuscate_manifest(man_path: Path, header: dict, *, overwrite: bool, d
             vio.remove_stale_temps(dst_p)
         return Manifest.create(man_path, header, overwrite=overwrite)
     man = Manifest.open(man_path)
-    old = dict(man.header)
-    old.setdefault("generator", 1)
-    for field_name in ("options", "key_fingerprint", "batch_size", "src", "generator"):
-        if old.get(field_name) != header[field_name]:
-            what = {
-                "key_fingerprint": "a different key",
-                "src": f"SRC {old.get('src')}",
-                "generator": f"permutation generator version {old.get('generator')} (this "
-                             f"visualmixer uses {header['generator']}; outputs would mix)",
-            }.get(field_name, f"different {field_name} {old.get(field_name)}")
-            raise ValueError(
-                f"{man_path} records a run into {old.get('dst')} with {what}; rerun with the "
-                "same options to resume, pass overwrite=True to start over, or choose another DST"
-            )
+    check_resumable(man_path, man.header, header)
     removed = vio.remove_stale_temps(dst_p) if dst_p.exists() else 0
     if removed:
         say(f"removed {removed} temporary file(s) left by an interrupted run")
@@ -123,9 +113,9 @@ def _list_sources(src_p: Path, options: FolderOptions, summary: RunSummary,
 
 
 def _obfuscate_header(src_p: Path, dst_p: Path, key: Any, options: FolderOptions,
-                      batch_size: int) -> dict:
-    """What a resume must match (and what restore needs to know)."""
-    return {
+                      batch_size: int, images: int) -> dict:
+    """What a resume must match (and what restore needs to know; ``images`` is informative)."""
+    return {"images": int(images),
         "tool": TOOL_VERSION, "command": "obfuscate", "src": str(src_p), "dst": str(dst_p),
         "dst_name": dst_p.name, "key_fingerprint": key.fingerprint,
         "options": options.as_dict(), "batch_size": int(batch_size),
@@ -276,13 +266,14 @@ def obfuscate_folder(
     say = warner(summary, warn)
     with RunLock(man_path, command="obfuscate", target=str(dst_p)) as lock, \
             RunLock.for_destination(dst_p, command="obfuscate"):
-        ids = _list_sources(src_p, options, summary, say)
-        header = _obfuscate_header(src_p, dst_p, key, options, batch_size)
+        ids = _usable_ids(_list_sources(src_p, options, summary, say), summary)
+        header = _obfuscate_header(src_p, dst_p, key, options, batch_size, len(ids))
         with StopGuard(man_path, 0).writing(man_path, 4096):
             man = _open_obfuscate_manifest(man_path, header, overwrite=overwrite, dst_p=dst_p, say=say)
+            if listed_images(man) != len(ids):
+                man.append([{"t": "listing", "id": "", "images": len(ids)}])
         try:
             note_lock_and_damage(lock, man, say)
-            ids = _usable_ids(ids, summary)
             names = output_names(ids, fmt=options.format, rename=options.rename, key=key)
             todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
             guard = StopGuard(man_path, len(todo))
@@ -328,6 +319,12 @@ def _run_obfuscate(ids, todo, names, *, src_p, dst_p, key, options, man, guard, 
 # -- restore --------------------------------------------------------------------------------------
 def _restore_manifest_path(manifest, key_path, dst_p: Path) -> Path:
     if manifest is not None:
+        if not Path(manifest).is_file():
+            raise FileNotFoundError(
+                f"manifest: there is no manifest file at {manifest} (obfuscate writes it beside the "
+                "key file that made the run, as KEYNAME.<DST name>-<8 hex>.manifest.jsonl, or where "
+                "its manifest=PATH said, and prints its path on its summary line)"
+            )
         return Path(manifest)
     if key_path is None:
         raise ValueError("give key_path (to find the manifest next to the key) or manifest")
@@ -351,6 +348,13 @@ def _check_restore_manifest(man, man_path: Path, out_p: Path, key: Any) -> None:
 def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary,
                   say: Callable[[str], None]) -> tuple[list[dict], dict[str, str]]:
     done = man.done()
+    listed = listed_images(man)
+    finished = sum(1 for i, r in man.records.items() if i and r.get("t") in ("done", "failed", "skipped"))
+    if listed is not None and listed > finished:
+        summary.never = listed - finished
+        say(f"{summary.never} image(s) of this run were never obfuscated (the obfuscate run was "
+            "stopped before them): resume it (run the same obfuscate command again) to finish them, "
+            "then restore again")
     for rec in man.records.values():
         if rec.get("t") in ("failed", "skipped"):
             summary.skipped += 1
@@ -426,6 +430,8 @@ def restore_folder(
         man = Manifest.read(man_path)
         note_lock_and_damage(lock, man, say)
         _check_restore_manifest(man, man_path, out_p, key)
+        if not overwrite:
+            check_restore_target(out_p, man)
         todo, names = _restore_todo(man, out_p, overwrite, summary, say)
         guard = StopGuard(man_path, len(todo))
         guard.mkdir(out_p)

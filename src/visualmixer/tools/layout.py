@@ -105,6 +105,8 @@ class RunSummary:
     manifest : pathlib.Path
     seconds : float
     warnings : list of str
+    never : int
+        Restore only: images of the run that obfuscate never finished (an interrupted run).
     """
 
     done: int = 0
@@ -116,6 +118,7 @@ class RunSummary:
     manifest: Path | None = None
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    never: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -173,13 +176,33 @@ def find_manifest(key_path: str | os.PathLike, dst: str | os.PathLike) -> Path:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise FileNotFoundError(
-            f"no manifest for {dst} next to the key {key_path} (looked for {exact.name}); "
-            "pass manifest=PATH"
-        )
+        raise FileNotFoundError(_no_manifest_message(key_path, dst, exact, name))
     raise ValueError(
         f"several manifests next to {key_path} match {name!r}: "
         + ", ".join(m.name for m in matches) + "; pass manifest=PATH"
+    )
+
+
+def _no_manifest_message(key_path: Path, dst, exact: Path, name: str) -> str:
+    """Why no manifest was found beside ``key_path``: maybe the wrong key; where it usually is."""
+    from visualmixer.tools.manifest import Manifest
+
+    others = []
+    for cand in sorted(key_path.parent.glob(f"*.{name}-*.manifest.jsonl")):
+        try:
+            if Manifest.read(cand).header.get("dst_name") == name:
+                others.append(cand.name)
+        except (OSError, ValueError):
+            continue
+    hint = ""
+    if others:
+        hint = (f"; {', '.join(others[:3])} beside it belongs to this DST (made with the key "
+                f"{others[0].split('.' + name + '-')[0]}?)")
+    return (
+        f"no manifest for {dst} next to the key {key_path} (looked for {exact.name}){hint}: "
+        "is this the key that made the run? The manifest is written beside the key file that "
+        "made it, as KEYNAME.<DST name>-<8 hex>.manifest.jsonl (obfuscate prints its path on its "
+        "summary line); pass that key, or manifest=PATH"
     )
 
 
@@ -288,6 +311,76 @@ def manifest_location(manifest, key_path, src_p: Path, dst_p: Path) -> Path:
             raise ValueError(f"manifest: {man_path} is inside {label} {folder}: the manifest is "
                              "private and must live outside both folders (e.g. next to the key)")
     return man_path
+
+
+def listed_images(man) -> int | None:
+    """How many images the run's source held at its latest start (``None``: not recorded)."""
+    listing = man.records.get("")
+    if listing is not None and listing.get("t") == "listing":
+        return int(listing["images"])
+    count = man.header.get("images")
+    return None if count is None else int(count)
+
+
+def check_restore_target(out_p: Path, man) -> None:
+    """Refuse a RESTORED folder holding files this run would not write (``overwrite`` allows it).
+
+    An empty folder, and one made by an earlier restore of the same run (a resume), pass.
+    """
+    if not out_p.is_dir():
+        return
+    ids = [i for i in man.records if i]
+    expected = set(output_names(ids, fmt="png").values())
+    expected |= set(output_names([r["id"] for r in man.done()], fmt="png").values())
+    foreign = []
+    for dirpath, dirnames, filenames in os.walk(out_p):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(out_p).as_posix()
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if not name.endswith(vio.TEMP_SUFFIX) and rel not in expected:
+                foreign.append(rel)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"RESTORED {out_p} is not empty: it holds {len(foreign)} file(s) that this restore does "
+            f"not write ({shown}), so restored files would mix with them; restore into a new or empty "
+            "folder, or pass overwrite=True to write into it anyway (files of the same name are replaced)"
+        )
+
+
+def _param(name: str, value: Any) -> str:
+    """``name=value`` as a library message writes it (the CLI turns it into a flag)."""
+    return f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}"
+
+
+def check_resumable(man_path: Path, old: dict, new: dict) -> None:
+    """Refuse to resume the run recorded in ``old`` (a manifest header) with the settings ``new``.
+
+    The message names each parameter that differs with its recorded and its new value, and the
+    ways out (the recorded values, ``overwrite=True``, another destination).
+    """
+    old = dict(old)
+    old.setdefault("generator", 1)
+    into = f"{man_path} records a run into {old.get('dst')}"
+    ways = "pass overwrite=True to start over (every image is done again), or choose another DST"
+    if old.get("key_fingerprint") != new["key_fingerprint"]:
+        raise ValueError(f"{into} made with a different key (fingerprint "
+                         f"{old.get('key_fingerprint')}); use that key to resume, or {ways}")
+    if old.get("src") != new["src"]:
+        raise ValueError(f"{into} from SRC {old.get('src')}, not {new['src']}; {ways}")
+    if old.get("generator") != new["generator"]:
+        raise ValueError(f"{into} made with permutation generator version {old.get('generator')} "
+                         f"(this visualmixer uses {new['generator']}; outputs would mix); finish it "
+                         f"with the release that started it, or {ways}")
+    rec_opts = {**(old.get("options") or {}), "batch_size": old.get("batch_size")}
+    new_opts = {**new["options"], "batch_size": new["batch_size"]}
+    diffs = [n for n in sorted(set(rec_opts) | set(new_opts)) if rec_opts.get(n) != new_opts.get(n)]
+    if diffs:
+        recorded = ", ".join(_param(n, rec_opts.get(n)) for n in diffs)
+        asked = ", ".join(_param(n, new_opts.get(n)) for n in diffs)
+        raise ValueError(f"{into} made with {recorded}; this run asks for {asked}: rerun with "
+                         f"{recorded} to resume it, {ways}")
 
 
 def generator_version() -> int:

@@ -95,7 +95,13 @@ class Manifest:
         skipped (:attr:`damaged`).
         """
         path = Path(path)
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"manifest: there is no manifest at {path} (obfuscate writes it beside the key file "
+                "that made the run, or where manifest=PATH said, and prints its path)"
+            ) from None
         lines = raw.split(b"\n")
         if not raw.endswith(b"\n"):
             lines = lines[:-1]  # the last line was cut short by a kill: not a record
