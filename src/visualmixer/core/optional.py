@@ -40,6 +40,8 @@ def require(module: str, *, extra: str, purpose: str | None = None) -> ModuleTyp
     """
     try:
         return importlib.import_module(module)
+    except MissingExtraError:
+        raise  # a module of ours already named the extra it needs
     except ImportError as exc:
         # name the package that is really missing (a visualmixer module may fail on its own import)
         top = (getattr(exc, "name", None) or module).split(".")[0]
