@@ -142,12 +142,13 @@ def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool
     s.bitwise_and_(~((1 << bits) - 1)).bitwise_or_(slots)
     perm = _sorted_order(s, n)
     if avoid_identity:
-        ident = (perm == slots).all(dim=-1, keepdim=True)
-        if host_checks(perm.device):  # rare: fix the few rows
-            rows = ident.squeeze(-1)
-            if bool(rows.any()):
-                perm[rows] = perm[rows].roll(1, dims=-1)
+        if host_checks(perm.device):  # rare: check only rows starting with slot 0, fix those
+            flat = perm.view(-1, n)
+            rows = (flat[:, 0] == 0).nonzero().squeeze(1)
+            rows = rows[(flat[rows] == slots).all(dim=-1)]
+            flat[rows] = flat[rows].roll(1, dims=-1)
         else:  # no host synchronisation on accelerators
+            ident = (perm == slots).all(dim=-1, keepdim=True)
             perm = torch.where(ident, perm.roll(1, dims=-1), perm)
     return perm
 
