@@ -1,5 +1,6 @@
 """Install metadata and optional dependencies: the core needs torch, numpy and Pillow only."""
 
+import os
 import re
 import subprocess
 import sys
@@ -84,3 +85,53 @@ def test_core_works_without_any_extra():
     assert out.returncode == 0, out.stderr
     assert "MSG " in out.stdout and "VisualMixer" in out.stdout and "needs torchvision" in out.stdout
     assert "pip install 'visualmixer[data]'" in out.stdout
+
+
+def _venv_with_stubs(tmp_path, torch_version):
+    """A fresh venv whose 'installed' torch, numpy and Pillow are metadata-only stubs."""
+    venv = tmp_path / f"venv-{torch_version}"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    for name, version in (("torch", torch_version), ("numpy", "1.26.4"), ("pillow", "10.3.0")):
+        d = Path(site) / f"{name}-{version}.dist-info"
+        d.mkdir()
+        (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (d / "INSTALLER").write_text("pip\n")
+        (d / "RECORD").write_text("")
+    # the build backend comes from this environment (setuptools), not from the network
+    backend = tmp_path / "backend"
+    backend.mkdir(exist_ok=True)
+    import setuptools
+
+    for mod in ("setuptools", "pkg_resources", "_distutils_hack"):
+        src = Path(setuptools.__file__).parents[1] / mod
+        if src.exists() and not (backend / mod).exists():
+            (backend / mod).symlink_to(src)
+    return py, backend
+
+
+def _dry_run(py, backend, tmp_path):
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(backend)}
+    out = subprocess.run([str(py), "-m", "pip", "install", "--dry-run", "--quiet", "--no-index",
+                          "--no-build-isolation", "--report", str(report), str(ROOT)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    return out, report
+
+
+def test_pip_install_keeps_a_users_older_torch(tmp_path):
+    """pip's own resolver, offline, in a venv that already has torch 2.3: only visualmixer is
+    installed. (With an exact pin in pyproject.toml this resolution fails.)"""
+    import json
+
+    py, backend = _venv_with_stubs(tmp_path, "2.3.0")
+    out, report = _dry_run(py, backend, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    installed = [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.loads(report.read_text())["install"]]
+    assert [n for n, _ in installed] == ["visualmixer"], installed
+    # and the check can fail: a torch below the supported range is not accepted
+    py_old, _ = _venv_with_stubs(tmp_path, "2.0.1")
+    out, _ = _dry_run(py_old, backend, tmp_path)
+    assert out.returncode != 0 and "torch" in (out.stderr + out.stdout)
