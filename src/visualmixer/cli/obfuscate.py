@@ -15,6 +15,9 @@ examples:
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --target-vfe 0.7 --rename
       stronger shuffling; file names replaced by opaque keyed ids (kept in the manifest)
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --workers 4
+  visualmixer obfuscate train/ shared/train-vm --key secret/faces.key --mix 4 --groups similar
+      labelled set (train/<class>/<image>): regions exchanged within groups of 4 same-class
+      look-alike images, then shuffled inside; restore gives every image back exactly
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --dask local
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --dask tcp://10.0.0.5:8786
 
@@ -77,6 +80,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                    help="skip images whose declared width*height exceeds N (decompression-bomb "
                    "guard; default Pillow's limit, about 89 million)")
+    p.add_argument("--mix", type=positive_int, default=None, metavar="K",
+                   help="mix regions across groups of K images of one class (K >= 2); the classes "
+                   "are SRC's sub-folders (SRC/<class>/<image>); every image of a class must have "
+                   "one size; PNG only (e.g. --mix 4)")
+    p.add_argument("--groups", dest="grouping", choices=("random", "similar"), default=None,
+                   help="with --mix: random (keyed, default) or similar (look-alike images of a "
+                   "class together)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar; print only failures")
     p.set_defaults(func=run)
@@ -95,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
         format=args.format,
         rename=args.rename,
         max_pixels=args.max_pixels,
+        mix=args.mix,
+        grouping=args.grouping or "random",
     )
+    if args.grouping is not None and args.mix is None:
+        raise ValueError("--groups needs --mix K (images per mixing group)")
     summary = obfuscate_folder(
         args.src, args.dst, key,
         key_path=args.key,

@@ -14,7 +14,7 @@ from typing import Any
 
 from visualmixer.tools import imageio as vio
 
-__all__ = ["obfuscate_chunk", "restore_chunk", "pixel_check"]
+__all__ = ["decode_items", "obfuscate_chunk", "restore_chunk", "pixel_check", "OneThread"]
 
 
 def pixel_check(key: Any, image_id: str, pixels) -> str:
@@ -24,7 +24,7 @@ def pixel_check(key: Any, image_id: str, pixels) -> str:
     return mac.hexdigest()[:32]
 
 
-class _OneThread:
+class OneThread:
     """Run torch with one intra-op thread (same float reduction order in every back end)."""
 
     def __enter__(self):
@@ -42,6 +42,24 @@ class _OneThread:
             torch.set_num_threads(self._n)
 
 
+def decode_items(items, max_pixels) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Decode ``(id, file bytes or None, reason)`` items: ``(failure records, decoded images)``."""
+    results: dict[str, dict] = {}
+    decoded: dict[str, Any] = {}
+    for image_id, data, why in items:
+        if data is None:
+            results[image_id] = {"id": image_id, "t": "failed", "reason": why or "cannot read file"}
+            continue
+        try:
+            loaded = vio.decode_image(data, max_pixels=max_pixels)
+        except vio.ImageReadError as exc:
+            status = "skipped" if "decompression-bomb" in str(exc) else "failed"
+            results[image_id] = {"id": image_id, "t": status, "reason": str(exc)}
+            continue
+        decoded[image_id] = loaded
+    return results, decoded
+
+
 def obfuscate_chunk(items: list[tuple[str, str, bytes | None, str]], key: Any, opts: dict) -> list[dict]:
     """Decode, obfuscate (same-size images in one call), encode. Returns one dict per item.
 
@@ -51,24 +69,12 @@ def obfuscate_chunk(items: list[tuple[str, str, bytes | None, str]], key: Any, o
 
     from visualmixer.core.mixer import obfuscate
 
-    results: dict[str, dict] = {}
-    decoded: dict[str, Any] = {}
     out_formats = {image_id: fmt for image_id, fmt, _data, _why in items}
-    for image_id, _fmt, data, why in items:
-        if data is None:
-            results[image_id] = {"id": image_id, "t": "failed", "reason": why or "cannot read file"}
-            continue
-        try:
-            loaded = vio.decode_image(data, max_pixels=opts["max_pixels"])
-        except vio.ImageReadError as exc:
-            status = "skipped" if "decompression-bomb" in str(exc) else "failed"
-            results[image_id] = {"id": image_id, "t": status, "reason": str(exc)}
-            continue
-        decoded[image_id] = loaded
+    results, decoded = decode_items([(i, d, w) for i, _f, d, w in items], opts["max_pixels"])
     groups: dict[tuple, list[str]] = {}
     for image_id, loaded in decoded.items():
         groups.setdefault(tuple(loaded.pixels.shape), []).append(image_id)
-    with _OneThread():
+    with OneThread():
         for _shape, ids in groups.items():
             batch = torch.stack([decoded[i].pixels for i in ids])
             try:
@@ -132,7 +138,7 @@ def restore_chunk(items: list[tuple[str, dict, bytes | None, str]], key: Any, op
     groups: dict[tuple, list[str]] = {}
     for image_id, px in decoded.items():
         groups.setdefault(tuple(px.shape), []).append(image_id)
-    with _OneThread():
+    with OneThread():
         for _shape, ids in groups.items():
             batch = torch.stack([decoded[i] for i in ids])
             try:

@@ -54,6 +54,11 @@ class FolderOptions:
         Decompression-bomb limit (declared width × height); default Pillow's.
     compress_level : int
         PNG zlib level (0-9).
+    mix : int, optional
+        Mix regions across groups of ``mix`` images of one class (:mod:`visualmixer.tools.mixrun`,
+        :mod:`visualmixer.core.mixing`); the classes are SRC's first-level sub-folders. PNG only.
+    grouping : {"random", "similar"}
+        How a class's images are put in groups when ``mix`` is set.
     """
 
     target_vfe: float = 0.5
@@ -63,6 +68,8 @@ class FolderOptions:
     rename: bool = False
     max_pixels: int | None = None
     compress_level: int = 6
+    mix: int | None = None
+    grouping: str = "random"
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.target_vfe) <= 1.0:
@@ -75,6 +82,17 @@ class FolderOptions:
             raise ValueError(f"max_pixels: expected a positive integer, got {self.max_pixels}")
         if not 0 <= int(self.compress_level) <= 9:
             raise ValueError(f"compress_level: expected 0..9, got {self.compress_level}")
+        if self.grouping not in ("random", "similar"):
+            raise ValueError(f"grouping: expected 'random' or 'similar', got {self.grouping!r}")
+        if self.mix is None:
+            if self.grouping != "random":
+                raise ValueError(f"grouping={self.grouping!r} needs mix=K (images per mixing group)")
+            return
+        if isinstance(self.mix, bool) or int(self.mix) < 2:
+            raise ValueError(f"mix: expected an integer >= 2 (images per mixing group), got {self.mix}")
+        if self.format != "png":
+            raise ValueError("mix=K writes PNG only (format='png'): a lossy output would spoil the "
+                             "exact restore of every image of its group")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,7 +103,16 @@ class FolderOptions:
             "rename": bool(self.rename),
             "max_pixels": None if self.max_pixels is None else int(self.max_pixels),
             "compress_level": int(self.compress_level),
+            **self._mix_dict(),
         }
+
+    def _mix_dict(self) -> dict[str, Any]:
+        """Mixing options; absent for plain runs, so their manifests stay what they were."""
+        if self.mix is None:
+            return {}
+        from visualmixer.core.mixing import MIX_VERSION
+
+        return {"mix": int(self.mix), "grouping": self.grouping, "mix_version": MIX_VERSION}
 
 
 @dataclass

@@ -36,7 +36,9 @@ __all__ = ["Manifest", "MANIFEST_VERSION", "READABLE_VERSIONS"]
 #: The format version this code writes.
 MANIFEST_VERSION = 1
 #: The format versions this code reads (restore; a resume also needs the same generator).
-READABLE_VERSIONS = frozenset({1})
+#: Version 2 is written by mixed runs only (:mod:`visualmixer.tools.mixrun`): their ``done``
+#: records carry a ``mix`` group record, which a reader of version 1 could not use.
+READABLE_VERSIONS = frozenset({1, 2})
 
 
 class Manifest:

@@ -1,0 +1,275 @@
+"""Mixed folder runs (``obfuscate_folder(..., options=FolderOptions(mix=K))``, ``visualmixer
+obfuscate --mix K``): keyed region mixing across the images of one class
+(:mod:`visualmixer.core.mixing`), with the resume, manifest and worker guarantees of plain runs.
+
+- **Labels** are the first-level sub-folders of SRC (``SRC/<class>/.../<image>``). A tree with
+  images directly in SRC, or with a single class, is refused: mixing puts images of one class
+  together, so the classes must be known.
+- **Survey.** Every image is decoded once first (in the workers, when there are any): broken files
+  are recorded failed/skipped as in plain runs and left out of the groups; all images of a class
+  must have one size (``(C, H, W)``), else the run is refused naming the files; with
+  ``grouping="similar"`` each image's region-mean mosaic is kept (a few floats per region).
+- **Groups** (:func:`~visualmixer.core.mixing.make_groups`, per class): ``"random"`` (keyed) or
+  ``"similar"`` (look-alike), ``k`` per group, the remainder of a class joining its last group
+  (``k`` to ``2k - 1`` members), a class of ``2 <= n < k`` images one group of ``n``, a class of
+  one image a group of one (shuffled inside its regions only, not mixed: a warning says so).
+  Groups never span classes.
+- **Unit of work: a group.** Chunks are runs of whole groups in class order (a chunk closes before
+  the group that would take it past ``batch_size`` images; a larger group is a chunk alone), so a
+  group is computed, written and recorded whole. On a resume the groups are formed again; a group
+  whose members are all recorded ``done`` with the same group record and whose outputs exist is
+  left alone, any other group is done again whole. Chunks are fixed by the groups and
+  ``batch_size``, so the result is byte-identical to an undisturbed run.
+- **Manifest.** Each member's ``done`` record carries its group record (``mix``:
+  :func:`~visualmixer.tools.mixchunks.group_record`) beside its in-region plan; the header's format
+  version is 2 (:data:`MIX_MANIFEST_VERSION`), so releases that cannot unmix refuse it in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visualmixer.tools.distributed import map_unordered
+from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
+from visualmixer.tools.safe_io import read_source
+
+__all__ = ["MIX_MANIFEST_VERSION", "MixPlan", "prepare_mix", "mixed_todo", "run_mixed",
+           "pack_chunks", "restore_mixed_jobs"]
+
+#: Manifest format version of mixed runs (plain runs keep writing version 1).
+MIX_MANIFEST_VERSION = 2
+
+
+@dataclass
+class MixPlan:
+    """The groups of a mixed run, and what the survey found.
+
+    Attributes
+    ----------
+    groups : list of dict
+        Group records in class order (:func:`~visualmixer.tools.mixchunks.group_record`).
+    failures : list of dict
+        ``failed`` / ``skipped`` manifest records of the images that could not be decoded.
+    sigs : dict
+        Source signatures read by the survey (recorded with each ``done`` image).
+    """
+
+    groups: list[dict]
+    failures: list[dict] = field(default_factory=list)
+    sigs: dict[str, Any] = field(default_factory=dict)
+
+
+def class_of(image_id: str) -> str:
+    return image_id.split("/", 1)[0]
+
+
+def check_labelled(ids: list[str], *, k: int) -> None:
+    """Refuse a tree without classes (images directly in SRC, or a single class folder)."""
+    layout = "SRC/<class>/<image> (one sub-folder of SRC per class, like torchvision's ImageFolder)"
+    top = [i for i in ids if "/" not in i]
+    if top:
+        shown = ", ".join(top[:3]) + (", ..." if len(top) > 3 else "")
+        raise ValueError(
+            f"mix: {len(top)} image(s) lie directly in SRC ({shown}), so they have no class: mixing "
+            f"puts images of one class together and takes the class from the folder; arrange SRC as "
+            f"{layout}, or obfuscate without mix"
+        )
+    classes = sorted({class_of(i) for i in ids})
+    if len(classes) < 2:
+        which = f"a single class folder ({classes[0]}/)" if classes else "no images"
+        raise ValueError(
+            f"mix: SRC holds {which}: mixing needs labelled images, one sub-folder per class, "
+            f"{layout}; with one class the folder names no labels (obfuscate without mix)"
+        )
+
+
+def _survey(ids, src_p: Path, key, opts: dict, *, workers, dask, batch_size) -> tuple[dict, list, dict]:
+    sigs: dict[str, Any] = {}
+
+    def jobs() -> Iterator[tuple[None, tuple]]:
+        for start in range(0, len(ids), int(batch_size)):
+            items = []
+            for i in ids[start:start + int(batch_size)]:
+                data, why, sig = read_source(src_p / i)
+                sigs[i] = sig
+                items.append((i, data, why))
+            yield None, (items,)
+
+    found: dict[str, dict] = {}
+    failures = []
+    for _tag, results in map_unordered(survey_chunk, jobs(), workers=workers, dask=dask,
+                                       shared=(key, opts)):
+        for r in results:
+            if r["t"] == "ok":
+                found[r["id"]] = r
+            else:
+                failures.append(r)
+    return found, failures, sigs
+
+
+def _check_sizes(found: dict[str, dict]) -> None:
+    per_class: dict[str, dict[tuple, list[str]]] = {}
+    for image_id in sorted(found):
+        per_class.setdefault(class_of(image_id), {}).setdefault(tuple(found[image_id]["shape"]), []).append(image_id)
+    for cls, sizes in per_class.items():
+        if len(sizes) > 1:
+            parts = []
+            for shape, members in sorted(sizes.items(), key=lambda kv: -len(kv[1])):
+                names = ", ".join(members[:3]) + (", ..." if len(members) > 3 else "")
+                parts.append(f"{shape[2]}x{shape[1]} with {shape[0]} channel(s): {len(members)} ({names})")
+            raise ValueError(
+                f"mix: the images of class {cls!r} differ in size (width x height) or channels — "
+                + "; ".join(parts) + ". Regions are exchanged between images of a group, so every "
+                "image of a class must have one size: resize them first, or obfuscate without mix"
+            )
+
+
+def _class_groups(cls_ids: list[str], found: dict, key, options) -> list[dict]:
+    import torch
+
+    from visualmixer.core.mixing import MixGroups, make_groups
+    from visualmixer.core.regions import default_region
+
+    c, h, w = found[cls_ids[0]]["shape"]
+    region = int(options.region or default_region(h, w))
+    labels = torch.zeros(len(cls_ids), dtype=torch.long)
+    if options.grouping == "similar":
+        # the mosaics are what make_groups pools the images to; region=1 keeps them as they are
+        mosaics = torch.stack([found[i]["mosaic"] for i in cls_ids])
+        mg = make_groups(labels, key=key, ids=cls_ids, k=options.mix, grouping="similar",
+                         images=mosaics, region=1)
+        mg = MixGroups(mg.members, region, mg.k, mg.grouping)
+    else:
+        mg = make_groups(labels, key=key, ids=cls_ids, k=options.mix, grouping="random", region=region)
+    return [group_record([cls_ids[j] for j in row if j >= 0], region=region, k=options.mix,
+                         grouping=options.grouping) for row in mg.members.tolist()]
+
+
+def prepare_mix(ids: list[str], src_p: Path, key, options, *, workers: int, dask, batch_size: int,
+                say: Callable[[str], None]) -> MixPlan:
+    """Check the layout, survey the images and form the groups (module docstring)."""
+    check_labelled(ids, k=options.mix)
+    opts = {**options.as_dict(), "grouping": options.grouping}
+    found, failures, sigs = _survey(ids, src_p, key, opts, workers=workers, dask=dask,
+                                    batch_size=batch_size)
+    _check_sizes(found)
+    groups: list[dict] = []
+    by_class: dict[str, list[str]] = {}
+    for image_id in sorted(found):
+        by_class.setdefault(class_of(image_id), []).append(image_id)
+    small = []
+    for cls, cls_ids in by_class.items():
+        groups += _class_groups(cls_ids, found, key, options)
+        if len(cls_ids) < options.mix:
+            small.append(f"{cls} ({len(cls_ids)})")
+    if small:
+        say(f"mix={options.mix}: {len(small)} class(es) have fewer images than that and form one "
+            f"smaller group each ({', '.join(small[:5])}{', ...' if len(small) > 5 else ''}); a class "
+            "of one image is only shuffled inside its regions, not mixed")
+    return MixPlan(groups, failures, sigs)
+
+
+def pack_chunks(groups: list[dict], batch_size: int) -> list[list[dict]]:
+    """Runs of whole groups of at most ``batch_size`` images (a larger group alone)."""
+    chunks: list[list[dict]] = []
+    current: list[dict] = []
+    count = 0
+    for rec in groups:
+        n = len(rec["ids"])
+        if current and count + n > int(batch_size):
+            chunks.append(current)
+            current, count = [], 0
+        current.append(rec)
+        count += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[str, dict], bool]) -> str:
+    """``"done"``, ``"todo"`` or the id of a member whose output is not ours (``"foreign:ID"``)."""
+    done = True
+    for image_id in rec["ids"]:
+        r = man.records.get(image_id)
+        out = dst_p / names[image_id]
+        ours = r is not None and r.get("t") in ("pending", "done") and r.get("out") == names[image_id]
+        if out.exists() and not ours:
+            return f"foreign:{image_id}"
+        if not (r and r.get("t") == "done" and ours and r.get("mix") == rec and out.exists()
+                and not changed(image_id, r)):
+            done = False
+    return "done" if done else "todo"
+
+
+def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool, summary,
+               changed: Callable[[str, dict], bool]) -> set[str]:
+    """The ids of the groups this run must (re)do; counts finished and skipped groups."""
+    todo: set[str] = set()
+    for rec in plan.groups:
+        state = "todo" if overwrite else _group_state(rec, names, man, dst_p, changed)
+        if state == "done":
+            summary.already += len(rec["ids"])
+        elif state.startswith("foreign:"):
+            culprit = state.split(":", 1)[1]
+            for image_id in rec["ids"]:
+                summary.skipped += 1
+                summary.problems.append((image_id, "skipped", f"output {names[culprit]} exists and "
+                                         f"was not written by this run, so its mixing group of "
+                                         f"{len(rec['ids'])} is not written (pass overwrite=True to "
+                                         "replace it)"))
+        else:
+            todo.update(rec["ids"])
+    return todo
+
+
+def run_mixed(plan: MixPlan, todo: set[str], names: dict, out_formats: dict, *, src_p: Path,
+              key, options, batch_size: int, workers: int, dask, record: Callable[[list, dict], int],
+              bar) -> None:
+    """The chunk loop of a mixed run: read in the driver, mix anywhere, ``record`` in the driver."""
+    opts = options.as_dict()
+    sigs: dict[str, Any] = {}
+
+    def jobs() -> Iterator[tuple[None, tuple]]:
+        for chunk in pack_chunks(plan.groups, batch_size):
+            if not any(i in todo for rec in chunk for i in rec["ids"]):
+                continue
+            items = []
+            for rec in chunk:
+                for i in rec["ids"]:
+                    data, why, sig = read_source(src_p / i)
+                    sigs[i] = sig
+                    items.append((i, out_formats[i], data, why))
+            yield None, (items, chunk)
+
+    for _tag, results in map_unordered(mix_chunk, jobs(), workers=workers, dask=dask,
+                                       shared=(key, opts)):
+        bar.update(record(results, sigs))
+
+
+def restore_mixed_jobs(man, todo: list[dict], read: Callable[[dict], tuple], batch_size: int,
+                       summary) -> Iterator[tuple[None, tuple]]:
+    """Restore jobs of a mixed run: every group with a member in ``todo``, all its members read
+    (also those already restored: their outputs hold the others' regions). A group with a member
+    that was never finished cannot be restored: its members are reported failed."""
+    wanted: dict[tuple, dict] = {}
+    for rec in todo:
+        wanted.setdefault(tuple(rec["mix"]["ids"]), rec["mix"])
+    ready = []
+    for ids, grec in wanted.items():
+        missing = [i for i in ids if (man.records.get(i) or {}).get("t") != "done"
+                   or man.records[i].get("mix") != grec]
+        if missing:
+            for i in ids:
+                if i not in missing:
+                    summary.failed += 1
+                    summary.problems.append((i, "failed", f"{missing[0]} of its mixing group of "
+                                             f"{len(ids)} was never finished, and the group restores "
+                                             "only whole: resume obfuscate, then restore again"))
+            continue
+        ready.append(grec)
+    for chunk in pack_chunks(ready, batch_size):
+        yield None, ([read(man.records[i]) for grec in chunk for i in grec["ids"]], chunk)
+

@@ -1,0 +1,210 @@
+"""`visualmixer obfuscate --mix K` over class folders (issue 13, the tools part): groups within
+classes, exact restore of every image, refusals, and resume after an interruption (whole groups,
+byte-identical to an undisturbed run), also with worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visualmixer.cli import main
+from visualmixer.tools import folders
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.manifest import Manifest
+
+try:
+    from _vm_files import smooth_rgb, tree_bytes
+except ImportError:  # tests/ as a package
+    from ._vm_files import smooth_rgb, tree_bytes
+
+SRC_DIR = Path(__file__).resolve().parents[1] / "src"
+
+
+def _classes(root: Path, counts: dict[str, int], h: int = 18, w: int = 22) -> list[str]:
+    ids = []
+    for c, n in counts.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            seed = 1000 * (ord(c[0]) + len(c)) + i
+            Image.fromarray(smooth_rgb(h, w, seed)).save(root / c / f"img{i:03d}.png")
+            ids.append(f"{c}/img{i:03d}.png")
+    return ids
+
+
+@pytest.fixture()
+def key(tmp_path):
+    k = tmp_path / "k.key"
+    assert main(["keygen", str(k), "-q"]) == 0
+    return k
+
+
+def _groups(man_path: Path) -> list[tuple[str, ...]]:
+    return sorted({tuple(r["mix"]["ids"]) for r in Manifest.read(man_path).done()})
+
+
+@pytest.mark.parametrize("grouping", ["random", "similar"])
+def test_mixed_run_restores_every_image_bit_exactly(tmp_path, key, capsys, grouping):
+    src = tmp_path / "src"
+    ids = _classes(src, {"cat": 7, "dog": 2, "owl": 1})
+    (src / "cat" / "zz_empty.png").write_bytes(b"")  # a broken file fails alone, out of the groups
+    dst, man = tmp_path / "dst", tmp_path / "m.jsonl"
+    rc = main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--mix", "3",
+               "--groups", grouping, "--batch-size", "4", "--manifest", str(man)])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "failed  cat/zz_empty.png: empty file" in err
+    assert "fewer images than that" in err and "dog (2)" in err and "owl (1)" in err
+    # groups: never across classes; 7 -> 3 + 4 (the remainder joins the last), 2 -> 2, 1 -> 1
+    groups = _groups(man)
+    assert sorted(i for g in groups for i in g) == sorted(ids)
+    assert all(len({i.split("/")[0] for i in g}) == 1 for g in groups)
+    sizes = sorted((g[0].split("/")[0], len(g)) for g in groups)
+    assert sizes == [("cat", 3), ("cat", 4), ("dog", 2), ("owl", 1)]
+    assert json.loads(man.read_text().splitlines()[0])["version"] == 2
+    # each group's outputs hold exactly the group's values (regions exchanged inside the group),
+    # and images were really mixed (an output's values are not its own source's)
+    mixed = 0
+    for g in groups:
+        outs = [vio.read_image(dst / i).numpy() for i in g]
+        srcs = [vio.read_image(src / i).numpy() for i in g]
+        assert np.array_equal(np.sort(np.concatenate(outs), axis=None), np.sort(np.concatenate(srcs), axis=None))
+        mixed += sum(not np.array_equal(np.sort(o, axis=None), np.sort(s, axis=None))
+                     for o, s in zip(outs, srcs, strict=True))
+    assert mixed >= 5
+    # restore: every image bit-exact
+    back = tmp_path / "back"
+    assert main(["restore", str(dst), str(back), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    for i in ids:
+        assert np.array_equal(vio.read_image(back / i).numpy(), vio.read_image(src / i).numpy()), i
+    assert not (back / "cat" / "zz_empty.png").exists()
+    # an edited output fails its whole group (its collage holds the others' regions), naming it
+    victim = next(g for g in groups if len(g) == 3)
+    (dst / victim[0]).write_bytes((dst / victim[1]).read_bytes())
+    back2 = tmp_path / "back2"
+    assert main(["restore", str(dst), str(back2), "--key", str(key), "-q", "--manifest", str(man)]) == 1
+    err = capsys.readouterr().err
+    assert f"{victim[0]}: {victim[0]} changed since it was written" in err
+    assert f"{victim[1]}: {victim[0]} of its mixing group of 3 failed" in err
+    assert sorted(p.relative_to(back2).as_posix() for p in back2.rglob("*.png")) == sorted(set(ids) - set(victim))
+
+
+def test_mix_refusals(tmp_path, key, capsys):
+    def refused(src: Path, *extra: str) -> str:
+        dst = tmp_path / "dst"
+        assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--mix", "2", *extra]) == 2
+        assert not dst.exists() or not any(dst.rglob("*.png"))
+        return capsys.readouterr().err
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_rgb(8, 8, i)).save(flat / f"{i}.png")
+    err = refused(flat)
+    assert "lie directly in SRC" in err and "SRC/<class>/<image>" in err and "--mix" in err
+    one = tmp_path / "one"
+    _classes(one, {"cat": 4})
+    err = refused(one)
+    assert "single class folder (cat/)" in err and "one sub-folder per class" in err
+    sizes = tmp_path / "sizes"
+    _classes(sizes, {"cat": 3, "dog": 2})
+    Image.fromarray(smooth_rgb(30, 22, 9)).save(sizes / "dog" / "big.png")
+    err = refused(sizes)
+    assert "class 'dog' differ in size" in err and "22x30 with 3 channel(s): 1 (dog/big.png)" in err
+    assert "22x18 with 3 channel(s): 2 (dog/img000.png, dog/img001.png)" in err
+    err = refused(one, "--format", "same")
+    assert "PNG only (--format png)" in err
+    assert main(["obfuscate", str(one), str(tmp_path / "x"), "--key", str(key), "-q", "--groups", "similar"]) == 2
+    assert "--groups similar needs --mix K" in capsys.readouterr().err
+    assert main(["obfuscate", str(one), str(tmp_path / "x"), "--key", str(key), "-q", "--mix", "1"]) == 2
+    assert "--mix: expected an integer >= 2" in capsys.readouterr().err
+
+
+def test_interrupted_mixed_run_resumes_whole_groups_byte_identical(tmp_path, key, capsys, monkeypatch):
+    src = tmp_path / "src"
+    ids = _classes(src, {"cat": 9, "dog": 6})
+    common = ["--key", str(key), "-q", "--mix", "3", "--batch-size", "5"]
+    ref = tmp_path / "ref"
+    assert main(["obfuscate", str(src), str(ref), *common, "--manifest", str(tmp_path / "ref.jsonl")]) == 0
+    dst, man = tmp_path / "dst", tmp_path / "dst.jsonl"
+    real, calls = folders._record_results, []
+
+    def ctrl_c_after_two_chunks(results, **kw):  # Ctrl-C lands between two chunks
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append([r["id"] for r in results])
+        return real(results, **kw)
+
+    monkeypatch.setattr(folders, "_record_results", ctrl_c_after_two_chunks)
+    assert main(["obfuscate", str(src), str(dst), *common, "--manifest", str(man)]) == 130
+    monkeypatch.undo()
+    assert "interrupted; nothing is lost" in capsys.readouterr().err
+    first = Manifest.read(man).done()
+    finished = {r["id"] for r in first}
+    assert finished == {i for c in calls for i in c} and 0 < len(finished) < len(ids)
+    assert all(set(r["mix"]["ids"]) <= finished for r in first)  # whole groups only
+    # a restore now restores the finished groups and counts the rest
+    back = tmp_path / "back"
+    assert main(["restore", str(dst), str(back), "--key", str(key), "--manifest", str(man)]) == 0
+    out = capsys.readouterr().out
+    assert f"restored {len(finished)}" in out and f"never obfuscated {len(ids) - len(finished)}" in out
+    # resume: finished groups are not redone, the result equals the undisturbed run
+    lines_before = man.read_text().count('"t": "done"')
+    assert main(["obfuscate", str(src), str(dst), *common, "--manifest", str(man)]) == 0
+    assert tree_bytes(dst) == tree_bytes(ref)
+    assert man.read_text().count('"t": "done"') == lines_before + len(ids) - len(finished)
+    assert main(["restore", str(dst), str(back), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    for i in ids:
+        assert np.array_equal(vio.read_image(back / i).numpy(), vio.read_image(src / i).numpy()), i
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_sigkilled_mixed_run_with_workers_resumes_byte_identical(tmp_path, key):
+    src = tmp_path / "src"
+    ids = _classes(src, {"c0": 60, "c1": 60, "c2": 60}, h=64, w=64)
+    common = ["--key", str(key), "-q", "--mix", "4", "--batch-size", "4"]
+    ref = tmp_path / "ref"
+    assert main(["obfuscate", str(src), str(ref), *common, "--manifest", str(tmp_path / "ref.jsonl")]) == 0
+    dst, man = tmp_path / "dst", tmp_path / "dst.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(SRC_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "visualmixer", "obfuscate", str(src), str(dst), *common,
+                             "--manifest", str(man), "--workers", "2"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, killed = time.monotonic() + 60, False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if man.exists() and b'"t": "done"' in man.read_bytes():
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    proc.communicate(timeout=60)
+    assert killed and proc.returncode == -signal.SIGKILL
+    assert 0 < len(Manifest.read(man).done()) < len(ids)
+    assert main(["obfuscate", str(src), str(dst), *common, "--manifest", str(man), "--workers", "2"]) == 0
+    assert tree_bytes(dst) == tree_bytes(ref)
+    back = tmp_path / "back"
+    assert main(["restore", str(dst), str(back), "--key", str(key), "-q", "--manifest", str(man),
+                 "--workers", "2"]) == 0
+    for i in ids[::7]:
+        assert np.array_equal(vio.read_image(back / i).numpy(), vio.read_image(src / i).numpy()), i
+
+
+def test_mixed_run_on_dask_equals_single_process(tmp_path, key):
+    pytest.importorskip("distributed")
+    src = tmp_path / "src"
+    _classes(src, {"cat": 5, "dog": 4})
+    runs = {}
+    for name, extra in (("single", []), ("dask", ["--dask", "local"])):
+        man = tmp_path / f"{name}.jsonl"
+        assert main(["obfuscate", str(src), str(tmp_path / name), "--key", str(key), "-q", "--mix", "2",
+                     "--groups", "similar", "--batch-size", "3", "--manifest", str(man), *extra]) == 0
+        runs[name] = (tree_bytes(tmp_path / name), {r["id"]: (r["plan"], r["mix"]) for r in Manifest.read(man).done()})
+    assert runs["dask"] == runs["single"]
