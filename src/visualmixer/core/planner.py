@@ -29,7 +29,7 @@ from visualmixer.core.permute import (
     shuffle_regions,
 )
 from visualmixer.core.regions import RegionGrid, tile_ladder
-from visualmixer.core.saliency import spectral_residual
+from visualmixer.core.saliency import resolve_saliency
 from visualmixer.core.validation import BatchInfo
 from visualmixer.core.vfe import (
     exact_square_sum,
@@ -55,30 +55,10 @@ def plan_sequence(salient: torch.Tensor, j: torch.Tensor, top: int) -> torch.Ten
 
 def _pixel_saliency(batch: torch.Tensor, saliency, window: int) -> torch.Tensor:
     """Per-pixel saliency ``(N, 1, H, W)`` float64 for the planner's bands and weights."""
-    n, _, h, w = batch.shape
-    if saliency is None:
-        smap = spectral_residual(batch)
-    elif isinstance(saliency, str):
-        if saliency != "uniform":
-            raise ValueError(f"saliency must be None, 'uniform', a callable or a tensor; got {saliency!r}")
-        smap = torch.ones((n, 1, h, w), device=batch.device)
-    elif callable(saliency) and not isinstance(saliency, torch.Tensor):
-        smap = saliency(batch)
-    else:
-        smap = saliency
-    if not isinstance(smap, torch.Tensor):
-        raise TypeError(f"saliency must give a tensor, got {type(smap).__name__}")
-    smap = smap.to(device=batch.device, dtype=torch.float64)
-    nh, nw = -(-h // window), -(-w // window)
-    if smap.shape == (n, nh, nw) and (nh, nw) != (h, w):  # per window: spread over its pixels
-        smap = smap.repeat_interleave(window, 1).repeat_interleave(window, 2)[:, :h, :w]
-    if smap.ndim == 3:
-        smap = smap.unsqueeze(1)
-    if smap.shape != (n, 1, h, w):
-        raise ValueError(
-            f"saliency map has shape {tuple(smap.shape)}; expected ({n}, 1, {h}, {w}), "
-            f"({n}, {h}, {w}) or per window ({n}, {nh}, {nw})"
-        )
+    h, w = batch.shape[2:]
+    smap, per_window = resolve_saliency(saliency, batch, window)
+    if per_window:  # spread each window's weight over its pixels
+        smap = smap.repeat_interleave(window, 1).repeat_interleave(window, 2)[:, None, :h, :w]
     return smap
 
 

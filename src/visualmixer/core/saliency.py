@@ -166,3 +166,45 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
         return sal.to(work).clamp_(0, 1)
     out = F.interpolate(sal.to(work), size=(h, w), mode="bilinear", align_corners=False)
     return out.clamp_(0, 1)
+
+
+def resolve_saliency(saliency, images: torch.Tensor, window: int) -> tuple[torch.Tensor, bool]:
+    """The saliency map the public functions were given, as float64 on the images' device.
+
+    ``saliency`` may be ``None`` (:func:`spectral_residual`), ``"uniform"`` (equal weight per
+    pixel), a callable :class:`Saliency`, or a tensor: per pixel ``(N, 1, H, W)`` / ``(N, H, W)``
+    or per window ``(N, ceil(H / window), ceil(W / window))``.
+
+    Returns
+    -------
+    (torch.Tensor, bool)
+        The map — ``(N, 1, H, W)`` per pixel, or ``(N, nh, nw)`` per window — and whether it is
+        per window.
+    """
+    n, _, h, w = images.shape
+    nh, nw = -(-h // window), -(-w // window)
+    if isinstance(saliency, str):
+        if saliency != "uniform":
+            raise ValueError(f"saliency must be None, 'uniform', a callable or a tensor; got {saliency!r}")
+        smap = torch.ones((n, 1, h, w), dtype=torch.float64, device=images.device)
+    elif saliency is None:
+        smap = spectral_residual(images)
+    elif isinstance(saliency, torch.Tensor):
+        smap = saliency
+    elif callable(saliency):
+        smap = saliency(images)
+        if not isinstance(smap, torch.Tensor):
+            raise TypeError(f"the saliency callable must return a tensor, got {type(smap).__name__}")
+    else:
+        raise TypeError(f"saliency must be None, 'uniform', a callable or a tensor; got {type(saliency).__name__}")
+    smap = smap.to(device=images.device, dtype=torch.float64)
+    if smap.shape == (n, nh, nw) and (nh, nw) != (h, w):
+        return smap, True
+    if smap.ndim == 3:
+        smap = smap.unsqueeze(1)
+    if smap.shape != (n, 1, h, w):
+        raise ValueError(
+            f"saliency map has shape {tuple(smap.shape)}; expected per pixel ({n}, 1, {h}, {w}) "
+            f"/ ({n}, {h}, {w}) or per window ({n}, {nh}, {nw})"
+        )
+    return smap, False

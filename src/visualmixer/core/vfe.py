@@ -23,7 +23,7 @@ import torch
 
 from visualmixer.core.imageops import block_sum, pad_to_multiple
 from visualmixer.core.regions import default_region
-from visualmixer.core.saliency import spectral_residual
+from visualmixer.core.saliency import resolve_saliency
 from visualmixer.core.validation import to_batch
 
 __all__ = ["vfe", "vfe_map", "window_scores", "scores_from_windows", "window_weights", "weighted_vfe"]
@@ -164,35 +164,9 @@ def window_weights(
     (``None``, ``"uniform"``, or ``trusted=True``) is not checked for finite, non-negative
     values (the check costs a host synchronisation on accelerators).
     """
-    n, _, h, w = images.shape
     s = int(window)
-    nh, nw = -(-h // s), -(-w // s)
-    if isinstance(saliency, str):
-        if saliency != "uniform":
-            raise ValueError(f"saliency must be None, 'uniform', a callable or a tensor; got {saliency!r}")
-        smap = torch.ones((n, 1, h, w), dtype=torch.float64, device=images.device)
-    elif saliency is None:
-        smap = spectral_residual(images)
-    elif isinstance(saliency, torch.Tensor):
-        smap = saliency
-    elif callable(saliency):
-        smap = saliency(images)
-        if not isinstance(smap, torch.Tensor):
-            raise TypeError(f"the saliency callable must return a tensor, got {type(smap).__name__}")
-    else:
-        raise TypeError(f"saliency must be None, 'uniform', a callable or a tensor; got {type(saliency).__name__}")
-    smap = smap.to(device=images.device, dtype=torch.float64)
-    if smap.shape == (n, nh, nw) and (nh, nw) != (h, w):
-        weights = smap
-    else:
-        if smap.ndim == 3:
-            smap = smap.unsqueeze(1)
-        if smap.shape != (n, 1, h, w):
-            raise ValueError(
-                f"saliency map has shape {tuple(smap.shape)}; expected per pixel ({n}, 1, {h}, {w}) "
-                f"/ ({n}, {h}, {w}) or per window ({n}, {nh}, {nw})"
-            )
-        weights = block_sum(smap, s)[:, 0]
+    smap, per_window = resolve_saliency(saliency, images, s)
+    weights = smap if per_window else block_sum(smap, s)[:, 0]
     checked = trusted or saliency is None or isinstance(saliency, str)  # our own maps: finite, >= 0
     if not checked and (not bool(torch.isfinite(weights).all()) or bool((weights < 0).any())):
         raise ValueError("saliency weights must be finite and non-negative")

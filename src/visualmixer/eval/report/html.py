@@ -85,6 +85,17 @@ def _fmt(v, nd=3, pct=False):
     return f"{v:.{nd}f}"
 
 
+def _figure_png(fig) -> bytes:
+    """PNG bytes of a finished matplotlib figure (closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def privacy_utility_plot(ds_name: str, ds_res: dict) -> bytes:
     """PNG bytes: accuracy loss (x) vs best-attack SSIM and re-identification (y), one point per method."""
     import matplotlib
@@ -116,11 +127,7 @@ def privacy_utility_plot(ds_name: str, ds_res: dict) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{ds_name}: privacy vs utility (lower-left is better; red = VisualMixer)", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _figure_png(fig)
 
 
 def a3_curves_plot(ds_name: str, ds_res: dict) -> bytes | None:
@@ -148,11 +155,7 @@ def a3_curves_plot(ds_name: str, ds_res: dict) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     ax.set_title(f"{ds_name}: A3 learned inversion, training curves (dot = epoch kept)", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _figure_png(fig)
 
 
 #: The reports' style sheet (the audit page and the ``visualmixer run`` page).
