@@ -117,20 +117,8 @@ def region_mean_grid(images: torch.Tensor, region: int) -> torch.Tensor:
 
 
 def region_mean(images: torch.Tensor, region: int) -> torch.Tensor:
-    """Replace every ``region``×``region`` block (edge strips included) by its per-channel mean.
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        ``(N, C, H, W)`` floating tensor.
-    region : int
-        Block side in pixels (>= 1).
-
-    Returns
-    -------
-    torch.Tensor
-        Same shape; a mosaic at block resolution, upsampled by repetition.
-    """
+    """Replace every ``region``×``region`` block (edge strips included) by its per-channel mean:
+    :func:`region_mean_grid` upsampled by repetition to the shape of ``images``."""
     h, w = images.shape[2:]
     m = region_mean_grid(images, region)
     up = m.repeat_interleave(region, dim=2).repeat_interleave(region, dim=3)
