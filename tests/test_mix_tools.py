@@ -208,3 +208,27 @@ def test_mixed_run_on_dask_equals_single_process(tmp_path, key):
                      "--groups", "similar", "--batch-size", "3", "--manifest", str(man), *extra]) == 0
         runs[name] = (tree_bytes(tmp_path / name), {r["id"]: (r["plan"], r["mix"]) for r in Manifest.read(man).done()})
     assert runs["dask"] == runs["single"]
+
+
+def test_source_changes_keep_finished_groups_restorable(tmp_path, key, capsys):
+    """A source deleted (or added) after a mixed run: rerunning keeps the finished groups as
+    recorded (regrouping would overwrite them and lose the deleted image's restore)."""
+    src = tmp_path / "src"
+    _classes(src, {"cat": 6, "dog": 4})
+    dst, man = tmp_path / "dst", tmp_path / "m.jsonl"
+    args = ["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--mix", "2", "--manifest", str(man)]
+    assert main(args) == 0
+    before = tree_bytes(dst)
+    back1 = tmp_path / "back1"
+    assert main(["restore", str(dst), str(back1), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    (src / "cat" / "img000.png").unlink()
+    Image.fromarray(smooth_rgb(18, 22, 77)).save(src / "dog" / "new.png")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "5 finished group(s) are kept as recorded, the 1 other image(s)" in err and "dog (1)" in err
+    after = tree_bytes(dst)
+    assert {k: after[k] for k in before} == before and set(after) == set(before) | {"dog/new.png"}
+    back2 = tmp_path / "back2"
+    assert main(["restore", str(dst), str(back2), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    assert {k: v for k, v in tree_bytes(back2).items() if k != "dog/new.png"} == tree_bytes(back1)
+    assert np.array_equal(vio.read_image(back2 / "dog/new.png").numpy(), vio.read_image(src / "dog/new.png").numpy())

@@ -67,7 +67,7 @@ from visualmixer.tools.layout import (
     warner,
 )
 from visualmixer.tools.lock import RunLock
-from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed
+from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
 from visualmixer.tools.safe_io import StopGuard, read_source, source_signature
@@ -282,7 +282,7 @@ def obfuscate_folder(
             if plan is not None:
                 _obfuscate_mixed(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                                  man=man, summary=summary, overwrite=overwrite, workers=workers,
-                                 dask=dask, batch_size=batch_size, show=progress)
+                                 dask=dask, batch_size=batch_size, show=progress, say=say)
                 return _finish(summary, t0)
             todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
             guard = StopGuard(man_path, len(todo))
@@ -301,10 +301,14 @@ def _finish(summary: RunSummary, t0: float) -> RunSummary:
 
 
 def _obfuscate_mixed(plan, ids, names, *, src_p, dst_p, key, options, man, summary, overwrite,
-                     workers, dask, batch_size, show) -> None:
+                     workers, dask, batch_size, show, say) -> None:
     """A mixed run (:mod:`visualmixer.tools.mixrun`): groups are the unit of work."""
-    todo = mixed_todo(plan, names, man, dst_p, overwrite=overwrite, summary=summary,
-                      changed=lambda i, rec: _source_changed(rec, src_p / i))
+    def changed(image_id: str, rec: dict) -> bool:
+        return _source_changed(rec, src_p / image_id)
+
+    if not overwrite:
+        settle_groups(plan, man, dst_p, key, options, changed=changed, say=say)
+    todo = mixed_todo(plan, names, man, dst_p, overwrite=overwrite, summary=summary, changed=changed)
     guard = StopGuard(man.path, len(todo))
     guard.mkdir(dst_p)
     if plan.failures:

@@ -36,7 +36,7 @@ from visualmixer.tools.distributed import map_unordered
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
 from visualmixer.tools.safe_io import read_source
 
-__all__ = ["MIX_MANIFEST_VERSION", "MixPlan", "prepare_mix", "mixed_todo", "run_mixed",
+__all__ = ["MIX_MANIFEST_VERSION", "MixPlan", "prepare_mix", "settle_groups", "mixed_todo", "run_mixed",
            "pack_chunks", "restore_mixed_jobs"]
 
 #: Manifest format version of mixed runs (plain runs keep writing version 1).
@@ -53,20 +53,23 @@ class MixPlan:
         Group records in class order (:func:`~visualmixer.tools.mixchunks.group_record`).
     failures : list of dict
         ``failed`` / ``skipped`` manifest records of the images that could not be decoded.
-    sigs : dict
-        Source signatures read by the survey (recorded with each ``done`` image).
+    found : dict
+        The survey of each decoded image (``shape``, and ``mosaic`` for ``"similar"``).
+    kept : list of dict
+        Finished groups kept as recorded although the source set changed (:func:`settle_groups`).
     """
 
     groups: list[dict]
     failures: list[dict] = field(default_factory=list)
-    sigs: dict[str, Any] = field(default_factory=dict)
+    found: dict[str, dict] = field(default_factory=dict)
+    kept: list[dict] = field(default_factory=list)
 
 
 def class_of(image_id: str) -> str:
     return image_id.split("/", 1)[0]
 
 
-def check_labelled(ids: list[str], *, k: int) -> None:
+def check_labelled(ids: list[str]) -> None:
     """Refuse a tree without classes (images directly in SRC, or a single class folder)."""
     layout = "SRC/<class>/<image> (one sub-folder of SRC per class, like torchvision's ImageFolder)"
     top = [i for i in ids if "/" not in i]
@@ -86,15 +89,12 @@ def check_labelled(ids: list[str], *, k: int) -> None:
         )
 
 
-def _survey(ids, src_p: Path, key, opts: dict, *, workers, dask, batch_size) -> tuple[dict, list, dict]:
-    sigs: dict[str, Any] = {}
-
+def _survey(ids, src_p: Path, key, opts: dict, *, workers, dask, batch_size) -> tuple[dict, list]:
     def jobs() -> Iterator[tuple[None, tuple]]:
         for start in range(0, len(ids), int(batch_size)):
             items = []
             for i in ids[start:start + int(batch_size)]:
-                data, why, sig = read_source(src_p / i)
-                sigs[i] = sig
+                data, why, _sig = read_source(src_p / i)
                 items.append((i, data, why))
             yield None, (items,)
 
@@ -107,7 +107,7 @@ def _survey(ids, src_p: Path, key, opts: dict, *, workers, dask, batch_size) -> 
                 found[r["id"]] = r
             else:
                 failures.append(r)
-    return found, failures, sigs
+    return found, failures
 
 
 def _check_sizes(found: dict[str, dict]) -> None:
@@ -151,25 +151,75 @@ def _class_groups(cls_ids: list[str], found: dict, key, options) -> list[dict]:
 def prepare_mix(ids: list[str], src_p: Path, key, options, *, workers: int, dask, batch_size: int,
                 say: Callable[[str], None]) -> MixPlan:
     """Check the layout, survey the images and form the groups (module docstring)."""
-    check_labelled(ids, k=options.mix)
+    check_labelled(ids)
     opts = {**options.as_dict(), "grouping": options.grouping}
-    found, failures, sigs = _survey(ids, src_p, key, opts, workers=workers, dask=dask,
-                                    batch_size=batch_size)
+    found, failures = _survey(ids, src_p, key, opts, workers=workers, dask=dask, batch_size=batch_size)
     _check_sizes(found)
-    groups: list[dict] = []
+    groups, small = _form_groups(sorted(found), found, key, options)
+    _say_small(small, options.mix, say)
+    return MixPlan(groups, failures, found)
+
+
+def _say_small(small: list[str], k: int, say: Callable[[str], None]) -> None:
+    if small:
+        say(f"mix={k}: {len(small)} class(es) have fewer images than that and form one "
+            f"smaller group each ({', '.join(small[:5])}{', ...' if len(small) > 5 else ''}); a class "
+            "of one image is only shuffled inside its regions, not mixed")
+
+
+def _form_groups(ids: list[str], found: dict, key, options) -> tuple[list[dict], list[str]]:
+    """Group records of ``ids`` (sorted), class by class, and the classes smaller than ``k``."""
     by_class: dict[str, list[str]] = {}
-    for image_id in sorted(found):
+    for image_id in ids:
         by_class.setdefault(class_of(image_id), []).append(image_id)
+    groups: list[dict] = []
     small = []
-    for cls, cls_ids in by_class.items():
+    for cls, cls_ids in by_class.items():  # a loop over classes
         groups += _class_groups(cls_ids, found, key, options)
         if len(cls_ids) < options.mix:
             small.append(f"{cls} ({len(cls_ids)})")
-    if small:
-        say(f"mix={options.mix}: {len(small)} class(es) have fewer images than that and form one "
-            f"smaller group each ({', '.join(small[:5])}{', ...' if len(small) > 5 else ''}); a class "
-            "of one image is only shuffled inside its regions, not mixed")
-    return MixPlan(groups, failures, sigs)
+    return groups, small
+
+
+def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool]) -> list[dict]:
+    """The groups the manifest records as finished: every member ``done`` with the same group
+    record, its output present, its source unchanged (a deleted source counts as unchanged)."""
+    seen: dict[tuple, dict] = {}
+    for rec in man.done():
+        if "mix" in rec:
+            seen.setdefault(tuple(rec["mix"]["ids"]), rec["mix"])
+    finished = []
+    for ids, grec in seen.items():
+        recs = [man.records.get(i) or {} for i in ids]
+        if all(r.get("t") == "done" and r.get("mix") == grec and (dst_p / r["out"]).exists()
+               and not changed(i, r) for i, r in zip(ids, recs, strict=True)):
+            finished.append(grec)
+    return finished
+
+
+def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
+                  changed: Callable[[str, dict], bool], say: Callable[[str], None]) -> None:
+    """Keep finished groups when the source set changed since they were written.
+
+    After an interruption the groups formed again are the recorded ones (nothing changed), and
+    the run goes on as if undisturbed. When images were added, deleted or changed, forming the
+    groups again would regroup finished images and overwrite their outputs — and an image whose
+    source was deleted since could then never be restored. So every finished group is kept as
+    recorded, and only the other images are grouped (among themselves, by the same rules).
+    """
+    finished = _finished_groups(man, dst_p, changed)
+    computed = {tuple(g["ids"]) for g in plan.groups}
+    if all(tuple(g["ids"]) in computed for g in finished):
+        return
+    kept_ids = {i for g in finished for i in g["ids"]}
+    plan.kept = finished
+    plan.failures = [r for r in plan.failures if r["id"] not in kept_ids]
+    plan.groups, small = _form_groups([i for i in sorted(plan.found) if i not in kept_ids],
+                                      plan.found, key, options)
+    say(f"the source changed since the finished groups were written: {len(finished)} finished "
+        f"group(s) are kept as recorded, the {sum(len(g['ids']) for g in plan.groups)} other "
+        "image(s) are grouped among themselves")
+    _say_small(small, options.mix, say)
 
 
 def pack_chunks(groups: list[dict], batch_size: int) -> list[list[dict]]:
@@ -208,6 +258,7 @@ def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool,
                changed: Callable[[str, dict], bool]) -> set[str]:
     """The ids of the groups this run must (re)do; counts finished and skipped groups."""
     todo: set[str] = set()
+    summary.already += sum(len(g["ids"]) for g in plan.kept)
     for rec in plan.groups:
         state = "todo" if overwrite else _group_state(rec, names, man, dst_p, changed)
         if state == "done":
