@@ -1,4 +1,4 @@
-"""Permutation generator 2: keyed, counter-based, computed on the images' device (SPEC §5.6).
+"""Permutation generator 2: keyed, counter-based, computed on the images' device.
 
 Every image has a 32-byte subkey (HMAC-SHA256 of the master key, the image id and the purpose;
 :mod:`visualmixer.core.keys`), read as eight little-endian 32-bit key words. The permutations of

@@ -1,4 +1,4 @@
-"""Master keys and per-image subkeys (SPEC §5.6).
+"""Master keys and per-image subkeys.
 
 A master key is 32 bytes from the operating system's CSPRNG. Every image gets its own subkey
 ``HMAC-SHA256(master, encode(image_id) || purpose)``; the permutations of that image are expanded

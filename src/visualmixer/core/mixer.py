@@ -1,4 +1,4 @@
-"""The method: plan per-region shuffle levels for a target VFE, obfuscate, restore (SPEC §5).
+"""The method: plan per-region shuffle levels for a target VFE, obfuscate, restore.
 
 ``obfuscate`` picks, per image, the first plan in a fixed sequence whose obfuscated image reaches
 the target VFE (weighted by the ORIGINAL image's saliency). The sequence raises a global base level

@@ -1,4 +1,4 @@
-"""Apply and invert the keyed tile permutations of a whole batch (SPEC §5.4–5.6).
+"""Apply and invert the keyed tile permutations of a whole batch.
 
 Two permutation generators are read here:
 

@@ -1,5 +1,5 @@
 """The planner behind :func:`visualmixer.core.mixer.obfuscate`: which ladder level each region
-gets (SPEC §5.3).
+gets.
 
 The plan sequence raises a global base level step by step and, in between, lifts the most
 salient quarter of the regions one level further::

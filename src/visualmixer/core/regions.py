@@ -1,4 +1,4 @@
-"""Region grid and tile ladder as index arithmetic (SPEC §5.1–5.2).
+"""Region grid and tile ladder as index arithmetic.
 
 An image is covered by square regions of side ``R``; edge strips that ``R`` does not divide are
 regions too (smaller). A region is cut into tiles of side ``t`` from a ladder ``R, R/2, ..., 1``

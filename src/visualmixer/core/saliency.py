@@ -1,6 +1,6 @@
 """Training-free machine-vision saliency: spectral residual (Hou & Zhang, CVPR 2007).
 
-VFE weights each region by how much a vision model relies on it (SPEC §3). The default is the
+VFE weights each region by how much a vision model relies on it. The default is the
 spectral-residual map, which needs no model or weights. Any callable with the :class:`Saliency`
 signature can replace it (e.g. class-activation maps of the user's own model).
 """

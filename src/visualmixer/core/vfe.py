@@ -1,4 +1,4 @@
-"""Visual Feature Entropy (SPEC §3).
+"""Visual Feature Entropy.
 
 For channel ``c`` and a non-overlapping window ``w`` of ``s x s`` pixels::
 

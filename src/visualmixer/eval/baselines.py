@@ -1,4 +1,4 @@
-"""The field's other image-privacy methods, as ``nn.Module`` transforms (SPEC §8.3).
+"""The field's other image-privacy methods, as ``nn.Module`` transforms.
 
 Every baseline takes ``(N, C, H, W)`` or ``(C, H, W)`` images, uint8 or floating in [0, 1], and
 returns the same shape and dtype. They live with their registered methods in

@@ -1,11 +1,11 @@
-"""Privacy metrics between originals ``x`` and an attacker's estimates ``x̂`` (SPEC §8.2, §10).
+"""Privacy metrics between originals ``x`` and an attacker's estimates ``x̂``.
 
 All functions take batched ``(N, C, H, W)`` tensors (or one ``(C, H, W)`` image), uint8 or floating
 in [0, 1], and return per-image scores as a float64 tensor of shape ``(N,)`` unless stated
 otherwise. :func:`summarize` turns them into ``{"mean", "std", "min", "max", "n"}``.
 
 The prior-only baseline (:func:`prior_scores`) is the attacker's best *image-independent* guess:
-the mean training image of the image's class (labels leak by construction, SPEC §2) and the global
+the mean training image of the image's class (labels leak by construction, docs/method.md) and the global
 mean training image. Any score is only a leak to the extent it beats this baseline.
 
 Examples
@@ -292,7 +292,7 @@ def summarize(values) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Prior-only baseline (SPEC §8.2, §10)
+# Prior-only baseline
 # --------------------------------------------------------------------------------------------
 
 
@@ -339,7 +339,7 @@ def prior_scores(
     predicted=None,
     reid: bool = True,
 ) -> dict:
-    """Scores of the prior-only guesses against the originals ``x`` (SPEC §8.2, §10).
+    """Scores of the prior-only guesses against the originals ``x``.
 
     Parameters
     ----------

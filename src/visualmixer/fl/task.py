@@ -3,7 +3,7 @@
 Everything here is plain torch so it is testable (and reusable by other FL frameworks). The Flower
 apps in :mod:`visualmixer.fl.client_app` / :mod:`visualmixer.fl.server_app` only move model weights.
 
-Privacy protocol (SPEC §7 applied to FL):
+Privacy protocol (docs/method.md applied to FL):
 
 - client ``k`` holds its own partition and its own key. By default (measurement mode) the key is
   ``Key.from_seed(seed)`` mixed with the partition id — reproducible, **not secret**; a real client

@@ -1,4 +1,4 @@
-"""Training image classifiers on obfuscated data (SPEC §7): the one loop (``fit``), models, runs, DP-SGD.
+"""Training image classifiers on obfuscated data: the one loop (``fit``), models, runs, DP-SGD.
 
 >>> from visualmixer.train import TrainConfig, train            # doctest: +SKIP
 >>> train(TrainConfig(data="fashion-mnist", target_vfe=0.5, epochs=3, out="out/t"))  # +SKIP

@@ -35,7 +35,7 @@ def quick_compare(
 
     Each target in ``targets`` (``None`` = clean baseline) is trained with the same model,
     data subset, epochs, optimizer and seeds, and tested on test images obfuscated to the same
-    target, each with its own key (SPEC §7). With the defaults (Fashion-MNIST, 10k/2k images,
+    target, each with its own key. With the defaults (Fashion-MNIST, 10k/2k images,
     small CNN, 2 epochs, targets none and 0.5) it takes about a minute on 2 CPU cores.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Training and evaluation on obfuscated images (SPEC §7).
+"""Training and evaluation on obfuscated images.
 
 Protocol
 --------

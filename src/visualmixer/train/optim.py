@@ -1,4 +1,4 @@
-"""ST-Adam: Adam whose first-moment decay adapts to gradient agreement (SPEC §6).
+"""ST-Adam: Adam whose first-moment decay adapts to gradient agreement.
 
 Per parameter tensor, at step ``t``::
 

@@ -1,4 +1,4 @@
-"""Attacks on obfuscated images (SPEC §8.1), one small module each.
+"""Attacks on obfuscated images, one small module each.
 
 Each attack returns the attacker's best estimate ``x̂`` of the originals (float32 in [0, 1], same
 ``(N, C, H, W)`` shape) or a decision; :mod:`visualmixer.eval.metrics` scores it against the originals.

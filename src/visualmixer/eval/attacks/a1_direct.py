@@ -1,4 +1,4 @@
-"""A1 direct view: the attacker looks at the obfuscated image itself (SPEC §8.1)."""
+"""A1 direct view: the attacker looks at the obfuscated image itself."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""A2 region mosaic: average each region and upsample (SPEC §8.1).
+"""A2 region mosaic: average each region and upsample.
 
 In-region shuffling keeps the multiset of values of every region, so each region's mean colour
-leaks by construction (SPEC §2); this attack shows that mosaic. With VisualMixer's channel-order
+leaks by construction; this attack shows that mosaic. With VisualMixer's channel-order
 shuffle the per-region means of the channels are permuted, which scrambles the colour but not the
 luminance (the channel mean of a region is unchanged).
 """

@@ -2,7 +2,7 @@
 
 The attacker knows the algorithm and its public parameters (Kerckhoffs), so it obfuscates images
 of the same kind that it owns, with its own keys, trains an image-to-image network to undo the
-obfuscation, and applies it to the victim's obfuscated images (SPEC §2, §8.1). The network never
+obfuscation, and applies it to the victim's obfuscated images. The network never
 sees a victim original or the victim's key.
 
 Examples
@@ -51,7 +51,7 @@ class UNet(nn.Module):
     base : int
         Feature channels at full resolution (doubled per level).
     levels : int
-        Resolution levels (3 = two downsamplings, as in SPEC §10).
+        Resolution levels (3 = two downsamplings, as in the paper's reported runs).
     """
 
     def __init__(self, channels: int = 1, base: int = 16, levels: int = 3):
@@ -105,7 +105,7 @@ class LearnedInversion:
         U-Net width and depth.
     reobfuscate : bool
         Draw a fresh obfuscation of every image each epoch (more pairs; default False: one fixed
-        obfuscation per image, as in SPEC §10).
+        obfuscation per image, as in the paper's reported runs).
     loss : {"l1", "mse"}
         Reconstruction loss.
     val_fraction : float

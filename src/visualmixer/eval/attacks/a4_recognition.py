@@ -1,8 +1,8 @@
 """A4 machine recognition: a classifier trained on clean images, applied to protected images.
 
 If a model trained only on originals still recognises the class of obfuscated images (or of the
-A2/A3 reconstructions) well above chance, the obfuscation leaves machine-recognisable content
-(SPEC §8.1). The same CNN (:class:`RecognizerCNN`) is used by the audit for the utility measurement;
+A2/A3 reconstructions) well above chance, the obfuscation leaves machine-recognisable content.
+The same CNN (:class:`RecognizerCNN`) is used by the audit for the utility measurement;
 it trains with the library's one loop, :func:`visualmixer.train.fit.fit_classifier`.
 """
 

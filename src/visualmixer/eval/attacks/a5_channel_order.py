@@ -1,4 +1,4 @@
-"""A5 step 3: recover VisualMixer's per-region channel order from region colours (SPEC §8.1).
+"""A5 step 3: recover VisualMixer's per-region channel order from region colours.
 
 A region's channel order is one of 3! = 6 permutations; each region's channel means (which no
 in-region shuffle changes) are scored under a :class:`ChannelOrderPrior` learned from the

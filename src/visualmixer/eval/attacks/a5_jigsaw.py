@@ -1,4 +1,4 @@
-"""A5 realign-and-solve: undo per-channel shuffles by tile matching, then a greedy jigsaw (SPEC §8.1).
+"""A5 realign-and-solve: undo per-channel shuffles by tile matching, then a greedy jigsaw.
 
 VisualMixer permutes the tiles of every region independently in each channel, so the three values
 at a pixel come from different places. Natural images have strongly correlated channels, so the

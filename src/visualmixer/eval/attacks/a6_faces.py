@@ -1,4 +1,4 @@
-"""A6 face detection: does an off-the-shelf face detector still find the faces? (SPEC §8.1)
+"""A6 face detection: does an off-the-shelf face detector still find the faces?
 
 Two offline detectors (``../shared/DATA.md``):
 

@@ -1,4 +1,4 @@
-"""One small interface for the audit's attacks, and their registry (SPEC §8.1).
+"""One small interface for the audit's attacks, and their registry.
 
 An :class:`Attack` gets an :class:`AttackContext` — one method's release of the victims' images
 and what the attacker may know — and returns its estimates of the originals, keyed by the name

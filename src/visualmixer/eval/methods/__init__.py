@@ -1,4 +1,4 @@
-"""Protection methods behind one registry (SPEC §8.3): VisualMixer and its variants, and the baselines.
+"""Protection methods behind one registry: VisualMixer and its variants, and the baselines.
 
 =====================================================  ============================================
 ``clean``                                              :class:`CleanMethod` (no protection)

@@ -1,4 +1,4 @@
-"""The interface of a protection method, as the audit sees it (SPEC §8.3).
+"""The interface of a protection method, as the audit sees it.
 
 A method protects a batch of uint8 ``(N, C, H, W)`` images; it is written as a spec string
 ``"name"`` or ``"name:p1/p2/..."`` (``"noise:0.1"``, ``"dppix:1/4"``, ``"visualmixer:0.5/r7/blocks"``)

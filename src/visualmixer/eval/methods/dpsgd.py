@@ -1,4 +1,4 @@
-"""``dpsgd:NOISE_MULTIPLIER``: DP-SGD, which protects the model, not the pixels (SPEC §8.3).
+"""``dpsgd:NOISE_MULTIPLIER``: DP-SGD, which protects the model, not the pixels.
 
 The released images are the originals; the audit measures its utility by training with DP-SGD
 (:func:`visualmixer.train.dpsgd.dpsgd_train`, Opacus) on the clean training images.

@@ -1,4 +1,4 @@
-"""``Baseline``: the ``nn.Module`` base of the baseline image transforms (SPEC §8.3).
+"""``Baseline``: the ``nn.Module`` base of the baseline image transforms.
 
 Every baseline transform takes ``(N, C, H, W)`` or ``(C, H, W)`` images, uint8 or floating in
 [0, 1], and returns the same shape and dtype (float results are clipped to [0, 1] and rounded for

@@ -1,4 +1,4 @@
-"""The privacy audit and its self-contained HTML report (issue 6, SPEC §8).
+"""The privacy audit and its self-contained HTML report (issue 6, docs/method.md).
 
 >>> from visualmixer.eval.report import quick_audit
 >>> path = quick_audit("out/audit")          # doctest: +SKIP

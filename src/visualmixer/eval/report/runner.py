@@ -1,4 +1,4 @@
-"""The audit runner: every registered method through every selected registered attack (SPEC §8).
+"""The audit runner: every registered method through every selected registered attack.
 
 For each data set (:mod:`visualmixer.eval.report.data`) and each method spec
 (:func:`visualmixer.eval.methods.parse_method`):

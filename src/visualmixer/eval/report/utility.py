@@ -1,5 +1,5 @@
 """The audit's utility measurement: a classifier trained on the owner's protected training images
-and tested on the protected victims (SPEC §8.3).
+and tested on the protected victims.
 
 A method's ``utility`` capability picks the trainer (:data:`UTILITY`): ``"offline"`` (one
 protection of the training set), ``"online"`` (a fresh protection every epoch, :func:`fit_online`)
