@@ -18,6 +18,9 @@ examples:
   Pixels come back exactly for PNG outputs (the default). The pixels are those after the documented
   read conversions (EXIF rotation applied, alpha dropped, CMYK/16-bit/palette converted).
   Interrupted? Run the same command again: restored files are kept, the rest is done.
+  RESTORED must be new, empty, or an earlier restore of the same run; a folder holding other files
+  is refused (pass --overwrite to write into it anyway). Runs made with --mix are restored group
+  by group, bit-exactly.
 
 exit status: 0 all restored, 1 some failed (listed: missing or edited outputs), 2 usage error
   (wrong key, no manifest), 3 stopped by a write error (disk full, ...; rerun to resume),
@@ -40,7 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--manifest", metavar="PATH", default=None,
                    help="the manifest of that run (default: found next to the key)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace existing files in RESTORED (default: skip them, so a rerun resumes)")
+                   help="write into a RESTORED folder that holds other files, replacing files of "
+                   "the same name (default: refuse such a folder; skip files restored by an earlier "
+                   "run, so a rerun resumes)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="worker processes (default 1)")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
