@@ -139,6 +139,12 @@ def target_or_none(text: str) -> float | None:
     return _unit_interval(text, "target VFE (or 'none')")
 
 
+def folder_run_options(args) -> dict:
+    """The keyword arguments that ``obfuscate`` and ``restore`` pass alike to the folder tools."""
+    return {"key_path": args.key, "manifest": args.manifest, "overwrite": args.overwrite,
+            "workers": args.workers, "dask": args.dask, "progress": not args.quiet, "warn": warn}
+
+
 def print_summary(verb: str, summary, *, quiet: bool = False) -> None:
     """Print the one-line summary to stdout and each problem (id: reason) to stderr."""
     parts = [f"{verb} {summary.done}"]

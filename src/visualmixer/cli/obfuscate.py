@@ -94,7 +94,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visualmixer.cli._common import load_key, print_summary, warn
+    from visualmixer.cli._common import folder_run_options, load_key, print_summary
     from visualmixer.tools.folders import FolderOptions, obfuscate_folder
 
     key = load_key(args.key)
@@ -110,17 +110,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.grouping is not None and args.mix is None:
         raise ValueError("--groups needs --mix K (images per mixing group)")
-    summary = obfuscate_folder(
-        args.src, args.dst, key,
-        key_path=args.key,
-        manifest=args.manifest,
-        options=options,
-        overwrite=args.overwrite,
-        workers=args.workers,
-        dask=args.dask,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-        warn=warn,
-    )
+    summary = obfuscate_folder(args.src, args.dst, key, options=options, batch_size=args.batch_size,
+                               **folder_run_options(args))
     print_summary("obfuscated", summary, quiet=args.quiet)
     return summary.exit_code

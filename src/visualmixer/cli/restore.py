@@ -56,19 +56,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visualmixer.cli._common import load_key, print_summary, warn
+    from visualmixer.cli._common import folder_run_options, load_key, print_summary
     from visualmixer.tools.folders import restore_folder
 
     key = load_key(args.key)
-    summary = restore_folder(
-        args.dst, args.restored, key,
-        key_path=args.key,
-        manifest=args.manifest,
-        overwrite=args.overwrite,
-        workers=args.workers,
-        dask=args.dask,
-        progress=not args.quiet,
-        warn=warn,
-    )
+    summary = restore_folder(args.dst, args.restored, key, **folder_run_options(args))
     print_summary("restored", summary, quiet=args.quiet)
     return summary.exit_code
