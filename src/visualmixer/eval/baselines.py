@@ -25,17 +25,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from visualmixer.eval.methods import (
-    BlockScramble,
-    DPPix,
-    GaussianBlur,
-    GaussianNoise,
-    Identity,
-    InstaHide,
-    Pixelate,
-    method_names,
-    parse_method,
-)
+from visualmixer.eval.methods import method_names, parse_method
+from visualmixer.eval.methods.blur import GaussianBlur
+from visualmixer.eval.methods.clean import Identity
+from visualmixer.eval.methods.dppix import DPPix
+from visualmixer.eval.methods.instahide import InstaHide
+from visualmixer.eval.methods.noise import GaussianNoise
+from visualmixer.eval.methods.pixelate import Pixelate
+from visualmixer.eval.methods.scramble import BlockScramble
 from visualmixer.eval.methods.transform import Baseline
 from visualmixer.train.dpsgd import dpsgd_train  # re-export: DP-SGD is training, its home is train/
 

@@ -19,13 +19,13 @@ of them from its spec; :func:`register_method` adds a new one
 """
 
 from visualmixer.eval.methods.base import ModuleMethod, Param, ProtectionMethod
-from visualmixer.eval.methods.blur import BlurMethod, GaussianBlur
-from visualmixer.eval.methods.clean import CleanMethod, Identity
-from visualmixer.eval.methods.dppix import DPPix, DPPixMethod
+from visualmixer.eval.methods.blur import BlurMethod
+from visualmixer.eval.methods.clean import CleanMethod
+from visualmixer.eval.methods.dppix import DPPixMethod
 from visualmixer.eval.methods.dpsgd import DPSGDMethod
-from visualmixer.eval.methods.instahide import InstaHide, InstaHideMethod
-from visualmixer.eval.methods.noise import GaussianNoise, NoiseMethod
-from visualmixer.eval.methods.pixelate import Pixelate, PixelateMethod
+from visualmixer.eval.methods.instahide import InstaHideMethod
+from visualmixer.eval.methods.noise import NoiseMethod
+from visualmixer.eval.methods.pixelate import PixelateMethod
 from visualmixer.eval.methods.registry import (
     METHODS,
     expand_methods,
@@ -35,7 +35,7 @@ from visualmixer.eval.methods.registry import (
     register_method,
     unregister_method,
 )
-from visualmixer.eval.methods.scramble import BlockScramble, ScrambleMethod
+from visualmixer.eval.methods.scramble import ScrambleMethod
 from visualmixer.eval.methods.visualmixer import VisualMixerMethod, permute_regions
 
 __all__ = [
@@ -59,11 +59,4 @@ __all__ = [
     "ScrambleMethod",
     "InstaHideMethod",
     "DPSGDMethod",
-    "Identity",
-    "GaussianNoise",
-    "DPPix",
-    "GaussianBlur",
-    "Pixelate",
-    "BlockScramble",
-    "InstaHide",
 ]
