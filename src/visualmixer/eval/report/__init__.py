@@ -1,4 +1,4 @@
-"""The privacy audit and its self-contained HTML report (issue 6, docs/method.md).
+"""The privacy audit and its self-contained HTML report (docs/privacy.md).
 
 >>> from visualmixer.eval.report import quick_audit
 >>> path = quick_audit("out/audit")          # doctest: +SKIP

@@ -254,7 +254,7 @@ def _audit_faces(cfg: AuditConfig, methods: dict, attacks: frozenset, *, log) ->
 
 
 def _summarise_method(r: dict, ds_res: dict) -> None:
-    """Best attack per score, and the issue-6 goal checks."""
+    """Best attack per score, and the goal checks (GOALS)."""
     atk = r.get("attacks", {})
     prior_ssim = ds_res["prior"]["class_mean"]["ssim"]["mean"]
     best_ssim = max((s["ssim"]["mean"] for s in atk.values()), default=None)
