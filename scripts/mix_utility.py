@@ -7,7 +7,12 @@ and tested on the protected test images; ``clean`` trains and tests on originals
 
     python scripts/mix_utility.py --train 20000 --epochs 5 --seeds 0 --out out/mix-utility
 
-Writes ``OUT/results.json`` (one row per setting and seed) and prints a Markdown table.
+``pixelate:4``, ``noise:0.3``, ``scramble:4`` are audit baselines (:func:`visualmixer.eval.methods.parse_method`,
+one instance — one key for the keyed scramble — protects the training and the test images).
+``*-online`` settings re-mix the whole training set at the start of every epoch (ids ``(index,
+epoch)``: new exchanges every epoch, and new groups with ``random`` grouping), as ``visualmixer train
+--mix K --mode online`` does. Writes ``OUT/results.json`` (one row per setting and seed, appended as
+each finishes; finished rows are skipped on a rerun) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from visualmixer.core.keys import Key
 from visualmixer.core.mixer import obfuscate
 from visualmixer.core.mixing import mix
 from visualmixer.data.datasets import load_fashion_mnist
+from visualmixer.eval.methods import parse_method
 from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
 from visualmixer.train.models import SmallCNN
 
-SETTINGS = ("clean", "shuffle", "mix2-similar", "mix4-similar", "mix4-random", "mix8-random")
+SETTINGS = ("clean", "shuffle", "mix2-similar", "mix4-similar", "mix4-random", "mix8-random",
+            "mix2-similar-online", "mix4-similar-online", "mix2-random-online", "mix4-random-online",
+            "pixelate:4", "noise:0.3", "scramble:4")
 
 
 def protect_train(setting: str, x, y, key: Key, tau: float):
@@ -36,7 +44,7 @@ def protect_train(setting: str, x, y, key: Key, tau: float):
         return x
     if setting == "shuffle":
         return obfuscate(x, key=key, ids=ids, target_vfe=tau).images
-    k, grouping = setting[3:].split("-")
+    k, grouping = setting[3:].split("-")[:2]
     return mix(x, y, key=key, ids=ids, k=int(k), grouping=grouping, target_vfe=tau).images
 
 
@@ -44,12 +52,23 @@ def run(setting: str, seed: int, args, train, test) -> dict:
     (x, y), (xt, yt) = train, test
     key, test_key = Key.from_seed(1000 + seed), Key.from_seed(2000 + seed)
     t0 = time.time()
-    released = protect_train(setting, x, y, key, args.tau)
-    test_in = xt if setting == "clean" else obfuscate(xt, key=test_key, ids=range(xt.shape[0]),
-                                                       target_vfe=args.tau).images
+    if ":" in setting:  # an audit baseline: one instance (one key for keyed methods) for train and test
+        method = parse_method(setting, seed=3000 + seed)
+        released, test_in = method(x), method(xt)
+    else:
+        test_in = xt if setting == "clean" else obfuscate(xt, key=test_key, ids=range(xt.shape[0]),
+                                                           target_vfe=args.tau).images
+        released = protect_train(setting, x, y, key, args.tau) if not setting.endswith("-online") else None
+    if setting.endswith("-online"):  # re-mixed every epoch: ids (index, epoch), new exchanges (and random groups)
+        k, grouping = setting[3:].split("-")[:2]
+
+        def released(epoch: int):
+            return mix(x, y, key=key, ids=[(i, epoch) for i in range(x.shape[0])], k=int(k), grouping=grouping,
+                       target_vfe=args.tau).images, y
     t_protect = time.time() - t0
     model = init_model(lambda: SmallCNN(x.shape[1], 10), seed=seed)
-    fit = fit_classifier(model, (released, y), epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed)
+    data = released if callable(released) else (released, y)
+    fit = fit_classifier(model, data, epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed)
     with torch.no_grad():
         _, acc = evaluate_classifier(model, test_in, yt)
     return {"setting": setting, "seed": seed, "accuracy": acc, "protect_seconds": round(t_protect, 1),

@@ -1,0 +1,138 @@
+"""The privacy-utility frontier with keyed region mixing: docs/img/mix-frontier.png.
+
+Reads a merged audit ``results.json`` (``scripts/mix_audit.py --merge``) and plots, for every
+method on one data set, the accuracy loss (percentage points against the clean row, the audit's
+own utility model) against
+
+- left: the best reconstruction SSIM of any attack minus the prior-only guess (class means);
+- right: the best re-identification rate of any attack (log scale; chance = 1 / victims).
+
+Mixing (``/mixK``) is drawn in red, VisualMixer one image at a time in blue, the baselines in grey; filled
+dots use the audit's own short utility training. ``--utility`` (a ``scripts/mix_utility.py``
+results.json) adds hollow dots at the accuracy losses of those runs, and ``--train SPEC=PATH ...
+clean=PATH`` (``visualmixer train`` metrics.json files, or a number for the clean accuracy) adds
+stars, each on the vertical of its audited spec (same privacy, longer training).
+
+    python scripts/mix_frontier.py out/mix-audit/results.json --out docs/img/mix-frontier.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _colour(spec: str) -> str:
+    if "/mix" in spec:
+        return "tab:red"
+    return "tab:blue" if spec.startswith("visualmixer") else "0.45"
+
+
+def _train_acc(path: str) -> float:
+    """Mean final test accuracy of a ``visualmixer train`` metrics.json, or a number given as is."""
+    try:
+        return float(path)
+    except ValueError:
+        return json.loads(Path(path).read_text())["summary"]["final_test_acc"]["mean"]
+
+
+#: scripts/mix_utility.py settings -> audit specs
+UTILITY_SPECS = {"shuffle": "visualmixer:0.5", "mix2-similar": "visualmixer:0.5/mix2/similar",
+                 "mix4-similar": "visualmixer:0.5/mix4/similar", "mix4-random": "visualmixer:0.5/mix4",
+                 "pixelate:4": "pixelate:4", "noise:0.3": "noise:0.3", "scramble:4": "scramble:4"}
+
+
+def _utility_losses(path: Path | None) -> dict:
+    """``{spec: accuracy loss (points)}`` from a mix_utility results.json: the mean over seeds of the
+    loss against the clean row of the same seed."""
+    if path is None:
+        return {}
+    rows = json.loads(path.read_text())
+    clean = {r["seed"]: r["accuracy"] for r in rows if r["setting"] == "clean"}
+    loss: dict = {}
+    for r in rows:
+        if r["setting"] in UTILITY_SPECS and r["seed"] in clean:
+            loss.setdefault(UTILITY_SPECS[r["setting"]], []).append(100.0 * (clean[r["seed"]] - r["accuracy"]))
+    return {spec: sum(v) / len(v) for spec, v in loss.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--dataset", default=None, help="data set in the results (default: the first)")
+    ap.add_argument("--train", nargs="*", default=[], metavar="SPEC=METRICS_JSON",
+                    help="accuracy of longer training runs: clean=PATH and SPEC=PATH for audited specs")
+    ap.add_argument("--train-label", default="longer training", help="legend text of the --train points")
+    ap.add_argument("--utility", type=Path, default=None,
+                    help="scripts/mix_utility.py results.json: hollow points at its accuracy losses")
+    ap.add_argument("--utility-label", default="20k images, 5 epochs", help="legend text of the hollow points")
+    ap.add_argument("--extra", type=Path, nargs="*", default=[],
+                    help="results.json of further attacks on the same methods and data (e.g. A7 on a keyed "
+                         "scramble): each method is plotted at the worse (for the owner) of all runs")
+    ap.add_argument("--out", type=Path, default=Path("docs/img/mix-frontier.png"))
+    args = ap.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(args.results.read_text())
+    name = args.dataset or next(iter(res["datasets"]))
+    ds = res["datasets"][name]
+    chance = 100.0 * ds["reid_chance"]
+    trained = dict(item.split("=", 1) for item in args.train)
+    clean_train = _train_acc(trained.pop("clean")) if "clean" in trained else None
+    util = _utility_losses(args.utility)
+    extra = [json.loads(p.read_text())["datasets"][name]["methods"] for p in args.extra]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.4), sharey=True)
+    for spec, r in ds["methods"].items():
+        if spec == "clean" or "summary" not in r or r.get("accuracy_loss_pp") is None:
+            continue
+        loss = r["accuracy_loss_pp"]
+        sums = [r["summary"]] + [e[spec]["summary"] for e in extra if "summary" in e.get(spec, {})]
+        xs = (max(s["ssim_over_prior"] for s in sums), max(max(100.0 * s["best_reid"] for s in sums), chance / 2))
+        label = spec.replace("visualmixer:", "vm:") + (" (with A7)" if len(sums) > 1 else "")
+        for ax, x in zip(axes, xs, strict=True):
+            ax.scatter([x], [loss], color=_colour(spec), s=40, zorder=3)
+            ax.annotate(label, (x, loss), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if spec in util:
+                ax.scatter([x], [util[spec]], facecolors="none", edgecolors=_colour(spec), s=40, zorder=3)
+                ax.plot([x, x], [loss, util[spec]], color=_colour(spec), lw=0.6, ls=":")
+            if clean_train is not None and spec in trained:
+                tl = 100.0 * (clean_train - _train_acc(trained[spec]))
+                ax.scatter([x], [tl], marker="*", color=_colour(spec), s=90, zorder=4)
+                ax.plot([x, x], [loss, tl], color=_colour(spec), lw=0.6, ls=":")
+    axes[0].axvline(0.05, color="green", lw=0.8, ls="--", label="goal: prior + 0.05")
+    axes[0].set_xlabel("best reconstruction SSIM − prior (class means)")
+    axes[1].axvline(1.0, color="green", lw=0.8, ls="--", label="goal: 1 %")
+    axes[1].axvline(chance, color="0.6", lw=0.8, ls=":", label=f"chance ({chance:.1f} %)")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("best re-identification from any attack (%)")
+    axes[0].set_ylabel("accuracy loss vs clean (points)")
+    for ax in axes:
+        ax.axhline(3.0, color="green", lw=0.8, ls="-.", label="goal: 3 points")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=t) for c, t in
+               (("tab:red", "keyed region mixing"), ("tab:blue", "VisualMixer per image"), ("0.45", "baselines"))]
+    if util:
+        handles.append(plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3",
+                                  label=f"accuracy loss: {args.utility_label}"))
+    if clean_train is not None:
+        handles.append(plt.Line2D([], [], marker="*", ls="", color="0.3", label=f"accuracy loss: {args.train_label}"))
+    lines = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(handles=handles + list(lines.values()), loc="lower center", ncol=4, fontsize=8, frameon=False)
+    cfg = res["config"]
+    fig.suptitle(f"{name}: {ds['n_victims']} victims, attacker with {ds['n_attacker']} own images "
+                 f"(A3 U-Net base {cfg['a3_base']}, ≤{cfg['a3_epochs']} epochs, patience {cfg['a3_patience']}); "
+                 f"utility: {ds['n_train']} training images, {cfg['epochs']} epochs", fontsize=9)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
