@@ -17,7 +17,7 @@ __all__ = ["MODELS", "SmallCNN", "build_model", "resnet18_small", "shufflenet_sm
 class SmallCNN(nn.Module):
     """Two 3×3 conv layers (32, 64 channels, each + ReLU + 2×2 max-pool), a 128-unit hidden layer.
 
-    About 0.42 M parameters for 10 classes; the "2-conv CNN" of the paper's reported runs. An adaptive pool to
+    About 0.42 M parameters for 10 classes; the "2-conv CNN" of our first calibration runs. An adaptive pool to
     7×7 before the classifier makes it size-agnostic (a no-op for 28² inputs).
     """
 

@@ -51,7 +51,7 @@ class UNet(nn.Module):
     base : int
         Feature channels at full resolution (doubled per level).
     levels : int
-        Resolution levels (3 = two downsamplings, as in the paper's reported runs).
+        Resolution levels (3 = two downsamplings, as in our first calibration runs).
     """
 
     def __init__(self, channels: int = 1, base: int = 16, levels: int = 3):
@@ -105,7 +105,7 @@ class LearnedInversion:
         U-Net width and depth.
     reobfuscate : bool
         Draw a fresh obfuscation of every image each epoch (more pairs; default False: one fixed
-        obfuscation per image, as in the paper's reported runs).
+        obfuscation per image, as in our first calibration runs).
     loss : {"l1", "mse"}
         Reconstruction loss.
     val_fraction : float
