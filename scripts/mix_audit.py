@@ -90,6 +90,12 @@ def merge(args) -> None:
         print(_row(spec, r))
 
 
+def _num(summary: dict, key: str) -> float:
+    """A summary number, NaN where the attack behind it did not run."""
+    v = summary.get(key)
+    return float("nan") if v is None else float(v)
+
+
 def _row(spec: str, r: dict) -> str:
     if "error" in r:
         return f"| {spec} | failed: {r['error']} |"
@@ -101,9 +107,9 @@ def _row(spec: str, r: dict) -> str:
 
     a3_reid = 100 * a["A3"]["reid"]["rate"] if "A3" in a else nan
     return (f"| {spec} | {100 * r['accuracy']:.1f} | {ssim('A1')} | {ssim('A2')} | {ssim('A3')} | {ssim('A5')} "
-            f"| {s.get('ssim_over_prior', nan):+.3f} ({s.get('best_ssim_attack')}) | {a3_reid:.1f} "
-            f"| {100 * s.get('best_reid', nan):.1f} | {100 * s.get('best_a4', nan):.1f} "
-            f"| {100 * s.get('link_rate', nan):.1f} | {s.get('membership_auc', nan):.2f} |")
+            f"| {_num(s, 'ssim_over_prior'):+.3f} ({s.get('best_ssim_attack')}) | {a3_reid:.1f} "
+            f"| {100 * _num(s, 'best_reid'):.1f} | {100 * _num(s, 'best_a4'):.1f} "
+            f"| {100 * _num(s, 'link_rate'):.1f} | {_num(s, 'membership_auc'):.2f} |")
 
 
 def main() -> None:
