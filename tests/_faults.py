@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _vm_files import smooth_rgb
 from visualmixer.cli import main
 from visualmixer.tools import imageio as vio
 from visualmixer.tools import safe_io
@@ -43,14 +44,7 @@ SIZES = [(32, 32), (48, 40), (40, 56), (64, 64)]
 
 # -- corpus -------------------------------------------------------------------------------------
 def _smooth(h: int, w: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    out = np.empty((h, w, 3))
-    for c in range(3):
-        fx, fy, ph = rng.uniform(0.02, 0.2), rng.uniform(0.02, 0.2), rng.uniform(0, 6.28)
-        out[..., c] = 127 + 100 * np.sin(fx * xx + ph) * np.cos(fy * yy + c)
-    out += rng.normal(0, 8, out.shape)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return smooth_rgb(h, w, seed, max_freq=0.2, noise=8.0)  # the fault corpus: a little busier
 
 
 def image_bytes(seed: int, fmt: str) -> bytes:

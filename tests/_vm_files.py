@@ -13,15 +13,15 @@ from PIL import Image
 SECRET_MAKE = b"SecretCam-7731"
 
 
-def smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+def smooth_rgb(h: int, w: int, seed: int = 0, *, max_freq: float = 0.15, noise: float = 6.0) -> np.ndarray:
     """A smooth, photo-like uint8 (h, w, 3) image (so VFE targets are meaningful)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     out = np.empty((h, w, 3))
     for c in range(3):
-        fx, fy, ph = rng.uniform(0.02, 0.15), rng.uniform(0.02, 0.15), rng.uniform(0, 6.28)
+        fx, fy, ph = rng.uniform(0.02, max_freq), rng.uniform(0.02, max_freq), rng.uniform(0, 6.28)
         out[..., c] = 127 + 100 * np.sin(fx * xx + ph) * np.cos(fy * yy + c)
-    out += rng.normal(0, 6, out.shape)
+    out += rng.normal(0, noise, out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
