@@ -88,3 +88,21 @@ def test_a9_runs_in_the_audit_for_mixed_releases_only():
     assert "A9" in r["attacks"] and 0.0 <= r["a9_relinked_from_main"] <= 1.0
     r, _ = R._audit_method(cfg, parse_method("visualmixer:0.5"), data, None, 4, {"A3", "A9"})
     assert "A9" not in r["attacks"]
+
+
+def test_cli_audit_passes_the_a3_strength_flags(tmp_path, monkeypatch):
+    import visualmixer.eval.report as report
+    from visualmixer.cli import main
+
+    seen = {}
+
+    def fake_audit(out, cfg, *, log=print):
+        seen["cfg"] = cfg
+        return tmp_path / "index.html"
+
+    monkeypatch.setattr(report, "audit", fake_audit)
+    rc = main(["audit", "--out", str(tmp_path), "--full", "--data", "faces", "--attacker", "3000", "--a3-base", "16",
+               "--a3-epochs", "3", "--a3-patience", "1", "-q"])
+    cfg = seen["cfg"]
+    assert rc == 0 and (cfg.n_attacker, cfg.a3_base, cfg.a3_epochs, cfg.a3_patience) == (3000, 16, 3, 1)
+    assert cfg.attacker_strength == "custom attacker (3000 own images, U-Net width 16, at most 3 epochs)"

@@ -117,7 +117,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--victims", type=positive_int, default=None, metavar="N", help="victim images")
     p.add_argument("--attacker", type=positive_int, default=None, metavar="N", help="attacker's own images")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs of the utility/A4 models")
-    p.add_argument("--a3-epochs", type=positive_int, default=None, help="epochs of the A3 U-Net")
+    p.add_argument("--a3-epochs", type=positive_int, default=None,
+                   help="epochs of the A3 U-Net (the most, with --a3-patience)")
+    p.add_argument("--a3-base", type=positive_int, default=None, metavar="N",
+                   help="A3 U-Net width at full resolution (doubled per level; --full: 32)")
+    p.add_argument("--a3-patience", type=positive_int, default=None, metavar="N",
+                   help="stop A3 after N epochs without a better validation loss, keeping the best weights")
     p.add_argument("--faces", type=int, default=None, metavar="N", help="LFW faces added to the A6 photos")
     p.add_argument("--detectors", default=None, help="A6 detectors: haar,mtcnn")
     p.add_argument("--dpsgd", action="store_true", help="add the DP-SGD (Opacus) reference row")
@@ -164,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         ("attacker", "n_attacker"),
         ("epochs", "epochs"),
         ("a3_epochs", "a3_epochs"),
+        ("a3_base", "a3_base"),
+        ("a3_patience", "a3_patience"),
         ("faces", "n_faces"),
         ("seed", "seed"),
         ("device", "device"),
@@ -188,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"visualmixer audit: error: --train-results {d}: no such file or folder", file=sys.stderr)
                 return 2
         changes["train_results"] = tuple(args.train_results)
+    if any(getattr(args, f) is not None for f in ("attacker", "a3_base", "a3_epochs", "a3_patience")):
+        # the report must not call an attacker "full strength" (or "weak") that the flags changed
+        changes["attacker_strength"] = (f"custom attacker ({changes.get('n_attacker', cfg.n_attacker)} own images, "
+                                        f"U-Net width {changes.get('a3_base', cfg.a3_base)}, at most "
+                                        f"{changes.get('a3_epochs', cfg.a3_epochs)} epochs)")
     cfg = dataclasses.replace(cfg, **changes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     cfg = fit_user_data(cfg, args, log)

@@ -121,7 +121,8 @@ QUICK = AuditConfig()
 #: (at most 12 epochs). With ``device="cuda"`` raise ``n_attacker`` and ``a3_epochs``.
 _DOC_SIZES = dict(n_train=3000, n_victims=500, n_attacker=10000, epochs=3, a3_epochs=12, a3_base=32,
                   a3_patience=2, width=16, attacker_strength="full strength")
-#: The configuration behind the tables in docs/privacy.md (about 35 minutes on 2 busy CPU cores).
+#: The documented audit at full strength (docs/privacy.md §5: hours on a CPU, use device="cuda";
+#: the §3 tables were measured with the earlier, weaker attacker: n_attacker=3000, a3_base=16, a3_epochs=3).
 FULL = AuditConfig(
     datasets=("fashion-mnist", "photos", "faces"),
     methods=(
