@@ -16,7 +16,9 @@ seeds=("$@"); [[ ${#seeds[@]} -eq 0 ]] && seeds=(0 1)
 for s in "${seeds[@]}"; do
   dir="$OUT/seed$s${SUFFIX:-}"
   if [[ -f "$dir/results.json" ]]; then echo "skip $dir"; continue; fi
-  PYTHONPATH="$SRC" "$PY" -W ignore -m visualmixer audit --frontier --seed "$s" \
+  # EXTRA: more audit flags, e.g. the earlier attacker of the §4b tables:
+  # EXTRA="--attacker 3000 --a3-base 16 --a3-epochs 3"
+  PYTHONPATH="$SRC" "$PY" -W ignore -m visualmixer audit --frontier --seed "$s" ${EXTRA:-} \
       --methods "${METHODS[@]}" --train-results out/exp2 --quiet --out "$dir"
 done
 PYTHONPATH="$SRC" "$PY" - "$OUT" <<'PY'
