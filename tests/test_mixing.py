@@ -76,6 +76,7 @@ def test_mix_then_unmix_restores_exactly_and_depends_on_the_key():
     res = mix(x, y, key=KEY, ids=ids, k=4, target_vfe=0.5)
     assert res.images.dtype == torch.uint8 and res.images.shape == x.shape
     assert torch.equal(unmix(res.images, res.groups, res.plans, key=KEY, ids=ids), x)
+    assert torch.equal(res.sources, region_sources(res.groups, key=KEY, ids=ids, height=32, width=32))
     again = mix(x, y, key=KEY, ids=ids, k=4, target_vfe=0.5)
     assert torch.equal(again.images, res.images)  # deterministic given key and ids
     other = mix(x, y, key=Key.from_seed(8), ids=ids, k=4, target_vfe=0.5)

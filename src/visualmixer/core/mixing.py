@@ -146,12 +146,16 @@ class MixResult:
         In-region shuffle plans of the collages (private).
     vfe : torch.Tensor
         ``(N,)`` achieved VFE of each released image.
+    sources : torch.Tensor
+        ``(N, R)`` which original each region of each collage came from
+        (:func:`region_sources`; private, like ``groups``).
     """
 
     images: torch.Tensor
     groups: MixGroups
     plans: Plans
     vfe: torch.Tensor
+    sources: torch.Tensor
 
 
 def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor, list]:
@@ -428,10 +432,13 @@ def mix(
     labels, ids = _check_set(images, labels, ids, k)
     if groups is None:
         groups = make_groups(labels, key=key, ids=ids, k=k, grouping=grouping, images=images, region=region)
-    collages = mix_regions(images, groups, key=key, ids=ids)
+    ids = _check_groups(images, groups, ids)
+    sources = region_sources(groups, key=key, ids=ids, height=images.shape[2], width=images.shape[3],
+                             device=images.device)
+    collages = _move_regions(images, sources, groups.region)  # mix_regions, keeping the sources
     res = obfuscate(collages, key=key, ids=ids, target_vfe=target_vfe, region=groups.region,
                     channel_order=channel_order)
-    return MixResult(res.images, groups, res.plans, res.vfe)
+    return MixResult(res.images, groups, res.plans, res.vfe, sources)
 
 
 def unmix(images: torch.Tensor, groups: MixGroups, plans: Plans, *, key: Key, ids: Sequence[ImageId]) -> torch.Tensor:

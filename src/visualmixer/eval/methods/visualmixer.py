@@ -197,7 +197,7 @@ class VisualMixerMethod(ProtectionMethod):
         if self.mix is None:
             return self(images)
         from visualmixer.core.keys import Key
-        from visualmixer.core.mixing import mix, region_sources
+        from visualmixer.core.mixing import mix
 
         key = self.key if key is None else key
         if key is None:  # unkeyed audit runs: a fresh key per release (seeded: derived per call)
@@ -207,8 +207,7 @@ class VisualMixerMethod(ProtectionMethod):
         res = mix(images, labels, key=key, ids=ids, k=self.mix, grouping="similar" if self.similar else "random",
                   target_vfe=self.tau, region=self.region, channel_order=self.channel_order)
         self.achieved_vfe.extend(res.vfe.tolist())
-        self.last_sources = region_sources(res.groups, key=key, ids=ids, height=images.shape[2],
-                                           width=images.shape[3])
+        self.last_sources = res.sources
         self.last_main = torch.mode(self.last_sources, dim=1).values
         return res.images
 
