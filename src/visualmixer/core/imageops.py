@@ -21,6 +21,8 @@ __all__ = [
     "block_sum",
     "region_mean_grid",
     "region_mean",
+    "full_blocks",
+    "with_full_blocks",
     "to_uint8_hwc",
 ]
 
@@ -133,3 +135,36 @@ def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
     if x.shape[0] == 1:
         x = x.expand(3, -1, -1)
     return x.permute(1, 2, 0).contiguous().numpy()
+
+
+def full_blocks(images: torch.Tensor, block: int) -> torch.Tensor:
+    """The full ``block``×``block`` blocks of every image, row-major over the grid.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)``, any dtype.
+    block : int
+        Block side; edge strips narrower than a block are left out.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, (H // block) * (W // block), C, block, block)``.
+    """
+    n, c, h, w = images.shape
+    gh, gw = h // block, w // block
+    x = images[:, :, : gh * block, : gw * block].reshape(n, c, gh, block, gw, block)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, block, block)
+
+
+def with_full_blocks(images: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """A copy of ``images`` whose full blocks are ``blocks`` (the layout of :func:`full_blocks`);
+    edge strips are kept. The result has the dtype of ``images``."""
+    n, c, h, w = images.shape
+    b = blocks.shape[-1]
+    gh, gw = h // b, w // b
+    grid = blocks.reshape(n, gh, gw, c, b, b).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * b, gw * b)
+    out = images.clone()
+    out[:, :, : gh * b, : gw * b] = grid.to(images.dtype)
+    return out

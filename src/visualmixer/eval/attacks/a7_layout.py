@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer.core.imageops import add_batch_axis, region_mean_grid, to_float
+from visualmixer.core.imageops import add_batch_axis, full_blocks, region_mean_grid, to_float, with_full_blocks
 
 __all__ = ["recover_layout", "undo_layout"]
 
@@ -108,14 +108,6 @@ def undo_layout(protected, source: torch.Tensor, negated: torch.Tensor, block: i
     """
     x, _ = add_batch_axis(protected, "protected")
     x = to_float(x)
-    n, c, h, w = x.shape
-    gh, gw = h // block, w // block
-    core = x[:, :, : gh * block, : gw * block].reshape(n, c, gh, block, gw, block)
-    core = core.permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, block, block)
-    core = core[:, source.to(x.device)]
+    core = full_blocks(x, block)[:, source.to(x.device)]
     flip = negated.to(x.device)[None, :, None, None, None]
-    core = torch.where(flip, 1.0 - core, core)
-    core = core.reshape(n, gh, gw, c, block, block).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * block, gw * block)
-    out = x.clone()
-    out[:, :, : gh * block, : gw * block] = core
-    return out
+    return with_full_blocks(x, torch.where(flip, 1.0 - core, core))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from visualmixer.core.imageops import full_blocks
 from visualmixer.core.regions import default_region
 
 __all__ = ["linkage_attack", "sorted_profile", "region_profiles"]
@@ -45,10 +46,7 @@ def sorted_profile(images: torch.Tensor, points: int = _QUANTILES) -> torch.Tens
 
 def region_profiles(images: torch.Tensor, region: int) -> torch.Tensor:
     """``(R, N, region² · C)`` float32: the sorted values of every full region, by position."""
-    n, c, h, w = images.shape
-    gh, gw = h // region, w // region
-    x = images[:, :, : gh * region, : gw * region].float()
-    x = x.reshape(n, c, gh, region, gw, region).permute(2, 4, 0, 1, 3, 5).reshape(gh * gw, n, -1)
+    x = full_blocks(images, region).transpose(0, 1).flatten(2).float()  # (R, N, C·r·r)
     return x.sort(dim=2).values
 
 

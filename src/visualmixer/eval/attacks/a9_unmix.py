@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from visualmixer.core.imageops import full_blocks, with_full_blocks
+
 __all__ = ["relink_regions", "region_means"]
 
 
@@ -64,7 +66,7 @@ def relink_regions(
     chosen : torch.Tensor
         ``(N, R)`` int64: which released image each full region was taken from.
     """
-    n, c, h, w = protected.shape
+    n, _, h, w = protected.shape
     gh, gw = h // region, w // region
     pool = region_means(protected, region)  # (N, R)
     want = region_means(guide, region)  # (N, R)
@@ -77,12 +79,6 @@ def relink_regions(
         own = torch.eye(members.numel(), dtype=torch.bool, device=d.device).unsqueeze(0)
         d = d + stay * (~own)  # switching costs `stay`
         chosen[members] = members[d.argmin(dim=2)].T
-    x = protected[:, :, : gh * region, : gw * region]
-    x = x.reshape(n, c, gh, region, gw, region).permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, region, region)
-    pos = torch.arange(gh * gw, device=x.device).view(1, -1)
-    picked = x[chosen, pos]  # (N, R, C, r, r)
-    picked = picked.reshape(n, gh, gw, c, region, region).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * region,
-                                                                                          gw * region)
-    out = protected.clone()
-    out[:, :, : gh * region, : gw * region] = picked
-    return out, chosen
+    pos = torch.arange(gh * gw, device=protected.device).view(1, -1)
+    picked = full_blocks(protected, region)[chosen, pos]  # (N, R, C, r, r)
+    return with_full_blocks(protected, picked), chosen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from visualmixer.core.imageops import add_batch_axis
+from visualmixer.core.imageops import add_batch_axis, full_blocks, with_full_blocks
 from visualmixer.eval.methods.base import ModuleMethod, Param, key_seed, os_seed
 from visualmixer.eval.methods.registry import register_method
 
@@ -96,8 +96,7 @@ class BlockScramble(nn.Module):
         dev = x.device
         perm, rot, flip, neg, cperm = (t.to(dev).expand(n, *t.shape[1:]) for t in drawn)
 
-        core = x[:, :, : gh * b, : gw * b]
-        blocks = core.reshape(n, c, gh, b, gw, b).permute(0, 2, 4, 1, 3, 5).reshape(n, nb, c, b, b)
+        blocks = full_blocks(x, b)
         # 1. block permutation
         blocks = blocks.gather(1, perm.view(n, nb, 1, 1, 1).expand_as(blocks))
         # 2. rotation by k*90 degrees then optional flip, batched via index maps
@@ -113,9 +112,7 @@ class BlockScramble(nn.Module):
         flat = torch.where(neg.view(n, nb, 1, 1), maxval - flat, flat)
         # 4. channel shuffle
         flat = flat.gather(2, cperm.reshape(n, nb, c, 1).expand_as(flat))
-        blocks = flat.reshape(n, gh, gw, c, b, b).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * b, gw * b)
-        out = x.clone()
-        out[:, :, : gh * b, : gw * b] = blocks.to(x.dtype)
+        out = with_full_blocks(x, flat.reshape(n, nb, c, b, b))
         return out[0] if added else out
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from visualmixer.core.imageops import full_blocks, with_full_blocks
 from visualmixer.eval.methods.base import ProtectionMethod, key_seed, os_seed
 from visualmixer.eval.methods.registry import register_method
 from visualmixer.tools.stats import summary_stats
@@ -61,20 +62,15 @@ def permute_regions(
     torch.Tensor
         A new tensor of the same shape and dtype.
     """
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     r = int(region)
-    gh, gw = h // r, w // r
-    out = x.clone()
-    if n == 0 or gh * gw < 2:
-        return out
-    core = x[:, :, : gh * r, : gw * r].reshape(n, c, gh, r, gw, r)
-    core = core.permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, r, r)
+    nb = (h // r) * (w // r)
+    if n == 0 or nb < 2:
+        return x.clone()
     rows = 1 if same_for_all else n
-    perm = torch.argsort(torch.rand(rows, gh * gw, generator=generator), dim=1).expand(n, -1).to(x.device)
-    core = core[torch.arange(n, device=x.device).unsqueeze(1), perm]
-    core = core.reshape(n, gh, gw, c, r, r).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * r, gw * r)
-    out[:, :, : gh * r, : gw * r] = core
-    return out
+    perm = torch.argsort(torch.rand(rows, nb, generator=generator), dim=1).expand(n, -1).to(x.device)
+    blocks = full_blocks(x, r)[torch.arange(n, device=x.device).unsqueeze(1), perm]
+    return with_full_blocks(x, blocks)
 
 
 def _parse_options(text: str, spec: str) -> dict:
