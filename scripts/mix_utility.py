@@ -11,8 +11,11 @@ and tested on the protected test images; ``clean`` trains and tests on originals
 one instance — one key for the keyed scramble — protects the training and the test images).
 ``*-online`` settings re-mix the whole training set at the start of every epoch (ids ``(index,
 epoch)``: new exchanges every epoch, and new groups with ``random`` grouping), as ``visualmixer train
---mix K --mode online`` does. Writes ``OUT/results.json`` (one row per setting and seed, appended as
-each finishes; finished rows are skipped on a rerun) and prints a Markdown table.
+--mix K --mode online`` does. A ``-shareS`` part (e.g. ``mix4-random-share0.5``,
+``mix4-random-share0.5-online``) exchanges only a keyed share S of the region positions in each
+group (``mix(..., share=S)``, ``visualmixer train --mix K --mix-share S``). Writes
+``OUT/results.json`` (one row per setting and seed, appended as each finishes; finished rows are
+skipped on a rerun) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -38,14 +41,38 @@ SETTINGS = ("clean", "shuffle", "mix2-similar", "mix4-similar", "mix4-random", "
             "pixelate:4", "noise:0.3", "scramble:4")
 
 
+def mix_setting(setting: str) -> dict:
+    """``"mixK-GROUPING[-shareS][-online]"`` -> ``{"k", "grouping", "share"}`` (ValueError if not)."""
+    parts = setting.split("-")
+    if parts[-1] == "online":
+        parts = parts[:-1]
+    share = 1.0
+    if len(parts) == 3 and parts[2].startswith("share"):
+        share = float(parts.pop()[5:])
+    if len(parts) != 2 or not parts[0].startswith("mix") or not parts[0][3:].isdigit() \
+            or parts[1] not in ("random", "similar") or not 0 < share <= 1:
+        raise ValueError(f"not a mixing setting: {setting!r} (e.g. mix4-random, mix4-random-share0.5-online)")
+    return {"k": int(parts[0][3:]), "grouping": parts[1], "share": share}
+
+
+def setting_arg(text: str) -> str:
+    """argparse type: a named setting, or any ``mixK-GROUPING[-shareS][-online]``."""
+    if text in SETTINGS:
+        return text
+    try:
+        mix_setting(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; named settings: {', '.join(SETTINGS)}") from None
+    return text
+
+
 def protect_train(setting: str, x, y, key: Key, tau: float):
     ids = list(range(x.shape[0]))
     if setting == "clean":
         return x
     if setting == "shuffle":
         return obfuscate(x, key=key, ids=ids, target_vfe=tau).images
-    k, grouping = setting[3:].split("-")[:2]
-    return mix(x, y, key=key, ids=ids, k=int(k), grouping=grouping, target_vfe=tau).images
+    return mix(x, y, key=key, ids=ids, target_vfe=tau, **mix_setting(setting)).images
 
 
 def run(setting: str, seed: int, args, train, test) -> dict:
@@ -60,11 +87,11 @@ def run(setting: str, seed: int, args, train, test) -> dict:
                                                            target_vfe=args.tau).images
         released = protect_train(setting, x, y, key, args.tau) if not setting.endswith("-online") else None
     if setting.endswith("-online"):  # re-mixed every epoch: ids (index, epoch), new exchanges (and random groups)
-        k, grouping = setting[3:].split("-")[:2]
+        how = mix_setting(setting)
 
         def released(epoch: int):
-            return mix(x, y, key=key, ids=[(i, epoch) for i in range(x.shape[0])], k=int(k), grouping=grouping,
-                       target_vfe=args.tau).images, y
+            return mix(x, y, key=key, ids=[(i, epoch) for i in range(x.shape[0])], target_vfe=args.tau,
+                       **how).images, y
     t_protect = time.time() - t0
     model = init_model(lambda: SmallCNN(x.shape[1], 10), seed=seed)
     data = released if callable(released) else (released, y)
@@ -81,7 +108,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--tau", type=float, default=0.5, help="target VFE of the in-region shuffle")
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), type=setting_arg,
+                    help="named settings or mixK-GROUPING[-shareS][-online] (default: the named ones)")
     ap.add_argument("--out", type=Path, default=Path("out/mix-utility"))
     args = ap.parse_args()
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")

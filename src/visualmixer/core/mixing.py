@@ -8,6 +8,15 @@ collages, at position ``r`` — the key holder undoes the exchange exactly. :fun
 inside every region as :func:`visualmixer.obfuscate` does (VFE-targeted), and :func:`unmix`
 undoes both.
 
+Share (``share`` in (0, 1], default 1): only a keyed share of the region positions is exchanged.
+In each group exactly ``max(1, floor(share * R + 1/2))`` of the ``R`` region positions are
+exchanged (capped at ``R``), chosen by a keyed permutation of the positions per group (the first
+ones in the order of a keyed word per position); at every other position each member keeps its
+own region (an identity exchange). Which positions are exchanged depends only on the key, the
+group's member ids and ``R``, so the key holder recomputes them and undoes the exchange exactly,
+as for ``share=1``. ``share=1`` exchanges every position and gives the same bytes as releases
+made before the share existed; a record without a share reads as 1.
+
 Grouping (:func:`make_groups`):
 
 - ``"random"``: within each class, members are ordered by a keyed hash of their ids and cut
@@ -48,10 +57,14 @@ from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.mixer import Plans, obfuscate, restore
 from visualmixer.core.regions import default_region
 
-__all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "make_groups", "mix", "mix_regions",
-           "region_sources", "unmix", "unmix_regions"]
+__all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_share", "exchanged_positions",
+           "make_groups", "mix", "mix_regions", "region_sources", "unmix", "unmix_regions"]
 
 MIX_VERSION = 1
+#: The format version a record with ``share < 1`` is written with (releases that cannot honour a
+#: share refuse it instead of unmixing wrongly); version 1 records are read with share 1.
+SHARE_VERSION = 2
+_READABLE = (MIX_VERSION, SHARE_VERSION)
 GROUPINGS = ("random", "similar")
 
 # splitmix64 constants as signed int64 (torch has no uint64 arithmetic on every device)
@@ -71,6 +84,15 @@ def _mix64(z: torch.Tensor) -> torch.Tensor:
     z = (z ^ _shr(z, 30)) * _M1
     z = (z ^ _shr(z, 27)) * _M2
     return z ^ _shr(z, 31)
+
+
+def check_share(share, name: str = "share") -> float:
+    """``share`` as a float in (0, 1], else a ValueError naming ``name``."""
+    ok = isinstance(share, (int, float, np.floating, np.integer)) and not isinstance(share, bool)
+    if not ok or not 0.0 < float(share) <= 1.0:  # NaN fails the comparison
+        raise ValueError(f"{name} must be a number in (0, 1] (the share of region positions exchanged "
+                         f"within a group), got {share!r}")
+    return float(share)
 
 
 def _word(key: Key, image_id: ImageId, purpose: str) -> int:
@@ -95,6 +117,9 @@ class MixGroups:
         ``"random"`` or ``"similar"``.
     version : int
         Format/generator version, for data made by later releases.
+    share : float
+        Share of the region positions exchanged in each group, in (0, 1] (module docstring);
+        1: every position, as in records made before the share existed.
     """
 
     members: torch.Tensor
@@ -102,6 +127,10 @@ class MixGroups:
     k: int
     grouping: str = "random"
     version: int = MIX_VERSION
+    share: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "share", check_share(self.share))
 
     @property
     def sizes(self) -> torch.Tensor:
@@ -116,20 +145,25 @@ class MixGroups:
     def to_dict(self) -> dict:
         """A JSON-ready dict (for the private manifest); :meth:`from_dict` reads it back."""
         rows = [[int(i) for i in row if i >= 0] for row in self.members.tolist()]
-        return {"version": self.version, "region": self.region, "k": self.k, "grouping": self.grouping,
-                "groups": rows}
+        out = {"version": self.version, "region": self.region, "k": self.k, "grouping": self.grouping,
+               "groups": rows}
+        if self.share != 1.0:  # share 1 records stay what they were (resumes, equality of records)
+            out.update(version=max(int(self.version), SHARE_VERSION), share=self.share)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> MixGroups:
         version = int(data.get("version", 0))
-        if version != MIX_VERSION:
-            raise ValueError(f"mix groups of format version {version}; this release reads version {MIX_VERSION}")
+        if version not in _READABLE:
+            raise ValueError(f"mix groups of format version {version}; this release reads versions "
+                             f"{', '.join(map(str, _READABLE))}")
         rows = [list(map(int, r)) for r in data["groups"]]
         width = max((len(r) for r in rows), default=1)
         members = torch.full((len(rows), width), -1, dtype=torch.long)
         for g, r in enumerate(rows):  # bookkeeping of a record, not a per-pixel loop
             members[g, : len(r)] = torch.tensor(r, dtype=torch.long)
-        return cls(members, int(data["region"]), int(data["k"]), str(data["grouping"]), version)
+        return cls(members, int(data["region"]), int(data["k"]), str(data["grouping"]), version,
+                   float(data.get("share", 1.0)))
 
 
 @dataclass
@@ -204,6 +238,7 @@ def make_groups(
     region: int | None = None,
     height: int | None = None,
     width: int | None = None,
+    share: float = 1.0,
 ) -> MixGroups:
     """Put the images of each class in groups of ``k`` (see the module doc for remainders).
 
@@ -225,11 +260,14 @@ def make_groups(
         Region side (default: :func:`visualmixer.default_region` of the image size).
     height, width : int, optional
         Image size when ``images`` is not given.
+    share : float
+        Share of the region positions exchanged per group, in (0, 1] (module docstring).
 
     Returns
     -------
     MixGroups
     """
+    share = check_share(share)
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     if images is not None:
@@ -251,7 +289,9 @@ def make_groups(
         order = torch.from_numpy(_lexsort(labels, coord, tiebreak))
     else:
         order = torch.from_numpy(_lexsort(labels, None, tiebreak))
-    return _cut_groups(labels, order, k, int(region), grouping)
+    groups = _cut_groups(labels, order, k, int(region), grouping)
+    return groups if share == 1.0 else MixGroups(groups.members, groups.region, groups.k, groups.grouping,
+                                                 share=share)
 
 
 def _lexsort(labels: torch.Tensor, coord: torch.Tensor | None, tiebreak: torch.Tensor) -> np.ndarray:
@@ -294,7 +334,35 @@ def _slot_permutations(groups: MixGroups, key: Key, ids: Sequence[ImageId], regi
     words = _mix64(seeds.view(g, 1, 1) + r * _GOLDEN + s * _SLOT)
     empty = (members < 0).to(device).view(g, 1, m)
     words = torch.where(empty, torch.iinfo(torch.long).max, words)
-    return torch.argsort(words, dim=2, stable=True)
+    perm = torch.argsort(words, dim=2, stable=True)
+    if groups.share == 1.0:
+        return perm
+    moved = exchanged_positions(groups, key=key, ids=ids, regions=regions, device=device)  # (G, R)
+    return torch.where(moved.view(g, regions, 1), perm, s)  # identity exchange elsewhere
+
+
+def exchanged_positions(groups: MixGroups, *, key: Key, ids: Sequence[ImageId], regions: int,
+                        device="cpu") -> torch.Tensor:
+    """``(G, R)`` bool: the region positions whose regions are exchanged in each group.
+
+    Exactly ``max(1, floor(share * R + 1/2))`` positions per group (all ``R`` for ``share=1``):
+    the first ones in the order of a keyed word per position, drawn from the key and the group's
+    member ids (purpose ``"mix-share"``, independent of the exchange itself).
+    """
+    members = groups.members
+    g = members.shape[0]
+    count = min(regions, max(1, int(np.floor(groups.share * regions + 0.5))))
+    if count >= regions:
+        return torch.ones(g, regions, dtype=torch.bool, device=device)
+    ids = list(ids)
+    seeds = torch.tensor(
+        [_word(key, tuple(ids[i] for i in row if i >= 0), "mix-share") for row in members.tolist()],
+        dtype=torch.long,
+    ).to(device)
+    r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions)
+    order = torch.argsort(_mix64(seeds.view(g, 1) + r * _GOLDEN), dim=1, stable=True)
+    moved = torch.zeros(g, regions, dtype=torch.bool, device=device)
+    return moved.scatter_(1, order[:, :count], True)
 
 
 def region_sources(groups: MixGroups, *, key: Key, ids: Sequence[ImageId], height: int, width: int,
@@ -398,6 +466,7 @@ def mix(
     region: int | None = None,
     channel_order: bool = True,
     groups: MixGroups | None = None,
+    share: float = 1.0,
 ) -> MixResult:
     """Protect a labelled set: mix regions within same-class groups of ``k``, then shuffle
     inside every region to reach ``target_vfe``.
@@ -423,15 +492,24 @@ def mix(
     channel_order : bool
         Shuffle the channel order of each region (as :func:`visualmixer.obfuscate`).
     groups : MixGroups, optional
-        Reuse a grouping (e.g. read from a manifest) instead of making one.
+        Reuse a grouping (e.g. read from a manifest) instead of making one; its recorded share is
+        used (``share`` must then be 1 or that share).
+    share : float
+        Share of the region positions exchanged in each group, in (0, 1] (default 1: every
+        position); at the others each image keeps its own region (module docstring).
 
     Returns
     -------
     MixResult
     """
     labels, ids = _check_set(images, labels, ids, k)
+    share = check_share(share)
     if groups is None:
-        groups = make_groups(labels, key=key, ids=ids, k=k, grouping=grouping, images=images, region=region)
+        groups = make_groups(labels, key=key, ids=ids, k=k, grouping=grouping, images=images, region=region,
+                             share=share)
+    elif share not in (1.0, groups.share):
+        raise ValueError(f"share={share} differs from the share of the groups passed ({groups.share}): "
+                         "pass groups made with that share, or leave share out")
     ids = _check_groups(images, groups, ids)
     sources = region_sources(groups, key=key, ids=ids, height=images.shape[2], width=images.shape[3],
                              device=images.device)

@@ -1,4 +1,5 @@
-"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online][/mixK[/similar]]``: VisualMixer and its audit variants.
+"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS]]``: VisualMixer
+and its audit variants.
 
 ``TAU`` is the target VFE (default 0.5). Options, combinable:
 
@@ -19,7 +20,9 @@
     keyed region mixing across images (:func:`visualmixer.core.mixing.mix`): the training set is
     protected as a whole, regions exchanged within same-class groups of K, then shuffled inside;
     test images are obfuscated one by one. ``/similar`` groups look-alike images (default: keyed
-    random groups).
+    random groups); ``/shareS`` exchanges only a keyed share S in (0, 1] of the region positions
+    in each group, the others keep each image's own region (default 1: every position; e.g.
+    ``visualmixer:0.5/mix4/share0.5``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from visualmixer.tools.stats import summary_stats
 
 __all__ = ["VisualMixerMethod", "permute_regions", "VM_OPTIONS"]
 
-VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online", "/mixK", "/similar")
+VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online", "/mixK", "/similar", "/shareS")
 
 
 def permute_regions(
@@ -73,6 +76,14 @@ def permute_regions(
     return with_full_blocks(x, blocks)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_options(text: str, spec: str) -> dict:
     """``"0.5/r7/blocks"`` -> keyword arguments of :class:`VisualMixerMethod`."""
     parts = [p.strip() for p in text.split("/") if p.strip()]
@@ -84,6 +95,8 @@ def _parse_options(text: str, spec: str) -> dict:
             out["region"] = int(p[1:])
         elif p.startswith("mix") and p[3:].isdigit():
             out["mix"] = int(p[3:])
+        elif p.startswith("share") and _is_number(p[5:]):
+            out["share"] = float(p[5:])
         else:
             raise ValueError(
                 f"bad visualmixer option {p!r} in {spec!r}; valid options: {', '.join(VM_OPTIONS)} "
@@ -106,6 +119,8 @@ class VisualMixerMethod(ProtectionMethod):
         The options of the same names.
     mix : int, optional
         Group size K of ``/mixK`` (>= 2); None: no mixing.
+    share : float
+        ``/shareS``: share of the region positions exchanged per group, in (0, 1] (default 1).
     seed, key : optional
         ``key`` (a ``visualmixer.Key``) makes the obfuscation keyed (then ``protect`` needs
         ``ids``) and fixes the ``/keyblocks`` layout; without it, fresh OS randomness. ``seed``
@@ -121,10 +136,10 @@ class VisualMixerMethod(ProtectionMethod):
 
     def __init__(self, tau: float = 0.5, *, region: int | None = None, flat: bool = False, blocks: bool = False,
                  keyblocks: bool = False, online: bool = False, mix: int | None = None, similar: bool = False,
-                 seed: int | None = None, key=None):
+                 share: float = 1.0, seed: int | None = None, key=None):
         self.tau, self.region, self.channel_order = float(tau), region, not flat
         self.blocks, self.keyblocks, self.online = bool(blocks), bool(keyblocks), bool(online)
-        self.mix, self.similar = mix, bool(similar)
+        self.mix, self.similar, self.share = mix, bool(similar), share
         self.protects_sets = mix is not None
         self.last_main: torch.Tensor | None = None
         self.last_sources: torch.Tensor | None = None
@@ -156,6 +171,10 @@ class VisualMixerMethod(ProtectionMethod):
             raise ValueError(f"/mixK needs K >= 2 images per group, got {self.mix}")
         if self.similar and self.mix is None:
             raise ValueError("/similar chooses the groups of /mixK: add /mixK")
+        if not (isinstance(self.share, (int, float)) and 0 < self.share <= 1):  # NaN fails too
+            raise ValueError(f"/shareS needs a share S in (0, 1], got {self.share}")
+        if self.share != 1 and self.mix is None:
+            raise ValueError("/shareS is the share of region positions /mixK exchanges: add /mixK")
         if self.mix is not None and (self.blocks or self.keyblocks):
             raise ValueError("/mixK does not combine with /blocks or /keyblocks")
 
@@ -165,6 +184,7 @@ class VisualMixerMethod(ProtectionMethod):
                                  ("keyblocks", self.keyblocks), ("online", self.online)) if on]
         if self.mix is not None:
             opts += [f"mix{self.mix}"] + (["similar"] if self.similar else [])
+            opts += [f"share{self.share:g}"] if self.share != 1 else []
         return "/".join([f"{self.tau:g}", *opts])
 
     def protect(self, images, *, ids=None, key=None):
@@ -201,7 +221,8 @@ class VisualMixerMethod(ProtectionMethod):
             self._calls += 1
         ids = list(range(images.shape[0])) if ids is None else list(ids)
         res = mix(images, labels, key=key, ids=ids, k=self.mix, grouping="similar" if self.similar else "random",
-                  target_vfe=self.tau, region=self.region, channel_order=self.channel_order)
+                  target_vfe=self.tau, region=self.region, channel_order=self.channel_order,
+                  share=float(self.share))
         self.achieved_vfe.extend(res.vfe.tolist())
         self.last_sources = res.sources
         self.last_main = torch.mode(self.last_sources, dim=1).values
@@ -251,4 +272,5 @@ class VisualMixerMethod(ProtectionMethod):
             "channel_order": self.channel_order,
             "mix": self.mix,
             "mix_grouping": None if self.mix is None else ("similar" if self.similar else "random"),
+            "mix_share": None if self.mix is None else float(self.share),
         }
