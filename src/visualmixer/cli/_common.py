@@ -31,6 +31,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "key": "--key",
         "mix": "--mix",
         "grouping": "--groups",
+        "mix_share": "--mix-share",
         "channel_order": "--no-channel-order",
         "root": "--data-root",
         "size": "--image-size",
@@ -130,6 +131,19 @@ def _unit_interval(text: str, what: str) -> float:
 def unit_float(text: str) -> float:
     """argparse type: a number in [0, 1]."""
     return _unit_interval(text, "the value")
+
+
+def share_float(text: str) -> float:
+    """argparse type: a share in (0, 1] (``--mix-share``)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:  # NaN fails the comparison
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}")
+    return value
 
 
 def target_or_none(text: str) -> float | None:

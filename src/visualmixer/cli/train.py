@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from visualmixer.cli._common import positive_int, target_or_none
+from visualmixer.cli._common import positive_int, share_float, target_or_none
 from visualmixer.data.datasets import DATASET_NAMES
 
 
@@ -69,6 +69,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "online mode re-mixes every epoch (default: no mixing)")
     p.add_argument("--groups", choices=("random", "similar"), default="random",
                    help="with --mix: keyed random groups or look-alike groups (default: random)")
+    p.add_argument("--mix-share", type=share_float, default=1.0, metavar="S",
+                   help="with --mix: exchange regions at a keyed share S in (0, 1] of the region positions "
+                        "of each group, the others keep each image's own region (default 1: every position)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="test accuracy in [0, 1] for the epochs-to-target metric")
     p.add_argument("--secret-keys", action="store_true",
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         test_size=args.test_size, weight_decay=args.weight_decay, region=args.region,
         secret_keys=args.secret_keys, target_acc=args.target_acc, resume=args.resume,
         progress=not args.no_progress, loader_workers=args.loader_workers,
-        mix=args.mix, mix_grouping=args.groups,
+        mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share,
     )
     try:
         metrics = train(cfg)

@@ -40,6 +40,7 @@ class FLConfig:
     target_vfe: float | None = 0.5  # None: clean FL baseline
     mode: str = "offline"           # offline | online
     mix: int = 0                    # >= 2: each client mixes regions within same-class groups of this size
+    mix_share: float = 1.0          # with mix: share of region positions exchanged per group, in (0, 1]
     train_size: int = 2000          # pooled training images before partitioning (0: all)
     test_size: int = 1000
     local_epochs: int = 1
@@ -69,6 +70,9 @@ class FLConfig:
             raise ValueError(f"mode must be 'offline' or 'online', got {cfg.mode!r}")
         if cfg.mix == 1 or cfg.mix < 0:
             raise ValueError(f"mix must be 0 (none) or >= 2, got {cfg.mix}")
+        from visualmixer.core.mixing import check_share
+
+        cfg.mix_share = check_share(float(cfg.mix_share), "mix_share")
         return cfg
 
 
@@ -129,7 +133,8 @@ def obfuscate_local(images, indices, cfg: FLConfig, key, server_round: int, labe
         if labels is None:
             raise ValueError("mix needs the client's labels")
         ids = [int(i) if epoch is None else (int(i), epoch) for i in indices]
-        return mix(images, labels, key=key, ids=ids, k=int(cfg.mix), target_vfe=float(cfg.target_vfe)).images
+        return mix(images, labels, key=key, ids=ids, k=int(cfg.mix), target_vfe=float(cfg.target_vfe),
+                   share=float(cfg.mix_share)).images
     return obfuscate_set(images, float(cfg.target_vfe), key=key, ids=[int(i) for i in indices], epoch=epoch)[0]
 
 

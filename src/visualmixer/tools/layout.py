@@ -59,6 +59,9 @@ class FolderOptions:
         :mod:`visualmixer.core.mixing`); the classes are SRC's first-level sub-folders. PNG only.
     grouping : {"random", "similar"}
         How a class's images are put in groups when ``mix`` is set.
+    mix_share : float
+        With ``mix``: the share of region positions exchanged in each group, in (0, 1]
+        (:func:`visualmixer.core.mixing.mix`'s ``share``; default 1, every position).
     """
 
     target_vfe: float = 0.5
@@ -70,6 +73,7 @@ class FolderOptions:
     compress_level: int = 6
     mix: int | None = None
     grouping: str = "random"
+    mix_share: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.target_vfe) <= 1.0:
@@ -84,9 +88,14 @@ class FolderOptions:
             raise ValueError(f"compress_level: expected 0..9, got {self.compress_level}")
         if self.grouping not in ("random", "similar"):
             raise ValueError(f"grouping: expected 'random' or 'similar', got {self.grouping!r}")
+        from visualmixer.core.mixing import check_share
+
+        check_share(self.mix_share, "mix_share")
         if self.mix is None:
             if self.grouping != "random":
                 raise ValueError(f"grouping={self.grouping!r} needs mix=K (images per mixing group)")
+            if self.mix_share != 1.0:
+                raise ValueError(f"mix_share={self.mix_share} needs mix=K (images per mixing group)")
             return
         if isinstance(self.mix, bool) or int(self.mix) < 2:
             raise ValueError(f"mix: expected an integer >= 2 (images per mixing group), got {self.mix}")
@@ -112,7 +121,8 @@ class FolderOptions:
             return {}
         from visualmixer.core.mixing import MIX_VERSION
 
-        return {"mix": int(self.mix), "grouping": self.grouping, "mix_version": MIX_VERSION}
+        share = {} if self.mix_share == 1.0 else {"mix_share": float(self.mix_share)}  # as before the share
+        return {"mix": int(self.mix), "grouping": self.grouping, "mix_version": MIX_VERSION, **share}
 
 
 @dataclass
@@ -402,6 +412,9 @@ def check_resumable(man_path: Path, old: dict, new: dict) -> None:
                          f"with the release that started it, or {ways}")
     rec_opts = {**(old.get("options") or {}), "batch_size": old.get("batch_size")}
     new_opts = {**new["options"], "batch_size": new["batch_size"]}
+    for opts in (rec_opts, new_opts):  # mixed runs record mix_share only when it is not 1
+        if opts.get("mix") is not None:
+            opts.setdefault("mix_share", 1.0)
     diffs = [n for n in sorted(set(rec_opts) | set(new_opts)) if rec_opts.get(n) != new_opts.get(n)]
     if diffs:
         recorded = ", ".join(_param(n, rec_opts.get(n)) for n in diffs)

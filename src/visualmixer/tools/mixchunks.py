@@ -11,7 +11,8 @@ A group is described by its *group record* (kept in every member's manifest reco
     {"ids": [member ids in slot order], **MixGroups(one group).to_dict()}
 
 whose ``groups`` is ``[[0, 1, ..., m - 1]]`` (the members in ``ids`` order) and ``region`` the
-region side of the exchange and of the in-region shuffle.
+region side of the exchange and of the in-region shuffle (``share``, when present, the share of
+region positions exchanged; absent: every position).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from visualmixer.tools.chunks import OneThread, decode_items, pixel_check
 __all__ = ["group_record", "survey_chunk", "mix_chunk", "unmix_chunk"]
 
 
-def group_record(ids: list[str], *, region: int, k: int, grouping: str) -> dict:
-    """The manifest's record of one group (see the module docstring)."""
+def group_record(ids: list[str], *, region: int, k: int, grouping: str, share: float = 1.0) -> dict:
+    """The manifest's record of one group (see the module docstring; ``share`` only when not 1)."""
     import torch
 
     from visualmixer.core.mixing import MixGroups
 
-    one = MixGroups(torch.arange(len(ids)).view(1, -1), int(region), int(k), grouping)
+    one = MixGroups(torch.arange(len(ids)).view(1, -1), int(region), int(k), grouping, share=float(share))
     return {"ids": list(ids), **one.to_dict()}
 
 
@@ -49,7 +50,7 @@ def _batch_groups(records: list[dict]):
         members[g, : len(rec["ids"])] = torch.arange(start, start + len(rec["ids"]))
         start += len(rec["ids"])
     first = MixGroups.from_dict({k: v for k, v in records[0].items() if k != "ids"})
-    return MixGroups(members, first.region, first.k, first.grouping, first.version), ids
+    return MixGroups(members, first.region, first.k, first.grouping, first.version, first.share), ids
 
 
 def _region(opts: dict, shape) -> int:
@@ -99,7 +100,7 @@ def _by_shape(groups: list[dict], shapes: dict[str, tuple]) -> dict[tuple, list[
     buckets: dict[tuple, list[dict]] = {}
     for rec in groups:
         member_shapes = {shapes[i] for i in rec["ids"]}
-        key = (member_shapes.pop() if len(member_shapes) == 1 else None, rec["region"])
+        key = (member_shapes.pop() if len(member_shapes) == 1 else None, rec["region"], rec.get("share", 1.0))
         buckets.setdefault(key, []).append(rec)
     return buckets
 
@@ -121,7 +122,7 @@ def mix_chunk(items: list[tuple[str, str, bytes | None, str]], groups: list[dict
     shapes = {i: tuple(loaded.pixels.shape) for i, loaded in decoded.items()}
     whole = _group_failures(groups, results, set(decoded))
     with OneThread():
-        for (shape, region), recs in _by_shape(whole, shapes).items():
+        for (shape, region, _share), recs in _by_shape(whole, shapes).items():
             mg, ids = _batch_groups(recs)
             try:
                 if shape is None:
@@ -185,7 +186,7 @@ def unmix_chunk(items: list[tuple[str, dict, bytes | None, str]], groups: list[d
     shapes = {i: tuple(px.shape) for i, px in decoded.items()}
     whole = _group_failures(groups, results, set(decoded))
     with OneThread():
-        for (shape, _region), grecs in _by_shape(whole, shapes).items():
+        for (shape, _region, _share), grecs in _by_shape(whole, shapes).items():
             mg, ids = _batch_groups(grecs)
             try:
                 if shape is None:

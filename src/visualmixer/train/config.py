@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from visualmixer.core.mixing import check_share
+
 __all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
 
 OPTIMIZERS = ("st-adam", "adam", "sgd")
@@ -59,6 +61,10 @@ class TrainConfig:
         groups and exchanges). Test images are obfuscated one by one. None: no mixing.
     mix_grouping : {"random", "similar"}
         How ``mix`` groups are chosen within a class (keyed random or look-alike).
+    mix_share : float
+        With ``mix``: the share of region positions exchanged in each group, in (0, 1] (the
+        others keep each image's own region; :func:`visualmixer.core.mixing.mix`'s ``share``).
+        Default 1: every position.
     region : int, optional
         Region side passed to ``obfuscate`` (default: its size rule).
     secret_keys : bool
@@ -100,6 +106,7 @@ class TrainConfig:
     region: int | None = None
     mix: int | None = None
     mix_grouping: str = "random"
+    mix_share: float = 1.0
     secret_keys: bool = False
     obfuscate_batch: int = 1024
     loader_workers: int = 0
@@ -142,6 +149,9 @@ class TrainConfig:
             if self.mode == "online" and int(self.loader_workers):
                 raise ValueError("mix with mode='online' re-mixes the whole set each epoch in the training "
                                  "process: use loader_workers=0")
+        self.mix_share = check_share(self.mix_share, "mix_share")
+        if self.mix is None and self.mix_share != 1.0:
+            raise ValueError(f"mix_share={self.mix_share} needs mix (images per mixing group)")
         if self.mix_grouping not in ("random", "similar"):
             raise ValueError(f"mix_grouping must be 'random' or 'similar', got {self.mix_grouping!r}")
         if self.channels not in (None, 1, 3):
