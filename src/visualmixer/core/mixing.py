@@ -17,18 +17,7 @@ group's member ids and ``R``, so the key holder recomputes them and undoes the e
 as for ``share=1``. ``share=1`` exchanges every position and gives the same bytes as releases
 made before the share existed; a record without a share reads as 1.
 
-Grouping (:func:`make_groups`):
-
-- ``"random"``: within each class, members are ordered by a keyed hash of their ids and cut
-  into consecutive groups of ``k``.
-- ``"similar"``: within each class, ordered along the first principal component of the
-  region-mean mosaic (look-alike images together), then cut the same way.
-
-Remainders: a class of ``n`` images with ``n >= k`` gives ``n // k`` groups, and the last
-``n % k`` images join the last group (so every group has at least ``k`` members and at most
-``2k - 1``). A class with ``2 <= n < k`` images is one group of ``n``. A class of one image cannot
-be mixed: it stays a group of one (its regions are only shuffled inside);
-:attr:`MixGroups.unmixed` counts such images. Groups never span classes.
+Grouping and remainders: :mod:`visualmixer.core.mixgroups` (:func:`make_groups`, re-exported here).
 
 Test and inference images are protected one by one with :func:`visualmixer.obfuscate`.
 
@@ -55,17 +44,11 @@ import torch.nn.functional as F
 
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.mixer import Plans, obfuscate, restore
-from visualmixer.core.regions import default_region
+from visualmixer.core.mixgroups import GROUPINGS, MIX_VERSION, MixGroups, check_share, keyed_word, make_groups
 
 __all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_share", "exchanged_positions",
            "make_groups", "mix", "mix_regions", "region_sources", "unmix", "unmix_regions"]
 
-MIX_VERSION = 1
-#: The format version a record with ``share < 1`` is written with (releases that cannot honour a
-#: share refuse it instead of unmixing wrongly); version 1 records are read with share 1.
-SHARE_VERSION = 2
-_READABLE = (MIX_VERSION, SHARE_VERSION)
-GROUPINGS = ("random", "similar")
 
 # splitmix64 constants as signed int64 (torch has no uint64 arithmetic on every device)
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
@@ -84,86 +67,6 @@ def _mix64(z: torch.Tensor) -> torch.Tensor:
     z = (z ^ _shr(z, 30)) * _M1
     z = (z ^ _shr(z, 27)) * _M2
     return z ^ _shr(z, 31)
-
-
-def check_share(share, name: str = "share") -> float:
-    """``share`` as a float in (0, 1], else a ValueError naming ``name``."""
-    ok = isinstance(share, (int, float, np.floating, np.integer)) and not isinstance(share, bool)
-    if not ok or not 0.0 < float(share) <= 1.0:  # NaN fails the comparison
-        raise ValueError(f"{name} must be a number in (0, 1] (the share of region positions exchanged "
-                         f"within a group), got {share!r}")
-    return float(share)
-
-
-def _word(key: Key, image_id: ImageId, purpose: str) -> int:
-    """A signed 64-bit word from the key and an id (HMAC on the host: one per image or group)."""
-    return int.from_bytes(key.subkey(image_id, purpose)[:8], "little", signed=True)
-
-
-@dataclass(frozen=True)
-class MixGroups:
-    """Which images were mixed together: the private record needed (with the key) to unmix.
-
-    Attributes
-    ----------
-    members : torch.Tensor
-        ``(G, M)`` int64 indices into the set, one row per group; ``-1`` marks an empty slot
-        (groups have different sizes). Every image index appears exactly once.
-    region : int
-        Region side of the exchange (and of the in-region shuffle).
-    k : int
-        Requested group size.
-    grouping : str
-        ``"random"`` or ``"similar"``.
-    version : int
-        Format/generator version, for data made by later releases.
-    share : float
-        Share of the region positions exchanged in each group, in (0, 1] (module docstring);
-        1: every position, as in records made before the share existed.
-    """
-
-    members: torch.Tensor
-    region: int
-    k: int
-    grouping: str = "random"
-    version: int = MIX_VERSION
-    share: float = 1.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "share", check_share(self.share))
-
-    @property
-    def sizes(self) -> torch.Tensor:
-        """``(G,)`` members per group."""
-        return (self.members >= 0).sum(dim=1)
-
-    @property
-    def unmixed(self) -> int:
-        """Images in groups of one (classes with a single image): shuffled inside regions only."""
-        return int((self.sizes == 1).sum())
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict (for the private manifest); :meth:`from_dict` reads it back."""
-        rows = [[int(i) for i in row if i >= 0] for row in self.members.tolist()]
-        out = {"version": self.version, "region": self.region, "k": self.k, "grouping": self.grouping,
-               "groups": rows}
-        if self.share != 1.0:  # share 1 records stay what they were (resumes, equality of records)
-            out.update(version=max(int(self.version), SHARE_VERSION), share=self.share)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MixGroups:
-        version = int(data.get("version", 0))
-        if version not in _READABLE:
-            raise ValueError(f"mix groups of format version {version}; this release reads versions "
-                             f"{', '.join(map(str, _READABLE))}")
-        rows = [list(map(int, r)) for r in data["groups"]]
-        width = max((len(r) for r in rows), default=1)
-        members = torch.full((len(rows), width), -1, dtype=torch.long)
-        for g, r in enumerate(rows):  # bookkeeping of a record, not a per-pixel loop
-            members[g, : len(r)] = torch.tensor(r, dtype=torch.long)
-        return cls(members, int(data["region"]), int(data["k"]), str(data["grouping"]), version,
-                   float(data.get("share", 1.0)))
 
 
 @dataclass
@@ -210,115 +113,6 @@ def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor,
     return labels, ids
 
 
-def _principal_order(images: torch.Tensor, labels: torch.Tensor, region: int) -> torch.Tensor:
-    """``(N,)`` float: each image's coordinate on its class's first principal component of the
-    region-mean mosaic (the sign fixed so the largest loading is positive)."""
-    x = images.to("cpu", torch.float32)
-    mosaic = F.avg_pool2d(x, region, ceil_mode=True).flatten(1)
-    coord = torch.zeros(x.shape[0])
-    for c in torch.unique(labels).tolist():  # a loop over classes, not images
-        sel = labels == c
-        m = mosaic[sel] - mosaic[sel].mean(dim=0, keepdim=True)
-        if m.shape[0] < 2:
-            continue
-        v = torch.linalg.svd(m, full_matrices=False).Vh[0]
-        v = v * torch.sign(v[v.abs().argmax()])
-        coord[sel] = m @ v
-    return coord
-
-
-def make_groups(
-    labels,
-    *,
-    key: Key,
-    ids: Sequence[ImageId],
-    k: int,
-    grouping: str = "random",
-    images: torch.Tensor | None = None,
-    region: int | None = None,
-    height: int | None = None,
-    width: int | None = None,
-    share: float = 1.0,
-) -> MixGroups:
-    """Put the images of each class in groups of ``k`` (see the module doc for remainders).
-
-    Parameters
-    ----------
-    labels : array-like
-        ``(N,)`` class of each image.
-    key : Key
-        The owner's key (orders members for ``"random"`` and breaks ties for ``"similar"``).
-    ids : sequence
-        ``N`` distinct image ids.
-    k : int
-        Images per group (>= 2).
-    grouping : {"random", "similar"}
-        How members are chosen within a class.
-    images : torch.Tensor, optional
-        ``(N, C, H, W)``; needed for ``"similar"`` and to infer the region side.
-    region : int, optional
-        Region side (default: :func:`visualmixer.default_region` of the image size).
-    height, width : int, optional
-        Image size when ``images`` is not given.
-    share : float
-        Share of the region positions exchanged per group, in (0, 1] (module docstring).
-
-    Returns
-    -------
-    MixGroups
-    """
-    share = check_share(share)
-    if grouping not in GROUPINGS:
-        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
-    if images is not None:
-        height, width = images.shape[2], images.shape[3]
-    if region is None:
-        if height is None or width is None:
-            raise ValueError("pass images (or height and width) so the region side can be chosen")
-        region = default_region(height, width)
-    labels = torch.as_tensor(labels).reshape(-1).to("cpu", torch.long)
-    ids = list(ids)
-    n = labels.numel()
-    if len(ids) != n:
-        raise ValueError(f"ids must hold one id per label ({n}), got {len(ids)}")
-    tiebreak = torch.tensor([_word(key, i, "mix-order") for i in ids], dtype=torch.long)
-    if grouping == "similar":
-        if images is None:
-            raise ValueError("grouping='similar' needs images")
-        coord = _principal_order(images, labels, int(region))
-        order = torch.from_numpy(_lexsort(labels, coord, tiebreak))
-    else:
-        order = torch.from_numpy(_lexsort(labels, None, tiebreak))
-    groups = _cut_groups(labels, order, k, int(region), grouping)
-    return groups if share == 1.0 else MixGroups(groups.members, groups.region, groups.k, groups.grouping,
-                                                 share=share)
-
-
-def _lexsort(labels: torch.Tensor, coord: torch.Tensor | None, tiebreak: torch.Tensor) -> np.ndarray:
-    """Order by label, then coordinate (if any), then the keyed tie-break."""
-    keys = [tiebreak.numpy()] + ([coord.numpy()] if coord is not None else []) + [labels.numpy()]
-    return np.lexsort(keys)
-
-
-def _cut_groups(labels: torch.Tensor, order: torch.Tensor, k: int, region: int, grouping: str) -> MixGroups:
-    """Cut each class's ordered members into groups of ``k``, the remainder joining the last."""
-    lab = labels[order]
-    n = lab.numel()
-    classes, counts = torch.unique_consecutive(lab, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    full = torch.clamp(counts // k, min=1)  # groups per class (a small class is one group)
-    first_group = torch.cumsum(full, 0) - full
-    cls_idx = torch.repeat_interleave(torch.arange(classes.numel()), counts)
-    rank = torch.arange(n) - starts[cls_idx]
-    local = torch.minimum(rank // k, full[cls_idx] - 1)
-    group = first_group[cls_idx] + local
-    slot = rank - local * k
-    width = int(slot.max()) + 1 if n else 1
-    members = torch.full((int(full.sum()), width), -1, dtype=torch.long)
-    members[group, slot] = order
-    return MixGroups(members, region, int(k), grouping)
-
-
 def _slot_permutations(groups: MixGroups, key: Key, ids: Sequence[ImageId], regions: int,
                        device) -> torch.Tensor:
     """``(G, R, M)`` int64: for each group and region position, a keyed permutation of the
@@ -326,7 +120,7 @@ def _slot_permutations(groups: MixGroups, key: Key, ids: Sequence[ImageId], regi
     members = groups.members
     ids = list(ids)
     seeds = torch.tensor(
-        [_word(key, tuple(ids[i] for i in row if i >= 0), "mix") for row in members.tolist()], dtype=torch.long
+        [keyed_word(key, tuple(ids[i] for i in row if i >= 0), "mix") for row in members.tolist()], dtype=torch.long
     ).to(device)
     g, m = members.shape
     r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions, 1)
@@ -356,7 +150,7 @@ def exchanged_positions(groups: MixGroups, *, key: Key, ids: Sequence[ImageId], 
         return torch.ones(g, regions, dtype=torch.bool, device=device)
     ids = list(ids)
     seeds = torch.tensor(
-        [_word(key, tuple(ids[i] for i in row if i >= 0), "mix-share") for row in members.tolist()],
+        [keyed_word(key, tuple(ids[i] for i in row if i >= 0), "mix-share") for row in members.tolist()],
         dtype=torch.long,
     ).to(device)
     r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions)
