@@ -26,6 +26,7 @@ import torch
 
 from visualmixer.core.keyed import GENERATOR, key_words, to_device
 from visualmixer.core.keys import ImageId, Key
+from visualmixer.core.parallel import batch_parts, run_parts
 from visualmixer.core.permute import (
     from_regions,
     random_words,
@@ -233,22 +234,47 @@ def _subkeys(key, ids, seed, n: int) -> list[bytes]:
     return key.subkeys(_check_ids(ids, n), _PURPOSE)
 
 
-def _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed) -> _Job:
-    """Validate the arguments of :func:`obfuscate` and derive saliency, weights and regions."""
+def _validate(images, key, ids, target_vfe, region, channel_order, seed):
+    """Check the arguments of :func:`obfuscate`: ``(batch, info, target, region side, subkeys)``."""
     batch, info = to_batch(images)
     tau = _check_target(target_vfe)
     if not isinstance(channel_order, bool):
         raise TypeError(f"channel_order must be a bool, got {type(channel_order).__name__}")
     n, c, h, w = batch.shape
     r = _check_region(region, h, w)
+    return batch, info, tau, r, _subkeys(key, ids, seed, n)
+
+
+def _make_job(batch, info, subkeys, tau: float, r: int, channel_order: bool, saliency) -> _Job:
+    """Saliency, window weights, salient regions, regions and key words of a checked batch."""
+    h, w = batch.shape[2:]
     window = default_region(h, w)  # a function of the size only, so VFE stays comparable
     grid = region_grid(h, w, r)
-    subkeys = _subkeys(key, ids, seed, n)
     smap = _pixel_saliency(batch, saliency, window)
     own_map = saliency is None or isinstance(saliency, str)  # finite and >= 0 by construction
     weights = window_weights(batch, smap, window, trusted=own_map)
     return _Job(batch, info, tau, grid, window, channel_order, weights, _salient_regions(smap, grid),
                 to_regions(batch, grid), key_words(subkeys, batch.device))
+
+
+def _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed) -> _Job:
+    """Validate the arguments of :func:`obfuscate` and derive the whole batch's job."""
+    batch, info, tau, r, subkeys = _validate(images, key, ids, target_vfe, region, channel_order, seed)
+    return _make_job(batch, info, subkeys, tau, r, channel_order, saliency)
+
+
+def _run_job(job: _Job):
+    """Plan and shuffle one job: ``(images (N, C, H, W), levels (N, regions), vfe (N,))``."""
+    plan = _one_pass_plans if _ONE_PASS and job.window == job.grid.region else _search_plans
+    _, levels, out, got = plan(job)
+    return from_regions(out, job.grid), levels, got
+
+
+def _joined(parts: list[tuple]) -> tuple:
+    """The per-part results of :func:`~visualmixer.core.parallel.run_parts` joined along the batch."""
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
 
 
 #: Use the exact one-pass planner where VFE windows are the regions (tests switch it off to
@@ -306,14 +332,20 @@ def obfuscate(
     >>> bool((vm.restore(res.images, res.plans, key=key, ids=["a", "b"]) == x).all())
     True
     """
-    job = _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed)
-    plan = _one_pass_plans if _ONE_PASS and job.window == job.grid.region else _search_plans
-    _, levels, out, got = plan(job)
-    n, c, h, w = job.batch.shape
-    grid = job.grid
+    batch, info, tau, r, subkeys = _validate(images, key, ids, target_vfe, region, channel_order, seed)
+    # Images are independent: parts of a CPU batch run on torch's threads at once (same bytes).
+    # A caller's saliency map or function is applied to the whole batch, in one part.
+    own_map = saliency is None or isinstance(saliency, str)
+    parts = batch_parts(batch) if own_map else [(0, batch.shape[0])]
+    out, levels, got = _joined(run_parts(
+        lambda a, b: _run_job(_make_job(batch[a:b], info, subkeys[a:b], tau, r, channel_order, saliency)),
+        parts,
+    ))
+    n, c, h, w = batch.shape
+    grid = region_grid(h, w, r)
     levels = levels.to(torch.uint8).cpu().view(n, grid.rows, grid.cols)
-    plans = Plans(levels, grid.region, h, w, c, job.channel_order, GENERATOR)
-    return ObfuscationResult(from_batch(from_regions(out, grid), job.info), plans, got.cpu())
+    plans = Plans(levels, grid.region, h, w, c, channel_order, GENERATOR)
+    return ObfuscationResult(from_batch(out, info), plans, got.cpu())
 
 
 def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
@@ -355,8 +387,14 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
     else:
         words = key_words(subkeys, batch.device)
-    if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
-        return from_batch(shuffle_image(batch, words, levels, grid, plans.channel_order, inverse=True), info)
-    regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order,
-                              inverse=True, generator=generator)
-    return from_batch(from_regions(regions, grid), info)
+    order = plans.channel_order
+
+    def part(a: int, b: int) -> tuple[torch.Tensor]:
+        x, wd, lv = batch[a:b], words[a:b], levels[a:b]
+        if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
+            return (shuffle_image(x, wd, lv, grid, order, inverse=True),)
+        regions = shuffle_regions(to_regions(x, grid), wd, lv, grid, order, inverse=True, generator=generator)
+        return (from_regions(regions, grid),)
+
+    parts = batch_parts(batch) if generator == 2 else [(0, n)]  # (generator 1: one host stream)
+    return from_batch(_joined(run_parts(part, parts))[0], info)
