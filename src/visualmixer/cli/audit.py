@@ -25,13 +25,16 @@ examples:
       also show the accuracy of matching `visualmixer train` runs (metrics.json under out/exp)
 
 methods (name:param, comma lists expand):
-  clean, visualmixer:TAU[/rR][/flat][/blocks|/keyblocks][/online], noise:SIGMA, dppix:EPS[/BLOCK], blur:SIGMA,
-  pixelate:BLOCK, scramble:BLOCK, instahide:K, dpsgd:NOISE_MULTIPLIER (needs opacus)
+  clean, visualmixer:TAU[/rR][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS]], noise:SIGMA,
+  dppix:EPS[/BLOCK], blur:SIGMA, pixelate:BLOCK, scramble:BLOCK, instahide:K, dpsgd:NOISE_MULTIPLIER (needs opacus)
   visualmixer options: /rR region side R (default: the size rule), /flat no channel-order shuffle,
   /blocks also permute the whole regions of each image (fresh permutation per image; hides the
   A2 region mosaic), /keyblocks permute them with one secret layout per key (like EtC block
   scrambling: a model can learn it), /online train the utility model on a fresh protection every epoch
-  (online re-keying; the attacks still see one release)
+  (online re-keying; the attacks still see one release), /mixK keyed region mixing across same-class
+  groups of K (the training set and the victims protected as labelled sets), /similar look-alike
+  groups, /shareS exchange regions at a keyed share S in (0, 1] of the positions only (e.g.
+  visualmixer:0.5/mix4/share0.5)
 train results (--train-results DIR...): every metrics.json of `visualmixer train` under DIR is
   matched to the VisualMixer methods by data set, target VFE, region and mode (offline/online;
   /blocks, /keyblocks and /flat have no match) and paired with a clean run of the same data, model, epochs
