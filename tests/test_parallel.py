@@ -76,3 +76,26 @@ def test_a_failing_part_raises_after_every_part_finished(threads, monkeypatch):
         parallel.run_parts(fn, [(0, 1), (1, 2), (2, 3)])
     assert sorted(finished) == [0, 2]
     assert parallel.run_parts(lambda a, b: (a, b), [(0, 2), (2, 4)]) == [(0, 2), (2, 4)]
+
+
+def test_the_callers_thread_setting_is_back_after_parts_even_when_calls_overlap(threads, monkeypatch):
+    threads(3, monkeypatch)
+    seen = []
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def fn(a, b):
+        seen.append(torch.get_num_threads())
+        if a == 0:
+            both_inside.wait()  # the two calls' parts run at the same time
+        return a
+
+    callers = [threading.Thread(target=parallel.run_parts, args=(fn, [(0, 1), (1, 2)])) for _ in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=20)
+    assert set(seen) == {1}  # parts run with one intra-op thread
+    assert torch.get_num_threads() == 3
+    x = torch.zeros(4, 3, 16, 16, dtype=torch.uint8)
+    vm.obfuscate(x, key=KEY, ids=range(4))
+    assert torch.get_num_threads() == 3

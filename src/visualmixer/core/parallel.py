@@ -6,7 +6,8 @@ thread (its intra-op parallelism does not pay for them), so on a CPU with ``T`` 
 batch of large images into at most ``T`` parts and run them at once. Every image is processed
 on its own (its key words, saliency and plan are its own), so the output is the same bytes for
 any number of parts; the number of parts depends on the thread count and the batch's shape only,
-never on the data. torch's thread setting is left as it is (changing it would be global state).
+never on the data. While parts run, torch runs one intra-op thread (the parts use the threads);
+the caller's thread setting is restored when the call returns.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = -1
 _pool_size = 0
+_active = 0  # calls running parts now
+_saved_threads = 1  # the torch thread count before the first of them
 
 
 def batch_parts(batch: torch.Tensor) -> list[tuple[int, int]]:
@@ -70,6 +73,7 @@ def run_parts(fn: Callable[[int, int], _T], parts: list[tuple[int, int]]) -> lis
     if len(parts) == 1:
         return [fn(*parts[0])]
     futures = []
+    _one_intra_op_thread(enter=True)
     try:
         pool = _executor(len(parts) - 1)
         futures = [pool.submit(fn, *p) for p in parts[1:]]
@@ -77,3 +81,25 @@ def run_parts(fn: Callable[[int, int], _T], parts: list[tuple[int, int]]) -> lis
         return [first] + [f.result() for f in futures]
     finally:
         wait(futures)  # no part outlives the call
+        _one_intra_op_thread(enter=False)
+
+
+def _one_intra_op_thread(*, enter: bool) -> None:
+    """One intra-op thread while any call runs parts; the caller's setting back after the last.
+
+    Parts that each start torch's OpenMP team leave extra teams behind, which measurably slow
+    the caller's later multi-threaded work (32² batches: 2x); with one intra-op thread they
+    start none. Calls may overlap in several threads, so the setting is saved by the first and
+    restored by the last.
+    """
+    global _active, _saved_threads
+    with _lock:
+        if enter:
+            if _active == 0:
+                _saved_threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _active += 1
+        else:
+            _active -= 1
+            if _active == 0:
+                torch.set_num_threads(_saved_threads)
