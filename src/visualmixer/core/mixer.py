@@ -387,14 +387,9 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
     else:
         words = key_words(subkeys, batch.device)
-    order = plans.channel_order
-
-    def part(a: int, b: int) -> tuple[torch.Tensor]:
-        x, wd, lv = batch[a:b], words[a:b], levels[a:b]
-        if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
-            return (shuffle_image(x, wd, lv, grid, order, inverse=True),)
-        regions = shuffle_regions(to_regions(x, grid), wd, lv, grid, order, inverse=True, generator=generator)
-        return (from_regions(regions, grid),)
-
-    parts = batch_parts(batch) if generator == 2 else [(0, n)]  # (generator 1: one host stream)
-    return from_batch(_joined(run_parts(part, parts))[0], info)
+    # (one part: restore is about one gather, and parts measured slower: see core.parallel)
+    if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
+        return from_batch(shuffle_image(batch, words, levels, grid, plans.channel_order, inverse=True), info)
+    regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order,
+                              inverse=True, generator=generator)
+    return from_batch(from_regions(regions, grid), info)
