@@ -159,7 +159,8 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     hi = flat.max(dim=1).values.view(n, 1, 1, 1)
     span = hi - lo
     # A flat input (or a map without contrast) weighs every place equally.
-    scale = grey.abs().view(n, -1).amax(dim=1).view(n, 1, 1, 1).to(torch.float64)
+    flat_grey = grey.view(n, -1)  # max |grey| without a full-size abs() (aminmax is slower)
+    scale = torch.maximum(flat_grey.amax(dim=1), flat_grey.amin(dim=1).neg()).view(n, 1, 1, 1).to(torch.float64)
     has_contrast = (span > 1e-9 * hi.abs().clamp_min(1e-300)) & (spread > 1e-12 * scale)
     sal = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-300), torch.ones_like(sal))
     if (h, w) == (size, size):
