@@ -11,7 +11,9 @@ Mixing (``/mixK``) is drawn in red, VisualMixer one image at a time in blue, the
 dots use the audit's own short utility training. ``--utility`` (a ``scripts/mix_utility.py``
 results.json) adds hollow dots at the accuracy losses of those runs, and ``--train SPEC=PATH ...
 clean=PATH`` (``visualmixer train`` metrics.json files, or a number for the clean accuracy) adds
-stars, each on the vertical of its audited spec (same privacy, longer training).
+stars, each on the vertical of its audited spec (same privacy, longer training). ``--also`` adds
+the methods of further merged audits of the same data set (e.g. mixing a share of the regions,
+``/shareS``, drawn in orange); ``--utility`` takes several results.json files.
 
     python scripts/mix_frontier.py out/mix-audit/results.json --out docs/img/mix-frontier.png
 """
@@ -24,6 +26,8 @@ from pathlib import Path
 
 
 def _colour(spec: str) -> str:
+    if "/share" in spec:
+        return "tab:orange"
     if "/mix" in spec:
         return "tab:red"
     return "tab:blue" if spec.startswith("visualmixer") else "0.45"
@@ -43,17 +47,29 @@ UTILITY_SPECS = {"shuffle": "visualmixer:0.5", "mix2-similar": "visualmixer:0.5/
                  "pixelate:4": "pixelate:4", "noise:0.3": "noise:0.3", "scramble:4": "scramble:4"}
 
 
-def _utility_losses(path: Path | None) -> dict:
-    """``{spec: accuracy loss (points)}`` from a mix_utility results.json: the mean over seeds of the
-    loss against the clean row of the same seed."""
-    if path is None:
-        return {}
-    rows = json.loads(path.read_text())
-    clean = {r["seed"]: r["accuracy"] for r in rows if r["setting"] == "clean"}
+def _utility_spec(setting: str) -> str | None:
+    """The audit spec of a mix_utility setting (``mix4-random-share0.5`` -> ``visualmixer:0.5/mix4/share0.5``)."""
+    if setting in UTILITY_SPECS:
+        return UTILITY_SPECS[setting]
+    parts = setting.split("-")
+    if len(parts) == 3 and parts[2].startswith("share") and parts[0] + "-" + parts[1] in UTILITY_SPECS:
+        return f"{UTILITY_SPECS[parts[0] + '-' + parts[1]]}/{parts[2]}"
+    return None
+
+
+def _utility_losses(paths: list[Path]) -> dict:
+    """``{spec: accuracy loss (points)}`` from mix_utility results.json files: the mean over seeds of
+    the loss against the clean row of the same seed (the first file that has one)."""
+    rows = [r for p in paths for r in json.loads(p.read_text())]
+    clean: dict = {}
+    for r in rows:
+        if r["setting"] == "clean":
+            clean.setdefault(r["seed"], r["accuracy"])
     loss: dict = {}
     for r in rows:
-        if r["setting"] in UTILITY_SPECS and r["seed"] in clean:
-            loss.setdefault(UTILITY_SPECS[r["setting"]], []).append(100.0 * (clean[r["seed"]] - r["accuracy"]))
+        spec = _utility_spec(r["setting"])
+        if spec is not None and r["seed"] in clean:
+            loss.setdefault(spec, []).append(100.0 * (clean[r["seed"]] - r["accuracy"]))
     return {spec: sum(v) / len(v) for spec, v in loss.items()}
 
 
@@ -64,12 +80,14 @@ def main() -> None:
     ap.add_argument("--train", nargs="*", default=[], metavar="SPEC=METRICS_JSON",
                     help="accuracy of longer training runs: clean=PATH and SPEC=PATH for audited specs")
     ap.add_argument("--train-label", default="longer training", help="legend text of the --train points")
-    ap.add_argument("--utility", type=Path, default=None,
-                    help="scripts/mix_utility.py results.json: hollow points at its accuracy losses")
+    ap.add_argument("--utility", type=Path, nargs="*", default=[],
+                    help="scripts/mix_utility.py results.json files: hollow points at their accuracy losses")
     ap.add_argument("--utility-label", default="20k images, 5 epochs", help="legend text of the hollow points")
     ap.add_argument("--extra", type=Path, nargs="*", default=[],
                     help="results.json of further attacks on the same methods and data (e.g. A7 on a keyed "
                          "scramble): each method is plotted at the worse (for the owner) of all runs")
+    ap.add_argument("--also", type=Path, nargs="*", default=[],
+                    help="merged audit results.json of further methods on the same data (plotted as well)")
     ap.add_argument("--out", type=Path, default=Path("docs/img/mix-frontier.png"))
     args = ap.parse_args()
 
@@ -86,9 +104,13 @@ def main() -> None:
     clean_train = _train_acc(trained.pop("clean")) if "clean" in trained else None
     util = _utility_losses(args.utility)
     extra = [json.loads(p.read_text())["datasets"][name]["methods"] for p in args.extra]
+    methods = dict(ds["methods"])
+    for p in args.also:
+        for spec, r in json.loads(p.read_text())["datasets"][name]["methods"].items():
+            methods.setdefault(spec, r)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.4), sharey=True)
-    for spec, r in ds["methods"].items():
+    for spec, r in methods.items():
         if spec == "clean" or "summary" not in r or r.get("accuracy_loss_pp") is None:
             continue
         loss = r["accuracy_loss_pp"]
@@ -117,6 +139,9 @@ def main() -> None:
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=t) for c, t in
                (("tab:red", "keyed region mixing"), ("tab:blue", "VisualMixer per image"), ("0.45", "baselines"))]
+    if any("/share" in spec for spec in methods):
+        handles.insert(1, plt.Line2D([], [], marker="o", ls="", color="tab:orange",
+                                     label="mixing a share of the regions"))
     if util:
         handles.append(plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3",
                                   label=f"accuracy loss: {args.utility_label}"))
