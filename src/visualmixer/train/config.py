@@ -151,7 +151,7 @@ class TrainConfig:
                                  "process: use loader_workers=0")
         self.mix_share = check_share(self.mix_share, "mix_share")
         if self.mix is None and self.mix_share != 1.0:
-            raise ValueError(f"mix_share={self.mix_share} needs mix (images per mixing group)")
+            raise ValueError(f"mix_share={self.mix_share} needs mix=K (images per mixing group)")
         if self.mix_grouping not in ("random", "similar"):
             raise ValueError(f"mix_grouping must be 'random' or 'similar', got {self.mix_grouping!r}")
         if self.channels not in (None, 1, 3):
