@@ -46,10 +46,14 @@ def test_obfuscate_command_uses_only_real_flags():
         assert args.src == "my photos" and args.key == "secret/my.key"
     args = obf.parse_args(shlex.split(obfuscate_command("visualmixer:0.3/r4/flat", src="s"))[1:])
     assert (args.target_vfe, args.region, args.channel_order) == (0.3, 4, False)
-    for spec in ("visualmixer:0.5/blocks", "visualmixer:0.5/keyblocks", "visualmixer:0.5/online",
-                 "visualmixer:0.5/r8/mix4"):
+    for spec in ("visualmixer:0.5/blocks", "visualmixer:0.5/keyblocks", "visualmixer:0.5/online"):
         assert obfuscate_command(spec, src="s") is None
-    assert "visualmixer train --mix K" in rec._audit_only("visualmixer:0.5/mix4/similar")
+    # mixing is made by `visualmixer obfuscate --mix K` over class folders
+    args = obf.parse_args(shlex.split(obfuscate_command("visualmixer:0.5/r8/mix4/similar/share0.5", src="s"))[1:])
+    assert (args.region, args.mix, args.grouping, args.mix_share) == (8, 4, "similar", 0.5)
+    args = obf.parse_args(shlex.split(obfuscate_command("visualmixer:0.5/mix2", src="s"))[1:])
+    assert (args.mix, args.grouping, args.mix_share) == (2, None, None)  # the defaults: random, 1
+    assert rec._audit_only("visualmixer:0.5/mix4/similar") == ""
 
 
 def test_recommend_on_imagefolder_picks_the_cheapest_that_meets(tmp_path):

@@ -56,8 +56,6 @@ _AUDIT_ONLY = {
     "keyblocks": "the key-wide region layout (/keyblocks) has no `visualmixer obfuscate` option",
     "online": "online re-keying is a training mode (`visualmixer train --mode online` or ObfuscatedDataset), "
               "not a release",
-    "mix": "region mixing across images (/mixK) has no `visualmixer obfuscate` option (it is in "
-           "`visualmixer train --mix K` and `visualmixer fl --mix K`)",
 }
 
 
@@ -67,8 +65,11 @@ def _options(spec: str) -> list[str]:
 
 
 def _obfuscate_can(option: str) -> bool:
-    """Whether ``visualmixer obfuscate`` has a flag for this option (--region, --no-channel-order)."""
-    return option == "flat" or (option[:1] == "r" and option[1:].isdigit())
+    """Whether ``visualmixer obfuscate`` has a flag for this option (--region, --no-channel-order,
+    --mix, --groups similar, --mix-share)."""
+    number = option.lstrip("abcdefghijklmnopqrstuvwxyz")
+    name = option[: len(option) - len(number)]
+    return option in ("flat", "similar") or (name in ("r", "mix", "share") and bool(number))
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,9 @@ def obfuscate_command(spec: str, *, src: str, dst: str = "DST", key: str = "secr
         words += ["--region", str(m.region)]
     if not m.channel_order:
         words.append("--no-channel-order")
+    if m.mix is not None:  # SRC: one sub-folder per class
+        words += ["--mix", str(m.mix)] + (["--groups", "similar"] if m.similar else [])
+        words += ["--mix-share", f"{m.share:g}"] if m.share != 1 else []
     return shlex.join(words)
 
 
@@ -391,8 +395,7 @@ def _audit_only(spec: str) -> str:
     why = []
     for o in _options(spec):
         if not _obfuscate_can(o):
-            key = "mix" if o.startswith("mix") else o
-            why.append(_AUDIT_ONLY.get(key, f"/{o} has no `visualmixer obfuscate` option"))
+            why.append(_AUDIT_ONLY.get(o, f"/{o} has no `visualmixer obfuscate` option"))
     return "; ".join(dict.fromkeys(why))
 
 
@@ -416,8 +419,10 @@ def _how(res: dict, spec: str) -> list[str]:
     if cmd is None:
         return [f"  audit-only: {_audit_only(spec)}."]
     out = ["  visualmixer keygen secret/my.key", f"  {cmd}"]
-    if kind == "hf":
+    if kind == "hf" and parse_method(spec).mix is None:
         out = [f"  {_hf_line(spec, path)}", "  (or, for a folder of the same images:)", *out]
+    elif kind == "hf":  # mixing protects a labelled set as a whole, from class folders
+        out = ["  (mixing reads one sub-folder per class: save the images as SRC/<label>/<name>.png first)", *out]
     if res.get("image_size") and parse_method(spec).region is None:
         out.append(f"  note: the audit worked at {res['image_size']}x{res['image_size']} px, where the size rule "
                    f"gives --region {res['region']}; on larger originals the size rule picks larger regions. "
