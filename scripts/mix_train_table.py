@@ -1,0 +1,68 @@
+"""The all-data `visualmixer train` runs of docs/privacy.md §4c, one table over seeds.
+
+Reads ``out/mix-train/<setting>[-s<seed>]/metrics.json`` (seed 0 has no suffix), pairs every run
+with the clean run of the same seed and prints a Markdown table (final test accuracy per seed,
+loss against clean in points, mean ± sd of the loss). With ``--json`` also writes every
+``metrics.json`` read into one file (docs/data/mix-train-full.json).
+
+Usage: python scripts/mix_train_table.py [--root out/mix-train] [--prefix full] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+
+def runs(root: Path, prefix: str) -> dict[str, dict[int, dict]]:
+    """``{setting: {seed: metrics}}`` of the finished runs under ``root``."""
+    found: dict[str, dict[int, dict]] = {}
+    for path in sorted(root.glob(f"{prefix}-*/metrics.json")):
+        m = re.fullmatch(rf"{re.escape(prefix)}-(.+?)(?:-s(\d+))?", path.parent.name)
+        if m is None:
+            continue
+        found.setdefault(m.group(1), {})[int(m.group(2) or 0)] = json.loads(path.read_text())
+    return found
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="out/mix-train")
+    ap.add_argument("--prefix", default="full")
+    ap.add_argument("--json", help="also write every metrics.json read into this file")
+    a = ap.parse_args()
+    found = runs(Path(a.root), a.prefix)
+    acc = {s: {seed: 100 * m["runs"][0]["final_test_acc"] for seed, m in by.items()} for s, by in found.items()}
+    clean = acc.get("clean", {})
+    seeds = sorted({seed for by in acc.values() for seed in by})
+    print("| setting | " + " | ".join(f"seed {s}" for s in seeds) + " | loss pp, mean ± sd (seeds) |")
+    print("|---|" + "---|" * len(seeds) + "---|")
+    for setting in sorted(acc, key=lambda s: (s != "clean", s)):
+        cells, losses = [], []
+        for s in seeds:
+            v = acc[setting].get(s)
+            if v is None:
+                cells.append("–")
+                continue
+            loss = clean[s] - v if s in clean else None
+            losses += [loss] if loss is not None and setting != "clean" else []
+            cells.append(f"{v:.2f}" + (f" ({loss:.2f})" if loss is not None and setting != "clean" else ""))
+        if setting == "clean":
+            summary = "0"
+        elif len(losses) > 1:
+            summary = f"{statistics.mean(losses):.2f} ± {statistics.stdev(losses):.2f} ({len(losses)})"
+        else:
+            summary = f"{losses[0]:.2f} (1)" if losses else "–"
+        print(f"| {setting} | " + " | ".join(cells) + f" | {summary} |")
+    if a.json:
+        paths = sorted(Path(a.root).glob(f"{a.prefix}-*/metrics.json"))
+        every = {p.parent.name: json.loads(p.read_text()) for p in paths}
+        Path(a.json).write_text(json.dumps(every, indent=1))
+        print(f"wrote {a.json} ({len(every)} runs)")
+
+
+if __name__ == "__main__":
+    main()
