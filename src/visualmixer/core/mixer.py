@@ -323,6 +323,12 @@ def obfuscate(
     ObfuscationResult
         ``.images`` (same kind/shape/dtype/device), ``.plans`` (:class:`Plans`), ``.vfe`` (N,).
 
+    Notes
+    -----
+    On the CPU with more than one torch thread, a batch of large images (at least 32,768 values
+    each) is cut into one part per thread and the parts run at once, with one intra-op thread
+    each (:mod:`visualmixer.core.parallel`); the result is the same bytes.
+
     Examples
     --------
     >>> import torch, visualmixer as vm
