@@ -38,6 +38,8 @@ def merge(paths: list[Path]) -> dict:
             for spec, row in ds["methods"].items():
                 base["methods"].setdefault(spec, row)
             base["seconds"] = (base.get("seconds") or 0) + (ds.get("seconds") or 0)
+    for ds in merged["datasets"].values():  # the DP-SGD reference row (training, not images) last
+        ds["methods"] = dict(sorted(ds["methods"].items(), key=lambda kv: kv[0].startswith("dpsgd")))
     merged.setdefault("config", {})["methods"] = list(
         dict.fromkeys(spec for ds in merged["datasets"].values() for spec in ds["methods"]))
     return merged
