@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from visualmixer.eval.report import AuditConfig, audit
+from visualmixer.eval.report.seeds import merge_runs
 
 SPECS = (
     "visualmixer:0.5/mix4/similar",
@@ -67,18 +68,14 @@ def merge(args) -> None:
     runs = sorted(args.out.glob("*/results.json"))
     if not runs:
         raise SystemExit(f"no finished runs under {args.out}")
-    merged = json.loads(runs[0].read_text())
+    results = [json.loads(p.read_text()) for p in runs]
+    merged = merge_runs(results, [str(p) for p in runs])
     name = next(iter(merged["datasets"]))
     mds = merged["datasets"][name]
     merged["runs"] = {}
-    for p in runs:
-        res = json.loads(p.read_text())
-        ds = res["datasets"][name]
-        for spec, r in ds["methods"].items():
-            mds["methods"].setdefault(spec, r)  # each run's accuracy loss is against its own clean row
-        merged["runs"][p.parent.name] = {"seconds": res.get("seconds"),
-                                         "clean_accuracy": ds["methods"].get("clean", {}).get("accuracy")}
-    merged["config"]["methods"] = list(mds["methods"])
+    for p, res in zip(runs, results, strict=True):
+        clean = res["datasets"][name]["methods"].get("clean", {})
+        merged["runs"][p.parent.name] = {"seconds": res.get("seconds"), "clean_accuracy": clean.get("accuracy")}
     (args.out / "results.json").write_text(json.dumps(merged, indent=1))
     prior = mds["prior"]["class_mean"]
     print(f"wrote {args.out / 'results.json'} ({len(runs)} runs); prior SSIM {prior['ssim']['mean']:.3f}, "

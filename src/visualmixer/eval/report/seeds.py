@@ -1,10 +1,16 @@
-"""Several seeds: mean, sd, min, max and n of every method's numbers over the audit's seeds."""
+"""Several audit runs as one: mean, sd, min, max and n of every method's numbers over seeds
+(:func:`aggregate_seeds`), or the methods of runs of one seed on the same data (:func:`merge_runs`)."""
 
 from __future__ import annotations
 
+import copy
+
 from visualmixer.tools.stats import summary_stats
 
-__all__ = ["aggregate_seeds", "sd_stats"]
+__all__ = ["aggregate_seeds", "merge_runs", "sd_stats"]
+
+#: What runs merged into one table must agree on, per data set.
+_SAME_DATA = ("n_train", "n_victims", "n_attacker", "shape", "region")
 
 
 def sd_stats(values) -> dict:
@@ -60,3 +66,47 @@ def aggregate_seeds(per_seed: list[dict]) -> dict:
             a["n_seeds"] = len(nums)
             agg[ds][spec] = a
     return agg
+
+
+def merge_runs(runs: list[dict], labels: list[str]) -> dict:
+    """The methods of several audits of one seed on the same data, as one result.
+
+    A long audit runs a few methods at a time so that finished runs are kept. Each data set's
+    methods are taken from the runs in order (a method's first row is kept; each run's accuracy
+    loss is against its own ``clean`` row, which is the same when the data agree); the DP-SGD
+    reference row goes last.
+
+    Parameters
+    ----------
+    runs : list of dict
+        ``results.json`` contents of :func:`visualmixer.eval.report.audit`.
+    labels : list of str
+        One name per run (e.g. its path), for messages and the ``merged_from`` record.
+
+    Raises
+    ------
+    ValueError
+        When runs differ in seed or in a data set's sizes, shape or region.
+    """
+    merged = copy.deepcopy(runs[0])
+    merged["merged_from"] = list(labels)
+    seed = merged.get("config", {}).get("seed")
+    for res, label in zip(runs[1:], labels[1:], strict=True):
+        if res.get("config", {}).get("seed") != seed:
+            raise ValueError(f"{label}: seed {res.get('config', {}).get('seed')}, not {seed} as in {labels[0]}")
+        for name, ds in res["datasets"].items():
+            base = merged["datasets"].get(name)
+            if base is None:  # a data set only this run has
+                merged["datasets"][name] = copy.deepcopy(ds)
+                continue
+            for k in _SAME_DATA:
+                if base.get(k) != ds.get(k):
+                    raise ValueError(f"{label}: {name} {k} is {ds.get(k)}, not {base.get(k)} as in {labels[0]}")
+            for spec, row in ds["methods"].items():
+                base["methods"].setdefault(spec, row)
+            base["seconds"] = (base.get("seconds") or 0) + (ds.get("seconds") or 0)
+    for ds in merged["datasets"].values():  # the DP-SGD reference row (training, not images) last
+        ds["methods"] = dict(sorted(ds["methods"].items(), key=lambda kv: kv[0].startswith("dpsgd")))
+    merged.setdefault("config", {})["methods"] = list(
+        dict.fromkeys(spec for ds in merged["datasets"].values() for spec in ds["methods"]))
+    return merged
