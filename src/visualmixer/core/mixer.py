@@ -245,14 +245,18 @@ def _validate(images, key, ids, target_vfe, region, channel_order, seed):
     return batch, info, tau, r, _subkeys(key, ids, seed, n)
 
 
+def _own_map(saliency) -> bool:
+    """Whether the saliency map is the library's own (per image, finite and >= 0 by construction)."""
+    return saliency is None or isinstance(saliency, str)
+
+
 def _make_job(batch, info, subkeys, tau: float, r: int, channel_order: bool, saliency) -> _Job:
     """Saliency, window weights, salient regions, regions and key words of a checked batch."""
     h, w = batch.shape[2:]
     window = default_region(h, w)  # a function of the size only, so VFE stays comparable
     grid = region_grid(h, w, r)
     smap = _pixel_saliency(batch, saliency, window)
-    own_map = saliency is None or isinstance(saliency, str)  # finite and >= 0 by construction
-    weights = window_weights(batch, smap, window, trusted=own_map)
+    weights = window_weights(batch, smap, window, trusted=_own_map(saliency))
     return _Job(batch, info, tau, grid, window, channel_order, weights, _salient_regions(smap, grid),
                 to_regions(batch, grid), key_words(subkeys, batch.device))
 
@@ -341,8 +345,7 @@ def obfuscate(
     batch, info, tau, r, subkeys = _validate(images, key, ids, target_vfe, region, channel_order, seed)
     # Images are independent: parts of a CPU batch run on torch's threads at once (same bytes).
     # A caller's saliency map or function is applied to the whole batch, in one part.
-    own_map = saliency is None or isinstance(saliency, str)
-    parts = batch_parts(batch) if own_map else [(0, batch.shape[0])]
+    parts = batch_parts(batch) if _own_map(saliency) else [(0, batch.shape[0])]
     out, levels, got = _joined(run_parts(
         lambda a, b: _run_job(_make_job(batch[a:b], info, subkeys[a:b], tau, r, channel_order, saliency)),
         parts,

@@ -60,6 +60,8 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool, _pool_pid, _pool_size
     with _lock:
         if _pool is None or _pool_pid != os.getpid() or _pool_size < workers:
+            if _pool is not None and _pool_pid == os.getpid():
+                _pool.shutdown(wait=False)  # a larger pool replaces it; its idle threads exit
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visualmixer")
             _pool_pid, _pool_size = os.getpid(), workers
         return _pool

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import shlex
 import time
 from dataclasses import asdict, dataclass, replace
@@ -67,9 +68,7 @@ def _options(spec: str) -> list[str]:
 def _obfuscate_can(option: str) -> bool:
     """Whether ``visualmixer obfuscate`` has a flag for this option (--region, --no-channel-order,
     --mix, --groups similar, --mix-share)."""
-    number = option.lstrip("abcdefghijklmnopqrstuvwxyz")
-    name = option[: len(option) - len(number)]
-    return option in ("flat", "similar") or (name in ("r", "mix", "share") and bool(number))
+    return re.fullmatch(r"flat|similar|(r|mix)\d+|share[\d.]+", option) is not None
 
 
 @dataclass(frozen=True)
@@ -419,11 +418,12 @@ def _how(res: dict, spec: str) -> list[str]:
     if cmd is None:
         return [f"  audit-only: {_audit_only(spec)}."]
     out = ["  visualmixer keygen secret/my.key", f"  {cmd}"]
-    if kind == "hf" and parse_method(spec).mix is None:
+    method = parse_method(spec)
+    if kind == "hf" and method.mix is None:
         out = [f"  {_hf_line(spec, path)}", "  (or, for a folder of the same images:)", *out]
     elif kind == "hf":  # mixing protects a labelled set as a whole, from class folders
         out = ["  (mixing reads one sub-folder per class: save the images as SRC/<label>/<name>.png first)", *out]
-    if res.get("image_size") and parse_method(spec).region is None:
+    if res.get("image_size") and method.region is None:
         out.append(f"  note: the audit worked at {res['image_size']}x{res['image_size']} px, where the size rule "
                    f"gives --region {res['region']}; on larger originals the size rule picks larger regions. "
                    "The numbers hold for images of the audited size.")
