@@ -18,8 +18,10 @@ for s in "${seeds[@]}"; do
   if [[ -f "$dir/results.json" ]]; then echo "skip $dir"; continue; fi
   # EXTRA: more audit flags, e.g. the earlier attacker of the §4b tables:
   # EXTRA="--attacker 3000 --a3-base 16 --a3-epochs 3"
+  # TRAIN: training runs (scripts/train_experiments.sh) whose accuracies join the table, if present
+  train=${TRAIN-out/exp2}; [[ -e $train ]] && train=(--train-results "$train") || train=()
   PYTHONPATH="$SRC" "$PY" -W ignore -m visualmixer audit --frontier --seed "$s" ${EXTRA:-} \
-      --methods "${METHODS[@]}" --train-results out/exp2 --quiet --out "$dir"
+      --methods "${METHODS[@]}" "${train[@]}" --quiet --out "$dir"
 done
 PYTHONPATH="$SRC" "$PY" - "$OUT" <<'PY'
 import json, sys

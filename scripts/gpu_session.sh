@@ -65,6 +65,13 @@ timeout 120 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --bat
 timeout 60 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 64 \
   --json "$RES/bench-core-$DEV-b64.json"
 
+stamp "2b. where the time goes: torch.profiler of one obfuscate and one restore at 224² b256 and 32² b256"
+for size in 224 32; do
+  timeout 60 $PY -W ignore benchmarks/profile_core.py --device "$DEV" --size $size --batch 256 \
+    > "$RES/profile-$DEV-$size.txt" 2>&1
+  grep "^==" "$RES/profile-$DEV-$size.txt"
+done
+
 stamp "3. overhead of online obfuscation, batched on the GPU"
 for model in cnn resnet18; do
   timeout 90 $PY -W ignore scripts/train_overhead.py --device "$DEV" --where batched --n 8192 \

@@ -1,6 +1,7 @@
 """Issue 12: the exact one-pass targeting, permutation generator 2, and sync-free paths."""
 
 import sys
+import traceback
 
 import numpy as np
 import pytest
@@ -180,7 +181,13 @@ def test_sync_free_path_gives_the_cpu_path_results(monkeypatch):
 
 # -- no host synchronisation, flat op counts ---------------------------------------------------
 
-_SYNCS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::unique", "aten::_unique", "aten::item")
+_SYNCS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::unique", "aten::_unique", "aten::item",
+          "aten::repeat_interleave.Tensor", "aten::masked_select")  # (data-dependent sizes)
+#: Host data entering the device: a tensor made from Python numbers (``t[i] = 0``,
+#: ``torch.tensor``) is a synchronous copy on a GPU, and ``fill_`` with a host scalar tensor
+#: reads it back. Only the subkeys' words may enter (pinned, asynchronous: keyed.key_words).
+_HOST_DATA = ("aten::lift_fresh", "aten::fill_.Tensor")
+_HOST_DATA_ALLOWED = {"key_words"}
 
 
 class _Recorder(TorchDispatchMode):
@@ -193,6 +200,10 @@ class _Recorder(TorchDispatchMode):
         self.ops += 1
         if any(name.startswith(s) for s in _SYNCS):
             self.syncs.append(name)
+        elif name in _HOST_DATA:
+            caller = next(f for f in traceback.extract_stack()[::-1] if "visualmixer" in f.filename)
+            if caller.name not in _HOST_DATA_ALLOWED:
+                self.syncs.append(f"{name} in {caller.name} ({caller.filename.rsplit('/', 1)[-1]}:{caller.lineno})")
         return func(*args, **(kwargs or {}))
 
 

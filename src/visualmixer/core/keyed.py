@@ -59,7 +59,10 @@ def host_checks(device) -> bool:
 
 
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A host tensor on ``device`` without a host synchronisation (pinned, asynchronous copy)."""
+    """A host tensor on ``device`` without a host synchronisation (pinned, asynchronous copy).
+
+    Also for the cached tables made on the host: a plain ``.to("cuda")`` of pageable memory
+    is a synchronous copy (seen on an H200 under ``set_sync_debug_mode``)."""
     device = torch.device(device)
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
@@ -115,7 +118,7 @@ def _slot_terms(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     k = torch.arange(n, dtype=torch.int64)
     golden = (k * (_GOLDEN & _MASK32)) & _MASK32  # the uint32 product...
     golden = torch.where(golden >= 1 << 31, golden - (1 << 32), golden).to(torch.int32)  # ...as int32
-    return golden.to(device), k.to(torch.int32).to(device)
+    return to_device(golden, device), to_device(k.to(torch.int32), device)
 
 
 def _sorted_order(keys: torch.Tensor, n: int) -> torch.Tensor:

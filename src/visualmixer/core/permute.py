@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from visualmixer.core.generator1 import VIEW_DTYPES as _VIEW_DTYPES
 from visualmixer.core.generator1 import _shuffle_full_grid, _tile_keys, random_words, sort_permutations, words_needed
-from visualmixer.core.keyed import channel_permutations, host_checks, tile_permutations
+from visualmixer.core.keyed import channel_permutations, host_checks, tile_permutations, to_device
 from visualmixer.core.regions import RegionGrid, tile_ladder
 
 __all__ = [
@@ -237,7 +237,7 @@ def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
     tx = torch.arange(tiles).view(1, 1, tiles) * k
     base = (ch + ty + tx).reshape(-1)
     inner = (torch.arange(t).view(t, 1) * per_row + torch.arange(k).view(1, k)).reshape(-1)
-    return chunk, base.to(device), inner.to(device)
+    return chunk, to_device(base, device), to_device(inner, device)
 
 
 def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int) -> torch.Tensor:
@@ -267,7 +267,7 @@ def _image_tile_table(c: int, h: int, r: int, t: int, row_units: int, k: int, de
     ch = torch.arange(c).view(c, 1, 1) * (h * row_units)
     ty = torch.arange(q).view(1, q, 1) * (t * row_units)
     tx = torch.arange(q).view(1, 1, q) * k
-    return (ch + ty + tx).reshape(-1).to(device)
+    return to_device((ch + ty + tx).reshape(-1), device)
 
 
 def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tensor, grid: RegionGrid,

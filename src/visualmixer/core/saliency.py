@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from visualmixer.core.keyed import to_device
+
 __all__ = ["Saliency", "spectral_residual", "gaussian_blur2d"]
 
 
@@ -56,7 +58,7 @@ def _band_matrix(size: int, kernel: tuple, mode: str, dtype: torch.dtype, device
         src = src.clamp(0, size - 1)
     mat = torch.zeros(size, size, dtype=torch.float64)
     mat.scatter_add_(1, src, k.expand(size, -1).contiguous())
-    return mat.to(dtype=dtype, device=device)
+    return to_device(mat.to(dtype), device)
 
 
 def gaussian_blur2d(x: torch.Tensor, sigma: float, *, padding: str | None = None) -> torch.Tensor:
@@ -142,7 +144,8 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     spectrum = torch.fft.fft2(small if work == torch.float64 else small.float())
     true_amp = _abs2(spectrum).sqrt_()  # |z| without complex abs's slow hypot
     amp = true_amp.clone()
-    amp[..., 0, 0] = 0  # the DC term is rounding noise after removing the mean
+    amp[..., 0, 0].fill_(0)  # the DC term is rounding noise after removing the mean (fill_:
+    # assigning a Python number would be a host synchronisation on a GPU)
     tiny = torch.finfo(amp.dtype).tiny
     log_amp = torch.log(amp + 1e-6 * amp.view(n, -1).amax(dim=1).view(n, 1, 1, 1) + tiny)
     box = _band_matrix(size, (1 / 3, 1 / 3, 1 / 3), "replicate", log_amp.dtype, str(log_amp.device))

@@ -32,11 +32,10 @@ __all__ = ["vfe", "vfe_map", "window_scores", "scores_from_windows", "window_wei
 def window_norm(h: int, w: int, s: int, device: torch.device) -> torch.Tensor:
     """(nh, nw) normalisation k(w) so that i.i.d. noise scores 1 in every window."""
     nh, nw = -(-h // s), -(-w // s)
-    a = torch.full((nh,), s, dtype=torch.float64, device=device)
-    b = torch.full((nw,), s, dtype=torch.float64, device=device)
-    a[-1] = h - (nh - 1) * s
-    b[-1] = w - (nw - 1) * s
-    a, b = a.view(-1, 1), b.view(1, -1)
+    # Window sides: s, and what is left for the last one; made with device ops (assigning a
+    # Python number to an element of a GPU tensor is a host synchronisation).
+    a = (h - torch.arange(nh, dtype=torch.float64, device=device) * s).clamp_(max=s).view(-1, 1)
+    b = (w - torch.arange(nw, dtype=torch.float64, device=device) * s).clamp_(max=s).view(1, -1)
     pairs = a * (b - 1) + (a - 1) * b
     return torch.where(pairs > 0, (a * b - 1) / (2 * pairs.clamp_min(1)), torch.zeros_like(pairs))
 

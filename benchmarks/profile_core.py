@@ -1,0 +1,71 @@
+"""Where the time of one ``obfuscate`` and one ``restore`` call goes (torch.profiler).
+
+    python benchmarks/profile_core.py --device cuda --size 224 --batch 256
+
+Prints, per call, the wall time (synchronised), the host time spent issuing work, and the
+operators with the most device (or CPU) time. For reading, not for asserting: the timings
+that docs/performance.md reports come from ``bench_core.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import visualmixer as vm
+from visualmixer.data.samples import builtin_photos
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batch(size: int, n: int, device: torch.device) -> torch.Tensor:
+    _, x = builtin_photos(size)
+    return x.repeat(-(-n // len(x)), 1, 1, 1)[:n].contiguous().to(device)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--target", type=float, default=0.5)
+    p.add_argument("--rows", type=int, default=15, help="operators listed per table")
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    x = _batch(a.size, a.batch, device)
+    key, ids = vm.Key.from_seed(0), range(a.batch)
+    res = vm.obfuscate(x, key=key, ids=ids, target_vfe=a.target)  # warm caches, cuFFT plans
+    vm.restore(res.images, res.plans, key=key, ids=ids)
+    calls = {
+        "obfuscate": lambda: vm.obfuscate(x, key=key, ids=ids, target_vfe=a.target),
+        "restore": lambda: vm.restore(res.images, res.plans, key=key, ids=ids),
+    }
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    for name, call in calls.items():
+        _sync(device)
+        t0 = time.perf_counter()
+        call()
+        issued = time.perf_counter() - t0
+        _sync(device)
+        wall = time.perf_counter() - t0
+        with profile(activities=activities) as prof:
+            call()
+            _sync(device)
+        events = prof.key_averages()
+        print(f"== {name}: {a.size}² batch {a.batch} on {device}: wall {wall * 1e3:.2f} ms "
+              f"(host returned after {issued * 1e3:.2f} ms), {a.batch / wall:,.0f} img/s, "
+              f"{sum(e.count for e in events)} operator calls")
+        print(events.table(sort_by=sort, row_limit=a.rows, max_name_column_width=48))
+        if device.type == "cuda":
+            print(events.table(sort_by="self_cpu_time_total", row_limit=a.rows // 2, max_name_column_width=48))
+
+
+if __name__ == "__main__":
+    main()
