@@ -31,8 +31,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["GENERATOR", "key_words", "row_keys", "tile_permutations", "channel_permutations", "host_checks",
-           "to_device"]
+__all__ = ["GENERATOR", "key_words", "row_keys", "lane_keys", "ladder_lanes", "permutations", "tile_permutations",
+           "channel_permutations", "host_checks", "to_device"]
 
 #: The generator number recorded in :class:`visualmixer.core.mixer.Plans`.
 GENERATOR = 2
@@ -100,9 +100,14 @@ def row_keys(words: torch.Tensor, regions: torch.Tensor, level: int, channels: i
         Ladder level (0-14), or 15 for channel orders.
     channels : int
     """
-    ctr = regions.to(torch.int32).view(-1, 1) * 64 + (level * 4) + torch.arange(
-        channels, dtype=torch.int32, device=words.device
-    )
+    return lane_keys(words, regions, level * 4 + torch.arange(channels, dtype=torch.int32, device=words.device))
+
+
+def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
+    """Row keys ``(a, b)``, each ``(G, K)`` int32, of rows ``g`` at counter lanes ``lanes`` (K,)
+    (lane ``level * 4 + channel``; 60 is the channel order): :func:`row_keys` of several levels
+    in one pass, element for element the same integers."""
+    ctr = regions.to(torch.int32).view(-1, 1) * 64 + lanes.view(1, -1)
     a = _fmix_(ctr + words[:, 0:1])
     for i in range(1, 4):
         a = _fmix_(a.bitwise_xor_(words[:, i : i + 1]))
@@ -134,8 +139,25 @@ def _sorted_order(keys: torch.Tensor, n: int) -> torch.Tensor:
     return ordered.bitwise_and_(mask)
 
 
-def _permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool) -> torch.Tensor:
-    """``(..., n)`` int32 permutations from row keys ``a, b`` of shape ``(...)``."""
+def ladder_lanes(levels: Sequence[int], channels: int, device) -> torch.Tensor:
+    """The counter lanes of ladder ``levels`` (level-major, then channel), and last the
+    channel-order lane: ``(len(levels) * channels + 1,)`` int32, made on ``device`` (a run of
+    consecutive levels by device arithmetic, with no host copy; other sets, used on the CPU
+    only, from a host list)."""
+    levels = list(levels)
+    first = levels[0] if levels else 0
+    if levels != list(range(first, first + len(levels))):
+        lanes = [level * 4 + ch for level in levels for ch in range(channels)] + [_CHANNEL_PURPOSE * 4]
+        return torch.tensor(lanes, dtype=torch.int32, device=device)
+    count = len(levels) * channels
+    lanes = torch.arange(count + 1, dtype=torch.int32, device=device)
+    level, channel = torch.div(lanes, channels, rounding_mode="floor") + first, lanes % channels
+    return torch.where(lanes < count, level * 4 + channel, _CHANNEL_PURPOSE * 4)
+
+
+def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool) -> torch.Tensor:
+    """``(..., n)`` int32 permutations from row keys ``a, b`` of shape ``(...)`` (tile
+    permutations avoid the identity; channel orders do not)."""
     if n < 2:
         return torch.zeros(a.shape + (1,), dtype=torch.int32, device=a.device)
     golden, slots = _slot_terms(n, str(a.device))
@@ -160,11 +182,11 @@ def tile_permutations(words: torch.Tensor, regions: torch.Tensor, level: int, ch
     """``(G, channels, ntiles)`` int32 tile permutations of rows (image words ``words[g]``,
     region ``regions[g]``) at ``level``: output slot ``k`` takes source tile ``perm[k]``."""
     a, b = row_keys(words, regions, level, channels)
-    return _permutations(a, b, ntiles, avoid_identity=True)
+    return permutations(a, b, ntiles, avoid_identity=True)
 
 
 def channel_permutations(words: torch.Tensor, regions: torch.Tensor, channels: int) -> torch.Tensor:
     """``(G, channels)`` int32 channel orders (uniform over all orders): output channel ``c``
     of region ``regions[g]`` takes source channel ``perm[c]``."""
     a, b = row_keys(words, regions, _CHANNEL_PURPOSE, 1)
-    return _permutations(a[:, 0], b[:, 0], channels, avoid_identity=False)
+    return permutations(a[:, 0], b[:, 0], channels, avoid_identity=False)

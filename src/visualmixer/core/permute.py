@@ -18,7 +18,9 @@ are cut into tiles with a reshape and moved by one ``gather`` (``scatter`` to re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +28,15 @@ import torch.nn.functional as F
 
 from visualmixer.core.generator1 import VIEW_DTYPES as _VIEW_DTYPES
 from visualmixer.core.generator1 import _shuffle_full_grid, _tile_keys, random_words, sort_permutations, words_needed
-from visualmixer.core.keyed import channel_permutations, host_checks, tile_permutations, to_device
+from visualmixer.core.keyed import (
+    channel_permutations,
+    host_checks,
+    ladder_lanes,
+    lane_keys,
+    permutations,
+    tile_permutations,
+    to_device,
+)
 from visualmixer.core.regions import RegionGrid, tile_ladder
 
 __all__ = [
@@ -37,6 +47,8 @@ __all__ = [
     "shuffle_level",
     "shuffle_image",
     "level_sources",
+    "ladder_keys",
+    "LadderKeys",
     "to_regions",
     "from_regions",
     "region_windows",
@@ -160,23 +172,45 @@ def _channel_sources(words, m: int, c: int, channel_order: bool) -> torch.Tensor
     return torch.arange(c, dtype=torch.int32, device=words.device).expand(words.shape[0] * m, c)
 
 
-def level_sources(words: torch.Tensor, grid: RegionGrid, channels: int, level: int,
-                  channel_order: bool, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Generator 2, full regions at ``level``: ``(N * regions, C * ntiles)`` int32, the source
-    ``channel * ntiles + tile`` of each output (channel, tile slot); only for the image-major
-    region ``rows`` (indices into ``N * regions``) when given."""
-    m = grid.count
-    nt = (grid.region // tile_ladder(grid.region)[level]) ** 2
-    if rows is None:
-        row_words, regions = _region_rows(words, m)
-    else:
-        row_words, regions = words[torch.div(rows, m, rounding_mode="floor")], rows % m
+class LadderKeys(NamedTuple):
+    """Generator 2's row keys of every (image, region) row at ladder ``levels``, and the channel
+    orders: ``a, b`` ``(N * regions, len(levels), C)`` int32, ``sigma`` ``(N * regions, C)``."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    sigma: torch.Tensor
+    levels: tuple[int, ...]
+
+
+def ladder_keys(words: torch.Tensor, grid: RegionGrid, channels: int, channel_order: bool,
+                levels: Sequence[int] | None = None) -> LadderKeys:
+    """:class:`LadderKeys` of a batch at ``levels`` (default: the whole ladder) in one pass of the
+    key mixing: the level is only a counter lane, so all levels cost one call's operators instead
+    of one per level (on a GPU the call is bound by kernel launches). On the CPU pass only the
+    levels used: the element work grows with their number."""
+    row_words, regions = _region_rows(words, grid.count)
+    levels = tuple(range(grid.levels + 1)) if levels is None else tuple(levels)
+    a, b = lane_keys(row_words, regions, ladder_lanes(levels, channels, words.device))
     if channel_order and channels > 1:
-        sigma = channel_permutations(row_words, regions, channels)
+        sigma = permutations(a[:, -1], b[:, -1], channels, avoid_identity=False)
     else:
         sigma = torch.arange(channels, dtype=torch.int32, device=words.device).expand(len(regions), channels)
+    shape = (len(regions), len(levels), channels)
+    return LadderKeys(a[:, :-1].view(shape), b[:, :-1].view(shape), sigma, levels)
+
+
+def level_sources(keys: LadderKeys, grid: RegionGrid, level: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Generator 2, full regions at ``level``, from the batch's :func:`ladder_keys`:
+    ``(N * regions, C * ntiles)`` int32, the source ``channel * ntiles + tile`` of each output
+    (channel, tile slot); only for the image-major region ``rows`` (indices into
+    ``N * regions``) when given."""
+    nt = (grid.region // tile_ladder(grid.region)[level]) ** 2
+    column = keys.levels.index(level)
+    a, b, sigma = keys.a[:, column], keys.b[:, column], keys.sigma
+    if rows is not None:
+        a, b, sigma = a[rows], b[rows], sigma[rows]
     if nt > 1:
-        pi = tile_permutations(row_words, regions, level, channels, nt)
+        pi = permutations(a, b, nt, avoid_identity=True)
         return (sigma.unsqueeze(-1) * nt + pi).flatten(1)
     return sigma.clone()
 
@@ -285,19 +319,21 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     levels = levels.to(images.device).reshape(-1)
     if host_checks(images.device):
         present = [level for level in range(grid.levels + 1) if bool((levels == level).any())]
+        keys = ladder_keys(words, grid, c, channel_order, present)
         if len(present) == 1:
-            return _move_image_tiles(images, words, grid, present[0], channel_order, inverse)
+            return _move_image_tiles(images, keys, grid, present[0], inverse)
         out = torch.empty_like(images)
         for level in present:
             rows = (levels == level).nonzero().squeeze(1)
-            _move_image_tiles(images, words, grid, level, channel_order, inverse, rows=rows, out=out)
+            _move_image_tiles(images, keys, grid, level, inverse, rows=rows, out=out)
         return out
+    keys = ladder_keys(words, grid, c, channel_order)
     r, rows, cols = grid.region, grid.rows, grid.cols
     cw = max(g for g in (1, 2, 4, 8) if (r * images.element_size()) % g == 0)
     shape = (n, c, rows, r, cols, -1)
     out = None
     for level in range(grid.levels + 1):
-        moved = _move_image_tiles(images, words, grid, level, channel_order, inverse)
+        moved = _move_image_tiles(images, keys, grid, level, inverse)
         if out is None:
             out = moved
         else:  # regions at this level from here, selected as wide integers of region rows
@@ -307,14 +343,14 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     return out
 
 
-def _move_image_tiles(images, words, grid, level, channel_order, inverse, rows=None, out=None):
-    """One level of :func:`shuffle_image`: every region (returns the image), or only the
-    image-major region ``rows``, written into ``out``."""
+def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
+    """One level of :func:`shuffle_image` (``keys``: the batch's :func:`ladder_keys`): every
+    region (returns the image), or only the image-major region ``rows``, written into ``out``."""
     n, c, h, w = images.shape
     r = grid.region
     t = tile_ladder(r)[level]
     q = r // t
-    sources = level_sources(words, grid, c, level, channel_order, rows)
+    sources = level_sources(keys, grid, level, rows)
     if inverse:
         order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
         sources = torch.empty_like(sources).scatter_(1, sources.long(), order.expand_as(sources))
@@ -360,13 +396,15 @@ def _shuffle_v2(regions, words, levels, grid, channel_order, inverse):
         return _shuffle_by_kind(regions, levels.to(regions.device), grid, sigma, tile_perms, inverse)
     levels = levels.to(regions.device)
     ladder = tile_ladder(r)
+    present = range(grid.levels + 1)
+    if host_checks(regions.device):
+        present = [level for level in present if bool((levels == level).any())]
+    keys = ladder_keys(words, grid, c, channel_order, present)
     out = None
-    for level in range(grid.levels + 1):
+    for level in present:
         here = levels == level
-        if host_checks(regions.device) and not bool(here.any()):
-            continue
-        moved = shuffle_level(regions, level_sources(words, grid, c, level, channel_order), ladder[level],
-                              inverse=inverse)
+        moved = shuffle_level(regions, level_sources(keys, grid, level),
+                              ladder[level], inverse=inverse)
         out = moved if out is None else torch.where(here.view(n, m, 1, 1, 1), moved, out)
     return out
 

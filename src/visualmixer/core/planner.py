@@ -22,7 +22,9 @@ import torch
 from visualmixer.core.imageops import region_mean_grid
 from visualmixer.core.keyed import GENERATOR, host_checks
 from visualmixer.core.permute import (
+    LadderKeys,
     from_regions,
+    ladder_keys,
     level_sources,
     region_windows,
     shuffle_level,
@@ -153,7 +155,7 @@ def _scores(job: _Job, out: torch.Tensor) -> torch.Tensor:
     return window_scores(from_regions(out, job.grid), job.window)
 
 
-def _level_scores(job: _Job, level: int, sums) -> tuple[torch.Tensor, torch.Tensor]:
+def _level_scores(job: _Job, level: int, sums, keys: LadderKeys) -> tuple[torch.Tensor, torch.Tensor]:
     """Every region shuffled at one ``level``, and the per-channel score of every region then.
 
     Returns ``(out, scores)``: ``(N, regions, C, R, R)`` and ``(N, C, rows, cols)`` float64,
@@ -169,7 +171,7 @@ def _level_scores(job: _Job, level: int, sums) -> tuple[torch.Tensor, torch.Tens
         return out, _scores(job, out)
     r = grid.region
     t = tile_ladder(r)[level]
-    sources = level_sources(job.words, grid, c, level, job.channel_order)
+    sources = level_sources(keys, grid, level)
     out = shuffle_level(job.regions, sources, t)
     if sums is None:  # score the contiguous region layout (same arithmetic as the image's windows)
         scores = scores_from_windows(out.view(n, m, c, 1, r, r), c * r, r)  # (N, m, C, 1)
@@ -257,9 +259,12 @@ def _one_pass_plans(job: _Job):
     top, last = grid.levels, job.last
     levels_scored = range(top + 1) if top == 0 else range(1, top + 1)  # plans never use level 0
     sums = _source_sums(job)
+    c, every = job.regions.shape[2], not host_checks(job.batch.device)
+    keys = ladder_keys(job.words, grid, c, job.channel_order, levels_scored) if every else None
     outs, tables = [], []
-    for level in levels_scored:
-        out, scores = _level_scores(job, level, sums)
+    for level in levels_scored:  # (on the CPU, keys of the levels reached only)
+        level_keys = keys if every else ladder_keys(job.words, grid, c, job.channel_order, (level,))
+        out, scores = _level_scores(job, level, sums, level_keys)
         outs.append(out)
         tables.append(scores.flatten(2))
         known = last + 1 if level == top else 2 * level - 1  # plans 0 .. known-1 use levels <= level
