@@ -94,10 +94,11 @@ for g in "${groups[@]}"; do
         run fmfull-cnn-online-0.5 "${args[@]}" --target-vfe 0.5 --mode online
       fi ;;
     loader-workers)  # online overhead as `visualmixer train` sees it: in the training process
-      # vs one DataLoader worker (one torch thread each, so a 2-core machine has a core to spare)
+      # (each batch when asked for, or 2 ahead in a background thread) vs one DataLoader worker
+      # (one torch thread each, so a 2-core machine has a core to spare)
       for r in 1 2; do
-        for spec in clean:"--target-vfe none" here:"--mode online" \
-                    workers1:"--mode online --loader-workers 1"; do
+        for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" \
+                    prefetch2:"--mode online --prefetch 2" workers1:"--mode online --loader-workers 1"; do
           # shellcheck disable=SC2086
           OMP_NUM_THREADS=1 run "lw-${spec%%:*}-r$r" --data fashion-mnist --epochs 3 \
               --train-size 10000 --test-size 1000 --no-progress --resume --device "$DEVICE" \

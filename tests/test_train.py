@@ -93,8 +93,22 @@ def test_online_in_loader_workers_gives_the_same_run(tmp_path, sets):
     a = torch.load(tmp_path / "here" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "workers" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="loader_workers must be >= 0"):
+    with pytest.raises(ValueError, match="loader_workers=-1 is not allowed"):
         _cfg(tmp_path / "bad", loader_workers=-1).validate()
+
+
+def test_online_prefetched_in_a_thread_gives_the_same_run(tmp_path, sets):
+    """Obfuscating batches ahead in a background thread changes when the work runs, not a number."""
+    kw = dict(mode="online", optimizer="adam", epochs=2)
+    plain = L.train(_cfg(tmp_path / "plain", prefetch=0, **kw), sets=sets)
+    ahead = L.train(_cfg(tmp_path / "ahead", prefetch=3, **kw), sets=sets)
+    assert ahead["config"]["prefetch"] == 3
+    assert _strip(ahead["runs"][0]["history"]) == _strip(plain["runs"][0]["history"])
+    a = torch.load(tmp_path / "plain" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "ahead" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="prefetch=-1 is not allowed"):
+        _cfg(tmp_path / "bad", prefetch=-1).validate()
 
 
 def test_protocol_ids_and_keys(tmp_path, sets, monkeypatch):

@@ -37,6 +37,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "size": "--image-size",
     },
     "run": {"size": "--size"},
+    "train": {"loader_workers": "--loader-workers", "prefetch": "--prefetch"},
     **{cmd: {"n_train": "--train", "n_victims": "--victims", "n_attacker": "--attacker",
              "image_size": "--image-size", "image_column": "--image-column", "label_column": "--label-column",
              "out_dir": "--out", "max_ssim_over_prior": "--max-ssim-over-prior", "max_reid": "--max-reid",

@@ -81,6 +81,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="online mode: obfuscate the training batches in N DataLoader worker "
                         "processes beside the training step (same batches; default 0: in the "
                         "training process, on --device)")
+    p.add_argument("--prefetch", type=int, default=2, metavar="N",
+                   help="online mode in the training process: obfuscate N batches ahead in a "
+                        "background thread, beside the training step (same batches; 0: none; "
+                        "default 2)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels, image_size=args.image_size, train_size=args.train_size,
         test_size=args.test_size, weight_decay=args.weight_decay, region=args.region,
         secret_keys=args.secret_keys, target_acc=args.target_acc, resume=args.resume,
-        progress=not args.no_progress, loader_workers=args.loader_workers,
+        progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share,
     )
     try:

@@ -77,6 +77,10 @@ class TrainConfig:
         processes (on the CPU, beside the training step) instead of in the training process.
         The batches are identical, so results do not change; 0 (default) obfuscates in the
         training process, on the training device.
+    prefetch : int
+        Online mode in the training process (``loader_workers=0``): obfuscate this many batches
+        ahead in a background thread, overlapping the training step (same batches; default 2;
+        0: obfuscate each batch when the loop asks for it).
     target_acc : float, optional
         Test accuracy (in [0, 1]) for the "epochs to target" metric.
     resume : bool
@@ -110,6 +114,7 @@ class TrainConfig:
     secret_keys: bool = False
     obfuscate_batch: int = 1024
     loader_workers: int = 0
+    prefetch: int = 2
     target_acc: float | None = None
     resume: bool = False
     progress: bool = True
@@ -136,7 +141,11 @@ class TrainConfig:
         if not self.seeds:
             raise ValueError("at least one seed is needed")
         if int(self.loader_workers) < 0:
-            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
+            raise ValueError(f"loader_workers={self.loader_workers} is not allowed: give a number of worker "
+                             "processes >= 0 (0: obfuscate in the training process)")
+        if int(self.prefetch) < 0:
+            raise ValueError(f"prefetch={self.prefetch} is not allowed: give a number of batches made ahead "
+                             ">= 0 (0: none)")
         if self.lr is None:
             self.lr = _DEFAULT_LR[self.optimizer]
         if not self.lr > 0:

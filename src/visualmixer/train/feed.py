@@ -5,6 +5,8 @@ DataLoader (in process or in worker processes), or the whole set mixed anew ever
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import threading
 import time
 
 import torch
@@ -16,7 +18,7 @@ from visualmixer.data.wrapper import ObfuscatedDataset
 from visualmixer.train.config import TrainConfig
 from visualmixer.train.fit import ShuffledBatches
 
-__all__ = ["training_feed", "WaitedLoader", "MixedEpochs", "sync"]
+__all__ = ["training_feed", "WaitedLoader", "PrefetchedLoader", "MixedEpochs", "sync"]
 
 
 def sync(dev: torch.device) -> None:
@@ -49,6 +51,57 @@ class WaitedLoader:
             yield batch
 
 
+class PrefetchedLoader(WaitedLoader):
+    """:class:`WaitedLoader` whose batches are made ``depth`` batches ahead by a background
+    thread of the training process: the obfuscation of the next batches overlaps the training
+    step (torch releases the GIL inside operators; on a GPU both threads queue work on the same
+    stream, so the order of the work is unchanged). Same batches, in the same order, as
+    iterating the loader directly. An error in the thread is raised in the training loop; a
+    loop that stops early stops the thread."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, dev: torch.device, depth: int):
+        super().__init__(loader, dev)
+        self.depth = depth
+
+    def __iter__(self):
+        ready: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop, end = threading.Event(), object()
+
+        def offer(item) -> bool:  # False once the loop has stopped
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce():
+            try:
+                for batch in self.loader:
+                    if not offer(batch):
+                        return
+                offer(end)
+            except BaseException as err:  # handed to the training loop, raised there
+                offer(err)
+
+        worker = threading.Thread(target=produce, name="visualmixer-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                t = time.perf_counter()
+                item = ready.get()
+                self.seconds += time.perf_counter() - t
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+
+
 class MixedEpochs:
     """Online mixing: the whole training set mixed anew at the start of every epoch (image ids
     ``(index, epoch)``: new groups, exchanges and in-region shuffles), as ``fit_classifier``'s
@@ -72,7 +125,8 @@ class MixedEpochs:
 def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: torch.device):
     """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
     online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
-    fetched in process on ``dev`` or, with ``loader_workers``, on the CPU in worker processes.
+    fetched in process on ``dev`` (``prefetch`` batches ahead, in a background thread) or, with
+    ``loader_workers``, on the CPU in worker processes.
     Either way the batch order of epoch ``e`` is seeded with ``seed * 100003 + e``."""
     batches = ShuffledBatches(len(train_set), cfg.batch_size, epoch_seed=lambda e: seed * 100_003 + e)
     if cfg.target_vfe is None or cfg.mode != "online":
@@ -90,4 +144,6 @@ def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: t
         kw = dict(num_workers=workers, multiprocessing_context=ctx, pin_memory=dev.type == "cuda",
                   prefetch_factor=4)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **kw)
-    return WaitedLoader(loader, dev), None
+    if workers or not int(cfg.prefetch):
+        return WaitedLoader(loader, dev), None
+    return PrefetchedLoader(loader, dev, int(cfg.prefetch)), None

@@ -1,0 +1,53 @@
+"""The background-thread prefetch of online training batches (train.feed.PrefetchedLoader)."""
+
+import threading
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from visualmixer.train.feed import PrefetchedLoader
+
+
+class _Numbers(Dataset):
+    def __init__(self, n, fail_at=None):
+        self.n, self.fail_at = n, fail_at
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.fail_at:
+            raise RuntimeError(f"item {i} is broken")
+        return torch.tensor([i])
+
+
+def _prefetch_threads():
+    return [t for t in threading.enumerate() if t.name == "visualmixer-prefetch"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_same_batches_in_the_same_order(depth):
+    loader = DataLoader(_Numbers(23), batch_size=4)
+    want = [b.tolist() for b in loader]
+    feed = PrefetchedLoader(loader, torch.device("cpu"), depth)
+    assert [b.tolist() for b in feed] == want
+    assert [b.tolist() for b in feed] == want  # a second epoch
+    assert feed.seconds >= 0 and not _prefetch_threads()
+
+
+def test_an_error_in_the_thread_is_raised_in_the_loop():
+    feed = PrefetchedLoader(DataLoader(_Numbers(20, fail_at=9), batch_size=4), torch.device("cpu"), 2)
+    seen = []
+    with pytest.raises(RuntimeError, match="item 9 is broken"):
+        for b in feed:
+            seen.append(b)
+    assert len(seen) == 2 and not _prefetch_threads()
+
+
+def test_a_loop_that_stops_early_stops_the_thread():
+    feed = PrefetchedLoader(DataLoader(_Numbers(1000), batch_size=1), torch.device("cpu"), 2)
+    for i, _ in enumerate(feed):
+        if i == 3:
+            break
+    assert not _prefetch_threads()
