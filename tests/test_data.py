@@ -80,6 +80,32 @@ def test_batched_getitems_equals_per_item_and_is_one_call(monkeypatch):
     assert torch.equal(got, torch.stack([ds[i][0] for i in range(6)]))
 
 
+@pytest.mark.parametrize("return_vfe", [False, True])
+def test_batch_equals_the_dataloader_collation(return_vfe):
+    imgs = torch.stack([torch.roll(_smooth(1)[0], shifts=3 * i, dims=2) for i in range(6)])
+    extra = torch.arange(6, dtype=torch.float32) / 7
+    ds = ObfuscatedDataset(TensorDataset(imgs, torch.arange(6), extra), KEY, target_vfe=0.6, mode="online",
+                           epoch=1, return_vfe=return_vfe)
+    want = torch.utils.data.default_collate(ds.__getitems__([5, 2, 3]))
+    got = ds.batch([5, 2, 3])
+    assert len(got) == len(want) == 3 + return_vfe
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_batch_of_other_datasets_is_collated_from_the_samples():
+    class Pairs(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return _smooth(1)[0].roll(i, dims=1), i
+
+    ds = ObfuscatedDataset(Pairs(), KEY, target_vfe=0.5)
+    images, labels = ds.batch([3, 1])
+    assert labels.tolist() == [3, 1] and torch.equal(images, torch.stack([ds[3][0], ds[1][0]]))
+
+
 def test_offline_mode_and_ids():
     base = TensorDataset(_smooth(4), torch.arange(4))
     ds = ObfuscatedDataset(base, KEY, mode="offline", ids=["a", "b", "c", "d"])

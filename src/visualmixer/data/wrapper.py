@@ -58,7 +58,7 @@ class ObfuscatedDataset(Dataset):
     >>> from visualmixer.data import ObfuscatedDataset
     >>> base = torch.utils.data.TensorDataset(
     ...     torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8))
-    >>> ds = ObfuscatedDataset(base, Key.from_seed(0), target_vfe=0.5, mode="online")
+    >>> ds = ObfuscatedDataset(base, vm.Key.from_seed(0), target_vfe=0.5, mode="online")
     >>> ds.set_epoch(1)
     >>> image, label = ds[3]
     >>> image.shape, int(label)
@@ -190,6 +190,36 @@ class ObfuscatedDataset(Dataset):
         out = res.images.detach()
         vfe = res.vfe.tolist() if self.return_vfe else None
         return [(out[j], *rest[j]) + ((vfe[j],) if vfe is not None else ()) for j in range(len(indices))]
+
+    def batch(self, indices: Sequence[int]) -> tuple:
+        """The collated batch of ``indices``: what a ``DataLoader`` with default collation makes
+        of :meth:`__getitems__` — ``(images, *fields)``, plus the achieved VFE (float64) with
+        ``return_vfe`` — the same tensors.
+
+        For a wrapped ``TensorDataset`` of ``(N, C, H, W)`` images it is one ``obfuscate`` call and
+        one indexing per tensor, with no per-sample objects (the training loop's in-process online
+        path uses it); other datasets are collated from :meth:`__getitems__`.
+
+        Examples
+        --------
+        >>> import torch, visualmixer as vm
+        >>> from torch.utils.data import TensorDataset
+        >>> x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+        >>> ds = ObfuscatedDataset(TensorDataset(x, torch.arange(6)), vm.Key.from_seed(0), 0.5)
+        >>> images, labels = ds.batch([4, 1])
+        >>> images.shape, labels.tolist()
+        (torch.Size([2, 1, 28, 28]), [4, 1])
+        """
+        indices = [int(i) for i in indices]
+        if not (isinstance(self.dataset, TensorDataset) and self.dataset.tensors[0].ndim == 4
+                and not isinstance(self.saliency, torch.Tensor)):
+            return torch.utils.data.default_collate(self.__getitems__(indices))
+        tensors = self.dataset.tensors
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        res = self._obfuscate_images(tensors[0][idx.to(tensors[0].device)], indices)
+        fields = [t[idx.to(t.device)] for t in tensors[1:]]
+        vfe = (res.vfe.to(torch.float64),) if self.return_vfe else ()
+        return (res.images.detach(), *fields, *vfe)
 
     def obfuscate_indices(self, indices: Sequence[int]):
         """The :class:`visualmixer.ObfuscationResult` of the images at ``indices``, in one call.

@@ -18,7 +18,7 @@ from visualmixer.data.wrapper import ObfuscatedDataset
 from visualmixer.train.config import TrainConfig
 from visualmixer.train.fit import ShuffledBatches
 
-__all__ = ["training_feed", "WaitedLoader", "PrefetchedLoader", "MixedEpochs", "sync"]
+__all__ = ["training_feed", "WaitedLoader", "PrefetchedLoader", "DatasetBatches", "MixedEpochs", "sync"]
 
 
 def sync(dev: torch.device) -> None:
@@ -28,10 +28,11 @@ def sync(dev: torch.device) -> None:
 
 
 class WaitedLoader:
-    """Iterates a DataLoader, adding the seconds the training step waited for each batch to
-    ``seconds`` (online mode: the obfuscation in process, or the wait for the workers)."""
+    """Iterates a DataLoader (or :class:`DatasetBatches`), adding the seconds the training step
+    waited for each batch to ``seconds`` (online mode: the obfuscation in process, or the wait
+    for the workers)."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, dev: torch.device):
+    def __init__(self, loader: torch.utils.data.DataLoader | DatasetBatches, dev: torch.device):
         self.loader, self.dev, self.seconds = loader, dev, 0.0
 
     def set_epoch(self, epoch: int) -> None:
@@ -59,7 +60,7 @@ class PrefetchedLoader(WaitedLoader):
     iterating the loader directly. An error in the thread is raised in the training loop; a
     loop that stops early stops the thread."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, dev: torch.device, depth: int):
+    def __init__(self, loader: torch.utils.data.DataLoader | DatasetBatches, dev: torch.device, depth: int):
         super().__init__(loader, dev)
         self.depth = depth
 
@@ -102,6 +103,20 @@ class PrefetchedLoader(WaitedLoader):
             worker.join()
 
 
+class DatasetBatches:
+    """The batches of an online :class:`ObfuscatedDataset` in the training process, each made
+    by one :meth:`ObfuscatedDataset.batch` call — the tensors a ``DataLoader`` with default
+    collation gives, without one tuple per sample built and stacked again (Python work that
+    holds the GIL beside the training step)."""
+
+    def __init__(self, dataset: ObfuscatedDataset, batch_sampler: ShuffledBatches):
+        self.dataset, self.batch_sampler = dataset, batch_sampler
+
+    def __iter__(self):
+        for indices in self.batch_sampler:
+            yield self.dataset.batch(indices)
+
+
 class MixedEpochs:
     """Online mixing: the whole training set mixed anew at the start of every epoch (image ids
     ``(index, epoch)``: new groups, exchanges and in-region shuffles), as ``fit_classifier``'s
@@ -137,13 +152,13 @@ def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: t
     # the workers read the clean images from host memory; in process they stay on the device
     base = TensorDataset(train_set.images, train_set.labels) if workers else TensorDataset(data.x_train, data.y_train)
     ds = ObfuscatedDataset(base, data.train_key, cfg.target_vfe, "online", region=cfg.region, return_vfe=True)
-    kw = {}
-    if workers:
-        # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
-        ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        kw = dict(num_workers=workers, multiprocessing_context=ctx, pin_memory=dev.type == "cuda",
-                  prefetch_factor=4)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **kw)
-    if workers or not int(cfg.prefetch):
+    if not workers:
+        loader = DatasetBatches(ds, batches)
+        if int(cfg.prefetch):
+            return PrefetchedLoader(loader, dev, int(cfg.prefetch)), None
         return WaitedLoader(loader, dev), None
-    return PrefetchedLoader(loader, dev, int(cfg.prefetch)), None
+    # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
+    ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), num_workers=workers,
+                                         multiprocessing_context=ctx, pin_memory=dev.type == "cuda", prefetch_factor=4)
+    return WaitedLoader(loader, dev), None
