@@ -31,7 +31,8 @@ nproc
 
 stamp "1. CUDA tests (issue 12: generator 2 bit-identical CPU/CUDA, no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-  tests/test_core_speed_paths.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py tests/test_train.py 2>&1 | tail -25
+  tests/test_core_speed_paths.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
+  tests/test_train.py 2>&1 | tail -25
 
 stamp "1b. CPU/GPU bytes and sync count at the goal sizes (224² b256, 32² b256, 28² grey b256)"
 timeout 120 $PY -W ignore - <<'PYEOF' 2>&1 | tee "$RES/core-gpu-check.txt"
@@ -77,6 +78,13 @@ for model in cnn resnet18; do
   timeout 90 $PY -W ignore scripts/train_overhead.py --device "$DEV" --where batched --n 8192 \
     --reps 3 --model "$model" > "$RES/overhead-$DEV-$model.json" && cat "$RES/overhead-$DEV-$model.json"
 done
+
+stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs online in process vs 2 batches ahead in a thread"
+for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" prefetch2:"--mode online --prefetch 2"; do
+  timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
+    --test-size 1000 --seeds 0 --no-progress --device "$DEV" ${spec#*:} --out "$RES/lw-gpu/lw-${spec%%:*}-r1" > /dev/null 2>&1
+done
+$PY scripts/summarize_train.py "$RES/lw-gpu" 2>/dev/null | tail -6
 
 stamp "4. training runs, $JOBS at a time, until the deadline"
 {
