@@ -83,32 +83,24 @@ def test_offline_run_writes_outputs_and_learns(tmp_path, sets):
     assert "step_losses" not in on_disk["runs"][0]
 
 
-def test_online_in_loader_workers_gives_the_same_run(tmp_path, sets):
-    """Obfuscating in DataLoader workers changes where the work runs, not a single number."""
+@pytest.mark.parametrize("how", [{"loader_workers": 2}, {"prefetch": 3}])
+def test_online_batches_made_elsewhere_give_the_same_run(tmp_path, sets, how):
+    """Obfuscating in DataLoader workers, or ahead in a background thread, changes where and when
+    the work runs, not a single number."""
     kw = dict(mode="online", optimizer="adam", epochs=2)
-    here = L.train(_cfg(tmp_path / "here", **kw), sets=sets)
-    workers = L.train(_cfg(tmp_path / "workers", loader_workers=2, **kw), sets=sets)
-    assert workers["config"]["loader_workers"] == 2
-    assert _strip(workers["runs"][0]["history"]) == _strip(here["runs"][0]["history"])
+    here = L.train(_cfg(tmp_path / "here", prefetch=0, **kw), sets=sets)
+    other = L.train(_cfg(tmp_path / "other", **how, **kw), sets=sets)
+    assert all(other["config"][k] == v for k, v in how.items())
+    assert _strip(other["runs"][0]["history"]) == _strip(here["runs"][0]["history"])
     a = torch.load(tmp_path / "here" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "workers" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "other" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="loader_workers=-1 is not allowed"):
-        _cfg(tmp_path / "bad", loader_workers=-1).validate()
 
 
-def test_online_prefetched_in_a_thread_gives_the_same_run(tmp_path, sets):
-    """Obfuscating batches ahead in a background thread changes when the work runs, not a number."""
-    kw = dict(mode="online", optimizer="adam", epochs=2)
-    plain = L.train(_cfg(tmp_path / "plain", prefetch=0, **kw), sets=sets)
-    ahead = L.train(_cfg(tmp_path / "ahead", prefetch=3, **kw), sets=sets)
-    assert ahead["config"]["prefetch"] == 3
-    assert _strip(ahead["runs"][0]["history"]) == _strip(plain["runs"][0]["history"])
-    a = torch.load(tmp_path / "plain" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "ahead" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="prefetch=-1 is not allowed"):
-        _cfg(tmp_path / "bad", prefetch=-1).validate()
+@pytest.mark.parametrize("name", ["loader_workers", "prefetch"])
+def test_negative_loader_settings_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match=f"{name}=-1 is not allowed"):
+        _cfg(tmp_path, **{name: -1}).validate()
 
 
 def test_protocol_ids_and_keys(tmp_path, sets, monkeypatch):
