@@ -1,6 +1,7 @@
 """`visualmixer train --mix K`: the training set protected as a whole by keyed region mixing."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -37,6 +38,7 @@ def test_offline_mix_trains_on_the_mixed_release(tmp_path, sets, monkeypatch):
     assert ref.images.shape == sets[0].images.shape
 
 
+@pytest.mark.filterwarnings("ignore:online mixing with random groups")
 def test_online_mix_remixes_every_epoch(tmp_path, sets, monkeypatch):
     from visualmixer.train import feed
 
@@ -71,3 +73,23 @@ def test_cli_train_mix_flag(tmp_path, sets, monkeypatch, capsys):
     metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert metrics["config"]["mix"] == 2 and metrics["config"]["mix_grouping"] == "random"
     assert torch.isfinite(torch.tensor(metrics["runs"][0]["final_test_acc"]))
+
+
+def test_online_mixing_with_random_groups_warns(tmp_path):
+    """Random groups renewed every epoch are undone by intersecting epochs (A10): say so."""
+    base = dict(data="synthetic", target_vfe=0.5, mix=2, out=str(tmp_path), progress=False)
+    with pytest.warns(UserWarning, match="A10"):
+        L.TrainConfig(mode="online", mix_grouping="random", **base).validate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        L.TrainConfig(mode="online", mix_grouping="similar", **base).validate()
+        L.TrainConfig(mode="offline", mix_grouping="random", **base).validate()
+
+
+def test_cli_says_the_warning_once_with_flags(tmp_path, sets, monkeypatch, capsys):
+    monkeypatch.setattr(L, "load_sets", lambda cfg: sets)
+    rc = main(["train", "--mix", "2", "--groups", "random", "--mode", "online", "--epochs", "1",
+               "--batch-size", "32", "--no-progress", "--out", str(tmp_path / "cli")])
+    err = capsys.readouterr().err
+    assert rc == 0 and err.count("visualmixer train: warning:") == 1
+    assert "use --groups similar or --mode offline" in err and "mix_grouping" not in err

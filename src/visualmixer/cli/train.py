@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import warnings
 
-from visualmixer.cli._common import positive_int, share_float, target_or_none
+from visualmixer.cli._common import flags_for, positive_int, share_float, target_or_none
 from visualmixer.data.datasets import DATASET_NAMES
 
 
@@ -105,8 +107,16 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share,
     )
+    with warnings.catch_warnings(record=True) as caught:  # the library's warnings, said with flags
+        warnings.simplefilter("always", UserWarning)
+        cfg.validate()
+    for w in caught:
+        print(f"visualmixer train: warning: {flags_for(str(w.message), 'train')}", file=sys.stderr)
     try:
-        metrics = train(cfg)
+        with warnings.catch_warnings():
+            for w in caught:  # said above once (train() validates again)
+                warnings.filterwarnings("ignore", message=re.escape(str(w.message)), category=w.category)
+            metrics = train(cfg)
     except TrainingDiverged as exc:
         print(f"visualmixer train: error: {exc}", file=sys.stderr)
         return 3

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -158,6 +159,11 @@ class TrainConfig:
             if self.mode == "online" and int(self.loader_workers):
                 raise ValueError("mix with mode='online' re-mixes the whole set each epoch in the training "
                                  "process: use loader_workers=0")
+            if self.mode == "online" and self.mix_grouping == "random":
+                warnings.warn("online mixing with random groups makes new groups every epoch: whoever sees the "
+                              "batches of several epochs re-assembles the originals by intersecting them (attack "
+                              "A10, docs/privacy.md 4c: 92 % of the images after 10 epochs at mix=2); use "
+                              "mix_grouping='similar' or mode='offline'", UserWarning, stacklevel=2)
         self.mix_share = check_share(self.mix_share, "mix_share")
         if self.mix is None and self.mix_share != 1.0:
             raise ValueError(f"mix_share={self.mix_share} needs mix=K (images per mixing group)")
