@@ -51,3 +51,14 @@ def test_a_loop_that_stops_early_stops_the_thread():
         if i == 3:
             break
     assert not _prefetch_threads()
+
+
+def test_default_depth_only_where_the_thread_has_room(monkeypatch):
+    from visualmixer.train.feed import prefetch_depth
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert prefetch_depth(3, cpu) == 3 and prefetch_depth(0, cuda) == 0  # asked for: given
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert prefetch_depth(None, cpu) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # would oversubscribe the cores
+    assert prefetch_depth(None, cpu) == 0 and prefetch_depth(None, cuda) == 2

@@ -83,10 +83,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="online mode: obfuscate the training batches in N DataLoader worker "
                         "processes beside the training step (same batches; default 0: in the "
                         "training process, on --device)")
-    p.add_argument("--prefetch", type=int, default=2, metavar="N",
+    p.add_argument("--prefetch", type=int, default=None, metavar="N",
                    help="online mode in the training process: obfuscate N batches ahead in a "
                         "background thread, beside the training step (same batches; 0: none; "
-                        "default 2)")
+                        "default: 2 on a GPU or with one torch thread, else 0)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")

@@ -78,10 +78,13 @@ class TrainConfig:
         processes (on the CPU, beside the training step) instead of in the training process.
         The batches are identical, so results do not change; 0 (default) obfuscates in the
         training process, on the training device.
-    prefetch : int
+    prefetch : int, optional
         Online mode in the training process (``loader_workers=0``): obfuscate this many batches
-        ahead in a background thread, overlapping the training step (same batches; default 2;
-        0: obfuscate each batch when the loop asks for it).
+        ahead in a background thread, overlapping the training step (same batches; 0: each
+        batch when the loop asks for it). Default (None): 2 where the thread has room — training
+        on a GPU, or with one torch thread on the CPU — else 0: with several torch threads both
+        calls start thread teams and oversubscribe the cores (measured: 1.46x a clean epoch
+        with the thread against 1.26x without, 2 threads on 2 cores).
     target_acc : float, optional
         Test accuracy (in [0, 1]) for the "epochs to target" metric.
     resume : bool
@@ -115,7 +118,7 @@ class TrainConfig:
     secret_keys: bool = False
     obfuscate_batch: int = 1024
     loader_workers: int = 0
-    prefetch: int = 2
+    prefetch: int | None = None
     target_acc: float | None = None
     resume: bool = False
     progress: bool = True
@@ -144,7 +147,7 @@ class TrainConfig:
         if int(self.loader_workers) < 0:
             raise ValueError(f"loader_workers={self.loader_workers} is not allowed: give a number of worker "
                              "processes >= 0 (0: obfuscate in the training process)")
-        if int(self.prefetch) < 0:
+        if self.prefetch is not None and int(self.prefetch) < 0:
             raise ValueError(f"prefetch={self.prefetch} is not allowed: give a number of batches made ahead "
                              ">= 0 (0: none)")
         if self.lr is None:

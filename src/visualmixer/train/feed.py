@@ -18,7 +18,8 @@ from visualmixer.data.wrapper import ObfuscatedDataset
 from visualmixer.train.config import TrainConfig
 from visualmixer.train.fit import ShuffledBatches
 
-__all__ = ["training_feed", "WaitedLoader", "PrefetchedLoader", "DatasetBatches", "MixedEpochs", "sync"]
+__all__ = ["training_feed", "prefetch_depth", "WaitedLoader", "PrefetchedLoader", "DatasetBatches", "MixedEpochs",
+           "sync"]
 
 
 def sync(dev: torch.device) -> None:
@@ -137,6 +138,15 @@ class MixedEpochs:
         return res.images, self.data.y_train
 
 
+def prefetch_depth(prefetch: int | None, dev: torch.device) -> int:
+    """Batches made ahead in the background thread: ``prefetch``, or by default 2 where the thread
+    has room (a GPU step, or one torch thread on the CPU) and 0 where it would oversubscribe
+    the cores (several torch threads: both calls would start thread teams)."""
+    if prefetch is not None:
+        return int(prefetch)
+    return 2 if dev.type == "cuda" or torch.get_num_threads() == 1 else 0
+
+
 def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: torch.device):
     """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
     online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
@@ -154,9 +164,8 @@ def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: t
     ds = ObfuscatedDataset(base, data.train_key, cfg.target_vfe, "online", region=cfg.region, return_vfe=True)
     if not workers:
         loader = DatasetBatches(ds, batches)
-        if int(cfg.prefetch):
-            return PrefetchedLoader(loader, dev, int(cfg.prefetch)), None
-        return WaitedLoader(loader, dev), None
+        depth = prefetch_depth(cfg.prefetch, dev)
+        return (PrefetchedLoader(loader, dev, depth) if depth else WaitedLoader(loader, dev)), None
     # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
     ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), num_workers=workers,
