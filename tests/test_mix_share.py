@@ -235,6 +235,7 @@ def test_train_config_and_cli_pass_the_share(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["config"]["mix_share"] == 0.5
 
 
+@pytest.mark.filterwarnings("ignore:online mixing with random groups")
 def test_online_training_remixes_with_the_share(tmp_path, monkeypatch):
     from test_train import _cfg, _synthetic
     from visualmixer.train import feed
