@@ -155,7 +155,7 @@ def _scores(job: _Job, out: torch.Tensor) -> torch.Tensor:
     return window_scores(from_regions(out, job.grid), job.window)
 
 
-def _level_scores(job: _Job, level: int, sums, keys: LadderKeys) -> tuple[torch.Tensor, torch.Tensor]:
+def _level_scores(job: _Job, level: int, sums, keys: LadderKeys | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Every region shuffled at one ``level``, and the per-channel score of every region then.
 
     Returns ``(out, scores)``: ``(N, regions, C, R, R)`` and ``(N, C, rows, cols)`` float64,
@@ -259,12 +259,15 @@ def _one_pass_plans(job: _Job):
     top, last = grid.levels, job.last
     levels_scored = range(top + 1) if top == 0 else range(1, top + 1)  # plans never use level 0
     sums = _source_sums(job)
-    c, every = job.regions.shape[2], not host_checks(job.batch.device)
-    keys = ladder_keys(job.words, grid, c, job.channel_order, levels_scored) if every else None
+    c = job.regions.shape[2]
+    full = grid.kind_sizes[0] == grid.kind_sizes[3]  # (edge regions are shuffled by _shuffle: no keys here)
+    batched = full and not host_checks(job.batch.device)  # every level's keys in one pass
+    keys = ladder_keys(job.words, grid, c, job.channel_order, levels_scored) if batched else None
     outs, tables = [], []
-    for level in levels_scored:  # (on the CPU, keys of the levels reached only)
-        level_keys = keys if every else ladder_keys(job.words, grid, c, job.channel_order, (level,))
-        out, scores = _level_scores(job, level, sums, level_keys)
+    for level in levels_scored:
+        if full and not batched:  # on the CPU, the keys of the levels reached only
+            keys = ladder_keys(job.words, grid, c, job.channel_order, (level,))
+        out, scores = _level_scores(job, level, sums, keys)
         outs.append(out)
         tables.append(scores.flatten(2))
         known = last + 1 if level == top else 2 * level - 1  # plans 0 .. known-1 use levels <= level
