@@ -211,15 +211,12 @@ class ObfuscatedDataset(Dataset):
         (torch.Size([2, 1, 28, 28]), [4, 1])
         """
         indices = [int(i) for i in indices]
-        if not (isinstance(self.dataset, TensorDataset) and self.dataset.tensors[0].ndim == 4
-                and not isinstance(self.saliency, torch.Tensor)):
+        tensors = self._tensor_rows(indices)
+        if tensors is None:
             return torch.utils.data.default_collate(self.__getitems__(indices))
-        tensors = self.dataset.tensors
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        res = self._obfuscate_images(tensors[0][idx.to(tensors[0].device)], indices)
-        fields = [t[idx.to(t.device)] for t in tensors[1:]]
+        res = self._obfuscate_images(tensors[0], indices)
         vfe = (res.vfe.to(torch.float64),) if self.return_vfe else ()
-        return (res.images.detach(), *fields, *vfe)
+        return (res.images.detach(), *tensors[1:], *vfe)
 
     def obfuscate_indices(self, indices: Sequence[int]):
         """The :class:`visualmixer.ObfuscationResult` of the images at ``indices``, in one call.
@@ -238,16 +235,21 @@ class ObfuscatedDataset(Dataset):
             raise TypeError("obfuscate_indices: the images must be tensors (C, H, W) of one shape and dtype")
         return self._obfuscate_images(images, indices)
 
+    def _tensor_rows(self, indices: list[int]) -> list[torch.Tensor] | None:
+        """The wrapped ``TensorDataset``'s tensors at ``indices`` (images ``(n, C, H, W)`` first),
+        when its images can be obfuscated in one call; else None."""
+        if not (isinstance(self.dataset, TensorDataset) and self.dataset.tensors[0].ndim == 4
+                and not isinstance(self.saliency, torch.Tensor)):
+            return None
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return [t[idx.to(t.device)] for t in self.dataset.tensors]
+
     def _fetch(self, indices: list[int]) -> tuple[torch.Tensor | None, list]:
         """``(stacked images or None, per-sample fields)``: the images stacked when they can be
         obfuscated in one call, else None and the full samples (for the per-sample path)."""
-        if isinstance(self.dataset, TensorDataset) and self.dataset.tensors[0].ndim == 4 \
-                and not isinstance(self.saliency, torch.Tensor):
-            tensors = self.dataset.tensors
-            idx = torch.as_tensor(indices, dtype=torch.long)
-            images = tensors[0][idx.to(tensors[0].device)]
-            others = [t[idx.to(t.device)] for t in tensors[1:]]
-            return images, [tuple(o[j] for o in others) for j in range(len(indices))]
+        tensors = self._tensor_rows(indices)
+        if tensors is not None:
+            return tensors[0], [tuple(o[j] for o in tensors[1:]) for j in range(len(indices))]
         samples = [self.dataset[i] for i in indices]
         if not samples or not all(isinstance(smp, (tuple, list)) and len(smp) >= 1 for smp in samples):
             return None, samples
