@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session, run as one command on a lent GPU machine (docs/performance.md "On a GPU",
-# docs/results.md "On a GPU"): the CUDA tests, the GPU speed of the core kernels and of online
-# training, then training runs from scripts/train_experiments.sh in parallel on the GPU until a
-# deadline. Everything lands in $RES (default out/gpu) and, where $OUT is set, in $OUT/gpu.tgz
-# (checkpoints left out) and $OUT/session.log.
+# docs/results.md "On a GPU", docs/privacy.md): the CUDA tests, the GPU speed of the core kernels
+# (CUDA graphs and eager) and of online training, then ResNet-18 runs with keyed region mixing in
+# parallel on the GPU until a deadline. Everything lands in $RES (default out/gpu) and, where $OUT
+# is set, in $OUT/gpu.tgz (checkpoints left out) and $OUT/session.log.
 #
 #   DEADLINE_S=480 JOBS=8 bash scripts/gpu_session.sh
 #
@@ -29,9 +29,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import sys, torch, torchvision, numpy, skimage; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__, 'skimage', skimage.__version__, 'cuda', torch.cuda.is_available())"
 nproc
 
-stamp "1. CUDA tests (issue 12: generator 2 bit-identical CPU/CUDA, no host sync under set_sync_debug_mode('error'))"
+stamp "1. CUDA tests (generator 2 bit-identical CPU/CUDA; CUDA graphs give the eager bytes; no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-  tests/test_core_speed_paths.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
+  tests/test_core_speed_paths.py tests/test_graphs.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
   tests/test_train.py 2>&1 | tail -25
 
 stamp "1b. CPU/GPU bytes and sync count at the goal sizes (224² b256, 32² b256, 28² grey b256)"
@@ -60,23 +60,26 @@ for size, n, grey in [(224, 256, False), (32, 256, False), (28, 256, True)]:
           "syncs (expected: the results' transfer of plans and vfe)", len(syncs), syncs[:4])
 PYEOF
 
-stamp "2. speed: core kernels on the GPU (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
-timeout 120 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 256 \
-  --json "$RES/bench-core-$DEV.json"
-timeout 60 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 64 \
-  --json "$RES/bench-core-$DEV-b64.json"
-
-stamp "2b. where the time goes: torch.profiler of one obfuscate and one restore at 224² b256 and 32² b256"
-for size in 224 32; do
-  timeout 60 $PY -W ignore benchmarks/profile_core.py --device "$DEV" --size $size --batch 256 \
-    > "$RES/profile-$DEV-$size.txt" 2>&1
-  grep "^==" "$RES/profile-$DEV-$size.txt"
+stamp "2. speed: core kernels on the GPU, CUDA graphs (default) and eager (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
+for mode in graphs eager; do
+  VISUALMIXER_CUDA_GRAPHS=$([[ $mode == eager ]] && echo 0 || echo 1) timeout 120 $PY -W ignore \
+    benchmarks/bench_core.py --quick --device "$DEV" --batch 256 --json "$RES/bench-core-$DEV-$mode.json"
 done
+timeout 60 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 64 \
+  --json "$RES/bench-core-$DEV-graphs-b64.json"
+$PY -c "import torch, visualmixer as vm; from visualmixer.data.samples import builtin_photos as b; \
+x=b(224)[1].repeat(32,1,1,1)[:256].cuda(); vm.obfuscate(x, seed=0); \
+print('peak GPU memory of a graphed 224² b256 obfuscate: %.2f GiB' % (torch.cuda.max_memory_allocated()/2**30))" 2>/dev/null
+
+stamp "2b. where the time goes: torch.profiler of one obfuscate and one restore at 224² b256 (graphed: GPU time left)"
+timeout 60 $PY -W ignore benchmarks/profile_core.py --device "$DEV" --size 224 --batch 256 > "$RES/profile-$DEV-224.txt" 2>&1
+grep "^==" "$RES/profile-$DEV-224.txt"
 
 stamp "3. overhead of online obfuscation, batched on the GPU"
-for model in cnn resnet18; do
-  timeout 90 $PY -W ignore scripts/train_overhead.py --device "$DEV" --where batched --n 8192 \
-    --reps 3 --model "$model" > "$RES/overhead-$DEV-$model.json" && cat "$RES/overhead-$DEV-$model.json"
+for run in cnn:1 resnet18:1 resnet18:0; do
+  model=${run%%:*}; tag=$([[ ${run#*:} == 0 ]] && echo eager || echo graphs)
+  VISUALMIXER_CUDA_GRAPHS=${run#*:} timeout 90 $PY -W ignore scripts/train_overhead.py --device "$DEV" --where batched \
+    --n 8192 --reps 3 --model "$model" > "$RES/overhead-$DEV-$model-$tag.json" && cat "$RES/overhead-$DEV-$model-$tag.json"
 done
 
 stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs online in process vs 2 batches ahead in a thread"
@@ -86,12 +89,16 @@ for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" prefetch
 done
 $PY scripts/summarize_train.py "$RES/lw-gpu" 2>/dev/null | tail -6
 
-stamp "4. training runs, $JOBS at a time, until the deadline"
-{
-  PRINT_JOBS=1 DEVICE=$DEV bash scripts/train_experiments.sh large-grid | grep shufflenet
-  PRINT_JOBS=1 DEVICE=$DEV bash scripts/train_experiments.sh optim-sweep | sed 's/^/optim\//'
-  PRINT_JOBS=1 DEVICE=$DEV bash scripts/train_experiments.sh large-grid | grep resnet18
-} > "$RES/jobs.txt"
+stamp "4. ResNet-18 with keyed region mixing on Fashion-MNIST (20k images, 5 epochs, seeds 0 1), $JOBS at a time, until the deadline"
+T="--data fashion-mnist --model resnet18 --epochs 5 --train-size 20000 --no-progress --resume --device $DEV"
+for seed in 0 1; do
+  sfx=$([[ $seed == 0 ]] || echo "-s$seed")
+  for spec in clean:"--target-vfe none" shuffle-offline:"--target-vfe 0.5" shuffle-online:"--target-vfe 0.5 --mode online" \
+      mix2-similar-offline:"--mix 2 --groups similar" mix2-similar-online:"--mix 2 --groups similar --mode online" \
+      mix4-similar-online:"--mix 4 --groups similar --mode online" mix4-random-offline:"--mix 4"; do
+    echo "mix-train/r18-${spec%%:*}$sfx $T --seeds $seed ${spec#*:}"
+  done
+done > "$RES/jobs.txt"
 wc -l < "$RES/jobs.txt"
 run_job() {  # NAME ARGS...: one `visualmixer train` run, stopped at the deadline
   local name=$1; shift
@@ -106,7 +113,8 @@ run_job() {  # NAME ARGS...: one `visualmixer train` run, stopped at the deadlin
 }
 export -f run_job
 xargs -P "$JOBS" -L 1 bash -c 'run_job "$@"' _ < "$RES/jobs.txt"
-stamp "done: $(ls "$RES"/*/metrics.json "$RES"/optim/*/metrics.json 2>/dev/null | wc -l) runs complete"
+$PY scripts/mix_train_table.py --root "$RES/mix-train" --prefix r18 --json "$RES/mix-train-r18.json"
+stamp "done: $(ls "$RES"/mix-train/*/metrics.json 2>/dev/null | wc -l) runs complete"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 
 if [[ -n ${OUT:-} ]]; then

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from visualmixer.core import graphs
 from visualmixer.core.keyed import GENERATOR, key_words, to_device
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.parallel import batch_parts, run_parts
@@ -250,21 +251,22 @@ def _own_map(saliency) -> bool:
     return saliency is None or isinstance(saliency, str)
 
 
-def _make_job(batch, info, subkeys, tau: float, r: int, channel_order: bool, saliency) -> _Job:
-    """Saliency, window weights, salient regions, regions and key words of a checked batch."""
+def _make_job(batch, info, words, tau: float, r: int, channel_order: bool, saliency) -> _Job:
+    """Saliency, window weights, salient regions and regions of a checked batch with key words
+    ``words`` ((N, 8) int32 on its device)."""
     h, w = batch.shape[2:]
     window = default_region(h, w)  # a function of the size only, so VFE stays comparable
     grid = region_grid(h, w, r)
     smap = _pixel_saliency(batch, saliency, window)
     weights = window_weights(batch, smap, window, trusted=_own_map(saliency))
     return _Job(batch, info, tau, grid, window, channel_order, weights, _salient_regions(smap, grid),
-                to_regions(batch, grid), key_words(subkeys, batch.device))
+                to_regions(batch, grid), words)
 
 
 def _prepare(images, key, ids, target_vfe, region, channel_order, saliency, seed) -> _Job:
     """Validate the arguments of :func:`obfuscate` and derive the whole batch's job."""
     batch, info, tau, r, subkeys = _validate(images, key, ids, target_vfe, region, channel_order, seed)
-    return _make_job(batch, info, subkeys, tau, r, channel_order, saliency)
+    return _make_job(batch, info, key_words(subkeys, batch.device), tau, r, channel_order, saliency)
 
 
 def _run_job(job: _Job):
@@ -343,13 +345,18 @@ def obfuscate(
     True
     """
     batch, info, tau, r, subkeys = _validate(images, key, ids, target_vfe, region, channel_order, seed)
-    # Images are independent: parts of a CPU batch run on torch's threads at once (same bytes).
-    # A caller's saliency map or function is applied to the whole batch, in one part.
-    parts = batch_parts(batch) if _own_map(saliency) else [(0, batch.shape[0])]
-    out, levels, got = _joined(run_parts(
-        lambda a, b: _run_job(_make_job(batch[a:b], info, subkeys[a:b], tau, r, channel_order, saliency)),
-        parts,
-    ))
+    words = key_words(subkeys, batch.device)
+
+    def job(x, w):
+        return _run_job(_make_job(x, info, w, tau, r, channel_order, saliency))
+
+    if graphs.applies(batch) and _own_map(saliency):  # the same kernels, launched as one CUDA graph
+        out, levels, got = graphs.run("obfuscate", (tau, r, channel_order, saliency), job, batch, words)
+    else:
+        # Images are independent: parts of a CPU batch run on torch's threads at once (same bytes).
+        # A caller's saliency map or function is applied to the whole batch, in one part.
+        parts = batch_parts(batch) if _own_map(saliency) else [(0, batch.shape[0])]
+        out, levels, got = _joined(run_parts(lambda a, b: job(batch[a:b], words[a:b]), parts))
     n, c, h, w = batch.shape
     grid = region_grid(h, w, r)
     levels = levels.to(torch.uint8).cpu().view(n, grid.rows, grid.cols)
@@ -398,7 +405,14 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         words = key_words(subkeys, batch.device)
     # (one part: restore is about one gather, and parts measured slower: see core.parallel)
     if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
-        return from_batch(shuffle_image(batch, words, levels, grid, plans.channel_order, inverse=True), info)
+        def unshuffle(x, w, lv):
+            return (shuffle_image(x, w, lv, grid, plans.channel_order, inverse=True),)
+
+        if graphs.applies(batch):  # the same kernels, launched as one CUDA graph
+            (out,) = graphs.run("restore", (grid.region, plans.channel_order), unshuffle, batch, words, levels)
+        else:
+            (out,) = unshuffle(batch, words, levels)
+        return from_batch(out, info)
     regions = shuffle_regions(to_regions(batch, grid), words, levels, grid, plans.channel_order,
                               inverse=True, generator=generator)
     return from_batch(from_regions(regions, grid), info)
