@@ -150,6 +150,7 @@ def test_cuda_graphs_give_the_eager_bytes(size):
 
 @cuda
 def test_cuda_graph_replay_has_no_host_synchronisation():
+    graphs.clear()
     x = _photos(224, 16).cuda()
     words = keyed.key_words(KEY.subkeys(range(16), "shuffle"), "cuda")
     res = vm.obfuscate(x, key=KEY, ids=range(16))  # captures
@@ -158,6 +159,7 @@ def test_cuda_graph_replay_has_no_host_synchronisation():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
+        assert len(graphs._graphs) == 2
         for signature, entry in graphs._graphs.items():
             graphs._replay(entry, (x, words) if signature[0] == "obfuscate" else (res.images, words, levels))
     finally:
