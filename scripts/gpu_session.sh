@@ -5,7 +5,8 @@
 # parallel on the GPU until a deadline. Everything lands in $RES (default out/gpu) and, where $OUT
 # is set, in $OUT/gpu.tgz (checkpoints left out) and $OUT/session.log.
 #
-#   DEADLINE_S=480 JOBS=8 bash scripts/gpu_session.sh
+#   DEADLINE_S=480 JOBS=14 bash scripts/gpu_session.sh
+#   STEPS="1 2 3b 4" SEEDS=2 DEADLINE_S=330 JOBS=14 bash scripts/gpu_session.sh   # some steps, another seed
 #
 # Run it again on the same machine to finish: finished runs are skipped, runs cut at the deadline
 # resume from their last epoch's checkpoint (the checks and timings of steps 1-3 run again).
@@ -21,6 +22,8 @@ LOG=$RES/session.log
 exec > >(tee -a "$LOG") 2>&1
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+STEPS=" ${STEPS:-1 1b 2 2b 3 3b 4} "
+step() { [[ $STEPS == *" $1 "* ]]; }  # STEPS="1 3b" runs those steps only
 
 if [[ ! -d /usr/share/datasets/fashion-mnist && -d .devdata/fashion-mnist ]]; then
   mkdir -p /usr/share/datasets && cp -r .devdata/fashion-mnist /usr/share/datasets/
@@ -29,11 +32,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import sys, torch, torchvision, numpy, skimage; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__, 'skimage', skimage.__version__, 'cuda', torch.cuda.is_available())"
 nproc
 
+if step 1; then
 stamp "1. CUDA tests (generator 2 bit-identical CPU/CUDA; CUDA graphs give the eager bytes; no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
   tests/test_core_speed_paths.py tests/test_graphs.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
-  tests/test_train.py 2>&1 | tail -25
+  tests/test_train.py tests/test_feed.py 2>&1 | tail -25
 
+fi
+
+if step 1b; then
 stamp "1b. CPU/GPU bytes and sync count at the goal sizes (224² b256, 32² b256, 28² grey b256)"
 timeout 120 $PY -W ignore - <<'PYEOF' 2>&1 | tee "$RES/core-gpu-check.txt"
 import warnings, torch, visualmixer as vm
@@ -60,6 +67,9 @@ for size, n, grey in [(224, 256, False), (32, 256, False), (28, 256, True)]:
           "syncs (expected: the results' transfer of plans and vfe)", len(syncs), syncs[:4])
 PYEOF
 
+fi
+
+if step 2; then
 stamp "2. speed: core kernels on the GPU, CUDA graphs (default) and eager (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
 for mode in graphs eager; do
   VISUALMIXER_CUDA_GRAPHS=$([[ $mode == eager ]] && echo 0 || echo 1) timeout 120 $PY -W ignore \
@@ -71,10 +81,16 @@ $PY -c "import torch, visualmixer as vm; from visualmixer.data.samples import bu
 x=b(224)[1].repeat(32,1,1,1)[:256].cuda(); vm.obfuscate(x, seed=0); \
 print('peak GPU memory of a graphed 224² b256 obfuscate: %.2f GiB' % (torch.cuda.max_memory_allocated()/2**30))" 2>/dev/null
 
+fi
+
+if step 2b; then
 stamp "2b. where the time goes: torch.profiler of one obfuscate and one restore at 224² b256 (graphed: GPU time left)"
 timeout 60 $PY -W ignore benchmarks/profile_core.py --device "$DEV" --size 224 --batch 256 > "$RES/profile-$DEV-224.txt" 2>&1
 grep "^==" "$RES/profile-$DEV-224.txt"
 
+fi
+
+if step 3; then
 stamp "3. overhead of online obfuscation, batched on the GPU"
 for run in cnn:1 resnet18:1 resnet18:0; do
   model=${run%%:*}; tag=$([[ ${run#*:} == 0 ]] && echo eager || echo graphs)
@@ -82,6 +98,9 @@ for run in cnn:1 resnet18:1 resnet18:0; do
     --n 8192 --reps 3 --model "$model" > "$RES/overhead-$DEV-$model-$tag.json" && cat "$RES/overhead-$DEV-$model-$tag.json"
 done
 
+fi
+
+if step 3b; then
 stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs online in process vs 2 batches ahead in a thread"
 for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" prefetch2:"--mode online --prefetch 2"; do
   timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
@@ -89,9 +108,12 @@ for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" prefetch
 done
 $PY scripts/summarize_train.py "$RES/lw-gpu" 2>/dev/null | tail -6
 
-stamp "4. ResNet-18 with keyed region mixing on Fashion-MNIST (20k images, 5 epochs, seeds 0 1), $JOBS at a time, until the deadline"
+fi
+
+if step 4; then
+stamp "4. ResNet-18 with keyed region mixing on Fashion-MNIST (20k images, 5 epochs, seeds ${SEEDS:-0 1}), $JOBS at a time, until the deadline"
 T="--data fashion-mnist --model resnet18 --epochs 5 --train-size 20000 --no-progress --resume --device $DEV"
-for seed in 0 1; do
+for seed in ${SEEDS:-0 1}; do
   sfx=$([[ $seed == 0 ]] || echo "-s$seed")
   for spec in clean:"--target-vfe none" shuffle-offline:"--target-vfe 0.5" shuffle-online:"--target-vfe 0.5 --mode online" \
       mix2-similar-offline:"--mix 2 --groups similar" mix2-similar-online:"--mix 2 --groups similar --mode online" \
@@ -114,6 +136,8 @@ run_job() {  # NAME ARGS...: one `visualmixer train` run, stopped at the deadlin
 export -f run_job
 xargs -P "$JOBS" -L 1 bash -c 'run_job "$@"' _ < "$RES/jobs.txt"
 $PY scripts/mix_train_table.py --root "$RES/mix-train" --prefix r18 --json "$RES/mix-train-r18.json"
+fi
+
 stamp "done: $(ls "$RES"/mix-train/*/metrics.json 2>/dev/null | wc -l) runs complete"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 

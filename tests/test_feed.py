@@ -62,3 +62,30 @@ def test_default_depth_only_where_the_thread_has_room(monkeypatch):
     assert prefetch_depth(None, cpu) == 2
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # would oversubscribe the cores
     assert prefetch_depth(None, cpu) == 0 and prefetch_depth(None, cuda) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_on_cuda_the_thread_works_on_its_own_stream_and_gives_the_same_batches():
+    from torch.utils.data import TensorDataset
+
+    import visualmixer as vm
+    from visualmixer.data.wrapper import ObfuscatedDataset
+    from visualmixer.train.feed import DatasetBatches
+    from visualmixer.train.fit import ShuffledBatches
+
+    x = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8, device="cuda")
+    ds = ObfuscatedDataset(TensorDataset(x, torch.arange(300, device="cuda")), vm.Key.from_seed(1), 0.5,
+                           "online", return_vfe=True)
+    batches = DatasetBatches(ds, ShuffledBatches(300, 64, epoch_seed=lambda e: e))
+    want = [b[0].cpu() for b in batches]
+    streams = []
+    ds_batch = ds.batch
+
+    def spy(indices):
+        streams.append(torch.cuda.current_stream())
+        return ds_batch(indices)
+
+    ds.batch = spy
+    got = [b[0].cpu() for b in PrefetchedLoader(batches, torch.device("cuda"), 2)]
+    assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+    assert streams and all(s != torch.cuda.default_stream() for s in streams)

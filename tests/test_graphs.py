@@ -87,6 +87,16 @@ def test_a_new_shape_or_option_is_a_new_graph_and_old_ones_are_dropped(stand_in,
     assert len(stand_in) == 4
 
 
+def test_only_the_sync_free_one_pass_path_is_recorded(stand_in):
+    x = _photos(32, 4)
+    for kw in ({"region": 8}, {"saliency": lambda images: torch.ones(images.shape[0], *images.shape[2:])}):
+        vm.obfuscate(x, key=KEY, ids=range(4), **kw)  # windows are not the regions; a caller's map
+    vm.obfuscate(x[..., :30, :30], key=KEY, ids=range(4))  # edge regions
+    assert not stand_in
+    vm.obfuscate(x, key=KEY, ids=range(4))
+    assert len(stand_in) == 1
+
+
 def test_a_failed_capture_warns_once_and_runs_eagerly(stand_in, monkeypatch):
     def fail(fn, static):
         raise RuntimeError("operation not permitted when stream is capturing")
@@ -138,7 +148,8 @@ def test_cuda_graphs_give_the_eager_bytes(size):
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # a failed capture fails the test
             got = [vm.obfuscate(x[a:b], key=KEY, ids=range(a, b)) for a, b in halves]
-            back = [vm.restore(g.images, g.plans, key=KEY, ids=range(a, b)) for g, (a, b) in zip(got, halves, strict=True)]
+            back = [vm.restore(g.images, g.plans, key=KEY, ids=range(a, b))
+                    for g, (a, b) in zip(got, halves, strict=True)]
     finally:
         graphs.set_enabled(previous)
     assert len(graphs._graphs) == 2 and all(g is not None for g in graphs._graphs.values())

@@ -276,6 +276,13 @@ def _run_job(job: _Job):
     return from_regions(out, job.grid), levels, got
 
 
+def _one_pass_grid(grid: RegionGrid) -> bool:
+    """Whether the one-pass planner, free of host synchronisations, plans this grid: whole
+    regions that are the VFE windows (what a CUDA graph can record)."""
+    full = grid.kind_sizes[0] == grid.kind_sizes[3]
+    return _ONE_PASS and full and grid.region == default_region(grid.height, grid.width)
+
+
 def _joined(parts: list[tuple]) -> tuple:
     """The per-part results of :func:`~visualmixer.core.parallel.run_parts` joined along the batch."""
     if len(parts) == 1:
@@ -350,15 +357,15 @@ def obfuscate(
     def job(x, w):
         return _run_job(_make_job(x, info, w, tau, r, channel_order, saliency))
 
-    if graphs.applies(batch) and _own_map(saliency):  # the same kernels, launched as one CUDA graph
+    n, c, h, w = batch.shape
+    grid = region_grid(h, w, r)
+    if graphs.applies(batch) and _own_map(saliency) and _one_pass_grid(grid):  # one CUDA graph, same kernels
         out, levels, got = graphs.run("obfuscate", (tau, r, channel_order, saliency), job, batch, words)
     else:
         # Images are independent: parts of a CPU batch run on torch's threads at once (same bytes).
         # A caller's saliency map or function is applied to the whole batch, in one part.
         parts = batch_parts(batch) if _own_map(saliency) else [(0, batch.shape[0])]
         out, levels, got = _joined(run_parts(lambda a, b: job(batch[a:b], words[a:b]), parts))
-    n, c, h, w = batch.shape
-    grid = region_grid(h, w, r)
     levels = levels.to(torch.uint8).cpu().view(n, grid.rows, grid.cols)
     plans = Plans(levels, grid.region, h, w, c, channel_order, GENERATOR)
     return ObfuscationResult(from_batch(out, info), plans, got.cpu())

@@ -56,8 +56,9 @@ class WaitedLoader:
 class PrefetchedLoader(WaitedLoader):
     """:class:`WaitedLoader` whose batches are made ``depth`` batches ahead by a background
     thread of the training process: the obfuscation of the next batches overlaps the training
-    step (torch releases the GIL inside operators; on a GPU both threads queue work on the same
-    stream, so the order of the work is unchanged). Same batches, in the same order, as
+    step (torch releases the GIL inside operators). On a GPU the thread queues its work on a
+    stream of its own, so that the device runs it beside the training step's kernels; the step
+    waits for its batch's work only (an event per batch). Same batches, in the same order, as
     iterating the loader directly. An error in the thread is raised in the training loop; a
     loop that stops early stops the thread."""
 
@@ -78,11 +79,14 @@ class PrefetchedLoader(WaitedLoader):
                     continue
             return False
 
+        side = _SideStream(self.dev)
+
         def produce():
             try:
-                for batch in self.loader:
-                    if not offer(batch):
-                        return
+                with side:
+                    for batch in self.loader:
+                        if not offer((batch, side.done())):
+                            return
                 offer(end)
             except BaseException as err:  # handed to the training loop, raised there
                 offer(err)
@@ -98,10 +102,50 @@ class PrefetchedLoader(WaitedLoader):
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                batch, done = item
+                yield side.receive(batch, done)
         finally:
             stop.set()
             worker.join()
+
+
+class _SideStream:
+    """The producer thread's CUDA stream (nothing on other devices): work queued in ``with``
+    runs beside the training stream; :meth:`receive` makes the training stream wait for one
+    batch's work and tells the allocator the batch is used there."""
+
+    def __init__(self, dev: torch.device):
+        self.dev = dev
+        self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+
+    def __enter__(self):
+        if self.stream is not None:
+            self.stream.wait_stream(torch.cuda.current_stream(self.dev))  # the clean data is ready
+            self._ctx = torch.cuda.stream(self.stream)
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.stream is not None:
+            self._ctx.__exit__(*exc)
+
+    def done(self):
+        """An event after the work queued so far on the side stream (``None`` off CUDA)."""
+        if self.stream is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+    def receive(self, batch, done):
+        if done is None:
+            return batch
+        current = torch.cuda.current_stream(self.dev)
+        current.wait_event(done)
+        for t in batch:
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                t.record_stream(current)  # freed after the training stream's use, not the producer's
+        return batch
 
 
 class DatasetBatches:
