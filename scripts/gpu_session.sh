@@ -102,9 +102,11 @@ fi
 
 if step 3b; then
 stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs online in process vs 2 batches ahead in a thread"
-for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" prefetch2:"--mode online --prefetch 2"; do
-  timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
-    --test-size 1000 --seeds 0 --no-progress --device "$DEV" ${spec#*:} --out "$RES/lw-gpu/lw-${spec%%:*}-r1" > /dev/null 2>&1
+for rep in $(seq 1 "${REPS_3B:-1}"); do
+  for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" prefetch2:"--mode online --prefetch 2"; do
+    timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
+      --test-size 1000 --seeds 0 --no-progress --device "$DEV" ${spec#*:} --out "$RES/lw-gpu/lw-${spec%%:*}-r$rep" > /dev/null 2>&1
+  done
 done
 $PY scripts/summarize_train.py "$RES/lw-gpu" 2>/dev/null | tail -6
 
