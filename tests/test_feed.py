@@ -89,3 +89,26 @@ def test_on_cuda_the_thread_works_on_its_own_stream_and_gives_the_same_batches()
     got = [b[0].cpu() for b in PrefetchedLoader(batches, torch.device("cuda"), 2)]
     assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
     assert streams and all(s != torch.cuda.default_stream() for s in streams)
+
+
+@pytest.mark.parametrize("group", [2, 3])
+def test_grouped_obfuscation_calls_give_the_same_batches(group):
+    from torch.utils.data import TensorDataset
+
+    import visualmixer as vm
+    from visualmixer.data.wrapper import ObfuscatedDataset
+    from visualmixer.train.feed import DatasetBatches, feed_group
+    from visualmixer.train.fit import ShuffledBatches
+
+    x = torch.randint(0, 256, (70, 1, 28, 28), dtype=torch.uint8)
+    ds = ObfuscatedDataset(TensorDataset(x, torch.arange(70)), vm.Key.from_seed(1), 0.5, "online", return_vfe=True)
+    ds.set_epoch(3)
+    sampler = ShuffledBatches(70, 16, epoch_seed=lambda e: e)
+    want = list(DatasetBatches(ds, sampler))
+    got = list(DatasetBatches(ds, sampler, group=group))
+    assert len(got) == len(want) == 5
+    for a, b in zip(want, got, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert feed_group(128, torch.device("cuda")) == 4 and feed_group(128, torch.device("cpu")) == 1
+    with pytest.raises(ValueError, match="group must be >= 1"):
+        DatasetBatches(ds, sampler, group=0)

@@ -18,8 +18,8 @@ from visualmixer.data.wrapper import ObfuscatedDataset
 from visualmixer.train.config import TrainConfig
 from visualmixer.train.fit import ShuffledBatches
 
-__all__ = ["training_feed", "prefetch_depth", "WaitedLoader", "PrefetchedLoader", "DatasetBatches", "MixedEpochs",
-           "sync"]
+__all__ = ["training_feed", "prefetch_depth", "feed_group", "WaitedLoader", "PrefetchedLoader", "DatasetBatches",
+           "MixedEpochs", "sync"]
 
 
 def sync(dev: torch.device) -> None:
@@ -148,18 +148,46 @@ class _SideStream:
         return batch
 
 
-class DatasetBatches:
-    """The batches of an online :class:`ObfuscatedDataset` in the training process, each made
-    by one :meth:`ObfuscatedDataset.batch` call — the tensors a ``DataLoader`` with default
-    collation gives, without one tuple per sample built and stacked again (Python work that
-    holds the GIL beside the training step)."""
+#: On a GPU, the in-process feed obfuscates at least this many images per call (several
+#: batches at once: the per-call host work and the small-batch launches are shared).
+GPU_GROUP_IMAGES = 512
 
-    def __init__(self, dataset: ObfuscatedDataset, batch_sampler: ShuffledBatches):
-        self.dataset, self.batch_sampler = dataset, batch_sampler
+
+class DatasetBatches:
+    """The batches of an online :class:`ObfuscatedDataset` in the training process, made by
+    :meth:`ObfuscatedDataset.batch` calls — the tensors a ``DataLoader`` with default collation
+    gives, without one tuple per sample built and stacked again (Python work that holds the GIL
+    beside the training step). ``group`` batches share one call (images are obfuscated
+    independently: the same tensors as one call per batch)."""
+
+    def __init__(self, dataset: ObfuscatedDataset, batch_sampler: ShuffledBatches, group: int = 1):
+        if group < 1:
+            raise ValueError(f"group must be >= 1, got {group}")
+        self.dataset, self.batch_sampler, self.group = dataset, batch_sampler, group
 
     def __iter__(self):
+        pending: list = []
         for indices in self.batch_sampler:
-            yield self.dataset.batch(indices)
+            pending.append(indices)
+            if len(pending) == self.group:
+                yield from self._split(pending)
+                pending = []
+        if pending:
+            yield from self._split(pending)
+
+    def _split(self, batches: list):
+        if len(batches) == 1:
+            yield self.dataset.batch(batches[0])
+            return
+        sizes = [len(b) for b in batches]
+        joined = self.dataset.batch([int(i) for b in batches for i in b])
+        yield from zip(*(t.split(sizes) for t in joined), strict=True)
+
+
+def feed_group(batch_size: int, dev: torch.device) -> int:
+    """Batches per obfuscation call in the in-process feed: enough for
+    :data:`GPU_GROUP_IMAGES` images on a GPU; one on the CPU (grouping measured no faster there)."""
+    return max(1, GPU_GROUP_IMAGES // batch_size) if dev.type == "cuda" else 1
 
 
 class MixedEpochs:
@@ -207,7 +235,7 @@ def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: t
     base = TensorDataset(train_set.images, train_set.labels) if workers else TensorDataset(data.x_train, data.y_train)
     ds = ObfuscatedDataset(base, data.train_key, cfg.target_vfe, "online", region=cfg.region, return_vfe=True)
     if not workers:
-        loader = DatasetBatches(ds, batches)
+        loader = DatasetBatches(ds, batches, group=feed_group(cfg.batch_size, dev))
         depth = prefetch_depth(cfg.prefetch, dev)
         return (PrefetchedLoader(loader, dev, depth) if depth else WaitedLoader(loader, dev)), None
     # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
