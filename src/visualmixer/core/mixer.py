@@ -340,7 +340,9 @@ def obfuscate(
     -----
     On the CPU with more than one torch thread, a batch of large images (at least 32,768 values
     each) is cut into one part per thread and the parts run at once, with one intra-op thread
-    each (:mod:`visualmixer.core.parallel`); the result is the same bytes.
+    each (:mod:`visualmixer.core.parallel`); the result is the same bytes. On a CUDA device the
+    call's kernels are recorded once per shape and options as a CUDA graph and replayed
+    (:mod:`visualmixer.core.graphs`; the same bytes; ``VISUALMIXER_CUDA_GRAPHS=0`` switches it off).
 
     Examples
     --------
