@@ -106,3 +106,37 @@ def test_cli_audit_passes_the_a3_strength_flags(tmp_path, monkeypatch):
     cfg = seen["cfg"]
     assert rc == 0 and (cfg.n_attacker, cfg.a3_base, cfg.a3_epochs, cfg.a3_patience) == (3000, 16, 3, 1)
     assert cfg.attacker_strength == "custom attacker (3000 own images, U-Net width 16, at most 3 epochs)"
+
+
+def test_a10_runs_for_online_mixing_only_and_follows_the_regions():
+    cfg = AuditConfig(epochs=1, width=8, a3_epochs=1, a3_base=4, progress=False, a10_releases=8)
+    data = _data()
+    r, pic = R._audit_method(cfg, parse_method("visualmixer:0.5/mix2/online"), data, None, 4, {"A10"})
+    assert "A10" in r["attacks"] and r["a10_releases"] == 8 and "A10" in pic
+    # random pairs, new every epoch: eight releases re-link most regions to the region followed
+    assert r["a10_regions_right"] > 0.6, r["a10_regions_right"]
+    for spec in ("visualmixer:0.5/mix2", "visualmixer:0.5/online"):  # one release / no mixing
+        r, _ = R._audit_method(cfg, parse_method(spec), data, None, 4, {"A10"})
+        assert "A10" not in r["attacks"] and "a10_releases" not in r
+
+
+def test_an_attack_names_the_victims_its_estimates_reconstruct():
+    from visualmixer.eval.attacks.registry import Attack, register_attack, unregister_attack
+
+    class Oracle(Attack):  # scoring check only: returns the victims in its own order
+        name, title = "A-oracle", "test"
+        needs = frozenset({"protected", "held_originals"})
+
+        def run(self, ctx):
+            order = torch.arange(ctx.held_originals.shape[0]).flip(0)
+            ctx.targets[self.name] = order
+            return {self.name: ctx.held_originals[order].float() / 255}
+
+    register_attack(Oracle)
+    try:
+        cfg = AuditConfig(epochs=1, width=8, a3_epochs=1, a3_base=4, progress=False)
+        r, _ = R._audit_method(cfg, parse_method("visualmixer:0.5/mix2"), _data(), None, 4, {"A-oracle"})
+    finally:
+        unregister_attack("A-oracle")
+    scores = r["attacks"]["A-oracle"]
+    assert scores["ssim"]["mean"] > 0.999 and scores["reid"]["rate"] == 1.0, scores

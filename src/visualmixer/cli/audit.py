@@ -126,6 +126,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="A3 U-Net width at full resolution (doubled per level; --full: 32)")
     p.add_argument("--a3-patience", type=positive_int, default=None, metavar="N",
                    help="stop A3 after N epochs without a better validation loss, keeping the best weights")
+    p.add_argument("--a10-releases", type=positive_int, default=None, metavar="E",
+                   help="epochs of online mixing an A10 attacker sees (methods .../mixK/online; default 10)")
     p.add_argument("--faces", type=int, default=None, metavar="N", help="LFW faces added to the A6 photos")
     p.add_argument("--detectors", default=None, help="A6 detectors: haar,mtcnn")
     p.add_argument("--dpsgd", action="store_true", help="add the DP-SGD (Opacus) reference row")
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         ("a3_epochs", "a3_epochs"),
         ("a3_base", "a3_base"),
         ("a3_patience", "a3_patience"),
+        ("a10_releases", "a10_releases"),
         ("faces", "n_faces"),
         ("seed", "seed"),
         ("device", "device"),

@@ -67,6 +67,7 @@ class Intersection(NamedTuple):
     fingerprints: torch.Tensor
     images: torch.Tensor
     anchor: int
+    collages: torch.Tensor  # (N, R): the collage of the first release each chosen region is taken from
 
 
 def intersect_releases(
@@ -93,7 +94,8 @@ def intersect_releases(
         of the first release, the fingerprint chosen at every position (the one beside it most
         often; ties: the first release's); ``images`` ``(N, C, H', W')``: that re-assembly in
         pixels, every region taken from the first release (``H' x W'``: the grid of full
-        regions); ``anchor``: the position followed.
+        regions); ``anchor``: the position followed; ``collages`` ``(N, R)``: the collage of the
+        first release each chosen region was taken from.
 
     Examples
     --------
@@ -130,4 +132,4 @@ def intersect_releases(
     tiles = tiles.permute(0, 2, 4, 1, 3, 5).reshape(n, r, c, region, region)
     picked = tiles[source, torch.arange(r).view(1, r)]  # (N, R, C, region, region)
     images = picked.view(n, rows, cols, c, region, region).permute(0, 3, 1, 4, 2, 5)
-    return Intersection(relinked, images.reshape(n, c, rows * region, cols * region), anchor)
+    return Intersection(relinked, images.reshape(n, c, rows * region, cols * region), anchor, source)

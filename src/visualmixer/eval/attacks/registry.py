@@ -18,7 +18,7 @@ Adding an attack::
         def run(self, ctx):
             return {"A8": my_estimate(ctx.protected, ctx.attacker_images)}
 
-The standard attacks A1–A7 are registered by :mod:`visualmixer.eval.attacks.standard`.
+The standard attacks A1–A10 are registered by :mod:`visualmixer.eval.attacks.standard`.
 """
 
 from __future__ import annotations
@@ -76,6 +76,15 @@ class AttackContext:
     sources : torch.Tensor or None
         For mixed releases, ``(N, R)`` the original each region of each released image came from
         (the ground truth A8 scores region linkage against).
+    releases : tuple of torch.Tensor or None
+        For online mixing, the later releases of the same victims (epochs 1, 2, …; ``protected``
+        is epoch 0): what an attacker who sees several epochs' batches holds (A10).
+    targets : dict
+        ``name -> (N,)`` index of the victim that estimate ``i`` of attack ``name`` reconstructs,
+        where that is not collage ``i``'s main source (scoring only; A10 follows one region of
+        each collage).
+    cache : dict
+        Work attacks share for this method (e.g. one inversion network for A9 and A10).
     """
 
     method: Any
@@ -92,11 +101,14 @@ class AttackContext:
     state: Any = None
     held_originals: torch.Tensor | None = None
     sources: torch.Tensor | None = None
+    releases: tuple | None = None
+    targets: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
 
 
 #: Context fields an attack may name in ``needs``.
 CONTEXT_FIELDS = frozenset({"protected", "region", "labels", "attacker_images", "attacker_labels",
-                            "num_classes", "method", "estimates", "held_originals"})
+                            "num_classes", "method", "estimates", "held_originals", "releases"})
 
 
 class Attack:

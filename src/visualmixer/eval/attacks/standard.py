@@ -1,6 +1,6 @@
-"""The standard attacks A1–A9, registered in the order the audit runs them.
+"""The standard attacks A1–A10, registered in the order the audit runs them.
 
-Each wraps the attack's function or class from its own module (``a1_direct`` … ``a9_unmix``)
+Each wraps the attack's function or class from its own module (``a1_direct`` … ``a10_intersect``)
 in the :class:`~visualmixer.eval.attacks.registry.Attack` interface. A4 runs after the attacks
 whose estimates it classifies; A6 works on face photos instead of a data set's victims.
 """
@@ -18,10 +18,11 @@ from visualmixer.eval.attacks.a5_jigsaw import realign_and_solve
 from visualmixer.eval.attacks.a7_layout import recover_layout, undo_layout
 from visualmixer.eval.attacks.a8_linkage import linkage_attack
 from visualmixer.eval.attacks.a9_unmix import relink_regions
+from visualmixer.eval.attacks.a10_intersect import intersect_releases
 from visualmixer.eval.attacks.registry import Attack, register_attack
 
 __all__ = ["DirectView", "RegionMosaic", "Jigsaw", "LayoutRecovery", "Inversion", "Recognition", "FaceDetection",
-           "Linkage", "Unmixing"]
+           "Linkage", "Unmixing", "Intersection"]
 
 _LABELLED = frozenset({"protected", "labels", "attacker_images", "attacker_labels", "num_classes"})
 
@@ -214,8 +215,44 @@ class Unmixing(Attack):
             got = src.gather(0, chosen)  # the original each chosen region came from
             ctx.record["a9_relinked_from_main"] = float((got == main[:, None]).double().mean())
             ctx.record["a9_main_share_before"] = float((src == main[:, None]).double().mean())
+        return {"A9": _unmixed_inversion(ctx)(relinked)}
+
+
+def _unmixed_inversion(ctx) -> LearnedInversion:
+    """A U-Net trained on the attacker's own single-image (unmixed) release, once per method
+    (A9 and A10 invert re-linked collages with it)."""
+    if "unmixed_inversion" not in ctx.cache:
         s = ctx.settings
         inv = LearnedInversion(ctx.method.without_mixing(), epochs=s.a3_epochs, base=s.a3_base, device=s.device,
                                seed=s.seed, val_fraction=s.a3_val_fraction, patience=s.a3_patience)
         inv.fit(ctx.attacker_images)
-        return {"A9": inv(relinked)}
+        ctx.cache["unmixed_inversion"] = inv
+    return ctx.cache["unmixed_inversion"]
+
+
+@register_attack
+class Intersection(Attack):
+    """A10 (online mixing only): follow one region of every collage through several epochs'
+    releases by its values, re-assemble its original from the regions that stood beside it most
+    often (:mod:`visualmixer.eval.attacks.a10_intersect`), then invert that with A9's U-Net."""
+
+    name, title = "A10", "intersection of online releases"
+    needs = frozenset({"protected", "releases", "attacker_images"})
+
+    def applies_to(self, method) -> bool:
+        return bool(getattr(method, "protects_sets", False) and getattr(method, "online", False))
+
+    def run(self, ctx):
+        out = intersect_releases([ctx.protected, *ctx.releases], ctx.region)
+        n, c, h, w = ctx.protected.shape
+        images = ctx.protected.clone()  # partial edge regions: the collage's own pixels
+        images[:, :, : out.images.shape[2], : out.images.shape[3]] = out.images
+        ctx.record["a10_releases"] = 1 + len(ctx.releases)
+        if ctx.sources is not None:  # scoring only: the original each re-assembly follows
+            r = out.collages.shape[1]
+            followed = ctx.sources[:, out.anchor]
+            right = (ctx.sources[out.collages, torch.arange(r)] == followed[:, None]).double()
+            ctx.record["a10_regions_right"] = float(right.mean())
+            ctx.record["a10_images_90pct"] = float((right.mean(dim=1) >= 0.9).double().mean())
+            ctx.targets["A10"] = followed
+        return {"A10": _unmixed_inversion(ctx)(images)}

@@ -212,14 +212,38 @@ class VisualMixerMethod(ProtectionMethod):
         (``last_main``); without it, image by image."""
         if self.mix is None:
             return self(images)
+        key = self._set_key(key)
+        ids = list(range(images.shape[0])) if ids is None else list(ids)
+        return self._mixed(images, labels, key, ids)
+
+    def protect_releases(self, images, labels, releases: int, *, key=None) -> list[torch.Tensor]:
+        """``releases`` mixed releases of one labelled set, as ``visualmixer train --mix K --mode
+        online`` makes them epoch after epoch (one key, image ids ``(index, epoch)``); what an
+        attacker who sees several epochs' batches holds (A10). ``last_sources``/``last_main``
+        describe the first release."""
+        if self.mix is None:
+            raise ValueError(f"{self.spec}: protect_releases needs /mixK")
+        key = self._set_key(key)
+        n = images.shape[0]
+        out, first = [], None
+        for e in range(releases):  # a loop over releases (epochs), each one batched call
+            out.append(self._mixed(images, labels, key, [(i, e) for i in range(n)]))
+            first = first or (self.last_sources, self.last_main)
+        self.last_sources, self.last_main = first
+        return out
+
+    def _set_key(self, key):
         from visualmixer.core.keys import Key
-        from visualmixer.core.mixing import mix
 
         key = self.key if key is None else key
         if key is None:  # unkeyed audit runs: a fresh key per release (seeded: derived per call)
             key = Key.generate() if self.seed is None else Key.from_seed(key_seed(int(self.seed), f"set{self._calls}"))
             self._calls += 1
-        ids = list(range(images.shape[0])) if ids is None else list(ids)
+        return key
+
+    def _mixed(self, images, labels, key, ids):
+        from visualmixer.core.mixing import mix
+
         res = mix(images, labels, key=key, ids=ids, k=self.mix, grouping="similar" if self.similar else "random",
                   target_vfe=self.tau, region=self.region, channel_order=self.channel_order,
                   share=float(self.share))

@@ -284,7 +284,9 @@ def _summary_table(page: _Page, d: dict, agg: dict) -> None:
 
 def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
     prior = d["prior"]
-    atk_names = sorted({a for r in d["methods"].values() for a in r.get("attacks", {})})
+    # A2 before A10: by the number's length, then by name
+    atk_names = sorted({a for r in d["methods"].values() for a in r.get("attacks", {})},
+                       key=lambda a: (len(a.split("-")[0]), a))
     page.add(
         f"<p class='note'>{d['n_train']} training images, {d['n_victims']} victims (re-identification "
         f"chance {_fmt(d['reid_chance'] * 100, 2)} %), {d['n_attacker']} attacker images; "

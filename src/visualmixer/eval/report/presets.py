@@ -8,7 +8,7 @@ from visualmixer.eval.attacks.registry import attack_names
 
 __all__ = ["AuditConfig", "ATTACKS", "GOALS", "QUICK", "FULL", "FRONTIER"]
 
-#: The standard attacks (A1-A7), registered by :mod:`visualmixer.eval.attacks.standard`.
+#: The standard attacks (A1-A10), registered by :mod:`visualmixer.eval.attacks.standard`.
 ATTACKS = attack_names()
 
 #: Issue-6 goals for the default target (see docs/privacy.md).
@@ -48,6 +48,9 @@ class AuditConfig:
     a3_patience : int or None
         Stop A3 after this many epochs without a better validation loss (keeping the best
         weights); None trains all ``a3_epochs``.
+    a10_releases : int
+        Releases of the victims an A10 attacker sees (epochs of online mixing; methods with
+        ``/mixK/online`` only).
     attacker_strength : str
         How the report labels the attacker: ``"weak attacker"`` for the small quick preset,
         ``"full strength"`` where the attacker uses as much of its own data and training as the
@@ -96,6 +99,7 @@ class AuditConfig:
     a3_base: int = 12
     a3_val_fraction: float = 0.1
     a3_patience: int | None = None
+    a10_releases: int = 10
     attacker_strength: str = "weak attacker"
     width: int = 16
     device: str = "cpu"

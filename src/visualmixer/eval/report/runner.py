@@ -183,13 +183,17 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
     if method.protects_sets:
         # the victims are part of a released training set (protected as a whole); test images are
         # protected one by one, as in deployment; estimates are scored against each collage's main source
-        protected = method.protect_set(victims, data.victim_labels)
-        truth_index = method.last_main
-        r["mix_sources"] = _source_shares(method.last_sources)
+        releases = ()
+        if "A10" in attacks and getattr(method, "online", False):  # an attacker who sees several epochs
+            protected, *releases = method.protect_releases(victims, data.victim_labels, cfg.a10_releases)
+        else:
+            protected = method.protect_set(victims, data.victim_labels)
+        truth_index, sources = method.last_main, method.last_sources  # (before the utility runs protect more)
+        r["mix_sources"] = _source_shares(sources)
         r.update(method.records(victims.shape[2], victims.shape[3]))
         r.update(measure_utility(cfg, method, data, method(victims), train_release))
     else:
-        protected, truth_index = method(victims), None
+        protected, truth_index, releases, sources = method(victims), None, (), None
         r.update(method.records(victims.shape[2], victims.shape[3]))
         r.update(measure_utility(cfg, method, data, protected, train_release))
     r["receiver_vfe"] = M.summarize(vfe(protected))
@@ -197,15 +201,19 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
         method=method, protected=protected, region=method.region or region,  # public: the attacker knows it
         labels=data.victim_labels, attacker_images=data.attacker_images, attacker_labels=data.attacker_labels,
         num_classes=data.num_classes, settings=cfg, selected=frozenset(attacks), record=r,
-        held_originals=victims, sources=method.last_sources if method.protects_sets else None,
+        held_originals=victims, sources=sources,
+        releases=tuple(releases) or None,
     )
     for attack in registered_attacks(attacks, scope="victims"):
         ctx.state = (prepared or {}).get(attack.name)
         if attack.can_run(ctx):
             ctx.estimates.update(attack.run(ctx))
     truth = victims if truth_index is None else victims[truth_index]
-    r["attacks"] = {a: M.image_scores(truth, e, gallery=None if truth_index is None else victims,
-                                      targets=truth_index) for a, e in ctx.estimates.items()}
+    r["attacks"] = {}
+    for a, e in ctx.estimates.items():
+        index = ctx.targets.get(a, truth_index)  # the victim each estimate reconstructs
+        r["attacks"][a] = M.image_scores(truth if index is truth_index else victims[index], e,
+                                         gallery=None if index is None else victims, targets=index)
     ex = min(cfg.examples, victims.shape[0])
     pic = {"original": truth[:ex], "protected": protected[:ex]}
     pic.update({a: e[:ex] for a, e in ctx.estimates.items() if a not in NOT_PICTURED})
