@@ -118,9 +118,14 @@ def test_errors_of_the_call_itself_are_raised_not_hidden(stand_in, monkeypatch):
         graphs.run("f", None, boom, torch.zeros(2))
 
 
-def test_graphs_apply_only_to_cuda_and_can_be_switched_off():
+def test_graphs_apply_only_to_cuda_and_can_be_switched_off(monkeypatch):
     cpu = torch.zeros(2)
     assert not graphs.applies(cpu)
+    fake_cuda = type("T", (), {"device": torch.device("cuda"), "requires_grad": False})()
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert graphs.applies(fake_cuda)
+    fake_cuda.requires_grad = True  # a graph records no autograd history
+    assert not graphs.applies(fake_cuda)
     previous = graphs.set_enabled(False)
     try:
         assert graphs.set_enabled(False) is False
@@ -175,3 +180,11 @@ def test_cuda_graph_replay_has_no_host_synchronisation():
             graphs._replay(entry, (x, words) if signature[0] == "obfuscate" else (res.images, words, levels))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_inference_mode_and_gradients(stand_in):
+    x = _photos(32, 4)
+    with torch.inference_mode():
+        a = vm.obfuscate(x, key=KEY, ids=range(4))
+    b = vm.obfuscate(x, key=KEY, ids=range(4))  # its own graph: inference tensors are read-only outside
+    assert len(stand_in) == 2 and torch.equal(a.images, b.images)

@@ -62,9 +62,11 @@ def clear() -> None:
 
 
 def applies(t: torch.Tensor) -> bool:
-    """Whether a call on ``t`` runs through a graph: enabled, on CUDA, and not inside a capture
-    of the caller's own (``torch.cuda.graphs`` capture the eager path as any other work)."""
-    return _enabled and t.device.type == "cuda" and not torch.cuda.is_current_stream_capturing()
+    """Whether a call on ``t`` runs through a graph: enabled, on CUDA, not inside a capture of
+    the caller's own (``torch.cuda.graphs`` capture the eager path as any other work), and
+    ``t`` not requiring gradients (a graph records no autograd history)."""
+    return (_enabled and t.device.type == "cuda" and not t.requires_grad
+            and not torch.cuda.is_current_stream_capturing())
 
 
 def run(name: str, options: Hashable, fn: Callable[..., tuple[torch.Tensor, ...]], *inputs: torch.Tensor):
@@ -75,7 +77,9 @@ def run(name: str, options: Hashable, fn: Callable[..., tuple[torch.Tensor, ...]
     synchronisation. The outputs are fresh tensors (copies of the graph's own), on the caller's
     current stream.
     """
-    signature = (name, options, tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
+    # (inference mode too: a graph's buffers made inside it cannot be written outside it)
+    signature = (name, options, torch.is_inference_mode_enabled(),
+                 tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
     with _lock:
         if signature in _graphs:
             _graphs.move_to_end(signature)
