@@ -142,7 +142,7 @@ class _SideStream:
             return batch
         current = torch.cuda.current_stream(self.dev)
         current.wait_event(done)
-        for t in batch:
+        for t in (batch,) if isinstance(batch, torch.Tensor) else batch:
             if isinstance(t, torch.Tensor) and t.is_cuda:
                 t.record_stream(current)  # freed after the training stream's use, not the producer's
         return batch
