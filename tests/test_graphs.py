@@ -49,6 +49,7 @@ def stand_in(monkeypatch):
     monkeypatch.setattr(graphs, "applies", lambda t: True)
     monkeypatch.setattr(graphs, "_warm_up", lambda fn, static: fn(*static))
     monkeypatch.setattr(graphs, "_record", record)
+    monkeypatch.setattr(graphs, "CAPTURE_ON_CALL", 1)
     graphs.clear()
     yield recorded
     graphs.clear()
@@ -74,6 +75,15 @@ def test_graph_replays_give_each_call_its_own_eager_result(stand_in, monkeypatch
     # outputs are copies: a later replay does not change an earlier result
     assert not torch.equal(results[0].images, results[1].images)
     assert len(stand_in) == 2  # restore: one more graph, for its own signature
+
+
+def test_a_combination_is_captured_on_its_second_call(stand_in, monkeypatch):
+    monkeypatch.setattr(graphs, "CAPTURE_ON_CALL", 2)
+    x = _photos(32, 4)
+    first = vm.obfuscate(x, key=KEY, ids=range(4))  # eager: a one-off call holds no graph
+    assert not stand_in
+    second = vm.obfuscate(x, key=KEY, ids=range(4))
+    assert len(stand_in) == 1 and torch.equal(first.images, second.images)
 
 
 def test_a_new_shape_or_option_is_a_new_graph_and_old_ones_are_dropped(stand_in, monkeypatch):
@@ -142,7 +152,8 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 
 @cuda
 @pytest.mark.parametrize("size", [224, 32])
-def test_cuda_graphs_give_the_eager_bytes(size):
+def test_cuda_graphs_give_the_eager_bytes(size, monkeypatch):
+    monkeypatch.setattr(graphs, "CAPTURE_ON_CALL", 1)
     graphs.clear()
     x = _photos(size, 16).cuda()
     halves = ((0, 8), (8, 16))
@@ -165,7 +176,8 @@ def test_cuda_graphs_give_the_eager_bytes(size):
 
 
 @cuda
-def test_cuda_graph_replay_has_no_host_synchronisation():
+def test_cuda_graph_replay_has_no_host_synchronisation(monkeypatch):
+    monkeypatch.setattr(graphs, "CAPTURE_ON_CALL", 1)
     graphs.clear()
     x = _photos(224, 16).cuda()
     words = keyed.key_words(KEY.subkeys(range(16), "shuffle"), "cuda")

@@ -6,8 +6,9 @@ the call is host-bound (measured on an H200: host 25 ms, GPU busy 15 ms of a 224
 Because the accelerator path never synchronises with the host and its operators depend only on
 the shapes and the options, the launches can be recorded once as a CUDA graph and replayed with
 one call. A graph is captured per (function, options, input shapes, dtypes and device), the
-first time that combination is seen on a CUDA device, and kept (the :data:`MAX_GRAPHS` most
-recently used; each holds its own memory pool of the call's intermediates). The replayed graph
+second time that combination is seen on a CUDA device (:data:`CAPTURE_ON_CALL`; one-off calls
+stay eager), and kept (the :data:`MAX_GRAPHS` most recently used; each holds its own memory
+pool of the call's intermediates). The replayed graph
 runs the same kernels on the same inputs, so the output bytes are those of the eager call.
 
 A capture that fails (an operator the CUDA build cannot capture) is reported once with a
@@ -31,9 +32,14 @@ __all__ = ["MAX_GRAPHS", "applies", "run", "set_enabled", "clear"]
 #: How many captured graphs are kept (least recently used dropped first).
 MAX_GRAPHS = 4
 
+#: A combination is captured on its this-many-th call (the calls before run eagerly), so that
+#: one-off shapes (a data set's last partial batch, a single call) do not hold a graph's memory.
+CAPTURE_ON_CALL = 2
+
 _enabled = os.environ.get("VISUALMIXER_CUDA_GRAPHS", "1").strip() not in ("0", "false", "no", "off")
 _lock = threading.Lock()
 _graphs: OrderedDict[Hashable, _Graph | None] = OrderedDict()  # None: capture failed, run eagerly
+_calls: OrderedDict[Hashable, int] = OrderedDict()  # eager calls of combinations not captured yet
 
 
 @dataclass
@@ -59,6 +65,7 @@ def clear() -> None:
     """Drop every captured graph (and with it the device memory its pool holds)."""
     with _lock:
         _graphs.clear()
+        _calls.clear()
 
 
 def applies(t: torch.Tensor) -> bool:
@@ -71,7 +78,8 @@ def applies(t: torch.Tensor) -> bool:
 
 def run(name: str, options: Hashable, fn: Callable[..., tuple[torch.Tensor, ...]], *inputs: torch.Tensor):
     """``fn(*inputs)`` (a tuple of tensors), replayed from the graph of (``name``, ``options``,
-    the inputs' shapes, dtypes and device), captured on first use.
+    the inputs' shapes, dtypes and device), captured on its :data:`CAPTURE_ON_CALL`-th call
+    (eager before).
 
     ``fn`` must be a pure function of its tensor inputs and of ``options``, with no host
     synchronisation. The outputs are fresh tensors (copies of the graph's own), on the caller's
@@ -85,6 +93,12 @@ def run(name: str, options: Hashable, fn: Callable[..., tuple[torch.Tensor, ...]
             _graphs.move_to_end(signature)
             entry = _graphs[signature]
         else:
+            _calls[signature] = _calls.pop(signature, 0) + 1
+            while len(_calls) > 64:  # (a bounded memory of the combinations seen)
+                _calls.popitem(last=False)
+            if _calls[signature] < CAPTURE_ON_CALL:
+                return fn(*inputs)
+            del _calls[signature]
             entry = _graphs[signature] = _capture(name, fn, inputs)
             while len(_graphs) > MAX_GRAPHS:
                 _graphs.popitem(last=False)
