@@ -15,7 +15,8 @@ epoch)``: new exchanges every epoch, and new groups with ``random`` grouping), a
 ``mix4-random-share0.5-online``) exchanges only a keyed share S of the region positions in each
 group (``mix(..., share=S)``, ``visualmixer train --mix K --mix-share S``). Writes
 ``OUT/results.json`` (one row per setting and seed, appended as each finishes; finished rows are
-skipped on a rerun) and prints a Markdown table.
+skipped on a rerun) and prints a Markdown table. ``--tta M`` also scores the class probabilities
+averaged over M protections of every test image (``accuracy_tta``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from visualmixer.core.imageops import to_float
 from visualmixer.core.keys import Key
 from visualmixer.core.mixer import obfuscate
 from visualmixer.core.mixing import mix
@@ -98,8 +100,27 @@ def run(setting: str, seed: int, args, train, test) -> dict:
     fit = fit_classifier(model, data, epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed)
     with torch.no_grad():
         _, acc = evaluate_classifier(model, test_in, yt)
-    return {"setting": setting, "seed": seed, "accuracy": acc, "protect_seconds": round(t_protect, 1),
-            "train_loss": [e.loss for e in fit.epochs]}
+    row = {"setting": setting, "seed": seed, "accuracy": acc, "protect_seconds": round(t_protect, 1),
+           "train_loss": [e.loss for e in fit.epochs]}
+    if args.tta > 1 and ":" not in setting and setting != "clean":
+        row["accuracy_tta"] = _tta_accuracy(model, test_in, xt, yt, test_key, args)
+    return row
+
+
+def _tta_accuracy(model, first, xt, yt, test_key: Key, args) -> float:
+    """Accuracy of the class probabilities averaged over ``args.tta`` protections of every test
+    image: the usual one (ids ``i``) and ``tta - 1`` more (ids ``(i, m)``), as a receiver
+    holding several protected copies of each test image could average them."""
+    model.eval()
+    total = None
+    with torch.no_grad():
+        for m in range(args.tta):
+            views = first if m == 0 else obfuscate(xt, key=test_key, ids=[(i, m) for i in range(xt.shape[0])],
+                                                   target_vfe=args.tau).images
+            p = torch.cat([torch.softmax(model(to_float(views[s : s + 1000])), dim=1)
+                           for s in range(0, views.shape[0], 1000)])
+            total = p if total is None else total + p
+    return float((total.argmax(dim=1) == yt).double().mean())
 
 
 def main() -> None:
@@ -111,6 +132,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), type=setting_arg,
                     help="named settings or mixK-GROUPING[-shareS][-online] (default: the named ones)")
     ap.add_argument("--out", type=Path, default=Path("out/mix-utility"))
+    ap.add_argument("--tta", type=int, default=1, metavar="M",
+                    help="also score the class probabilities averaged over M protections of each test image")
     args = ap.parse_args()
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
     train = (tr.images[: args.train], tr.labels[: args.train])
@@ -127,7 +150,8 @@ def main() -> None:
             row.update(train_size=args.train, epochs=args.epochs, tau=args.tau)
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1))
-            print(f"{setting:14s} seed {seed}: accuracy {row['accuracy']:.4f}", flush=True)
+            tta = f", averaged over {args.tta} protections {row['accuracy_tta']:.4f}" if "accuracy_tta" in row else ""
+            print(f"{setting:14s} seed {seed}: accuracy {row['accuracy']:.4f}{tta}", flush=True)
     clean = [r["accuracy"] for r in rows if r["setting"] == "clean"]
     base = statistics.mean(clean) if clean else float("nan")
     print("\n| setting | accuracy (mean over seeds) | loss vs clean (points) | seeds |\n|---|---|---|---|")
