@@ -77,13 +77,16 @@ def key_words(subkeys: Sequence[bytes], device) -> torch.Tensor:
     return to_device(torch.from_numpy(words), device)
 
 
-def _fmix_(h: torch.Tensor) -> torch.Tensor:
-    """murmur3's 32-bit finaliser, in place on an int32 tensor (wrapping; logical shifts)."""
-    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
-    h.mul_(_C1)
-    h.bitwise_xor_(h.bitwise_right_shift(13).bitwise_and_(0x7FFFF))
-    h.mul_(_C2)
-    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
+def _fmix_(h: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """murmur3's 32-bit finaliser, in place on an int32 tensor (wrapping; logical shifts).
+
+    The shifted copies go to ``scratch`` (an int32 tensor of ``h``'s shape, overwritten): on the
+    CPU a fresh large tensor per shift costs more than the shift (its pages are new memory)."""
+    t = torch.empty_like(h) if scratch is None else scratch
+    for shift, mask, mult in ((16, 0xFFFF, _C1), (13, 0x7FFFF, _C2), (16, 0xFFFF, None)):
+        h.bitwise_xor_(torch.bitwise_right_shift(h, shift, out=t).bitwise_and_(mask))
+        if mult is not None:
+            h.mul_(mult)
     return h
 
 
@@ -108,12 +111,14 @@ def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
     (lane ``level * 4 + channel``; 60 is the channel order): :func:`row_keys` of several levels
     in one pass, element for element the same integers."""
     ctr = regions.to(torch.int32).view(-1, 1) * 64 + lanes.view(1, -1)
-    a = _fmix_(ctr + words[:, 0:1])
+    a = ctr.add_(words[:, 0:1])
+    t = torch.empty_like(a)
+    _fmix_(a, t)
     for i in range(1, 4):
-        a = _fmix_(a.bitwise_xor_(words[:, i : i + 1]))
-    b = _fmix_(a ^ words[:, 4:5])
+        _fmix_(a.bitwise_xor_(words[:, i : i + 1]), t)
+    b = _fmix_(a ^ words[:, 4:5], t)
     for i in range(5, 8):
-        b = _fmix_(b.bitwise_xor_(words[:, i : i + 1]))
+        _fmix_(b.bitwise_xor_(words[:, i : i + 1]), t)
     return a, b
 
 
@@ -161,8 +166,10 @@ def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool)
     if n < 2:
         return torch.zeros(a.shape + (1,), dtype=torch.int32, device=a.device)
     golden, slots = _slot_terms(n, str(a.device))
-    s = _fmix_(a.unsqueeze(-1) + golden)
-    s = _fmix_(s.bitwise_xor_(b.unsqueeze(-1)))
+    s = a.unsqueeze(-1) + golden
+    t = torch.empty_like(s)
+    _fmix_(s, t)
+    _fmix_(s.bitwise_xor_(b.unsqueeze(-1)), t)
     bits = (n - 1).bit_length()
     s.bitwise_and_(~((1 << bits) - 1)).bitwise_or_(slots)
     perm = _sorted_order(s, n)
