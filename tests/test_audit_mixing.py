@@ -102,9 +102,10 @@ def test_cli_audit_passes_the_a3_strength_flags(tmp_path, monkeypatch):
 
     monkeypatch.setattr(report, "audit", fake_audit)
     rc = main(["audit", "--out", str(tmp_path), "--full", "--data", "faces", "--attacker", "3000", "--a3-base", "16",
-               "--a3-epochs", "3", "--a3-patience", "1", "-q"])
+               "--a3-epochs", "3", "--a3-patience", "1", "--a10-releases", "4", "-q"])
     cfg = seen["cfg"]
     assert rc == 0 and (cfg.n_attacker, cfg.a3_base, cfg.a3_epochs, cfg.a3_patience) == (3000, 16, 3, 1)
+    assert cfg.a10_releases == 4
     assert cfg.attacker_strength == "custom attacker (3000 own images, U-Net width 16, at most 3 epochs)"
 
 
