@@ -10,12 +10,12 @@ from visualmixer.eval.report import runner as R
 from visualmixer.eval.report.presets import AuditConfig
 
 
-def _data(n_train=48, n_vic=24, n_att=32, k=3):
+def _data(n_train=48, n_vic=24, n_att=32, k=3, size=16):
     from types import SimpleNamespace
 
     g = torch.Generator().manual_seed(0)
     base = torch.rand(n_train + n_vic + n_att, 1, 4, 4, generator=g)
-    imgs = (torch.nn.functional.interpolate(base, size=(16, 16), mode="bilinear") * 255).to(torch.uint8)
+    imgs = (torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear") * 255).to(torch.uint8)
     labels = torch.arange(imgs.shape[0]) % k
     a, b = n_train, n_train + n_vic
     return SimpleNamespace(train_images=imgs[:a], train_labels=labels[:a], victim_images=imgs[a:b],
@@ -115,6 +115,9 @@ def test_a10_runs_for_online_mixing_only_and_follows_the_regions():
     r, pic = R._audit_method(cfg, parse_method("visualmixer:0.5/mix2/online"), data, None, 4, {"A10"})
     assert "A10" in r["attacks"] and r["a10_releases"] == 8 and "A10" in pic
     # random pairs, new every epoch: eight releases re-link most regions to the region followed
+    assert r["a10_regions_right"] > 0.6, r["a10_regions_right"]
+    # edge regions (18 = 4 x 4 + 2): A10's grid of full regions mapped onto the sources' grid
+    r, _ = R._audit_method(cfg, parse_method("visualmixer:0.5/mix2/online"), _data(size=18), None, 4, {"A10"})
     assert r["a10_regions_right"] > 0.6, r["a10_regions_right"]
     for spec in ("visualmixer:0.5/mix2", "visualmixer:0.5/online"):  # one release / no mixing
         r, _ = R._audit_method(cfg, parse_method(spec), data, None, 4, {"A10"})

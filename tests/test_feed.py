@@ -112,3 +112,26 @@ def test_grouped_obfuscation_calls_give_the_same_batches(group):
     assert feed_group(128, torch.device("cuda")) == 4 and feed_group(128, torch.device("cpu")) == 1
     with pytest.raises(ValueError, match="group must be >= 1"):
         DatasetBatches(ds, sampler, group=0)
+
+
+def test_grouped_batches_keep_the_collation_kind():
+    from visualmixer.train.feed import DatasetBatches
+
+    class _Rows:  # batch() as default collation gives it: one tensor, a list, or non-tensor fields
+        def __init__(self, kind):
+            self.kind = kind
+
+        def batch(self, indices):
+            x = torch.tensor([int(i) for i in indices])
+            return {"tensor": x, "list": [x, x * 2], "names": [x, [str(i) for i in x.tolist()]]}[self.kind]
+
+    sampler = [torch.arange(0, 4), torch.arange(4, 8), torch.arange(8, 10)]
+    for kind in ("tensor", "list", "names"):
+        want = [_Rows(kind).batch(b) for b in sampler]
+        got = list(DatasetBatches(_Rows(kind), sampler, group=2))
+        assert len(got) == 3 and [type(g) for g in got] == [type(w) for w in want], kind
+        for g, w in zip(got, want, strict=True):
+            if kind == "tensor":
+                assert torch.equal(g, w)
+            else:
+                assert torch.equal(g[0], w[0]) and (g[1] == w[1] if kind == "names" else torch.equal(g[1], w[1]))

@@ -79,3 +79,11 @@ def test_known_answer(force_sync_free, device, monkeypatch):
         images = res.images.cpu().numpy().tobytes()
         digest = hashlib.sha256(images + res.plans.levels.numpy().tobytes()).hexdigest()
         assert digest[:16] == want, (h, w, c, region, target)
+
+
+def test_lane_keys_broadcast_one_region_over_many_images():
+    words = key_words(KEY.subkeys(range(5)), "cpu")
+    lanes = torch.arange(3, dtype=torch.int32)
+    a, b = keyed.lane_keys(words, torch.tensor([7]), lanes)
+    a5, b5 = keyed.lane_keys(words, torch.full((5,), 7), lanes)
+    assert a.shape == (5, 3) and torch.equal(a, a5) and torch.equal(b, b5)

@@ -18,6 +18,7 @@ A capture that fails (an operator the CUDA build cannot capture) is reported onc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -38,8 +39,9 @@ CAPTURE_ON_CALL = 2
 
 _enabled = os.environ.get("VISUALMIXER_CUDA_GRAPHS", "1").strip() not in ("0", "false", "no", "off")
 _lock = threading.Lock()
-_graphs: OrderedDict[Hashable, _Graph | None] = OrderedDict()  # None: capture failed, run eagerly
+_graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
 _calls: OrderedDict[Hashable, int] = OrderedDict()  # eager calls of combinations not captured yet
+_failed: set = set()  # combinations whose capture failed: eager, warned once
 
 
 @dataclass
@@ -62,10 +64,14 @@ def set_enabled(enabled: bool) -> bool:
 
 
 def clear() -> None:
-    """Drop every captured graph (and with it the device memory its pool holds)."""
+    """Drop every captured graph (and with it the device memory its pool holds), after the
+    work queued on the devices is done (a replay may still be reading a graph's buffers)."""
     with _lock:
+        if _graphs and torch.cuda.is_available():
+            torch.cuda.synchronize()
         _graphs.clear()
         _calls.clear()
+        _failed.clear()
 
 
 def applies(t: torch.Tensor) -> bool:
@@ -76,35 +82,58 @@ def applies(t: torch.Tensor) -> bool:
             and not torch.cuda.is_current_stream_capturing())
 
 
+def _numerics() -> tuple:
+    """The global settings that change what the recorded kernels compute (autocast, TF32 and
+    matmul precision, deterministic algorithms): part of a graph's signature."""
+    try:
+        autocast = torch.is_autocast_enabled("cuda")
+    except TypeError:  # older torch: no device argument
+        autocast = torch.is_autocast_enabled()
+    return (torch.is_inference_mode_enabled(), autocast, torch.get_float32_matmul_precision(),
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.are_deterministic_algorithms_enabled())
+
+
 def run(name: str, options: Hashable, fn: Callable[..., tuple[torch.Tensor, ...]], *inputs: torch.Tensor):
     """``fn(*inputs)`` (a tuple of tensors), replayed from the graph of (``name``, ``options``,
-    the inputs' shapes, dtypes and device), captured on its :data:`CAPTURE_ON_CALL`-th call
-    (eager before).
+    the inputs' shapes, dtypes and device, the numerics settings), captured on its
+    :data:`CAPTURE_ON_CALL`-th call (eager before).
 
     ``fn`` must be a pure function of its tensor inputs and of ``options``, with no host
     synchronisation. The outputs are fresh tensors (copies of the graph's own), on the caller's
     current stream.
     """
-    # (inference mode too: a graph's buffers made inside it cannot be written outside it)
-    signature = (name, options, torch.is_inference_mode_enabled(),
-                 tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
+    device = inputs[0].device
+    signature = (name, options, _numerics(), tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
     with _lock:
-        if signature in _graphs:
+        entry = _graphs.get(signature)
+        if entry is not None:
             _graphs.move_to_end(signature)
-            entry = _graphs[signature]
-        else:
+            with _on(device):
+                return _replay(entry, inputs)
+        if signature not in _failed:
             _calls[signature] = _calls.pop(signature, 0) + 1
             while len(_calls) > 64:  # (a bounded memory of the combinations seen)
                 _calls.popitem(last=False)
-            if _calls[signature] < CAPTURE_ON_CALL:
-                return fn(*inputs)
-            del _calls[signature]
-            entry = _graphs[signature] = _capture(name, fn, inputs)
-            while len(_graphs) > MAX_GRAPHS:
-                _graphs.popitem(last=False)
-        if entry is None:
-            return fn(*inputs)
-        return _replay(entry, inputs)
+            if _calls[signature] >= CAPTURE_ON_CALL:
+                del _calls[signature]
+                with _on(device):
+                    entry = _capture(name, fn, inputs)
+                if entry is None:
+                    _failed.add(signature)  # reported once; eager from now on
+                else:
+                    _graphs[signature] = entry
+                    while len(_graphs) > MAX_GRAPHS:
+                        _graphs.popitem(last=False)
+                    with _on(device):
+                        return _replay(entry, inputs)
+    return fn(*inputs)  # (eager calls run outside the lock: other threads' calls go on meanwhile)
+
+
+def _on(device: torch.device):
+    """The inputs' CUDA device as the current one (graphs record and replay on the current
+    device); nothing elsewhere."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _replay(entry: _Graph, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -151,7 +180,13 @@ def _warm_up(fn, static: tuple[torch.Tensor, ...]) -> None:
 def _record(fn, static: tuple[torch.Tensor, ...]):
     """``(graph, outputs)``: ``fn(*static)`` recorded as a CUDA graph (not run)."""
     graph = torch.cuda.CUDAGraph()
-    # thread_local: the training loop may launch work from another thread meanwhile
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        outputs = tuple(fn(*static))
+    device = static[0].device
+    current = torch.cuda.current_stream(device)
+    try:
+        # thread_local: the training loop may launch work from another thread meanwhile; a
+        # capture stream of the inputs' device
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(device), capture_error_mode="thread_local"):
+            outputs = tuple(fn(*static))
+    finally:  # a failed capture leaves the capture stream current (its exit raises first)
+        torch.cuda.set_stream(current)
     return graph, outputs

@@ -111,7 +111,7 @@ def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
     (lane ``level * 4 + channel``; 60 is the channel order): :func:`row_keys` of several levels
     in one pass, element for element the same integers."""
     ctr = regions.to(torch.int32).view(-1, 1) * 64 + lanes.view(1, -1)
-    a = ctr.add_(words[:, 0:1])
+    a = ctr + words[:, 0:1]  # (not in place: one region may stand for many rows)
     t = torch.empty_like(a)
     _fmix_(a, t)
     for i in range(1, 4):

@@ -114,13 +114,14 @@ class _SideStream:
     runs beside the training stream; :meth:`receive` makes the training stream wait for one
     batch's work and tells the allocator the batch is used there."""
 
-    def __init__(self, dev: torch.device):
+    def __init__(self, dev: torch.device):  # (made in the training thread)
         self.dev = dev
         self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        self.origin = torch.cuda.current_stream(dev) if dev.type == "cuda" else None
 
-    def __enter__(self):
+    def __enter__(self):  # (in the producer thread)
         if self.stream is not None:
-            self.stream.wait_stream(torch.cuda.current_stream(self.dev))  # the clean data is ready
+            self.stream.wait_stream(self.origin)  # the training stream's work so far (the clean data)
             self._ctx = torch.cuda.stream(self.stream)
             self._ctx.__enter__()
         return self
@@ -181,7 +182,13 @@ class DatasetBatches:
             return
         sizes = [len(b) for b in batches]
         joined = self.dataset.batch([int(i) for b in batches for i in b])
-        yield from zip(*(t.split(sizes) for t in joined), strict=True)
+        if isinstance(joined, torch.Tensor):
+            yield from joined.split(sizes)
+        elif all(isinstance(t, torch.Tensor) for t in joined):
+            kind = list if isinstance(joined, list) else tuple  # as the collation made it
+            yield from (kind(parts) for parts in zip(*(t.split(sizes) for t in joined), strict=True))
+        else:  # fields that are not tensors: one call per batch after all
+            yield from (self.dataset.batch(b) for b in batches)
 
 
 def feed_group(batch_size: int, dev: torch.device) -> int:

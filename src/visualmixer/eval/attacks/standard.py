@@ -249,9 +249,12 @@ class Intersection(Attack):
         images[:, :, : out.images.shape[2], : out.images.shape[3]] = out.images
         ctx.record["a10_releases"] = 1 + len(ctx.releases)
         if ctx.sources is not None:  # scoring only: the original each re-assembly follows
-            r = out.collages.shape[1]
-            followed = ctx.sources[:, out.anchor]
-            right = (ctx.sources[out.collages, torch.arange(r)] == followed[:, None]).double()
+            # A10 numbers the grid of full regions, the sources every region (edge ones too)
+            cols, all_cols = w // ctx.region, -(-w // ctx.region)
+            p = torch.arange(out.collages.shape[1])
+            position = (p // cols) * all_cols + p % cols
+            followed = ctx.sources[:, position[out.anchor]]
+            right = (ctx.sources[out.collages, position] == followed[:, None]).double()
             ctx.record["a10_regions_right"] = float(right.mean())
             ctx.record["a10_images_90pct"] = float((right.mean(dim=1) >= 0.9).double().mean())
             ctx.targets["A10"] = followed
