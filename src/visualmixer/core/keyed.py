@@ -31,6 +31,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from visualmixer.core.fused import fused
+
 __all__ = ["GENERATOR", "key_words", "row_keys", "lane_keys", "ladder_lanes", "permutations", "tile_permutations",
            "channel_permutations", "host_checks", "to_device"]
 
@@ -122,6 +124,22 @@ def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
     return a, b
 
 
+def _slot_keys_eager(a: torch.Tensor, b: torch.Tensor, golden: torch.Tensor, slots: torch.Tensor,
+                     keep: int) -> torch.Tensor:
+    """Packed sort keys ``(..., n)`` of every slot of rows ``a, b``: the high bits of
+    ``fmix(fmix(a + k * golden) ^ b)`` (``keep``), the slot ``k`` in the low bits."""
+    s = a.unsqueeze(-1) + golden
+    t = torch.empty_like(s)
+    _fmix_(s, t)
+    _fmix_(s.bitwise_xor_(b.unsqueeze(-1)), t)
+    return s.bitwise_and_(keep).bitwise_or_(slots)
+
+
+#: The slot keys, fused into one loop by ``torch.compile`` where :mod:`visualmixer.core.fused`
+#: is enabled (opt-in; the same integers).
+_slot_keys = fused(_slot_keys_eager)
+
+
 @lru_cache(maxsize=64)
 def _slot_terms(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``k * golden`` (wrapped to int32) and ``k`` for slots ``k < n``."""
@@ -166,12 +184,7 @@ def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool)
     if n < 2:
         return torch.zeros(a.shape + (1,), dtype=torch.int32, device=a.device)
     golden, slots = _slot_terms(n, str(a.device))
-    s = a.unsqueeze(-1) + golden
-    t = torch.empty_like(s)
-    _fmix_(s, t)
-    _fmix_(s.bitwise_xor_(b.unsqueeze(-1)), t)
-    bits = (n - 1).bit_length()
-    s.bitwise_and_(~((1 << bits) - 1)).bitwise_or_(slots)
+    s = _slot_keys(a, b, golden, slots, ~((1 << (n - 1).bit_length()) - 1))
     perm = _sorted_order(s, n)
     if avoid_identity:
         if host_checks(perm.device):  # rare: check only rows starting with slot 0, fix those
