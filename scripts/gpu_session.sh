@@ -35,7 +35,7 @@ nproc
 if step 1; then
 stamp "1. CUDA tests (generator 2 bit-identical CPU/CUDA; CUDA graphs give the eager bytes; no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-  tests/test_core_speed_paths.py tests/test_graphs.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
+  tests/test_core_speed_paths.py tests/test_graphs.py tests/test_fused.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
   tests/test_train.py tests/test_feed.py 2>&1 | tail -25
 
 fi
@@ -71,8 +71,9 @@ fi
 
 if step 2; then
 stamp "2. speed: core kernels on the GPU, CUDA graphs (default) and eager (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
-for mode in graphs eager; do
-  VISUALMIXER_CUDA_GRAPHS=$([[ $mode == eager ]] && echo 0 || echo 1) timeout 120 $PY -W ignore \
+for mode in graphs eager compiled; do  # compiled: graphs + the opt-in torch.compile of the slot keys (core.fused)
+  VISUALMIXER_CUDA_GRAPHS=$([[ $mode == eager ]] && echo 0 || echo 1) VISUALMIXER_COMPILE=$([[ $mode == compiled ]] \
+    && echo 1 || echo 0) timeout 150 $PY -W ignore \
     benchmarks/bench_core.py --quick --device "$DEV" --batch 256 --json "$RES/bench-core-$DEV-$mode.json"
 done
 timeout 60 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 64 \

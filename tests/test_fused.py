@@ -61,3 +61,16 @@ def test_off_by_default_and_switchable():
     assert not fused.enabled()  # (unless VISUALMIXER_COMPILE=1)
     with pytest.raises(TypeError, match="must be a bool"):
         fused.set_enabled("yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_compiled_on_cuda_gives_the_cpu_bytes(compiling):
+    x = torch.randint(0, 256, (16, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compile fails the test
+        gpu = vm.obfuscate(x.cuda(), key=KEY, ids=range(16))
+        back = vm.restore(gpu.images, gpu.plans, key=KEY, ids=range(16))
+    fused.set_enabled(False)
+    cpu = vm.obfuscate(x, key=KEY, ids=range(16))
+    assert torch.equal(gpu.images.cpu(), cpu.images) and torch.equal(gpu.plans.levels, cpu.plans.levels)
+    assert torch.equal(back.cpu(), x)
