@@ -68,13 +68,13 @@ def setting_arg(text: str) -> str:
     return text
 
 
-def protect_train(setting: str, x, y, key: Key, tau: float):
+def protect_train(setting: str, x, y, key: Key, tau: float, region: int | None = None):
     ids = list(range(x.shape[0]))
     if setting == "clean":
         return x
     if setting == "shuffle":
-        return obfuscate(x, key=key, ids=ids, target_vfe=tau).images
-    return mix(x, y, key=key, ids=ids, target_vfe=tau, **mix_setting(setting)).images
+        return obfuscate(x, key=key, ids=ids, target_vfe=tau, region=region).images
+    return mix(x, y, key=key, ids=ids, target_vfe=tau, region=region, **mix_setting(setting)).images
 
 
 def run(setting: str, seed: int, args, train, test) -> dict:
@@ -86,14 +86,15 @@ def run(setting: str, seed: int, args, train, test) -> dict:
         released, test_in = method(x), method(xt)
     else:
         test_in = xt if setting == "clean" else obfuscate(xt, key=test_key, ids=range(xt.shape[0]),
-                                                           target_vfe=args.tau).images
-        released = protect_train(setting, x, y, key, args.tau) if not setting.endswith("-online") else None
+                                                           target_vfe=args.tau, region=args.region).images
+        released = (protect_train(setting, x, y, key, args.tau, args.region) if not setting.endswith("-online")
+                    else None)
     if setting.endswith("-online"):  # re-mixed every epoch: ids (index, epoch), new exchanges (and random groups)
         how = mix_setting(setting)
 
         def released(epoch: int):
             return mix(x, y, key=key, ids=[(i, epoch) for i in range(x.shape[0])], target_vfe=args.tau,
-                       **how).images, y
+                       region=args.region, **how).images, y
     t_protect = time.time() - t0
     model = init_model(lambda: SmallCNN(x.shape[1], 10), seed=seed)
     data = released if callable(released) else (released, y)
@@ -116,7 +117,7 @@ def _tta_accuracy(model, first, xt, yt, test_key: Key, args) -> float:
     with torch.no_grad():
         for m in range(args.tta):
             views = first if m == 0 else obfuscate(xt, key=test_key, ids=[(i, m) for i in range(xt.shape[0])],
-                                                   target_vfe=args.tau).images
+                                                   target_vfe=args.tau, region=args.region).images
             p = torch.cat([torch.softmax(model(to_float(views[s : s + 1000])), dim=1)
                            for s in range(0, views.shape[0], 1000)])
             total = p if total is None else total + p
@@ -132,6 +133,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), type=setting_arg,
                     help="named settings or mixK-GROUPING[-shareS][-online] (default: the named ones)")
     ap.add_argument("--out", type=Path, default=Path("out/mix-utility"))
+    ap.add_argument("--region", type=int, default=None, metavar="R",
+                    help="region side of the shuffle and the mixing (default: the size's, 4 px at 28x28)")
     ap.add_argument("--tta", type=int, default=1, metavar="M",
                     help="also score the class probabilities averaged over M protections of each test image")
     args = ap.parse_args()
@@ -147,7 +150,7 @@ def main() -> None:
             if (setting, seed) in done:
                 continue
             row = run(setting, seed, args, train, test)
-            row.update(train_size=args.train, epochs=args.epochs, tau=args.tau)
+            row.update(train_size=args.train, epochs=args.epochs, tau=args.tau, region=args.region)
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1))
             tta = f", averaged over {args.tta} protections {row['accuracy_tta']:.4f}" if "accuracy_tta" in row else ""
