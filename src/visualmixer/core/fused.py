@@ -12,31 +12,29 @@ function is reported once (``RuntimeWarning``) and the eager function is used fr
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections.abc import Callable
 
 import torch
 
+from visualmixer.core.switches import Switch
+
 __all__ = ["fused", "set_enabled", "enabled"]
 
-_enabled = os.environ.get("VISUALMIXER_COMPILE", "0").strip() in ("1", "true", "yes", "on")
+_switch = Switch("VISUALMIXER_COMPILE", default=False)
 _lock = threading.Lock()
 
 
-def set_enabled(on: bool) -> bool:
+def set_enabled(enabled: bool) -> bool:
     """Use the compiled functions (default: no, unless ``VISUALMIXER_COMPILE=1``); returns the
     previous setting."""
-    global _enabled
-    if not isinstance(on, bool):
-        raise TypeError(f"on must be a bool, got {type(on).__name__}")
-    previous, _enabled = _enabled, on
-    return previous
+    return _switch.set(enabled)
 
 
 def enabled() -> bool:
-    return _enabled
+    """Whether the compiled functions are used."""
+    return _switch.on
 
 
 def fused(fn: Callable) -> Callable:
@@ -47,7 +45,7 @@ def fused(fn: Callable) -> Callable:
     state: dict = {"compiled": None, "failed": False}
 
     def call(*args):
-        if not _enabled or state["failed"]:
+        if not _switch.on or state["failed"]:
             return fn(*args)
         try:
             with _lock:  # one compilation at a time (parts of a batch run on several threads)

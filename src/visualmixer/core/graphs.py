@@ -19,7 +19,6 @@ A capture that fails (an operator the CUDA build cannot capture) is reported onc
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -27,6 +26,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
+
+from visualmixer.core.switches import Switch
 
 __all__ = ["MAX_GRAPHS", "applies", "run", "set_enabled", "clear"]
 
@@ -37,7 +38,7 @@ MAX_GRAPHS = 4
 #: one-off shapes (a data set's last partial batch, a single call) do not hold a graph's memory.
 CAPTURE_ON_CALL = 2
 
-_enabled = os.environ.get("VISUALMIXER_CUDA_GRAPHS", "1").strip() not in ("0", "false", "no", "off")
+_switch = Switch("VISUALMIXER_CUDA_GRAPHS", default=True)
 _lock = threading.Lock()
 _graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
 _calls: OrderedDict[Hashable, int] = OrderedDict()  # eager calls of combinations not captured yet
@@ -56,11 +57,7 @@ def set_enabled(enabled: bool) -> bool:
     """Use CUDA graphs on CUDA devices (default: yes, unless ``VISUALMIXER_CUDA_GRAPHS=0``).
 
     Returns the previous setting."""
-    global _enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-    previous, _enabled = _enabled, enabled
-    return previous
+    return _switch.set(enabled)
 
 
 def clear() -> None:
@@ -78,7 +75,7 @@ def applies(t: torch.Tensor) -> bool:
     """Whether a call on ``t`` runs through a graph: enabled, on CUDA, not inside a capture of
     the caller's own (``torch.cuda.graphs`` capture the eager path as any other work), and
     ``t`` not requiring gradients (a graph records no autograd history)."""
-    return (_enabled and t.device.type == "cuda" and not t.requires_grad
+    return (_switch.on and t.device.type == "cuda" and not t.requires_grad
             and not torch.cuda.is_current_stream_capturing())
 
 
