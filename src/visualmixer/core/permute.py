@@ -304,6 +304,15 @@ def _image_tile_table(c: int, h: int, r: int, t: int, row_units: int, k: int, de
     return to_device((ch + ty + tx).reshape(-1), device)
 
 
+def _levels_present(levels: torch.Tensor, grid: RegionGrid) -> list[int]:
+    """The ladder levels to compute for ``levels``: those present on the CPU (asking is free),
+    every level elsewhere (asking would be a host synchronisation)."""
+    every = range(grid.levels + 1)
+    if host_checks(levels.device):
+        return [level for level in every if bool((levels == level).any())]
+    return list(every)
+
+
 def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tensor, grid: RegionGrid,
                   channel_order: bool, *, inverse: bool = False) -> torch.Tensor:
     """Generator 2 on a grid of full regions, in the image layout: ``(N, C, H, W)`` in and out.
@@ -318,7 +327,7 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     n, c, h, w = images.shape
     levels = levels.to(images.device).reshape(-1)
     if host_checks(images.device):
-        present = [level for level in range(grid.levels + 1) if bool((levels == level).any())]
+        present = _levels_present(levels, grid)
         keys = ladder_keys(words, grid, c, channel_order, present)
         if len(present) == 1:
             return _move_image_tiles(images, keys, grid, present[0], inverse)
@@ -396,9 +405,7 @@ def _shuffle_v2(regions, words, levels, grid, channel_order, inverse):
         return _shuffle_by_kind(regions, levels.to(regions.device), grid, sigma, tile_perms, inverse)
     levels = levels.to(regions.device)
     ladder = tile_ladder(r)
-    present = range(grid.levels + 1)
-    if host_checks(regions.device):
-        present = [level for level in present if bool((levels == level).any())]
+    present = _levels_present(levels, grid)
     keys = ladder_keys(words, grid, c, channel_order, present)
     out = None
     for level in present:
