@@ -157,6 +157,31 @@ def test_one_pass_takes_the_first_plan_reaching_the_target(size, grey, dtype):
         assert torch.equal(res.plans.levels.long(), expect)
 
 
+@pytest.mark.parametrize("r", [2, 4, 7, 16, 20])
+def test_source_sums_are_exact_in_blocks_and_at_the_extremes(r, monkeypatch):
+    """The planner's region sums (float32 up to 16 px, int16 byte sums above) equal int64 sums,
+    also for the largest values (0/255 patterns: sums of squares near 2**24 at 16 px) and when
+    the CPU cuts the batch into blocks."""
+    from types import SimpleNamespace
+
+    from visualmixer.core import planner
+
+    gen = torch.Generator().manual_seed(r)
+    x = torch.cat([torch.randint(0, 256, (5, 3, 3, r, r), generator=gen),
+                   torch.randint(0, 2, (5, 3, 3, r, r), generator=gen) * 255,
+                   torch.full((1, 3, 3, r, r), 255)]).to(torch.uint8)
+    grid = SimpleNamespace(kind_sizes=[1, 0, 0, 1], region=r)
+    job = SimpleNamespace(batch=x, grid=grid, window=r, regions=x)
+    w = x.long()
+    col = (w[..., 1:] - w[..., :-1]).square().sum(-2)
+    row = (w[..., 1:, :] - w[..., :-1, :]).square().sum(-1)
+    expect = (col.sum(-1) + row.sum(-1), w.sum((-2, -1)), w.square().sum((-2, -1)), col, row)
+    for block in (1 << 19, 3 * 3 * r * r * 2):  # one pass; blocks of two images
+        monkeypatch.setattr(planner, "SUMS_BLOCK_VALUES", block)
+        got = planner._source_sums(job)
+        assert all(g.dtype == torch.int32 and torch.equal(g.long(), e) for g, e in zip(got, expect, strict=True))
+
+
 def test_one_pass_and_bisection_agree_on_photos(monkeypatch):
     x = _photos(64, 6)
     for tau in (0.3, 0.5, 0.7):

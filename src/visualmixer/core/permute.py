@@ -381,8 +381,11 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
     start = table.index_select(0, sources.reshape(-1)).view(len(origin), -1) + origin.view(-1, 1)
     if rows is None:  # the whole image, in its own element order
         start = start.view(n, grid.rows, grid.cols, c, q, q).permute(0, 3, 1, 4, 2, 5)
-        index = start.unsqueeze(4).unsqueeze(-1) + inner.view(t, 1, 1, k)
-        moved = wide.index_select(0, index.reshape(-1))
+        start, inner = start.unsqueeze(4).unsqueeze(-1), inner.view(t, 1, 1, k)
+        # written straight in the image's element order (a plain add would follow start's
+        # permuted strides and need a second, copying pass to flatten: 224² b64 restore -20 %)
+        index = torch.empty(torch.broadcast_shapes(start.shape, inner.shape), dtype=narrow, device=dev)
+        moved = wide.index_select(0, torch.add(start, inner, out=index).view(-1))
         return moved.view(torch.uint8).view(images.dtype).view(n, c, h, w)
     g = len(rows)
     values = wide.index_select(0, (start.view(g, c, q, 1, q, 1) + inner).view(-1))
