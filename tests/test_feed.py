@@ -119,19 +119,27 @@ def test_grouped_batches_keep_the_collation_kind():
 
     class _Rows:  # batch() as default collation gives it: one tensor, a list, or non-tensor fields
         def __init__(self, kind):
-            self.kind = kind
+            self.kind, self.calls = kind, 0
 
         def batch(self, indices):
+            self.calls += 1
             x = torch.tensor([int(i) for i in indices])
-            return {"tensor": x, "list": [x, x * 2], "names": [x, [str(i) for i in x.tolist()]]}[self.kind]
+            names = [str(i) for i in x.tolist()]
+            return {"tensor": x, "list": [x, x * 2], "names": (x, names), "dict": ({"a": x, "n": names}, x),
+                    "opaque": (x, "one value for the batch")}[self.kind]
 
     sampler = [torch.arange(0, 4), torch.arange(4, 8), torch.arange(8, 10)]
-    for kind in ("tensor", "list", "names"):
+    for kind in ("tensor", "list", "names", "dict", "opaque"):
         want = [_Rows(kind).batch(b) for b in sampler]
-        got = list(DatasetBatches(_Rows(kind), sampler, group=2))
+        rows = _Rows(kind)
+        got = list(DatasetBatches(rows, sampler, group=2))
         assert len(got) == 3 and [type(g) for g in got] == [type(w) for w in want], kind
+        # one call per group of two batches; only a field without a batch axis costs a call per batch
+        assert rows.calls == (4 if kind == "opaque" else 2), kind  # opaque: joined, then 2 + 1
         for g, w in zip(got, want, strict=True):
             if kind == "tensor":
                 assert torch.equal(g, w)
+            elif kind == "dict":
+                assert torch.equal(g[0]["a"], w[0]["a"]) and g[0]["n"] == w[0]["n"] and torch.equal(g[1], w[1])
             else:
-                assert torch.equal(g[0], w[0]) and (g[1] == w[1] if kind == "names" else torch.equal(g[1], w[1]))
+                assert torch.equal(g[0], w[0]) and (torch.equal(g[1], w[1]) if kind == "list" else g[1] == w[1])

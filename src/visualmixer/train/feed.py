@@ -4,6 +4,7 @@ DataLoader (in process or in worker processes), or the whole set mixed anew ever
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import queue
 import threading
@@ -182,13 +183,34 @@ class DatasetBatches:
             return
         sizes = [len(b) for b in batches]
         joined = self.dataset.batch([int(i) for b in batches for i in b])
-        if isinstance(joined, torch.Tensor):
-            yield from joined.split(sizes)
-        elif all(isinstance(t, torch.Tensor) for t in joined):
-            kind = list if isinstance(joined, list) else tuple  # as the collation made it
-            yield from (kind(parts) for parts in zip(*(t.split(sizes) for t in joined), strict=True))
-        else:  # fields that are not tensors: one call per batch after all
-            yield from (self.dataset.batch(b) for b in batches)
+        parts = _split_collated(joined, sizes, top=True)
+        if parts is None:  # a field with no batch axis to cut along: one call per batch after all
+            parts = [self.dataset.batch(b) for b in batches]
+        yield from parts
+
+
+def _split_collated(value, sizes: list[int], top: bool = False) -> list | None:
+    """``value`` as default collation made it for ``sum(sizes)`` samples, cut into batches of
+    ``sizes``: tensors by rows, per-sample lists (e.g. strings) by slices, dicts key by key and
+    the top-level tuple or list of fields field by field (each batch keeps the container's
+    type); ``None`` when some field has no batch axis to cut along."""
+    if isinstance(value, torch.Tensor):
+        return list(value.split(sizes))
+    if isinstance(value, dict):
+        fields = {k: _split_collated(v, sizes) for k, v in value.items()}
+        if any(f is None for f in fields.values()):
+            return None
+        return [{k: f[i] for k, f in fields.items()} for i in range(len(sizes))]
+    if isinstance(value, (list, tuple)) and top:  # the fields of each sample
+        fields = [_split_collated(v, sizes) for v in value]
+        if any(f is None for f in fields):
+            return None
+        kind = list if isinstance(value, list) else tuple
+        return [kind(f[i] for f in fields) for i in range(len(sizes))]
+    if isinstance(value, list) and len(value) == sum(sizes):  # one entry per sample
+        ends = list(itertools.accumulate(sizes))
+        return [value[end - n : end] for n, end in zip(sizes, ends, strict=True)]
+    return None
 
 
 def feed_group(batch_size: int, dev: torch.device) -> int:
