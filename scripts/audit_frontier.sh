@@ -27,19 +27,15 @@ PYTHONPATH="$SRC" "$PY" - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 from visualmixer.eval.report.audit import aggregate_seeds
+from visualmixer.eval.report.seeds import merge_runs
 out = Path(sys.argv[1])
 per = []
 for p in sorted(out.glob("seed*/results.json")):
     if p.parent.name.endswith("-extra"):
         continue
-    res = json.loads(p.read_text())
     extra = p.parent.with_name(p.parent.name + "-extra") / "results.json"
-    if extra.exists():
-        for ds, d in json.loads(extra.read_text())["datasets"].items():
-            for spec, r in d["methods"].items():
-                if spec != "clean":
-                    res["datasets"][ds]["methods"][spec] = r
-    per.append(res)
+    paths = [p] + ([extra] if extra.exists() else [])
+    per.append(merge_runs([json.loads(q.read_text()) for q in paths], [str(q) for q in paths], replace=True))
 agg = aggregate_seeds(per)
 json.dump({"seeds": len(per), "aggregate": agg}, open(out / "aggregate.json", "w"), indent=1)
 print("wrote", out / "aggregate.json", "from", len(per), "seeds")

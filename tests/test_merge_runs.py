@@ -28,3 +28,16 @@ def test_methods_in_order_first_row_kept_dpsgd_last_and_inputs_untouched():
 def test_runs_on_other_data_are_refused(other, match):
     with pytest.raises(ValueError, match=match):
         merge_runs([_run(["clean"]), other], ["a", "b"])
+
+
+def test_replace_takes_later_rows_in_place_but_keeps_the_first_clean():
+    a = _run(["clean", "visualmixer:0.5", "pixelate:4"])
+    b = _run(["clean", "pixelate:4", "noise:0.3"])
+    for run, tag in ((a, "a"), (b, "b")):
+        for row in run["datasets"]["fm"]["methods"].values():
+            row["from"] = tag
+    merged = merge_runs([a, b], ["a", "b"], replace=True)["datasets"]["fm"]["methods"]
+    assert list(merged) == ["clean", "visualmixer:0.5", "pixelate:4", "noise:0.3"]
+    assert [row["from"] for row in merged.values()] == ["a", "a", "b", "b"]
+    merged["pixelate:4"]["from"] = "changed"
+    assert b["datasets"]["fm"]["methods"]["pixelate:4"]["from"] == "b"  # rows are copies

@@ -68,11 +68,12 @@ def aggregate_seeds(per_seed: list[dict]) -> dict:
     return agg
 
 
-def merge_runs(runs: list[dict], labels: list[str]) -> dict:
+def merge_runs(runs: list[dict], labels: list[str], *, replace: bool = False) -> dict:
     """The methods of several audits of one seed on the same data, as one result.
 
     A long audit runs a few methods at a time so that finished runs are kept. Each data set's
-    methods are taken from the runs in order (a method's first row is kept; each run's accuracy
+    methods are taken from the runs in order (a method's first row is kept — with ``replace``,
+    its last one, in the first one's place, except ``clean``, which stays the first run's; each run's accuracy
     loss is against its own ``clean`` row, which is the same when the data agree); the DP-SGD
     reference row goes last.
 
@@ -103,7 +104,10 @@ def merge_runs(runs: list[dict], labels: list[str]) -> dict:
                 if base.get(k) != ds.get(k):
                     raise ValueError(f"{label}: {name} {k} is {ds.get(k)}, not {base.get(k)} as in {labels[0]}")
             for spec, row in ds["methods"].items():
-                base["methods"].setdefault(spec, row)
+                if replace and spec != "clean":
+                    base["methods"][spec] = copy.deepcopy(row)
+                else:
+                    base["methods"].setdefault(spec, copy.deepcopy(row))
             base["seconds"] = (base.get("seconds") or 0) + (ds.get("seconds") or 0)
     for ds in merged["datasets"].values():  # the DP-SGD reference row (training, not images) last
         ds["methods"] = dict(sorted(ds["methods"].items(), key=lambda kv: kv[0].startswith("dpsgd")))
