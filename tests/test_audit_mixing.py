@@ -114,6 +114,10 @@ def test_a10_runs_for_online_mixing_only_and_follows_the_regions():
     data = _data()
     r, pic = R._audit_method(cfg, parse_method("visualmixer:0.5/mix2/online"), data, None, 4, {"A10"})
     assert "A10" in r["attacks"] and r["a10_releases"] == 8 and "A10" in pic
+    # the grid shows, beside A10's estimates, the originals they followed (not the main sources)
+    assert list(pic) == ["original", "protected", "A10 target", "A10"]
+    victims = data.victim_images.flatten(1)
+    assert all((victims == t.flatten()).all(1).any() for t in pic["A10 target"])
     # random pairs, new every epoch: eight releases re-link most regions to the region followed
     assert r["a10_regions_right"] > 0.6, r["a10_regions_right"]
     # edge regions (18 = 4 x 4 + 2): A10's grid of full regions mapped onto the sources' grid

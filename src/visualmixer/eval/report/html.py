@@ -33,6 +33,8 @@ _COL_TITLES = {
     "A5-colour": "A5 + channel order",
     "A7": "A7 layout + mosaic",
     "A7+A5": "A7 layout + A5",
+    "A10 target": "the original A10 followed",
+    "A10": "A10 intersection",
 }
 
 
@@ -434,6 +436,8 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
         )
         for spec, cols in pictures.get(ds, {}).items():
             page.add(f"<h4>{html.escape(spec)}</h4>")
+            if any(k not in _COLS for k in cols):  # columns beyond the common ones: name them all
+                page.add("<p class='note'>Columns: " + ", ".join(map(html.escape, grid_column_titles(cols))) + ".</p>")
             page.image(png_bytes(image_grid(cols)), f"{ds} {spec}", f"{ds}-{spec}")
     if "faces" in results:
         f = results["faces"]

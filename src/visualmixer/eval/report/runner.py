@@ -216,7 +216,13 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
                                          gallery=None if index is None else victims, targets=index)
     ex = min(cfg.examples, victims.shape[0])
     pic = {"original": truth[:ex], "protected": protected[:ex]}
-    pic.update({a: e[:ex] for a, e in ctx.estimates.items() if a not in NOT_PICTURED})
+    for a, e in ctx.estimates.items():
+        if a in NOT_PICTURED:
+            continue
+        index = ctx.targets.get(a, truth_index)
+        if index is not truth_index:  # it reconstructs other originals than the main sources: show those
+            pic[f"{a} target"] = victims[index][:ex]
+        pic[a] = e[:ex]
     return r, pic
 
 
