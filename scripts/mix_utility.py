@@ -16,7 +16,12 @@ epoch)``: new exchanges every epoch, and new groups with ``random`` grouping), a
 group (``mix(..., share=S)``, ``visualmixer train --mix K --mix-share S``). Writes
 ``OUT/results.json`` (one row per setting and seed, appended as each finishes; finished rows are
 skipped on a rerun) and prints a Markdown table. ``--tta M`` also scores the class probabilities
-averaged over M protections of every test image (``accuracy_tta``).
+averaged over M protections of every test image (``accuracy_tta``). ``--test-collages D`` also
+scores class-conditional test-time collages (``accuracy_collage*``, offline mixing settings): for
+every test image and class c, D collages of the protected test image with released class-c
+images (each region the test image's with probability 1/k), the class scored by the mean
+log-probability of c on its own collages — alone, centred per class, and added to the direct
+log-probabilities.
 """
 
 from __future__ import annotations
@@ -105,7 +110,41 @@ def run(setting: str, seed: int, args, train, test) -> dict:
            "train_loss": [e.loss for e in fit.epochs]}
     if args.tta > 1 and ":" not in setting and setting != "clean":
         row["accuracy_tta"] = _tta_accuracy(model, test_in, xt, yt, test_key, args)
+    if args.test_collages and setting.startswith("mix") and not callable(released):
+        row.update(_collage_accuracy(model, test_in, yt, released, y, mix_setting(setting)["k"], seed, args))
     return row
+
+
+def _collage_accuracy(model, test_in, yt, released, y, k: int, seed: int, args) -> dict:
+    """Class-conditional test-time collages (see the module docstring): the test image's
+    regions (4 px) kept with probability 1/k, the others from random released images of class c."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    n, r = test_in.shape[0], args.region or 4
+    rows, cols = test_in.shape[2] // r, test_in.shape[3] // r
+    pools = [released[y == c] for c in range(10)]
+
+    def log_probs(images):
+        return torch.cat([torch.log_softmax(model(to_float(images[s : s + 1000])), dim=1)
+                          for s in range(0, n, 1000)]).double()
+
+    with torch.no_grad():
+        score = torch.zeros(n, 10, dtype=torch.float64)
+        for _ in range(args.test_collages):
+            for c, pool in enumerate(pools):
+                other = pool[torch.randint(0, len(pool), (n,), generator=g)]
+                keep = torch.rand(n, 1, rows, cols, generator=g) < 1 / k
+                keep = keep.repeat_interleave(r, 2).repeat_interleave(r, 3)
+                score[:, c] += log_probs(torch.where(keep, test_in, other))[:, c]
+        score /= args.test_collages
+        centred = score - score.mean(dim=0, keepdim=True)  # each class's own bias removed
+        direct = log_probs(test_in)
+
+    def accuracy(s):
+        return float((s.argmax(dim=1) == yt).double().mean())
+
+    return {"accuracy_collage": accuracy(score), "accuracy_collage_centred": accuracy(centred),
+            "accuracy_direct_plus_collage": accuracy(direct + 0.5 * centred)}
 
 
 def _tta_accuracy(model, first, xt, yt, test_key: Key, args) -> float:
@@ -137,6 +176,8 @@ def main() -> None:
                     help="region side of the shuffle and the mixing (default: the size's, 4 px at 28x28)")
     ap.add_argument("--tta", type=int, default=1, metavar="M",
                     help="also score the class probabilities averaged over M protections of each test image")
+    ap.add_argument("--test-collages", type=int, default=0, metavar="D",
+                    help="also score class-conditional test-time collages, D per test image and class")
     args = ap.parse_args()
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
     train = (tr.images[: args.train], tr.labels[: args.train])
@@ -154,6 +195,10 @@ def main() -> None:
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1))
             tta = f", averaged over {args.tta} protections {row['accuracy_tta']:.4f}" if "accuracy_tta" in row else ""
+            if "accuracy_collage" in row:
+                tta += (f", test-time collages {row['accuracy_collage']:.4f} (centred "
+                        f"{row['accuracy_collage_centred']:.4f}, "
+                        f"with the direct {row['accuracy_direct_plus_collage']:.4f})")
             print(f"{setting:14s} seed {seed}: accuracy {row['accuracy']:.4f}{tta}", flush=True)
     clean = [r["accuracy"] for r in rows if r["setting"] == "clean"]
     base = statistics.mean(clean) if clean else float("nan")
