@@ -204,6 +204,26 @@ def test_sync_free_path_gives_the_cpu_path_results(monkeypatch):
     assert torch.equal(vm.restore(b.images, b.plans, key=KEY, ids=range(5)), x)
 
 
+def test_sync_free_restore_computes_only_the_levels_of_the_plans(monkeypatch):
+    """On an accelerator restore reads the plans' levels on the host (they are CPU tensors) and
+    computes those ladder levels only: the same bytes, also for levels that are not a run."""
+    from visualmixer.core import permute
+
+    x = _photos(64, 3)
+    res = vm.obfuscate(x, key=KEY, ids=range(3))
+    grid = res.plans.grid
+    levels = torch.tensor([1, 3], dtype=torch.uint8)[torch.arange(3 * grid.count) % 2].view(3, grid.rows, grid.cols)
+    plans = vm.Plans(levels, res.plans.region, 64, 64, 3, True, res.plans.generator)
+    words = key_words(KEY.subkeys(range(3), "shuffle"), "cpu")
+    shuffled = permute.shuffle_image(x, words, levels.long().view(3, -1), grid, True)
+    seen = []
+    move = permute._move_image_tiles
+    monkeypatch.setattr(permute, "_move_image_tiles", lambda *a, **k: seen.append(a[3]) or move(*a, **k))
+    monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", True)
+    assert torch.equal(vm.restore(shuffled, plans, key=KEY, ids=range(3)), x)
+    assert seen == [1, 3]
+
+
 # -- no host synchronisation, flat op counts ---------------------------------------------------
 
 _SYNCS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::unique", "aten::_unique", "aten::item",

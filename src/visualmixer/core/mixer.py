@@ -373,6 +373,16 @@ def obfuscate(
     return ObfuscationResult(from_batch(out, info), plans, got.cpu())
 
 
+def _plan_levels(levels: torch.Tensor) -> tuple[int, ...] | None:
+    """The ladder levels that plan level maps use, read on the host where they are (plans keep
+    them on the CPU): an accelerator's restore then computes those levels only (at 224², τ 0.5,
+    typically one of five) without a synchronisation. ``None`` (every level) for maps on a device;
+    NumPy, not torch, so nothing is dispatched."""
+    if levels.device.type != "cpu":
+        return None
+    return tuple(int(v) for v in np.flatnonzero(np.bincount(levels.numpy().ravel())))
+
+
 def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     """Invert :func:`obfuscate` exactly, given the key, the ids and the plans.
 
@@ -414,11 +424,14 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         words = key_words(subkeys, batch.device)
     # (one part: restore is about one gather, and parts measured slower: see core.parallel)
     if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
+        present = _plan_levels(plans.levels)
+
         def unshuffle(x, w, lv):
-            return (shuffle_image(x, w, lv, grid, plans.channel_order, inverse=True),)
+            return (shuffle_image(x, w, lv, grid, plans.channel_order, inverse=True, present=present),)
 
         if graphs.applies(batch):  # the same kernels, launched as one CUDA graph
-            (out,) = graphs.run("restore", (grid.region, plans.channel_order), unshuffle, batch, words, levels)
+            (out,) = graphs.run("restore", (grid.region, plans.channel_order, present), unshuffle, batch, words,
+                                levels)
         else:
             (out,) = unshuffle(batch, words, levels)
         return from_batch(out, info)

@@ -314,15 +314,17 @@ def _levels_present(levels: torch.Tensor, grid: RegionGrid) -> list[int]:
 
 
 def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tensor, grid: RegionGrid,
-                  channel_order: bool, *, inverse: bool = False) -> torch.Tensor:
+                  channel_order: bool, *, inverse: bool = False,
+                  present: Sequence[int] | None = None) -> torch.Tensor:
     """Generator 2 on a grid of full regions, in the image layout: ``(N, C, H, W)`` in and out.
 
     The same result as :func:`shuffle_regions` between :func:`to_regions` and
     :func:`from_regions`, without those two layout copies: tile rows are moved as the widest
     integers a tile row divides into, with an int32 index built from a per-(channel, tile)
     table. On the CPU each level present is one gather over its own regions (one pass in all);
-    on accelerators (no host synchronisation) every ladder level is computed for every region
-    and each region taken from its own level.
+    on accelerators (no host synchronisation) every ladder level in ``present`` (default: the
+    whole ladder; ``restore`` passes the levels of its plans, which it reads on the host) is
+    computed for every region and each region taken from its own level.
     """
     n, c, h, w = images.shape
     levels = levels.to(images.device).reshape(-1)
@@ -336,12 +338,13 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
             rows = (levels == level).nonzero().squeeze(1)
             _move_image_tiles(images, keys, grid, level, inverse, rows=rows, out=out)
         return out
-    keys = ladder_keys(words, grid, c, channel_order)
+    present = tuple(range(grid.levels + 1) if present is None else present)
+    keys = ladder_keys(words, grid, c, channel_order, present)
     r, rows, cols = grid.region, grid.rows, grid.cols
     cw = max(g for g in (1, 2, 4, 8) if (r * images.element_size()) % g == 0)
     shape = (n, c, rows, r, cols, -1)
     out = None
-    for level in range(grid.levels + 1):
+    for level in present:
         moved = _move_image_tiles(images, keys, grid, level, inverse)
         if out is None:
             out = moved
