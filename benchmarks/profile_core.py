@@ -36,7 +36,14 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--rows", type=int, default=15, help="operators listed per table")
+    p.add_argument("--sync-free", action="store_true",
+                   help="run the CPU through the accelerator's path (no host decisions: every level "
+                        "the planner may need, masks instead of skips), to see its work without a GPU")
     a = p.parse_args(argv)
+    if a.sync_free:
+        from visualmixer.core import keyed
+
+        keyed._FORCE_SYNC_FREE = True
     device = torch.device(a.device)
     x = _batch(a.size, a.batch, device)
     key, ids = vm.Key.from_seed(0), range(a.batch)
