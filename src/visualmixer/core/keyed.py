@@ -195,7 +195,8 @@ def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool)
             flat[rows] = flat[rows].roll(1, dims=-1)
         else:  # no host synchronisation on accelerators
             ident = (perm == slots).all(dim=-1, keepdim=True)
-            perm = torch.where(ident, perm.roll(1, dims=-1), perm)
+            # an identity row rolled by one is (k - 1) mod n: an n-element constant, not a roll of every row
+            perm = torch.where(ident, torch.remainder(slots - 1, n), perm)
     return perm
 
 
