@@ -39,6 +39,9 @@ def main(argv=None) -> None:
     p.add_argument("--sync-free", action="store_true",
                    help="run the CPU through the accelerator's path (no host decisions: every level "
                         "the planner may need, masks instead of skips), to see its work without a GPU")
+    p.add_argument("--grey", action="store_true", help="one channel (the photos' first)")
+    p.add_argument("--memory", action="store_true",
+                   help="also count the bytes each call allocates (CPU; its memory traffic beside a training step)")
     a = p.parse_args(argv)
     if a.sync_free:
         from visualmixer.core import keyed
@@ -46,6 +49,7 @@ def main(argv=None) -> None:
         keyed._FORCE_SYNC_FREE = True
     device = torch.device(a.device)
     x = _batch(a.size, a.batch, device)
+    x = x[:, :1].contiguous() if a.grey else x
     key, ids = vm.Key.from_seed(0), range(a.batch)
     res = vm.obfuscate(x, key=key, ids=ids, target_vfe=a.target)  # warm caches, cuFFT plans
     vm.restore(res.images, res.plans, key=key, ids=ids)
@@ -62,13 +66,17 @@ def main(argv=None) -> None:
         issued = time.perf_counter() - t0
         _sync(device)
         wall = time.perf_counter() - t0
-        with profile(activities=activities) as prof:
+        with profile(activities=activities, profile_memory=a.memory) as prof:
             call()
             _sync(device)
         events = prof.key_averages()
         print(f"== {name}: {a.size}² batch {a.batch} on {device}: wall {wall * 1e3:.2f} ms "
               f"(host returned after {issued * 1e3:.2f} ms), {a.batch / wall:,.0f} img/s, "
               f"{sum(e.count for e in events)} operator calls")
+        if a.memory:
+            allocated = sum(max(0, e.self_cpu_memory_usage) for e in events)
+            ratio = allocated / (x.numel() * x.element_size())
+            print(f"   allocated {allocated / 2**20:.1f} MiB ({ratio:.0f}x the input)")
         print(events.table(sort_by=sort, row_limit=a.rows, max_name_column_width=48))
         if device.type == "cuda":
             print(events.table(sort_by="self_cpu_time_total", row_limit=a.rows // 2, max_name_column_width=48))
