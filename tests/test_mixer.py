@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import numpy as np
@@ -168,6 +169,16 @@ def test_restore_rejects_mismatched_plans(photos):
         vm.restore(res.images, res.plans.to_dict(), key=KEY, ids=[0, 1])
     with pytest.raises(ValueError, match="ids"):
         vm.restore(res.images, res.plans, key=KEY, ids=[0])
+    # level values outside the ladder would leave regions out of the restored image
+    top = res.plans.grid.levels
+    for value, match in ((-1, rf"0\.\.{top} for .* got values from -1"), (top + 1, f"to {top + 1}$")):
+        levels = res.plans.levels.long().clone()
+        levels[1, 0, 0] = value
+        bad = dataclasses.replace(res.plans, levels=levels)
+        with pytest.raises(ValueError, match=match):
+            vm.restore(res.images, bad, key=KEY, ids=[0, 1])
+    with pytest.raises(TypeError, match="integer tensor"):
+        vm.restore(res.images, dataclasses.replace(res.plans, levels=res.plans.levels.float()), key=KEY, ids=[0, 1])
 
 
 def test_wrong_key_or_id_restores_garbage_silently(photos):

@@ -373,6 +373,21 @@ def obfuscate(
     return ObfuscationResult(from_batch(out, info), plans, got.cpu())
 
 
+def _check_plan_levels(levels: torch.Tensor, grid) -> None:
+    """Plan levels must be integer ladder levels ``0 .. grid.levels`` (a region at another value
+    would be left out of the restored image). Checked on the host, where plans keep them (NumPy:
+    nothing dispatched); level maps on a device are not read back (that would synchronise)."""
+    if levels.dtype.is_floating_point or levels.dtype.is_complex or levels.dtype == torch.bool:
+        raise TypeError(f"plans.levels must be an integer tensor, got {levels.dtype}")
+    if levels.device.type != "cpu" or levels.numel() == 0:
+        return
+    values = levels.numpy()
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > grid.levels:
+        raise ValueError(f"plans.levels must be ladder levels 0..{grid.levels} for {grid.region}-px regions; "
+                         f"got values from {low} to {high}")
+
+
 def _plan_levels(levels: torch.Tensor) -> tuple[int, ...] | None:
     """The ladder levels that plan level maps use, read on the host where they are (plans keep
     them on the CPU): an accelerator's restore then computes those levels only (at 224², τ 0.5,
@@ -415,6 +430,7 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     grid = plans.grid
     if tuple(plans.levels.shape[1:]) != (grid.rows, grid.cols):
         raise ValueError(f"plan level maps must be {grid.rows}x{grid.cols} for this size and region")
+    _check_plan_levels(plans.levels, grid)
     generator = _check_generator(plans.generator)
     subkeys = key.subkeys(_check_ids(ids, n), _PURPOSE)
     levels = to_device(plans.levels, batch.device).to(torch.int64).view(n, -1)
