@@ -181,6 +181,15 @@ def test_restore_rejects_mismatched_plans(photos):
         vm.restore(res.images, dataclasses.replace(res.plans, levels=res.plans.levels.float()), key=KEY, ids=[0, 1])
 
 
+def test_repeated_ids_in_one_call_warn(photos):
+    _, x = photos
+    with pytest.warns(UserWarning, match="ids repeat within the batch"):
+        vm.obfuscate(x[:3], key=KEY, ids=[0, 1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vm.obfuscate(x[:3], key=KEY, ids=[0, "0", (0,)])  # different ids, whatever they print as
+
+
 def test_wrong_key_or_id_restores_garbage_silently(photos):
     _, x = photos
     res = vm.obfuscate(x[:1], key=KEY, ids=[0])

@@ -232,7 +232,17 @@ def _subkeys(key, ids, seed, n: int) -> list[bytes]:
         return [secrets.token_bytes(32) for _ in range(n)]  # fresh OS randomness: not restorable
     if not isinstance(key, Key):
         raise TypeError(f"key must be a visualmixer.Key, got {type(key).__name__}")
-    return key.subkeys(_check_ids(ids, n), _PURPOSE)
+    ids = _check_ids(ids, n)
+    subkeys = key.subkeys(ids, _PURPOSE)
+    if len(set(subkeys)) != n:  # (the subkeys: equal exactly when the encoded ids are)
+        warnings.warn(
+            "ids repeat within the batch: images with the same id get the same permutation, so "
+            "whoever holds one of their originals can undo the other's shuffle; give every image "
+            "its own id",
+            UserWarning,
+            stacklevel=3,
+        )
+    return subkeys
 
 
 def _validate(images, key, ids, target_vfe, region, channel_order, seed):
