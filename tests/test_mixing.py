@@ -123,7 +123,7 @@ def test_similar_grouping_puts_look_alikes_together():
     [
         ({"k": 1}, "k must be an integer >= 2"),
         ({"labels": None}, "labels is required"),
-        ({"labels": torch.zeros(3)}, "one entry per image"),
+        ({"labels": torch.zeros(3, dtype=torch.long)}, "one entry per image"),
         ({"grouping": "nearest"}, "grouping must be one of"),
         ({"ids": ["a"] * 8}, "distinct image ids"),
     ],
@@ -134,6 +134,12 @@ def test_clear_errors(kwargs, match):
     labels = args.pop("labels")
     with pytest.raises(ValueError, match=match):
         mix(x, labels, key=KEY, **args)
+
+
+def test_labels_must_be_integers():
+    x, y, ids = _set(n=8)
+    with pytest.raises(TypeError, match="labels must be integer class labels"):
+        mix(x, y.float() + 0.5, key=KEY, ids=ids, k=2)
 
 
 def test_global_random_state_untouched():

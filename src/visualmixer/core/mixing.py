@@ -104,7 +104,10 @@ def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor,
     if labels is None:
         raise ValueError("labels is required: mixing puts images of one class together "
                          "(for an unlabelled set pass one label for all and grouping='similar')")
-    labels = torch.as_tensor(labels).reshape(-1).to("cpu", torch.long)
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class labels (groups never span classes), got {labels.dtype}")
+    labels = labels.reshape(-1).to("cpu", torch.long)
     if labels.numel() != n:
         raise ValueError(f"labels must have one entry per image ({n}), got {labels.numel()}")
     ids = list(ids)
