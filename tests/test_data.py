@@ -147,6 +147,8 @@ def test_pickling_and_bad_arguments():
         ObfuscatedDataset(ds, KEY, target_vfe=2)
     with pytest.raises(TypeError, match="key"):
         ObfuscatedDataset(ds, b"\0" * 32)
+    with pytest.raises(ValueError, match="region must be a positive int"):
+        ObfuscatedDataset(ds, KEY, region="4")
     with pytest.raises(ValueError, match="epoch"):
         ds.set_epoch(-1)
 

@@ -45,6 +45,14 @@ def test_bad_target():
         vm.VisualMixer(target_vfe=2)
 
 
+@pytest.mark.parametrize("kwargs, error, match", [({"region": "4"}, ValueError, "region must be a positive int"),
+                                                  ({"region": 0}, ValueError, "region must be a positive int"),
+                                                  ({"channel_order": 1}, TypeError, "channel_order must be a bool")])
+def test_bad_options_fail_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        vm.VisualMixer(target_vfe=0.5, **kwargs)
+
+
 def _pil(mode: str, size=(40, 30)):
     import numpy as np
     from PIL import Image

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from visualmixer.core.keys import Key
-from visualmixer.core.mixer import _check_target, obfuscate
+from visualmixer.core.mixer import _check_region, _check_target, obfuscate
 from visualmixer.core.optional import require
 
 v2 = require("torchvision.transforms.v2", extra="data", purpose="the VisualMixer transform")
@@ -58,6 +58,10 @@ class VisualMixer(v2.Transform):
         if key is not None and not isinstance(key, Key):
             raise TypeError(f"key must be a visualmixer.Key or None, got {type(key).__name__}")
         self.key = key
+        if region is not None:  # at construction, not at the first image
+            _check_region(region, 1, 1)
+        if not isinstance(channel_order, bool):
+            raise TypeError(f"channel_order must be a bool, got {type(channel_order).__name__}")
         self.region = region
         self.channel_order = channel_order
 

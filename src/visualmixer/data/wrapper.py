@@ -85,6 +85,10 @@ class ObfuscatedDataset(Dataset):
             raise ValueError(f"target_vfe: expected a number in [0, 1], got {target_vfe}")
         if key is not None and not hasattr(key, "subkey"):
             raise TypeError(f"key: expected a visualmixer.Key or None, got {type(key).__name__}")
+        if region is not None:  # here, not at the first sample (maybe in a worker process)
+            from visualmixer.core.mixer import _check_region
+
+            _check_region(region, 1, 1)
         self.dataset = dataset
         self.key = key
         self.target_vfe = float(target_vfe)
