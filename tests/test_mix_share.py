@@ -219,6 +219,14 @@ def test_train_config_and_cli_pass_the_share(tmp_path, monkeypatch):
         _cfg(tmp_path, mix=2, mix_share=1.5).validate()
     with pytest.raises(ValueError, match="mix_share=0.5 needs mix"):
         _cfg(tmp_path, mix_share=0.5).validate()
+    with pytest.raises(ValueError, match="mix_grouping='similar' needs mix"):
+        _cfg(tmp_path, mix_grouping="similar").validate()
+    for k in (1, 2.5, True):
+        with pytest.raises(ValueError, match=f"mix={k} is not allowed"):
+            _cfg(tmp_path, mix=k).validate()
+    for region in (0, "4", 300):
+        with pytest.raises(ValueError, match=f"region={region} is not allowed"):
+            _cfg(tmp_path, region=region).validate()
     sets = (_synthetic(64, 0), _synthetic(16, 1))
     seen = []
     real = L.mix

@@ -56,7 +56,7 @@ def test_online_mix_remixes_every_epoch(tmp_path, sets, monkeypatch):
     assert len(hist) == 2 and all(h["train_vfe"] >= 0.5 and h["obfuscate_s"] > 0 for h in hist)
 
 
-@pytest.mark.parametrize("kw, match", [({"mix": 1}, "mix must be an integer >= 2"),
+@pytest.mark.parametrize("kw, match", [({"mix": 1}, "mix=1 is not allowed: give an integer >= 2"),
                                        ({"mix": 2, "target_vfe": None}, "mix needs target_vfe"),
                                        ({"mix": 2, "mode": "online", "loader_workers": 1}, "loader_workers=0"),
                                        ({"mix_grouping": "nearest"}, "mix_grouping must be")])

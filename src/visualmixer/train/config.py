@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from visualmixer.core.mixer import _check_region
 from visualmixer.core.mixing import check_share
 
 __all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
@@ -155,8 +156,8 @@ class TrainConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.mix is not None:
-            if int(self.mix) < 2:
-                raise ValueError(f"mix must be an integer >= 2 (images per group), got {self.mix}")
+            if isinstance(self.mix, bool) or int(self.mix) != self.mix or int(self.mix) < 2:
+                raise ValueError(f"mix={self.mix} is not allowed: give an integer >= 2 (images per group)")
             if self.target_vfe is None:
                 raise ValueError("mix needs target_vfe (mixing protects the training set; target_vfe=None is clean)")
             if self.mode == "online" and int(self.loader_workers):
@@ -172,6 +173,14 @@ class TrainConfig:
             raise ValueError(f"mix_share={self.mix_share} needs mix=K (images per mixing group)")
         if self.mix_grouping not in ("random", "similar"):
             raise ValueError(f"mix_grouping must be 'random' or 'similar', got {self.mix_grouping!r}")
+        if self.mix is None and self.mix_grouping != "random":
+            raise ValueError(f"mix_grouping={self.mix_grouping!r} needs mix=K (images per mixing group)")
+        if self.region is not None:
+            try:
+                _check_region(self.region, 1, 1)
+            except ValueError:
+                raise ValueError(f"region={self.region} is not allowed: give a positive int of at most 256 "
+                                 "pixels, or leave it out for the size's default") from None
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         self.seeds = [int(s) for s in self.seeds]
