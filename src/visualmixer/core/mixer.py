@@ -328,7 +328,8 @@ def obfuscate(
         Master key. Without one, fresh OS randomness is used and the result cannot be restored.
     ids : sequence of int | str | tuple, optional
         One id per image (required with ``key``); the same key and id always give the same
-        permutation, on CPU and GPU.
+        permutation, on CPU and GPU — so give every image its own id (ids repeated within a
+        call warn).
     target_vfe : float
         Requested VFE in ``[0, 1]``. Images that cannot reach it (e.g. flat ones) are shuffled at
         the top level everywhere; their achieved VFE tells.
