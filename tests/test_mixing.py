@@ -136,6 +136,23 @@ def test_clear_errors(kwargs, match):
         mix(x, labels, key=KEY, **args)
 
 
+def test_damaged_or_foreign_records_are_refused():
+    """A record whose members are not each image once, or whose region is not the plans', would
+    unmix to garbage (or read uninitialised indices): refused with a message."""
+    import dataclasses
+
+    x, y, ids = _set(n=8)
+    res = mix(x, y, key=KEY, ids=ids, k=2)
+    members = res.groups.members
+    for bad in (torch.where(members == 0, torch.full_like(members, 99), members),  # out of range
+                torch.where(members == 1, torch.zeros_like(members), members)):  # image 0 twice
+        with pytest.raises(ValueError, match="every image index 0..7 exactly once"):
+            unmix(res.images, dataclasses.replace(res.groups, members=bad), res.plans, key=KEY, ids=ids)
+    with pytest.raises(ValueError, match="groups.region is 7 but plans.region is"):
+        unmix(res.images, dataclasses.replace(res.groups, region=7), res.plans, key=KEY, ids=ids)
+    assert torch.equal(unmix(res.images, res.groups, res.plans, key=KEY, ids=ids), x)
+
+
 def test_labels_must_be_integers():
     x, y, ids = _set(n=8)
     with pytest.raises(TypeError, match="labels must be integer class labels"):

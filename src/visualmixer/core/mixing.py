@@ -213,6 +213,10 @@ def _check_groups(images: torch.Tensor, groups: MixGroups, ids) -> list:
         raise ValueError(f"ids must hold one id per image ({n}), got {len(ids)}")
     if int((groups.members >= 0).sum()) != n:
         raise ValueError(f"groups cover {int((groups.members >= 0).sum())} images but images holds {n}")
+    members = groups.members[groups.members >= 0].to("cpu")
+    if not torch.equal(torch.sort(members).values, torch.arange(n, dtype=members.dtype)):
+        raise ValueError(f"groups.members must hold every image index 0..{n - 1} exactly once (a damaged or "
+                         "foreign record?)")
     return ids
 
 
@@ -319,4 +323,7 @@ def mix(
 def unmix(images: torch.Tensor, groups: MixGroups, plans: Plans, *, key: Key, ids: Sequence[ImageId]) -> torch.Tensor:
     """Restore the originals of :func:`mix` exactly: undo the in-region shuffle, then the exchange."""
     ids = list(ids)
+    if isinstance(groups, MixGroups) and isinstance(plans, Plans) and groups.region != plans.region:
+        raise ValueError(f"groups.region is {groups.region} but plans.region is {plans.region}: the mixing record "
+                         "and the plans come from different runs")
     return unmix_regions(restore(images, plans, key=key, ids=ids), groups, key=key, ids=ids)
