@@ -170,7 +170,7 @@ def test_source_sums_are_exact_in_blocks_and_at_the_extremes(r, monkeypatch):
     x = torch.cat([torch.randint(0, 256, (5, 3, 3, r, r), generator=gen),
                    torch.randint(0, 2, (5, 3, 3, r, r), generator=gen) * 255,
                    torch.full((1, 3, 3, r, r), 255)]).to(torch.uint8)
-    grid = SimpleNamespace(kind_sizes=[1, 0, 0, 1], region=r)
+    grid = SimpleNamespace(full=True, region=r)
     job = SimpleNamespace(batch=x, grid=grid, window=r, regions=x)
     w = x.long()
     col = (w[..., 1:] - w[..., :-1]).square().sum(-2)

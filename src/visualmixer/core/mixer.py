@@ -289,8 +289,7 @@ def _run_job(job: _Job):
 def _one_pass_grid(grid: RegionGrid) -> bool:
     """Whether the one-pass planner, free of host synchronisations, plans this grid: whole
     regions that are the VFE windows (what a CUDA graph can record)."""
-    full = grid.kind_sizes[0] == grid.kind_sizes[3]
-    return _ONE_PASS and full and grid.region == default_region(grid.height, grid.width)
+    return _ONE_PASS and grid.full and grid.region == default_region(grid.height, grid.width)
 
 
 def _joined(parts: list[tuple]) -> tuple:
@@ -450,7 +449,7 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     else:
         words = key_words(subkeys, batch.device)
     # (one part: restore is about one gather, and parts measured slower: see core.parallel)
-    if generator == 2 and grid.kind_sizes[0] == grid.kind_sizes[3]:  # full regions: no layout copies
+    if generator == 2 and grid.full:  # full regions: no layout copies
         present = _plan_levels(plans.levels)
 
         def unshuffle(x, w, lv):

@@ -61,7 +61,7 @@ def _kind_level_groups(grid: RegionGrid, levels: torch.Tensor):
     A loop over at most 4 shapes x the ladder's levels, never over regions or pixels.
     """
     kinds = grid.kinds.to(levels.device)
-    if grid.kind_sizes[0] == grid.kind_sizes[3]:  # every region is full
+    if grid.full:  # every region is full
         present = [(0, None)]
     else:
         present = [(k, kinds == k) for k in range(4) if bool((kinds == k).any())]
@@ -119,7 +119,7 @@ def shuffle_regions(
         sigma_np = sort_permutations(words[:, :mc].reshape(n, m, c), avoid_identity=False)
     else:
         sigma_np = np.broadcast_to(np.arange(c, dtype=np.int64), (n, m, c))
-    if grid.kind_sizes[0] == grid.kind_sizes[3]:  # every region is full: the fast path
+    if grid.full:  # every region is full: the fast path
         return _shuffle_full_grid(regions, words, levels, grid, sigma_np, inverse)
 
     def tile_perms(n_idx, r_idx, level, nt):
@@ -401,7 +401,7 @@ def _shuffle_v2(regions, words, levels, grid, channel_order, inverse):
     """Generator 2, any levels. Full grids: one :func:`shuffle_level` per level present (on the
     CPU) or per ladder level (elsewhere: no host synchronisation), selected per region."""
     n, m, c, r, _ = regions.shape
-    if grid.kind_sizes[0] != grid.kind_sizes[3]:
+    if not grid.full:
         rows_words = words
 
         def tile_perms(n_idx, r_idx, level, nt):

@@ -166,7 +166,7 @@ def _level_scores(job: _Job, level: int, sums, keys: LadderKeys | None) -> tuple
     """
     n, m, c = job.regions.shape[:3]
     grid = job.grid
-    if grid.kind_sizes[0] != grid.kind_sizes[3]:  # edge regions: score the image's windows
+    if not grid.full:  # edge regions: score the image's windows
         out = _shuffle(job, torch.full((n, m), level, dtype=torch.int64, device=job.batch.device))
         return out, _scores(job, out)
     r = grid.region
@@ -209,8 +209,7 @@ def _source_sums(job: _Job):
     by row offset ``(N, m, C, R - 1)``, all int32. ``None`` unless the images are uint8, the
     regions full and the VFE windows (and at most 90 px: int16 row sums, int32 totals)."""
     grid = job.grid
-    full = grid.kind_sizes[0] == grid.kind_sizes[3]
-    if job.batch.dtype != torch.uint8 or not full or job.window != grid.region or grid.region > 90:
+    if job.batch.dtype != torch.uint8 or not grid.full or job.window != grid.region or grid.region > 90:
         return None
     if grid.region > 16:  # sums of squares may pass 2**24: exact int16 byte sums
         return _int16_sums(job.regions)
@@ -279,12 +278,12 @@ def _one_pass_plans(job: _Job):
     levels_scored = range(top + 1) if top == 0 else range(1, top + 1)  # plans never use level 0
     sums = _source_sums(job)
     c = job.regions.shape[2]
-    full = grid.kind_sizes[0] == grid.kind_sizes[3]  # (edge regions are shuffled by _shuffle: no keys here)
-    batched = full and not host_checks(job.batch.device)  # every level's keys in one pass
+    # (edge regions are shuffled by _shuffle: no keys here)
+    batched = grid.full and not host_checks(job.batch.device)  # every level's keys in one pass
     keys = ladder_keys(job.words, grid, c, job.channel_order, levels_scored) if batched else None
     outs, tables = [], []
     for level in levels_scored:
-        if full and not batched:  # on the CPU, the keys of the levels reached only
+        if grid.full and not batched:  # on the CPU, the keys of the levels reached only
             keys = ladder_keys(job.words, grid, c, job.channel_order, (level,))
         out, scores = _level_scores(job, level, sums, keys)
         outs.append(out)
@@ -355,7 +354,7 @@ def _search_plans(job: _Job):
     best = torch.empty_like(job.regions)
     best_vfe = torch.zeros(n, dtype=torch.float64, device=dev)
     predicted = None
-    if job.window == grid.region and grid.kind_sizes[0] == grid.kind_sizes[3] and top > 0:
+    if job.window == grid.region and grid.full and top > 0:
         predicted = _predict_plan_vfe(job.regions, job.weights, job.salient, grid, last)
     while True:
         active = (lo <= hi).nonzero().flatten()

@@ -101,6 +101,11 @@ class RegionGrid:
     def padded(self) -> tuple[int, int]:
         return self.rows * self.region, self.cols * self.region
 
+    @property
+    def full(self) -> bool:
+        """Whether every region is a whole ``R x R`` one (the region divides both sides)."""
+        return self.kind_sizes[0] == self.kind_sizes[3]
+
     def table(self, kind: int, level: int) -> LevelTable:
         a, b = self.kind_sizes[kind]
         return _level_table(self.region, a, b, level)
