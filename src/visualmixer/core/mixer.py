@@ -125,8 +125,7 @@ class Plans:
             if any(len(r) != grid.count for r in rows):
                 raise ValueError(f"each level string must hold {grid.count} digits")
             levels = torch.tensor(rows, dtype=torch.uint8).view(len(rows), grid.rows, grid.cols)
-            if bool((levels > grid.levels).any()):
-                raise ValueError(f"levels above the ladder's top ({grid.levels})")
+            _plan_levels(levels, grid)
             generator = _check_generator(data.get("generator", 1))
             return cls(levels, region, h, w, int(data["channels"]), bool(data["channel_order"]), generator)
         except (KeyError, TypeError, AttributeError) as exc:
@@ -383,29 +382,23 @@ def obfuscate(
     return ObfuscationResult(from_batch(out, info), plans, got.cpu())
 
 
-def _check_plan_levels(levels: torch.Tensor, grid) -> None:
-    """Plan levels must be integer ladder levels ``0 .. grid.levels`` (a region at another value
-    would be left out of the restored image). Checked on the host, where plans keep them (NumPy:
-    nothing dispatched); level maps on a device are not read back (that would synchronise)."""
+def _plan_levels(levels: torch.Tensor, grid) -> tuple[int, ...] | None:
+    """The ladder levels plan level maps use, after checking that they are integer levels
+    ``0 .. grid.levels`` (a region at another value would be left out of the restored image).
+
+    Read on the host, where plans keep them (NumPy: nothing dispatched, no synchronisation): an
+    accelerator's restore then computes those levels only (at 224², τ 0.5, typically one of
+    five). ``None`` (every level) for maps on a device, which are not read back."""
     if levels.dtype.is_floating_point or levels.dtype.is_complex or levels.dtype == torch.bool:
         raise TypeError(f"plans.levels must be an integer tensor, got {levels.dtype}")
-    if levels.device.type != "cpu" or levels.numel() == 0:
-        return
-    values = levels.numpy()
-    low, high = int(values.min()), int(values.max())
+    if levels.device.type != "cpu":
+        return None
+    values = levels.numpy().ravel()
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
     if low < 0 or high > grid.levels:
         raise ValueError(f"plans.levels must be ladder levels 0..{grid.levels} for {grid.region}-px regions; "
                          f"got values from {low} to {high}")
-
-
-def _plan_levels(levels: torch.Tensor) -> tuple[int, ...] | None:
-    """The ladder levels that plan level maps use, read on the host where they are (plans keep
-    them on the CPU): an accelerator's restore then computes those levels only (at 224², τ 0.5,
-    typically one of five) without a synchronisation. ``None`` (every level) for maps on a device;
-    NumPy, not torch, so nothing is dispatched."""
-    if levels.device.type != "cpu":
-        return None
-    return tuple(int(v) for v in np.flatnonzero(np.bincount(levels.numpy().ravel())))
+    return tuple(int(v) for v in np.flatnonzero(np.bincount(values)))
 
 
 def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
@@ -440,7 +433,7 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     grid = plans.grid
     if tuple(plans.levels.shape[1:]) != (grid.rows, grid.cols):
         raise ValueError(f"plan level maps must be {grid.rows}x{grid.cols} for this size and region")
-    _check_plan_levels(plans.levels, grid)
+    present = _plan_levels(plans.levels, grid)
     generator = _check_generator(plans.generator)
     subkeys = key.subkeys(_check_ids(ids, n), _PURPOSE)
     levels = to_device(plans.levels, batch.device).to(torch.int64).view(n, -1)
@@ -450,8 +443,6 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         words = key_words(subkeys, batch.device)
     # (one part: restore is about one gather, and parts measured slower: see core.parallel)
     if generator == 2 and grid.full:  # full regions: no layout copies
-        present = _plan_levels(plans.levels)
-
         def unshuffle(x, w, lv):
             return (shuffle_image(x, w, lv, grid, plans.channel_order, inverse=True, present=present),)
 
