@@ -165,18 +165,9 @@ def _sorted_order(keys: torch.Tensor, n: int) -> torch.Tensor:
 def ladder_lanes(levels: Sequence[int], channels: int, device) -> torch.Tensor:
     """The counter lanes of ladder ``levels`` (level-major, then channel), and last the
     channel-order lane: ``(len(levels) * channels + 1,)`` int32, made on ``device`` by device
-    arithmetic, with no host copy (a run of consecutive levels in one set of operators, other
-    sets one range per level)."""
-    levels = list(levels)
-    first = levels[0] if levels else 0
-    if levels != list(range(first, first + len(levels))):
-        return torch.cat([torch.arange(level * 4, level * 4 + channels, dtype=torch.int32, device=device)
-                          for level in levels] + [torch.full((1,), _CHANNEL_PURPOSE * 4, dtype=torch.int32,
-                                                             device=device)])
-    count = len(levels) * channels
-    lanes = torch.arange(count + 1, dtype=torch.int32, device=device)
-    level, channel = torch.div(lanes, channels, rounding_mode="floor") + first, lanes % channels
-    return torch.where(lanes < count, level * 4 + channel, _CHANNEL_PURPOSE * 4)
+    arithmetic (one range per level), with no host copy."""
+    ranges = [torch.arange(level * 4, level * 4 + channels, dtype=torch.int32, device=device) for level in levels]
+    return torch.cat(ranges + [torch.full((1,), _CHANNEL_PURPOSE * 4, dtype=torch.int32, device=device)])
 
 
 def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool) -> torch.Tensor:
