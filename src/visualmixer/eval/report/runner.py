@@ -209,19 +209,16 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
         if attack.can_run(ctx):
             ctx.estimates.update(attack.run(ctx))
     truth = victims if truth_index is None else victims[truth_index]
-    r["attacks"] = {}
+    ex = min(cfg.examples, victims.shape[0])
+    r["attacks"], pic = {}, {"original": truth[:ex], "protected": protected[:ex]}
     for a, e in ctx.estimates.items():
         index = ctx.targets.get(a, truth_index)  # the victim each estimate reconstructs
-        r["attacks"][a] = M.image_scores(truth if index is truth_index else victims[index], e,
-                                         gallery=None if index is None else victims, targets=index)
-    ex = min(cfg.examples, victims.shape[0])
-    pic = {"original": truth[:ex], "protected": protected[:ex]}
-    for a, e in ctx.estimates.items():
+        target = truth if index is truth_index else victims[index]
+        r["attacks"][a] = M.image_scores(target, e, gallery=None if index is None else victims, targets=index)
         if a in NOT_PICTURED:
             continue
-        index = ctx.targets.get(a, truth_index)
         if index is not truth_index:  # it reconstructs other originals than the main sources: show those
-            pic[f"{a} target"] = victims[index][:ex]
+            pic[f"{a} target"] = target[:ex]
         pic[a] = e[:ex]
     return r, pic
 
