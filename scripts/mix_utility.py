@@ -125,16 +125,20 @@ def run(setting: str, seed: int, args, train, test) -> dict:
     return row
 
 
+def _logits(model, images) -> torch.Tensor:
+    """The model's logits for ``images``, 1,000 at a time, in eval mode, without gradients."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(to_float(images[s : s + 1000])) for s in range(0, images.shape[0], 1000)])
+
+
 def _pseudo_labelled(model, released, y, seed: int, args):
     """The release plus U unlabeled training images beyond ``--train``, protected one by one (the
     kind of image inference receives), with the model's labels where it is confident (>= 0.9)."""
     unlabeled = load_fashion_mnist("train").images[args.train : args.train + args.self_train]
     u_in = obfuscate(unlabeled, key=Key.from_seed(4000 + seed), ids=range(unlabeled.shape[0]),
                      target_vfe=args.tau, region=args.region).images
-    model.eval()
-    with torch.no_grad():
-        p = torch.cat([torch.softmax(model(to_float(u_in[s : s + 1000])), dim=1) for s in range(0, len(u_in), 1000)])
-    confidence, guess = p.max(dim=1)
+    confidence, guess = torch.softmax(_logits(model, u_in), dim=1).max(dim=1)
     keep = confidence >= 0.9
     return torch.cat([released, u_in[keep]]), torch.cat([y, guess[keep]])
 
@@ -154,27 +158,24 @@ def _one_more_epoch(model, data: list, test_in, yt, seed: int) -> dict:
 def _collage_accuracy(model, test_in, yt, released, y, k: int, seed: int, args) -> dict:
     """Class-conditional test-time collages (see the module docstring): the test image's
     regions (4 px) kept with probability 1/k, the others from random released images of class c."""
-    model.eval()
     g = torch.Generator().manual_seed(seed)
     n, r = test_in.shape[0], args.region or 4
     rows, cols = test_in.shape[2] // r, test_in.shape[3] // r
     pools = [released[y == c] for c in range(10)]
 
     def log_probs(images):
-        return torch.cat([torch.log_softmax(model(to_float(images[s : s + 1000])), dim=1)
-                          for s in range(0, n, 1000)]).double()
+        return torch.log_softmax(_logits(model, images), dim=1).double()
 
-    with torch.no_grad():
-        score = torch.zeros(n, 10, dtype=torch.float64)
-        for _ in range(args.test_collages):
-            for c, pool in enumerate(pools):
-                other = pool[torch.randint(0, len(pool), (n,), generator=g)]
-                keep = torch.rand(n, 1, rows, cols, generator=g) < 1 / k
-                keep = keep.repeat_interleave(r, 2).repeat_interleave(r, 3)
-                score[:, c] += log_probs(torch.where(keep, test_in, other))[:, c]
-        score /= args.test_collages
-        centred = score - score.mean(dim=0, keepdim=True)  # each class's own bias removed
-        direct = log_probs(test_in)
+    score = torch.zeros(n, 10, dtype=torch.float64)
+    for _ in range(args.test_collages):
+        for c, pool in enumerate(pools):
+            other = pool[torch.randint(0, len(pool), (n,), generator=g)]
+            keep = torch.rand(n, 1, rows, cols, generator=g) < 1 / k
+            keep = keep.repeat_interleave(r, 2).repeat_interleave(r, 3)
+            score[:, c] += log_probs(torch.where(keep, test_in, other))[:, c]
+    score /= args.test_collages
+    centred = score - score.mean(dim=0, keepdim=True)  # each class's own bias removed
+    direct = log_probs(test_in)
 
     def accuracy(s):
         return float((s.argmax(dim=1) == yt).double().mean())
@@ -187,15 +188,12 @@ def _tta_accuracy(model, first, xt, yt, test_key: Key, args) -> float:
     """Accuracy of the class probabilities averaged over ``args.tta`` protections of every test
     image: the usual one (ids ``i``) and ``tta - 1`` more (ids ``(i, m)``), as a receiver
     holding several protected copies of each test image could average them."""
-    model.eval()
     total = None
-    with torch.no_grad():
-        for m in range(args.tta):
-            views = first if m == 0 else obfuscate(xt, key=test_key, ids=[(i, m) for i in range(xt.shape[0])],
-                                                   target_vfe=args.tau, region=args.region).images
-            p = torch.cat([torch.softmax(model(to_float(views[s : s + 1000])), dim=1)
-                           for s in range(0, views.shape[0], 1000)])
-            total = p if total is None else total + p
+    for m in range(args.tta):
+        views = first if m == 0 else obfuscate(xt, key=test_key, ids=[(i, m) for i in range(xt.shape[0])],
+                                               target_vfe=args.tau, region=args.region).images
+        p = torch.softmax(_logits(model, views), dim=1)
+        total = p if total is None else total + p
     return float((total.argmax(dim=1) == yt).double().mean())
 
 
