@@ -322,14 +322,15 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     :func:`from_regions`, without those two layout copies: tile rows are moved as the widest
     integers a tile row divides into, with an int32 index built from a per-(channel, tile)
     table. On the CPU each level present is one gather over its own regions (one pass in all);
-    on accelerators (no host synchronisation) every ladder level in ``present`` (default: the
-    whole ladder; ``restore`` passes the levels of its plans, which it reads on the host) is
-    computed for every region and each region taken from its own level.
+    on accelerators (no host synchronisation) every ladder level in ``present`` is computed for
+    every region and each region taken from its own level. ``present``: the levels ``levels``
+    holds, when the caller knows them (``restore`` reads them on the host from its plans); default:
+    found on the CPU, the whole ladder elsewhere.
     """
     n, c, h, w = images.shape
     levels = levels.to(images.device).reshape(-1)
     if host_checks(images.device):
-        present = _levels_present(levels, grid)
+        present = _levels_present(levels, grid) if present is None else list(present)
         keys = ladder_keys(words, grid, c, channel_order, present)
         if len(present) == 1:
             return _move_image_tiles(images, keys, grid, present[0], inverse)
