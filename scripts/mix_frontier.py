@@ -11,7 +11,8 @@ Mixing (``/mixK``) is drawn in red, VisualMixer one image at a time in blue, the
 dots use the audit's own short utility training. ``--utility`` (a ``scripts/mix_utility.py``
 results.json) adds hollow dots at the accuracy losses of those runs, and ``--train SPEC=PATH ...
 clean=PATH`` (``visualmixer train`` metrics.json files, or a number for the clean accuracy) adds
-stars, each on the vertical of its audited spec (same privacy, longer training). ``--also`` adds
+stars, each on the vertical of its audited spec (same privacy, longer training); ``--train2`` (same
+form, ``--train2-label``) adds a second such series as diamonds, e.g. another model. ``--also`` adds
 the methods of further merged audits of the same data set (e.g. mixing a share of the regions,
 ``/shareS``, drawn in orange); ``--utility`` takes several results.json files.
 
@@ -80,6 +81,9 @@ def main() -> None:
     ap.add_argument("--train", nargs="*", default=[], metavar="SPEC=METRICS_JSON",
                     help="accuracy of longer training runs: clean=PATH and SPEC=PATH for audited specs")
     ap.add_argument("--train-label", default="longer training", help="legend text of the --train points")
+    ap.add_argument("--train2", nargs="*", default=[], metavar="SPEC=METRICS_JSON",
+                    help="a second series like --train (e.g. another model), drawn as diamonds")
+    ap.add_argument("--train2-label", default="another model", help="legend text of the --train2 points")
     ap.add_argument("--utility", type=Path, nargs="*", default=[],
                     help="scripts/mix_utility.py results.json files: hollow points at their accuracy losses")
     ap.add_argument("--utility-label", default="20k images, 5 epochs", help="legend text of the hollow points")
@@ -100,8 +104,12 @@ def main() -> None:
     name = args.dataset or next(iter(res["datasets"]))
     ds = res["datasets"][name]
     chance = 100.0 * ds["reid_chance"]
-    trained = dict(item.split("=", 1) for item in args.train)
-    clean_train = _train_acc(trained.pop("clean")) if "clean" in trained else None
+    series = []  # (marker, {spec: accuracy loss in points}, legend text) for --train and --train2
+    for items, marker, text in ((args.train, "*", args.train_label), (args.train2, "D", args.train2_label)):
+        trained = dict(item.split("=", 1) for item in items)
+        if "clean" in trained:
+            clean = _train_acc(trained.pop("clean"))
+            series.append((marker, {s: 100.0 * (clean - _train_acc(p)) for s, p in trained.items()}, text))
     util = _utility_losses(args.utility)
     extra = [json.loads(p.read_text())["datasets"][name]["methods"] for p in args.extra]
     methods = dict(ds["methods"])
@@ -123,10 +131,11 @@ def main() -> None:
             if spec in util:
                 ax.scatter([x], [util[spec]], facecolors="none", edgecolors=_colour(spec), s=40, zorder=3)
                 ax.plot([x, x], [loss, util[spec]], color=_colour(spec), lw=0.6, ls=":")
-            if clean_train is not None and spec in trained:
-                tl = 100.0 * (clean_train - _train_acc(trained[spec]))
-                ax.scatter([x], [tl], marker="*", color=_colour(spec), s=90, zorder=4)
-                ax.plot([x, x], [loss, tl], color=_colour(spec), lw=0.6, ls=":")
+            for marker, losses, _ in series:
+                if spec in losses:
+                    ax.scatter([x], [losses[spec]], marker=marker, color=_colour(spec), s=90 if marker == "*" else 45,
+                               zorder=4)
+                    ax.plot([x, x], [loss, losses[spec]], color=_colour(spec), lw=0.6, ls=":")
     axes[0].axvline(0.05, color="green", lw=0.8, ls="--", label="goal: prior + 0.05")
     axes[0].set_xlabel("best reconstruction SSIM − prior (class means)")
     axes[1].axvline(1.0, color="green", lw=0.8, ls="--", label="goal: 1 %")
@@ -145,8 +154,8 @@ def main() -> None:
     if util:
         handles.append(plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3",
                                   label=f"accuracy loss: {args.utility_label}"))
-    if clean_train is not None:
-        handles.append(plt.Line2D([], [], marker="*", ls="", color="0.3", label=f"accuracy loss: {args.train_label}"))
+    for marker, _, text in series:
+        handles.append(plt.Line2D([], [], marker=marker, ls="", color="0.3", label=f"accuracy loss: {text}"))
     lines = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(handles=handles + list(lines.values()), loc="lower center", ncol=4, fontsize=8, frameon=False)
     cfg = res["config"]

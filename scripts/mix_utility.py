@@ -2,8 +2,9 @@
 
 The owner releases its training set protected as a whole (``visualmixer.core.mixing.mix``: same-class
 groups of k, regions exchanged by the key, then shuffled inside to the target VFE); test images
-are protected one by one with ``obfuscate``, as in deployment. A small CNN is trained on the release
-and tested on the protected test images; ``clean`` trains and tests on originals.
+are protected one by one with ``obfuscate``, as in deployment. A small CNN (``--model``: any of
+``visualmixer.train.models.MODELS``, e.g. ``region-sorted``) is trained on the release and tested on
+the protected test images; ``clean`` trains and tests on originals.
 
     python scripts/mix_utility.py --train 20000 --epochs 5 --seeds 0 --out out/mix-utility
 
@@ -46,7 +47,7 @@ from visualmixer.core.mixing import mix
 from visualmixer.data.datasets import load_fashion_mnist
 from visualmixer.eval.methods import parse_method
 from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
-from visualmixer.train.models import SmallCNN
+from visualmixer.train.models import MODELS, build_model
 
 SETTINGS = ("clean", "shuffle", "mix2-similar", "mix4-similar", "mix4-random", "mix8-random",
             "mix2-similar-online", "mix4-similar-online", "mix2-random-online", "mix4-random-online",
@@ -106,7 +107,7 @@ def run(setting: str, seed: int, args, train, test) -> dict:
             return mix(x, y, key=key, ids=[(i, epoch) for i in range(x.shape[0])], target_vfe=args.tau,
                        region=args.region, **how).images, y
     t_protect = time.time() - t0
-    model = init_model(lambda: SmallCNN(x.shape[1], 10), seed=seed)
+    model = init_model(lambda: build_model(args.model, x.shape[1], 10, region=args.region or 4), seed=seed)
     data = released if callable(released) else (released, y)
     fit = fit_classifier(model, data, epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed)
     with torch.no_grad():
@@ -216,6 +217,8 @@ def main() -> None:
                     help="also fine-tune on U pseudo-labelled, singly protected unlabeled images (and a control)")
     ap.add_argument("--more-epoch", action="store_true",
                     help="also score one more epoch at lr 5e-4 on the release (offline settings)")
+    ap.add_argument("--model", choices=list(MODELS), default="cnn",
+                    help="the classifier (visualmixer.train.models; default cnn, the small CNN)")
     args = ap.parse_args()
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
     train = (tr.images[: args.train], tr.labels[: args.train])
@@ -223,13 +226,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     rows = json.loads(path.read_text()) if path.exists() else []
-    done = {(r["setting"], r["seed"]) for r in rows}
+    done = {(r["setting"], r["seed"]) for r in rows if r.get("model", "cnn") == args.model}
     for seed in args.seeds:
         for setting in args.settings:
             if (setting, seed) in done:
                 continue
             row = run(setting, seed, args, train, test)
-            row.update(train_size=args.train, epochs=args.epochs, tau=args.tau, region=args.region)
+            row.update(train_size=args.train, epochs=args.epochs, tau=args.tau, region=args.region, model=args.model)
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1))
             tta = f", averaged over {args.tta} protections {row['accuracy_tta']:.4f}" if "accuracy_tta" in row else ""
@@ -242,6 +245,7 @@ def main() -> None:
                         f"{row['accuracy_collage_centred']:.4f}, "
                         f"with the direct {row['accuracy_direct_plus_collage']:.4f})")
             print(f"{setting:14s} seed {seed}: accuracy {row['accuracy']:.4f}{tta}", flush=True)
+    rows = [r for r in rows if r.get("model", "cnn") == args.model]
     clean = [r["accuracy"] for r in rows if r["setting"] == "clean"]
     base = statistics.mean(clean) if clean else float("nan")
     print("\n| setting | accuracy (mean over seeds) | loss vs clean (points) | seeds |\n|---|---|---|---|")

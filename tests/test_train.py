@@ -58,8 +58,43 @@ def test_models_forward_small_images(name):
             assert m(torch.randn(2, c, s, s)).shape == (2, 7)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_region_sorted_model_is_blind_to_the_in_region_shuffle(channels):
+    """The library's own obfuscation (spatial and channel shuffles inside 4-px regions) leaves
+    the region-sorted model's output unchanged, bit for bit; the small CNN's changes."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (6, channels, 28, 28), dtype=torch.uint8, generator=g)
+    shuffled = vm.obfuscate(x, key=vm.Key.from_seed(5), ids=range(6), target_vfe=0.9).images
+    assert not torch.equal(shuffled, x)
+    torch.manual_seed(0)
+    sorted_net, cnn = M.build_model("region-sorted", channels, 10, region=4).eval(), M.SmallCNN(channels, 10).eval()
+    with torch.no_grad():
+        assert torch.equal(sorted_net(x.float() / 255), sorted_net(shuffled.float() / 255))
+        assert not torch.equal(cnn(x.float() / 255), cnn(shuffled.float() / 255))
+
+
+def test_region_sorted_model_sizes_and_errors():
+    net = M.RegionSortedCNN(1, 10, region=4).eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, 1, 30, 30)).shape == (2, 10)  # the 2-px remainder is dropped
+        with pytest.raises(ValueError, match="smaller than one 4-px region"):
+            net(torch.rand(1, 1, 3, 28))
+    with pytest.raises(ValueError, match="region must be a positive int"):
+        M.RegionSortedCNN(1, 10, region=0)
+
+
+@pytest.mark.parametrize("region", [None, 2])
+def test_train_builds_the_region_sorted_model_on_the_protections_grid(tmp_path, sets, region):
+    """The loop gives the model the region of the protection (``--region``, else the size's default)."""
+    cfg = _cfg(tmp_path, model="region-sorted", mix=2, region=region, epochs=1, optimizer="adam")
+    run = L.train(cfg, sets=sets)["runs"][0]
+    assert run["final_test_acc"] > 0.25
+    weight = torch.load(tmp_path / "seed0" / "checkpoint.pt", weights_only=False)["model"]["grid.0.weight"]
+    assert weight.shape[1] == (region or 4) ** 2  # one grey channel, region² sorted values
+
+
 def test_build_model_rejects_unknown():
-    with pytest.raises(ValueError, match="valid: cnn, resnet18, shufflenet"):
+    with pytest.raises(ValueError, match="valid: cnn, resnet18, shufflenet, region-sorted"):
         M.build_model("vgg", 3, 10)
     with pytest.raises(ValueError, match="in_channels"):
         M.build_model("cnn", 2, 10)
@@ -165,7 +200,7 @@ def test_resume_equals_uninterrupted(tmp_path, sets):
 class _NaNAfter(torch.nn.Module):
     """A small model whose output turns NaN after ``n`` training forward passes."""
 
-    def __init__(self, in_channels, num_classes, n=8):
+    def __init__(self, in_channels, num_classes, region=4, n=8):
         super().__init__()
         self.net = M.SmallCNN(in_channels, num_classes)
         self.n = n

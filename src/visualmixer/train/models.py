@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "SmallCNN", "build_model", "resnet18_small", "shufflenet_small"]
+__all__ = ["MODELS", "RegionSortedCNN", "SmallCNN", "build_model", "resnet18_small", "shufflenet_small"]
 
 
 class SmallCNN(nn.Module):
@@ -39,6 +39,61 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class RegionSortedCNN(nn.Module):
+    """A classifier that cannot see how pixels were shuffled inside a region.
+
+    Each ``region`` × ``region`` block of the image (the protection's region grid, from the top
+    left; a remainder at the right or bottom edge is dropped) becomes the sorted list of its
+    ``C·region²`` values, so any permutation inside a region — VisualMixer's in-region shuffle at
+    every ladder level, and its channel shuffle when all channels share one normalisation — gives
+    the model the same input. A small CNN then runs on the grid of regions: a 1×1 layer (64),
+    two 3×3 layers (128), an adaptive pool to 7×7, a 128-unit hidden layer. About 1.0 M
+    parameters at 28², 4-px regions. What it loses is the layout inside each region, which the
+    shuffle has removed anyway; trained on protected images it pays nothing for the shuffle.
+
+    Parameters
+    ----------
+    in_channels, num_classes : int
+    region : int
+        Side of the protection's regions (4 for 28² images by default, see
+        :func:`visualmixer.core.regions.default_region`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = RegionSortedCNN(1, 10, region=4).eval()
+    >>> x = torch.rand(2, 1, 28, 28)
+    >>> shuffled = x.reshape(2, 1, 7, 4, 7, 4).flip(3).reshape(2, 1, 28, 28)  # rows flipped inside regions
+    >>> torch.equal(net(x), net(shuffled))
+    True
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, region: int = 4) -> None:
+        super().__init__()
+        if isinstance(region, bool) or not isinstance(region, int) or region < 1:
+            raise ValueError(f"region must be a positive int, got {region!r}")
+        self.region = region
+        self.grid = nn.Sequential(
+            nn.Conv2d(in_channels * region * region, 64, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(7),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(128 * 7 * 7, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        r = self.region
+        rows, cols = h // r, w // r
+        if rows == 0 or cols == 0:
+            raise ValueError(f"images of {h}x{w} are smaller than one {r}-px region")
+        blocks = x[:, :, : rows * r, : cols * r].reshape(n, c, rows, r, cols, r)
+        values = blocks.permute(0, 2, 4, 1, 3, 5).reshape(n, rows, cols, c * r * r)
+        return self.classifier(self.grid(values.sort(dim=-1).values.permute(0, 3, 1, 2)))
 
 
 def resnet18_small(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
@@ -70,16 +125,21 @@ def shufflenet_small(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     return model
 
 
-#: Model constructors by command-line name: ``fn(in_channels, num_classes) -> nn.Module``.
-MODELS: dict[str, Callable[[int, int], nn.Module]] = {
-    "cnn": SmallCNN,
-    "resnet18": resnet18_small,
-    "shufflenet": shufflenet_small,
+#: Model constructors by command-line name: ``fn(in_channels, num_classes, region) -> nn.Module``,
+#: where ``region`` is the protection's region side (only region-aware models use it).
+MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "cnn": lambda in_channels, num_classes, region: SmallCNN(in_channels, num_classes),
+    "resnet18": lambda in_channels, num_classes, region: resnet18_small(in_channels, num_classes),
+    "shufflenet": lambda in_channels, num_classes, region: shufflenet_small(in_channels, num_classes),
+    "region-sorted": lambda in_channels, num_classes, region: RegionSortedCNN(in_channels, num_classes, region),
 }
 
 
-def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
+def build_model(name: str, in_channels: int, num_classes: int, *, region: int = 4) -> nn.Module:
     """Build a model by name (one of :data:`MODELS`), randomly initialised.
+
+    ``region`` is the side of the protection's regions, used by ``"region-sorted"``
+    (:class:`RegionSortedCNN`); the other models ignore it.
 
     Raises
     ------
@@ -90,4 +150,4 @@ def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-    return MODELS[name](in_channels, num_classes)
+    return MODELS[name](in_channels, num_classes, region)
