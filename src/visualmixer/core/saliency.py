@@ -33,7 +33,7 @@ class Saliency(Protocol):
 def _abs2(z: torch.Tensor) -> torch.Tensor:
     """``|z|^2`` of a complex tensor, as a real tensor."""
     re, im = z.real, z.imag
-    return re * re + im * im
+    return (re * re).add_(im * im)  # (one temporary fewer than re * re + im * im; same sums)
 
 
 @lru_cache(maxsize=64)
@@ -131,13 +131,14 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     sigma = sigma * work_size / size
     size = work_size
     if (h, w) == (size, size):  # already at the working size: no resize
-        small = grey.to(torch.float64)
+        small = grey.to(torch.float64, copy=True)  # (changed in place below; grey is used again)
     else:
         small = F.interpolate(grey, size=(size, size), mode="area" if min(h, w) >= size else "bilinear")
         small = small.to(torch.float64)
     # Remove the mean and use a relative floor, so the map ignores brightness offset and contrast.
-    small = small - small.view(n, -1).mean(dim=1).view(n, 1, 1, 1)  # (flat views reduce faster)
-    spread = small.abs().view(n, -1).amax(dim=1).view(n, 1, 1, 1)
+    small.sub_(small.view(n, -1).mean(dim=1).view(n, 1, 1, 1))  # (flat views reduce faster)
+    flat_small = small.view(n, -1)  # max |small| without a full-size abs()
+    spread = torch.maximum(flat_small.amax(dim=1), flat_small.amin(dim=1).neg()).view(n, 1, 1, 1)
     # The spectrum in float32 for uint8/float32 input (half the work; the map is then within ~1e-6
     # of the float64 one); the mean removal above stays in float64 so a flat image stays exactly
     # flat.
@@ -147,14 +148,15 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     amp[..., 0, 0].fill_(0)  # the DC term is rounding noise after removing the mean (fill_:
     # assigning a Python number would be a host synchronisation on a GPU)
     tiny = torch.finfo(amp.dtype).tiny
-    log_amp = torch.log(amp + 1e-6 * amp.view(n, -1).amax(dim=1).view(n, 1, 1, 1) + tiny)
+    # in place from here on: each full-size temporary is working memory beside a training step
+    log_amp = amp.add_(1e-6 * amp.view(n, -1).amax(dim=1).view(n, 1, 1, 1)).add_(tiny).log_()
     box = _band_matrix(size, (1 / 3, 1 / 3, 1 / 3), "replicate", log_amp.dtype, str(log_amp.device))
     smooth = torch.matmul(torch.matmul(box, log_amp), box.T)  # 3x3 mean, replicate padding
     # exp(residual + i phase) = exp(residual) * spectrum / |spectrum| (no atan2, no complex exp;
     # a zero coefficient has phase 0)
     nonzero = true_amp > 0
     unit = torch.where(nonzero, spectrum, 1.0)
-    unit = unit * (torch.exp(log_amp - smooth) / torch.where(nonzero, true_amp, 1.0))
+    unit.mul_(log_amp.sub_(smooth).exp_().div_(torch.where(nonzero, true_amp, 1.0)))
     sal = _abs2(torch.fft.ifft2(unit))
     sal = gaussian_blur2d(sal.to(work), sigma).double()
     flat = sal.reshape(n, -1)
@@ -165,7 +167,7 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     flat_grey = grey.view(n, -1)  # max |grey| without a full-size abs() (aminmax is slower)
     scale = torch.maximum(flat_grey.amax(dim=1), flat_grey.amin(dim=1).neg()).view(n, 1, 1, 1).to(torch.float64)
     has_contrast = (span > 1e-9 * hi.abs().clamp_min(1e-300)) & (spread > 1e-12 * scale)
-    sal = torch.where(has_contrast, (sal - lo) / span.clamp_min(1e-300), torch.ones_like(sal))
+    sal = torch.where(has_contrast, sal.sub_(lo).div_(span.clamp_min(1e-300)), 1.0)
     if (h, w) == (size, size):
         return sal.to(work).clamp_(0, 1)
     out = F.interpolate(sal.to(work), size=(h, w), mode="bilinear", align_corners=False)
