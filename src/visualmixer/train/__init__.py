@@ -19,12 +19,13 @@ from visualmixer.train.loop import (
     train,
     train_seed,
 )
-from visualmixer.train.models import MODELS, SmallCNN, build_model
+from visualmixer.train.models import MODELS, RegionSortedCNN, SmallCNN, build_model
 
 __all__ = [
     "MODELS",
     "MODES",
     "OPTIMIZERS",
+    "RegionSortedCNN",
     "SmallCNN",
     "TrainConfig",
     "TrainingDiverged",
