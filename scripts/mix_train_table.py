@@ -2,10 +2,11 @@
 
 Reads ``out/mix-train/<setting>[-s<seed>]/metrics.json`` (seed 0 has no suffix), pairs every run
 with the clean run of the same seed and prints a Markdown table (final test accuracy per seed,
-loss against clean in points, mean ± sd of the loss). With ``--json`` also writes every
-``metrics.json`` read into one file (docs/data/mix-train-full.json).
+loss against clean in points, mean ± sd of the loss). ``--reference P`` takes the clean runs of
+another prefix instead (e.g. another model's: ``--prefix rs-full --reference full``). With
+``--json`` also writes every ``metrics.json`` read into one file (docs/data/mix-train-full.json).
 
-Usage: python scripts/mix_train_table.py [--root out/mix-train] [--prefix full] [--json FILE]
+Usage: python scripts/mix_train_table.py [--root out/mix-train] [--prefix full] [--reference P] [--json FILE]
 """
 
 from __future__ import annotations
@@ -32,25 +33,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="out/mix-train")
     ap.add_argument("--prefix", default="full")
+    ap.add_argument("--reference", help="prefix of the clean runs to compare against (default: --prefix)")
     ap.add_argument("--json", help="also write every metrics.json read into this file")
     a = ap.parse_args()
-    found = runs(Path(a.root), a.prefix)
-    acc = {s: {seed: 100 * m["runs"][0]["final_test_acc"] for seed, m in by.items()} for s, by in found.items()}
-    clean = acc.get("clean", {})
+
+    def accuracies(prefix: str) -> dict[str, dict[int, float]]:
+        found = runs(Path(a.root), prefix)
+        return {s: {seed: 100 * m["runs"][0]["final_test_acc"] for seed, m in by.items()} for s, by in found.items()}
+
+    acc = accuracies(a.prefix)
+    clean = (accuracies(a.reference) if a.reference else acc).get("clean", {})
     seeds = sorted({seed for by in acc.values() for seed in by})
     print("| setting | " + " | ".join(f"seed {s}" for s in seeds) + " | loss pp, mean ± sd (seeds) |")
     print("|---|" + "---|" * len(seeds) + "---|")
     for setting in sorted(acc, key=lambda s: (s != "clean", s)):
         cells, losses = [], []
+        own_clean = setting == "clean" and not a.reference  # the reference itself: no loss to show
         for s in seeds:
             v = acc[setting].get(s)
             if v is None:
                 cells.append("–")
                 continue
             loss = clean[s] - v if s in clean else None
-            losses += [loss] if loss is not None and setting != "clean" else []
-            cells.append(f"{v:.2f}" + (f" ({loss:.2f})" if loss is not None and setting != "clean" else ""))
-        if setting == "clean":
+            losses += [loss] if loss is not None and not own_clean else []
+            cells.append(f"{v:.2f}" + (f" ({loss:.2f})" if loss is not None and not own_clean else ""))
+        if own_clean:
             summary = "0"
         elif len(losses) > 1:
             summary = f"{statistics.mean(losses):.2f} ± {statistics.stdev(losses):.2f} ({len(losses)})"
