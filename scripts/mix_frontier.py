@@ -45,6 +45,7 @@ def _train_acc(path: str) -> float:
 #: scripts/mix_utility.py settings -> audit specs
 UTILITY_SPECS = {"shuffle": "visualmixer:0.5", "mix2-similar": "visualmixer:0.5/mix2/similar",
                  "mix4-similar": "visualmixer:0.5/mix4/similar", "mix4-random": "visualmixer:0.5/mix4",
+                 "mix8-random": "visualmixer:0.5/mix8",
                  "pixelate:4": "pixelate:4", "noise:0.3": "noise:0.3", "scramble:4": "scramble:4"}
 
 
