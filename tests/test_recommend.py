@@ -163,6 +163,18 @@ def test_recommend_cli_on_hf_dataset(tmp_path, capsys):
                *TINY_FLAGS[:1], "2", *TINY_FLAGS[2:]])
     err = capsys.readouterr().err
     assert rc == 2 and "other audit settings (epochs 1 -> 2)" in err and "--overwrite" in err and "--out DIR" in err
+    # another utility model: refused the same way (saved results were measured with the audit's CNN)
+    rc = main(["recommend", "--data", f"hf:{path}", "--out", str(out), "--targets", "0.3", "0.7",
+               *TINY_FLAGS, "--utility-model", "region-sorted"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "utility_model" in err and "--overwrite" in err
+    out_rs = tmp_path / "out-rs"  # and the other way round: saved with the region-sorted model, asked without
+    args = ["recommend", "--data", f"hf:{path}", "--targets", "0.3", "--max-ssim-over-prior", "1", "--max-reid", "1000",
+            *TINY_FLAGS]
+    assert main([*args, "--out", str(out_rs), "--utility-model", "region-sorted"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--out", str(out_rs)]) == 2
+    assert "utility_model 'region-sorted' -> None" in capsys.readouterr().err
 
 
 def test_recommend_cli_interrupt_and_none_meets(tmp_path, capsys, monkeypatch):

@@ -106,6 +106,11 @@ def test_cli_audit(tmp_path, capsys):
     check_page(out / "index.html")
     rc = main(["audit", "--out", str(out), "--data", "faces", "--attacks", "A99", "-q"])  # A9 exists now (un-mixing)
     assert rc == 2 and "unknown attacks" in capsys.readouterr().err
+    out2 = tmp_path / "cli-rs"
+    rc = main(["audit", "--out", str(out2), "--data", "faces", "--methods", "pixelate:4", "--attacks", "A1",
+               "--victims", "8", "--attacker", "16", "--epochs", "1", "--utility-model", "region-sorted", "-q"])
+    assert rc == 0 and json.loads((out2 / "results.json").read_text())["config"]["utility_model"] == "region-sorted"
+    assert "utility model: region-sorted" in (out2 / "index.html").read_text(encoding="utf-8")
 
 
 # --- issue 6 follow-up: /blocks, /online, several seeds, FRONTIER, --train-results -------------
@@ -456,3 +461,23 @@ def test_cli_seeds_frontier_and_train_results_flags(tmp_path, monkeypatch):
     assert main(["audit", "--out", str(tmp_path), "--frontier", "--seed", "7", "-q"]) == 0
     assert captured["cfg"].seeds is None and captured["cfg"].seed == 7
     assert main(["audit", "--out", str(tmp_path), "--train-results", str(tmp_path / "nope"), "-q"]) == 2
+
+
+def test_utility_model_region_sorted_pays_nothing_for_the_in_region_shuffle():
+    """With the region-sorted utility model a method that only shuffles inside regions (spatially
+    and across channels) gets exactly the clean accuracy — the model sees the same inputs (the
+    audit's utility scales by 1/255, no per-channel normalisation); the audit's CNN does not."""
+    base = dict(datasets=("photos",), methods=("visualmixer:0.5",), attacks=("A1",), n_train=40,
+                n_victims=40, n_attacker=20, epochs=2, width=8, examples=2, progress=False)
+
+    def accuracies(**kw):
+        res, _ = run_audit(AuditConfig(**base, **kw), log=lambda s: None)
+        methods = res["datasets"]["photos"]["methods"]
+        return methods["clean"]["accuracy"], methods["visualmixer:0.5"]["accuracy"], res["config"]
+
+    clean, shuffled, config = accuracies(utility_model="region-sorted")
+    assert config["utility_model"] == "region-sorted" and clean == shuffled
+    clean_cnn, shuffled_cnn, _ = accuracies()
+    assert clean_cnn != shuffled_cnn
+    with pytest.raises(ValueError, match="utility_model must be None .* region-sorted; got 'vgg'"):
+        run_audit(AuditConfig(**base, utility_model="vgg"), log=lambda s: None)

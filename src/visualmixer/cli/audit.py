@@ -66,6 +66,15 @@ def add_user_data_options(p: argparse.ArgumentParser) -> None:
                    help="hf: data: the label column (default: detected)")
 
 
+def add_utility_model_option(p: argparse.ArgumentParser) -> None:
+    """--utility-model (shared with `visualmixer recommend`)."""
+    from visualmixer.train.models import MODELS
+
+    p.add_argument("--utility-model", choices=list(MODELS), default=None, metavar="{" + ",".join(MODELS) + "}",
+                   help="train the utility classifier as this model on each method's region grid, e.g. "
+                        "region-sorted (blind to the in-region shuffle; default: the audit's CNN)")
+
+
 def fit_user_data(cfg, args, log):
     """For imagefolder:/hf: data, count the images per class (listing only; the audit decodes just
     what the split needs) and, unless --train/--victims/--attacker are given, fit the split sizes
@@ -120,6 +129,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--victims", type=positive_int, default=None, metavar="N", help="victim images")
     p.add_argument("--attacker", type=positive_int, default=None, metavar="N", help="attacker's own images")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs of the utility/A4 models")
+    add_utility_model_option(p)
     p.add_argument("--a3-epochs", type=positive_int, default=None,
                    help="epochs of the A3 U-Net (the most, with --a3-patience)")
     p.add_argument("--a3-base", type=positive_int, default=None, metavar="N",
@@ -179,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         ("a10_releases", "a10_releases"),
         ("faces", "n_faces"),
         ("seed", "seed"),
+        ("utility_model", "utility_model"),
         ("device", "device"),
         ("threads", "threads"),
         ("image_size", "image_size"),

@@ -37,7 +37,7 @@ def _number_list(text: str) -> list[str]:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from visualmixer.cli.audit import add_user_data_options
+    from visualmixer.cli.audit import add_user_data_options, add_utility_model_option
     from visualmixer.eval.recommend import VARIANTS, Budget
 
     d = Budget()
@@ -77,6 +77,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs of the utility/A4 models (default 2)")
     p.add_argument("--a3-epochs", type=positive_int, default=None, help="epochs of the A3 U-Net (default 2)")
     p.add_argument("--width", type=positive_int, default=None, help="width of the utility/A4 CNN (default 16)")
+    add_utility_model_option(p)
     p.add_argument("--a3-base", type=positive_int, default=None, help="width of the A3 U-Net (default 12)")
     p.add_argument("--attacks", default=None, metavar="LIST", help="comma-separated attacks (default all)")
     p.add_argument("--device", default=None, help="where models train, e.g. cuda (default cpu)")
@@ -113,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     targets, regions = _parse_grid(args)
     variants = _number_list(args.variants)
     changes: dict = {"datasets": (args.data,), "notes": [], "progress": not args.quiet and sys.stderr.isatty()}
-    for opt in ("epochs", "a3_epochs", "width", "a3_base", "device", "threads", "seed", "image_size",
-                "image_column", "label_column"):
+    for opt in ("epochs", "a3_epochs", "width", "utility_model", "a3_base", "device", "threads", "seed",
+                "image_size", "image_column", "label_column"):
         if getattr(args, opt) is not None:
             changes[opt] = getattr(args, opt)
     for opt, fieldname in (("train", "n_train"), ("victims", "n_victims"), ("attacker", "n_attacker")):

@@ -119,6 +119,8 @@ def _identity(cfg: AuditConfig, data) -> dict:
     """What must match for saved results to be reused: the data and the audit settings."""
     keys = ("n_train", "n_victims", "n_attacker", "epochs", "a3_epochs", "a3_base", "width", "seed", "attacks",
             "face_detectors", "n_faces", "image_size", "image_column", "label_column")
+    if cfg.utility_model is not None:  # (absent by default, so that earlier saved states still match)
+        keys += ("utility_model",)
     return {
         "data": data.name,
         "data_sha256": fingerprint(data.train_images, data.train_labels, data.victim_images, data.victim_labels,
@@ -138,8 +140,9 @@ def _load_state(path: Path, identity: dict, budget: Budget, *, overwrite: bool, 
     if state.get("data_sha256") != identity["data_sha256"]:
         raise ValueError(f"out_dir: {path} holds results for other data ({state.get('data')}, or the same "
                          "images split or sized differently); pass another out_dir=DIR or overwrite=True")
-    diff = [f"{k} {state['audit'].get(k)!r} -> {v!r}" for k, v in identity["audit"].items()
-            if state.get("audit", {}).get(k) != v]
+    saved, now = state.get("audit", {}), identity["audit"]
+    diff = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*now, *saved])
+            if saved.get(k) != now.get(k)]  # (both ways: a setting only one of them names differs too)
     if diff:
         raise ValueError(f"out_dir: {path} holds results of other audit settings ({'; '.join(diff)}); run with the "
                          "same settings, or pass another out_dir=DIR or overwrite=True")

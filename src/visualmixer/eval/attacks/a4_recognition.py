@@ -68,6 +68,10 @@ class Recognizer:
     transform : callable, optional
         Applied to every training minibatch (uint8/float in, same out) — used by the audit to
         measure utility: a model trained on protected images and tested on protected images.
+    model : callable, optional
+        ``model(in_channels, num_classes) -> nn.Module``, the classifier to train (the audit's
+        utility with another architecture, e.g. :class:`visualmixer.train.RegionSortedCNN`);
+        default :class:`RecognizerCNN` of ``width``.
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class Recognizer:
         seed: int | None = 0,
         progress: bool = False,
         transform=None,
+        model: Callable[[int, int], torch.nn.Module] | None = None,
     ):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -93,7 +98,8 @@ class Recognizer:
         self.seed = seed
         self.progress = progress
         self.transform = transform
-        self.model: RecognizerCNN | None = None
+        self.build = model if model is not None else (lambda c, k: RecognizerCNN(c, k, self.width))
+        self.model: torch.nn.Module | None = None
 
     def fit(self, images, labels, *, per_epoch: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Recognizer:
         """Train on ``images`` ``(M, C, H, W)`` with integer ``labels`` ``(M,)``; returns ``self``.
@@ -109,8 +115,7 @@ class Recognizer:
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes})")
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        self.model = init_model(lambda: RecognizerCNN(x.shape[1], self.num_classes, self.width),
-                                seed=self.seed, device=self.device)
+        self.model = init_model(lambda: self.build(x.shape[1], self.num_classes), seed=self.seed, device=self.device)
         tf = self.transform
         fit_classifier(
             self.model, (x, y) if per_epoch is None else (lambda epoch: (per_epoch(x), y)),

@@ -293,7 +293,8 @@ def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
         f"<p class='note'>{d['n_train']} training images, {d['n_victims']} victims (re-identification "
         f"chance {_fmt(d['reid_chance'] * 100, 2)} %), {d['n_attacker']} attacker images; "
         f"{d['shape'][1]}×{d['shape'][2]}×{d['shape'][0]}, region {d['region']} px; "
-        f"accuracy chance {_fmt(d['chance_accuracy'], pct=True)}.</p>"
+        f"accuracy chance {_fmt(d['chance_accuracy'], pct=True)}; utility model: "
+        f"{html.escape(str(d.get('utility_model', 'audit CNN')))}.</p>"
     )
     _summary_table(page, d, agg or {})
     # per-attack table

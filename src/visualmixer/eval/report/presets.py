@@ -57,6 +57,11 @@ class AuditConfig:
         preset's budget allows.
     width : int
         Width of the utility / A4 :class:`~visualmixer.eval.attacks.SmallCNN`.
+    utility_model : str, optional
+        Train the utility classifier as this model of :data:`visualmixer.train.models.MODELS`
+        instead (built on each method's region grid), e.g. ``"region-sorted"``, which cannot see
+        the in-region shuffle: the accuracy cost of each method with the model one would train.
+        A4 and DP-SGD keep the audit's CNN.
     device : str
         Where models train (``"cuda"`` on a GPU machine).
     seed : int
@@ -102,6 +107,7 @@ class AuditConfig:
     a10_releases: int = 10
     attacker_strength: str = "weak attacker"
     width: int = 16
+    utility_model: str | None = None
     device: str = "cpu"
     seed: int = 0
     seeds: tuple[int, ...] | None = None

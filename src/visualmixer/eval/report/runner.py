@@ -37,6 +37,7 @@ from visualmixer.eval.report.train_results import attach_train_utility
 from visualmixer.eval.report.utility import ONE_RELEASE, measure_utility
 from visualmixer.eval.report.verdict import judge_results
 from visualmixer.tools.progress import progress
+from visualmixer.train.models import MODELS
 
 __all__ = ["run_audit", "audit_methods"]
 
@@ -85,6 +86,12 @@ def _check_attacks(cfg: AuditConfig) -> frozenset:
     return frozenset(cfg.attacks)
 
 
+def _check_utility_model(cfg: AuditConfig) -> None:
+    if cfg.utility_model is not None and cfg.utility_model not in MODELS:
+        raise ValueError(f"utility_model must be None (the audit's CNN) or one of {', '.join(MODELS)}; "
+                         f"got {cfg.utility_model!r}")
+
+
 def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
     """Run the audit for one seed; returns ``(results, pictures)``.
 
@@ -94,6 +101,7 @@ def _run_audit(cfg: AuditConfig, *, log=print) -> tuple[dict, dict]:
     victims each) and ``pictures["faces"][method]`` for A6.
     """
     attacks = _check_attacks(cfg)
+    _check_utility_model(cfg)
     methods = audit_methods(cfg)
     t_start = time.time()
     results: dict = {"config": _clean_json(asdict(cfg)), "datasets": {}, "goals": GOALS}
@@ -132,6 +140,7 @@ def _audit_dataset(cfg: AuditConfig, ds: str, methods: dict, attacks: frozenset,
         "num_classes": k,
         "chance_accuracy": 1.0 / k,
         "reid_chance": 1.0 / n,
+        "utility_model": cfg.utility_model or "audit CNN",
         "prior": prior,
         "methods": {},
     }
@@ -148,7 +157,7 @@ def _audit_dataset(cfg: AuditConfig, ds: str, methods: dict, attacks: frozenset,
         ds_res["methods"][spec] = r
         if pic is not None:
             pics[spec] = pic
-        log(f"[audit] {ds} {spec}: utility accuracy {r.get('accuracy')} (CNN trained on this method's training images, tested on its victims), {r['seconds']} s")  # noqa: E501
+        log(f"[audit] {ds} {spec}: utility accuracy {r.get('accuracy')} ({ds_res['utility_model']} trained on this method's training images, tested on its victims), {r['seconds']} s")  # noqa: E501
     _compare_with_reference(ds_res, methods)
     ds_res["seconds"] = round(time.time() - t0, 1)
     return ds_res, pics
