@@ -4,7 +4,8 @@ Reads ``out/mix-train/<setting>[-s<seed>]/metrics.json`` (seed 0 has no suffix),
 with the clean run of the same seed and prints a Markdown table (final test accuracy per seed,
 loss against clean in points, mean ± sd of the loss). ``--reference P`` takes the clean runs of
 another prefix instead (e.g. another model's: ``--prefix rs-full --reference full``). With
-``--json`` also writes every ``metrics.json`` read into one file (docs/data/mix-train-full.json).
+``--json`` also writes every ``metrics.json`` read into one file (docs/data/mix-train-full.json;
+with ``--reference``, its clean runs as well).
 
 Usage: python scripts/mix_train_table.py [--root out/mix-train] [--prefix full] [--reference P] [--json FILE]
 """
@@ -66,6 +67,8 @@ def main() -> None:
         print(f"| {setting} | " + " | ".join(cells) + f" | {summary} |")
     if a.json:
         paths = sorted(Path(a.root).glob(f"{a.prefix}-*/metrics.json"))
+        if a.reference:  # the clean runs compared against, too
+            paths += sorted(Path(a.root).glob(f"{a.reference}-clean*/metrics.json"))
         every = {p.parent.name: json.loads(p.read_text()) for p in paths}
         Path(a.json).write_text(json.dumps(every, indent=1))
         print(f"wrote {a.json} ({len(every)} runs)")
