@@ -9,7 +9,8 @@ own utility model) against
 
 Mixing (``/mixK``) is drawn in red, VisualMixer one image at a time in blue, the baselines in grey; filled
 dots use the audit's own short utility training. ``--utility`` (a ``scripts/mix_utility.py``
-results.json) adds hollow dots at the accuracy losses of those runs, and ``--train SPEC=PATH ...
+results.json) adds hollow dots at the accuracy losses of those runs (``--utility2``: a second set, e.g. another
+model, as hollow diamonds against the first set's clean runs), and ``--train SPEC=PATH ...
 clean=PATH`` (``visualmixer train`` metrics.json files, or a number for the clean accuracy) adds
 stars, each on the vertical of its audited spec (same privacy, longer training); ``--train2`` (same
 form, ``--train2-label``) adds a second such series as diamonds, e.g. another model. ``--also`` adds
@@ -59,12 +60,13 @@ def _utility_spec(setting: str) -> str | None:
     return None
 
 
-def _utility_losses(paths: list[Path]) -> dict:
+def _utility_losses(paths: list[Path], reference: list[Path] | None = None) -> dict:
     """``{spec: accuracy loss (points)}`` from mix_utility results.json files: the mean over seeds of
-    the loss against the clean row of the same seed (the first file that has one)."""
+    the loss against the clean row of the same seed (the first file that has one; of ``reference``
+    when given)."""
     rows = [r for p in paths for r in json.loads(p.read_text())]
     clean: dict = {}
-    for r in rows:
+    for r in [r for p in reference for r in json.loads(p.read_text())] if reference else rows:
         if r["setting"] == "clean":
             clean.setdefault(r["seed"], r["accuracy"])
     loss: dict = {}
@@ -88,6 +90,11 @@ def main() -> None:
     ap.add_argument("--utility", type=Path, nargs="*", default=[],
                     help="scripts/mix_utility.py results.json files: hollow points at their accuracy losses")
     ap.add_argument("--utility-label", default="20k images, 5 epochs", help="legend text of the hollow points")
+    ap.add_argument("--utility2", type=Path, nargs="*", default=[],
+                    help="a second set of mix_utility results.json files (e.g. another model), scored against "
+                         "the clean runs of --utility: hollow diamonds")
+    ap.add_argument("--utility2-label", default="20k images, 5 epochs, another model",
+                    help="legend text of the hollow diamonds")
     ap.add_argument("--extra", type=Path, nargs="*", default=[],
                     help="results.json of further attacks on the same methods and data (e.g. A7 on a keyed "
                          "scramble): each method is plotted at the worse (for the owner) of all runs")
@@ -111,7 +118,10 @@ def main() -> None:
         if "clean" in trained:
             clean = _train_acc(trained.pop("clean"))
             series.append((marker, {s: 100.0 * (clean - _train_acc(p)) for s, p in trained.items()}, text))
-    util = _utility_losses(args.utility)
+    # the second set is scored against the first set's clean runs (e.g. another model against the small CNN)
+    hollow = [(m, _utility_losses(paths, ref), text) for m, paths, ref, text in
+              (("o", args.utility, None, args.utility_label),
+               ("D", args.utility2, args.utility or None, args.utility2_label)) if paths]
     extra = [json.loads(p.read_text())["datasets"][name]["methods"] for p in args.extra]
     methods = dict(ds["methods"])
     for p in args.also:
@@ -129,9 +139,11 @@ def main() -> None:
         for ax, x in zip(axes, xs, strict=True):
             ax.scatter([x], [loss], color=_colour(spec), s=40, zorder=3)
             ax.annotate(label, (x, loss), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            if spec in util:
-                ax.scatter([x], [util[spec]], facecolors="none", edgecolors=_colour(spec), s=40, zorder=3)
-                ax.plot([x, x], [loss, util[spec]], color=_colour(spec), lw=0.6, ls=":")
+            for marker, util, _ in hollow:
+                if spec in util:
+                    ax.scatter([x], [util[spec]], marker=marker, facecolors="none", edgecolors=_colour(spec), s=40,
+                               zorder=3)
+                    ax.plot([x, x], [loss, util[spec]], color=_colour(spec), lw=0.6, ls=":")
             for marker, losses, _ in series:
                 if spec in losses:
                     ax.scatter([x], [losses[spec]], marker=marker, color=_colour(spec), s=90 if marker == "*" else 45,
@@ -152,9 +164,9 @@ def main() -> None:
     if any("/share" in spec for spec in methods):
         handles.insert(1, plt.Line2D([], [], marker="o", ls="", color="tab:orange",
                                      label="mixing a share of the regions"))
-    if util:
-        handles.append(plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3",
-                                  label=f"accuracy loss: {args.utility_label}"))
+    for marker, _, text in hollow:
+        handles.append(plt.Line2D([], [], marker=marker, ls="", markerfacecolor="none", color="0.3",
+                                  label=f"accuracy loss: {text}"))
     for marker, _, text in series:
         handles.append(plt.Line2D([], [], marker=marker, ls="", color="0.3", label=f"accuracy loss: {text}"))
     lines = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
