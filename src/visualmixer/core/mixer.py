@@ -47,7 +47,7 @@ from visualmixer.core.planner import (  # noqa: F401  (the private names: tests 
     plan_sequence,
 )
 from visualmixer.core.regions import RegionGrid, default_region, region_grid
-from visualmixer.core.validation import from_batch, to_batch
+from visualmixer.core.validation import from_batch, is_integer_dtype, to_batch
 from visualmixer.core.vfe import window_weights
 
 __all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence", "GENERATOR"]
@@ -389,7 +389,7 @@ def _plan_levels(levels: torch.Tensor, grid) -> tuple[int, ...] | None:
     Read on the host, where plans keep them (NumPy: nothing dispatched, no synchronisation): an
     accelerator's restore then computes those levels only (at 224², τ 0.5, typically one of
     five). ``None`` (every level) for maps on a device, which are not read back."""
-    if levels.dtype.is_floating_point or levels.dtype.is_complex or levels.dtype == torch.bool:
+    if not is_integer_dtype(levels.dtype):
         raise TypeError(f"plans.levels must be an integer tensor, got {levels.dtype}")
     if levels.device.type != "cpu":
         return None

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.mixer import Plans, obfuscate, restore
 from visualmixer.core.mixgroups import GROUPINGS, MIX_VERSION, MixGroups, check_share, keyed_word, make_groups
+from visualmixer.core.validation import is_integer_dtype
 
 __all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_share", "exchanged_positions",
            "make_groups", "mix", "mix_regions", "region_sources", "unmix", "unmix_regions"]
@@ -105,7 +106,7 @@ def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor,
         raise ValueError("labels is required: mixing puts images of one class together "
                          "(for an unlabelled set pass one label for all and grouping='similar')")
     labels = torch.as_tensor(labels)
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+    if not is_integer_dtype(labels.dtype):
         raise TypeError(f"labels must be integer class labels (groups never span classes), got {labels.dtype}")
     labels = labels.reshape(-1).to("cpu", torch.long)
     if labels.numel() != n:

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["default_region", "tile_ladder", "RegionGrid", "LevelTable", "region_grid"]
+__all__ = ["default_region", "check_region_side", "tile_ladder", "RegionGrid", "LevelTable", "region_grid"]
 
 
 def default_region(height: int, width: int) -> int:
@@ -39,6 +39,13 @@ def default_region(height: int, width: int) -> int:
     return 4
 
 
+def check_region_side(region) -> int:
+    """``region`` if it is a positive int (not a bool), else ``ValueError``."""
+    if not isinstance(region, int) or isinstance(region, bool) or region < 1:
+        raise ValueError(f"region must be a positive int, got {region!r}")
+    return region
+
+
 def tile_ladder(region: int) -> list[int]:
     """Tile sides from level 0 (one tile) to the top level (single pixels).
 
@@ -47,8 +54,7 @@ def tile_ladder(region: int) -> list[int]:
     >>> tile_ladder(16), tile_ladder(14), tile_ladder(1)
     ([16, 8, 4, 2, 1], [14, 7, 2, 1], [1])
     """
-    if not isinstance(region, int) or isinstance(region, bool) or region < 1:
-        raise ValueError(f"region must be a positive int, got {region!r}")
+    check_region_side(region)
     if region & (region - 1) == 0:
         return [region >> i for i in range(region.bit_length())]
     return [d for d in range(region, 0, -1) if region % d == 0]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["to_batch", "BatchInfo", "from_batch", "check_images_tensor"]
+__all__ = ["to_batch", "BatchInfo", "from_batch", "check_images_tensor", "is_integer_dtype"]
 
 _CHANNEL_HINT = (
     "allowed: 1 (grey) or 3 (RGB) channels; convert RGBA with img[:3] (or PIL's .convert('RGB')), "
@@ -23,6 +23,11 @@ class BatchInfo:
     kind: str  # "tensor4" | "tensor3" | "numpy" | "pil"
     numpy_2d: bool = False
     pil_mode: str | None = None
+
+
+def is_integer_dtype(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` holds integers (not floating, complex or bool): labels, levels, indices."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
 def check_images_tensor(images: torch.Tensor, name: str = "images") -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from visualmixer.core.regions import check_region_side
+
 __all__ = ["MODELS", "RegionSortedCNN", "SmallCNN", "build_model", "resnet18_small", "shufflenet_small"]
 
 
@@ -72,9 +74,7 @@ class RegionSortedCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, region: int = 4) -> None:
         super().__init__()
-        if isinstance(region, bool) or not isinstance(region, int) or region < 1:
-            raise ValueError(f"region must be a positive int, got {region!r}")
-        self.region = region
+        self.region = check_region_side(region)
         self.grid = nn.Sequential(
             nn.Conv2d(in_channels * region * region, 64, 1), nn.ReLU(inplace=True),
             nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(inplace=True),
