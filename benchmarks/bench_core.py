@@ -4,7 +4,9 @@ Every number is also given as a ratio to a plain ``clone()`` of the same batch m
 same run (the memory-bandwidth floor), to a *keyed gather floor* of the same batch in the same
 run (``index_select`` of every image's pixels with one precomputed permutation: the least any
 keyed shuffle must do), and, for single images, to a straightforward per-image Python reference
-(loops over windows/regions, as the authors' code does).
+(loops over windows/regions, as the authors' code does). "reused w" is ``obfuscate`` given
+saliency weights made beforehand (``vm.saliency_weights``): the online case, where the same
+images are obfuscated again with new keys.
 
 By default the clock is the process's CPU time and torch uses one thread, so the numbers are
 images per CPU-second and stay meaningful on a machine shared with other jobs; ``--wall`` uses
@@ -102,6 +104,8 @@ def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool, c
     perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(0)).to(x.device)
     t_gather = timeit(lambda: flat.index_select(1, perm))
     t_obf = timeit(lambda: vm.obfuscate(x, key=key, ids=ids, target_vfe=target))
+    weights = vm.saliency_weights(x)  # the online case: the same images again, a new key
+    t_reuse = timeit(lambda: vm.obfuscate(x, key=key, ids=ids, target_vfe=target, saliency=weights))
     res = vm.obfuscate(x, key=key, ids=ids, target_vfe=target)
     t_res = timeit(lambda: vm.restore(res.images, res.plans, key=key, ids=ids))
     t_vfe = timeit(lambda: vm.vfe(x))
@@ -114,6 +118,8 @@ def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool, c
         "obfuscate_img_s": n / t_obf,
         "obfuscate_x_copy": t_obf / t_copy,
         "obfuscate_x_gather": t_obf / t_gather,
+        "obfuscate_reused_weights_img_s": n / t_reuse,
+        "obfuscate_reused_weights_x_gather": t_reuse / t_gather,
         "restore_img_s": n / t_res,
         "restore_x_copy": t_res / t_copy,
         "restore_x_gather": t_res / t_gather,
@@ -169,7 +175,7 @@ def main() -> None:
     print(f"target VFE {args.target}; uint8; {clock} time; ratios are time / time of x.clone() "
           "(x copy) and of the keyed gather floor (x gath) in the same run\n")
     head = (f"{'size':>8} {'batch':>5} | {'gather/s':>9} | {'obfuscate/s':>11} {'x copy':>7} {'x gath':>6} | "
-            f"{'restore/s':>9} {'x copy':>7} {'x gath':>6} | "
+            f"{'reused w/s':>10} {'x gath':>6} | {'restore/s':>9} {'x copy':>7} {'x gath':>6} | "
             f"{'vfe/s':>8} {'x copy':>7} | {'1-img obf/s':>11} {'ref shuffle/s':>13} {'vfe vs ref':>10}")
     print(head)
     print("-" * len(head))
@@ -182,6 +188,7 @@ def main() -> None:
         name = f"{size}²" + (" grey" if ch == 1 else "")
         print(f"{name:>8} {n:>5} | {r['gather_floor_img_s']:>9.0f} | {r['obfuscate_img_s']:>11.1f} "
               f"{r['obfuscate_x_copy']:>6.0f}x {r['obfuscate_x_gather']:>5.1f}x | "
+              f"{r['obfuscate_reused_weights_img_s']:>10.1f} {r['obfuscate_reused_weights_x_gather']:>5.1f}x | "
               f"{r['restore_img_s']:>9.1f} {r['restore_x_copy']:>6.0f}x {r['restore_x_gather']:>5.1f}x | "
               f"{r['vfe_img_s']:>8.1f} "
               f"{r['vfe_x_copy']:>6.0f}x | {ref}", flush=True)

@@ -257,8 +257,10 @@ def test_no_host_synchronisation_inside_obfuscate_restore_vfe(size, monkeypatch)
     monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", True)  # the accelerator's path, on the CPU
     x = _photos(size, 4)
     res = vm.obfuscate(x, key=KEY, ids=range(4))
+    weights = vm.saliency_weights(x)
     with _Recorder() as rec:
         res = vm.obfuscate(x, key=KEY, ids=range(4))
+        vm.obfuscate(x, key=KEY, ids=range(4), saliency=weights)
         vm.restore(res.images, res.plans, key=KEY, ids=range(4))
         vm.vfe(x)
     assert rec.syncs == [], rec.syncs

@@ -143,3 +143,24 @@ def test_grouped_batches_keep_the_collation_kind():
                 assert torch.equal(g[0]["a"], w[0]["a"]) and g[0]["n"] == w[0]["n"] and torch.equal(g[1], w[1])
             else:
                 assert torch.equal(g[0], w[0]) and (torch.equal(g[1], w[1]) if kind == "list" else g[1] == w[1])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_online_feed_keeps_the_saliency_weights_from_the_first_epoch(workers):
+    """The online dataset behind the training feed caches each image's saliency weights (in
+    process and from a loader worker): after one epoch every image's row is filled."""
+    from types import SimpleNamespace
+
+    import visualmixer as vm
+    from visualmixer.data.imageset import ImageSet
+    from visualmixer.train.config import TrainConfig
+    from visualmixer.train.feed import training_feed
+
+    x = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    y = torch.arange(40) % 10
+    cfg = TrainConfig(data="fashion-mnist", mode="online", batch_size=16, loader_workers=workers, prefetch=0)
+    data = SimpleNamespace(x_train=x, y_train=y, train_key=vm.Key.from_seed(3))
+    feed, _ = training_feed(cfg, 0, data, ImageSet(x, y, tuple("abcdefghij"), "t"), torch.device("cpu"))
+    feed.set_epoch(0)
+    assert sum(len(b[0]) for b in feed) == 40
+    assert int(feed.loader.dataset._weights.filled.sum()) == 40

@@ -97,6 +97,19 @@ def test_a_new_shape_or_option_is_a_new_graph_and_old_ones_are_dropped(stand_in,
     assert len(stand_in) == 4
 
 
+def test_weights_made_beforehand_are_graph_inputs(stand_in, monkeypatch):
+    """``saliency=SaliencyWeights`` records a graph of its own whose inputs include the weights:
+    each replay uses the call's weights (the eager bytes), not the captured ones."""
+    x = _photos(32, 8)
+    w = vm.saliency_weights(x)
+    calls = [(x[:4], w[:4]), (x[4:], w[4:])]
+    got = [vm.obfuscate(images, key=KEY, ids=range(4), saliency=weights) for images, weights in calls]
+    assert len(stand_in) == 1 and stand_in[0].replays == 2 and len(stand_in[0].static) == 4
+    for (images, _), res in zip(calls, got, strict=True):
+        want = _eager(monkeypatch, lambda images=images: vm.obfuscate(images, key=KEY, ids=range(4)))
+        assert torch.equal(res.images, want.images) and torch.equal(res.vfe, want.vfe)
+
+
 def test_only_the_sync_free_one_pass_path_is_recorded(stand_in):
     x = _photos(32, 4)
     for kw in ({"region": 8}, {"saliency": lambda images: torch.ones(images.shape[0], *images.shape[2:])}):

@@ -13,6 +13,7 @@ from visualmixer.core.mixer import ObfuscationResult, Plans, obfuscate, restore
 from visualmixer.core.regions import default_region, tile_ladder
 from visualmixer.core.saliency import spectral_residual
 from visualmixer.core.vfe import vfe, vfe_map
+from visualmixer.core.weighting import SaliencyWeights, saliency_weights
 
 __version__ = "0.1.0"
 
@@ -22,10 +23,12 @@ __all__ = [
     "ObfuscationResult",
     "Plans",
     "STAdam",
+    "SaliencyWeights",
     "VisualMixer",
     "default_region",
     "obfuscate",
     "restore",
+    "saliency_weights",
     "spectral_residual",
     "tile_ladder",
     "vfe",

@@ -48,7 +48,7 @@ from visualmixer.core.planner import (  # noqa: F401  (the private names: tests 
 )
 from visualmixer.core.regions import RegionGrid, default_region, region_grid
 from visualmixer.core.validation import from_batch, is_integer_dtype, to_batch
-from visualmixer.core.vfe import window_weights
+from visualmixer.core.weighting import SaliencyWeights, check_weights, weigh
 
 __all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence", "GENERATOR"]
 
@@ -256,19 +256,18 @@ def _validate(images, key, ids, target_vfe, region, channel_order, seed):
 
 
 def _own_map(saliency) -> bool:
-    """Whether the saliency map is the library's own (per image, finite and >= 0 by construction)."""
-    return saliency is None or isinstance(saliency, str)
+    """Whether the saliency is the library's own, per image (a map finite and >= 0 by
+    construction, or weights made from one): the batch may be cut into parts."""
+    return saliency is None or isinstance(saliency, (str, SaliencyWeights))
 
 
 def _make_job(batch, info, words, tau: float, r: int, channel_order: bool, saliency) -> _Job:
     """Saliency, window weights, salient regions and regions of a checked batch with key words
     ``words`` ((N, 8) int32 on its device)."""
     h, w = batch.shape[2:]
-    window = default_region(h, w)  # a function of the size only, so VFE stays comparable
     grid = region_grid(h, w, r)
-    smap = _pixel_saliency(batch, saliency, window)
-    weights = window_weights(batch, smap, window, trusted=_own_map(saliency))
-    return _Job(batch, info, tau, grid, window, channel_order, weights, _salient_regions(smap, grid),
+    given = saliency if isinstance(saliency, SaliencyWeights) else weigh(batch, r, saliency)
+    return _Job(batch, info, tau, grid, default_region(h, w), channel_order, given.weights, given.salient,
                 to_regions(batch, grid), words)
 
 
@@ -335,8 +334,10 @@ def obfuscate(
         Region side ``R`` (default: 16 if the shorter side >= 128, 8 if >= 48, else 4).
     channel_order : bool
         Also permute the channel order in each region (scrambles region mean colours).
-    saliency : None | "uniform" | callable | torch.Tensor
-        Machine-side weighting; default spectral-residual saliency of the original.
+    saliency : None | "uniform" | callable | torch.Tensor | SaliencyWeights
+        Machine-side weighting; default spectral-residual saliency of the original. Weights
+        made beforehand by :func:`~visualmixer.core.weighting.saliency_weights` from the same
+        images (one row per image) skip that step and give the same bytes.
     seed : int, optional
         Experiments only: derive a NOT secret key from an int (warns); ids default to ``0..N-1``.
 
@@ -364,19 +365,24 @@ def obfuscate(
     """
     batch, info, tau, r, subkeys = _validate(images, key, ids, target_vfe, region, channel_order, seed)
     words = key_words(subkeys, batch.device)
-
-    def job(x, w):
-        return _run_job(_make_job(x, info, w, tau, r, channel_order, saliency))
-
     n, c, h, w = batch.shape
+    # precomputed weights travel with their images (graph inputs, parts of the batch)
+    given = (check_weights(saliency, batch, r),) if isinstance(saliency, SaliencyWeights) else ()
+    inputs = (batch, words) + tuple(t for g in given for t in (g.weights, g.salient))
+
+    def job(x, k, *pre):
+        sal = SaliencyWeights(*pre, r, h, w) if pre else saliency
+        return _run_job(_make_job(x, info, k, tau, r, channel_order, sal))
+
     grid = region_grid(h, w, r)
     if graphs.applies(batch) and _own_map(saliency) and _one_pass_grid(grid):  # one CUDA graph, same kernels
-        out, levels, got = graphs.run("obfuscate", (tau, r, channel_order, saliency), job, batch, words)
+        options = (tau, r, channel_order, "given" if given else saliency)
+        out, levels, got = graphs.run("obfuscate", options, job, *inputs)
     else:
         # Images are independent: parts of a CPU batch run on torch's threads at once (same bytes).
         # A caller's saliency map or function is applied to the whole batch, in one part.
         parts = batch_parts(batch) if _own_map(saliency) else [(0, batch.shape[0])]
-        out, levels, got = _joined(run_parts(lambda a, b: job(batch[a:b], words[a:b]), parts))
+        out, levels, got = _joined(run_parts(lambda a, b: job(*(t[a:b] for t in inputs)), parts))
     levels = levels.to(torch.uint8).cpu().view(n, grid.rows, grid.cols)
     plans = Plans(levels, grid.region, h, w, c, channel_order, GENERATOR)
     return ObfuscationResult(from_batch(out, info), plans, got.cpu())

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from visualmixer.data.weightcache import WeightsCache
+
 __all__ = ["ObfuscatedDataset", "obfuscate_set"]
 
 _MODES = ("offline", "online")
@@ -45,6 +47,13 @@ class ObfuscatedDataset(Dataset):
         Initial epoch (online mode).
     return_vfe : bool
         Append each sample's achieved VFE (a float) as its last field.
+    cache_saliency : bool, optional
+        Keep each image's saliency weights (:func:`visualmixer.saliency_weights`) from its first
+        obfuscation for the next ones: the same bytes, about a third less work per call on small
+        images. Default: on in online mode for a ``TensorDataset`` of ``(N, C, H, W)`` images with
+        the library's own saliency (``None`` or ``"uniform"``), the case it applies to; ``True``
+        elsewhere is an error. The images at an index must not change meanwhile. Costs about
+        half a byte per pixel (float64 per VFE window).
 
     Notes
     -----
@@ -78,6 +87,7 @@ class ObfuscatedDataset(Dataset):
         saliency: Any = None,
         epoch: int = 0,
         return_vfe: bool = False,
+        cache_saliency: bool | None = None,
     ):
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
@@ -99,6 +109,27 @@ class ObfuscatedDataset(Dataset):
         self.saliency = saliency
         self.return_vfe = bool(return_vfe)
         self._epoch = multiprocessing.Value("q", int(epoch), lock=False)
+        self._weights = self._weights_cache(cache_saliency)
+
+    def _weights_cache(self, wanted: bool | None) -> WeightsCache | None:
+        """The saliency weights cache (``cache_saliency``), made here so that DataLoader workers
+        forked later share it."""
+        images = self.dataset.tensors[0] if isinstance(self.dataset, TensorDataset) else None
+        applies = (images is not None and images.ndim == 4 and min(images.shape) > 0
+                   and (self.saliency is None or isinstance(self.saliency, str)))
+        if wanted is None:
+            wanted = applies and self.mode == "online"
+        elif not isinstance(wanted, bool):
+            raise TypeError(f"cache_saliency: expected a bool or None, got {type(wanted).__name__}")
+        elif wanted and not applies:
+            raise ValueError("cache_saliency=True needs a TensorDataset of (N, C, H, W) images and saliency "
+                             "None or 'uniform'; leave it None to cache where it applies")
+        if not wanted:
+            return None
+        from visualmixer.core.mixer import _check_region
+
+        n, _, h, w = images.shape
+        return WeightsCache(n, h, w, _check_region(self.region, h, w), images.device)
 
     # -- epoch ----------------------------------------------------------------------------------
     @property
@@ -269,7 +300,12 @@ class ObfuscatedDataset(Dataset):
 
     def _obfuscate_images(self, images: torch.Tensor, indices: list[int]):
         from visualmixer.core.mixer import obfuscate
+        from visualmixer.core.weighting import saliency_weights
 
+        saliency = self.saliency
+        if self._weights is not None:
+            saliency = self._weights.rows(images, indices, lambda x: saliency_weights(
+                x, region=self._weights.region, saliency=self.saliency))
         return obfuscate(
             images,
             key=self.key,
@@ -277,7 +313,7 @@ class ObfuscatedDataset(Dataset):
             target_vfe=self.target_vfe,
             region=self.region,
             channel_order=self.channel_order,
-            saliency=self.saliency,
+            saliency=saliency,
         )
 
     def _with_vfe(self, sample: tuple, res) -> tuple:
