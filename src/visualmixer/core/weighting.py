@@ -22,7 +22,7 @@ from visualmixer.core.vfe import window_weights
 __all__ = ["SaliencyWeights", "saliency_weights", "weigh", "check_weights"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # (tensors: compare their fields, not the records)
 class SaliencyWeights:
     """Per-image weights of :func:`~visualmixer.core.mixer.obfuscate`'s target, from the
     originals' saliency: made by :func:`saliency_weights`, given back as ``saliency=``.
