@@ -102,14 +102,11 @@ done
 fi
 
 if step 3b; then
-stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs online in process vs 2 batches ahead in a thread (512 images per obfuscation call, or one batch)"
+stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs offline (obfuscated before training: what the step itself pays for obfuscated pixels) vs online in process vs 2 batches ahead in a thread"
 for rep in $(seq 1 "${REPS_3B:-1}"); do
-  for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" prefetch2:"--mode online --prefetch 2" \
-      prefetch2-ungrouped:"--mode online --prefetch 2"; do
-    # (-ungrouped: one obfuscation call per batch, as before train.feed grouped 512 images per call on a GPU)
-    group=$([[ $spec == *ungrouped* ]] && echo 0 || echo 512)
-    timeout 90 $PY -W ignore -c "import sys, visualmixer.train.feed as f; f.GPU_GROUP_IMAGES = $group; \
-from visualmixer.cli import main; sys.exit(main(sys.argv[1:]))" train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
+  for spec in clean:"--target-vfe none" offline:"--target-vfe 0.5" here:"--mode online --prefetch 0" \
+      prefetch2:"--mode online --prefetch 2"; do
+    timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
       --test-size 1000 --seeds 0 --no-progress --device "$DEV" ${spec#*:} --out "$RES/lw-gpu/lw-${spec%%:*}-r$rep" > /dev/null 2>&1
   done
 done
