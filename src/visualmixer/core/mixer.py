@@ -46,7 +46,7 @@ from visualmixer.core.planner import (  # noqa: F401  (the private names: tests 
     _search_plans,
     plan_sequence,
 )
-from visualmixer.core.regions import RegionGrid, default_region, region_grid
+from visualmixer.core.regions import RegionGrid, default_region, region_grid, resolve_region
 from visualmixer.core.validation import from_batch, is_integer_dtype, to_batch
 from visualmixer.core.weighting import SaliencyWeights, check_weights, weigh
 
@@ -183,16 +183,6 @@ def _check_target(target_vfe) -> float:
     return t
 
 
-def _check_region(region, h: int, w: int) -> int:
-    if region is None:
-        return default_region(h, w)
-    if isinstance(region, bool) or not isinstance(region, int) or region < 1:
-        raise ValueError(f"region must be a positive int or None (size default), got {region!r}")
-    if region > 256:
-        raise ValueError(f"region must be at most 256 pixels, got {region}")
-    return region
-
-
 def _check_ids(ids, n: int) -> list:
     """One id per image: ints (also numpy/torch integer scalars or a 1-D integer tensor), strs
     or tuples of them. A single str is one id, not a sequence of characters."""
@@ -201,7 +191,7 @@ def _check_ids(ids, n: int) -> list:
     if isinstance(ids, (str, bytes, int)):
         ids = [ids]
     elif isinstance(ids, torch.Tensor):
-        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.ndim != 1:
+        if not is_integer_dtype(ids.dtype) or ids.ndim != 1:
             raise TypeError(f"ids given as a tensor must be 1-D integers, got {ids.dtype} of shape {tuple(ids.shape)}")
         ids = ids.tolist()
     else:
@@ -251,7 +241,7 @@ def _validate(images, key, ids, target_vfe, region, channel_order, seed):
     if not isinstance(channel_order, bool):
         raise TypeError(f"channel_order must be a bool, got {type(channel_order).__name__}")
     n, c, h, w = batch.shape
-    r = _check_region(region, h, w)
+    r = resolve_region(region, h, w)
     return batch, info, tau, r, _subkeys(key, ids, seed, n)
 
 

@@ -18,7 +18,8 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["default_region", "check_region_side", "tile_ladder", "RegionGrid", "LevelTable", "region_grid"]
+__all__ = ["default_region", "check_region_side", "resolve_region", "tile_ladder", "RegionGrid", "LevelTable",
+           "region_grid"]
 
 
 def default_region(height: int, width: int) -> int:
@@ -43,6 +44,18 @@ def check_region_side(region) -> int:
     """``region`` if it is a positive int (not a bool), else ``ValueError``."""
     if not isinstance(region, int) or isinstance(region, bool) or region < 1:
         raise ValueError(f"region must be a positive int, got {region!r}")
+    return region
+
+
+def resolve_region(region, h: int, w: int) -> int:
+    """The region side of an obfuscation of ``h × w`` images: ``region`` (a positive int, at most
+    256) or, when ``None``, :func:`default_region` of the size; else ``ValueError``."""
+    if region is None:
+        return default_region(h, w)
+    if isinstance(region, bool) or not isinstance(region, int) or region < 1:
+        raise ValueError(f"region must be a positive int or None (size default), got {region!r}")
+    if region > 256:
+        raise ValueError(f"region must be at most 256 pixels, got {region}")
     return region
 
 

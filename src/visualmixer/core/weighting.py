@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from visualmixer.core.planner import _pixel_saliency, _salient_regions
-from visualmixer.core.regions import default_region, region_grid
+from visualmixer.core.regions import default_region, region_grid, resolve_region
 from visualmixer.core.validation import to_batch
 from visualmixer.core.vfe import window_weights
 
@@ -101,12 +101,10 @@ def saliency_weights(images, *, region: int | None = None, saliency=None) -> Sal
     >>> bool((a.images == b.images).all())
     True
     """
-    from visualmixer.core.mixer import _check_region  # (mixer imports this module)
-
     if isinstance(saliency, SaliencyWeights):
         raise TypeError("saliency_weights: saliency is already SaliencyWeights")
     batch, _ = to_batch(images)
-    return weigh(batch, _check_region(region, *batch.shape[2:]), saliency)
+    return weigh(batch, resolve_region(region, *batch.shape[2:]), saliency)
 
 
 def weigh(batch: torch.Tensor, region: int, saliency) -> SaliencyWeights:

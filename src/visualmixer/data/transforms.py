@@ -7,8 +7,9 @@ from typing import Any
 import torch
 
 from visualmixer.core.keys import Key
-from visualmixer.core.mixer import _check_region, _check_target, obfuscate
+from visualmixer.core.mixer import _check_target, obfuscate
 from visualmixer.core.optional import require
+from visualmixer.core.regions import resolve_region
 
 v2 = require("torchvision.transforms.v2", extra="data", purpose="the VisualMixer transform")
 
@@ -59,7 +60,7 @@ class VisualMixer(v2.Transform):
             raise TypeError(f"key must be a visualmixer.Key or None, got {type(key).__name__}")
         self.key = key
         if region is not None:  # at construction, not at the first image
-            _check_region(region, 1, 1)
+            resolve_region(region, 1, 1)
         if not isinstance(channel_order, bool):
             raise TypeError(f"channel_order must be a bool, got {type(channel_order).__name__}")
         self.region = region

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from visualmixer.core.regions import resolve_region
 from visualmixer.data.weightcache import WeightsCache
 
 __all__ = ["ObfuscatedDataset", "obfuscate_set"]
@@ -96,9 +97,7 @@ class ObfuscatedDataset(Dataset):
         if key is not None and not hasattr(key, "subkey"):
             raise TypeError(f"key: expected a visualmixer.Key or None, got {type(key).__name__}")
         if region is not None:  # here, not at the first sample (maybe in a worker process)
-            from visualmixer.core.mixer import _check_region
-
-            _check_region(region, 1, 1)
+            resolve_region(region, 1, 1)
         self.dataset = dataset
         self.key = key
         self.target_vfe = float(target_vfe)
@@ -126,10 +125,8 @@ class ObfuscatedDataset(Dataset):
                              "None or 'uniform'; leave it None to cache where it applies")
         if not wanted:
             return None
-        from visualmixer.core.mixer import _check_region
-
         n, _, h, w = images.shape
-        return WeightsCache(n, h, w, _check_region(self.region, h, w), images.device)
+        return WeightsCache(n, h, w, resolve_region(self.region, h, w), images.device)
 
     # -- epoch ----------------------------------------------------------------------------------
     @property

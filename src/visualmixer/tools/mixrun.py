@@ -133,10 +133,10 @@ def _class_groups(cls_ids: list[str], found: dict, key, options) -> list[dict]:
     import torch
 
     from visualmixer.core.mixing import MixGroups, make_groups
-    from visualmixer.core.regions import default_region
+    from visualmixer.core.regions import resolve_region
 
     c, h, w = found[cls_ids[0]]["shape"]
-    region = int(options.region or default_region(h, w))
+    region = resolve_region(options.region, h, w)
     labels = torch.zeros(len(cls_ids), dtype=torch.long)
     if options.grouping == "similar":
         # the mosaics are what make_groups pools the images to; region=1 keeps them as they are

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from visualmixer.core.mixer import _check_region
 from visualmixer.core.mixing import check_share
+from visualmixer.core.regions import resolve_region
 
 __all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
 
@@ -177,7 +177,7 @@ class TrainConfig:
             raise ValueError(f"mix_grouping={self.mix_grouping!r} needs mix=K (images per mixing group)")
         if self.region is not None:
             try:
-                _check_region(self.region, 1, 1)
+                resolve_region(self.region, 1, 1)
             except ValueError:
                 raise ValueError(f"region={self.region} is not allowed: give a positive int of at most 256 "
                                  "pixels, or leave it out for the size's default") from None

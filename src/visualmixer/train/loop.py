@@ -36,7 +36,7 @@ import torch
 from visualmixer.core.atomic import replace_atomically
 from visualmixer.core.mixing import mix
 from visualmixer.core.optional import require
-from visualmixer.core.regions import default_region
+from visualmixer.core.regions import resolve_region
 from visualmixer.core.vfe import vfe
 from visualmixer.data.datasets import ImageSet, load_dataset
 from visualmixer.data.wrapper import obfuscate_set
@@ -304,7 +304,7 @@ def train_seed(
     if cfg.progress and cfg.target_vfe is not None:  # one-off, reported apart from the epoch times
         print(f"seed {seed}: obfuscated the {'training and ' if cfg.mode == 'offline' else ''}test images once "
               f"in {data.setup_obfuscate_s:.1f}s (not counted in the epoch times)", flush=True)
-    region = cfg.region or default_region(*data.x_train.shape[-2:])  # the protection's grid
+    region = resolve_region(cfg.region, *data.x_train.shape[-2:])  # the protection's grid
     model = init_model(lambda: build_model(cfg.model, data.x_train.shape[1], train_set.num_classes, region=region),
                        seed=seed, device=dev)
     opt = _make_optimizer(cfg, model.parameters())

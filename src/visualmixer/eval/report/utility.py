@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from visualmixer.core.regions import default_region
+from visualmixer.core.regions import resolve_region
 from visualmixer.eval.attacks import Recognizer
 from visualmixer.train.models import build_model
 
@@ -36,7 +36,7 @@ def fit_online(cfg, num_classes: int, train_images, train_labels, protect, *, re
     it trains exactly the model ``Recognizer.fit`` trains. ``region``: the protection's region
     side, for ``cfg.utility_model`` (default: the size's, :func:`~visualmixer.core.regions.default_region`).
     """
-    region = region or default_region(*train_images.shape[-2:])
+    region = resolve_region(region, *train_images.shape[-2:])
     return _recognizer(cfg, num_classes, region).fit(train_images, train_labels, per_epoch=protect)
 
 
