@@ -19,15 +19,19 @@ import statistics
 from pathlib import Path
 
 
-def runs(root: Path, prefix: str) -> dict[str, dict[int, dict]]:
-    """``{setting: {seed: metrics}}`` of the finished runs under ``root``."""
-    found: dict[str, dict[int, dict]] = {}
-    for path in sorted(root.glob(f"{prefix}-*/metrics.json")):
-        m = re.fullmatch(rf"{re.escape(prefix)}-(.+?)(?:-s(\d+))?", path.parent.name)
-        if m is None:
-            continue
-        found.setdefault(m.group(1), {})[int(m.group(2) or 0)] = json.loads(path.read_text())
-    return found
+def read(root: Path, prefix: str) -> dict[str, dict]:
+    """``{run folder: metrics}`` of the finished runs ``PREFIX-*`` under ``root``."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob(f"{prefix}-*/metrics.json"))}
+
+
+def runs(found: dict[str, dict], prefix: str) -> dict[str, dict[int, dict]]:
+    """``{setting: {seed: metrics}}`` of runs read by :func:`read` (folders ``PREFIX-SETTING[-sSEED]``)."""
+    by_setting: dict[str, dict[int, dict]] = {}
+    for name, metrics in found.items():
+        m = re.fullmatch(rf"{re.escape(prefix)}-(.+?)(?:-s(\d+))?", name)
+        if m is not None:
+            by_setting.setdefault(m.group(1), {})[int(m.group(2) or 0)] = metrics
+    return by_setting
 
 
 def main() -> None:
@@ -38,12 +42,14 @@ def main() -> None:
     ap.add_argument("--json", help="also write every metrics.json read into this file")
     a = ap.parse_args()
 
-    def accuracies(prefix: str) -> dict[str, dict[int, float]]:
-        found = runs(Path(a.root), prefix)
-        return {s: {seed: 100 * m["runs"][0]["final_test_acc"] for seed, m in by.items()} for s, by in found.items()}
+    def accuracies(found: dict[str, dict], prefix: str) -> dict[str, dict[int, float]]:
+        return {s: {seed: 100 * m["runs"][0]["final_test_acc"] for seed, m in by.items()}
+                for s, by in runs(found, prefix).items()}
 
-    acc = accuracies(a.prefix)
-    clean = (accuracies(a.reference) if a.reference else acc).get("clean", {})
+    own = read(Path(a.root), a.prefix)
+    reference = read(Path(a.root), a.reference) if a.reference else own
+    acc = accuracies(own, a.prefix)
+    clean = accuracies(reference, a.reference or a.prefix).get("clean", {})
     seeds = sorted({seed for by in acc.values() for seed in by})
     print("| setting | " + " | ".join(f"seed {s}" for s in seeds) + " | loss pp, mean ± sd (seeds) |")
     print("|---|" + "---|" * len(seeds) + "---|")
@@ -66,10 +72,9 @@ def main() -> None:
             summary = f"{losses[0]:.2f} (1)" if losses else "–"
         print(f"| {setting} | " + " | ".join(cells) + f" | {summary} |")
     if a.json:
-        paths = sorted(Path(a.root).glob(f"{a.prefix}-*/metrics.json"))
+        every = dict(own)
         if a.reference:  # the clean runs compared against, too
-            paths += sorted(Path(a.root).glob(f"{a.reference}-clean*/metrics.json"))
-        every = {p.parent.name: json.loads(p.read_text()) for p in paths}
+            every.update({name: m for name, m in reference.items() if name.startswith(f"{a.reference}-clean")})
         Path(a.json).write_text(json.dumps(every, indent=1))
         print(f"wrote {a.json} ({len(every)} runs)")
 
