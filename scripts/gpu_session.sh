@@ -36,7 +36,7 @@ if step 1; then
 stamp "1. CUDA tests (generator 2 bit-identical CPU/CUDA; CUDA graphs give the eager bytes; no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
   tests/test_core_speed_paths.py tests/test_graphs.py tests/test_fused.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
-  tests/test_train.py tests/test_feed.py 2>&1 | tail -25
+  tests/test_train.py tests/test_feed.py tests/test_weighting.py 2>&1 | tail -25
 
 fi
 

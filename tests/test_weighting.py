@@ -127,3 +127,18 @@ def test_cache_defaults_and_errors():
     # explicitly on in offline mode, with the region given
     ds = ObfuscatedDataset(base, KEY, 0.5, "offline", region=2, cache_saliency=True)
     assert torch.equal(ds.batch([1, 2])[0], ObfuscatedDataset(base, KEY, 0.5, "offline", region=2).batch([1, 2])[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cached_weights_on_cuda_give_the_cpu_bytes():
+    """On a GPU the cache stays on the device and the calls run as CUDA graphs (the second call
+    of a shape is captured): the same batches as the CPU without a cache, epoch after epoch."""
+    base = _set(64)
+    gpu = ObfuscatedDataset(TensorDataset(*(t.cuda() for t in base.tensors)), KEY, 0.5, "online")
+    cpu = ObfuscatedDataset(base, KEY, 0.5, "online", cache_saliency=False)
+    assert gpu._weights.weights.is_cuda
+    for epoch in range(3):
+        gpu.set_epoch(epoch)
+        cpu.set_epoch(epoch)
+        for rows in (list(range(32)), list(range(32, 64))):
+            assert torch.equal(gpu.batch(rows)[0].cpu(), cpu.batch(rows)[0])
