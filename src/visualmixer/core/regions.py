@@ -40,10 +40,10 @@ def default_region(height: int, width: int) -> int:
     return 4
 
 
-def check_region_side(region) -> int:
-    """``region`` if it is a positive int (not a bool), else ``ValueError``."""
+def check_region_side(region, *, allowed: str = "a positive int") -> int:
+    """``region`` if it is a positive int (not a bool), else ``ValueError`` saying ``allowed``."""
     if not isinstance(region, int) or isinstance(region, bool) or region < 1:
-        raise ValueError(f"region must be a positive int, got {region!r}")
+        raise ValueError(f"region must be {allowed}, got {region!r}")
     return region
 
 
@@ -52,8 +52,7 @@ def resolve_region(region, h: int, w: int) -> int:
     256) or, when ``None``, :func:`default_region` of the size; else ``ValueError``."""
     if region is None:
         return default_region(h, w)
-    if isinstance(region, bool) or not isinstance(region, int) or region < 1:
-        raise ValueError(f"region must be a positive int or None (size default), got {region!r}")
+    check_region_side(region, allowed="a positive int or None (size default)")
     if region > 256:
         raise ValueError(f"region must be at most 256 pixels, got {region}")
     return region
