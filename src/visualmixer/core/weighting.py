@@ -19,7 +19,7 @@ from visualmixer.core.regions import default_region, region_grid, resolve_region
 from visualmixer.core.validation import to_batch
 from visualmixer.core.vfe import window_weights
 
-__all__ = ["SaliencyWeights", "saliency_weights", "weigh", "check_weights"]
+__all__ = ["SaliencyWeights", "saliency_weights", "weigh", "check_weights", "weight_shapes"]
 
 
 @dataclass(frozen=True, eq=False)  # (tensors: compare their fields, not the records)
@@ -45,14 +45,12 @@ class SaliencyWeights:
 
     def __post_init__(self):
         n = self.weights.shape[0] if self.weights.ndim == 3 else -1
-        grid = region_grid(self.height, self.width, self.region)
-        window = default_region(self.height, self.width)
-        windows = (-(-self.height // window), -(-self.width // window))
+        windows, regions = weight_shapes(self.height, self.width, self.region)
         if (self.weights.dtype != torch.float64 or tuple(self.weights.shape[1:]) != windows
-                or self.salient.dtype != torch.bool or tuple(self.salient.shape) != (n, grid.rows * grid.cols)):
+                or self.salient.dtype != torch.bool or tuple(self.salient.shape) != (n, regions)):
             raise ValueError(
                 f"SaliencyWeights: weights must be (N, {windows[0]}, {windows[1]}) float64 and salient "
-                f"(N, {grid.rows * grid.cols}) bool for {self.height}x{self.width} images and region "
+                f"(N, {regions}) bool for {self.height}x{self.width} images and region "
                 f"{self.region}; got {tuple(self.weights.shape)} {self.weights.dtype} and "
                 f"{tuple(self.salient.shape)} {self.salient.dtype}"
             )
@@ -69,6 +67,14 @@ class SaliencyWeights:
     def to(self, device) -> SaliencyWeights:
         """The same weights on ``device``."""
         return SaliencyWeights(self.weights.to(device), self.salient.to(device), self.region, self.height, self.width)
+
+
+def weight_shapes(height: int, width: int, region: int) -> tuple[tuple[int, int], int]:
+    """``((nh, nw), regions)``: the VFE windows and the number of regions of side ``region`` of
+    one ``height × width`` image — the shapes of one row of :class:`SaliencyWeights`."""
+    windows = region_grid(height, width, default_region(height, width))
+    grid = region_grid(height, width, region)
+    return (windows.rows, windows.cols), grid.rows * grid.cols
 
 
 def saliency_weights(images, *, region: int | None = None, saliency=None) -> SaliencyWeights:

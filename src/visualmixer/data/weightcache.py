@@ -8,8 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from visualmixer.core.regions import default_region, region_grid
-from visualmixer.core.weighting import SaliencyWeights
+from visualmixer.core.weighting import SaliencyWeights, weight_shapes
 
 __all__ = ["WeightsCache"]
 
@@ -25,11 +24,10 @@ class WeightsCache:
     """
 
     def __init__(self, n: int, height: int, width: int, region: int, device: torch.device | str = "cpu"):
-        window = default_region(height, width)
-        grid = region_grid(height, width, region)
+        windows, regions = weight_shapes(height, width, region)
         self.region, self.height, self.width = region, height, width
-        self.weights = torch.zeros((n, -(-height // window), -(-width // window)), dtype=torch.float64, device=device)
-        self.salient = torch.zeros((n, grid.rows * grid.cols), dtype=torch.bool, device=device)
+        self.weights = torch.zeros((n, *windows), dtype=torch.float64, device=device)
+        self.salient = torch.zeros((n, regions), dtype=torch.bool, device=device)
         self.filled = torch.zeros(n, dtype=torch.bool)
         for t in (self.weights, self.salient, self.filled):
             if t.device.type == "cpu":
