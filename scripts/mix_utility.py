@@ -44,6 +44,7 @@ from visualmixer.core.imageops import to_float
 from visualmixer.core.keys import Key
 from visualmixer.core.mixer import obfuscate
 from visualmixer.core.mixing import mix
+from visualmixer.core.regions import resolve_region
 from visualmixer.data.datasets import load_fashion_mnist
 from visualmixer.eval.methods import parse_method
 from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
@@ -107,7 +108,8 @@ def run(setting: str, seed: int, args, train, test) -> dict:
             return mix(x, y, key=key, ids=[(i, epoch) for i in range(x.shape[0])], target_vfe=args.tau,
                        region=args.region, **how).images, y
     t_protect = time.time() - t0
-    model = init_model(lambda: build_model(args.model, x.shape[1], 10, region=args.region or 4), seed=seed)
+    region = resolve_region(args.region, *x.shape[-2:])  # the protection's grid
+    model = init_model(lambda: build_model(args.model, x.shape[1], 10, region=region), seed=seed)
     data = released if callable(released) else (released, y)
     fit = fit_classifier(model, data, epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed)
     with torch.no_grad():
@@ -160,7 +162,7 @@ def _collage_accuracy(model, test_in, yt, released, y, k: int, seed: int, args) 
     """Class-conditional test-time collages (see the module docstring): the test image's
     regions (4 px) kept with probability 1/k, the others from random released images of class c."""
     g = torch.Generator().manual_seed(seed)
-    n, r = test_in.shape[0], args.region or 4
+    n, r = test_in.shape[0], resolve_region(args.region, *test_in.shape[-2:])
     rows, cols = test_in.shape[2] // r, test_in.shape[3] // r
     pools = [released[y == c] for c in range(10)]
 
