@@ -46,6 +46,12 @@ def test_mixed_release_is_attacked_and_scored_against_main_sources():
     assert {"A2", "A3"} <= set(r["attacks"]) and 0.0 <= r["accuracy"] <= 1.0
     assert r["A8"]["membership_auc"] >= 0.5 and r["A8"]["region_link_rate"] > 0.5
     assert r["a3_attacker"]["strength"] == "weak attacker" and len(r["a3_val_loss"]) == 2
+    # also scored against the closest of each collage's sources, and the prior alike
+    for a in ("A2", "A3"):
+        anys = r["attacks"][a]["any_source"]
+        assert anys["ssim"]["mean"] >= r["attacks"][a]["ssim"]["mean"] and 0.0 <= anys["reid"] <= 1.0
+        assert anys["reid"] >= r["attacks"][a]["reid"]["rate"]
+    assert r["prior_any_source"]["ssim"]["mean"] > 0.0
 
 
 def test_a3_early_stopping_keeps_the_best_epoch():

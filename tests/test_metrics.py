@@ -72,6 +72,29 @@ def test_reid_rate():
         M.reid_rate(x, smooth(n=3, h=16, w=16))
 
 
+def test_distinct_sources_lists_each_rows_originals_once():
+    src = torch.tensor([[3, 3, 1, 1, 1], [0, 0, 0, 0, 0], [2, 4, 2, 4, 2]])
+    assert M.distinct_sources(src).tolist() == [[1, 3], [0, 0], [2, 4]]
+
+
+def test_any_source_scores_take_the_closest_source():
+    g = smooth(n=6, seed=3)
+    est = g[[1, 0, 4]] + 0.01 * smooth(n=3, seed=4)  # estimates of 1, 0 and 4
+    main = torch.tensor([1, 0, 2])  # the third estimate's main source is 2, but 4 is also a source
+    sources = torch.tensor([[1, 1, 3], [0, 0, 0], [2, 2, 4]])
+    out = M.image_scores(g[main], est, gallery=g, targets=main, sources=sources)
+    assert out["reid"]["rate"] == pytest.approx(2 / 3)  # against the main source only
+    assert out["any_source"]["reid"] == 1.0
+    assert out["any_source"]["ssim"]["mean"] > out["ssim"]["mean"]
+    assert out["any_source"]["ssim"]["min"] > 0.9
+    # a source list without the estimate's original does not count it
+    wrong = torch.tensor([[2, 3, 3], [0, 0, 0], [2, 2, 2]])
+    out = M.image_scores(g[main], est, gallery=g, targets=main, sources=wrong)
+    assert out["any_source"]["reid"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="gallery"):
+        M.image_scores(g[main], est, sources=sources)
+
+
 def test_summarize():
     s = M.summarize(torch.tensor([0.1, 0.5, float("nan"), 0.3]))
     assert s["n"] == 3 and s["max"] == 0.5 and math.isclose(s["mean"], 0.3, rel_tol=1e-6)

@@ -34,6 +34,7 @@ __all__ = [
     "ms_ssim",
     "psnr",
     "reid_rate",
+    "distinct_sources",
     "face_detection_rate",
     "summarize",
     "class_mean_images",
@@ -208,7 +209,8 @@ def reid_rate(
     -------
     dict
         ``rate`` (share re-identified), ``chance`` (``1 / G``), ``hits`` (bool tensor ``(N,)``),
-        ``rank`` (int tensor ``(N,)``, 0 = nearest).
+        ``rank`` (int tensor ``(N,)``, 0 = nearest), ``nearest`` (int tensor ``(N,)``: the index of
+        each estimate's nearest original in the gallery).
     """
     xh, _ = add_batch_axis(x_hat, "x_hat")
     g, _ = add_batch_axis(gallery, "gallery")
@@ -233,7 +235,7 @@ def reid_rate(
         gf = _standardise(g)
     else:
         gf = g.reshape(g.shape[0], -1).double()
-    ranks = []
+    ranks, nearest = [], []
     for s in range(0, n, chunk):
         q = xh[s : s + chunk]
         if metric == "ncc":
@@ -243,14 +245,29 @@ def reid_rate(
         t = targets[s : s + chunk].to(score.device)
         own = score.gather(1, t[:, None])
         ranks.append((score > own).sum(dim=1).cpu())
-    rank = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+        nearest.append(score.argmax(dim=1).cpu())
+    empty = torch.zeros(0, dtype=torch.long)
+    rank = torch.cat(ranks) if ranks else empty
     hits = rank == 0
     return {
         "rate": float(hits.double().mean()) if n else float("nan"),
         "chance": 1.0 / g.shape[0],
         "hits": hits,
         "rank": rank,
+        "nearest": torch.cat(nearest) if nearest else empty,
     }
+
+
+def distinct_sources(sources: torch.Tensor) -> torch.Tensor:
+    """``(N, D)`` int64: the distinct entries of each row of ``sources`` (``(N, R)``, e.g. which
+    original each region of a mixed image came from), in increasing order; ``D`` is the largest
+    count of a row, and rows with fewer distinct entries repeat their smallest."""
+    srt = torch.sort(torch.as_tensor(sources, dtype=torch.long), dim=1).values
+    first = torch.ones_like(srt, dtype=torch.bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    d = int(first.sum(dim=1).max()) if srt.numel() else 0
+    order = torch.argsort((~first).to(torch.int8), dim=1, stable=True)[:, :d]  # distinct entries first
+    return torch.where(first.gather(1, order), srt.gather(1, order), srt[:, :1])
 
 
 def face_detection_rate(images, *, detector: str = "haar", **kwargs) -> dict:
@@ -378,18 +395,23 @@ def prior_scores(
     return out
 
 
-def image_scores(x, x_hat, *, reid: bool = True, gallery=None, targets=None) -> dict:
+def image_scores(x, x_hat, *, reid: bool = True, gallery=None, targets=None, sources=None) -> dict:
     """All §8.2 scores of estimates ``x_hat`` against originals ``x``, summarised.
 
     With ``gallery`` and ``targets`` (index of each estimate's original in the gallery), the
     re-identification is scored against that gallery (mixed releases: ``x`` holds each collage's
-    main source, which may repeat; the gallery holds every original once).
+    main source, which may repeat; the gallery holds every original once). With ``sources``
+    (``(N, R)`` gallery indices of every original an estimate's input drew on, e.g. the region
+    sources of a collage), each estimate is also scored against the source it is closest to:
+    ``any_source`` ``{"ssim": summary of the best SSIM over the sources, "reid": share whose
+    nearest original in the gallery is any of their sources}``.
 
     Returns
     -------
     dict
         ``ssim``, ``psnr`` and (size allowing) ``ms_ssim`` summaries from :func:`summarize`, plus
-        ``reid`` ``{"rate", "chance"}`` against ``gallery`` (default: the originals ``x`` themselves).
+        ``reid`` ``{"rate", "chance"}`` against ``gallery`` (default: the originals ``x`` themselves)
+        and ``any_source`` where ``sources`` is given.
     """
     out = {
         "ssim": summarize(ssim(x, x_hat)),
@@ -401,6 +423,15 @@ def image_scores(x, x_hat, *, reid: bool = True, gallery=None, targets=None) -> 
     if reid:
         r = reid_rate(x_hat, x if gallery is None else gallery, targets)
         out["reid"] = {"rate": r["rate"], "chance": r["chance"]}
+    if sources is not None:
+        if gallery is None:
+            raise ValueError("sources index into a gallery of originals: pass gallery= too")
+        cand = distinct_sources(sources).to(x_hat.device)
+        best = torch.stack([ssim(gallery[cand[:, j]], x_hat) for j in range(cand.shape[1])]).amax(dim=0)
+        out["any_source"] = {"ssim": summarize(best)}
+        if reid:  # the nearest original does not depend on the targets
+            near = r["nearest"].to(cand.device)
+            out["any_source"]["reid"] = float((cand == near[:, None]).any(dim=1).double().mean())
     for v in out.values():
         if isinstance(v, dict):
             for k2, val in list(v.items()):

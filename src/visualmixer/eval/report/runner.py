@@ -218,12 +218,20 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
         if attack.can_run(ctx):
             ctx.estimates.update(attack.run(ctx))
     truth = victims if truth_index is None else victims[truth_index]
+    if sources is not None:  # the prior-only guess (class mean), scored as generously: against its closest source
+        guess = M.prior_guess(data.victim_labels, M.class_mean_images(data.attacker_images, data.attacker_labels,
+                                                                       data.num_classes))
+        r["prior_any_source"] = M.image_scores(truth, guess, gallery=victims, targets=truth_index,
+                                               sources=sources)["any_source"]
     ex = min(cfg.examples, victims.shape[0])
     r["attacks"], pic = {}, {"original": truth[:ex], "protected": protected[:ex]}
     for a, e in ctx.estimates.items():
         index = ctx.targets.get(a, truth_index)  # the victim each estimate reconstructs
         target = truth if index is truth_index else victims[index]
-        r["attacks"][a] = M.image_scores(target, e, gallery=None if index is None else victims, targets=index)
+        # a collage is also scored against whichever of its sources the estimate is closest to
+        every = sources if index is truth_index else None
+        r["attacks"][a] = M.image_scores(target, e, gallery=None if index is None else victims, targets=index,
+                                         sources=every)
         if a in NOT_PICTURED:
             continue
         if index is not truth_index:  # it reconstructs other originals than the main sources: show those
@@ -280,6 +288,7 @@ def _summarise_method(r: dict, ds_res: dict) -> None:
     best_ssim = max((s["ssim"]["mean"] for s in atk.values()), default=None)
     best_att = max(atk, key=lambda a: atk[a]["ssim"]["mean"]) if atk else None
     best_reid = max((s["reid"]["rate"] for s in atk.values() if "reid" in s), default=None)
+    anys = [s["any_source"] for s in atk.values() if "any_source" in s]  # mixed releases only
     best_a4 = max(r["A4"].values()) if r.get("A4") else None
     chance = ds_res["chance_accuracy"]
     r["summary"] = s = {
@@ -288,6 +297,11 @@ def _summarise_method(r: dict, ds_res: dict) -> None:
         "ssim_over_prior": None if best_ssim is None else best_ssim - prior_ssim,
         "best_reid": best_reid,
         "reid_over_chance": None if best_reid is None else best_reid / ds_res["reid_chance"],
+        # against any source of a collage (the attacker reconstructs whichever it can)
+        "best_ssim_any_source": max((a["ssim"]["mean"] for a in anys), default=None),
+        "best_reid_any_source": max((a["reid"] for a in anys if "reid" in a), default=None),
+        "ssim_any_source_over_prior": (max(a["ssim"]["mean"] for a in anys) - r["prior_any_source"]["ssim"]["mean"]
+                                       if anys and "prior_any_source" in r else None),
         "best_a4": best_a4,
         "a4_over_chance": None if best_a4 is None else best_a4 - chance,
         # A8: an attacker holding the files links them to the release (not a reconstruction)
