@@ -14,7 +14,9 @@ one instance — one key for the keyed scramble — protects the training and th
 epoch)``: new exchanges every epoch, and new groups with ``random`` grouping), as ``visualmixer train
 --mix K --mode online`` does. A ``-shareS`` part (e.g. ``mix4-random-share0.5``,
 ``mix4-random-share0.5-online``) exchanges only a keyed share S of the region positions in each
-group (``mix(..., share=S)``, ``visualmixer train --mix K --mix-share S``). Writes
+group (``mix(..., share=S)``, ``visualmixer train --mix K --mix-share S``); a ``-balanced`` part
+(e.g. ``mix8-random-balanced``) deals the regions balanced (``mix(..., balanced=True)``,
+``--mix-balanced``). Writes
 ``OUT/results.json`` (one row per setting and seed, appended as each finishes; finished rows are
 skipped on a rerun) and prints a Markdown table. ``--tta M`` also scores the class probabilities
 averaged over M protections of every test image (``accuracy_tta``). ``--test-collages D`` also
@@ -56,21 +58,26 @@ SETTINGS = ("clean", "shuffle", "mix2-similar", "mix4-similar", "mix4-random", "
 
 
 def mix_setting(setting: str) -> dict:
-    """``"mixK-GROUPING[-shareS][-online]"`` -> ``{"k", "grouping", "share"}`` (ValueError if not)."""
+    """``"mixK-GROUPING[-shareS][-balanced][-online]"`` -> ``{"k", "grouping", "share", "balanced"}``
+    (ValueError if not)."""
     parts = setting.split("-")
     if parts[-1] == "online":
+        parts = parts[:-1]
+    balanced = parts[-1] == "balanced"
+    if balanced:
         parts = parts[:-1]
     share = 1.0
     if len(parts) == 3 and parts[2].startswith("share"):
         share = float(parts.pop()[5:])
     if len(parts) != 2 or not parts[0].startswith("mix") or not parts[0][3:].isdigit() \
             or parts[1] not in ("random", "similar") or not 0 < share <= 1:
-        raise ValueError(f"not a mixing setting: {setting!r} (e.g. mix4-random, mix4-random-share0.5-online)")
-    return {"k": int(parts[0][3:]), "grouping": parts[1], "share": share}
+        raise ValueError(f"not a mixing setting: {setting!r} (e.g. mix4-random, mix4-random-share0.5-online, "
+                         "mix8-random-balanced)")
+    return {"k": int(parts[0][3:]), "grouping": parts[1], "share": share, "balanced": balanced}
 
 
 def setting_arg(text: str) -> str:
-    """argparse type: a named setting, or any ``mixK-GROUPING[-shareS][-online]``."""
+    """argparse type: a named setting, or any ``mixK-GROUPING[-shareS][-balanced][-online]``."""
     if text in SETTINGS:
         return text
     try:
@@ -207,7 +214,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--tau", type=float, default=0.5, help="target VFE of the in-region shuffle")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), type=setting_arg,
-                    help="named settings or mixK-GROUPING[-shareS][-online] (default: the named ones)")
+                    help="named settings or mixK-GROUPING[-shareS][-balanced][-online] (default: the named ones)")
     ap.add_argument("--out", type=Path, default=Path("out/mix-utility"))
     ap.add_argument("--region", type=int, default=None, metavar="R",
                     help="region side of the shuffle and the mixing (default: the size's, 4 px at 28x28)")

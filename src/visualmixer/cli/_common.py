@@ -32,6 +32,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "mix": "--mix",
         "grouping": "--groups",
         "mix_share": "--mix-share",
+        "mix_balanced": "--mix-balanced",
         "channel_order": "--no-channel-order",
         "root": "--data-root",
         "size": "--image-size",

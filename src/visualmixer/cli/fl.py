@@ -48,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mix-share", type=share_float, default=1.0, metavar="S",
                    help="with --mix: exchange regions at a keyed share S in (0, 1] of the region positions "
                         "of each group (default 1: every position)")
+    p.add_argument("--mix-balanced", action="store_true",
+                   help="with --mix: every collage holds each group member's regions at the same number of "
+                        "positions (default: a keyed permutation per position)")
     p.add_argument("--local-epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=0.05, help="client SGD learning rate (momentum 0.9)")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, clients=args.clients, rounds=args.rounds, partition=args.partition,
             target_vfe=args.target_vfe, mode=args.mode, train_size=args.train_size, test_size=args.test_size,
             local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, mix=args.mix,
-            mix_share=args.mix_share,
+            mix_share=args.mix_share, mix_balanced=args.mix_balanced,
             data_root=args.data_root, superlink_port=args.superlink_port, timeout=args.timeout, key_paths=keys,
         )
     except FlowerMissingError as exc:

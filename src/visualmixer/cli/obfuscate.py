@@ -94,6 +94,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="with --mix: exchange regions at a keyed share S in (0, 1] of the region "
                    "positions of each group, the others keep each image's own region (default 1: "
                    "every position; e.g. --mix-share 0.5)")
+    p.add_argument("--mix-balanced", action="store_true",
+                   help="with --mix: every collage holds each group member's regions at the same number "
+                   "of positions, so no source dominates a collage (default: a keyed permutation per position)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar; print only failures")
     p.set_defaults(func=run)
@@ -115,11 +118,14 @@ def run(args: argparse.Namespace) -> int:
         mix=args.mix,
         grouping=args.grouping or "random",
         mix_share=1.0 if args.mix_share is None else args.mix_share,
+        mix_balanced=args.mix_balanced,
     )
     if args.grouping is not None and args.mix is None:
         raise ValueError("--groups needs --mix K (images per mixing group)")
     if args.mix_share is not None and args.mix is None:
         raise ValueError("--mix-share needs --mix K (images per mixing group)")
+    if args.mix_balanced and args.mix is None:
+        raise ValueError("--mix-balanced needs --mix K (images per mixing group)")
     summary = obfuscate_folder(args.src, args.dst, key, options=options, batch_size=args.batch_size,
                                **folder_run_options(args))
     print_summary("obfuscated", summary, quiet=args.quiet)

@@ -65,15 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, default=None,
                    help="use a seeded random subset of this many test images")
     p.add_argument("--region", type=int, default=None, help="region side (default: size rule)")
-    p.add_argument("--mix", type=int, default=None, metavar="K",
-                   help="keyed region mixing: protect the training set as a whole, exchanging regions "
-                        "within same-class groups of K images (>= 2) before the in-region shuffle; "
-                        "online mode re-mixes every epoch (default: no mixing)")
-    p.add_argument("--groups", choices=("random", "similar"), default="random",
-                   help="with --mix: keyed random groups or look-alike groups (default: random)")
-    p.add_argument("--mix-share", type=share_float, default=1.0, metavar="S",
-                   help="with --mix: exchange regions at a keyed share S in (0, 1] of the region positions "
-                        "of each group, the others keep each image's own region (default 1: every position)")
+    _add_mixing_options(p)
     p.add_argument("--target-acc", type=float, default=None,
                    help="test accuracy in [0, 1] for the epochs-to-target metric")
     p.add_argument("--secret-keys", action="store_true",
@@ -94,6 +86,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _add_mixing_options(p: argparse.ArgumentParser) -> None:
+    """--mix and the options that shape it."""
+    p.add_argument("--mix", type=int, default=None, metavar="K",
+                   help="keyed region mixing: protect the training set as a whole, exchanging regions "
+                        "within same-class groups of K images (>= 2) before the in-region shuffle; "
+                        "online mode re-mixes every epoch (default: no mixing)")
+    p.add_argument("--groups", choices=("random", "similar"), default="random",
+                   help="with --mix: keyed random groups or look-alike groups (default: random)")
+    p.add_argument("--mix-share", type=share_float, default=1.0, metavar="S",
+                   help="with --mix: exchange regions at a keyed share S in (0, 1] of the region positions "
+                        "of each group, the others keep each image's own region (default 1: every position)")
+    p.add_argument("--mix-balanced", action="store_true",
+                   help="with --mix: every collage holds each group member's regions at the same number of "
+                        "positions, so no source dominates a collage (default: a keyed permutation per position)")
+
+
 def run(args: argparse.Namespace) -> int:
     from visualmixer.train.loop import TrainConfig, TrainingDiverged, train
 
@@ -105,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         test_size=args.test_size, weight_decay=args.weight_decay, region=args.region,
         secret_keys=args.secret_keys, target_acc=args.target_acc, resume=args.resume,
         progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
-        mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share,
+        mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
     )
     with warnings.catch_warnings(record=True) as caught:  # the library's warnings, said with flags
         warnings.simplefilter("always", UserWarning)

@@ -56,6 +56,9 @@ _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 _M1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _M2 = 0x94D049BB133111EB - (1 << 64)
 _SLOT = 0xD1B54A32D192ED03 - (1 << 64)
+# salts of balanced assignment's two keyed orders (members in the cycle, positions by shift)
+_CYCLE = 0x2545F4914F6CDD1D
+_SHIFT = 0x5851F42D4C957F2D
 
 
 def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
@@ -120,23 +123,47 @@ def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor,
 def _slot_permutations(groups: MixGroups, key: Key, ids: Sequence[ImageId], regions: int,
                        device) -> torch.Tensor:
     """``(G, R, M)`` int64: for each group and region position, a keyed permutation of the
-    group's valid slots (empty slots sorted last, so they never receive or give a region)."""
+    group's valid slots (empty slots stay in place, so they never receive or give a region):
+    ``perm[g, r, s]`` is the slot whose region collage ``s`` takes at position ``r``."""
     members = groups.members
     ids = list(ids)
     seeds = torch.tensor(
         [keyed_word(key, tuple(ids[i] for i in row if i >= 0), "mix") for row in members.tolist()], dtype=torch.long
     ).to(device)
     g, m = members.shape
-    r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions, 1)
     s = torch.arange(m, device=device, dtype=torch.long).view(1, 1, m)
-    words = _mix64(seeds.view(g, 1, 1) + r * _GOLDEN + s * _SLOT)
-    empty = (members < 0).to(device).view(g, 1, m)
-    words = torch.where(empty, torch.iinfo(torch.long).max, words)
-    perm = torch.argsort(words, dim=2, stable=True)
+    if groups.balanced:
+        perm = _balanced_permutations(seeds, (members >= 0).to(device), regions)
+    else:  # an independent keyed permutation per position: sort a keyed word per slot
+        r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions, 1)
+        words = _mix64(seeds.view(g, 1, 1) + r * _GOLDEN + s * _SLOT)
+        empty = (members < 0).to(device).view(g, 1, m)
+        words = torch.where(empty, torch.iinfo(torch.long).max, words)
+        perm = torch.argsort(words, dim=2, stable=True)
     if groups.share == 1.0:
         return perm
     moved = exchanged_positions(groups, key=key, ids=ids, regions=regions, device=device)  # (G, R)
     return torch.where(moved.view(g, regions, 1), perm, s)  # identity exchange elsewhere
+
+
+def _balanced_permutations(seeds: torch.Tensor, valid: torch.Tensor, regions: int) -> torch.Tensor:
+    """``(G, R, M)``: balanced assignment (:mod:`visualmixer.core.mixgroups`). The ``v`` members
+    of a group in a keyed cycle ``a``; each position ``r`` a shift ``t[r]`` (its rank in a keyed
+    order of the positions, mod ``v``); collage ``a[i]`` takes member ``a[(i + t[r]) mod v]``'s
+    region, so each pair (collage, member) meets at ``floor(R / v)`` or ``ceil(R / v)`` positions."""
+    g, m = valid.shape
+    device = valid.device
+    v = valid.sum(dim=1).view(g, 1, 1)
+    s = torch.arange(m, device=device, dtype=torch.long).view(1, m)
+    words = torch.where(valid, _mix64(seeds.view(g, 1) + _CYCLE + s * _SLOT), torch.iinfo(torch.long).max)
+    cycle = torch.argsort(words, dim=1, stable=True)  # (G, M): members in keyed order, empty slots last
+    r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions)
+    by_word = torch.argsort(_mix64(seeds.view(g, 1) + _SHIFT + r * _GOLDEN), dim=1, stable=True)
+    rank = torch.empty_like(by_word).scatter_(1, by_word, r.expand(g, regions))  # (G, R)
+    i = torch.arange(m, device=device, dtype=torch.long).view(1, 1, m)
+    shifted = torch.where(i < v, (i + rank.view(g, regions, 1) % v) % v, i)  # cycle index each collage takes
+    cycle3 = cycle.view(g, 1, m).expand(g, regions, m)
+    return torch.empty(g, regions, m, dtype=torch.long, device=device).scatter_(2, cycle3, cycle3.gather(2, shifted))
 
 
 def exchanged_positions(groups: MixGroups, *, key: Key, ids: Sequence[ImageId], regions: int,
@@ -269,6 +296,7 @@ def mix(
     channel_order: bool = True,
     groups: MixGroups | None = None,
     share: float = 1.0,
+    balanced: bool = False,
 ) -> MixResult:
     """Protect a labelled set: mix regions within same-class groups of ``k``, then shuffle
     inside every region to reach ``target_vfe``.
@@ -299,6 +327,10 @@ def mix(
     share : float
         Share of the region positions exchanged in each group, in (0, 1] (default 1: every
         position); at the others each image keeps its own region (module docstring).
+    balanced : bool
+        Deal each group's regions so that every collage holds each member's regions at the same
+        number of positions (:mod:`visualmixer.core.mixgroups`); default False (a keyed
+        permutation per position). With ``groups`` given, their recorded assignment is used.
 
     Returns
     -------
@@ -306,12 +338,17 @@ def mix(
     """
     labels, ids = _check_set(images, labels, ids, k)
     share = check_share(share)
+    if not isinstance(balanced, bool):
+        raise ValueError(f"balanced must be True or False, got {balanced!r}")
     if groups is None:
         groups = make_groups(labels, key=key, ids=ids, k=k, grouping=grouping, images=images, region=region,
-                             share=share)
+                             share=share, balanced=balanced)
     elif share not in (1.0, groups.share):
         raise ValueError(f"share={share} differs from the share of the groups passed ({groups.share}): "
                          "pass groups made with that share, or leave share out")
+    elif balanced and not groups.balanced:
+        raise ValueError("balanced=True but the groups passed were made without it: pass groups made with "
+                         "balanced=True, or leave balanced out")
     ids = _check_groups(images, groups, ids)
     sources = region_sources(groups, key=key, ids=ids, height=images.shape[2], width=images.shape[3],
                              device=images.device)

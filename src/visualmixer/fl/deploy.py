@@ -305,6 +305,7 @@ def run_loopback(
     key_paths: list[str] | None = None,
     mix: int = 0,
     mix_share: float = 1.0,
+    mix_balanced: bool = False,
 ) -> FLRun:
     """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
 
@@ -328,7 +329,7 @@ def run_loopback(
         "train-size": int(train_size), "test-size": int(test_size), "local-epochs": int(local_epochs),
         "batch-size": int(batch_size), "lr": float(lr), "seed": int(seed), "data-root": data_root or "",
         "out-json": str(hist_path), "out-model": str(out / "model.pt"), "round-timeout": float(timeout),
-        "mix": int(mix), "mix-share": float(mix_share),
+        "mix": int(mix), "mix-share": float(mix_share), "mix-balanced": bool(mix_balanced),
     }
     app_dir = write_app(out / "app", run_config)
     env = _flower_env(out, link_port)

@@ -41,6 +41,7 @@ class FLConfig:
     mode: str = "offline"           # offline | online
     mix: int = 0                    # >= 2: each client mixes regions within same-class groups of this size
     mix_share: float = 1.0          # with mix: share of region positions exchanged per group, in (0, 1]
+    mix_balanced: bool = False      # with mix: every collage holds each member's regions equally often
     train_size: int = 2000          # pooled training images before partitioning (0: all)
     test_size: int = 1000
     local_epochs: int = 1
@@ -73,6 +74,9 @@ class FLConfig:
         from visualmixer.core.mixing import check_share
 
         cfg.mix_share = check_share(float(cfg.mix_share), "mix_share")
+        cfg.mix_balanced = str(cfg.mix_balanced).lower() in ("true", "1")  # run configs may carry it as text
+        if cfg.mix_balanced and not cfg.mix:
+            raise ValueError("mix_balanced needs mix >= 2 (images per mixing group)")
         return cfg
 
 
@@ -134,7 +138,7 @@ def obfuscate_local(images, indices, cfg: FLConfig, key, server_round: int, labe
             raise ValueError("mix needs the client's labels")
         ids = [int(i) if epoch is None else (int(i), epoch) for i in indices]
         return mix(images, labels, key=key, ids=ids, k=int(cfg.mix), target_vfe=float(cfg.target_vfe),
-                   share=float(cfg.mix_share)).images
+                   share=float(cfg.mix_share), balanced=bool(cfg.mix_balanced)).images
     return obfuscate_set(images, float(cfg.target_vfe), key=key, ids=[int(i) for i in indices], epoch=epoch)[0]
 
 

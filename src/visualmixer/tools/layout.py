@@ -62,6 +62,9 @@ class FolderOptions:
     mix_share : float
         With ``mix``: the share of region positions exchanged in each group, in (0, 1]
         (:func:`visualmixer.core.mixing.mix`'s ``share``; default 1, every position).
+    mix_balanced : bool
+        With ``mix``: every collage holds each group member's regions at the same number of
+        positions (:func:`visualmixer.core.mixing.mix`'s ``balanced``; default False).
     """
 
     target_vfe: float = 0.5
@@ -74,6 +77,7 @@ class FolderOptions:
     mix: int | None = None
     grouping: str = "random"
     mix_share: float = 1.0
+    mix_balanced: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.target_vfe) <= 1.0:
@@ -96,6 +100,8 @@ class FolderOptions:
                 raise ValueError(f"grouping={self.grouping!r} needs mix=K (images per mixing group)")
             if self.mix_share != 1.0:
                 raise ValueError(f"mix_share={self.mix_share} needs mix=K (images per mixing group)")
+            if self.mix_balanced:
+                raise ValueError("mix_balanced=True needs mix=K (images per mixing group)")
             return
         if isinstance(self.mix, bool) or int(self.mix) < 2:
             raise ValueError(f"mix: expected an integer >= 2 (images per mixing group), got {self.mix}")
@@ -121,8 +127,9 @@ class FolderOptions:
             return {}
         from visualmixer.core.mixing import MIX_VERSION
 
-        share = {} if self.mix_share == 1.0 else {"mix_share": float(self.mix_share)}  # as before the share
-        return {"mix": int(self.mix), "grouping": self.grouping, "mix_version": MIX_VERSION, **share}
+        extra = {} if self.mix_share == 1.0 else {"mix_share": float(self.mix_share)}  # as before the share
+        extra.update({"mix_balanced": True} if self.mix_balanced else {})  # and before balanced mixing
+        return {"mix": int(self.mix), "grouping": self.grouping, "mix_version": MIX_VERSION, **extra}
 
 
 @dataclass
@@ -412,9 +419,10 @@ def check_resumable(man_path: Path, old: dict, new: dict) -> None:
                          f"with the release that started it, or {ways}")
     rec_opts = {**(old.get("options") or {}), "batch_size": old.get("batch_size")}
     new_opts = {**new["options"], "batch_size": new["batch_size"]}
-    for opts in (rec_opts, new_opts):  # mixed runs record mix_share only when it is not 1
+    for opts in (rec_opts, new_opts):  # mixed runs record mix_share / mix_balanced only when set
         if opts.get("mix") is not None:
             opts.setdefault("mix_share", 1.0)
+            opts.setdefault("mix_balanced", False)
     diffs = [n for n in sorted(set(rec_opts) | set(new_opts)) if rec_opts.get(n) != new_opts.get(n)]
     if diffs:
         recorded = ", ".join(_param(n, rec_opts.get(n)) for n in diffs)

@@ -12,7 +12,7 @@ A group is described by its *group record* (kept in every member's manifest reco
 
 whose ``groups`` is ``[[0, 1, ..., m - 1]]`` (the members in ``ids`` order) and ``region`` the
 region side of the exchange and of the in-region shuffle (``share``, when present, the share of
-region positions exchanged; absent: every position).
+region positions exchanged; absent: every position; ``balanced``, when present, balanced assignment).
 """
 
 from __future__ import annotations
@@ -26,13 +26,16 @@ from visualmixer.tools.chunks import OneThread, decode_items, pixel_check
 __all__ = ["group_record", "survey_chunk", "mix_chunk", "unmix_chunk"]
 
 
-def group_record(ids: list[str], *, region: int, k: int, grouping: str, share: float = 1.0) -> dict:
-    """The manifest's record of one group (see the module docstring; ``share`` only when not 1)."""
+def group_record(ids: list[str], *, region: int, k: int, grouping: str, share: float = 1.0,
+                 balanced: bool = False) -> dict:
+    """The manifest's record of one group (see the module docstring; ``share`` only when not 1,
+    ``balanced`` only when set)."""
     import torch
 
     from visualmixer.core.mixing import MixGroups
 
-    one = MixGroups(torch.arange(len(ids)).view(1, -1), int(region), int(k), grouping, share=float(share))
+    one = MixGroups(torch.arange(len(ids)).view(1, -1), int(region), int(k), grouping, share=float(share),
+                    balanced=bool(balanced))
     return {"ids": list(ids), **one.to_dict()}
 
 
@@ -50,7 +53,7 @@ def _batch_groups(records: list[dict]):
         members[g, : len(rec["ids"])] = torch.arange(start, start + len(rec["ids"]))
         start += len(rec["ids"])
     first = MixGroups.from_dict({k: v for k, v in records[0].items() if k != "ids"})
-    return MixGroups(members, first.region, first.k, first.grouping, first.version, first.share), ids
+    return MixGroups(members, first.region, first.k, first.grouping, first.version, first.share, first.balanced), ids
 
 
 def _region(opts: dict, shape) -> int:
@@ -100,7 +103,8 @@ def _by_shape(groups: list[dict], shapes: dict[str, tuple]) -> dict[tuple, list[
     buckets: dict[tuple, list[dict]] = {}
     for rec in groups:
         member_shapes = {shapes[i] for i in rec["ids"]}
-        key = (member_shapes.pop() if len(member_shapes) == 1 else None, rec["region"], rec.get("share", 1.0))
+        key = (member_shapes.pop() if len(member_shapes) == 1 else None, rec["region"], rec.get("share", 1.0),
+               rec.get("balanced", False))
         buckets.setdefault(key, []).append(rec)
     return buckets
 
@@ -122,7 +126,7 @@ def mix_chunk(items: list[tuple[str, str, bytes | None, str]], groups: list[dict
     shapes = {i: tuple(loaded.pixels.shape) for i, loaded in decoded.items()}
     whole = _group_failures(groups, results, set(decoded))
     with OneThread():
-        for (shape, region, _share), recs in _by_shape(whole, shapes).items():
+        for (shape, region, _share, _balanced), recs in _by_shape(whole, shapes).items():
             mg, ids = _batch_groups(recs)
             try:
                 if shape is None:
@@ -186,7 +190,7 @@ def unmix_chunk(items: list[tuple[str, dict, bytes | None, str]], groups: list[d
     shapes = {i: tuple(px.shape) for i, px in decoded.items()}
     whole = _group_failures(groups, results, set(decoded))
     with OneThread():
-        for (shape, _region, _share), grecs in _by_shape(whole, shapes).items():
+        for (shape, _region, _share, _balanced), grecs in _by_shape(whole, shapes).items():
             mg, ids = _batch_groups(grecs)
             try:
                 if shape is None:

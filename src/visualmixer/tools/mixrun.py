@@ -22,6 +22,8 @@ obfuscate --mix K``): keyed region mixing across the images of one class
   ``batch_size``, so the result is byte-identical to an undisturbed run.
 - **Share** (``mix_share``): only a keyed share of the region positions is exchanged in each group
   (:func:`~visualmixer.core.mixing.mix`'s ``share``); recorded in the group record when not 1.
+- **Balanced** (``mix_balanced``): every collage holds each group member's regions at the same
+  number of positions (:func:`~visualmixer.core.mixing.mix`'s ``balanced``); recorded when set.
 - **Manifest.** Each member's ``done`` record carries its group record (``mix``:
   :func:`~visualmixer.tools.mixchunks.group_record`) beside its in-region plan; the header's format
   version is 2 (:data:`MIX_MANIFEST_VERSION`), so releases that cannot unmix refuse it in one line.
@@ -147,7 +149,8 @@ def _class_groups(cls_ids: list[str], found: dict, key, options) -> list[dict]:
     else:
         mg = make_groups(labels, key=key, ids=cls_ids, k=options.mix, grouping="random", region=region)
     return [group_record([cls_ids[j] for j in row if j >= 0], region=region, k=options.mix,
-                         grouping=options.grouping, share=options.mix_share) for row in mg.members.tolist()]
+                         grouping=options.grouping, share=options.mix_share, balanced=options.mix_balanced)
+            for row in mg.members.tolist()]
 
 
 def prepare_mix(ids: list[str], src_p: Path, key, options, *, workers: int, dask, batch_size: int,

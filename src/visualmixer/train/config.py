@@ -67,6 +67,9 @@ class TrainConfig:
         With ``mix``: the share of region positions exchanged in each group, in (0, 1] (the
         others keep each image's own region; :func:`visualmixer.core.mixing.mix`'s ``share``).
         Default 1: every position.
+    mix_balanced : bool
+        With ``mix``: every collage holds each group member's regions at the same number of
+        positions (:func:`visualmixer.core.mixing.mix`'s ``balanced``). Default False.
     region : int, optional
         Region side passed to ``obfuscate`` (default: its size rule).
     secret_keys : bool
@@ -116,6 +119,7 @@ class TrainConfig:
     mix: int | None = None
     mix_grouping: str = "random"
     mix_share: float = 1.0
+    mix_balanced: bool = False
     secret_keys: bool = False
     obfuscate_batch: int = 1024
     loader_workers: int = 0
@@ -173,6 +177,10 @@ class TrainConfig:
             raise ValueError(f"mix_share={self.mix_share} needs mix=K (images per mixing group)")
         if self.mix_grouping not in ("random", "similar"):
             raise ValueError(f"mix_grouping must be 'random' or 'similar', got {self.mix_grouping!r}")
+        if not isinstance(self.mix_balanced, bool):
+            raise ValueError(f"mix_balanced must be True or False, got {self.mix_balanced!r}")
+        if self.mix is None and self.mix_balanced:
+            raise ValueError("mix_balanced=True needs mix=K (images per mixing group)")
         if self.mix is None and self.mix_grouping != "random":
             raise ValueError(f"mix_grouping={self.mix_grouping!r} needs mix=K (images per mixing group)")
         if self.region is not None:

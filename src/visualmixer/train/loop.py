@@ -110,8 +110,8 @@ def _write_json(obj, path: Path) -> None:
 
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
-           "secret_keys", "mix", "mix_grouping", "mix_share")  # fmt: skip
-_COMPAT_DEFAULTS = {"mix_share": 1.0}  # options added later: what a checkpoint without them used
+           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced")  # fmt: skip
+_COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False}  # options added later: what a checkpoint without them used
 
 
 def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -170,7 +170,8 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
         test_vfe = float(v.mean())
         if cfg.mode == "offline" and cfg.mix:
             res = mix(x_train.to(dev), train_set.labels, key=train_key, ids=range(len(train_set)), k=int(cfg.mix),
-                      grouping=cfg.mix_grouping, target_vfe=tau, region=cfg.region, share=cfg.mix_share)
+                      grouping=cfg.mix_grouping, target_vfe=tau, region=cfg.region, share=cfg.mix_share,
+                      balanced=cfg.mix_balanced)
             x_train, train_vfe = res.images, float(res.vfe.mean())
         elif cfg.mode == "offline":
             x_train, v = obfuscate_set(x_train.to(dev), tau, key=train_key, ids=range(len(train_set)),

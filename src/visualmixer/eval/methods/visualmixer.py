@@ -1,4 +1,4 @@
-"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS]]``: VisualMixer
+"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS][/balanced]]``: VisualMixer
 and its audit variants.
 
 ``TAU`` is the target VFE (default 0.5). Options, combinable:
@@ -22,7 +22,9 @@ and its audit variants.
     test images are obfuscated one by one. ``/similar`` groups look-alike images (default: keyed
     random groups); ``/shareS`` exchanges only a keyed share S in (0, 1] of the region positions
     in each group, the others keep each image's own region (default 1: every position; e.g.
-    ``visualmixer:0.5/mix4/share0.5``).
+    ``visualmixer:0.5/mix4/share0.5``); ``/balanced`` deals every collage each member's regions
+    at the same number of positions (:mod:`visualmixer.core.mixgroups`; e.g.
+    ``visualmixer:1.0/mix8/balanced``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from visualmixer.tools.stats import summary_stats
 
 __all__ = ["VisualMixerMethod", "permute_regions", "VM_OPTIONS"]
 
-VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online", "/mixK", "/similar", "/shareS")
+VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online", "/mixK", "/similar", "/shareS", "/balanced")
 
 
 def permute_regions(
@@ -89,7 +91,7 @@ def _parse_options(text: str, spec: str) -> dict:
     parts = [p.strip() for p in text.split("/") if p.strip()]
     out: dict = {"tau": float(parts[0]) if parts else 0.5}
     for p in parts[1:]:
-        if p in ("flat", "blocks", "keyblocks", "online", "similar"):
+        if p in ("flat", "blocks", "keyblocks", "online", "similar", "balanced"):
             out[p] = True
         elif p.startswith("r") and p[1:].isdigit() and int(p[1:]) >= 1:
             out["region"] = int(p[1:])
@@ -121,6 +123,8 @@ class VisualMixerMethod(ProtectionMethod):
         Group size K of ``/mixK`` (>= 2); None: no mixing.
     share : float
         ``/shareS``: share of the region positions exchanged per group, in (0, 1] (default 1).
+    balanced : bool
+        ``/balanced``: balanced assignment of each group's regions to its collages.
     seed, key : optional
         ``key`` (a ``visualmixer.Key``) makes the obfuscation keyed (then ``protect`` needs
         ``ids``) and fixes the ``/keyblocks`` layout; without it, fresh OS randomness. ``seed``
@@ -136,10 +140,10 @@ class VisualMixerMethod(ProtectionMethod):
 
     def __init__(self, tau: float = 0.5, *, region: int | None = None, flat: bool = False, blocks: bool = False,
                  keyblocks: bool = False, online: bool = False, mix: int | None = None, similar: bool = False,
-                 share: float = 1.0, seed: int | None = None, key=None):
+                 share: float = 1.0, balanced: bool = False, seed: int | None = None, key=None):
         self.tau, self.region, self.channel_order = float(tau), region, not flat
         self.blocks, self.keyblocks, self.online = bool(blocks), bool(keyblocks), bool(online)
-        self.mix, self.similar, self.share = mix, bool(similar), share
+        self.mix, self.similar, self.share, self.balanced = mix, bool(similar), share, bool(balanced)
         self.protects_sets = mix is not None
         self.last_main: torch.Tensor | None = None
         self.last_sources: torch.Tensor | None = None
@@ -175,6 +179,8 @@ class VisualMixerMethod(ProtectionMethod):
             raise ValueError(f"/shareS needs a share S in (0, 1], got {self.share}")
         if self.share != 1 and self.mix is None:
             raise ValueError("/shareS is the share of region positions /mixK exchanges: add /mixK")
+        if self.balanced and self.mix is None:
+            raise ValueError("/balanced deals the regions of /mixK's groups: add /mixK")
         if self.mix is not None and (self.blocks or self.keyblocks):
             raise ValueError("/mixK does not combine with /blocks or /keyblocks")
 
@@ -185,6 +191,7 @@ class VisualMixerMethod(ProtectionMethod):
         if self.mix is not None:
             opts += [f"mix{self.mix}"] + (["similar"] if self.similar else [])
             opts += [f"share{self.share:g}"] if self.share != 1 else []
+            opts += ["balanced"] if self.balanced else []
         return "/".join([f"{self.tau:g}", *opts])
 
     def protect(self, images, *, ids=None, key=None):
@@ -246,7 +253,7 @@ class VisualMixerMethod(ProtectionMethod):
 
         res = mix(images, labels, key=key, ids=ids, k=self.mix, grouping="similar" if self.similar else "random",
                   target_vfe=self.tau, region=self.region, channel_order=self.channel_order,
-                  share=float(self.share))
+                  share=float(self.share), balanced=self.balanced)
         self.achieved_vfe.extend(res.vfe.tolist())
         self.last_sources = res.sources
         self.last_main = torch.mode(self.last_sources, dim=1).values
@@ -297,4 +304,5 @@ class VisualMixerMethod(ProtectionMethod):
             "mix": self.mix,
             "mix_grouping": None if self.mix is None else ("similar" if self.similar else "random"),
             "mix_share": None if self.mix is None else float(self.share),
+            "mix_balanced": None if self.mix is None else self.balanced,
         }
