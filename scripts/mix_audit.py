@@ -47,7 +47,7 @@ def config(args, spec: str) -> AuditConfig:
         datasets=(args.dataset,), methods=(spec,), attacks=tuple(args.attacks), n_train=args.n_train,
         n_victims=args.n_victims, n_attacker=args.n_attacker, epochs=args.epochs, a3_epochs=args.a3_epochs,
         a3_base=args.a3_base, a3_patience=args.a3_patience, a3_val_fraction=0.1, width=16,
-        attacker_strength=args.strength, seed=0, progress=False, face_detectors=(), threads=1,
+        attacker_strength=args.strength, seed=args.seed, progress=False, face_detectors=(), threads=1,
     )
 
 
@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--a3-base", type=int, default=32)
     ap.add_argument("--a3-patience", type=int, default=2)
     ap.add_argument("--strength", default="full strength")
+    ap.add_argument("--seed", type=int, default=0, help="the audit's seed: data split, keys, attackers (default 0)")
     ap.add_argument("--merge", action="store_true", help="merge finished runs into OUT/results.json")
     args = ap.parse_args()
     merge(args) if args.merge else run(args)

@@ -149,3 +149,14 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under root (relative POSIX path -> bytes)."""
     return {p.relative_to(root).as_posix(): p.read_bytes()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def class_folders(root: Path, counts: dict[str, int], h: int = 12, w: int = 16) -> list[str]:
+    """``root/<class>/<i>.png`` smooth RGB images, ``counts[class]`` per class; their ids."""
+    ids = []
+    for c, n in counts.items():
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(smooth_rgb(h, w, 100 * len(c) + i)).save(root / c / f"{i}.png")
+            ids.append(f"{c}/{i}.png")
+    return ids

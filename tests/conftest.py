@@ -14,3 +14,42 @@ def photos():
     from visualmixer.data.samples import builtin_photos
 
     return builtin_photos(128)
+
+
+@pytest.fixture()
+def mix_calls(monkeypatch):
+    """``calls = mix_calls(module)``: the keyword arguments of every ``mix`` call ``module`` makes
+    from then on (the calls still run)."""
+
+    def spy_on(module) -> list[dict]:
+        calls, real = [], module.mix
+
+        def spy(images, labels, **kw):
+            calls.append(kw)
+            return real(images, labels, **kw)
+
+        monkeypatch.setattr(module, "mix", spy)
+        return calls
+
+    return spy_on
+
+
+@pytest.fixture()
+def class_tree(tmp_path):
+    """A key (``k.key``) and ``src/{cat: 6, dog: 4 images}``, with the common arguments of a
+    ``visualmixer obfuscate --mix 2`` run into ``dst`` with the manifest ``m.jsonl``."""
+    from types import SimpleNamespace
+
+    from visualmixer.cli import main
+
+    try:
+        from _vm_files import class_folders
+    except ImportError:  # tests/ as a package
+        from ._vm_files import class_folders
+    key = tmp_path / "k.key"
+    assert main(["keygen", str(key), "-q"]) == 0
+    src = tmp_path / "src"
+    ids = class_folders(src, {"cat": 6, "dog": 4})
+    dst, man = tmp_path / "dst", tmp_path / "m.jsonl"
+    return SimpleNamespace(key=key, src=src, ids=ids, dst=dst, man=man,
+                           common=["--key", str(key), "-q", "--mix", "2", "--manifest", str(man)])

@@ -5,23 +5,16 @@ every collage holds each member's regions equally often, the record, errors, and
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from visualmixer.cli import main
 from visualmixer.core.keys import Key
 from visualmixer.core.mixing import MixGroups, make_groups, mix, region_sources, unmix
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.manifest import Manifest
-
-try:
-    from _vm_files import smooth_rgb
-except ImportError:  # tests/ as a package
-    from ._vm_files import smooth_rgb
 
 
 def _set(n: int = 60, classes: int = 3, seed: int = 0, size: int = 28):
@@ -97,23 +90,9 @@ def test_balanced_with_a_share_exchanges_only_the_share():
 
 # --- the folder tool, train, the audit spec, FL -------------------------------------------------
 
-def _classes(root: Path, counts: dict[str, int]) -> list[str]:
-    ids = []
-    for c, n in counts.items():
-        (root / c).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(smooth_rgb(12, 16, 100 * len(c) + i)).save(root / c / f"{i}.png")
-            ids.append(f"{c}/{i}.png")
-    return ids
-
-
-def test_cli_mix_balanced_round_trip_and_resume_refusal(tmp_path, capsys):
-    key = tmp_path / "k.key"
-    assert main(["keygen", str(key), "-q"]) == 0
-    src = tmp_path / "src"
-    ids = _classes(src, {"cat": 6, "dog": 4})
-    dst, man = tmp_path / "dst", tmp_path / "m.jsonl"
-    common = ["--key", str(key), "-q", "--mix", "2", "--manifest", str(man)]
+def test_cli_mix_balanced_round_trip_and_resume_refusal(tmp_path, capsys, class_tree):
+    t = class_tree
+    key, src, ids, dst, man, common = t.key, t.src, t.ids, t.dst, t.man, t.common
     assert main(["obfuscate", str(src), str(dst), *common, "--mix-balanced"]) == 0
     assert json.loads(man.read_text().splitlines()[0])["options"]["mix_balanced"] is True
     done = Manifest.read(man).done()
@@ -145,7 +124,7 @@ def test_spec_parsing():
         parse_method("visualmixer:0.5/balanced")
 
 
-def test_train_config_and_cli_pass_balanced(tmp_path, monkeypatch):
+def test_train_config_and_cli_pass_balanced(tmp_path, monkeypatch, mix_calls):
     from test_train import _cfg, _synthetic
     from visualmixer.train import loop as L
 
@@ -153,18 +132,11 @@ def test_train_config_and_cli_pass_balanced(tmp_path, monkeypatch):
         _cfg(tmp_path, mix_balanced=True).validate()
     with pytest.raises(ValueError, match="mix_balanced must be True or False"):
         _cfg(tmp_path, mix=2, mix_balanced="yes").validate()
-    seen = []
-    real = L.mix
-
-    def spy(images, labels, **kw):
-        seen.append(kw["balanced"])
-        return real(images, labels, **kw)
-
-    monkeypatch.setattr(L, "mix", spy)
+    calls = mix_calls(L)
     monkeypatch.setattr(L, "load_sets", lambda cfg: (_synthetic(64, 0), _synthetic(16, 1)))
     assert main(["train", "--mix", "2", "--mix-balanced", "--epochs", "1", "--batch-size", "32",
                  "--no-progress", "--out", str(tmp_path / "cli")]) == 0
-    assert seen == [True]
+    assert [c["balanced"] for c in calls] == [True]
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["config"]["mix_balanced"] is True
 
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from visualmixer.cli import main
 from visualmixer.core.keys import Key
@@ -20,9 +18,9 @@ from visualmixer.tools import imageio as vio
 from visualmixer.tools.manifest import Manifest
 
 try:
-    from _vm_files import smooth_rgb
+    from _vm_files import class_folders
 except ImportError:  # tests/ as a package
-    from ._vm_files import smooth_rgb
+    from ._vm_files import class_folders
 
 SHARE_ERROR = r"share must be a number in \(0, 1\]"
 
@@ -130,23 +128,9 @@ def test_groups_carry_their_share_and_old_records_read_as_one():
 
 # --- the folder tool -----------------------------------------------------------------------
 
-def _classes(root: Path, counts: dict[str, int]) -> list[str]:
-    ids = []
-    for c, n in counts.items():
-        (root / c).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(smooth_rgb(12, 16, 100 * len(c) + i)).save(root / c / f"{i}.png")
-            ids.append(f"{c}/{i}.png")
-    return ids
-
-
-def test_cli_mix_share_round_trip_and_resume_refusal(tmp_path, capsys):
-    key = tmp_path / "k.key"
-    assert main(["keygen", str(key), "-q"]) == 0
-    src = tmp_path / "src"
-    ids = _classes(src, {"cat": 6, "dog": 4})
-    dst, man = tmp_path / "dst", tmp_path / "m.jsonl"
-    common = ["--key", str(key), "-q", "--mix", "2", "--manifest", str(man)]
+def test_cli_mix_share_round_trip_and_resume_refusal(tmp_path, capsys, class_tree):
+    t = class_tree
+    key, src, ids, dst, man, common = t.key, t.src, t.ids, t.dst, t.man, t.common
     assert main(["obfuscate", str(src), str(dst), *common, "--mix-share", "0.5"]) == 0
     header = json.loads(man.read_text().splitlines()[0])
     assert header["options"]["mix_share"] == 0.5
@@ -185,7 +169,7 @@ def test_cli_mix_share_needs_mix(tmp_path, capsys):
     key = tmp_path / "k.key"
     assert main(["keygen", str(key), "-q"]) == 0
     src = tmp_path / "src"
-    _classes(src, {"cat": 2, "dog": 2})
+    class_folders(src, {"cat": 2, "dog": 2})
     assert main(["obfuscate", str(src), str(tmp_path / "d"), "--key", str(key), "-q", "--mix-share", "0.5"]) == 2
     assert "--mix-share 0.5 needs --mix K" in capsys.readouterr().err
 
@@ -211,7 +195,7 @@ def test_spec_parsing():
             parse_method(bad)
 
 
-def test_train_config_and_cli_pass_the_share(tmp_path, monkeypatch):
+def test_train_config_and_cli_pass_the_share(tmp_path, monkeypatch, mix_calls):
     from test_train import _cfg, _synthetic
     from visualmixer.train import loop as L
 
@@ -228,38 +212,24 @@ def test_train_config_and_cli_pass_the_share(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=f"region={region} is not allowed"):
             _cfg(tmp_path, region=region).validate()
     sets = (_synthetic(64, 0), _synthetic(16, 1))
-    seen = []
-    real = L.mix
-
-    def spy(images, labels, **kw):
-        seen.append(kw["share"])
-        return real(images, labels, **kw)
-
-    monkeypatch.setattr(L, "mix", spy)
+    calls = mix_calls(L)
     monkeypatch.setattr(L, "load_sets", lambda cfg: sets)
     assert main(["train", "--mix", "2", "--mix-share", "0.5", "--epochs", "1", "--batch-size", "32",
                  "--no-progress", "--out", str(tmp_path / "cli")]) == 0
-    assert seen == [0.5]
+    assert [c["share"] for c in calls] == [0.5]
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["config"]["mix_share"] == 0.5
 
 
 @pytest.mark.filterwarnings("ignore:online mixing with random groups")
-def test_online_training_remixes_with_the_share(tmp_path, monkeypatch):
+def test_online_training_remixes_with_the_share(tmp_path, mix_calls):
     from test_train import _cfg, _synthetic
     from visualmixer.train import feed
     from visualmixer.train import loop as L
 
-    seen = []
-    real = feed.mix
-
-    def spy(images, labels, **kw):
-        seen.append(kw["share"])
-        return real(images, labels, **kw)
-
-    monkeypatch.setattr(feed, "mix", spy)
+    calls = mix_calls(feed)
     L.train(_cfg(tmp_path / "o", mix=2, mix_share=0.25, mode="online", epochs=2),
             sets=(_synthetic(64, 0), _synthetic(16, 1)))
-    assert seen == [0.25, 0.25]
+    assert [c["share"] for c in calls] == [0.25, 0.25]
 
 
 def test_fl_run_config_share():

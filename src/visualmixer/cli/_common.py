@@ -183,3 +183,15 @@ def print_summary(verb: str, summary, *, quiet: bool = False) -> None:
     extra = len(summary.problems) - MAX_PROBLEM_LINES
     if extra > 0:
         print(f"  ... and {extra} more (every file's status is in the manifest)", file=sys.stderr)
+
+
+def add_mix_shape_options(p, *, share_default: float | None = 1.0) -> None:
+    """``--mix-share S`` and ``--mix-balanced``, the same in ``train``, ``obfuscate`` and ``fl``
+    (``share_default=None`` lets a command tell a share given from none)."""
+    p.add_argument("--mix-share", type=share_float, default=share_default, metavar="S",
+                   help="with --mix: exchange regions at a keyed share S in (0, 1] of the region positions "
+                        "of each group, the others keep each image's own region (default 1: every position; "
+                        "e.g. --mix-share 0.5)")
+    p.add_argument("--mix-balanced", action="store_true",
+                   help="with --mix: every collage holds each group member's regions at the same number of "
+                        "positions, so no source dominates a collage (default: a keyed permutation per position)")

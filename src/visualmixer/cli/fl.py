@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from visualmixer.cli._common import share_float, target_or_none
+from visualmixer.cli._common import add_mix_shape_options, target_or_none
 
 
 def _partition(text: str) -> str:
@@ -45,12 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mix", type=int, default=0, metavar="K",
                    help="each client mixes regions within same-class groups of K (>= 2) of its own images "
                         "before the in-region shuffle (default 0: no mixing)")
-    p.add_argument("--mix-share", type=share_float, default=1.0, metavar="S",
-                   help="with --mix: exchange regions at a keyed share S in (0, 1] of the region positions "
-                        "of each group (default 1: every position)")
-    p.add_argument("--mix-balanced", action="store_true",
-                   help="with --mix: every collage holds each group member's regions at the same number of "
-                        "positions (default: a keyed permutation per position)")
+    add_mix_shape_options(p)
     p.add_argument("--local-epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=0.05, help="client SGD learning rate (momentum 0.9)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from visualmixer.cli._common import positive_int, share_float, unit_float
+from visualmixer.cli._common import add_mix_shape_options, positive_int, unit_float
 
 EXAMPLES = """\
 examples:
@@ -90,13 +90,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--groups", dest="grouping", choices=("random", "similar"), default=None,
                    help="with --mix: random (keyed, default) or similar (look-alike images of a "
                    "class together)")
-    p.add_argument("--mix-share", type=share_float, default=None, metavar="S",
-                   help="with --mix: exchange regions at a keyed share S in (0, 1] of the region "
-                   "positions of each group, the others keep each image's own region (default 1: "
-                   "every position; e.g. --mix-share 0.5)")
-    p.add_argument("--mix-balanced", action="store_true",
-                   help="with --mix: every collage holds each group member's regions at the same number "
-                   "of positions, so no source dominates a collage (default: a keyed permutation per position)")
+    add_mix_shape_options(p, share_default=None)
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar; print only failures")
     p.set_defaults(func=run)

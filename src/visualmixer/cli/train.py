@@ -8,7 +8,7 @@ import re
 import sys
 import warnings
 
-from visualmixer.cli._common import flags_for, positive_int, share_float, target_or_none
+from visualmixer.cli._common import add_mix_shape_options, flags_for, positive_int, target_or_none
 from visualmixer.data.datasets import DATASET_NAMES
 
 
@@ -94,13 +94,7 @@ def _add_mixing_options(p: argparse.ArgumentParser) -> None:
                         "online mode re-mixes every epoch (default: no mixing)")
     p.add_argument("--groups", choices=("random", "similar"), default="random",
                    help="with --mix: keyed random groups or look-alike groups (default: random)")
-    p.add_argument("--mix-share", type=share_float, default=1.0, metavar="S",
-                   help="with --mix: exchange regions at a keyed share S in (0, 1] of the region positions "
-                        "of each group, the others keep each image's own region (default 1: every position)")
-    p.add_argument("--mix-balanced", action="store_true",
-                   help="with --mix: every collage holds each group member's regions at the same number of "
-                        "positions, so no source dominates a collage (default: a keyed permutation per position)")
-
+    add_mix_shape_options(p)
 
 def run(args: argparse.Namespace) -> int:
     from visualmixer.train.loop import TrainConfig, TrainingDiverged, train
