@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.regions import default_region
 
-__all__ = ["BALANCED_VERSION", "GROUPINGS", "MIX_VERSION", "SHARE_VERSION", "MixGroups", "check_share", "keyed_word",
-           "make_groups"]
+__all__ = ["BALANCED_VERSION", "GROUPINGS", "MIX_VERSION", "SHARE_VERSION", "MixGroups", "check_balanced",
+           "check_share", "keyed_word", "make_groups"]
 
 MIX_VERSION = 1
 #: The format version a record with ``share < 1`` is written with (releases that cannot honour a
@@ -55,6 +55,13 @@ def check_share(share, name: str = "share") -> float:
         raise ValueError(f"{name} must be a number in (0, 1] (the share of region positions exchanged "
                          f"within a group), got {share!r}")
     return float(share)
+
+
+def check_balanced(balanced, name: str = "balanced") -> bool:
+    """``balanced`` as a bool (True, False or a numpy bool), else a ValueError naming ``name``."""
+    if not isinstance(balanced, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {balanced!r}")
+    return bool(balanced)
 
 
 def keyed_word(key: Key, image_id: ImageId, purpose: str) -> int:
@@ -96,9 +103,7 @@ class MixGroups:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "share", check_share(self.share))
-        if not isinstance(self.balanced, (bool, np.bool_)):
-            raise ValueError(f"balanced must be True or False, got {self.balanced!r}")
-        object.__setattr__(self, "balanced", bool(self.balanced))
+        object.__setattr__(self, "balanced", check_balanced(self.balanced))
 
     @property
     def sizes(self) -> torch.Tensor:

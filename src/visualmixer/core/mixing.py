@@ -44,10 +44,18 @@ import torch.nn.functional as F
 
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.mixer import Plans, obfuscate, restore
-from visualmixer.core.mixgroups import GROUPINGS, MIX_VERSION, MixGroups, check_share, keyed_word, make_groups
+from visualmixer.core.mixgroups import (
+    GROUPINGS,
+    MIX_VERSION,
+    MixGroups,
+    check_balanced,
+    check_share,
+    keyed_word,
+    make_groups,
+)
 from visualmixer.core.validation import is_integer_dtype
 
-__all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_share", "exchanged_positions",
+__all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_balanced", "check_share", "exchanged_positions",
            "make_groups", "mix", "mix_regions", "region_sources", "unmix", "unmix_regions"]
 
 
@@ -338,8 +346,7 @@ def mix(
     """
     labels, ids = _check_set(images, labels, ids, k)
     share = check_share(share)
-    if not isinstance(balanced, bool):
-        raise ValueError(f"balanced must be True or False, got {balanced!r}")
+    balanced = check_balanced(balanced)
     if groups is None:
         groups = make_groups(labels, key=key, ids=ids, k=k, grouping=grouping, images=images, region=region,
                              share=share, balanced=balanced)

@@ -92,9 +92,10 @@ class FolderOptions:
             raise ValueError(f"compress_level: expected 0..9, got {self.compress_level}")
         if self.grouping not in ("random", "similar"):
             raise ValueError(f"grouping: expected 'random' or 'similar', got {self.grouping!r}")
-        from visualmixer.core.mixing import check_share
+        from visualmixer.core.mixing import check_balanced, check_share
 
         check_share(self.mix_share, "mix_share")
+        check_balanced(self.mix_balanced, "mix_balanced")
         if self.mix is None:
             if self.grouping != "random":
                 raise ValueError(f"grouping={self.grouping!r} needs mix=K (images per mixing group)")

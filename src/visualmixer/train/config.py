@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from visualmixer.core.mixing import check_share
+from visualmixer.core.mixing import check_balanced, check_share
 from visualmixer.core.regions import resolve_region
 
 __all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
@@ -177,8 +177,7 @@ class TrainConfig:
             raise ValueError(f"mix_share={self.mix_share} needs mix=K (images per mixing group)")
         if self.mix_grouping not in ("random", "similar"):
             raise ValueError(f"mix_grouping must be 'random' or 'similar', got {self.mix_grouping!r}")
-        if not isinstance(self.mix_balanced, bool):
-            raise ValueError(f"mix_balanced must be True or False, got {self.mix_balanced!r}")
+        self.mix_balanced = check_balanced(self.mix_balanced, "mix_balanced")
         if self.mix is None and self.mix_balanced:
             raise ValueError("mix_balanced=True needs mix=K (images per mixing group)")
         if self.mix is None and self.mix_grouping != "random":
