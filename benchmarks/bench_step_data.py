@@ -4,6 +4,7 @@ the timing), and the operators that differ.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_step_data.py            # small CNN, Fashion-MNIST
     OMP_NUM_THREADS=1 python benchmarks/bench_step_data.py --model resnet18 --batches 10
+    OMP_NUM_THREADS=1 python benchmarks/bench_step_data.py --amax-pool   # max-pools as reshape + amax
 
 The shapes, the model and the optimizer are the same; only the pixel values differ. Where an
 operator branches on the data (max-pooling's comparisons, ReLU's backward), shuffled pixels are
@@ -33,6 +34,9 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, default=40, help="batches of 128 per timed pass")
     p.add_argument("--rounds", type=int, default=6, help="alternating clean/obfuscated passes")
     p.add_argument("--target", type=float, default=0.5)
+    p.add_argument("--amax-pool", action="store_true",
+                   help="replace the model's 2x2 max-pools by a reshape and amax (no per-element branch): "
+                        "is the difference in pooling's comparisons?")
     a = p.parse_args(argv)
     data = load_fashion_mnist("train")
     n = 128 * a.batches
@@ -41,6 +45,8 @@ def main(argv=None) -> None:
     labels = data.labels[:n]
     torch.manual_seed(0)
     model = build_model(a.model, 1, 10)
+    if a.amax_pool:
+        _swap_pools(model)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
 
     def one_pass(images: torch.Tensor) -> float:
@@ -72,6 +78,22 @@ def main(argv=None) -> None:
     for key in sorted(per_op["clean"], key=lambda k: -per_op["clean"][k])[:12]:
         c, o = per_op["clean"][key], per_op["obfuscated"].get(key, 0.0)
         print(f"{key:40s} {c / 1e3:9.1f} {o / 1e3:9.1f} {o / c:6.3f}")
+
+
+class AmaxPool2x2(torch.nn.Module):
+    """2×2 max-pool, stride 2, as a reshape and ``amax``: the same forward values as ``MaxPool2d(2)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x[..., : h - h % 2, : w - w % 2].reshape(n, c, h // 2, 2, w // 2, 2).amax(dim=(3, 5))
+
+
+def _swap_pools(model: torch.nn.Module) -> None:
+    for name, child in model.named_children():
+        if isinstance(child, torch.nn.MaxPool2d) and child.kernel_size in (2, (2, 2)) and child.stride in (2, (2, 2)):
+            setattr(model, name, AmaxPool2x2())
+        else:
+            _swap_pools(child)
 
 
 if __name__ == "__main__":
