@@ -74,6 +74,8 @@ def test_the_record_carries_balanced_and_old_records_read_as_unbalanced():
             mix(x, y, key=key, ids=range(24), k=4, balanced=bad)
     with pytest.raises(ValueError, match="balanced must be True or False"):
         MixGroups(groups.members, 4, 4, balanced="yes")
+    with pytest.raises(ValueError, match="balanced must be True or False"):  # a damaged record is refused
+        MixGroups.from_dict({**rec, "balanced": "false"})
 
 
 def test_balanced_with_a_share_exchanges_only_the_share():

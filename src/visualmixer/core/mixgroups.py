@@ -138,7 +138,7 @@ class MixGroups:
         for g, r in enumerate(rows):  # bookkeeping of a record, not a per-pixel loop
             members[g, : len(r)] = torch.tensor(r, dtype=torch.long)
         return cls(members, int(data["region"]), int(data["k"]), str(data["grouping"]), version,
-                   float(data.get("share", 1.0)), bool(data.get("balanced", False)))
+                   float(data.get("share", 1.0)), data.get("balanced", False))  # checked: a bool or refused
 
 def _principal_order(images: torch.Tensor, labels: torch.Tensor, region: int) -> torch.Tensor:
     """``(N,)`` float: each image's coordinate on its class's first principal component of the
