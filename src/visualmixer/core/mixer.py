@@ -47,6 +47,7 @@ from visualmixer.core.planner import (  # noqa: F401  (the private names: tests 
     plan_sequence,
 )
 from visualmixer.core.regions import RegionGrid, default_region, region_grid, resolve_region
+from visualmixer.core.saliency import is_own_saliency
 from visualmixer.core.validation import from_batch, is_integer_dtype, to_batch
 from visualmixer.core.weighting import SaliencyWeights, check_weights, weigh
 
@@ -248,7 +249,7 @@ def _validate(images, key, ids, target_vfe, region, channel_order, seed):
 def _own_map(saliency) -> bool:
     """Whether the saliency is the library's own, per image (a map finite and >= 0 by
     construction, or weights made from one): the batch may be cut into parts."""
-    return saliency is None or isinstance(saliency, (str, SaliencyWeights))
+    return is_own_saliency(saliency) or isinstance(saliency, SaliencyWeights)
 
 
 def _make_job(batch, info, words, tau: float, r: int, channel_order: bool, saliency) -> _Job:

@@ -174,6 +174,12 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     return out.clamp_(0, 1)
 
 
+def is_own_saliency(saliency) -> bool:
+    """Whether ``saliency`` names one of the library's own maps (``None``: spectral residual, or
+    a name such as ``"uniform"``): made per image, finite and non-negative by construction."""
+    return saliency is None or isinstance(saliency, str)
+
+
 def resolve_saliency(saliency, images: torch.Tensor, window: int) -> tuple[torch.Tensor, bool]:
     """The saliency map the public functions were given, as float64 on the images' device.
 

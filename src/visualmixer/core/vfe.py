@@ -23,7 +23,7 @@ import torch
 
 from visualmixer.core.imageops import block_sum, pad_to_multiple
 from visualmixer.core.regions import default_region
-from visualmixer.core.saliency import resolve_saliency
+from visualmixer.core.saliency import is_own_saliency, resolve_saliency
 from visualmixer.core.validation import to_batch
 
 __all__ = ["vfe", "vfe_map", "window_scores", "scores_from_windows", "window_weights", "weighted_vfe"]
@@ -166,7 +166,7 @@ def window_weights(
     s = int(window)
     smap, per_window = resolve_saliency(saliency, images, s)
     weights = smap if per_window else block_sum(smap, s)[:, 0]
-    checked = trusted or saliency is None or isinstance(saliency, str)  # our own maps: finite, >= 0
+    checked = trusted or is_own_saliency(saliency)
     if not checked and (not bool(torch.isfinite(weights).all()) or bool((weights < 0).any())):
         raise ValueError("saliency weights must be finite and non-negative")
     return weights

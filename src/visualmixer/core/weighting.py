@@ -16,6 +16,7 @@ import torch
 
 from visualmixer.core.planner import _pixel_saliency, _salient_regions
 from visualmixer.core.regions import default_region, region_grid, resolve_region
+from visualmixer.core.saliency import is_own_saliency
 from visualmixer.core.validation import to_batch
 from visualmixer.core.vfe import window_weights
 
@@ -118,8 +119,7 @@ def weigh(batch: torch.Tensor, region: int, saliency) -> SaliencyWeights:
     h, w = batch.shape[2:]
     window = default_region(h, w)  # a function of the size only, so VFE stays comparable
     smap = _pixel_saliency(batch, saliency, window)
-    trusted = saliency is None or isinstance(saliency, str)  # our own maps: finite and >= 0
-    return SaliencyWeights(window_weights(batch, smap, window, trusted=trusted),
+    return SaliencyWeights(window_weights(batch, smap, window, trusted=is_own_saliency(saliency)),
                            _salient_regions(smap, region_grid(h, w, region)), region, h, w)
 
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from visualmixer.core.regions import resolve_region
+from visualmixer.core.saliency import is_own_saliency
 from visualmixer.data.weightcache import WeightsCache
 
 __all__ = ["ObfuscatedDataset", "obfuscate_set"]
@@ -115,7 +116,7 @@ class ObfuscatedDataset(Dataset):
         forked later share it."""
         images = self.dataset.tensors[0] if isinstance(self.dataset, TensorDataset) else None
         applies = (images is not None and images.ndim == 4 and min(images.shape) > 0
-                   and (self.saliency is None or isinstance(self.saliency, str)))
+                   and is_own_saliency(self.saliency))
         if wanted is None:
             wanted = applies and self.mode == "online"
         elif not isinstance(wanted, bool):
