@@ -13,7 +13,9 @@ results.json) adds hollow dots at the accuracy losses of those runs (``--utility
 model, as hollow diamonds against the first set's clean runs), and ``--train SPEC=PATH ...
 clean=PATH`` (``visualmixer train`` metrics.json files, or a number for the clean accuracy) adds
 stars, each on the vertical of its audited spec (same privacy, longer training); ``--train2`` (same
-form, ``--train2-label``) adds a second such series as diamonds, e.g. another model. ``--also`` adds
+form, ``--train2-label``) adds a second such series as diamonds, e.g. another model.
+``--utility-only`` plots each method once, at the lower of its ``--utility`` and ``--utility2``
+losses (each method with its better model), without the audit's short training. ``--also`` adds
 the methods of further merged audits of the same data set (e.g. mixing a share of the regions,
 ``/shareS``, drawn in orange); ``--utility`` takes several results.json files.
 
@@ -25,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from mix_utility import mix_setting
 
 
 def _colour(spec: str) -> str:
@@ -43,21 +47,19 @@ def _train_acc(path: str) -> float:
         return json.loads(Path(path).read_text())["summary"]["final_test_acc"]["mean"]
 
 
-#: scripts/mix_utility.py settings -> audit specs
-UTILITY_SPECS = {"shuffle": "visualmixer:0.5", "mix2-similar": "visualmixer:0.5/mix2/similar",
-                 "mix4-similar": "visualmixer:0.5/mix4/similar", "mix4-random": "visualmixer:0.5/mix4",
-                 "mix8-random": "visualmixer:0.5/mix8",
-                 "pixelate:4": "pixelate:4", "noise:0.3": "noise:0.3", "scramble:4": "scramble:4"}
-
-
-def _utility_spec(setting: str) -> str | None:
-    """The audit spec of a mix_utility setting (``mix4-random-share0.5`` -> ``visualmixer:0.5/mix4/share0.5``)."""
-    if setting in UTILITY_SPECS:
-        return UTILITY_SPECS[setting]
-    parts = setting.split("-")
-    if len(parts) == 3 and parts[2].startswith("share") and parts[0] + "-" + parts[1] in UTILITY_SPECS:
-        return f"{UTILITY_SPECS[parts[0] + '-' + parts[1]]}/{parts[2]}"
-    return None
+def _utility_spec(row: dict) -> str | None:
+    """The audit spec of a mix_utility row (``mix8-random-balanced`` at τ 1.0 ->
+    ``visualmixer:1.0/mix8/balanced``; ``pixelate:7`` as is); None for ``clean`` and online settings."""
+    setting, tau = row["setting"], row.get("tau", 0.5)
+    if setting == "clean" or setting.endswith("-online"):
+        return None
+    if ":" in setting:
+        return setting
+    if setting == "shuffle":
+        return f"visualmixer:{tau}"
+    how = mix_setting(setting)
+    return (f"visualmixer:{tau}/mix{how['k']}" + ("/similar" if how["grouping"] == "similar" else "")
+            + (f"/share{how['share']:g}" if how["share"] < 1 else "") + ("/balanced" if how["balanced"] else ""))
 
 
 def _utility_losses(paths: list[Path], reference: list[Path] | None = None) -> dict:
@@ -71,7 +73,7 @@ def _utility_losses(paths: list[Path], reference: list[Path] | None = None) -> d
             clean.setdefault(r["seed"], r["accuracy"])
     loss: dict = {}
     for r in rows:
-        spec = _utility_spec(r["setting"])
+        spec = _utility_spec(r)
         if spec is not None and r["seed"] in clean:
             loss.setdefault(spec, []).append(100.0 * (clean[r["seed"]] - r["accuracy"]))
     return {spec: sum(v) / len(v) for spec, v in loss.items()}
@@ -100,6 +102,9 @@ def main() -> None:
                          "scramble): each method is plotted at the worse (for the owner) of all runs")
     ap.add_argument("--also", type=Path, nargs="*", default=[],
                     help="merged audit results.json of further methods on the same data (plotted as well)")
+    ap.add_argument("--utility-only", action="store_true",
+                    help="plot each method once, at the lower of its --utility and --utility2 accuracy losses, "
+                         "without the audit's own short utility training; methods without such a row are left out")
     ap.add_argument("--out", type=Path, default=Path("docs/img/mix-frontier.png"))
     args = ap.parse_args()
 
@@ -132,14 +137,19 @@ def main() -> None:
     for spec, r in methods.items():
         if spec == "clean" or "summary" not in r or r.get("accuracy_loss_pp") is None:
             continue
-        loss = r["accuracy_loss_pp"]
+        loss, dot = r["accuracy_loss_pp"], "o"
+        if args.utility_only:  # each method at its better model: the lower loss of the utility sets
+            found = [(util[spec], marker) for marker, util, _ in hollow if spec in util]
+            if not found:
+                continue
+            loss, dot = min(found)
         sums = [r["summary"]] + [e[spec]["summary"] for e in extra if "summary" in e.get(spec, {})]
         xs = (max(s["ssim_over_prior"] for s in sums), max(max(100.0 * s["best_reid"] for s in sums), chance / 2))
         label = spec.replace("visualmixer:", "vm:") + (" (with A7)" if len(sums) > 1 else "")
         for ax, x in zip(axes, xs, strict=True):
-            ax.scatter([x], [loss], color=_colour(spec), s=40, zorder=3)
+            ax.scatter([x], [loss], marker=dot, color=_colour(spec), s=40, zorder=3)
             ax.annotate(label, (x, loss), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            for marker, util, _ in hollow:
+            for marker, util, _ in [] if args.utility_only else hollow:
                 if spec in util:
                     ax.scatter([x], [util[spec]], marker=marker, facecolors="none", edgecolors=_colour(spec), s=40,
                                zorder=3)
@@ -165,16 +175,17 @@ def main() -> None:
         handles.insert(1, plt.Line2D([], [], marker="o", ls="", color="tab:orange",
                                      label="mixing a share of the regions"))
     for marker, _, text in hollow:
-        handles.append(plt.Line2D([], [], marker=marker, ls="", markerfacecolor="none", color="0.3",
-                                  label=f"accuracy loss: {text}"))
+        handles.append(plt.Line2D([], [], marker=marker, ls="", color="0.3", label=f"accuracy loss: {text}",
+                                  **({} if args.utility_only else {"markerfacecolor": "none"})))
     for marker, _, text in series:
         handles.append(plt.Line2D([], [], marker=marker, ls="", color="0.3", label=f"accuracy loss: {text}"))
     lines = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(handles=handles + list(lines.values()), loc="lower center", ncol=4, fontsize=8, frameon=False)
     cfg = res["config"]
+    utility = "see the legend" if args.utility_only else f"{ds['n_train']} training images, {cfg['epochs']} epochs"
     fig.suptitle(f"{name}: {ds['n_victims']} victims, attacker with {ds['n_attacker']} own images "
                  f"(A3 U-Net base {cfg['a3_base']}, ≤{cfg['a3_epochs']} epochs, patience {cfg['a3_patience']}); "
-                 f"utility: {ds['n_train']} training images, {cfg['epochs']} epochs", fontsize=9)
+                 f"utility: {utility}", fontsize=9)
     fig.tight_layout(rect=(0, 0.13, 1, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

@@ -8,7 +8,8 @@ the protected test images; ``clean`` trains and tests on originals.
 
     python scripts/mix_utility.py --train 20000 --epochs 5 --seeds 0 --out out/mix-utility
 
-``pixelate:4``, ``noise:0.3``, ``scramble:4`` are audit baselines (:func:`visualmixer.eval.methods.parse_method`,
+``pixelate:4``, ``noise:0.3``, ``scramble:4`` (or any other audit spec without mixing, e.g. ``pixelate:7``)
+are audit baselines (:func:`visualmixer.eval.methods.parse_method`,
 one instance — one key for the keyed scramble — protects the training and the test images).
 ``*-online`` settings re-mix the whole training set at the start of every epoch (ids ``(index,
 epoch)``: new exchanges every epoch, and new groups with ``random`` grouping), as ``visualmixer train
@@ -77,8 +78,17 @@ def mix_setting(setting: str) -> dict:
 
 
 def setting_arg(text: str) -> str:
-    """argparse type: a named setting, or any ``mixK-GROUPING[-shareS][-balanced][-online]``."""
+    """argparse type: a named setting, any ``mixK-GROUPING[-shareS][-balanced][-online]``, or any audit
+    baseline spec (``pixelate:7``, ``noise:1.0``, ...)."""
     if text in SETTINGS:
+        return text
+    if ":" in text:
+        if "/mix" in text:
+            raise argparse.ArgumentTypeError(f"{text!r}: give mixing as a setting, e.g. mix4-random")
+        try:
+            parse_method(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return text
     try:
         mix_setting(text)

@@ -79,6 +79,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="online mode in the training process: obfuscate N batches ahead in a "
                         "background thread, beside the training step (same batches; 0: none; "
                         "default: 2 on a GPU or with one torch thread, else 0)")
+    p.add_argument("--soft-labels", default=None, metavar="{region-sorted}",
+                   help="train on the owner's soft labels: a teacher of this model (blind to the in-region "
+                        "shuffle) is trained on the original images first, and the model is fit to its class "
+                        "probabilities on every protected training image (default: hard labels)")
+    p.add_argument("--soft-label-epochs", type=positive_int, default=None, metavar="N",
+                   help="with --soft-labels: the teacher's epochs (default: --epochs)")
+    p.add_argument("--soft-label-temperature", type=float, default=4.0, metavar="T",
+                   help="with --soft-labels: the distillation temperature (default: 4)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
@@ -108,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         secret_keys=args.secret_keys, target_acc=args.target_acc, resume=args.resume,
         progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
+        soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
+        soft_label_temperature=args.soft_label_temperature,
     )
     with warnings.catch_warnings(record=True) as caught:  # the library's warnings, said with flags
         warnings.simplefilter("always", UserWarning)

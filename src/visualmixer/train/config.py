@@ -70,6 +70,16 @@ class TrainConfig:
     mix_balanced : bool
         With ``mix``: every collage holds each group member's regions at the same number of
         positions (:func:`visualmixer.core.mixing.mix`'s ``balanced``). Default False.
+    soft_labels : str, optional
+        Train the student on the owner's soft labels (:mod:`visualmixer.train.soft_labels`): a
+        teacher of this model (one blind to the in-region shuffle: ``"region-sorted"``) is first
+        trained on the original training images, and the model is fit to its class
+        probabilities on each protected training image (distillation loss, no hard labels).
+        None (default): hard labels.
+    soft_label_epochs : int, optional
+        The teacher's epochs (default: ``epochs``).
+    soft_label_temperature : float
+        Distillation temperature (default 4).
     region : int, optional
         Region side passed to ``obfuscate`` (default: its size rule).
     secret_keys : bool
@@ -120,6 +130,9 @@ class TrainConfig:
     mix_grouping: str = "random"
     mix_share: float = 1.0
     mix_balanced: bool = False
+    soft_labels: str | None = None
+    soft_label_epochs: int | None = None
+    soft_label_temperature: float = 4.0
     secret_keys: bool = False
     obfuscate_batch: int = 1024
     loader_workers: int = 0
@@ -182,6 +195,7 @@ class TrainConfig:
             raise ValueError("mix_balanced=True needs mix=K (images per mixing group)")
         if self.mix is None and self.mix_grouping != "random":
             raise ValueError(f"mix_grouping={self.mix_grouping!r} needs mix=K (images per mixing group)")
+        self._validate_soft_labels()
         if self.region is not None:
             try:
                 resolve_region(self.region, 1, 1)
@@ -193,6 +207,28 @@ class TrainConfig:
         self.seeds = [int(s) for s in self.seeds]
         resolve_device(self.device)
         return self
+
+    def _validate_soft_labels(self) -> None:
+        from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS
+
+        if self.soft_labels is None:
+            if self.soft_label_epochs is not None:
+                raise ValueError(f"soft_label_epochs={self.soft_label_epochs} needs soft_labels='region-sorted' "
+                                 "(the teacher's model)")
+        elif self.soft_labels not in SHUFFLE_BLIND_MODELS:
+            raise ValueError(f"soft_labels={self.soft_labels!r} is not allowed: the teacher must read a protected "
+                             f"image as its original, so it must be blind to the in-region shuffle: "
+                             f"{', '.join(SHUFFLE_BLIND_MODELS)}")
+        elif self.target_vfe is None:
+            raise ValueError(f"soft_labels={self.soft_labels!r} needs a target VFE (the teacher labels the "
+                             "protected training images; target_vfe=None trains on the originals)")
+        if self.soft_label_epochs is not None and (isinstance(self.soft_label_epochs, bool)
+                                                   or int(self.soft_label_epochs) != self.soft_label_epochs
+                                                   or int(self.soft_label_epochs) < 1):
+            raise ValueError(f"soft_label_epochs={self.soft_label_epochs} is not allowed: give an integer >= 1")
+        if not float(self.soft_label_temperature) > 0:
+            raise ValueError(f"soft_label_temperature={self.soft_label_temperature} is not allowed: give a "
+                             "number > 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

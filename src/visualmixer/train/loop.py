@@ -52,6 +52,7 @@ from visualmixer.train.fit import (
 )
 from visualmixer.train.models import build_model
 from visualmixer.train.optim import STAdam
+from visualmixer.train.soft_labels import soft_label_loss, teacher_for
 
 __all__ = [
     "MODES",
@@ -110,8 +111,11 @@ def _write_json(obj, path: Path) -> None:
 
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
-           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced")  # fmt: skip
-_COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False}  # options added later: what a checkpoint without them used
+           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels", "soft_label_epochs",
+           "soft_label_temperature")  # fmt: skip
+# options added later: what a checkpoint without them used
+_COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
+                    "soft_label_temperature": 4.0}
 
 
 def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -268,6 +272,25 @@ def _seed_result(cfg: TrainConfig, seed: int, log: _SeedLog) -> dict:
     }
 
 
+def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageSet, data: _SeedData, region: int,
+                     dev: torch.device, *, resuming: bool):
+    """``(loss_fn, teacher test accuracy)`` with ``cfg.soft_labels`` (the teacher trained on the originals,
+    saved as ``seed<S>/teacher.pt`` and reused on resume), else ``(None, None)``."""
+    if cfg.soft_labels is None:
+        return None, None
+    path = seed_dir / "teacher.pt"
+    saved = torch.load(path, map_location=dev, weights_only=True) if resuming and path.exists() else None
+    teacher = teacher_for(cfg, seed, train_set.images, train_set.labels, train_set.num_classes, region=region,
+                          prepare=data.normalise, device=dev, state=saved)
+    if saved is None:
+        _save_checkpoint(teacher.state_dict(), path)
+    _, acc = evaluate_classifier(teacher, data.x_test, data.y_test, prepare=data.normalise, batch_size=1024)
+    if cfg.progress:
+        print(f"seed {seed}: teacher ({cfg.soft_labels}, trained on the original images) test acc {acc:.4f}",
+              flush=True)
+    return soft_label_loss(teacher, cfg.soft_label_temperature), acc
+
+
 def train_seed(
     cfg: TrainConfig, seed: int, train_set: ImageSet, test_set: ImageSet
 ) -> dict:
@@ -289,7 +312,8 @@ def train_seed(
         steps, ``epoch_s``, ``obfuscate_s`` (online: seconds spent obfuscating, or with
         ``loader_workers`` waiting for the next batch), ``train_vfe``), ``final_test_acc``,
         ``best_test_acc``, ``epochs_to_target``, ``train_vfe``, ``test_vfe``,
-        ``setup_obfuscate_s``, ``step_losses`` (one training loss per step).
+        ``setup_obfuscate_s``, ``step_losses`` (one training loss per step); with
+        ``cfg.soft_labels`` also ``teacher_test_acc`` (the owner's teacher on the same test images).
 
     Raises
     ------
@@ -312,16 +336,20 @@ def train_seed(
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+    resuming = state is not None
+    loss_fn, teacher_acc = _soft_label_loss(cfg, seed, seed_dir, train_set, data, region, dev, resuming=resuming)
     feed, batches = training_feed(cfg, seed, data, train_set, dev)
     log = _SeedLog(cfg, seed, ckpt_path, model, opt, data, feed, state)
     try:
         fit_classifier(model, feed, epochs=cfg.epochs, optimizer=opt, device=dev, batches=batches,
-                       start_epoch=state["epoch"] + 1 if state else 0, prepare=data.normalise,
+                       start_epoch=state["epoch"] + 1 if state else 0, prepare=data.normalise, loss_fn=loss_fn,
                        on_epoch_start=log.epoch_start, on_step=log.step, on_epoch_end=log.epoch_end,
                        seed=seed, progress=cfg.progress, desc=f"seed {seed}")
     except TrainingDiverged as exc:
         raise log.diverged(exc) from exc
     result = _seed_result(cfg, seed, log)
+    if teacher_acc is not None:
+        result["teacher_test_acc"] = teacher_acc
     # the step losses stay in the per-seed file (a few floats per step) so that curves can be
     # redrawn without the checkpoints; metrics.json leaves them out
     _write_json(result, seed_dir / "history.json")
@@ -363,7 +391,8 @@ def train(cfg: TrainConfig, sets: tuple[ImageSet, ImageSet] | None = None) -> di
     dict
         ``config``, ``runs`` (one result per seed, see :func:`train_seed`, without the step
         losses) and ``summary`` (mean/std/min/max over seeds of the final and best test
-        accuracy, the loss oscillation of the last epoch, the epoch time and the VFEs).
+        accuracy, the loss oscillation of the last epoch, the epoch time, the VFEs and, with soft
+        labels, the teacher's test accuracy).
     """
     cfg.validate()
     out = Path(cfg.out)
@@ -379,6 +408,7 @@ def train(cfg: TrainConfig, sets: tuple[ImageSet, ImageSet] | None = None) -> di
         "train_vfe": _summary([r["train_vfe"] for r in runs]),
         "test_vfe": _summary([r["test_vfe"] for r in runs]),
         "epochs_to_target": _summary([r["epochs_to_target"] for r in runs]),
+        "teacher_test_acc": _summary([r.get("teacher_test_acc") for r in runs]),
     }
     metrics = {
         "config": cfg.to_dict(),

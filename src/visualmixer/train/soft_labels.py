@@ -1,0 +1,76 @@
+"""Soft labels from the owner's model of its originals: distillation across the protection.
+
+Keyed region mixing trains a model on collages whose regions come from different images of one
+class, so the model learns each region's evidence as if the regions were independent and pays
+for it on whole test images (about 10 points at k = 8, docs/privacy.md). The owner can give
+back what the collages lose: it trains a *teacher* on its own original images — a model blind to
+the in-region shuffle (``region-sorted``), so that it reads a protected image exactly as its
+unshuffled version — and releases, beside every protected training image, the teacher's class
+probabilities on that image. The trainer fits its model to them (the distillation loss of
+:func:`visualmixer.train.distill.distill_loss`, soft labels only) instead of the hard labels.
+
+What the soft labels add to a release: for each released image, a function of that image and of
+the teacher's weights — no pixel of any source that the image does not already hold; the
+teacher's weights were fit to the owner's originals, so whatever the teacher memorised of them
+can show through its outputs (not audited; train the teacher with DP-SGD where that matters).
+
+>>> from visualmixer.train import TrainConfig
+>>> cfg = TrainConfig(model="region-sorted", target_vfe=1.0, mix=8, mix_balanced=True,
+...                   soft_labels="region-sorted").validate()
+>>> cfg.soft_labels
+'region-sorted'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from visualmixer.train.distill import distill_loss
+from visualmixer.train.fit import fit_classifier, init_model
+from visualmixer.train.models import build_model
+
+__all__ = ["SHUFFLE_BLIND_MODELS", "soft_label_loss", "teacher_for"]
+
+#: Models whose output does not change under any in-region shuffle (``RegionSortedCNN``): the only
+#: ones that read a protected image as its original, hence the only possible teachers.
+SHUFFLE_BLIND_MODELS = ("region-sorted",)
+
+
+def soft_label_loss(teacher: nn.Module, temperature: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
+                                                                        torch.Tensor]:
+    """A ``fit_classifier`` loss: the student's logits against ``teacher``'s on the same inputs.
+
+    ``T² · KL(softmax(teacher / T) ‖ softmax(student / T))``, the labels unused. The teacher runs
+    in eval mode without gradients.
+    """
+    teacher.eval()
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(inputs)
+        return distill_loss(logits, target, None, temperature)
+
+    return loss
+
+
+def teacher_for(cfg, seed: int, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, region: int,
+                prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                state: dict | None = None) -> nn.Module:
+    """The owner's teacher for one seed: ``cfg.soft_labels`` trained on the *original* images.
+
+    Adam at 1e-3 for ``cfg.soft_label_epochs`` epochs (``cfg.epochs`` when None), batch
+    ``cfg.batch_size``, initialised and shuffled from ``seed`` (deterministic on the CPU);
+    ``state`` (a saved ``state_dict``) loads an earlier run's teacher instead. Returned in eval mode.
+    """
+    teacher = init_model(lambda: build_model(cfg.soft_labels, images.shape[1], num_classes, region=region),
+                         seed=seed, device=device)
+    if state is not None:
+        teacher.load_state_dict(state)
+    else:
+        fit_classifier(teacher, (images, labels), epochs=cfg.soft_label_epochs or cfg.epochs, lr=1e-3,
+                       batch_size=cfg.batch_size, device=device, prepare=prepare, seed=seed,
+                       progress=cfg.progress, desc=f"seed {seed} teacher")
+    return teacher.eval()
