@@ -29,7 +29,9 @@ log-probabilities. ``--self-train U`` also fine-tunes (offline mixing settings) 
 U unlabeled training images beyond ``--train``, each protected one by one as inference images
 are, with the model's own confident labels (probability >= 0.9), for one epoch at lr 5e-4
 (``accuracy_self_train``), beside the same epoch on the release alone (``accuracy_more_epoch``,
-also for every offline setting with ``--more-epoch``).
+also for every offline setting with ``--more-epoch``). ``--soft-labels`` trains every protected
+setting on the soft labels of a region-sorted teacher trained on the original images
+(``visualmixer train --soft-labels region-sorted``); its rows carry ``soft_labels: true``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from visualmixer.data.datasets import load_fashion_mnist
 from visualmixer.eval.methods import parse_method
 from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
 from visualmixer.train.models import MODELS, build_model
+from visualmixer.train.soft_labels import soft_label_loss, teacher_for
 
 SETTINGS = ("clean", "shuffle", "mix2-similar", "mix4-similar", "mix4-random", "mix8-random",
             "mix2-similar-online", "mix4-similar-online", "mix2-random-online", "mix4-random-online",
@@ -106,6 +109,9 @@ def protect_train(setting: str, x, y, key: Key, tau: float, region: int | None =
     return mix(x, y, key=key, ids=ids, target_vfe=tau, region=region, **mix_setting(setting)).images
 
 
+_TEACHERS: dict = {}  # seed -> the owner's teacher (--soft-labels)
+
+
 def run(setting: str, seed: int, args, train, test) -> dict:
     (x, y), (xt, yt) = train, test
     key, test_key = Key.from_seed(1000 + seed), Key.from_seed(2000 + seed)
@@ -128,7 +134,12 @@ def run(setting: str, seed: int, args, train, test) -> dict:
     region = resolve_region(args.region, *x.shape[-2:])  # the protection's grid
     model = init_model(lambda: build_model(args.model, x.shape[1], 10, region=region), seed=seed)
     data = released if callable(released) else (released, y)
-    fit = fit_classifier(model, data, epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed)
+    loss_fn = None
+    if args.soft_labels and setting != "clean":  # the owner's teacher, trained on the originals
+        if seed not in _TEACHERS:  # one teacher per seed, shared by the settings of a run
+            _TEACHERS[seed] = teacher_for("region-sorted", x, y, 10, region=region, epochs=args.epochs, seed=seed)
+        loss_fn = soft_label_loss(_TEACHERS[seed], temperature=4.0)
+    fit = fit_classifier(model, data, epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed, loss_fn=loss_fn)
     with torch.no_grad():
         _, acc = evaluate_classifier(model, test_in, yt)
     row = {"setting": setting, "seed": seed, "accuracy": acc, "protect_seconds": round(t_protect, 1),
@@ -238,6 +249,9 @@ def main() -> None:
                     help="also score one more epoch at lr 5e-4 on the release (offline settings)")
     ap.add_argument("--model", choices=list(MODELS), default="cnn",
                     help="the classifier (visualmixer.train.models; default cnn, the small CNN)")
+    ap.add_argument("--soft-labels", action="store_true",
+                    help="train on the owner's soft labels: a region-sorted teacher trained on the original images "
+                         "(as visualmixer train --soft-labels region-sorted; temperature 4)")
     args = ap.parse_args()
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
     train = (tr.images[: args.train], tr.labels[: args.train])
@@ -245,13 +259,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     rows = json.loads(path.read_text()) if path.exists() else []
-    done = {(r["setting"], r["seed"]) for r in rows if r.get("model", "cnn") == args.model}
+    done = {(r["setting"], r["seed"]) for r in rows
+            if r.get("model", "cnn") == args.model and r.get("soft_labels", False) == args.soft_labels}
     for seed in args.seeds:
         for setting in args.settings:
             if (setting, seed) in done:
                 continue
             row = run(setting, seed, args, train, test)
-            row.update(train_size=args.train, epochs=args.epochs, tau=args.tau, region=args.region, model=args.model)
+            row.update(train_size=args.train, epochs=args.epochs, tau=args.tau, region=args.region, model=args.model,
+                       soft_labels=args.soft_labels)
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1))
             tta = f", averaged over {args.tta} protections {row['accuracy_tta']:.4f}" if "accuracy_tta" in row else ""

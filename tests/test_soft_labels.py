@@ -10,7 +10,7 @@ from test_train import _cfg, _synthetic
 from visualmixer.cli import main
 from visualmixer.train import loop as L
 from visualmixer.train.fit import fit_classifier
-from visualmixer.train.soft_labels import soft_label_loss
+from visualmixer.train.soft_labels import soft_label_loss, teacher_for
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +57,15 @@ def test_train_with_soft_labels_trains_a_teacher_on_the_originals(tmp_path, sets
     seen = []
     real = L.teacher_for
 
-    def spy(cfg, seed, images, labels, *args, **kw):
-        seen.append((images.data_ptr(), kw["state"] is None))
-        return real(cfg, seed, images, labels, *args, **kw)
+    def spy(model, images, labels, *args, **kw):
+        seen.append((model, images.data_ptr(), kw["epochs"], kw["state"] is None))
+        return real(model, images, labels, *args, **kw)
 
     monkeypatch.setattr(L, "teacher_for", spy)
     cfg = _cfg(tmp_path / "s", model="region-sorted", mix=2, target_vfe=1.0, epochs=1, soft_labels="region-sorted",
                soft_label_epochs=1)
     res = L.train(cfg, sets=sets)
-    assert seen == [(sets[0].images.data_ptr(), True)]  # the original images, a new teacher
+    assert seen == [("region-sorted", sets[0].images.data_ptr(), 1, True)]  # the original images, a new teacher
     run = res["runs"][0]
     assert 0.0 <= run["teacher_test_acc"] <= 1.0 and res["summary"]["teacher_test_acc"]["n"] == 1
     assert (tmp_path / "s" / "seed0" / "teacher.pt").exists()
@@ -73,7 +73,7 @@ def test_train_with_soft_labels_trains_a_teacher_on_the_originals(tmp_path, sets
     cfg = _cfg(tmp_path / "s", model="region-sorted", mix=2, target_vfe=1.0, epochs=2, soft_labels="region-sorted",
                soft_label_epochs=1, resume=True)
     res2 = L.train(cfg, sets=sets)
-    assert seen[-1] == (sets[0].images.data_ptr(), False)
+    assert seen[-1] == ("region-sorted", sets[0].images.data_ptr(), 1, False)
     assert res2["runs"][0]["teacher_test_acc"] == run["teacher_test_acc"]
 
 
@@ -89,6 +89,12 @@ def test_a_resume_refuses_other_soft_labels(tmp_path, sets):
     with pytest.raises(ValueError, match="soft_labels"):
         L.train(_cfg(tmp_path / "r", model="region-sorted", epochs=2, resume=True, soft_labels="region-sorted"),
                 sets=sets)
+
+
+def test_only_a_shuffle_blind_model_can_be_a_teacher():
+    x, y = torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="model='cnn' cannot be a teacher"):
+        teacher_for("cnn", x, y, 4, region=4, epochs=1)
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -280,8 +280,9 @@ def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: Ima
         return None, None
     path = seed_dir / "teacher.pt"
     saved = torch.load(path, map_location=dev, weights_only=True) if resuming and path.exists() else None
-    teacher = teacher_for(cfg, seed, train_set.images, train_set.labels, train_set.num_classes, region=region,
-                          prepare=data.normalise, device=dev, state=saved)
+    teacher = teacher_for(cfg.soft_labels, train_set.images, train_set.labels, train_set.num_classes, region=region,
+                          epochs=cfg.soft_label_epochs or cfg.epochs, batch_size=cfg.batch_size, seed=seed,
+                          prepare=data.normalise, device=dev, state=saved, progress=cfg.progress)
     if saved is None:
         _save_checkpoint(teacher.state_dict(), path)
     _, acc = evaluate_classifier(teacher, data.x_test, data.y_test, prepare=data.normalise, batch_size=1024)

@@ -56,21 +56,41 @@ def soft_label_loss(teacher: nn.Module, temperature: float) -> Callable[[torch.T
     return loss
 
 
-def teacher_for(cfg, seed: int, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, region: int,
-                prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                state: dict | None = None) -> nn.Module:
-    """The owner's teacher for one seed: ``cfg.soft_labels`` trained on the *original* images.
+def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, region: int,
+                epochs: int, batch_size: int = 128, seed: int | None = None,
+                prepare: Callable[[torch.Tensor], torch.Tensor] | None = None, device: str | torch.device = "cpu",
+                state: dict | None = None, progress: bool = False) -> nn.Module:
+    """The owner's teacher: ``model`` (one of :data:`SHUFFLE_BLIND_MODELS`) trained on the *original* images.
 
-    Adam at 1e-3 for ``cfg.soft_label_epochs`` epochs (``cfg.epochs`` when None), batch
-    ``cfg.batch_size``, initialised and shuffled from ``seed`` (deterministic on the CPU);
-    ``state`` (a saved ``state_dict``) loads an earlier run's teacher instead. Returned in eval mode.
+    Parameters
+    ----------
+    model : str
+        The teacher's model name (:func:`visualmixer.train.models.build_model`).
+    images, labels : torch.Tensor
+        The owner's original training images ``(N, C, H, W)`` and their labels ``(N,)``.
+    num_classes : int
+    region : int
+        The protection's region side (the grid the model sorts).
+    epochs, batch_size : int
+        Adam at 1e-3, initialised and shuffled from ``seed`` (deterministic on the CPU).
+    prepare : callable, optional
+        ``fit_classifier``'s batch preparation (normalisation); the student's must be the same.
+    state : dict, optional
+        A saved ``state_dict``: loaded instead of training (a resumed run keeps its teacher).
+
+    Returns
+    -------
+    torch.nn.Module
+        The teacher, in eval mode.
     """
-    teacher = init_model(lambda: build_model(cfg.soft_labels, images.shape[1], num_classes, region=region),
-                         seed=seed, device=device)
+    if model not in SHUFFLE_BLIND_MODELS:
+        raise ValueError(f"model={model!r} cannot be a teacher: it must be blind to the in-region shuffle "
+                         f"({', '.join(SHUFFLE_BLIND_MODELS)})")
+    teacher = init_model(lambda: build_model(model, images.shape[1], num_classes, region=region), seed=seed,
+                         device=device)
     if state is not None:
         teacher.load_state_dict(state)
     else:
-        fit_classifier(teacher, (images, labels), epochs=cfg.soft_label_epochs or cfg.epochs, lr=1e-3,
-                       batch_size=cfg.batch_size, device=device, prepare=prepare, seed=seed,
-                       progress=cfg.progress, desc=f"seed {seed} teacher")
+        fit_classifier(teacher, (images, labels), epochs=epochs, lr=1e-3, batch_size=batch_size, device=device,
+                       prepare=prepare, seed=seed, progress=progress, desc=f"seed {seed} teacher")
     return teacher.eval()
