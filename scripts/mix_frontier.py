@@ -11,7 +11,8 @@ Mixing (``/mixK``) is drawn in red, VisualMixer one image at a time in blue, the
 dots use the audit's own short utility training. ``--utility`` (a ``scripts/mix_utility.py``
 results.json) adds hollow dots at the accuracy losses of those runs (``--utility2``: a second set, e.g. another
 model, as hollow diamonds against the first set's clean runs), and ``--train SPEC=PATH ...
-clean=PATH`` (``visualmixer train`` metrics.json files, or a number for the clean accuracy) adds
+clean=PATH`` (``visualmixer train`` metrics.json files, comma-separated for a mean over seeds, or a
+number for the clean accuracy) adds
 stars, each on the vertical of its audited spec (same privacy, longer training); ``--train2`` (same
 form, ``--train2-label``) adds a second such series as diamonds, e.g. another model.
 ``--utility-only`` plots each method once, at the lower of its ``--utility`` and ``--utility2``
@@ -40,18 +41,21 @@ def _colour(spec: str) -> str:
 
 
 def _train_acc(path: str) -> float:
-    """Mean final test accuracy of a ``visualmixer train`` metrics.json, or a number given as is."""
+    """Mean final test accuracy of ``visualmixer train`` metrics.json files (comma-separated: the mean
+    over the files, e.g. one per seed), or a number given as is."""
     try:
         return float(path)
     except ValueError:
-        return json.loads(Path(path).read_text())["summary"]["final_test_acc"]["mean"]
+        accs = [json.loads(Path(p).read_text())["summary"]["final_test_acc"]["mean"] for p in path.split(",")]
+        return sum(accs) / len(accs)
 
 
 def _utility_spec(row: dict) -> str | None:
     """The audit spec of a mix_utility row (``mix8-random-balanced`` at τ 1.0 ->
-    ``visualmixer:1.0/mix8/balanced``; ``pixelate:7`` as is); None for ``clean`` and online settings."""
+    ``visualmixer:1.0/mix8/balanced``; ``pixelate:7`` as is); None for ``clean``, online settings and
+    soft-label rows (``--soft-labels``: plot those with ``--train``)."""
     setting, tau = row["setting"], row.get("tau", 0.5)
-    if setting == "clean" or setting.endswith("-online"):
+    if setting == "clean" or setting.endswith("-online") or row.get("soft_labels"):
         return None
     if ":" in setting:
         return setting
@@ -105,6 +109,7 @@ def main() -> None:
     ap.add_argument("--utility-only", action="store_true",
                     help="plot each method once, at the lower of its --utility and --utility2 accuracy losses, "
                          "without the audit's own short utility training; methods without such a row are left out")
+    ap.add_argument("--ysymlog", action="store_true", help="accuracy loss on a symlog axis (linear up to 4 points)")
     ap.add_argument("--out", type=Path, default=Path("docs/img/mix-frontier.png"))
     args = ap.parse_args()
 
@@ -162,11 +167,16 @@ def main() -> None:
     axes[0].axvline(0.05, color="green", lw=0.8, ls="--", label="goal: prior + 0.05")
     axes[0].set_xlabel("best reconstruction SSIM − prior (class means)")
     axes[1].axvline(1.0, color="green", lw=0.8, ls="--", label="goal: 1 %")
-    axes[1].axvline(chance, color="0.6", lw=0.8, ls=":", label=f"chance ({chance:.1f} %)")
+    axes[1].axvline(chance, color="0.6", lw=0.8, ls=":", label=f"chance ({chance:.2g} %)")
     axes[1].set_xscale("log")
     axes[1].set_xlabel("best re-identification from any attack (%)")
     axes[0].set_ylabel("accuracy loss vs clean (points)")
     for ax in axes:
+        if args.ysymlog:  # spreads the crowd of small losses, keeps the far ones on the plot
+            ax.set_yscale("symlog", linthresh=4.0)
+            ax.set_ylim(bottom=max(-0.5, ax.get_ylim()[0]))
+            ax.set_yticks([t for t in (0, 1, 2, 3, 5, 10, 20, 40, 60) if t <= ax.get_ylim()[1]])
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.axhline(3.0, color="green", lw=0.8, ls="-.", label="goal: 3 points")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=t) for c, t in
