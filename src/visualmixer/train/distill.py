@@ -24,7 +24,7 @@ from torch import nn
 
 from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
 
-__all__ = ["DistillConfig", "TinyCNN", "distill_loss", "distill_step", "run_distill"]
+__all__ = ["DistillConfig", "TinyCNN", "distill_loss", "distill_step", "run_distill", "teacher_loss"]
 
 
 class TinyCNN(nn.Module):
@@ -64,6 +64,19 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, lab
     if labels is None or alpha >= 1.0:
         return kl
     return alpha * kl + (1.0 - alpha) * nn.functional.cross_entropy(student_logits, labels)
+
+
+def teacher_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.7):
+    """A ``fit_classifier`` loss ``(logits, labels, inputs) -> loss``: :func:`distill_loss` against
+    ``teacher``'s logits on the same inputs (the teacher in eval mode, without gradients)."""
+    teacher.eval()
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(inputs)
+        return distill_loss(logits, target, labels, temperature, alpha)
+
+    return loss
 
 
 def distill_step(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
@@ -115,15 +128,7 @@ def _accuracy(model: nn.Module, x_u8, y, mean, std, bs: int = 1000) -> float:
 def _fit(model, x_u8, y, mean, std, cfg: DistillConfig, epochs: int, seed: int, teacher=None) -> list[float]:
     """Adam on (x_u8, y) with :func:`fit_classifier`; with ``teacher`` the loss is
     :func:`distill_loss` against its logits. Returns the mean training loss of every epoch."""
-    loss_fn = None
-    if teacher is not None:
-        teacher.eval()
-
-        def loss_fn(logits, labels, inputs):
-            with torch.no_grad():
-                t_logits = teacher(inputs)
-            return distill_loss(logits, t_logits, labels, cfg.temperature, cfg.alpha)
-
+    loss_fn = None if teacher is None else teacher_loss(teacher, cfg.temperature, cfg.alpha)
     res = fit_classifier(model, (x_u8, y), epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                          generator=torch.Generator().manual_seed(seed), prepare=_normaliser(mean, std),
                          loss_fn=loss_fn, seed=seed)

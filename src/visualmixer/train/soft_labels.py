@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from visualmixer.train.distill import distill_loss
+from visualmixer.train.distill import teacher_loss
 from visualmixer.train.fit import fit_classifier, init_model
 from visualmixer.train.models import build_model
 
@@ -43,17 +43,10 @@ def soft_label_loss(teacher: nn.Module, temperature: float) -> Callable[[torch.T
                                                                         torch.Tensor]:
     """A ``fit_classifier`` loss: the student's logits against ``teacher``'s on the same inputs.
 
-    ``T² · KL(softmax(teacher / T) ‖ softmax(student / T))``, the labels unused. The teacher runs
-    in eval mode without gradients.
+    ``T² · KL(softmax(teacher / T) ‖ softmax(student / T))``, the labels unused
+    (:func:`visualmixer.train.distill.teacher_loss` with ``alpha=1``).
     """
-    teacher.eval()
-
-    def loss(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = teacher(inputs)
-        return distill_loss(logits, target, None, temperature)
-
-    return loss
+    return teacher_loss(teacher, temperature, alpha=1.0)
 
 
 def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, region: int,
