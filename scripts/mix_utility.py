@@ -259,8 +259,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     rows = json.loads(path.read_text()) if path.exists() else []
-    done = {(r["setting"], r["seed"]) for r in rows
-            if r.get("model", "cnn") == args.model and r.get("soft_labels", False) == args.soft_labels}
+    def this_run(r: dict) -> bool:  # rows of this model and labels: skipped when done, summed up below
+        return r.get("model", "cnn") == args.model and r.get("soft_labels", False) == args.soft_labels
+
+    done = {(r["setting"], r["seed"]) for r in rows if this_run(r)}
     for seed in args.seeds:
         for setting in args.settings:
             if (setting, seed) in done:
@@ -280,7 +282,7 @@ def main() -> None:
                         f"{row['accuracy_collage_centred']:.4f}, "
                         f"with the direct {row['accuracy_direct_plus_collage']:.4f})")
             print(f"{setting:14s} seed {seed}: accuracy {row['accuracy']:.4f}{tta}", flush=True)
-    rows = [r for r in rows if r.get("model", "cnn") == args.model]
+    rows = [r for r in rows if this_run(r)]
     clean = [r["accuracy"] for r in rows if r["setting"] == "clean"]
     base = statistics.mean(clean) if clean else float("nan")
     print("\n| setting | accuracy (mean over seeds) | loss vs clean (points) | seeds |\n|---|---|---|---|")

@@ -104,6 +104,7 @@ def _add_mixing_options(p: argparse.ArgumentParser) -> None:
                    help="with --mix: keyed random groups or look-alike groups (default: random)")
     add_mix_shape_options(p)
 
+
 def run(args: argparse.Namespace) -> int:
     from visualmixer.train.loop import TrainConfig, TrainingDiverged, train
 

@@ -18,6 +18,7 @@ region positions exchanged; absent: every position; ``balanced``, when present, 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from visualmixer.tools import imageio as vio
@@ -53,7 +54,7 @@ def _batch_groups(records: list[dict]):
         members[g, : len(rec["ids"])] = torch.arange(start, start + len(rec["ids"]))
         start += len(rec["ids"])
     first = MixGroups.from_dict({k: v for k, v in records[0].items() if k != "ids"})
-    return MixGroups(members, first.region, first.k, first.grouping, first.version, first.share, first.balanced), ids
+    return replace(first, members=members), ids  # every recorded option of the first record, these members
 
 
 def _region(opts: dict, shape) -> int:

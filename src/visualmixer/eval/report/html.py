@@ -304,6 +304,7 @@ def _any_source_table(page: _Page, d: dict) -> None:
                  f"<td>{_fmt(pa.get('reid'), pct=True)}</td></tr>")
     page.add("</table>")
 
+
 def _ds_tables(page: _Page, ds: str, d: dict, agg: dict | None = None) -> None:
     prior = d["prior"]
     # A2 before A10: by the number's length, then by name
