@@ -206,3 +206,32 @@ def test_dpsgd_train_is_seeded_and_keeps_global_rng():
         out.append(_weights(model))
     assert torch.equal(state, torch.get_rng_state())
     assert eps > 0 and _same(out[0], out[1])
+
+
+def test_cosine_schedule_sets_each_epochs_lr_and_constant_leaves_it_alone():
+    x, y = _data()
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    fit_classifier(model, (x, y), epochs=4, batch_size=16, optimizer=opt, seed=0, lr_schedule="cosine",
+                   on_epoch_start=lambda e: seen.append(opt.param_groups[0]["lr"]))
+    assert seen == pytest.approx([0.1 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)])
+    # resumed at epoch 2 from the saved optimizer state: the same curve (its start kept as initial_lr)
+    opt2 = torch.optim.SGD(_model().parameters(), lr=0.1)
+    opt2.load_state_dict(opt.state_dict())
+    later = []
+    fit_classifier(model, (x, y), epochs=4, start_epoch=2, batch_size=16, optimizer=opt2, seed=0,
+                   lr_schedule="cosine", on_epoch_start=lambda e: later.append(opt2.param_groups[0]["lr"]))
+    assert later == pytest.approx(seen[2:])
+    # "constant" (the default) never touches the lr: a caller's own change holds
+    opt3 = torch.optim.SGD(model.parameters(), lr=0.1)
+    lrs = []
+
+    def halve(stats):
+        opt3.param_groups[0]["lr"] /= 2
+
+    fit_classifier(model, (x, y), epochs=3, batch_size=16, optimizer=opt3, seed=0, on_epoch_end=halve,
+                   on_epoch_start=lambda e: lrs.append(opt3.param_groups[0]["lr"]))
+    assert lrs == pytest.approx([0.1, 0.05, 0.025])
+    with pytest.raises(ValueError, match="lr_schedule='step' is not known; valid: constant, cosine"):
+        fit_classifier(model, (x, y), epochs=1, lr_schedule="step")

@@ -319,3 +319,27 @@ def test_cuda_training_obfuscates_like_cpu(sets, tmp_path):
         h = m["runs"][0]["history"]
         assert len(h) == 2 and all(np.isfinite(e["train_loss"]) for e in h)
         assert m["runs"][0]["train_vfe"] > 0.3
+
+
+def test_cosine_lr_schedule_resumes_on_its_curve(tmp_path, sets):
+    full = L.train(_cfg(tmp_path / "full", epochs=2, lr_schedule="cosine"), sets=sets)
+    constant = L.train(_cfg(tmp_path / "constant", epochs=2), sets=sets)
+    assert _strip(full["runs"][0]["history"])[1] != _strip(constant["runs"][0]["history"])[1]
+    L.train(_cfg(tmp_path / "part", epochs=1, lr_schedule="cosine"), sets=sets)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        L.train(_cfg(tmp_path / "part", epochs=2, resume=True), sets=sets)
+    resumed = L.train(_cfg(tmp_path / "part", epochs=2, resume=True, lr_schedule="cosine"), sets=sets)
+    assert _strip(resumed["runs"][0]["history"]) == _strip(full["runs"][0]["history"])
+    saved = torch.load(tmp_path / "full" / "seed0" / "checkpoint.pt", weights_only=False)
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.5 * full["config"]["lr"])
+    assert full["config"]["lr_schedule"] == "cosine"
+
+
+def test_cli_lr_schedule(tmp_path, tiny_folder, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", f"imagefolder:{tiny_folder}", "--epochs", "1", "--batch-size", "8",
+               "--lr-schedule", "cosine", "--no-progress", "--out", str(out)])
+    assert rc == 0 and json.loads((out / "metrics.json").read_text())["config"]["lr_schedule"] == "cosine"
+    capsys.readouterr()
+    rc = main(["train", "--lr-schedule", "step", "--out", str(tmp_path / "x"), "--no-progress", "--epochs", "1"])
+    assert rc == 2 and "--lr-schedule step is not known; valid: constant, cosine" in capsys.readouterr().err

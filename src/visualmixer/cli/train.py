@@ -13,6 +13,7 @@ from visualmixer.data.datasets import DATASET_NAMES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from visualmixer.train.fit import LR_SCHEDULES
     from visualmixer.train.loop import MODES, OPTIMIZERS
     from visualmixer.train.models import MODELS
 
@@ -45,6 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "docs/results.md)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 1e-3 for st-adam/adam, 0.05 for sgd)")
+    p.add_argument("--lr-schedule", default="constant", metavar="{" + ",".join(LR_SCHEDULES) + "}",
+                   help="learning rate over the epochs: constant, or cosine down to 0 after the last epoch "
+                        "(also the soft-label teacher's; default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD",
                    help="weight decay (decoupled as in AdamW for adam and st-adam, L2 for sgd; "
                         "default: %(default)s)")
@@ -79,6 +83,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="online mode in the training process: obfuscate N batches ahead in a "
                         "background thread, beside the training step (same batches; 0: none; "
                         "default: 2 on a GPU or with one torch thread, else 0)")
+    _add_soft_label_options(p)
+    p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
+    """--soft-labels and its teacher's options."""
     p.add_argument("--soft-labels", default=None, metavar="{region-sorted}",
                    help="train on the owner's soft labels: a teacher of this model (blind to the in-region "
                         "shuffle) is trained on the original images first, and the model is fit to its class "
@@ -87,11 +101,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="with --soft-labels: the teacher's epochs (default: --epochs)")
     p.add_argument("--soft-label-temperature", type=float, default=4.0, metavar="T",
                    help="with --soft-labels: the distillation temperature (default: 4)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
-    p.set_defaults(func=run)
-    return p
 
 
 def _add_mixing_options(p: argparse.ArgumentParser) -> None:
@@ -118,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
         soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
-        soft_label_temperature=args.soft_label_temperature,
+        soft_label_temperature=args.soft_label_temperature, lr_schedule=args.lr_schedule,
     )
     with warnings.catch_warnings(record=True) as caught:  # the library's warnings, said with flags
         warnings.simplefilter("always", UserWarning)

@@ -15,6 +15,7 @@ import torch
 
 from visualmixer.core.mixing import check_balanced, check_share
 from visualmixer.core.regions import resolve_region
+from visualmixer.train.fit import LR_SCHEDULES
 
 __all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
 
@@ -40,6 +41,10 @@ class TrainConfig:
         ``adam`` is ``torch.optim.AdamW`` (betas 0.9, 0.999), ``sgd`` has momentum ``momentum``.
     lr : float, optional
         Default 1e-3 for the Adam variants, 0.05 for SGD.
+    lr_schedule : {"constant", "cosine"}
+        The learning rate over the epochs (:data:`visualmixer.train.fit.LR_SCHEDULES`): constant, or
+        cosine from ``lr`` down to 0 after the last epoch (set once per epoch). A soft-label teacher
+        follows the same schedule over its own epochs.
     epochs, batch_size : int
     seeds : sequence of int
         One run per seed (model init, batch order, keys).
@@ -113,6 +118,7 @@ class TrainConfig:
     mode: str = "offline"
     optimizer: str = "adam"  # ST-Adam did not beat Adam in docs/results.md
     lr: float | None = None
+    lr_schedule: str = "constant"
     epochs: int = 3
     batch_size: int = 128
     seeds: Sequence[int] = (0,)
@@ -172,6 +178,8 @@ class TrainConfig:
             self.lr = _DEFAULT_LR[self.optimizer]
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} is not known; valid: {', '.join(LR_SCHEDULES)}")
         if self.mix is not None:
             if isinstance(self.mix, bool) or int(self.mix) != self.mix or int(self.mix) < 2:
                 raise ValueError(f"mix={self.mix} is not allowed: give an integer >= 2 (images per group)")

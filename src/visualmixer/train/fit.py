@@ -42,6 +42,7 @@ from visualmixer.tools.progress import progress as _progress
 __all__ = [
     "EpochStats",
     "FitResult",
+    "LR_SCHEDULES",
     "ShuffledBatches",
     "StepInfo",
     "TrainingDiverged",
@@ -50,6 +51,16 @@ __all__ = [
     "init_model",
     "isolated_rng",
 ]
+
+
+#: Learning-rate schedules by name: ``(epoch, epochs) -> factor`` on each parameter group's initial
+#: lr, set at the start of every epoch — a closed form of the epoch, so a resumed run continues the
+#: same curve. ``"cosine"`` is ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs)`` stepped
+#: once per epoch (as torchvision's reference scripts do).
+LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda epoch, epochs: 1.0,
+    "cosine": lambda epoch, epochs: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
+}
 
 
 class TrainingDiverged(RuntimeError):
@@ -239,6 +250,7 @@ def fit_classifier(
     seed: int | None = None,
     progress: bool = False,
     desc: str = "training",
+    lr_schedule: str = "constant",
 ) -> FitResult:
     """Train ``model`` (in place) for epochs ``start_epoch .. epochs-1``; return the loss history.
 
@@ -292,6 +304,9 @@ def fit_classifier(
         A progress bar per epoch (:func:`visualmixer.tools.progress.progress`).
     desc : str
         The bar's label.
+    lr_schedule : str
+        One of :data:`LR_SCHEDULES`: ``"constant"`` (default) or ``"cosine"`` (from each parameter
+        group's lr at the first epoch down to 0 after the last, set before every epoch).
 
     Returns
     -------
@@ -310,8 +325,15 @@ def fit_classifier(
     if int(epochs) < 0 or int(start_epoch) < 0:
         raise ValueError(f"epochs and start_epoch must be >= 0, got {epochs} and {start_epoch}")
     device = torch.device(device)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={lr_schedule!r} is not known; valid: {', '.join(LR_SCHEDULES)}")
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # "constant" leaves the optimizer's lr alone (a caller's own scheduler keeps working)
+    schedule = None if lr_schedule == "constant" else LR_SCHEDULES[lr_schedule]
+    if schedule is not None:
+        for group in optimizer.param_groups:  # the curve's start, kept in the optimizer's state (resume)
+            group.setdefault("initial_lr", group["lr"])
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed)) if seed is not None else _os_generator()
     prepare = to_float if prepare is None else prepare
@@ -320,6 +342,8 @@ def fit_classifier(
     with isolated_rng(seed, device):
         for epoch in range(int(start_epoch), int(epochs)):
             t0 = time.perf_counter()
+            for group in optimizer.param_groups if schedule is not None else ():
+                group["lr"] = group["initial_lr"] * schedule(epoch, int(epochs))
             if on_epoch_start is not None:
                 on_epoch_start(epoch)
             loader, batches = _epoch_batches(data, epoch, batch_size, batches, generator)

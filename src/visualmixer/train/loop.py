@@ -112,10 +112,10 @@ def _write_json(obj, path: Path) -> None:
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
            "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels", "soft_label_epochs",
-           "soft_label_temperature")  # fmt: skip
+           "soft_label_temperature", "lr_schedule")  # fmt: skip
 # options added later: what a checkpoint without them used
 _COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
-                    "soft_label_temperature": 4.0}
+                    "soft_label_temperature": 4.0, "lr_schedule": "constant"}
 
 
 def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -282,7 +282,8 @@ def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: Ima
     saved = torch.load(path, map_location=dev, weights_only=True) if resuming and path.exists() else None
     teacher = teacher_for(cfg.soft_labels, train_set.images, train_set.labels, train_set.num_classes, region=region,
                           epochs=cfg.soft_label_epochs or cfg.epochs, batch_size=cfg.batch_size, seed=seed,
-                          prepare=data.normalise, device=dev, state=saved, progress=cfg.progress)
+                          prepare=data.normalise, device=dev, state=saved, progress=cfg.progress,
+                          lr_schedule=cfg.lr_schedule)
     if saved is None:
         _save_checkpoint(teacher.state_dict(), path)
     _, acc = evaluate_classifier(teacher, data.x_test, data.y_test, prepare=data.normalise, batch_size=1024)
@@ -345,7 +346,7 @@ def train_seed(
         fit_classifier(model, feed, epochs=cfg.epochs, optimizer=opt, device=dev, batches=batches,
                        start_epoch=state["epoch"] + 1 if state else 0, prepare=data.normalise, loss_fn=loss_fn,
                        on_epoch_start=log.epoch_start, on_step=log.step, on_epoch_end=log.epoch_end,
-                       seed=seed, progress=cfg.progress, desc=f"seed {seed}")
+                       seed=seed, progress=cfg.progress, desc=f"seed {seed}", lr_schedule=cfg.lr_schedule)
     except TrainingDiverged as exc:
         raise log.diverged(exc) from exc
     result = _seed_result(cfg, seed, log)

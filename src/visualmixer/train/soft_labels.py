@@ -52,7 +52,7 @@ def soft_label_loss(teacher: nn.Module, temperature: float) -> Callable[[torch.T
 def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, region: int,
                 epochs: int, batch_size: int = 128, seed: int | None = None,
                 prepare: Callable[[torch.Tensor], torch.Tensor] | None = None, device: str | torch.device = "cpu",
-                state: dict | None = None, progress: bool = False) -> nn.Module:
+                state: dict | None = None, progress: bool = False, lr_schedule: str = "constant") -> nn.Module:
     """The owner's teacher: ``model`` (one of :data:`SHUFFLE_BLIND_MODELS`) trained on the *original* images.
 
     Parameters
@@ -66,6 +66,8 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
         The protection's region side (the grid the model sorts).
     epochs, batch_size : int
         Adam at 1e-3, initialised and shuffled from ``seed`` (deterministic on the CPU).
+    lr_schedule : str
+        ``fit_classifier``'s learning-rate schedule (``"constant"`` or ``"cosine"``).
     prepare : callable, optional
         ``fit_classifier``'s batch preparation (normalisation); the student's must be the same.
     state : dict, optional
@@ -85,5 +87,6 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
         teacher.load_state_dict(state)
     else:
         fit_classifier(teacher, (images, labels), epochs=epochs, lr=1e-3, batch_size=batch_size, device=device,
-                       prepare=prepare, seed=seed, progress=progress, desc=f"seed {seed} teacher")
+                       prepare=prepare, seed=seed, progress=progress, desc=f"seed {seed} teacher",
+                       lr_schedule=lr_schedule)
     return teacher.eval()
