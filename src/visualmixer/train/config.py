@@ -15,7 +15,7 @@ import torch
 
 from visualmixer.core.mixing import check_balanced, check_share
 from visualmixer.core.regions import resolve_region
-from visualmixer.train.fit import LR_SCHEDULES
+from visualmixer.train.fit import check_lr_schedule
 
 __all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
 
@@ -178,8 +178,7 @@ class TrainConfig:
             self.lr = _DEFAULT_LR[self.optimizer]
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule={self.lr_schedule!r} is not known; valid: {', '.join(LR_SCHEDULES)}")
+        check_lr_schedule(self.lr_schedule)
         if self.mix is not None:
             if isinstance(self.mix, bool) or int(self.mix) != self.mix or int(self.mix) < 2:
                 raise ValueError(f"mix={self.mix} is not allowed: give an integer >= 2 (images per group)")

@@ -46,6 +46,7 @@ __all__ = [
     "ShuffledBatches",
     "StepInfo",
     "TrainingDiverged",
+    "check_lr_schedule",
     "evaluate_classifier",
     "fit_classifier",
     "init_model",
@@ -61,6 +62,13 @@ LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "constant": lambda epoch, epochs: 1.0,
     "cosine": lambda epoch, epochs: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
 }
+
+
+def check_lr_schedule(name: str) -> str:
+    """``name`` if it is one of :data:`LR_SCHEDULES`, else a ValueError naming the valid ones."""
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={name!r} is not known; valid: {', '.join(LR_SCHEDULES)}")
+    return name
 
 
 class TrainingDiverged(RuntimeError):
@@ -325,8 +333,7 @@ def fit_classifier(
     if int(epochs) < 0 or int(start_epoch) < 0:
         raise ValueError(f"epochs and start_epoch must be >= 0, got {epochs} and {start_epoch}")
     device = torch.device(device)
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule={lr_schedule!r} is not known; valid: {', '.join(LR_SCHEDULES)}")
+    check_lr_schedule(lr_schedule)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     # "constant" leaves the optimizer's lr alone (a caller's own scheduler keeps working)
