@@ -180,8 +180,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         check_lr_schedule(self.lr_schedule)
         if self.mix is not None:
-            if isinstance(self.mix, bool) or int(self.mix) != self.mix or int(self.mix) < 2:
-                raise ValueError(f"mix={self.mix} is not allowed: give an integer >= 2 (images per group)")
+            _check_count("mix", self.mix, 2, " (images per group)")
             if self.target_vfe is None:
                 raise ValueError("mix needs target_vfe (mixing protects the training set; target_vfe=None is clean)")
             if self.mode == "online" and int(self.loader_workers):
@@ -229,16 +228,20 @@ class TrainConfig:
         elif self.target_vfe is None:
             raise ValueError(f"soft_labels={self.soft_labels!r} needs a target VFE (the teacher labels the "
                              "protected training images; target_vfe=None trains on the originals)")
-        if self.soft_label_epochs is not None and (isinstance(self.soft_label_epochs, bool)
-                                                   or int(self.soft_label_epochs) != self.soft_label_epochs
-                                                   or int(self.soft_label_epochs) < 1):
-            raise ValueError(f"soft_label_epochs={self.soft_label_epochs} is not allowed: give an integer >= 1")
+        if self.soft_label_epochs is not None:
+            _check_count("soft_label_epochs", self.soft_label_epochs, 1)
         if not float(self.soft_label_temperature) > 0:
             raise ValueError(f"soft_label_temperature={self.soft_label_temperature} is not allowed: give a "
                              "number > 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_count(name: str, value, minimum: int, meaning: str = "") -> None:
+    """A ValueError naming ``name`` unless ``value`` is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"{name}={value} is not allowed: give an integer >= {minimum}{meaning}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
