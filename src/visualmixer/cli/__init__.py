@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-# Module names under visualmixer.cli, in the order `--help` lists them.
+# Command names (module names under visualmixer.cli with "_" for "-"), in the order `--help` lists them.
 COMMANDS = [
     "run",
     "keygen",
@@ -19,6 +19,7 @@ COMMANDS = [
     "vfe",
     "show",
     "train",
+    "soft-labels",
     "audit",
     "recommend",
     "fl",
@@ -36,9 +37,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in [only] if only in COMMANDS else COMMANDS:
         try:
-            module = importlib.import_module(f"visualmixer.cli.{name}")
+            module = importlib.import_module(f"visualmixer.cli.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:  # a command not built yet, or an extra not installed
-            if exc.name == f"visualmixer.cli.{name}":
+            if exc.name == f"visualmixer.cli.{name.replace('-', '_')}":
                 continue
             raise
         module.add_parser(sub)

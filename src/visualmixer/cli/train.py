@@ -99,8 +99,11 @@ def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
                         "probabilities on every protected training image (default: hard labels)")
     p.add_argument("--soft-label-epochs", type=positive_int, default=None, metavar="N",
                    help="with --soft-labels: the teacher's epochs (default: --epochs)")
+    p.add_argument("--soft-label-file", default=None, metavar="FILE",
+                   help="train on soft labels released with the data (made by `visualmixer soft-labels`), "
+                        "joined on the file names of --data imagefolder:PATH")
     p.add_argument("--soft-label-temperature", type=float, default=4.0, metavar="T",
-                   help="with --soft-labels: the distillation temperature (default: 4)")
+                   help="with --soft-labels or --soft-label-file: the distillation temperature (default: 4)")
 
 
 def _add_mixing_options(p: argparse.ArgumentParser) -> None:
@@ -127,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
         soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
-        soft_label_temperature=args.soft_label_temperature, lr_schedule=args.lr_schedule,
+        soft_label_file=args.soft_label_file, soft_label_temperature=args.soft_label_temperature,
+        lr_schedule=args.lr_schedule,
     )
     with warnings.catch_warnings(record=True) as caught:  # the library's warnings, said with flags
         warnings.simplefilter("always", UserWarning)

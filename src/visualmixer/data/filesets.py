@@ -126,13 +126,15 @@ def load_image_folder(
         differ in size.
     channels : {3, 1}, default 3
     test_fraction : float, default 0.2
-        Without split sub-directories, this share of each class (seeded) forms the test split.
+        Without split sub-directories, this share of each class (seeded) forms the test split;
+        0 puts every image in the train split (the test split is then empty and refused).
     seed : int, default 0
 
     Returns
     -------
     ImageSet
-        uint8 images (N, C, H, W), int64 labels, the class names (sorted directory names).
+        uint8 images (N, C, H, W), int64 labels, the class names (sorted directory names) and
+        each image's file relative to its split's folder (``ImageSet.files``).
     """
     from PIL import Image
 
@@ -147,11 +149,12 @@ def load_image_folder(
             split_dirs["test"] = root / cand
             break
     has_splits = split_dirs["train"].is_dir() and split_dirs["test"] is not None
-    folder = torchvision.datasets.ImageFolder(str(split_dirs[split] if has_splits else root))
+    folder_root = Path(split_dirs[split] if has_splits else root)
+    folder = torchvision.datasets.ImageFolder(str(folder_root))
     samples = folder.samples
     if not has_splits:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if not 0.0 <= test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
         targets = np.array([t for _, t in samples])
         rng = np.random.default_rng(seed)
         keep = []
@@ -182,7 +185,8 @@ def load_image_folder(
     x = torch.from_numpy(np.stack(arrays))
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     y = torch.tensor([t for _, t in samples], dtype=torch.int64)
-    return ImageSet(x, y, tuple(folder.classes), f"imagefolder:{root}/{split}")
+    files = tuple(Path(path).relative_to(folder_root).as_posix() for path, _ in samples)
+    return ImageSet(x, y, tuple(folder.classes), f"imagefolder:{root}/{split}", files)
 
 
 # ---------------------------------------------------------------------------------------------

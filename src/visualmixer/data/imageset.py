@@ -26,6 +26,10 @@ class ImageSet:
         Class names, indexed by label.
     name : str
         Name of the set and split, for logs.
+    files : tuple of str
+        Each image's file, relative to the set's folder (POSIX separators), for sets read from
+        files one image per file (``imagefolder``); empty for the others. Files released beside
+        the images (soft labels) are joined on it.
 
     Notes
     -----
@@ -36,6 +40,7 @@ class ImageSet:
     labels: torch.Tensor
     classes: tuple[str, ...] = field(default=())
     name: str = ""
+    files: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         x, y = self.images, self.labels
@@ -47,6 +52,8 @@ class ImageSet:
         if y.dtype != torch.int64 or y.shape != (x.shape[0],):
             raise ValueError(f"labels must be int64 of shape ({x.shape[0]},), got {y.dtype} "
                              f"{tuple(y.shape)}")
+        if self.files and len(self.files) != x.shape[0]:
+            raise ValueError(f"files must name every image: {len(self.files)} names for {x.shape[0]} images")
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.images, self.labels))
@@ -72,11 +79,12 @@ class ImageSet:
             raise ValueError(f"subset size must be >= 1, got {n}")
         g = torch.Generator().manual_seed(int(seed))
         idx = torch.randperm(len(self), generator=g)[:n].sort().values
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name)
+        files = tuple(self.files[i] for i in idx.tolist()) if self.files else ()
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name, files)
 
     def with_channels(self, channels: int | None) -> ImageSet:
         """The same set with 1 or 3 channels (None: unchanged)."""
-        return ImageSet(to_channels(self.images, channels), self.labels, self.classes, self.name)
+        return ImageSet(to_channels(self.images, channels), self.labels, self.classes, self.name, self.files)
 
 
 def to_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:

@@ -83,6 +83,10 @@ class TrainConfig:
         None (default): hard labels.
     soft_label_epochs : int, optional
         The teacher's epochs (default: ``epochs``).
+    soft_label_file : str, optional
+        Train on soft labels released with the data (``visualmixer soft-labels``): a CSV of the
+        owner's teacher's logits per image file, joined on the training set's file names (so
+        ``data`` must be an ``imagefolder:PATH``); the distillation loss as with ``soft_labels``.
     soft_label_temperature : float
         Distillation temperature (default 4).
     region : int, optional
@@ -138,6 +142,7 @@ class TrainConfig:
     mix_balanced: bool = False
     soft_labels: str | None = None
     soft_label_epochs: int | None = None
+    soft_label_file: str | None = None
     soft_label_temperature: float = 4.0
     secret_keys: bool = False
     obfuscate_batch: int = 1024
@@ -230,6 +235,13 @@ class TrainConfig:
                              "protected training images; target_vfe=None trains on the originals)")
         if self.soft_label_epochs is not None:
             _check_count("soft_label_epochs", self.soft_label_epochs, 1)
+        if self.soft_label_file is not None:
+            if self.soft_labels is not None:
+                raise ValueError(f"soft_label_file={self.soft_label_file!r} and soft_labels={self.soft_labels!r} "
+                                 "are two sources of soft labels: give one")
+            if self.mix is not None:
+                raise ValueError(f"soft_label_file={self.soft_label_file!r} labels the released images as they are: "
+                                 "mixing them again (mix=K) would move regions away from their rows")
         if not float(self.soft_label_temperature) > 0:
             raise ValueError(f"soft_label_temperature={self.soft_label_temperature} is not allowed: give a "
                              "number > 0")

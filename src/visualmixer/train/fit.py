@@ -46,6 +46,7 @@ __all__ = [
     "ShuffledBatches",
     "StepInfo",
     "TrainingDiverged",
+    "channel_normaliser",
     "check_lr_schedule",
     "evaluate_classifier",
     "fit_classifier",
@@ -190,6 +191,15 @@ def init_model(factory: Callable[[], nn.Module], *, seed: int | None, device: st
     return model.to(device)
 
 
+def channel_normaliser(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(mean, std)`` ``(1, C, 1, 1)`` in [0, 1] units of uint8 images ``(N, C, H, W)``
+    (on their device; std at least 1e-3), for the model input ``(x / 255 - mean) / std``."""
+    xf = images.float()
+    mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255
+    std = (xf.std(dim=(0, 2, 3), keepdim=True) / 255).clamp_min(1e-3)
+    return mean, std
+
+
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
@@ -219,7 +229,9 @@ def _epoch_batches(data, epoch: int, batch_size: int, batches, generator):
         images, labels = data
         if batches is None:
             batches = ShuffledBatches(images.shape[0], batch_size, generator=generator)
-        return _TensorBatches(images, torch.as_tensor(labels).reshape(-1), batches), batches
+        # (N,) class indices, or (N, K) per-class targets (soft labels) kept as they are
+        targets = labels if labels.ndim == 2 else labels.reshape(-1)
+        return _TensorBatches(images, targets, batches), batches
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         if batches is None:
             batches = ShuffledBatches(len(data), batch_size, generator=generator)  # type: ignore[arg-type]
@@ -268,7 +280,9 @@ def fit_classifier(
         Maps a float batch ``(B, C, H, W)`` to logits ``(B, K)``; already on ``device``.
     data
         One of: a pair ``(images, labels)`` of tensors ``(N, C, H, W)`` (uint8 or float) and
-        ``(N,)`` int64, batched by ``batches``; a callable ``epoch -> (images, labels)`` called
+        ``(N,)`` int64 — or ``(N, K)`` float per-class targets, which the default loss reads as
+        class probabilities (``F.cross_entropy``) and accuracy compares by their argmax —
+        batched by ``batches``; a callable ``epoch -> (images, labels)`` called
         at the start of every epoch (fresh data per epoch, e.g. a whole set protected anew); a
         map-style ``Dataset`` (loaded with ``batches`` as batch sampler; an
         :class:`~visualmixer.data.wrapper.ObfuscatedDataset` fetches each batch in one call); or
@@ -391,7 +405,7 @@ def _run_epoch(model, loader, optimizer, epoch, device, prepare, loss_fn, on_ste
                                    epoch=epoch, step=steps, loss=lv)
         loss.backward()
         optimizer.step()
-        n_ok = int((logits.detach().argmax(1) == yb).sum())
+        n_ok = int((logits.detach().argmax(1) == (yb if yb.ndim == 1 else yb.argmax(1))).sum())
         step_losses.append(lv)
         loss_sum += lv * len(xb)
         correct += n_ok

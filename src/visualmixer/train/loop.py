@@ -46,13 +46,14 @@ from visualmixer.train.fit import (
     EpochStats,
     StepInfo,
     TrainingDiverged,
+    channel_normaliser,
     evaluate_classifier,
     fit_classifier,
     init_model,
 )
 from visualmixer.train.models import build_model
 from visualmixer.train.optim import STAdam
-from visualmixer.train.soft_labels import soft_label_loss, teacher_for
+from visualmixer.train.soft_labels import read_soft_labels, soft_label_loss, soft_target_loss, teacher_for
 
 __all__ = [
     "MODES",
@@ -112,10 +113,10 @@ def _write_json(obj, path: Path) -> None:
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
            "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels", "soft_label_epochs",
-           "soft_label_temperature", "lr_schedule")  # fmt: skip
+           "soft_label_temperature", "lr_schedule", "soft_label_file")  # fmt: skip
 # options added later: what a checkpoint without them used
 _COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
-                    "soft_label_temperature": 4.0, "lr_schedule": "constant"}
+                    "soft_label_temperature": 4.0, "lr_schedule": "constant", "soft_label_file": None}
 
 
 def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -186,12 +187,20 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
     sync(dev)
     setup_s = time.perf_counter() - t0
     x_train = x_train.to(dev)
-    xf = x_train.float()
-    mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255
-    std = (xf.std(dim=(0, 2, 3), keepdim=True) / 255).clamp_min(1e-3)
-    del xf
-    return _SeedData(x_train, train_set.labels.to(dev), x_test.to(dev), test_set.labels.to(dev), mean, std,
-                     train_key, train_vfe, test_vfe, setup_s)
+    mean, std = channel_normaliser(x_train)
+    return _SeedData(x_train, _training_targets(cfg, train_set).to(dev), x_test.to(dev), test_set.labels.to(dev), mean,
+                     std, train_key, train_vfe, test_vfe, setup_s)
+
+
+def _training_targets(cfg: TrainConfig, train_set: ImageSet) -> torch.Tensor:
+    """What the model is fit to: the set's labels ``(N,)``, or with ``cfg.soft_label_file`` the
+    released teacher's logits ``(N, K)``, joined on the set's file names."""
+    if cfg.soft_label_file is None:
+        return train_set.labels
+    if not train_set.files:
+        raise ValueError(f"soft_label_file={cfg.soft_label_file!r} needs a training set read from image files "
+                         f"(imagefolder:PATH) to join its rows on; {train_set.name or 'this set'} has no file names")
+    return read_soft_labels(cfg.soft_label_file, train_set.files, train_set.classes)
 
 
 class _SeedLog:
@@ -275,7 +284,10 @@ def _seed_result(cfg: TrainConfig, seed: int, log: _SeedLog) -> dict:
 def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageSet, data: _SeedData, region: int,
                      dev: torch.device, *, resuming: bool):
     """``(loss_fn, teacher test accuracy)`` with ``cfg.soft_labels`` (the teacher trained on the originals,
-    saved as ``seed<S>/teacher.pt`` and reused on resume), else ``(None, None)``."""
+    saved as ``seed<S>/teacher.pt`` and reused on resume); with ``cfg.soft_label_file`` the loss on the
+    released logits (the data's targets, :func:`_training_targets`); else ``(None, None)``."""
+    if cfg.soft_label_file is not None:
+        return soft_target_loss(cfg.soft_label_temperature), None
     if cfg.soft_labels is None:
         return None, None
     path = seed_dir / "teacher.pt"

@@ -9,6 +9,11 @@ unshuffled version — and releases, beside every protected training image, the 
 probabilities on that image. The trainer fits its model to them (the distillation loss of
 :func:`visualmixer.train.distill.distill_loss`, soft labels only) instead of the hard labels.
 
+The soft labels can also travel as a file of the release (:func:`write_soft_labels`, written by
+``visualmixer soft-labels``): one row per released image, its path and the teacher's logits, so a
+third party trains on the release alone (:func:`read_soft_labels`, :func:`soft_target_loss`;
+``visualmixer train --soft-label-file``).
+
 What the soft labels add to a release: for each released image, a function of that image and of
 the teacher's weights — no pixel of any source that the image does not already hold; the
 teacher's weights were fit to the owner's originals, so whatever the teacher memorised of them
@@ -23,16 +28,27 @@ can show through its outputs (not audited; train the teacher with DP-SGD where t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import io
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from visualmixer.train.distill import teacher_loss
-from visualmixer.train.fit import fit_classifier, init_model
+from visualmixer.core.atomic import replace_atomically
+from visualmixer.core.regions import resolve_region
+from visualmixer.data.imageset import ImageSet
+from visualmixer.train.distill import distill_loss, teacher_loss
+from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model
 from visualmixer.train.models import build_model
 
-__all__ = ["SHUFFLE_BLIND_MODELS", "soft_label_loss", "teacher_for"]
+__all__ = ["SHUFFLE_BLIND_MODELS", "owner_soft_labels", "read_soft_labels", "release_logits", "soft_label_loss",
+           "soft_target_loss", "teacher_for", "write_soft_labels"]
+
+#: The first column of a soft-label file; the others are the class names.
+FILE_COLUMN = "file"
 
 #: Models whose output does not change under any in-region shuffle (``RegionSortedCNN``): the only
 #: ones that read a protected image as its original, hence the only possible teachers.
@@ -52,7 +68,8 @@ def soft_label_loss(teacher: nn.Module, temperature: float) -> Callable[[torch.T
 def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, region: int,
                 epochs: int, batch_size: int = 128, seed: int | None = None,
                 prepare: Callable[[torch.Tensor], torch.Tensor] | None = None, device: str | torch.device = "cpu",
-                state: dict | None = None, progress: bool = False, lr_schedule: str = "constant") -> nn.Module:
+                state: dict | None = None, progress: bool = False, lr_schedule: str = "constant",
+                lr: float = 1e-3) -> nn.Module:
     """The owner's teacher: ``model`` (one of :data:`SHUFFLE_BLIND_MODELS`) trained on the *original* images.
 
     Parameters
@@ -65,7 +82,7 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
     region : int
         The protection's region side (the grid the model sorts).
     epochs, batch_size : int
-        Adam at 1e-3, initialised and shuffled from ``seed`` (deterministic on the CPU).
+        Adam at ``lr`` (default 1e-3), initialised and shuffled from ``seed`` (deterministic on the CPU).
     lr_schedule : str
         ``fit_classifier``'s learning-rate schedule (``"constant"`` or ``"cosine"``).
     prepare : callable, optional
@@ -86,7 +103,131 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
     if state is not None:
         teacher.load_state_dict(state)
     else:
-        fit_classifier(teacher, (images, labels), epochs=epochs, lr=1e-3, batch_size=batch_size, device=device,
+        fit_classifier(teacher, (images, labels), epochs=epochs, lr=lr, batch_size=batch_size, device=device,
                        prepare=prepare, seed=seed, progress=progress, desc=f"seed {seed} teacher",
                        lr_schedule=lr_schedule)
     return teacher.eval()
+
+
+def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "region-sorted",
+                      region: int | None = None, epochs: int = 10, lr: float = 1e-3, lr_schedule: str = "constant",
+                      batch_size: int = 128, seed: int = 0, device: str | torch.device = "cpu",
+                      progress: bool = False) -> torch.Tensor:
+    """The owner's soft labels for a release: a teacher trained on ``originals``, its logits on ``release``.
+
+    Parameters
+    ----------
+    originals : ImageSet
+        The owner's original labelled images ``(N, C, H, W)`` (all of them: the teacher's training set).
+    release : ImageSet
+        The protected images ``(M, C, H, W)`` to label (e.g. ``visualmixer obfuscate --mix K``'s
+        output), with the same classes and image size.
+    model : str
+        The teacher, one of :data:`SHUFFLE_BLIND_MODELS`.
+    region : int, optional
+        The protection's region side (default: the size's default, as ``obfuscate``'s).
+    epochs, lr, lr_schedule, batch_size, seed, device, progress
+        The teacher's training (:func:`teacher_for`); inputs normalised with the originals'
+        per-channel mean and standard deviation.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 logits ``(M, K)``, on the CPU, in ``release``'s order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from visualmixer.data.imageset import ImageSet
+    >>> x = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
+    >>> y = torch.arange(8) % 2
+    >>> owner_soft_labels(ImageSet(x, y, ("a", "b")), ImageSet(x, y, ("a", "b")), epochs=1).shape
+    torch.Size([8, 2])
+    """
+    if release.classes != originals.classes:
+        raise ValueError(f"release has the classes {list(release.classes)}, originals {list(originals.classes)}: "
+                         "the soft labels are the teacher's class probabilities, so they must be the same")
+    if release.images.shape[1:] != originals.images.shape[1:]:
+        raise ValueError(f"release images are {tuple(release.images.shape[1:])}, originals "
+                         f"{tuple(originals.images.shape[1:])} (C, H, W): the teacher reads one size")
+    dev = torch.device(device)
+    mean, std = channel_normaliser(originals.images.to(dev))
+
+    def prepare(xb: torch.Tensor) -> torch.Tensor:
+        return (xb.to(dev).float().div(255) - mean) / std
+
+    side = resolve_region(region, *originals.images.shape[-2:])
+    teacher = teacher_for(model, originals.images, originals.labels, originals.num_classes, region=side,
+                          epochs=epochs, batch_size=batch_size, seed=seed, prepare=prepare, device=dev,
+                          progress=progress, lr_schedule=lr_schedule, lr=lr)
+    return release_logits(teacher, release.images, prepare=prepare)
+
+
+def soft_target_loss(temperature: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A ``fit_classifier`` loss for released soft labels: the batch's "labels" are the teacher's
+    logits ``(B, K)`` (:func:`read_soft_labels`), fit as :func:`soft_label_loss` fits a live teacher's."""
+
+    def loss(logits: torch.Tensor, target_logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return distill_loss(logits, target_logits, None, temperature)
+
+    return loss
+
+
+@torch.no_grad()
+def release_logits(teacher: nn.Module, images: torch.Tensor, *, prepare: Callable[[torch.Tensor], torch.Tensor],
+                   batch_size: int = 1024) -> torch.Tensor:
+    """The teacher's logits ``(N, K)`` (float32, on the CPU) on the released images ``(N, C, H, W)``."""
+    teacher.eval()
+    return torch.cat([teacher(prepare(images[s : s + batch_size])).float().cpu()
+                      for s in range(0, images.shape[0], int(batch_size))])
+
+
+def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str], logits: torch.Tensor) -> Path:
+    """Write a soft-label file (CSV, atomically, mode 0644): a header ``file,<class>...`` and one row per
+    released image, its path relative to the release and the teacher's logits (``repr`` floats: exact)."""
+    logits = torch.as_tensor(logits, dtype=torch.float32)
+    if logits.shape != (len(files), len(classes)):
+        raise ValueError(f"logits must be (len(files), len(classes)) = ({len(files)}, {len(classes)}), "
+                         f"got {tuple(logits.shape)}")
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow([FILE_COLUMN, *classes])
+    for name, row in zip(files, logits.tolist(), strict=True):
+        out.writerow([name, *(repr(v) for v in row)])
+    return replace_atomically(Path(path), buf.getvalue().encode(), mode=0o644, suffix=".tmp")
+
+
+def read_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str]) -> torch.Tensor:
+    """The teacher's logits ``(len(files), len(classes))`` for ``files``, in their order, from a soft-label file.
+
+    Raises
+    ------
+    ValueError
+        When the file's classes are not ``classes`` (in order), a value is not a finite number, a
+        file is listed twice, or one of ``files`` has no row (the message names it and the count).
+    """
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or rows[0][:1] != [FILE_COLUMN]:
+        raise ValueError(f"soft-label file {path}: the first row must be the header '{FILE_COLUMN},<class>,...'")
+    if tuple(rows[0][1:]) != tuple(classes):
+        raise ValueError(f"soft-label file {path} is for the classes {rows[0][1:]}; the training set has "
+                         f"{list(classes)}: was it made for this release?")
+    table: dict[str, list[float]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            values = [float(v) for v in row[1:]]
+        except ValueError:
+            values = [math.nan]
+        if len(row) != len(classes) + 1 or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"soft-label file {path}, line {line}: expected a file name and {len(classes)} "
+                             "finite numbers")
+        if row[0] in table:
+            raise ValueError(f"soft-label file {path}, line {line}: {row[0]!r} is listed twice")
+        table[row[0]] = values
+    missing = [f for f in files if f not in table]
+    if missing:
+        raise ValueError(f"soft-label file {path} has no row for {len(missing)} of the {len(files)} training "
+                         f"images (e.g. {missing[0]!r}): was it made for this release?")
+    return torch.tensor([table[f] for f in files], dtype=torch.float32).reshape(len(files), len(classes))
