@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from visualmixer.train.soft_labels import owner_soft_labels, write_soft_labels
 
     src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
-    out = Path(args.out) if args.out else dst / "soft-labels.csv"
+    out = Path(args.out) if args.out else Path(args.dst) / "soft-labels.csv"
     if src == dst:
         raise ValueError("SRC and DST are one folder: give the originals and their protected release")
     if out.resolve().is_relative_to(src):
