@@ -52,6 +52,7 @@ __all__ = [
     "fit_classifier",
     "init_model",
     "isolated_rng",
+    "normalise",
 ]
 
 
@@ -198,6 +199,12 @@ def channel_normaliser(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255
     std = (xf.std(dim=(0, 2, 3), keepdim=True) / 255).clamp_min(1e-3)
     return mean, std
+
+
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 batch ``(B, C, H, W)`` -> the model input ``(x / 255 - mean) / std`` on ``mean``'s device
+    (``mean``, ``std`` from :func:`channel_normaliser`)."""
+    return (images.to(mean.device, non_blocking=True).float().div(255) - mean) / std
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

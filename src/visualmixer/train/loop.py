@@ -50,6 +50,7 @@ from visualmixer.train.fit import (
     evaluate_classifier,
     fit_classifier,
     init_model,
+    normalise,
 )
 from visualmixer.train.models import build_model
 from visualmixer.train.optim import STAdam
@@ -156,7 +157,7 @@ class _SeedData:
 
     def normalise(self, xb: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> normalised float model input on the data's device."""
-        return (xb.to(self.mean.device, non_blocking=True).float().div(255) - self.mean) / self.std
+        return normalise(xb, self.mean, self.std)
 
 
 def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageSet, test_set: ImageSet,

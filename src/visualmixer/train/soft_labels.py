@@ -29,6 +29,7 @@ can show through its outputs (not audited; train the teacher with DP-SGD where t
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ from visualmixer.core.atomic import replace_atomically
 from visualmixer.core.regions import resolve_region
 from visualmixer.data.imageset import ImageSet
 from visualmixer.train.distill import distill_loss, teacher_loss
-from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model
+from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import build_model
 
 __all__ = ["SHUFFLE_BLIND_MODELS", "owner_soft_labels", "read_soft_labels", "release_logits", "soft_label_loss",
@@ -152,10 +153,7 @@ def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "r
                          f"{tuple(originals.images.shape[1:])} (C, H, W): the teacher reads one size")
     dev = torch.device(device)
     mean, std = channel_normaliser(originals.images.to(dev))
-
-    def prepare(xb: torch.Tensor) -> torch.Tensor:
-        return (xb.to(dev).float().div(255) - mean) / std
-
+    prepare = functools.partial(normalise, mean=mean, std=std)
     side = resolve_region(region, *originals.images.shape[-2:])
     teacher = teacher_for(model, originals.images, originals.labels, originals.num_classes, region=side,
                           epochs=epochs, batch_size=batch_size, seed=seed, prepare=prepare, device=dev,
