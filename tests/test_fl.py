@@ -135,12 +135,23 @@ def test_clear_error_when_port_taken(tmp_path, capsys):
     assert not (tmp_path / "a" / "logs" / "superlink.log").exists()
 
 
+@pytest.mark.skipif(not HAS_FLWR, reason="flwr not installed")
+def test_bad_model_options_are_refused_before_anything_starts(tmp_path, capsys):
+    from visualmixer.cli import main
+
+    assert main(["fl", "--model", "resnet18", "--out", str(tmp_path / "a")]) == 2
+    assert "--model resnet18 is not allowed: give one of cnn, region-sorted" in capsys.readouterr().err
+    assert main(["fl", "--soft-labels", "region-sorted", "--target-vfe", "none", "--out", str(tmp_path / "b")]) == 2
+    assert "--soft-labels region-sorted needs a target VFE" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 # -- a real loopback federation ----------------------------------------------------------------
 
 def deploy_model_keys():
     from visualmixer.fl.task import make_model
 
-    return make_model().state_dict().keys()
+    return make_model(model="region-sorted").state_dict().keys()
 
 
 def _alive(pid: int) -> bool:
@@ -176,8 +187,11 @@ def test_two_clients_one_round_on_loopback(tmp_path, monkeypatch):
 
     monkeypatch.setattr(deploy, "_descendants", recording_desc)
     t0 = time.monotonic()
+    # the recommended protection end to end: each client mixes its own images and fits the
+    # region-sorted model to its own teacher (trained on its originals in the client process)
     res = deploy.run_loopback(tmp_path, clients=2, rounds=1, train_size=200, test_size=100, batch_size=32,
-                              target_vfe=0.5, timeout=300)
+                              target_vfe=1.0, mix=2, mix_balanced=True, model="region-sorted",
+                              soft_labels="region-sorted", soft_label_epochs=1, timeout=300)
     elapsed = time.monotonic() - t0
     hist = res.history
     assert hist["finished"] and [r["round"] for r in hist["rounds"]] == [0, 1]

@@ -33,3 +33,63 @@ def test_run_config_mix():
     assert task.FLConfig.from_run_config({"mix": 4}).mix == 4
     with pytest.raises(ValueError, match="mix must be 0"):
         task.FLConfig.from_run_config({"mix": 1})
+
+
+# -- the region-sorted model and each client's own soft labels -----------------------------------
+
+class _Constant(torch.nn.Module):
+    """A teacher sure of one class whatever the input."""
+
+    def __init__(self, cls: int, classes: int = 10):
+        super().__init__()
+        self.logits = torch.full((classes,), -4.0)
+        self.logits[cls] = 4.0
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1)
+
+
+def test_run_config_model_and_soft_labels():
+    cfg = task.FLConfig.from_run_config({"model": "region-sorted", "soft-labels": "region-sorted",
+                                         "soft-label-epochs": "2", "soft-label-temperature": "2"})
+    assert (cfg.model, cfg.soft_labels, cfg.soft_label_epochs, cfg.soft_label_temperature) == \
+        ("region-sorted", "region-sorted", 2, 2.0)
+    assert task.FLConfig.from_run_config({}).soft_labels == ""  # hard labels by default
+    for rc, match in [({"model": "resnet18"}, "model='resnet18' is not allowed: give one of cnn, region-sorted"),
+                      ({"soft-labels": "cnn"}, "soft_labels='cnn' is not allowed"),
+                      ({"soft-labels": "region-sorted", "target-vfe": -1.0}, "needs a target VFE"),
+                      ({"soft-labels": "region-sorted", "soft-label-epochs": 0}, "soft_label_epochs=0")]:
+        with pytest.raises(ValueError, match=match):
+            task.FLConfig.from_run_config(rc)
+
+
+def test_a_client_fits_its_teacher_not_the_labels():
+    """Uniform labels, a teacher that always says 3: the client's update makes the shared model say 3."""
+    cfg = task.FLConfig(target_vfe=1.0, mix=2, model="region-sorted", soft_labels="region-sorted",
+                        local_epochs=4, batch_size=16, lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.arange(64) % 10
+    model = task.make_model(seed=0, model="region-sorted")
+    assert type(model).__name__ == "RegionSortedCNN" and model.region == 4
+    xo = task.obfuscate_local(x, np.arange(64), cfg, task.client_key(cfg, 0), 1, labels=y)
+    task.local_train(model, xo, y, cfg, teacher=_Constant(3))
+    with torch.no_grad():
+        assert (model(task._norm(xo)).argmax(1) == 3).float().mean() > 0.95
+
+
+def test_the_client_teacher_learns_from_the_originals(monkeypatch):
+    from visualmixer.train import soft_labels
+
+    seen = []
+    real = soft_labels.teacher_for
+
+    def spy(model, images, labels, num_classes, **kw):
+        seen.append((model, images.data_ptr(), kw["epochs"], kw["region"]))
+        return real(model, images, labels, num_classes, **kw)
+
+    monkeypatch.setattr(soft_labels, "teacher_for", spy)
+    cfg = task.FLConfig(target_vfe=1.0, model="region-sorted", soft_labels="region-sorted", soft_label_epochs=1)
+    x = torch.randint(0, 256, (32, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    teacher = task.client_teacher(cfg, x, torch.arange(32) % 10)
+    assert seen == [("region-sorted", x.data_ptr(), 1, 4)] and not teacher.training

@@ -38,6 +38,8 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "size": "--image-size",
     },
     "run": {"size": "--size"},
+    "fl": {"model": "--model", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
+           "soft_label_temperature": "--soft-label-temperature"},
     "train": {"loader_workers": "--loader-workers", "prefetch": "--prefetch", "mix_grouping": "--groups",
               "mode": "--mode", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
               "soft_label_file": "--soft-label-file",
@@ -197,3 +199,15 @@ def add_mix_shape_options(p, *, share_default: float | None = 1.0) -> None:
     p.add_argument("--mix-balanced", action="store_true",
                    help="with --mix: every collage holds each group member's regions at the same number of "
                         "positions, so no source dominates a collage (default: a keyed permutation per position)")
+
+
+def add_soft_label_options(p, *, epochs_default: str) -> None:
+    """``--soft-labels`` and its teacher's options, the same in ``train`` and ``fl``."""
+    p.add_argument("--soft-labels", default=None, metavar="{region-sorted}",
+                   help="train on the owner's soft labels: a teacher of this model (blind to the in-region "
+                        "shuffle) is trained on the original images first, and the model is fit to its class "
+                        "probabilities on every protected training image (default: hard labels)")
+    p.add_argument("--soft-label-epochs", type=positive_int, default=None, metavar="N",
+                   help=f"with --soft-labels: the teacher's epochs (default: {epochs_default})")
+    p.add_argument("--soft-label-temperature", type=float, default=4.0, metavar="T",
+                   help="with soft labels: the distillation temperature (default: 4)")

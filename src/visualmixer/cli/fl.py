@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from visualmixer.cli._common import add_mix_shape_options, target_or_none
+from visualmixer.cli._common import add_mix_shape_options, add_soft_label_options, target_or_none
 
 
 def _partition(text: str) -> str:
@@ -46,6 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="each client mixes regions within same-class groups of K (>= 2) of its own images "
                         "before the in-region shuffle (default 0: no mixing)")
     add_mix_shape_options(p)
+    p.add_argument("--model", default="cnn", metavar="{cnn,region-sorted}",
+                   help="the shared model: the small CNN, or the region-sorted CNN (blind to the in-region "
+                        "shuffle, the model for --mix; default: %(default)s)")
+    add_soft_label_options(p, epochs_default="--rounds × --local-epochs")
     p.add_argument("--local-epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=0.05, help="client SGD learning rate (momentum 0.9)")
@@ -76,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
             args.out, clients=args.clients, rounds=args.rounds, partition=args.partition,
             target_vfe=args.target_vfe, mode=args.mode, train_size=args.train_size, test_size=args.test_size,
             local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, mix=args.mix,
-            mix_share=args.mix_share, mix_balanced=args.mix_balanced,
+            mix_share=args.mix_share, mix_balanced=args.mix_balanced, model=args.model,
+            soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
+            soft_label_temperature=args.soft_label_temperature,
             data_root=args.data_root, superlink_port=args.superlink_port, timeout=args.timeout, key_paths=keys,
         )
     except FlowerMissingError as exc:

@@ -8,7 +8,13 @@ import re
 import sys
 import warnings
 
-from visualmixer.cli._common import add_mix_shape_options, flags_for, positive_int, target_or_none
+from visualmixer.cli._common import (
+    add_mix_shape_options,
+    add_soft_label_options,
+    flags_for,
+    positive_int,
+    target_or_none,
+)
 from visualmixer.data.datasets import DATASET_NAMES
 
 
@@ -83,27 +89,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="online mode in the training process: obfuscate N batches ahead in a "
                         "background thread, beside the training step (same batches; 0: none; "
                         "default: 2 on a GPU or with one torch thread, else 0)")
-    _add_soft_label_options(p)
+    add_soft_label_options(p, epochs_default="--epochs")
+    p.add_argument("--soft-label-file", default=None, metavar="FILE",
+                   help="train on soft labels released with the data (made by `visualmixer soft-labels`), "
+                        "joined on the file names of --data imagefolder:PATH")
     p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
     p.set_defaults(func=run)
     return p
-
-
-def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
-    """--soft-labels and its teacher's options."""
-    p.add_argument("--soft-labels", default=None, metavar="{region-sorted}",
-                   help="train on the owner's soft labels: a teacher of this model (blind to the in-region "
-                        "shuffle) is trained on the original images first, and the model is fit to its class "
-                        "probabilities on every protected training image (default: hard labels)")
-    p.add_argument("--soft-label-epochs", type=positive_int, default=None, metavar="N",
-                   help="with --soft-labels: the teacher's epochs (default: --epochs)")
-    p.add_argument("--soft-label-file", default=None, metavar="FILE",
-                   help="train on soft labels released with the data (made by `visualmixer soft-labels`), "
-                        "joined on the file names of --data imagefolder:PATH")
-    p.add_argument("--soft-label-temperature", type=float, default=4.0, metavar="T",
-                   help="with --soft-labels or --soft-label-file: the distillation temperature (default: 4)")
 
 
 def _add_mixing_options(p: argparse.ArgumentParser) -> None:

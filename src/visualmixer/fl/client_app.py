@@ -1,4 +1,5 @@
-"""Flower ClientApp: local obfuscation with the client's own key, one local epoch of the small CNN.
+"""Flower ClientApp: local obfuscation with the client's own key, local epochs of the shared model
+(with ``soft-labels``, fit to the client's own teacher, trained once on its originals).
 
 Node config (``flower-supernode --node-config``): ``partition-id``, ``num-partitions`` and optionally
 ``key-path`` (a key file from ``visualmixer keygen``; default: a seeded measurement key, not secret)
@@ -34,16 +35,18 @@ def _config(context: Context) -> tuple[task.FLConfig, int, str | None]:
 def train(msg: Message, context: Context) -> Message:
     cfg, pid, key_path = _config(context)
     server_round = int(msg.content["config"].get("server-round", 1)) if "config" in msg.content else 1
-    model = task.make_model(seed=cfg.seed)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     ck = (repr(cfg), pid, key_path)
     if ck not in _CACHE:
         _CACHE.clear()
-        _CACHE[ck] = task.client_data(cfg, pid)
-    x, y, idx = _CACHE[ck]
+        x, y, idx = task.client_data(cfg, pid)
+        teacher = task.client_teacher(cfg, x, y) if cfg.soft_labels else None  # trained once, kept here
+        _CACHE[ck] = (x, y, idx, teacher)
+    x, y, idx, teacher = _CACHE[ck]
+    model = task.make_model(seed=cfg.seed, model=cfg.model, size=x.shape[-1])
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     key = task.client_key(cfg, pid, key_path)
     xo = task.obfuscate_local(x, idx, cfg, key, server_round, labels=y)  # online: a new shuffle every round
-    stats = task.local_train(model, xo, y, cfg, server_round)
+    stats = task.local_train(model, xo, y, cfg, server_round, teacher=teacher)
     metrics = MetricRecord({"train_loss": float(stats["train_loss"]), "num-examples": int(x.shape[0])})
     content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
     return Message(content=content, reply_to=msg)

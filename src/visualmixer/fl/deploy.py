@@ -306,23 +306,25 @@ def run_loopback(
     mix: int = 0,
     mix_share: float = 1.0,
     mix_balanced: bool = False,
+    model: str = "cnn",
+    soft_labels: str | None = None,
+    soft_label_epochs: int | None = None,
+    soft_label_temperature: float = 4.0,
 ) -> FLRun:
     """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
 
     Writes ``out/history.json`` (per-round accuracy of the global model on obfuscated test
     images), ``out/model.pt`` and the process logs ``out/logs/*.log``. Raises
     :class:`PortInUseError` when ``superlink_port`` is taken, ``TimeoutError`` after ``timeout``
-    seconds, ``RuntimeError`` when a Flower process fails.
+    seconds, ``RuntimeError`` when a Flower process fails. ``model`` is the shared model (one of
+    :data:`visualmixer.fl.task.FL_MODELS`); ``soft_labels="region-sorted"`` has every client fit it
+    to its own teacher's probabilities (the teacher trained for ``soft_label_epochs``, default
+    ``rounds × local_epochs``, on the client's originals).
     """
     require_flwr()
     _check_run_args(clients, rounds, partition, mode, key_paths)
     out = Path(out).resolve()
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     hist_path = out / "history.json"
-    if hist_path.exists():
-        hist_path.unlink()
-    link_port, node_ports = _pick_ports(clients, superlink_port)
     run_config = {
         "num-rounds": int(rounds), "num-clients": int(clients), "partition": partition,
         "target-vfe": -1.0 if target_vfe is None else float(target_vfe), "mode": mode,
@@ -330,7 +332,18 @@ def run_loopback(
         "batch-size": int(batch_size), "lr": float(lr), "seed": int(seed), "data-root": data_root or "",
         "out-json": str(hist_path), "out-model": str(out / "model.pt"), "round-timeout": float(timeout),
         "mix": int(mix), "mix-share": float(mix_share), "mix-balanced": bool(mix_balanced),
+        "model": model, "soft-labels": soft_labels or "",
+        "soft-label-epochs": int(soft_label_epochs or rounds * local_epochs),
+        "soft-label-temperature": float(soft_label_temperature),
     }
+    from visualmixer.fl.task import FLConfig
+
+    FLConfig.from_run_config(run_config)  # refuse bad options before anything is written or started
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if hist_path.exists():
+        hist_path.unlink()
+    link_port, node_ports = _pick_ports(clients, superlink_port)
     app_dir = write_app(out / "app", run_config)
     env = _flower_env(out, link_port)
     t0 = time.monotonic()

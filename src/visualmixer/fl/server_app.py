@@ -2,7 +2,8 @@
 
 Run config keys (``[tool.flwr.app.config]`` / ``flwr run --run-config``): ``num-rounds``,
 ``num-clients``, ``partition``, ``target-vfe`` (negative = clean baseline), ``mode``, ``train-size``,
-``test-size``, ``local-epochs``, ``batch-size``, ``lr``, ``seed``, ``data-root``, ``out-json``
+``test-size``, ``local-epochs``, ``batch-size``, ``lr``, ``seed``, ``data-root``, ``mix``, ``mix-share``,
+``mix-balanced``, ``model``, ``soft-labels``, ``soft-label-epochs``, ``soft-label-temperature``, ``out-json``
 (per-round accuracy written there after every round) and ``out-model``.
 """
 
@@ -43,9 +44,9 @@ def main(grid: Grid, context: Context) -> None:
     out_json = str(rc.get("out-json", "") or "")
     out_model = str(rc.get("out-model", "") or "")
 
-    model = task.make_model(seed=cfg.seed)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
     x_test, y_test = task.server_test_set(cfg)
+    model = task.make_model(seed=cfg.seed, model=cfg.model, size=x_test.shape[-1])
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
     history: dict = {
         "config": {**cfg.__dict__, "num_rounds": num_rounds},
         "rounds": [],
@@ -53,7 +54,7 @@ def main(grid: Grid, context: Context) -> None:
     }
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        m = task.make_model(seed=cfg.seed)
+        m = task.make_model(seed=cfg.seed, model=cfg.model, size=x_test.shape[-1])
         m.load_state_dict(arrays.to_torch_state_dict())
         res = task.evaluate_model(m, x_test, y_test)
         history["rounds"].append({"round": server_round, "accuracy": res["accuracy"], "loss": res["loss"],

@@ -12,6 +12,10 @@ Privacy protocol (docs/method.md applied to FL):
   round it is re-obfuscated with ids ``(index, round)``.
 - only weights and scalar metrics leave the client; raw images and keys never do.
 - the server evaluates on test images it obfuscates with its own key (the model never needs a key).
+- ``soft_labels="region-sorted"``: each client first trains its own teacher on its own original
+  images (:func:`client_teacher`, once per client process) and fits the shared model to the
+  teacher's probabilities on its protected images (:mod:`visualmixer.train.soft_labels`); the
+  teacher never leaves the client.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FLConfig", "client_data", "evaluate_model", "local_train", "make_model", "server_test_set",
-           "state_to_numpy"]
+__all__ = ["FL_MODELS", "FLConfig", "client_data", "client_teacher", "evaluate_model", "local_train", "make_model",
+           "server_test_set", "state_to_numpy"]
+
+#: The shared models a federation can train (:func:`visualmixer.train.models.build_model` names).
+FL_MODELS = ("cnn", "region-sorted")
 
 # Input normalisation fixed for Fashion-MNIST (obfuscation only permutes values, so the
 # statistics are the same for clean and obfuscated images).
@@ -42,6 +49,10 @@ class FLConfig:
     mix: int = 0                    # >= 2: each client mixes regions within same-class groups of this size
     mix_share: float = 1.0          # with mix: share of region positions exchanged per group, in (0, 1]
     mix_balanced: bool = False      # with mix: every collage holds each member's regions equally often
+    model: str = "cnn"              # the shared model, one of FL_MODELS
+    soft_labels: str = ""           # "region-sorted": each client's own teacher labels its protected images
+    soft_label_epochs: int = 1      # with soft_labels: the teacher's epochs on the client's originals
+    soft_label_temperature: float = 4.0
     train_size: int = 2000          # pooled training images before partitioning (0: all)
     test_size: int = 1000
     local_epochs: int = 1
@@ -64,9 +75,12 @@ class FLConfig:
             cfg.target_vfe = None
         if cfg.data_root in ("", None):
             cfg.data_root = None
-        for f in ("num_clients", "train_size", "test_size", "local_epochs", "batch_size", "seed", "mix"):
+        for f in ("num_clients", "train_size", "test_size", "local_epochs", "batch_size", "seed", "mix",
+                  "soft_label_epochs"):
             setattr(cfg, f, int(getattr(cfg, f)))
-        cfg.lr = float(cfg.lr)
+        cfg.lr, cfg.soft_label_temperature = float(cfg.lr), float(cfg.soft_label_temperature)
+        cfg.soft_labels = str(cfg.soft_labels or "")
+        cfg._check_model()
         if cfg.mode not in ("offline", "online"):
             raise ValueError(f"mode must be 'offline' or 'online', got {cfg.mode!r}")
         if cfg.mix == 1 or cfg.mix < 0:
@@ -79,14 +93,32 @@ class FLConfig:
             raise ValueError("mix_balanced needs mix >= 2 (images per mixing group)")
         return cfg
 
+    def _check_model(self) -> None:
+        from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS
 
-def make_model(in_channels: int = 1, num_classes: int = 10, seed: int = 0) -> nn.Module:
-    """The shared :class:`~visualmixer.train.models.SmallCNN`, initialised from ``seed`` (the caller's
-    global RNG is left as it was)."""
+        if self.model not in FL_MODELS:
+            raise ValueError(f"model={self.model!r} is not allowed: give one of {', '.join(FL_MODELS)}")
+        if self.soft_labels and self.soft_labels not in SHUFFLE_BLIND_MODELS:
+            raise ValueError(f"soft_labels={self.soft_labels!r} is not allowed: the teacher must be blind to the "
+                             f"in-region shuffle: {', '.join(SHUFFLE_BLIND_MODELS)}")
+        if self.soft_labels and self.target_vfe is None:
+            raise ValueError(f"soft_labels={self.soft_labels!r} needs a target VFE (the teacher labels the "
+                             "protected images; a clean run trains on the originals)")
+        if self.soft_label_epochs < 1 or self.soft_label_temperature <= 0:
+            raise ValueError(f"soft_label_epochs={self.soft_label_epochs} and soft_label_temperature="
+                             f"{self.soft_label_temperature} are not allowed: give an integer >= 1 and a number > 0")
+
+
+def make_model(in_channels: int = 1, num_classes: int = 10, seed: int = 0, model: str = "cnn",
+               size: int = 28) -> nn.Module:
+    """The shared model (``model``, one of :data:`FL_MODELS`; default the small CNN) for ``size``² images,
+    initialised from ``seed`` (the caller's global RNG is left as it was)."""
+    from visualmixer.core.regions import resolve_region
     from visualmixer.train.fit import init_model
-    from visualmixer.train.models import SmallCNN
+    from visualmixer.train.models import build_model
 
-    return init_model(lambda: SmallCNN(in_channels, num_classes), seed=seed)
+    region = resolve_region(None, size, size)  # the protection's default grid, as obfuscate_local uses
+    return init_model(lambda: build_model(model, in_channels, num_classes, region=region), seed=seed)
 
 
 def _load(cfg: FLConfig, split: str):
@@ -166,14 +198,26 @@ class _MomentumSGD:
             p.add_(buf, alpha=-self.lr)
 
 
+def client_teacher(cfg: FLConfig, x_u8: torch.Tensor, y: torch.Tensor, num_classes: int = 10) -> nn.Module:
+    """The client's own teacher for ``cfg.soft_labels``: trained on its *original* images ``(N, 1, H, W)``
+    for ``cfg.soft_label_epochs`` (Adam 1e-3, seeded by ``cfg.seed``), inputs normalised as the model's."""
+    from visualmixer.core.regions import resolve_region
+    from visualmixer.train.soft_labels import teacher_for
+
+    return teacher_for(cfg.soft_labels, x_u8, y, num_classes, region=resolve_region(None, *x_u8.shape[-2:]),
+                       epochs=cfg.soft_label_epochs, batch_size=cfg.batch_size, seed=cfg.seed, prepare=_norm)
+
+
 def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLConfig,
-                server_round: int = 1) -> dict:
+                server_round: int = 1, teacher: nn.Module | None = None) -> dict:
     """SGD (momentum 0.9, as ``torch.optim.SGD``) for ``cfg.local_epochs`` over (x_u8, y); returns loss and time.
 
     The library's one loop (:func:`visualmixer.train.fit.fit_classifier`); the batch order is
-    seeded with ``cfg.seed * 100003 + server_round``.
+    seeded with ``cfg.seed * 100003 + server_round``. With a ``teacher`` (:func:`client_teacher`)
+    the model is fit to its probabilities at ``cfg.soft_label_temperature`` instead of the labels.
     """
     from visualmixer.train.fit import fit_classifier
+    from visualmixer.train.soft_labels import soft_label_loss
 
     t0, sums = time.perf_counter(), [0.0, 0]
 
@@ -184,7 +228,8 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
     fit_classifier(model, (x_u8, y), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                    optimizer=_MomentumSGD(model.parameters(), cfg.lr), prepare=_norm,
                    generator=torch.Generator().manual_seed(cfg.seed * 100003 + server_round),
-                   on_step=tally, seed=cfg.seed, stop_on_nonfinite=False)
+                   on_step=tally, seed=cfg.seed, stop_on_nonfinite=False,
+                   loss_fn=None if teacher is None else soft_label_loss(teacher, cfg.soft_label_temperature))
     return {"train_loss": sums[0] / max(1, sums[1]), "train_seconds": time.perf_counter() - t0}
 
 
