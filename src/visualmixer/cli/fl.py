@@ -52,7 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_soft_label_options(p, epochs_default="--rounds × --local-epochs")
     p.add_argument("--local-epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--lr", type=float, default=0.05, help="client SGD learning rate (momentum 0.9)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="client SGD learning rate (momentum 0.9; default 0.05, 0.01 with --soft-labels)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX directory")
     p.add_argument("--key-dir", default=None, help="directory with client0.key … (made with `visualmixer keygen`)")
