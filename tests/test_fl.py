@@ -205,3 +205,21 @@ def test_two_clients_one_round_on_loopback(tmp_path, monkeypatch):
     # Wall time is reported, never asserted (DEVELOPERS.md): measured 45-65 s at load 5-6 on the
     # shared 2-core machine; the run itself is bounded by run_loopback's timeout.
     print(f"loopback 2 clients x 1 round: {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_FLWR, reason="flwr not installed")
+@pytest.mark.skipif(not HAS_FMNIST, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_a_run_whose_clients_all_fail_stops_with_their_reason(tmp_path, capsys):
+    """Every client's loss becomes NaN in round 1: the run ends at once (no wait for the timeout)
+    with the clients' own error, named with the CLI's flags."""
+    from visualmixer.cli import main
+
+    t0 = time.monotonic()
+    assert main(["fl", "--clients", "2", "--rounds", "2", "--train-size", "200", "--test-size", "100", "--lr", "1000",
+                 "--timeout", "240", "--out", str(tmp_path / "nan")]) == 1
+    err = capsys.readouterr().err
+    assert "the federated run failed: no client sent an update (in round 1" in err
+    assert "the clients reported: TrainingDiverged: training loss became nan" in err
+    assert "(client SGD at --lr 1000.0): try a lower lr" in err
+    assert time.monotonic() - t0 < 240  # ended by the error, not by the timeout

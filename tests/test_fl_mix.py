@@ -93,3 +93,12 @@ def test_the_client_teacher_learns_from_the_originals(monkeypatch):
     x = torch.randint(0, 256, (32, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     teacher = task.client_teacher(cfg, x, torch.arange(32) % 10)
     assert seen == [("region-sorted", x.data_ptr(), 1, 4)] and not teacher.training
+
+
+def test_a_diverging_client_sends_nothing_and_says_what_to_change():
+    from visualmixer.train.fit import TrainingDiverged
+
+    cfg = task.FLConfig(target_vfe=None, batch_size=16, lr=1e4)
+    x = torch.randint(0, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    with pytest.raises(TrainingDiverged, match=r"training loss became .* \(client SGD at lr=10000.0\): try a lower lr"):
+        task.local_train(task.make_model(seed=0), x, torch.arange(64) % 10, cfg)

@@ -38,7 +38,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "size": "--image-size",
     },
     "run": {"size": "--size"},
-    "fl": {"model": "--model", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
+    "fl": {"lr": "--lr", "model": "--model", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
            "soft_label_temperature": "--soft-label-temperature"},
     "train": {"loader_workers": "--loader-workers", "prefetch": "--prefetch", "mix_grouping": "--groups",
               "mode": "--mode", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",

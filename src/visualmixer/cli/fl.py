@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from visualmixer.cli._common import add_mix_shape_options, add_soft_label_options, target_or_none
+from visualmixer.cli._common import add_mix_shape_options, add_soft_label_options, flags_for, target_or_none
 
 
 def _partition(text: str) -> str:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"visualmixer fl: error: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, TimeoutError) as exc:
-        print(f"visualmixer fl: error: {exc}", file=sys.stderr)
+        print(f"visualmixer fl: error: {flags_for(str(exc), 'fl')}", file=sys.stderr)
         return 1
     rows = [{"round": r["round"], "accuracy": round(r["accuracy"], 4)} for r in res.history["rounds"]]
     print(json.dumps({"out": str(res.out / "history.json"), "seconds": round(res.seconds, 1), "rounds": rows}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -66,6 +67,17 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float, what: str
                 return
         time.sleep(0.2)
     raise TimeoutError(f"{what} did not listen on {HOST}:{port} within {timeout:.0f} s; see {log}")
+
+
+def _client_errors(run_log: Path) -> str:
+    """"; the clients reported: ..." — the distinct errors the clients sent back, from flwr run's log."""
+    try:
+        lines = run_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = re.findall(r"error in reply from node \d+: <class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>", "\n".join(lines))
+    errors = list(dict.fromkeys(f"{kind}: {text}" for kind, text in found))
+    return "; the clients reported: " + " | ".join(errors[:5]) if errors else ""
 
 
 def _tail(path: Path, n: int = 30) -> str:
@@ -373,5 +385,7 @@ def run_loopback(
                 raise TimeoutError(f"the federated run did not finish within {timeout:.0f} s; logs in {logs}:\n"
                                    f"{_tail(run_log)}")
             time.sleep(0.3)
+    if hist.get("error"):
+        raise RuntimeError(f"the federated run failed: {hist['error']}{_client_errors(run_log)}; logs in {logs}")
     return FLRun(out=out, history=hist, ports={"superlink": link_port, "supernodes": node_ports},
                  seconds=time.monotonic() - t0)

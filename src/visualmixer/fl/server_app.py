@@ -36,6 +36,13 @@ def _write(obj, path: str) -> None:
     os.replace(tmp, p)
 
 
+def _fail(history: dict, out_json: str, error: str) -> None:
+    """Record ``error`` as the run's end, so that whoever waits on ``out-json`` stops waiting."""
+    history.update(finished=True, error=error)
+    if out_json:
+        _write(history, out_json)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
@@ -65,9 +72,18 @@ def main(grid: Grid, context: Context) -> None:
 
     strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.num_clients,
                       min_evaluate_nodes=0, min_available_nodes=cfg.num_clients)
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=num_rounds,
-                            train_config=ConfigRecord({"lr": cfg.lr}), evaluate_fn=evaluate,
-                            timeout=float(rc.get("round-timeout", 600)))
+    try:
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=num_rounds,
+                                train_config=ConfigRecord({"lr": cfg.lr}), evaluate_fn=evaluate,
+                                timeout=float(rc.get("round-timeout", 600)))
+    except Exception as exc:
+        _fail(history, out_json, f"{type(exc).__name__}: {exc} (in round {len(history['rounds'])})")
+        raise
+    # a round where every client failed leaves the model as it was: say so at once, do not go on silently
+    empty = [r for r in range(1, num_rounds + 1) if r not in result.train_metrics_clientapp]
+    if empty:
+        _fail(history, out_json, f"no client sent an update (in round {empty[0]}; rounds without one: {empty})")
+        raise RuntimeError(history["error"])
     final = result.arrays.to_torch_state_dict()
     history["param_change_l2"] = float(
         sum(float((final[k].float() - initial[k].float()).pow(2).sum()) for k in initial) ** 0.5)

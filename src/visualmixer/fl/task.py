@@ -216,7 +216,7 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
     seeded with ``cfg.seed * 100003 + server_round``. With a ``teacher`` (:func:`client_teacher`)
     the model is fit to its probabilities at ``cfg.soft_label_temperature`` instead of the labels.
     """
-    from visualmixer.train.fit import fit_classifier
+    from visualmixer.train.fit import TrainingDiverged, fit_classifier
     from visualmixer.train.soft_labels import soft_label_loss
 
     t0, sums = time.perf_counter(), [0.0, 0]
@@ -225,11 +225,15 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
         sums[0] += info.loss * info.size
         sums[1] += info.size
 
-    fit_classifier(model, (x_u8, y), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
-                   optimizer=_MomentumSGD(model.parameters(), cfg.lr), prepare=_norm,
-                   generator=torch.Generator().manual_seed(cfg.seed * 100003 + server_round),
-                   on_step=tally, seed=cfg.seed, stop_on_nonfinite=False,
-                   loss_fn=None if teacher is None else soft_label_loss(teacher, cfg.soft_label_temperature))
+    try:
+        fit_classifier(model, (x_u8, y), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                       optimizer=_MomentumSGD(model.parameters(), cfg.lr), prepare=_norm,
+                       generator=torch.Generator().manual_seed(cfg.seed * 100003 + server_round),
+                       on_step=tally, seed=cfg.seed,
+                       loss_fn=None if teacher is None else soft_label_loss(teacher, cfg.soft_label_temperature))
+    except TrainingDiverged as exc:  # never send NaN weights into the average; say what to change
+        raise TrainingDiverged(f"{exc} (client SGD at lr={cfg.lr}): try a lower lr", epoch=exc.epoch, step=exc.step,
+                               loss=exc.loss) from None
     return {"train_loss": sums[0] / max(1, sums[1]), "train_seconds": time.perf_counter() - t0}
 
 
