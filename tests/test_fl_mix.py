@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from test_soft_labels import _Constant  # a teacher sure of one class
 from visualmixer.fl import task
 
 
@@ -37,18 +38,6 @@ def test_run_config_mix():
 
 # -- the region-sorted model and each client's own soft labels -----------------------------------
 
-class _Constant(torch.nn.Module):
-    """A teacher sure of one class whatever the input."""
-
-    def __init__(self, cls: int, classes: int = 10):
-        super().__init__()
-        self.logits = torch.full((classes,), -4.0)
-        self.logits[cls] = 4.0
-
-    def forward(self, x):
-        return self.logits.expand(x.shape[0], -1)
-
-
 def test_run_config_model_and_soft_labels():
     cfg = task.FLConfig.from_run_config({"model": "region-sorted", "soft-labels": "region-sorted",
                                          "soft-label-epochs": "2", "soft-label-temperature": "2"})
@@ -73,7 +62,7 @@ def test_a_client_fits_its_teacher_not_the_labels():
     model = task.make_model(seed=0, model="region-sorted")
     assert type(model).__name__ == "RegionSortedCNN" and model.region == 4
     xo = task.obfuscate_local(x, np.arange(64), cfg, task.client_key(cfg, 0), 1, labels=y)
-    task.local_train(model, xo, y, cfg, teacher=_Constant(3))
+    task.local_train(model, xo, y, cfg, teacher=_Constant(3, classes=10))
     with torch.no_grad():
         assert (model(task._norm(xo)).argmax(1) == 3).float().mean() > 0.95
 
