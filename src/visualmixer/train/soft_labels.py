@@ -17,7 +17,8 @@ third party trains on the release alone (:func:`read_soft_labels`, :func:`soft_t
 What the soft labels add to a release: for each released image, a function of that image and of
 the teacher's weights — no pixel of any source that the image does not already hold; the
 teacher's weights were fit to the owner's originals, so whatever the teacher memorised of them
-can show through its outputs (not audited; train the teacher with DP-SGD where that matters).
+can show through its outputs (linkage to a source about 1.5× chance, docs/privacy.md; content not
+audited; train the teacher with DP-SGD where that matters).
 
 >>> from visualmixer.train import TrainConfig
 >>> cfg = TrainConfig(model="region-sorted", target_vfe=1.0, mix=8, mix_balanced=True,

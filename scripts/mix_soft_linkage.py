@@ -1,0 +1,83 @@
+"""Do released soft labels point to a collage's sources? A linkage probe (docs/privacy.md §4c).
+
+The owner mixes its training set (Fashion-MNIST, ``--train`` images, balanced groups of ``--k``,
+target 1.0), trains the region-sorted teacher on the originals and releases every collage with
+the teacher's logits (what ``visualmixer soft-labels`` writes). The attacker holds ``--victims``
+of the owner's originals and the release, and for each victim ranks the released collages of the
+victim's class (the class is public: the folder) by how close their released probabilities are to
+a model's probabilities on the victim (L2 between log-probabilities). A hit: the top collage holds
+regions of the victim. Two attacker models: its own (the region-sorted student fit to the release
+and its soft labels, all it can train) and, as a bound, the owner's teacher itself. Chance: the
+victim's group's collages among the class's (k / class size).
+
+    OMP_NUM_THREADS=1 python scripts/mix_soft_linkage.py --json docs/data/mix-soft-linkage.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from visualmixer.core.keys import Key
+from visualmixer.core.mixing import mix
+from visualmixer.data.datasets import load_fashion_mnist
+from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
+from visualmixer.train.models import build_model
+from visualmixer.train.soft_labels import release_logits, soft_target_loss, teacher_for
+
+
+def top1_hits(model_logp: torch.Tensor, released_logp: torch.Tensor, victims: torch.Tensor, labels: torch.Tensor,
+              sources: torch.Tensor) -> float:
+    """Share of victims whose nearest released collage of their class holds one of their regions."""
+    hits = 0
+    for v, lp in zip(victims.tolist(), model_logp, strict=True):
+        same = torch.nonzero(labels == labels[v]).flatten()
+        best = same[(released_logp[same] - lp).pow(2).sum(1).argmin()]
+        hits += int((sources[best] == v).any())
+    return hits / len(victims)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", type=int, default=20000)
+    ap.add_argument("--victims", type=int, default=2000)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=5, help="the teacher's and the attacker's student's")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    t0 = time.time()
+    owner = load_fashion_mnist("train").subset(args.train, seed=args.seed)
+    x, y = owner.images, owner.labels
+    res = mix(x, y, key=Key.from_seed(1000 + args.seed), ids=range(len(x)), k=args.k, target_vfe=1.0, balanced=True)
+    mean, std = channel_normaliser(x)
+
+    def prepare(b):
+        return normalise(b, mean, std)
+
+    teacher = teacher_for("region-sorted", x, y, 10, region=4, epochs=args.epochs, seed=args.seed, prepare=prepare)
+    released = release_logits(teacher, res.images, prepare=prepare)
+    student = init_model(lambda: build_model("region-sorted", 1, 10, region=4), seed=args.seed + 1)
+    fit_classifier(student, (res.images, released), epochs=args.epochs, lr=1e-3, batch_size=128, seed=args.seed + 1,
+                   prepare=prepare, loss_fn=soft_target_loss(4.0))
+    student.eval()
+    victims = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.victims]
+    released_logp = released.log_softmax(1)
+    out = {"k": args.k, "train": args.train, "victims": args.victims, "epochs": args.epochs, "seed": args.seed,
+           "chance": args.k / float((y == 0).sum())}
+    for name, model in (("attacker_student", student), ("owner_teacher", teacher)):
+        with torch.no_grad():
+            logp = release_logits(model, x[victims], prepare=prepare).log_softmax(1)
+        out[name] = top1_hits(logp, released_logp, victims, y, res.sources)
+    out["seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(out, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
