@@ -262,7 +262,9 @@ def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: t
         return MixedEpochs(cfg, data), batches
     workers = int(cfg.loader_workers)
     # the workers read the clean images from host memory; in process they stay on the device
-    base = TensorDataset(train_set.images, train_set.labels) if workers else TensorDataset(data.x_train, data.y_train)
+    # the targets are data.y_train (the labels, or released soft labels) in both cases
+    base = (TensorDataset(train_set.images, data.y_train.cpu()) if workers
+            else TensorDataset(data.x_train, data.y_train))
     ds = ObfuscatedDataset(base, data.train_key, cfg.target_vfe, "online", region=cfg.region, return_vfe=True)
     if not workers:
         loader = DatasetBatches(ds, batches, group=feed_group(cfg.batch_size, dev))
