@@ -69,22 +69,23 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float, what: str
     raise TimeoutError(f"{what} did not listen on {HOST}:{port} within {timeout:.0f} s; see {log}")
 
 
-def _client_errors(run_log: Path) -> str:
-    """"; the clients reported: ..." — the distinct errors the clients sent back, from flwr run's log."""
+def _read_log(path: Path) -> str:
+    """A process log's text ("" when it cannot be read: the messages that quote it must not fail)."""
     try:
-        lines = run_log.read_text(errors="replace").splitlines()
+        return path.read_text(errors="replace")
     except OSError:
         return ""
-    found = re.findall(r"error in reply from node \d+: <class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>", "\n".join(lines))
+
+
+def _client_errors(run_log: Path) -> str:
+    """"; the clients reported: ..." — the distinct errors the clients sent back, from flwr run's log."""
+    found = re.findall(r"error in reply from node \d+: <class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>", _read_log(run_log))
     errors = list(dict.fromkeys(f"{kind}: {text}" for kind, text in found))
     return "; the clients reported: " + " | ".join(errors[:5]) if errors else ""
 
 
 def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
+    return "\n".join(_read_log(path).splitlines()[-n:])
 
 
 def _toml_value(v) -> str:
