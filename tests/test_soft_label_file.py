@@ -170,13 +170,14 @@ def test_soft_labels_command_refuses_other_classes(tmp_path, capsys):
     assert not (tmp_path / "dst" / "soft-labels.csv").exists()
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_online_training_fits_the_file_too(tmp_path, workers):
-    """Online re-shuffling (in process or in loader workers) keeps each image's row."""
+@pytest.mark.parametrize("workers, augment", [(0, []), (1, []), (1, ["hflip"])])
+def test_online_training_fits_the_file_too(tmp_path, workers, augment):
+    """Online re-shuffling (in process or in loader workers) keeps each image's row (and its views')."""
     train_set, test_set = _with_files(_synthetic(64, 0)), _synthetic(32, 1)
-    logits = torch.full((64, 4), -5.0)
-    logits[:, 2] = 5.0  # the file says "c" for every image
-    path = write_soft_labels(tmp_path / "s.csv", train_set.files, CLASSES, logits)
+    logits = torch.full((64, 1 + len(augment), 4), -5.0)
+    logits[..., 2] = 5.0  # the file says "c" for every image (and every view)
+    path = write_soft_labels(tmp_path / "s.csv", train_set.files, CLASSES, logits if augment else logits[:, 0],
+                             views=augment)
     cfg = _cfg(tmp_path / "o", model="region-sorted", target_vfe=1.0, mode="online", optimizer="adam", epochs=2,
-               soft_label_file=str(path), loader_workers=workers)
+               soft_label_file=str(path), loader_workers=workers, augment=augment)
     assert L.train(cfg, sets=(train_set, test_set))["runs"][0]["final_test_acc"] == pytest.approx(0.25)

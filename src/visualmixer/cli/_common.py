@@ -36,6 +36,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "channel_order": "--no-channel-order",
         "root": "--data-root",
         "size": "--image-size",
+        "augment": "--augment",
     },
     "run": {"size": "--size"},
     "fl": {"lr": "--lr", "model": "--model", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
@@ -199,6 +200,14 @@ def add_mix_shape_options(p, *, share_default: float | None = 1.0) -> None:
     p.add_argument("--mix-balanced", action="store_true",
                    help="with --mix: every collage holds each group member's regions at the same number of "
                         "positions, so no source dominates a collage (default: a keyed permutation per position)")
+
+
+def add_augment_option(p, *, help: str) -> None:
+    """``--augment NAME...`` (:data:`visualmixer.train.augment.AUGMENTATIONS`), in ``train`` and ``soft-labels``."""
+    from visualmixer.train.augment import AUGMENTATIONS
+
+    names = tuple(AUGMENTATIONS)
+    p.add_argument("--augment", nargs="+", default=[], choices=names, metavar="{" + ",".join(names) + "}", help=help)
 
 
 def add_soft_label_options(p, *, epochs_default: str) -> None:

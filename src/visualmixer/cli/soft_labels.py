@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from visualmixer.cli._common import positive_int
+from visualmixer.cli._common import add_augment_option, positive_int
 
 EXAMPLES = """\
 examples:
@@ -52,6 +52,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", default="constant", choices=tuple(LR_SCHEDULES), help="default: constant")
     p.add_argument("--batch-size", type=positive_int, default=128, metavar="B")
     p.add_argument("--seed", type=int, default=0, help="the teacher's initialisation and batch order")
+    add_augment_option(p, help="train the teacher with this augmentation too and write its logits of each "
+                               "released image's view (hflip: mirrored) as well, for `visualmixer train --augment` "
+                               "(default: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -78,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
     originals, release = load_image_folder(src, **kw), load_image_folder(dst, **kw)
     logits = owner_soft_labels(originals, release, region=args.region, epochs=args.epochs, lr=args.lr,
                                lr_schedule=args.lr_schedule, batch_size=args.batch_size, seed=args.seed,
-                               device=device, progress=not args.no_progress)
-    write_soft_labels(out, release.files, release.classes, logits)
-    agree = float((logits.argmax(1) == release.labels).float().mean())
+                               device=device, progress=not args.no_progress, augment=args.augment)
+    write_soft_labels(out, release.files, release.classes, logits, views=args.augment)
+    agree = float((logits.reshape(len(release), -1, len(release.classes))[:, 0].argmax(1) == release.labels)
+                  .float().mean())
     print(json.dumps({"out": str(out), "images": len(release), "classes": len(release.classes),
                       "teacher_agrees_with_folder_label": round(agree, 4)}, indent=2))
     return 0

@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from visualmixer.cli._common import (
+    add_augment_option,
     add_mix_shape_options,
     add_soft_label_options,
     flags_for,
@@ -89,15 +90,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="online mode in the training process: obfuscate N batches ahead in a "
                         "background thread, beside the training step (same batches; 0: none; "
                         "default: 2 on a GPU or with one torch thread, else 0)")
-    add_soft_label_options(p, epochs_default="--epochs")
-    p.add_argument("--soft-label-file", default=None, metavar="FILE",
-                   help="train on soft labels released with the data (made by `visualmixer soft-labels`), "
-                        "joined on the file names of --data imagefolder:PATH")
+    _add_target_options(p)
     p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
     p.set_defaults(func=run)
     return p
+
+
+def _add_target_options(p: argparse.ArgumentParser) -> None:
+    """What the model is fit to: soft labels (a teacher, or a released file) and the augmentation."""
+    add_soft_label_options(p, epochs_default="--epochs")
+    p.add_argument("--soft-label-file", default=None, metavar="FILE",
+                   help="train on soft labels released with the data (made by `visualmixer soft-labels`), "
+                        "joined on the file names of --data imagefolder:PATH")
+    add_augment_option(p, help="training-time augmentation of the model's (and a --soft-labels teacher's) "
+                               "batches: hflip mirrors each image's region grid left-right with probability 0.5 "
+                               "(with --soft-label-file the file must hold the mirrored images' logits: "
+                               "visualmixer soft-labels --augment hflip). Default: none")
 
 
 def _add_mixing_options(p: argparse.ArgumentParser) -> None:
@@ -125,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
         soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
         soft_label_file=args.soft_label_file, soft_label_temperature=args.soft_label_temperature,
-        lr_schedule=args.lr_schedule,
+        lr_schedule=args.lr_schedule, augment=args.augment,
     )
     with warnings.catch_warnings(record=True) as caught:  # the library's warnings, said with flags
         warnings.simplefilter("always", UserWarning)

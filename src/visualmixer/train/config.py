@@ -91,6 +91,12 @@ class TrainConfig:
         Distillation temperature (default 4).
     region : int, optional
         Region side passed to ``obfuscate`` (default: its size rule).
+    augment : sequence of str
+        Training-time augmentation (:mod:`visualmixer.train.augment`), applied to the model's
+        training batches and to a ``soft_labels`` teacher's: ``("hflip",)`` mirrors each image's
+        region grid left-right with probability 0.5, keyed by the seed. With ``soft_label_file``
+        the file must hold the mirrored images' logits too (``visualmixer soft-labels --augment
+        hflip``). Default ``()``: none.
     secret_keys : bool
         Use an OS-random training key and fresh randomness for the test images (not
         deterministic); see the module docstring.
@@ -144,6 +150,7 @@ class TrainConfig:
     soft_label_epochs: int | None = None
     soft_label_file: str | None = None
     soft_label_temperature: float = 4.0
+    augment: Sequence[str] = ()
     secret_keys: bool = False
     obfuscate_batch: int = 1024
     loader_workers: int = 0
@@ -216,6 +223,9 @@ class TrainConfig:
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         self.seeds = [int(s) for s in self.seeds]
+        from visualmixer.train.augment import check_augment
+
+        self.augment = list(check_augment(self.augment))
         resolve_device(self.device)
         return self
 

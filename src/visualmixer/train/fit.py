@@ -236,8 +236,8 @@ def _epoch_batches(data, epoch: int, batch_size: int, batches, generator):
         images, labels = data
         if batches is None:
             batches = ShuffledBatches(images.shape[0], batch_size, generator=generator)
-        # (N,) class indices, or (N, K) per-class targets (soft labels) kept as they are
-        targets = labels if labels.ndim == 2 else labels.reshape(-1)
+        # (N,) class indices, or (N, K) per-class targets (soft labels; (N, views, K) for ``augment``) as they are
+        targets = labels if labels.ndim >= 2 else labels.reshape(-1)
         return _TensorBatches(images, targets, batches), batches
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         if batches is None:
@@ -278,6 +278,7 @@ def fit_classifier(
     progress: bool = False,
     desc: str = "training",
     lr_schedule: str = "constant",
+    augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> FitResult:
     """Train ``model`` (in place) for epochs ``start_epoch .. epochs-1``; return the loss history.
 
@@ -336,6 +337,10 @@ def fit_classifier(
     lr_schedule : str
         One of :data:`LR_SCHEDULES`: ``"constant"`` (default) or ``"cosine"`` (from each parameter
         group's lr at the first epoch down to 0 after the last, set before every epoch).
+    augment : callable, optional
+        ``(inputs, targets) -> (inputs, targets)`` on each prepared training batch on ``device``,
+        before the model and ``loss_fn`` see it (e.g. :class:`~visualmixer.train.augment.RegionGridFlip`;
+        its ``set_epoch`` is called too).
 
     Returns
     -------
@@ -376,8 +381,8 @@ def fit_classifier(
                 on_epoch_start(epoch)
             loader, batches = _epoch_batches(data, epoch, batch_size, batches, generator)
             _set_epoch((data, loader, getattr(loader, "dataset", None), getattr(loader, "sampler", None),
-                        getattr(loader, "batch_sampler", None), batches), epoch)
-            stats = _run_epoch(model, loader, optimizer, epoch, device, prepare, loss_fn, on_step,
+                        getattr(loader, "batch_sampler", None), batches, augment), epoch)
+            stats = _run_epoch(model, loader, optimizer, epoch, device, prepare, augment, loss_fn, on_step,
                                stop_on_nonfinite, result.step_losses,
                                _progress_label(progress, desc, epoch, epochs))
             stats.seconds = time.perf_counter() - t0
@@ -391,7 +396,7 @@ def _progress_label(enabled: bool, desc: str, epoch: int, epochs: int) -> str | 
     return f"{desc} epoch {epoch + 1}/{epochs}" if enabled else None
 
 
-def _run_epoch(model, loader, optimizer, epoch, device, prepare, loss_fn, on_step, stop, step_losses,
+def _run_epoch(model, loader, optimizer, epoch, device, prepare, augment, loss_fn, on_step, stop, step_losses,
                bar) -> EpochStats:
     """One pass over ``loader``: forward, loss, finite check, backward, step."""
     model.train()
@@ -403,6 +408,8 @@ def _run_epoch(model, loader, optimizer, epoch, device, prepare, loss_fn, on_ste
             continue
         inputs = prepare(xb).to(device, non_blocking=True)
         yb = yb.to(device, non_blocking=True)
+        if augment is not None:
+            inputs, yb = augment(inputs, yb)
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
         loss = loss_fn(logits, yb, inputs)

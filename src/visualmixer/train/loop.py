@@ -40,6 +40,7 @@ from visualmixer.core.regions import resolve_region
 from visualmixer.core.vfe import vfe
 from visualmixer.data.datasets import ImageSet, load_dataset
 from visualmixer.data.wrapper import obfuscate_set
+from visualmixer.train.augment import make_augment
 from visualmixer.train.config import MODES, OPTIMIZERS, TrainConfig, resolve_device
 from visualmixer.train.feed import MixedEpochs, WaitedLoader, sync, training_feed
 from visualmixer.train.fit import (
@@ -114,10 +115,11 @@ def _write_json(obj, path: Path) -> None:
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
            "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels", "soft_label_epochs",
-           "soft_label_temperature", "lr_schedule", "soft_label_file")  # fmt: skip
+           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment")  # fmt: skip
 # options added later: what a checkpoint without them used
 _COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
-                    "soft_label_temperature": 4.0, "lr_schedule": "constant", "soft_label_file": None}
+                    "soft_label_temperature": 4.0, "lr_schedule": "constant", "soft_label_file": None,
+                    "augment": []}
 
 
 def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -201,7 +203,7 @@ def _training_targets(cfg: TrainConfig, train_set: ImageSet) -> torch.Tensor:
     if not train_set.files:
         raise ValueError(f"soft_label_file={cfg.soft_label_file!r} needs a training set read from image files "
                          f"(imagefolder:PATH) to join its rows on; {train_set.name or 'this set'} has no file names")
-    return read_soft_labels(cfg.soft_label_file, train_set.files, train_set.classes)
+    return read_soft_labels(cfg.soft_label_file, train_set.files, train_set.classes, views=cfg.augment)
 
 
 class _SeedLog:
@@ -296,7 +298,7 @@ def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: Ima
     teacher = teacher_for(cfg.soft_labels, train_set.images, train_set.labels, train_set.num_classes, region=region,
                           epochs=cfg.soft_label_epochs or cfg.epochs, batch_size=cfg.batch_size, seed=seed,
                           prepare=data.normalise, device=dev, state=saved, progress=cfg.progress,
-                          lr_schedule=cfg.lr_schedule)
+                          lr_schedule=cfg.lr_schedule, augment=make_augment(cfg.augment, region=region, seed=seed))
     if saved is None:
         _save_checkpoint(teacher.state_dict(), path)
     _, acc = evaluate_classifier(teacher, data.x_test, data.y_test, prepare=data.normalise, batch_size=1024)
@@ -359,7 +361,9 @@ def train_seed(
         fit_classifier(model, feed, epochs=cfg.epochs, optimizer=opt, device=dev, batches=batches,
                        start_epoch=state["epoch"] + 1 if state else 0, prepare=data.normalise, loss_fn=loss_fn,
                        on_epoch_start=log.epoch_start, on_step=log.step, on_epoch_end=log.epoch_end,
-                       seed=seed, progress=cfg.progress, desc=f"seed {seed}", lr_schedule=cfg.lr_schedule)
+                       seed=seed, progress=cfg.progress, desc=f"seed {seed}", lr_schedule=cfg.lr_schedule,
+                       augment=make_augment(cfg.augment, region=region if cfg.target_vfe is not None else None,
+                                            seed=seed))
     except TrainingDiverged as exc:
         raise log.diverged(exc) from exc
     result = _seed_result(cfg, seed, log)

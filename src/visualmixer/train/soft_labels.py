@@ -42,6 +42,7 @@ from torch import nn
 from visualmixer.core.atomic import replace_atomically
 from visualmixer.core.regions import resolve_region
 from visualmixer.data.imageset import ImageSet
+from visualmixer.train.augment import AUGMENTATIONS, check_augment, make_augment
 from visualmixer.train.distill import distill_loss, teacher_loss
 from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import build_model
@@ -71,7 +72,7 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
                 epochs: int, batch_size: int = 128, seed: int | None = None,
                 prepare: Callable[[torch.Tensor], torch.Tensor] | None = None, device: str | torch.device = "cpu",
                 state: dict | None = None, progress: bool = False, lr_schedule: str = "constant",
-                lr: float = 1e-3) -> nn.Module:
+                lr: float = 1e-3, augment: Callable | None = None) -> nn.Module:
     """The owner's teacher: ``model`` (one of :data:`SHUFFLE_BLIND_MODELS`) trained on the *original* images.
 
     Parameters
@@ -91,6 +92,8 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
         ``fit_classifier``'s batch preparation (normalisation); the student's must be the same.
     state : dict, optional
         A saved ``state_dict``: loaded instead of training (a resumed run keeps its teacher).
+    augment : callable, optional
+        ``fit_classifier``'s training-batch augmentation (:mod:`visualmixer.train.augment`).
 
     Returns
     -------
@@ -107,14 +110,14 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
     else:
         fit_classifier(teacher, (images, labels), epochs=epochs, lr=lr, batch_size=batch_size, device=device,
                        prepare=prepare, seed=seed, progress=progress, desc=f"seed {seed} teacher",
-                       lr_schedule=lr_schedule)
+                       lr_schedule=lr_schedule, augment=augment)
     return teacher.eval()
 
 
 def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "region-sorted",
                       region: int | None = None, epochs: int = 10, lr: float = 1e-3, lr_schedule: str = "constant",
                       batch_size: int = 128, seed: int = 0, device: str | torch.device = "cpu",
-                      progress: bool = False) -> torch.Tensor:
+                      progress: bool = False, augment: Sequence[str] = ()) -> torch.Tensor:
     """The owner's soft labels for a release: a teacher trained on ``originals``, its logits on ``release``.
 
     Parameters
@@ -131,11 +134,16 @@ def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "r
     epochs, lr, lr_schedule, batch_size, seed, device, progress
         The teacher's training (:func:`teacher_for`); inputs normalised with the originals'
         per-channel mean and standard deviation.
+    augment : sequence of str
+        Train the teacher with these augmentations (:data:`visualmixer.train.augment.AUGMENTATIONS`)
+        and label each one's view of every released image too, for a trainer that augments the
+        same way (``visualmixer train --augment``).
 
     Returns
     -------
     torch.Tensor
-        float32 logits ``(M, K)``, on the CPU, in ``release``'s order.
+        float32 logits ``(M, K)``, on the CPU, in ``release``'s order; with ``augment``
+        ``(M, 1 + len(augment), K)``: the image's, then each view's.
 
     Examples
     --------
@@ -158,8 +166,14 @@ def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "r
     side = resolve_region(region, *originals.images.shape[-2:])
     teacher = teacher_for(model, originals.images, originals.labels, originals.num_classes, region=side,
                           epochs=epochs, batch_size=batch_size, seed=seed, prepare=prepare, device=dev,
-                          progress=progress, lr_schedule=lr_schedule, lr=lr)
-    return release_logits(teacher, release.images, prepare=prepare)
+                          progress=progress, lr_schedule=lr_schedule, lr=lr,
+                          augment=make_augment(augment, region=side, seed=seed))
+    logits = release_logits(teacher, release.images, prepare=prepare)
+    if not augment:
+        return logits
+    views = [release_logits(teacher, AUGMENTATIONS[name](release.images, side), prepare=prepare)
+             for name in check_augment(augment)]
+    return torch.stack([logits, *views], dim=1)
 
 
 def soft_target_loss(temperature: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -181,52 +195,75 @@ def release_logits(teacher: nn.Module, images: torch.Tensor, *, prepare: Callabl
                       for s in range(0, images.shape[0], int(batch_size))])
 
 
-def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str], logits: torch.Tensor) -> Path:
+def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str], logits: torch.Tensor, *,
+                      views: Sequence[str] = ()) -> Path:
     """Write a soft-label file (CSV, atomically, mode 0644): a header ``file,<class>...`` and one row per
-    released image, its path relative to the release and the teacher's logits (``repr`` floats: exact)."""
+    released image, its path relative to the release and the teacher's logits (``repr`` floats: exact).
+
+    With ``views`` (augmentation names, :data:`visualmixer.train.augment.AUGMENTATIONS`) ``logits`` is
+    ``(N, 1 + len(views), K)``: the image's, then each view's (e.g. the mirrored image's), in columns
+    ``<view>:<class>`` after the image's own.
+    """
     logits = torch.as_tensor(logits, dtype=torch.float32)
-    if logits.shape != (len(files), len(classes)):
-        raise ValueError(f"logits must be (len(files), len(classes)) = ({len(files)}, {len(classes)}), "
+    views = tuple(views)
+    shape = (len(files), 1 + len(views), len(classes)) if views else (len(files), len(classes))
+    if logits.shape != shape:
+        raise ValueError(f"logits must be {shape} (files{', 1 + views' if views else ''}, classes), "
                          f"got {tuple(logits.shape)}")
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
-    out.writerow([FILE_COLUMN, *classes])
-    for name, row in zip(files, logits.tolist(), strict=True):
+    out.writerow([FILE_COLUMN, *classes, *(f"{v}:{c}" for v in views for c in classes)])
+    for name, row in zip(files, logits.reshape(len(files), -1).tolist(), strict=True):
         out.writerow([name, *(repr(v) for v in row)])
     return replace_atomically(Path(path), buf.getvalue().encode(), mode=0o644, suffix=".tmp")
 
 
-def read_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str]) -> torch.Tensor:
+def read_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str], *,
+                     views: Sequence[str] = ()) -> torch.Tensor:
     """The teacher's logits ``(len(files), len(classes))`` for ``files``, in their order, from a soft-label file.
+
+    With ``views`` (e.g. ``("hflip",)``) ``(len(files), 1 + len(views), len(classes))``: the image's
+    logits, then each view's (written by :func:`write_soft_labels` with ``views``).
 
     Raises
     ------
     ValueError
-        When the file's classes are not ``classes`` (in order), a value is not a finite number, a
-        file is listed twice, or one of ``files`` has no row (the message names it and the count).
+        When the file's classes are not ``classes`` (in order), it has no columns for one of
+        ``views``, a value is not a finite number, a file is listed twice, or one of ``files`` has
+        no row (the message names it and the count).
     """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows or rows[0][:1] != [FILE_COLUMN]:
         raise ValueError(f"soft-label file {path}: the first row must be the header '{FILE_COLUMN},<class>,...'")
-    if tuple(rows[0][1:]) != tuple(classes):
-        raise ValueError(f"soft-label file {path} is for the classes {rows[0][1:]}; the training set has "
+    header, k = rows[0][1:], len(classes)
+    if tuple(header[:k]) != tuple(classes) or len(header) % k or any(c.partition(":")[2] != classes[i % k]
+                                                                      for i, c in enumerate(header[k:])):
+        raise ValueError(f"soft-label file {path} is for the classes {header}; the training set has "
                          f"{list(classes)}: was it made for this release?")
+    in_file = [header[i].partition(":")[0] for i in range(k, len(header), k)]
+    for v in views:
+        if v not in in_file:
+            raise ValueError(f"soft-label file {path} has no soft labels of the {v!r} view (columns '{v}:<class>'): "
+                             f"write it with `visualmixer soft-labels --augment {v}`, or train without that "
+                             "augmentation")
+    columns = [i for i in range(k)] + [k * (1 + in_file.index(v)) + i for v in views for i in range(k)]
     table: dict[str, list[float]] = {}
     for line, row in enumerate(rows[1:], start=2):
         try:
             values = [float(v) for v in row[1:]]
         except ValueError:
             values = [math.nan]
-        if len(row) != len(classes) + 1 or not all(math.isfinite(v) for v in values):
-            raise ValueError(f"soft-label file {path}, line {line}: expected a file name and {len(classes)} "
+        if len(row) != len(header) + 1 or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"soft-label file {path}, line {line}: expected a file name and {len(header)} "
                              "finite numbers")
         if row[0] in table:
             raise ValueError(f"soft-label file {path}, line {line}: {row[0]!r} is listed twice")
-        table[row[0]] = values
+        table[row[0]] = [values[i] for i in columns]
     missing = [f for f in files if f not in table]
     if missing:
         raise ValueError(f"soft-label file {path} has no row for {len(missing)} of the {len(files)} training "
                          f"images (e.g. {missing[0]!r}): was it made for this release?")
-    return torch.tensor([table[f] for f in files], dtype=torch.float32).reshape(len(files), len(classes))
+    shape = (len(files), 1 + len(views), k) if views else (len(files), k)
+    return torch.tensor([table[f] for f in files], dtype=torch.float32).reshape(shape)
