@@ -8,7 +8,10 @@ victim's class (the class is public: the folder) by how close their released pro
 a model's probabilities on the victim (L2 between log-probabilities). A hit: the top collage holds
 regions of the victim. Two attacker models: its own (the region-sorted student fit to the release
 and its soft labels, all it can train) and, as a bound, the owner's teacher itself. Chance: the
-victim's group's collages among the class's (k / class size).
+victim's group's collages among the class's (k / class size). With ``--augment hflip`` the teacher
+and the student train with mirrored region grids and the release carries the mirrored collages'
+logits too (``visualmixer soft-labels --augment hflip``); the attacker then compares both views
+(the victim and its mirror image against each collage and its mirror image).
 
     OMP_NUM_THREADS=1 python scripts/mix_soft_linkage.py --json docs/data/mix-soft-linkage.json
 """
@@ -24,6 +27,7 @@ import torch
 from visualmixer.core.keys import Key
 from visualmixer.core.mixing import mix
 from visualmixer.data.datasets import load_fashion_mnist
+from visualmixer.train.augment import AUGMENTATIONS, make_augment
 from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import build_model
 from visualmixer.train.soft_labels import release_logits, soft_target_loss, teacher_for
@@ -47,6 +51,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=5, help="the teacher's and the attacker's student's")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--augment", nargs="*", default=[], choices=tuple(AUGMENTATIONS))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     t0 = time.time()
@@ -58,19 +63,25 @@ def main() -> None:
     def prepare(b):
         return normalise(b, mean, std)
 
-    teacher = teacher_for("region-sorted", x, y, 10, region=4, epochs=args.epochs, seed=args.seed, prepare=prepare)
-    released = release_logits(teacher, res.images, prepare=prepare)
+    def views(images):  # the image, then each augmentation's view of it
+        return [images, *(AUGMENTATIONS[name](images, 4) for name in args.augment)]
+
+    teacher = teacher_for("region-sorted", x, y, 10, region=4, epochs=args.epochs, seed=args.seed, prepare=prepare,
+                          augment=make_augment(args.augment, region=4, seed=args.seed))
+    released = [release_logits(teacher, v, prepare=prepare) for v in views(res.images)]
     student = init_model(lambda: build_model("region-sorted", 1, 10, region=4), seed=args.seed + 1)
-    fit_classifier(student, (res.images, released), epochs=args.epochs, lr=1e-3, batch_size=128, seed=args.seed + 1,
-                   prepare=prepare, loss_fn=soft_target_loss(4.0))
+    targets = torch.stack(released, 1) if args.augment else released[0]
+    fit_classifier(student, (res.images, targets), epochs=args.epochs, lr=1e-3, batch_size=128, seed=args.seed + 1,
+                   prepare=prepare, loss_fn=soft_target_loss(4.0),
+                   augment=make_augment(args.augment, region=4, seed=args.seed + 1))
     student.eval()
     victims = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.victims]
-    released_logp = released.log_softmax(1)
+    released_logp = torch.cat([r.log_softmax(1) for r in released], 1)
     out = {"k": args.k, "train": args.train, "victims": args.victims, "epochs": args.epochs, "seed": args.seed,
-           "chance": args.k / float((y == 0).sum())}
+           "augment": args.augment, "chance": args.k / float((y == 0).sum())}
     for name, model in (("attacker_student", student), ("owner_teacher", teacher)):
         with torch.no_grad():
-            logp = release_logits(model, x[victims], prepare=prepare).log_softmax(1)
+            logp = torch.cat([release_logits(model, v, prepare=prepare).log_softmax(1) for v in views(x[victims])], 1)
         out[name] = top1_hits(logp, released_logp, victims, y, res.sources)
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=2))

@@ -218,6 +218,24 @@ def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[
     return replace_atomically(Path(path), buf.getvalue().encode(), mode=0o644, suffix=".tmp")
 
 
+def _view_columns(path: Path, header: list[str], classes: Sequence[str], views: Sequence[str]) -> list[int]:
+    """The value columns to read, in order: the image's ``k`` classes, then each of ``views``' ``k``
+    (header ``<class>...`` then ``<view>:<class>...`` per view in the file)."""
+    k = len(classes)
+    named = [c.partition(":") for c in header[k:]]
+    if tuple(header[:k]) != tuple(classes) or len(header) % k or any(c != classes[i % k]
+                                                                      for i, (_, _, c) in enumerate(named)):
+        raise ValueError(f"soft-label file {path} is for the classes {header}; the training set has "
+                         f"{list(classes)}: was it made for this release?")
+    in_file = [view for view, _, _ in named[::k]]
+    for v in views:
+        if v not in in_file:
+            raise ValueError(f"soft-label file {path} has no soft labels of the {v!r} view (columns '{v}:<class>'): "
+                             f"write it with `visualmixer soft-labels --augment {v}`, or train without that "
+                             "augmentation")
+    return list(range(k)) + [k * (1 + in_file.index(v)) + i for v in views for i in range(k)]
+
+
 def read_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str], *,
                      views: Sequence[str] = ()) -> torch.Tensor:
     """The teacher's logits ``(len(files), len(classes))`` for ``files``, in their order, from a soft-label file.
@@ -238,17 +256,7 @@ def read_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[s
     if not rows or rows[0][:1] != [FILE_COLUMN]:
         raise ValueError(f"soft-label file {path}: the first row must be the header '{FILE_COLUMN},<class>,...'")
     header, k = rows[0][1:], len(classes)
-    if tuple(header[:k]) != tuple(classes) or len(header) % k or any(c.partition(":")[2] != classes[i % k]
-                                                                      for i, c in enumerate(header[k:])):
-        raise ValueError(f"soft-label file {path} is for the classes {header}; the training set has "
-                         f"{list(classes)}: was it made for this release?")
-    in_file = [header[i].partition(":")[0] for i in range(k, len(header), k)]
-    for v in views:
-        if v not in in_file:
-            raise ValueError(f"soft-label file {path} has no soft labels of the {v!r} view (columns '{v}:<class>'): "
-                             f"write it with `visualmixer soft-labels --augment {v}`, or train without that "
-                             "augmentation")
-    columns = [i for i in range(k)] + [k * (1 + in_file.index(v)) + i for v in views for i in range(k)]
+    columns = _view_columns(path, header, classes, views)
     table: dict[str, list[float]] = {}
     for line, row in enumerate(rows[1:], start=2):
         try:
