@@ -362,8 +362,7 @@ def train_seed(
                        start_epoch=state["epoch"] + 1 if state else 0, prepare=data.normalise, loss_fn=loss_fn,
                        on_epoch_start=log.epoch_start, on_step=log.step, on_epoch_end=log.epoch_end,
                        seed=seed, progress=cfg.progress, desc=f"seed {seed}", lr_schedule=cfg.lr_schedule,
-                       augment=make_augment(cfg.augment, region=region if cfg.target_vfe is not None else None,
-                                            seed=seed))
+                       augment=make_augment(cfg.augment, region=region, seed=seed))  # the grid soft-labels mirrors
     except TrainingDiverged as exc:
         raise log.diverged(exc) from exc
     result = _seed_result(cfg, seed, log)
