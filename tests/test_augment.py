@@ -161,3 +161,20 @@ def test_the_release_path_with_flips_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main([*train, "--soft-label-file", str(tmp_path / "plain.csv"), "--out", str(tmp_path / "bad")]) == 2
     assert "visualmixer soft-labels --augment hflip" in capsys.readouterr().err
+
+
+def test_training_on_a_protected_release_mirrors_its_region_grid(tmp_path, monkeypatch):
+    """With --target-vfe none (an already protected release) the flips still keep the protection's
+    grid, as `soft-labels --augment` labelled it: a remainder column (18 px, 4-px regions) stays put."""
+    made = []
+
+    def spy(names, *, region, seed):
+        made.append(region)
+        return A.make_augment(names, region=region, seed=seed)
+
+    monkeypatch.setattr(L, "make_augment", spy)
+    s = _synthetic(32, 0)
+    wide = type(s)(torch.cat([s.images, s.images[..., :2]], dim=-1), s.labels, s.classes, s.name)
+    L.train(_cfg(tmp_path, model="region-sorted", target_vfe=None, optimizer="adam", epochs=1, region=4,
+                 augment=["hflip"]), sets=(wide, _synthetic(16, 1)))
+    assert made == [4]
