@@ -94,16 +94,12 @@ class FLConfig:
         return cfg
 
     def _check_model(self) -> None:
-        from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS
+        from visualmixer.train.soft_labels import check_soft_labels
 
         if self.model not in FL_MODELS:
             raise ValueError(f"model={self.model!r} is not allowed: give one of {', '.join(FL_MODELS)}")
-        if self.soft_labels and self.soft_labels not in SHUFFLE_BLIND_MODELS:
-            raise ValueError(f"soft_labels={self.soft_labels!r} is not allowed: the teacher must be blind to the "
-                             f"in-region shuffle: {', '.join(SHUFFLE_BLIND_MODELS)}")
-        if self.soft_labels and self.target_vfe is None:
-            raise ValueError(f"soft_labels={self.soft_labels!r} needs a target VFE (the teacher labels the "
-                             "protected images; a clean run trains on the originals)")
+        if self.soft_labels:
+            check_soft_labels(self.soft_labels, self.target_vfe)
         if self.soft_label_epochs < 1 or self.soft_label_temperature <= 0:
             raise ValueError(f"soft_label_epochs={self.soft_label_epochs} and soft_label_temperature="
                              f"{self.soft_label_temperature} are not allowed: give an integer >= 1 and a number > 0")

@@ -230,19 +230,14 @@ class TrainConfig:
         return self
 
     def _validate_soft_labels(self) -> None:
-        from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS
+        from visualmixer.train.soft_labels import check_soft_labels
 
         if self.soft_labels is None:
             if self.soft_label_epochs is not None:
                 raise ValueError(f"soft_label_epochs={self.soft_label_epochs} needs soft_labels='region-sorted' "
                                  "(the teacher's model)")
-        elif self.soft_labels not in SHUFFLE_BLIND_MODELS:
-            raise ValueError(f"soft_labels={self.soft_labels!r} is not allowed: the teacher must read a protected "
-                             f"image as its original, so it must be blind to the in-region shuffle: "
-                             f"{', '.join(SHUFFLE_BLIND_MODELS)}")
-        elif self.target_vfe is None:
-            raise ValueError(f"soft_labels={self.soft_labels!r} needs a target VFE (the teacher labels the "
-                             "protected training images; target_vfe=None trains on the originals)")
+        else:
+            check_soft_labels(self.soft_labels, self.target_vfe)
         if self.soft_label_epochs is not None:
             _check_count("soft_label_epochs", self.soft_label_epochs, 1)
         if self.soft_label_file is not None:

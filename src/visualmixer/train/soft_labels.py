@@ -47,8 +47,8 @@ from visualmixer.train.distill import distill_loss, teacher_loss
 from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import build_model
 
-__all__ = ["SHUFFLE_BLIND_MODELS", "owner_soft_labels", "read_soft_labels", "release_logits", "soft_label_loss",
-           "soft_target_loss", "teacher_for", "write_soft_labels"]
+__all__ = ["SHUFFLE_BLIND_MODELS", "check_soft_labels", "owner_soft_labels", "read_soft_labels", "release_logits",
+           "soft_label_loss", "soft_target_loss", "teacher_for", "write_soft_labels"]
 
 #: The first column of a soft-label file; the others are the class names.
 FILE_COLUMN = "file"
@@ -56,6 +56,18 @@ FILE_COLUMN = "file"
 #: Models whose output does not change under any in-region shuffle (``RegionSortedCNN``): the only
 #: ones that read a protected image as its original, hence the only possible teachers.
 SHUFFLE_BLIND_MODELS = ("region-sorted",)
+
+
+def check_soft_labels(soft_labels: str, target_vfe: float | None) -> None:
+    """Refuse a ``soft_labels`` teacher (a model name) that cannot label protected images: one not in
+    :data:`SHUFFLE_BLIND_MODELS`, or any with ``target_vfe=None`` (nothing protected to label)."""
+    if soft_labels not in SHUFFLE_BLIND_MODELS:
+        raise ValueError(f"soft_labels={soft_labels!r} is not allowed: the teacher must read a protected "
+                         f"image as its original, so it must be blind to the in-region shuffle: "
+                         f"{', '.join(SHUFFLE_BLIND_MODELS)}")
+    if target_vfe is None:
+        raise ValueError(f"soft_labels={soft_labels!r} needs a target VFE (the teacher labels the "
+                         "protected training images; target_vfe=None trains on the originals)")
 
 
 def soft_label_loss(teacher: nn.Module, temperature: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
