@@ -33,6 +33,6 @@ def _teacher(*args, **kw):
 
 
 if __name__ == "__main__":
-    loop.soft_label_loss = lambda teacher, temperature: teacher_loss(teacher, temperature, alpha=ALPHA)
+    loop.soft_label_loss = lambda teacher, temperature, **_: teacher_loss(teacher, temperature, alpha=ALPHA)
     loop.teacher_for = _teacher
     sys.exit(main(sys.argv[1:]))

@@ -43,7 +43,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
            "soft_label_temperature": "--soft-label-temperature"},
     "train": {"loader_workers": "--loader-workers", "prefetch": "--prefetch", "mix_grouping": "--groups",
               "mode": "--mode", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
-              "soft_label_file": "--soft-label-file",
+              "soft_label_file": "--soft-label-file", "soft_label_features": "--soft-label-features",
               "soft_label_temperature": "--soft-label-temperature", "lr_schedule": "--lr-schedule"},
     **{cmd: {"n_train": "--train", "n_victims": "--victims", "n_attacker": "--attacker",
              "image_size": "--image-size", "image_column": "--image-column", "label_column": "--label-column",

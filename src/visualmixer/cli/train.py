@@ -104,6 +104,10 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soft-label-file", default=None, metavar="FILE",
                    help="train on soft labels released with the data (made by `visualmixer soft-labels`), "
                         "joined on the file names of --data imagefolder:PATH")
+    p.add_argument("--soft-label-features", type=float, default=0.0, metavar="W",
+                   help="with --soft-labels and --model region-sorted: also fit the teacher's region-grid "
+                        "features on every batch, with weight W (recommended: 1; default: 0, the "
+                        "probabilities only)")
     add_augment_option(p, help="training-time augmentation of the model's (and a --soft-labels teacher's) "
                                "batches: hflip mirrors each image's region grid left-right with probability 0.5 "
                                "(with --soft-label-file the file must hold the mirrored images' logits: "
@@ -135,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
         soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
         soft_label_file=args.soft_label_file, soft_label_temperature=args.soft_label_temperature,
-        lr_schedule=args.lr_schedule, augment=args.augment,
+        soft_label_features=args.soft_label_features, lr_schedule=args.lr_schedule, augment=args.augment,
     )
     with warnings.catch_warnings(record=True) as caught:  # the library's warnings, said with flags
         warnings.simplefilter("always", UserWarning)

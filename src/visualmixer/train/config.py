@@ -89,6 +89,10 @@ class TrainConfig:
         ``data`` must be an ``imagefolder:PATH``); the distillation loss as with ``soft_labels``.
     soft_label_temperature : float
         Distillation temperature (default 4).
+    soft_label_features : float
+        With ``soft_labels``: also fit the teacher's region-grid features on every training
+        batch, with this weight (:class:`visualmixer.train.soft_labels.FeatureMatchingLoss`;
+        the model must be ``"region-sorted"`` too). Default 0: the probabilities only.
     region : int, optional
         Region side passed to ``obfuscate`` (default: its size rule).
     augment : sequence of str
@@ -150,6 +154,7 @@ class TrainConfig:
     soft_label_epochs: int | None = None
     soft_label_file: str | None = None
     soft_label_temperature: float = 4.0
+    soft_label_features: float = 0.0
     augment: Sequence[str] = ()
     secret_keys: bool = False
     obfuscate_batch: int = 1024
@@ -250,6 +255,24 @@ class TrainConfig:
         if not float(self.soft_label_temperature) > 0:
             raise ValueError(f"soft_label_temperature={self.soft_label_temperature} is not allowed: give a "
                              "number > 0")
+        self._validate_feature_matching()
+
+    def _validate_feature_matching(self) -> None:
+        from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS
+
+        weight = self.soft_label_features
+        if isinstance(weight, bool) or not float(weight) >= 0 or float(weight) == float("inf"):
+            raise ValueError(f"soft_label_features={weight} is not allowed: give a weight >= 0 (0: match the "
+                             "teacher's probabilities only)")
+        self.soft_label_features = float(weight)
+        if not self.soft_label_features:
+            return
+        if self.soft_labels is None:
+            raise ValueError(f"soft_label_features={weight} needs soft_labels='region-sorted': the teacher's "
+                             "features are computed in this process (a soft_label_file holds its logits only)")
+        if self.model not in SHUFFLE_BLIND_MODELS:
+            raise ValueError(f"soft_label_features={weight} needs model='region-sorted' (got {self.model!r}): "
+                             "the model's region-grid features must have the teacher's shape")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

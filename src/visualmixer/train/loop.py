@@ -115,11 +115,11 @@ def _write_json(obj, path: Path) -> None:
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
            "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels", "soft_label_epochs",
-           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment")  # fmt: skip
+           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment", "soft_label_features")  # fmt: skip
 # options added later: what a checkpoint without them used
 _COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
                     "soft_label_temperature": 4.0, "lr_schedule": "constant", "soft_label_file": None,
-                    "augment": []}
+                    "augment": [], "soft_label_features": 0.0}
 
 
 def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -285,10 +285,11 @@ def _seed_result(cfg: TrainConfig, seed: int, log: _SeedLog) -> dict:
 
 
 def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageSet, data: _SeedData, region: int,
-                     dev: torch.device, *, resuming: bool):
+                     dev: torch.device, model: torch.nn.Module, *, resuming: bool):
     """``(loss_fn, teacher test accuracy)`` with ``cfg.soft_labels`` (the teacher trained on the originals,
-    saved as ``seed<S>/teacher.pt`` and reused on resume); with ``cfg.soft_label_file`` the loss on the
-    released logits (the data's targets, :func:`_training_targets`); else ``(None, None)``."""
+    saved as ``seed<S>/teacher.pt`` and reused on resume; with ``cfg.soft_label_features`` also
+    matching its features on ``model``); with ``cfg.soft_label_file`` the loss on the released logits
+    (the data's targets, :func:`_training_targets`); else ``(None, None)``."""
     if cfg.soft_label_file is not None:
         return soft_target_loss(cfg.soft_label_temperature), None
     if cfg.soft_labels is None:
@@ -305,7 +306,8 @@ def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: Ima
     if cfg.progress:
         print(f"seed {seed}: teacher ({cfg.soft_labels}, trained on the original images) test acc {acc:.4f}",
               flush=True)
-    return soft_label_loss(teacher, cfg.soft_label_temperature), acc
+    loss = soft_label_loss(teacher, cfg.soft_label_temperature, model=model, feature_weight=cfg.soft_label_features)
+    return loss, acc
 
 
 def train_seed(
@@ -354,7 +356,8 @@ def train_seed(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
     resuming = state is not None
-    loss_fn, teacher_acc = _soft_label_loss(cfg, seed, seed_dir, train_set, data, region, dev, resuming=resuming)
+    loss_fn, teacher_acc = _soft_label_loss(cfg, seed, seed_dir, train_set, data, region, dev, model,
+                                            resuming=resuming)
     feed, batches = training_feed(cfg, seed, data, train_set, dev)
     log = _SeedLog(cfg, seed, ckpt_path, model, opt, data, feed, state)
     try:
@@ -365,6 +368,9 @@ def train_seed(
                        augment=make_augment(cfg.augment, region=region, seed=seed))  # the grid soft-labels mirrors
     except TrainingDiverged as exc:
         raise log.diverged(exc) from exc
+    finally:
+        if hasattr(loss_fn, "remove"):  # a FeatureMatchingLoss's hooks on the model and the teacher
+            loss_fn.remove()
     result = _seed_result(cfg, seed, log)
     if teacher_acc is not None:
         result["teacher_test_acc"] = teacher_acc

@@ -47,8 +47,8 @@ from visualmixer.train.distill import distill_loss, teacher_loss
 from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import build_model
 
-__all__ = ["SHUFFLE_BLIND_MODELS", "check_soft_labels", "owner_soft_labels", "read_soft_labels", "release_logits",
-           "soft_label_loss", "soft_target_loss", "teacher_for", "write_soft_labels"]
+__all__ = ["SHUFFLE_BLIND_MODELS", "FeatureMatchingLoss", "check_soft_labels", "owner_soft_labels", "read_soft_labels",
+           "release_logits", "soft_label_loss", "soft_target_loss", "teacher_for", "write_soft_labels"]
 
 #: The first column of a soft-label file; the others are the class names.
 FILE_COLUMN = "file"
@@ -70,14 +70,99 @@ def check_soft_labels(soft_labels: str, target_vfe: float | None) -> None:
                          "protected training images; target_vfe=None trains on the originals)")
 
 
-def soft_label_loss(teacher: nn.Module, temperature: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
-                                                                        torch.Tensor]:
+def soft_label_loss(teacher: nn.Module, temperature: float, *, model: nn.Module | None = None,
+                    feature_weight: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``fit_classifier`` loss: the student's logits against ``teacher``'s on the same inputs.
 
     ``T² · KL(softmax(teacher / T) ‖ softmax(student / T))``, the labels unused
-    (:func:`visualmixer.train.distill.teacher_loss` with ``alpha=1``).
+    (:func:`visualmixer.train.distill.teacher_loss` with ``alpha=1``). With ``feature_weight`` > 0
+    also the teacher's region-grid features on ``model``: a :class:`FeatureMatchingLoss` (its
+    ``remove()`` takes its hooks off the two models after training).
     """
+    if feature_weight:
+        if model is None:
+            raise ValueError(f"feature_weight={feature_weight} needs the model whose features are matched (model=)")
+        return FeatureMatchingLoss(teacher, model, temperature=temperature, weight=feature_weight)
     return teacher_loss(teacher, temperature, alpha=1.0)
+
+
+class FeatureMatchingLoss:
+    """A ``fit_classifier`` loss: :func:`soft_label_loss` plus matching the teacher's region-grid features.
+
+    ``T² · KL(softmax(teacher / T) ‖ softmax(model / T)) + weight · ‖g_model − g_teacher‖² / ‖g_teacher‖²``,
+    where ``g`` is the output of a model's ``grid`` (for ``region-sorted``: the ``(B, 128, 7, 7)``
+    features of the region grid that its classifier reads) on the same batch, and the ratio of
+    squared norms is taken over the batch (a hint loss in the manner of FitNets, scale-free).
+    Fitting the teacher's probabilities alone leaves the model free to compute them in its own
+    way on collages, which need not carry over to whole images; fitting what the teacher computes
+    on the way constrains it to the teacher's function (docs/privacy.md §4c: +1 point on all of
+    Fashion-MNIST at k = 16).
+
+    The features are read by forward hooks on both ``grid`` modules, registered here and removed
+    by :meth:`remove` (or on leaving a ``with`` block).
+
+    Parameters
+    ----------
+    teacher, model : torch.nn.Module
+        Models with a ``grid`` submodule whose outputs have one shape (e.g. two ``region-sorted``
+        models of one region size); the teacher is put in eval mode and not trained.
+    temperature : float
+        The distillation temperature (> 0).
+    weight : float
+        The feature term's weight (>= 0; 0 is :func:`soft_label_loss`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from visualmixer.train.models import RegionSortedCNN
+    >>> teacher, model = RegionSortedCNN(1, 10), RegionSortedCNN(1, 10)
+    >>> x = torch.rand(4, 1, 28, 28)
+    >>> with FeatureMatchingLoss(teacher, model, temperature=4.0, weight=1.0) as loss_fn:
+    ...     loss = loss_fn(model(x), None, x)
+    >>> loss.ndim, bool(loss > 0)
+    (0, True)
+    """
+
+    def __init__(self, teacher: nn.Module, model: nn.Module, *, temperature: float, weight: float) -> None:
+        for name, net in (("teacher", teacher), ("model", model)):
+            if not isinstance(getattr(net, "grid", None), nn.Module):
+                raise ValueError(f"{name} ({type(net).__name__}) has no region grid to match (a 'grid' "
+                                 f"submodule, as the {', '.join(SHUFFLE_BLIND_MODELS)} model has)")
+        if not float(weight) >= 0:
+            raise ValueError(f"weight={weight} is not allowed: give a number >= 0")
+        self.teacher, self.temperature, self.weight = teacher.eval(), float(temperature), float(weight)
+        self._seen: dict[str, torch.Tensor] = {}
+        self._handles = [net.grid.register_forward_hook(self._keeper(name))
+                         for name, net in (("teacher", teacher), ("model", model))]
+
+    def _keeper(self, name: str):
+        def keep(module, args, output):
+            self._seen[name] = output
+
+        return keep
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target_logits = self.teacher(inputs)
+        loss = distill_loss(logits, target_logits, None, self.temperature)
+        target, features = self._seen.pop("teacher"), self._seen.pop("model", None)
+        if features is None or features.shape != target.shape:
+            raise RuntimeError("the model's region-grid features of this batch are missing or of another shape "
+                               f"than the teacher's {tuple(target.shape)}: call the loss right after the "
+                               "model's forward pass on the same inputs")
+        return loss + self.weight * (features - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+
+    def remove(self) -> None:
+        """Remove the forward hooks (the models are as before)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._seen = [], {}
+
+    def __enter__(self) -> FeatureMatchingLoss:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
 
 def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, region: int,

@@ -1,0 +1,147 @@
+"""Matching the teacher's region-grid features (`visualmixer train --soft-label-features W`)."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from test_train import _cfg, _synthetic
+from visualmixer.cli import main
+from visualmixer.train import loop as L
+from visualmixer.train.fit import fit_classifier
+from visualmixer.train.models import RegionSortedCNN, SmallCNN
+from visualmixer.train.soft_labels import FeatureMatchingLoss, soft_label_loss
+
+_BASE = dict(model="region-sorted", target_vfe=1.0, mix=2, epochs=1, soft_labels="region-sorted")
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return _synthetic(96, 0), _synthetic(32, 1)
+
+
+def _pair(seed_teacher=0, seed_model=1):
+    torch.manual_seed(seed_teacher)
+    teacher = RegionSortedCNN(1, 4, region=4)
+    torch.manual_seed(seed_model)
+    return teacher, RegionSortedCNN(1, 4, region=4)
+
+
+def test_the_feature_term_is_zero_for_the_teacher_itself_and_adds_to_the_soft_label_loss():
+    teacher, model = _pair()
+    x = torch.rand(6, 1, 16, 16)
+    twin = copy.deepcopy(teacher)
+    with FeatureMatchingLoss(teacher, twin, temperature=4.0, weight=1.0) as same:
+        assert float(same(twin(x), None, x).detach()) == pytest.approx(0.0, abs=1e-6)
+    probabilities = float(soft_label_loss(teacher, 4.0)(model(x), None, x).detach())
+    with FeatureMatchingLoss(teacher, model, temperature=4.0, weight=2.0) as both:
+        value = float(both(model(x), None, x).detach())
+    with torch.no_grad():
+        fm, ft = model.grid(_sorted_input(model, x)), teacher.grid(_sorted_input(teacher, x))
+    expected = probabilities + 2.0 * float((fm - ft).pow(2).mean() / ft.pow(2).mean())
+    assert value > probabilities and value == pytest.approx(expected, rel=1e-5)
+
+
+def _sorted_input(net: RegionSortedCNN, x: torch.Tensor) -> torch.Tensor:
+    """What ``net.grid`` reads: each region's sorted values as channels (RegionSortedCNN.forward)."""
+    n, c, h, w = x.shape
+    r = net.region
+    blocks = x.reshape(n, c, h // r, r, w // r, r).permute(0, 2, 4, 1, 3, 5).reshape(n, h // r, w // r, c * r * r)
+    return blocks.sort(dim=-1).values.permute(0, 3, 1, 2)
+
+
+def test_the_gradient_reaches_the_model_through_its_features_not_the_teacher():
+    teacher, model = _pair()
+    x = torch.rand(6, 1, 16, 16)
+    with FeatureMatchingLoss(teacher, model, temperature=4.0, weight=1.0) as loss_fn:
+        loss_fn(model(x), None, x).backward()
+    first = model.grid[0].weight.grad
+    assert first is not None and first.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_remove_takes_the_hooks_off_both_models():
+    teacher, model = _pair()
+    loss_fn = FeatureMatchingLoss(teacher, model, temperature=4.0, weight=1.0)
+    assert len(teacher.grid._forward_hooks) == len(model.grid._forward_hooks) == 1
+    loss_fn.remove()
+    assert len(teacher.grid._forward_hooks) == len(model.grid._forward_hooks) == 0
+
+
+def test_training_pulls_the_model_toward_the_teachers_features():
+    teacher, model = _pair()
+    x = torch.rand(64, 1, 16, 16)
+    y = torch.zeros(64, dtype=torch.long)
+
+    def distance():
+        with torch.no_grad():
+            return float((model.grid(_sorted_input(model, x)) - teacher.grid(_sorted_input(teacher, x))).pow(2).mean())
+
+    before = distance()
+    with FeatureMatchingLoss(teacher, model, temperature=4.0, weight=1.0) as loss_fn:
+        fit_classifier(model, (x, y), epochs=20, batch_size=16, lr=3e-3, seed=0, loss_fn=loss_fn)
+    assert distance() < 0.5 * before
+
+
+@pytest.mark.parametrize("teacher, model, weight, match", [
+    (RegionSortedCNN(1, 4), SmallCNN(1, 4), 1.0, r"model \(SmallCNN\) has no region grid"),
+    (SmallCNN(1, 4), RegionSortedCNN(1, 4), 1.0, r"teacher \(SmallCNN\) has no region grid"),
+    (RegionSortedCNN(1, 4), RegionSortedCNN(1, 4), -1.0, "weight=-1.0 is not allowed"),
+])
+def test_bad_pairs_and_weights_are_refused(teacher, model, weight, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureMatchingLoss(teacher, model, temperature=4.0, weight=weight)
+
+
+def test_the_soft_label_loss_needs_the_model_for_features():
+    with pytest.raises(ValueError, match=r"feature_weight=1.0 needs the model"):
+        soft_label_loss(RegionSortedCNN(1, 4), 4.0, feature_weight=1.0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"soft_label_features": 1.0, "soft_labels": None}, "soft_label_features=1.0 needs soft_labels='region-sorted'"),
+    ({"soft_label_features": 1.0, "model": "cnn"}, "soft_label_features=1.0 needs model='region-sorted'"),
+    ({"soft_label_features": -0.5}, "soft_label_features=-0.5 is not allowed"),
+    ({"soft_label_features": float("nan")}, "soft_label_features=nan is not allowed"),
+    ({"soft_label_features": True}, "soft_label_features=True is not allowed"),
+])
+def test_the_option_is_checked(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _cfg(tmp_path, **{**_BASE, **kw}).validate()
+
+
+def test_train_with_features_changes_the_training_and_leaves_no_hooks(tmp_path, sets, monkeypatch):
+    models = []
+    real = L.init_model
+
+    def keep(*args, **kw):
+        models.append(real(*args, **kw))
+        return models[-1]
+
+    monkeypatch.setattr(L, "init_model", keep)
+    plain = L.train(_cfg(tmp_path / "p", **_BASE), sets=sets)["runs"][0]
+    matched = L.train(_cfg(tmp_path / "f", soft_label_features=1.0, **_BASE), sets=sets)["runs"][0]
+    assert matched["history"][0]["train_loss"] > plain["history"][0]["train_loss"]  # the feature term adds
+    assert all(not m.grid._forward_hooks for m in models)
+    # resuming with another weight is refused; a checkpoint made before the option resumes as weight 0
+    with pytest.raises(ValueError, match="soft_label_features"):
+        L.train(_cfg(tmp_path / "p", resume=True, soft_label_features=1.0, **{**_BASE, "epochs": 2}), sets=sets)
+    ckpt = tmp_path / "p" / "seed0" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    del state["config"]["soft_label_features"]
+    torch.save(state, ckpt)
+    resumed = L.train(_cfg(tmp_path / "p", resume=True, **{**_BASE, "epochs": 2}), sets=sets)["runs"][0]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def test_cli_soft_label_features(tmp_path, sets, monkeypatch, capsys):
+    monkeypatch.setattr(L, "load_sets", lambda cfg: sets)
+    args = ["train", "--model", "region-sorted", "--target-vfe", "1.0", "--mix", "2", "--soft-labels",
+            "region-sorted", "--soft-label-epochs", "1", "--epochs", "1", "--batch-size", "32", "--no-progress"]
+    assert main([*args, "--soft-label-features", "1", "--out", str(tmp_path / "cli")]) == 0
+    cfg = json.loads((tmp_path / "cli" / "metrics.json").read_text())["config"]
+    assert cfg["soft_label_features"] == 1.0
+    assert main(["train", "--target-vfe", "1.0", "--soft-label-features", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--soft-label-features 1.0 needs --soft-labels" in err
