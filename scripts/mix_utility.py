@@ -31,7 +31,9 @@ are, with the model's own confident labels (probability >= 0.9), for one epoch a
 (``accuracy_self_train``), beside the same epoch on the release alone (``accuracy_more_epoch``,
 also for every offline setting with ``--more-epoch``). ``--soft-labels`` trains every protected
 setting on the soft labels of a region-sorted teacher trained on the original images
-(``visualmixer train --soft-labels region-sorted``); its rows carry ``soft_labels: true``.
+(``visualmixer train --soft-labels region-sorted``); its rows carry ``soft_labels: true``; with
+``--soft-label-features W`` also the teacher's region-grid features at weight W (``visualmixer
+train --soft-label-features W``; the model must be ``region-sorted``; rows carry the weight).
 """
 
 from __future__ import annotations
@@ -138,8 +140,11 @@ def run(setting: str, seed: int, args, train, test) -> dict:
     if args.soft_labels and setting != "clean":  # the owner's teacher, trained on the originals
         if seed not in _TEACHERS:  # one teacher per seed, shared by the settings of a run
             _TEACHERS[seed] = teacher_for("region-sorted", x, y, 10, region=region, epochs=args.epochs, seed=seed)
-        loss_fn = soft_label_loss(_TEACHERS[seed], temperature=4.0)
+        loss_fn = soft_label_loss(_TEACHERS[seed], temperature=4.0, model=model,
+                                  feature_weight=args.soft_label_features)
     fit = fit_classifier(model, data, epochs=args.epochs, batch_size=128, lr=1e-3, seed=seed, loss_fn=loss_fn)
+    if hasattr(loss_fn, "remove"):  # the feature hooks: the teacher serves the next setting too
+        loss_fn.remove()
     with torch.no_grad():
         _, acc = evaluate_classifier(model, test_in, yt)
     row = {"setting": setting, "seed": seed, "accuracy": acc, "protect_seconds": round(t_protect, 1),
@@ -252,7 +257,12 @@ def main() -> None:
     ap.add_argument("--soft-labels", action="store_true",
                     help="train on the owner's soft labels: a region-sorted teacher trained on the original images "
                          "(as visualmixer train --soft-labels region-sorted; temperature 4)")
+    ap.add_argument("--soft-label-features", type=float, default=0.0, metavar="W",
+                    help="with --soft-labels: also fit the teacher's region-grid features at weight W "
+                         "(--model region-sorted)")
     args = ap.parse_args()
+    if args.soft_label_features and not (args.soft_labels and args.model == "region-sorted"):
+        ap.error("--soft-label-features needs --soft-labels and --model region-sorted")
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
     train = (tr.images[: args.train], tr.labels[: args.train])
     test = (te.images, te.labels)
@@ -260,7 +270,8 @@ def main() -> None:
     path = args.out / "results.json"
     rows = json.loads(path.read_text()) if path.exists() else []
     def this_run(r: dict) -> bool:  # rows of this model and labels: skipped when done, summed up below
-        return r.get("model", "cnn") == args.model and r.get("soft_labels", False) == args.soft_labels
+        return (r.get("model", "cnn") == args.model and r.get("soft_labels", False) == args.soft_labels
+                and r.get("soft_label_features", 0.0) == args.soft_label_features)
 
     done = {(r["setting"], r["seed"]) for r in rows if this_run(r)}
     for seed in args.seeds:
@@ -269,7 +280,7 @@ def main() -> None:
                 continue
             row = run(setting, seed, args, train, test)
             row.update(train_size=args.train, epochs=args.epochs, tau=args.tau, region=args.region, model=args.model,
-                       soft_labels=args.soft_labels)
+                       soft_labels=args.soft_labels, soft_label_features=args.soft_label_features)
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1))
             tta = f", averaged over {args.tta} protections {row['accuracy_tta']:.4f}" if "accuracy_tta" in row else ""

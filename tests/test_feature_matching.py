@@ -3,6 +3,7 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,16 @@ from visualmixer.cli import main
 from visualmixer.train import loop as L
 from visualmixer.train.fit import fit_classifier
 from visualmixer.train.models import RegionSortedCNN, SmallCNN
-from visualmixer.train.soft_labels import FeatureMatchingLoss, soft_label_loss
+from visualmixer.train.soft_labels import (
+    FeatureMatchingLoss,
+    features_path,
+    read_soft_labels,
+    release_features,
+    release_logits,
+    soft_label_loss,
+    soft_target_loss,
+    write_soft_labels,
+)
 
 _BASE = dict(model="region-sorted", target_vfe=1.0, mix=2, epochs=1, soft_labels="region-sorted")
 
@@ -100,7 +110,9 @@ def test_the_soft_label_loss_needs_the_model_for_features():
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"soft_label_features": 1.0, "soft_labels": None}, "soft_label_features=1.0 needs soft_labels='region-sorted'"),
+    ({"soft_label_features": 1.0, "soft_labels": None}, "soft_label_features=1.0 needs a teacher: soft_labels="),
+    ({"soft_label_features": 1.0, "soft_labels": None, "mix": None, "soft_label_file": "s.csv", "augment": ["hflip"]},
+     r"the released features are of the images as they are, so augment=\['hflip'\] cannot"),
     ({"soft_label_features": 1.0, "model": "cnn"}, "soft_label_features=1.0 needs model='region-sorted'"),
     ({"soft_label_features": -0.5}, "soft_label_features=-0.5 is not allowed"),
     ({"soft_label_features": float("nan")}, "soft_label_features=nan is not allowed"),
@@ -144,4 +156,84 @@ def test_cli_soft_label_features(tmp_path, sets, monkeypatch, capsys):
     assert cfg["soft_label_features"] == 1.0
     assert main(["train", "--target-vfe", "1.0", "--soft-label-features", "1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "--soft-label-features 1.0 needs --soft-labels" in err
+    assert "--soft-label-features 1.0 needs a teacher: --soft-labels region-sorted, or --soft-label-file FILE" in err
+
+
+# --- the release path: features in a file beside the soft labels -----------------------------------------------
+
+
+def test_features_are_written_beside_the_file_and_read_in_the_callers_order(tmp_path):
+    files = [f"a/{i}.png" for i in range(5)]
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    feats = torch.rand(5, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    path = write_soft_labels(tmp_path / "s.csv", files, "abcd", logits, features=feats)
+    assert features_path(path) == tmp_path / "s.features.npy" and features_path(path).exists()
+    assert oct(features_path(path).stat().st_mode & 0o777) == "0o644"
+    order = [3, 0, 4]
+    got = read_soft_labels(path, [files[i] for i in order], "abcd", features=True)
+    assert got.shape == (3, 4 + 12) and got.dtype == torch.float32
+    assert torch.equal(got[:, :4], logits[order])
+    assert torch.equal(got[:, 4:], feats[order].half().float().flatten(1))  # stored as float16
+    assert torch.equal(read_soft_labels(path, files, "abcd"), logits)  # the logits alone, as before
+
+
+def test_a_file_without_its_features_is_refused_by_name(tmp_path):
+    files = ["a/0.png", "a/1.png"]
+    path = write_soft_labels(tmp_path / "s.csv", files, "abcd", torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"no features beside it \(s.features.npy\): .*soft-labels --features"):
+        read_soft_labels(path, files, "abcd", features=True)
+    other = tmp_path / "other.csv"
+    write_soft_labels(other, files + ["a/2.png"], "abcd", torch.zeros(3, 4), features=torch.zeros(3, 2))
+    features_path(other).replace(features_path(path))
+    with pytest.raises(ValueError, match="has 3 rows, .* 2: they were not written together"):
+        read_soft_labels(path, files, "abcd", features=True)
+    with pytest.raises(ValueError, match=r"features must be \(2, ...\)"):
+        write_soft_labels(path, files, "abcd", torch.zeros(2, 4), features=torch.zeros(3, 2))
+
+
+def test_released_features_give_the_loss_of_the_live_teacher():
+    teacher, model = _pair()
+    x = torch.rand(6, 1, 16, 16)
+
+    def same(t):
+        return t
+
+    targets = torch.cat([release_logits(teacher, x, prepare=same),
+                         release_features(teacher, x, prepare=same).float().flatten(1)], dim=1)
+    with FeatureMatchingLoss(teacher, model, temperature=4.0, weight=1.0) as live:
+        expected = float(live(model(x), None, x).detach())
+    with soft_target_loss(4.0, model=model, feature_weight=1.0) as released:
+        got = float(released(model(x), targets, x).detach())
+    assert got == pytest.approx(expected, rel=1e-3)  # the features travel as float16
+    assert not model.grid._forward_hooks
+
+
+def test_the_owner_releases_features_and_the_trainer_matches_them(tmp_path, capsys):
+    from test_soft_label_file import _with_files, _write_tree
+
+    src, test_src, root = tmp_path / "src", tmp_path / "test", tmp_path / "vm"
+    _write_tree(src, _with_files(_synthetic(48, 0)))
+    _write_tree(test_src, _with_files(_synthetic(16, 1)))
+    key = tmp_path / "k.key"
+    assert main(["keygen", str(key), "-q"]) == 0
+    common = ["--key", str(key), "-q", "--target-vfe", "1.0", "--region", "4"]
+    assert main(["obfuscate", str(src), str(root / "train"), *common, "--mix", "4",
+                 "--manifest", str(tmp_path / "m.jsonl")]) == 0
+    assert main(["obfuscate", str(test_src), str(root / "test"), *common, "--manifest", str(tmp_path / "t.jsonl")]) == 0
+    args = ["soft-labels", str(src), str(root / "train"), "--channels", "1", "--region", "4", "--epochs", "1",
+            "--batch-size", "16", "--no-progress"]
+    assert main([*args, "--features", "--augment", "hflip"]) == 2
+    assert "--features with --augment" in capsys.readouterr().err
+    assert main([*args, "--features"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    sl = root / "train" / "soft-labels.csv"
+    assert report["features"] == str(features_path(sl))
+    assert np.load(features_path(sl)).shape == (48, 128, 7, 7)  # the region grid, pooled to 7×7
+    train = ["train", "--data", f"imagefolder:{root}", "--channels", "1", "--target-vfe", "none", "--model",
+             "region-sorted", "--region", "4", "--soft-label-file", str(sl), "--epochs", "1", "--batch-size", "16",
+             "--no-progress"]
+    assert main([*train, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*train, "--soft-label-features", "1", "--out", str(tmp_path / "matched")]) == 0
+    plain, matched = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("plain", "matched"))
+    assert matched["config"]["soft_label_features"] == 1.0
+    assert matched["runs"][0]["history"][0]["train_loss"] > plain["runs"][0]["history"][0]["train_loss"]

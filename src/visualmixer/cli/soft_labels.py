@@ -18,10 +18,13 @@ examples:
       its path and the teacher's logits. Ship it with the release; whoever trains on it runs
       visualmixer train --data imagefolder:shared/vm --target-vfe none --model region-sorted \\
           --soft-label-file shared/vm/train/soft-labels.csv
+  visualmixer soft-labels train/ shared/vm/train --epochs 10 --features
+      also writes shared/vm/train/soft-labels.features.npy (the teacher's region-grid features of
+      every released image); train with --soft-label-file ... --soft-label-features 1 to match them
 
   SRC and DST are class folders (SRC/<class>/<image>) with the same classes and one image size
   (--image-size resizes both). Give the --region the release was made with if it was not the
-  default. No key is needed; SRC is only read, DST only gains the file, which holds no pixel.
+  default. No key is needed; SRC is only read, DST only gains the file(s), which hold no pixel.
 
 exit status: 0 written, 2 usage error (classes or sizes differ, FILE exists without --overwrite).
 """
@@ -55,6 +58,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_augment_option(p, help="train the teacher with this augmentation too and write its logits of each "
                                "released image's view (hflip: mirrored) as well, for `visualmixer train --augment` "
                                "(default: none)")
+    p.add_argument("--features", action="store_true",
+                   help="also write the teacher's region-grid features of every released image beside FILE "
+                        "(<FILE stem>.features.npy, float16, 128×7×7 values per 28² image), for `visualmixer "
+                        "train --soft-label-features` (not with --augment)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -64,7 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from visualmixer.data.filesets import load_image_folder
     from visualmixer.train.config import resolve_device
-    from visualmixer.train.soft_labels import owner_soft_labels, write_soft_labels
+    from visualmixer.train.soft_labels import features_path, owner_soft_labels, write_soft_labels
 
     src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
     out = Path(args.out) if args.out else Path(args.dst) / "soft-labels.csv"
@@ -74,17 +81,23 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is inside SRC: the originals' folder is never written to")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
+    if args.features and args.augment:
+        raise ValueError("--features with --augment: the features are written for the images as they are; "
+                         "give one of the two")
     if not args.lr > 0:
         raise ValueError(f"--lr {args.lr} is not allowed: give a number > 0")
     device = resolve_device(args.device)
     kw = dict(split="train", test_fraction=0.0, size=args.image_size, channels=args.channels)
     originals, release = load_image_folder(src, **kw), load_image_folder(dst, **kw)
-    logits = owner_soft_labels(originals, release, region=args.region, epochs=args.epochs, lr=args.lr,
-                               lr_schedule=args.lr_schedule, batch_size=args.batch_size, seed=args.seed,
-                               device=device, progress=not args.no_progress, augment=args.augment)
-    write_soft_labels(out, release.files, release.classes, logits, views=args.augment)
+    made = owner_soft_labels(originals, release, region=args.region, epochs=args.epochs, lr=args.lr,
+                             lr_schedule=args.lr_schedule, batch_size=args.batch_size, seed=args.seed,
+                             device=device, progress=not args.no_progress, augment=args.augment,
+                             features=args.features)
+    logits, features = made if args.features else (made, None)
+    write_soft_labels(out, release.files, release.classes, logits, views=args.augment, features=features)
     agree = float((logits.reshape(len(release), -1, len(release.classes))[:, 0].argmax(1) == release.labels)
                   .float().mean())
     print(json.dumps({"out": str(out), "images": len(release), "classes": len(release.classes),
-                      "teacher_agrees_with_folder_label": round(agree, 4)}, indent=2))
+                      "teacher_agrees_with_folder_label": round(agree, 4),
+                      **({"features": str(features_path(out))} if args.features else {})}, indent=2))
     return 0

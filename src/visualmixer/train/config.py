@@ -90,9 +90,10 @@ class TrainConfig:
     soft_label_temperature : float
         Distillation temperature (default 4).
     soft_label_features : float
-        With ``soft_labels``: also fit the teacher's region-grid features on every training
-        batch, with this weight (:class:`visualmixer.train.soft_labels.FeatureMatchingLoss`;
-        the model must be ``"region-sorted"`` too). Default 0: the probabilities only.
+        With ``soft_labels`` (or a ``soft_label_file`` written with features): also fit the
+        teacher's region-grid features on every training batch, with this weight
+        (:class:`visualmixer.train.soft_labels.FeatureMatchingLoss`; the model must be
+        ``"region-sorted"`` too). Default 0: the probabilities only.
     region : int, optional
         Region side passed to ``obfuscate`` (default: its size rule).
     augment : sequence of str
@@ -267,9 +268,12 @@ class TrainConfig:
         self.soft_label_features = float(weight)
         if not self.soft_label_features:
             return
-        if self.soft_labels is None:
-            raise ValueError(f"soft_label_features={weight} needs soft_labels='region-sorted': the teacher's "
-                             "features are computed in this process (a soft_label_file holds its logits only)")
+        if self.soft_labels is None and self.soft_label_file is None:
+            raise ValueError(f"soft_label_features={weight} needs a teacher: soft_labels='region-sorted', or "
+                             "soft_label_file=FILE written with its features")
+        if self.soft_label_file is not None and self.augment:
+            raise ValueError(f"soft_label_features={weight} with a soft_label_file: the released features are of "
+                             f"the images as they are, so augment={list(self.augment)} cannot be used with them")
         if self.model not in SHUFFLE_BLIND_MODELS:
             raise ValueError(f"soft_label_features={weight} needs model='region-sorted' (got {self.model!r}): "
                              "the model's region-grid features must have the teacher's shape")

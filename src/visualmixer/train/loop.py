@@ -197,13 +197,14 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
 
 def _training_targets(cfg: TrainConfig, train_set: ImageSet) -> torch.Tensor:
     """What the model is fit to: the set's labels ``(N,)``, or with ``cfg.soft_label_file`` the
-    released teacher's logits ``(N, K)``, joined on the set's file names."""
+    released teacher's logits ``(N, K)`` (and its features, ``(N, K + D)``), joined on the set's file names."""
     if cfg.soft_label_file is None:
         return train_set.labels
     if not train_set.files:
         raise ValueError(f"soft_label_file={cfg.soft_label_file!r} needs a training set read from image files "
                          f"(imagefolder:PATH) to join its rows on; {train_set.name or 'this set'} has no file names")
-    return read_soft_labels(cfg.soft_label_file, train_set.files, train_set.classes, views=cfg.augment)
+    return read_soft_labels(cfg.soft_label_file, train_set.files, train_set.classes, views=cfg.augment,
+                            features=bool(cfg.soft_label_features))
 
 
 class _SeedLog:
@@ -291,7 +292,7 @@ def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: Ima
     matching its features on ``model``); with ``cfg.soft_label_file`` the loss on the released logits
     (the data's targets, :func:`_training_targets`); else ``(None, None)``."""
     if cfg.soft_label_file is not None:
-        return soft_target_loss(cfg.soft_label_temperature), None
+        return soft_target_loss(cfg.soft_label_temperature, model=model, feature_weight=cfg.soft_label_features), None
     if cfg.soft_labels is None:
         return None, None
     path = seed_dir / "teacher.pt"

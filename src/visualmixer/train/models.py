@@ -86,6 +86,10 @@ class RegionSortedCNN(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.grid_features(x))
+
+    def grid_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the classifier reads: the region grid's features ``(B, 128, 7, 7)`` (``self.grid``'s output)."""
         n, c, h, w = x.shape
         r = self.region
         rows, cols = h // r, w // r
@@ -93,7 +97,7 @@ class RegionSortedCNN(nn.Module):
             raise ValueError(f"images of {h}x{w} are smaller than one {r}-px region")
         blocks = x[:, :, : rows * r, : cols * r].reshape(n, c, rows, r, cols, r)
         values = blocks.permute(0, 2, 4, 1, 3, 5).reshape(n, rows, cols, c * r * r)
-        return self.classifier(self.grid(values.sort(dim=-1).values.permute(0, 3, 1, 2)))
+        return self.grid(values.sort(dim=-1).values.permute(0, 3, 1, 2))
 
 
 def resnet18_small(in_channels: int = 3, num_classes: int = 10) -> nn.Module:

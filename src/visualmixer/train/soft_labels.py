@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,8 +48,9 @@ from visualmixer.train.distill import distill_loss, teacher_loss
 from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import build_model
 
-__all__ = ["SHUFFLE_BLIND_MODELS", "FeatureMatchingLoss", "check_soft_labels", "owner_soft_labels", "read_soft_labels",
-           "release_logits", "soft_label_loss", "soft_target_loss", "teacher_for", "write_soft_labels"]
+__all__ = ["SHUFFLE_BLIND_MODELS", "FeatureMatchingLoss", "check_soft_labels", "features_path", "owner_soft_labels",
+           "read_soft_labels", "release_features", "release_logits", "soft_label_loss", "soft_target_loss",
+           "teacher_for", "write_soft_labels"]
 
 #: The first column of a soft-label file; the others are the class names.
 FILE_COLUMN = "file"
@@ -87,7 +89,7 @@ def soft_label_loss(teacher: nn.Module, temperature: float, *, model: nn.Module 
 
 
 class FeatureMatchingLoss:
-    """A ``fit_classifier`` loss: :func:`soft_label_loss` plus matching the teacher's region-grid features.
+    """A ``fit_classifier`` loss: the soft-label loss plus matching the teacher's region-grid features.
 
     ``T² · KL(softmax(teacher / T) ‖ softmax(model / T)) + weight · ‖g_model − g_teacher‖² / ‖g_teacher‖²``,
     where ``g`` is the output of a model's ``grid`` (for ``region-sorted``: the ``(B, 128, 7, 7)``
@@ -95,17 +97,20 @@ class FeatureMatchingLoss:
     squared norms is taken over the batch (a hint loss in the manner of FitNets, scale-free).
     Fitting the teacher's probabilities alone leaves the model free to compute them in its own
     way on collages, which need not carry over to whole images; fitting what the teacher computes
-    on the way constrains it to the teacher's function (docs/privacy.md §4c: +1 point on all of
-    Fashion-MNIST at k = 16).
+    on the way constrains it to the teacher's function (docs/privacy.md, section 4c).
 
-    The features are read by forward hooks on both ``grid`` modules, registered here and removed
-    by :meth:`remove` (or on leaving a ``with`` block).
+    The model's features are read by a forward hook on its ``grid`` (and the teacher's likewise),
+    registered here and removed by :meth:`remove` (or on leaving a ``with`` block).
 
     Parameters
     ----------
-    teacher, model : torch.nn.Module
-        Models with a ``grid`` submodule whose outputs have one shape (e.g. two ``region-sorted``
-        models of one region size); the teacher is put in eval mode and not trained.
+    teacher : torch.nn.Module or None
+        The owner's teacher, run on every batch (put in eval mode, not trained). None: the
+        batch's targets are the released teacher's outputs, ``(B, K + D)`` — its logits, then its
+        features flattened (:func:`read_soft_labels` with ``features=True``).
+    model : torch.nn.Module
+        The model trained. It and the teacher have a ``grid`` submodule, with outputs of one shape
+        (e.g. two ``region-sorted`` models of one region size).
     temperature : float
         The distillation temperature (> 0).
     weight : float
@@ -123,17 +128,18 @@ class FeatureMatchingLoss:
     (0, True)
     """
 
-    def __init__(self, teacher: nn.Module, model: nn.Module, *, temperature: float, weight: float) -> None:
-        for name, net in (("teacher", teacher), ("model", model)):
+    def __init__(self, teacher: nn.Module | None, model: nn.Module, *, temperature: float, weight: float) -> None:
+        nets = {"model": model} if teacher is None else {"teacher": teacher, "model": model}
+        for name, net in nets.items():
             if not isinstance(getattr(net, "grid", None), nn.Module):
                 raise ValueError(f"{name} ({type(net).__name__}) has no region grid to match (a 'grid' "
                                  f"submodule, as the {', '.join(SHUFFLE_BLIND_MODELS)} model has)")
         if not float(weight) >= 0:
             raise ValueError(f"weight={weight} is not allowed: give a number >= 0")
-        self.teacher, self.temperature, self.weight = teacher.eval(), float(temperature), float(weight)
+        self.teacher = None if teacher is None else teacher.eval()
+        self.temperature, self.weight = float(temperature), float(weight)
         self._seen: dict[str, torch.Tensor] = {}
-        self._handles = [net.grid.register_forward_hook(self._keeper(name))
-                         for name, net in (("teacher", teacher), ("model", model))]
+        self._handles = [net.grid.register_forward_hook(self._keeper(name)) for name, net in nets.items()]
 
     def _keeper(self, name: str):
         def keep(module, args, output):
@@ -141,16 +147,21 @@ class FeatureMatchingLoss:
 
         return keep
 
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target_logits = self.teacher(inputs)
-        loss = distill_loss(logits, target_logits, None, self.temperature)
-        target, features = self._seen.pop("teacher"), self._seen.pop("model", None)
-        if features is None or features.shape != target.shape:
-            raise RuntimeError("the model's region-grid features of this batch are missing or of another shape "
-                               f"than the teacher's {tuple(target.shape)}: call the loss right after the "
-                               "model's forward pass on the same inputs")
-        return loss + self.weight * (features - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor:
+        features = self._seen.pop("model", None)
+        if self.teacher is not None:
+            with torch.no_grad():
+                target_logits = self.teacher(inputs)
+            target = self._seen.pop("teacher")
+        else:  # released: (B, K + D), the logits then the flattened features
+            k = logits.shape[1]
+            target_logits, target = targets[:, :k], targets[:, k:]
+        if features is None or features[0].numel() != target[0].numel():
+            raise RuntimeError("the model's region-grid features of this batch are missing or of another size "
+                               f"than the teacher's ({target[0].numel()} values per image): call the loss right "
+                               "after the model's forward pass on the same inputs")
+        feature_loss = (features.flatten(1) - target.flatten(1)).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+        return distill_loss(logits, target_logits, None, self.temperature) + self.weight * feature_loss
 
     def remove(self) -> None:
         """Remove the forward hooks (the models are as before)."""
@@ -214,7 +225,8 @@ def teacher_for(model: str, images: torch.Tensor, labels: torch.Tensor, num_clas
 def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "region-sorted",
                       region: int | None = None, epochs: int = 10, lr: float = 1e-3, lr_schedule: str = "constant",
                       batch_size: int = 128, seed: int = 0, device: str | torch.device = "cpu",
-                      progress: bool = False, augment: Sequence[str] = ()) -> torch.Tensor:
+                      progress: bool = False, augment: Sequence[str] = (),
+                      features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The owner's soft labels for a release: a teacher trained on ``originals``, its logits on ``release``.
 
     Parameters
@@ -235,12 +247,16 @@ def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "r
         Train the teacher with these augmentations (:data:`visualmixer.train.augment.AUGMENTATIONS`)
         and label each one's view of every released image too, for a trainer that augments the
         same way (``visualmixer train --augment``).
+    features : bool
+        Also return the teacher's region-grid features on ``release`` (:func:`release_features`),
+        for a trainer that matches them (``visualmixer train --soft-label-features``).
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor or tuple
         float32 logits ``(M, K)``, on the CPU, in ``release``'s order; with ``augment``
-        ``(M, 1 + len(augment), K)``: the image's, then each view's.
+        ``(M, 1 + len(augment), K)``: the image's, then each view's. With ``features``
+        ``(logits, features)``, the features float16 ``(M, 128, h, w)``.
 
     Examples
     --------
@@ -266,16 +282,23 @@ def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "r
                           progress=progress, lr_schedule=lr_schedule, lr=lr,
                           augment=make_augment(augment, region=side, seed=seed))
     logits = release_logits(teacher, release.images, prepare=prepare)
-    if not augment:
-        return logits
-    views = [release_logits(teacher, AUGMENTATIONS[name](release.images, side), prepare=prepare)
-             for name in check_augment(augment)]
-    return torch.stack([logits, *views], dim=1)
+    if augment:
+        views = [release_logits(teacher, AUGMENTATIONS[name](release.images, side), prepare=prepare)
+                 for name in check_augment(augment)]
+        logits = torch.stack([logits, *views], dim=1)
+    return (logits, release_features(teacher, release.images, prepare=prepare)) if features else logits
 
 
-def soft_target_loss(temperature: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def soft_target_loss(temperature: float, *, model: nn.Module | None = None,
+                     feature_weight: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``fit_classifier`` loss for released soft labels: the batch's "labels" are the teacher's
-    logits ``(B, K)`` (:func:`read_soft_labels`), fit as :func:`soft_label_loss` fits a live teacher's."""
+    logits ``(B, K)`` (:func:`read_soft_labels`), fit as :func:`soft_label_loss` fits a live teacher's.
+    With ``feature_weight`` > 0 they are ``(B, K + D)``, the released features after the logits,
+    matched on ``model``'s region grid (a :class:`FeatureMatchingLoss` without a teacher)."""
+    if feature_weight:
+        if model is None:
+            raise ValueError(f"feature_weight={feature_weight} needs the model whose features are matched (model=)")
+        return FeatureMatchingLoss(None, model, temperature=temperature, weight=feature_weight)
 
     def loss(logits: torch.Tensor, target_logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         return distill_loss(logits, target_logits, None, temperature)
@@ -292,17 +315,41 @@ def release_logits(teacher: nn.Module, images: torch.Tensor, *, prepare: Callabl
                       for s in range(0, images.shape[0], int(batch_size))])
 
 
+@torch.no_grad()
+def release_features(teacher: nn.Module, images: torch.Tensor, *, prepare: Callable[[torch.Tensor], torch.Tensor],
+                     batch_size: int = 1024) -> torch.Tensor:
+    """The teacher's region-grid features (``grid_features``, e.g. ``(N, 128, 7, 7)``) on the released
+    images ``(N, C, H, W)``, as float16 on the CPU (what :func:`write_soft_labels` stores)."""
+    teacher.eval()
+    return torch.cat([teacher.grid_features(prepare(images[s : s + batch_size])).half().cpu()
+                      for s in range(0, images.shape[0], int(batch_size))])
+
+
+def features_path(path: str | Path) -> Path:
+    """Where the features of the soft-label file ``path`` are kept: beside it, ``<stem>.features.npy``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.features.npy")
+
+
 def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str], logits: torch.Tensor, *,
-                      views: Sequence[str] = ()) -> Path:
+                      views: Sequence[str] = (), features: torch.Tensor | None = None) -> Path:
     """Write a soft-label file (CSV, atomically, mode 0644): a header ``file,<class>...`` and one row per
     released image, its path relative to the release and the teacher's logits (``repr`` floats: exact).
 
     With ``views`` (augmentation names, :data:`visualmixer.train.augment.AUGMENTATIONS`) ``logits`` is
     ``(N, 1 + len(views), K)``: the image's, then each view's (e.g. the mirrored image's), in columns
-    ``<view>:<class>`` after the image's own.
+    ``<view>:<class>`` after the image's own. With ``features`` (``(N, ...)``, :func:`release_features`)
+    also :func:`features_path` beside it: a float16 ``.npy`` array, one row per CSV row, in order
+    (written first, so a CSV on disk always has its features when they were asked for).
     """
     logits = torch.as_tensor(logits, dtype=torch.float32)
     views = tuple(views)
+    if features is not None:
+        if features.shape[0] != len(files) or features.ndim < 2:
+            raise ValueError(f"features must be ({len(files)}, ...) (one row per file), got {tuple(features.shape)}")
+        buf = io.BytesIO()
+        np.save(buf, features.detach().cpu().half().numpy())
+        replace_atomically(features_path(path), buf.getvalue(), mode=0o644, suffix=".tmp")
     shape = (len(files), 1 + len(views), len(classes)) if views else (len(files), len(classes))
     if logits.shape != shape:
         raise ValueError(f"logits must be {shape} (files{', 1 + views' if views else ''}, classes), "
@@ -334,11 +381,14 @@ def _view_columns(path: Path, header: list[str], classes: Sequence[str], views: 
 
 
 def read_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[str], *,
-                     views: Sequence[str] = ()) -> torch.Tensor:
+                     views: Sequence[str] = (), features: bool = False) -> torch.Tensor:
     """The teacher's logits ``(len(files), len(classes))`` for ``files``, in their order, from a soft-label file.
 
     With ``views`` (e.g. ``("hflip",)``) ``(len(files), 1 + len(views), len(classes))``: the image's
-    logits, then each view's (written by :func:`write_soft_labels` with ``views``).
+    logits, then each view's (written by :func:`write_soft_labels` with ``views``). With
+    ``features`` ``(len(files), len(classes) + D)`` float32: the logits, then the teacher's
+    region-grid features from :func:`features_path`, flattened (the targets of
+    :func:`soft_target_loss` with ``feature_weight``).
 
     Raises
     ------
@@ -371,4 +421,24 @@ def read_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[s
         raise ValueError(f"soft-label file {path} has no row for {len(missing)} of the {len(files)} training "
                          f"images (e.g. {missing[0]!r}): was it made for this release?")
     shape = (len(files), 1 + len(views), k) if views else (len(files), k)
-    return torch.tensor([table[f] for f in files], dtype=torch.float32).reshape(shape)
+    logits = torch.tensor([table[f] for f in files], dtype=torch.float32).reshape(shape)
+    if not features:
+        return logits
+    if views:
+        raise ValueError("the released features are of the images as they are: read them without views")
+    return torch.cat([logits, _read_features(path, list(table), files)], dim=1)
+
+
+def _read_features(path: Path, rows: list[str], files: Sequence[str]) -> torch.Tensor:
+    """The features of ``files`` ``(len(files), D)`` float32, from the array beside ``path`` whose rows
+    follow the CSV's ``rows`` (file names in file order)."""
+    where = features_path(path)
+    if not where.exists():
+        raise ValueError(f"soft-label file {path} has no features beside it ({where.name}): write it with "
+                         "`visualmixer soft-labels --features`, or train without --soft-label-features")
+    array = np.load(where, mmap_mode="r", allow_pickle=False)
+    if array.shape[0] != len(rows):
+        raise ValueError(f"{where} has {array.shape[0]} rows, {path} {len(rows)}: they were not written together")
+    index = {name: i for i, name in enumerate(rows)}
+    picked = torch.from_numpy(np.ascontiguousarray(array[[index[f] for f in files]]))
+    return picked.reshape(len(files), -1).float()
