@@ -91,3 +91,39 @@ def test_a_diverging_client_sends_nothing_and_says_what_to_change():
     x = torch.randint(0, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     with pytest.raises(TrainingDiverged, match=r"training loss became .* \(client SGD at lr=10000.0\): try a lower lr"):
         task.local_train(task.make_model(seed=0), x, torch.arange(64) % 10, cfg)
+
+
+def test_a_client_matches_its_teachers_features_and_gives_back_a_clean_model():
+    """--soft-label-features: the client's update pulls the shared model's grid toward its teacher's."""
+    cfg = task.FLConfig.from_run_config({"target-vfe": 1.0, "mix": 2, "model": "region-sorted",
+                                         "soft-labels": "region-sorted", "soft-label-features": "1",
+                                         "local-epochs": 3, "batch-size": 16, "lr": 0.01})
+    assert cfg.soft_label_features == 1.0
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.arange(64) % 10
+    xo = task.obfuscate_local(x, np.arange(64), cfg, task.client_key(cfg, 0), 1, labels=y)
+    teacher = task.make_model(seed=5, model="region-sorted")
+
+    def distance(model):
+        with torch.no_grad():
+            return float((model.grid_features(task._norm(xo)) - teacher.grid_features(task._norm(xo))).pow(2).mean())
+
+    runs = {}
+    for weight in (0.0, 1.0):
+        cfg.soft_label_features = weight
+        model = task.make_model(seed=0, model="region-sorted")
+        task.local_train(model, xo, y, cfg, teacher=teacher)
+        assert not model.grid._forward_hooks and not teacher.grid._forward_hooks
+        runs[weight] = distance(model)
+    assert runs[1.0] < runs[0.0]
+
+
+@pytest.mark.parametrize("rc, match", [
+    ({"soft-label-features": 1.0, "model": "region-sorted"}, r"soft_label_features=1.0 needs soft_labels="),
+    ({"soft-label-features": 1.0, "soft-labels": "region-sorted"}, r"needs .* model='region-sorted' \(got"),
+    ({"soft-label-features": -1, "soft-labels": "region-sorted", "model": "region-sorted"}, "weight >= 0"),
+])
+def test_run_config_feature_matching_is_checked(rc, match):
+    with pytest.raises(ValueError, match=match):
+        task.FLConfig.from_run_config({"target-vfe": 1.0, **rc})

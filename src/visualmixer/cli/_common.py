@@ -40,7 +40,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
     },
     "run": {"size": "--size"},
     "fl": {"lr": "--lr", "model": "--model", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
-           "soft_label_temperature": "--soft-label-temperature"},
+           "soft_label_temperature": "--soft-label-temperature", "soft_label_features": "--soft-label-features"},
     "train": {"loader_workers": "--loader-workers", "prefetch": "--prefetch", "mix_grouping": "--groups",
               "mode": "--mode", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
               "soft_label_file": "--soft-label-file", "soft_label_features": "--soft-label-features",
@@ -220,3 +220,7 @@ def add_soft_label_options(p, *, epochs_default: str) -> None:
                    help=f"with --soft-labels: the teacher's epochs (default: {epochs_default})")
     p.add_argument("--soft-label-temperature", type=float, default=4.0, metavar="T",
                    help="with soft labels: the distillation temperature (default: 4)")
+    p.add_argument("--soft-label-features", type=float, default=0.0, metavar="W",
+                   help="with soft labels and --model region-sorted: also fit the teacher's region-grid "
+                        "features on every batch, with weight W (recommended: 1; default: 0, the "
+                        "probabilities only)")

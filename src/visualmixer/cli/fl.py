@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, mix=args.mix,
             mix_share=args.mix_share, mix_balanced=args.mix_balanced, model=args.model,
             soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
-            soft_label_temperature=args.soft_label_temperature,
+            soft_label_temperature=args.soft_label_temperature, soft_label_features=args.soft_label_features,
             data_root=args.data_root, superlink_port=args.superlink_port, timeout=args.timeout, key_paths=keys,
         )
     except FlowerMissingError as exc:

@@ -103,11 +103,8 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
     add_soft_label_options(p, epochs_default="--epochs")
     p.add_argument("--soft-label-file", default=None, metavar="FILE",
                    help="train on soft labels released with the data (made by `visualmixer soft-labels`), "
-                        "joined on the file names of --data imagefolder:PATH")
-    p.add_argument("--soft-label-features", type=float, default=0.0, metavar="W",
-                   help="with --soft-labels (or a --soft-label-file written with `visualmixer soft-labels "
-                        "--features`) and --model region-sorted: also fit the teacher's region-grid features "
-                        "on every batch, with weight W (recommended: 1; default: 0, the probabilities only)")
+                        "joined on the file names of --data imagefolder:PATH; with --soft-label-features the "
+                        "file needs the features beside it (`visualmixer soft-labels --features`)")
     add_augment_option(p, help="training-time augmentation of the model's (and a --soft-labels teacher's) "
                                "batches: hflip mirrors each image's region grid left-right with probability 0.5 "
                                "(with --soft-label-file the file must hold the mirrored images' logits: "

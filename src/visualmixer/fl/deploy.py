@@ -323,6 +323,7 @@ def run_loopback(
     soft_labels: str | None = None,
     soft_label_epochs: int | None = None,
     soft_label_temperature: float = 4.0,
+    soft_label_features: float = 0.0,
 ) -> FLRun:
     """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
 
@@ -332,7 +333,8 @@ def run_loopback(
     seconds, ``RuntimeError`` when a Flower process fails. ``model`` is the shared model (one of
     :data:`visualmixer.fl.task.FL_MODELS`); ``soft_labels="region-sorted"`` has every client fit it
     to its own teacher's probabilities (the teacher trained for ``soft_label_epochs``, default
-    ``rounds × local_epochs``, on the client's originals). The clients' SGD ``lr`` defaults to 0.05,
+    ``rounds × local_epochs``, on the client's originals; ``soft_label_features`` > 0 also its
+    region-grid features, with that weight). The clients' SGD ``lr`` defaults to 0.05,
     0.01 with soft labels: their loss (``T² · KL`` at T = 4) takes steps up to T times larger than
     cross-entropy's at the start, and at 0.05 it diverged.
     """
@@ -350,7 +352,7 @@ def run_loopback(
         "mix": int(mix), "mix-share": float(mix_share), "mix-balanced": bool(mix_balanced),
         "model": model, "soft-labels": soft_labels or "",
         "soft-label-epochs": int(soft_label_epochs or rounds * local_epochs),
-        "soft-label-temperature": float(soft_label_temperature),
+        "soft-label-temperature": float(soft_label_temperature), "soft-label-features": float(soft_label_features),
     }
     from visualmixer.fl.task import FLConfig
 

@@ -53,6 +53,7 @@ class FLConfig:
     soft_labels: str = ""           # "region-sorted": each client's own teacher labels its protected images
     soft_label_epochs: int = 1      # with soft_labels: the teacher's epochs on the client's originals
     soft_label_temperature: float = 4.0
+    soft_label_features: float = 0.0  # with soft_labels: weight of the teacher's region-grid features (0: none)
     train_size: int = 2000          # pooled training images before partitioning (0: all)
     test_size: int = 1000
     local_epochs: int = 1
@@ -79,6 +80,7 @@ class FLConfig:
                   "soft_label_epochs"):
             setattr(cfg, f, int(getattr(cfg, f)))
         cfg.lr, cfg.soft_label_temperature = float(cfg.lr), float(cfg.soft_label_temperature)
+        cfg.soft_label_features = float(cfg.soft_label_features)
         cfg.soft_labels = str(cfg.soft_labels or "")
         cfg._check_model()
         if cfg.mode not in ("offline", "online"):
@@ -100,6 +102,11 @@ class FLConfig:
             raise ValueError(f"model={self.model!r} is not allowed: give one of {', '.join(FL_MODELS)}")
         if self.soft_labels:
             check_soft_labels(self.soft_labels, self.target_vfe)
+        if self.soft_label_features and not (self.soft_labels and self.model == "region-sorted"):
+            raise ValueError(f"soft_label_features={self.soft_label_features} needs soft_labels='region-sorted' and "
+                             f"model='region-sorted' (got {self.soft_labels or None!r}, {self.model!r})")
+        if not self.soft_label_features >= 0:
+            raise ValueError(f"soft_label_features={self.soft_label_features} is not allowed: give a weight >= 0")
         if self.soft_label_epochs < 1 or self.soft_label_temperature <= 0:
             raise ValueError(f"soft_label_epochs={self.soft_label_epochs} and soft_label_temperature="
                              f"{self.soft_label_temperature} are not allowed: give an integer >= 1 and a number > 0")
@@ -210,7 +217,8 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
 
     The library's one loop (:func:`visualmixer.train.fit.fit_classifier`); the batch order is
     seeded with ``cfg.seed * 100003 + server_round``. With a ``teacher`` (:func:`client_teacher`)
-    the model is fit to its probabilities at ``cfg.soft_label_temperature`` instead of the labels.
+    the model is fit to its probabilities at ``cfg.soft_label_temperature`` instead of the labels
+    (and with ``cfg.soft_label_features`` to its region-grid features too).
     """
     from visualmixer.train.fit import TrainingDiverged, fit_classifier
     from visualmixer.train.soft_labels import soft_label_loss
@@ -221,15 +229,19 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
         sums[0] += info.loss * info.size
         sums[1] += info.size
 
+    loss_fn = None if teacher is None else soft_label_loss(teacher, cfg.soft_label_temperature, model=model,
+                                                           feature_weight=cfg.soft_label_features)
     try:
         fit_classifier(model, (x_u8, y), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                        optimizer=_MomentumSGD(model.parameters(), cfg.lr), prepare=_norm,
                        generator=torch.Generator().manual_seed(cfg.seed * 100003 + server_round),
-                       on_step=tally, seed=cfg.seed,
-                       loss_fn=None if teacher is None else soft_label_loss(teacher, cfg.soft_label_temperature))
+                       on_step=tally, seed=cfg.seed, loss_fn=loss_fn)
     except TrainingDiverged as exc:  # never send NaN weights into the average; say what to change
         raise TrainingDiverged(f"{exc} (client SGD at lr={cfg.lr}): try a lower lr", epoch=exc.epoch, step=exc.step,
                                loss=exc.loss) from None
+    finally:
+        if hasattr(loss_fn, "remove"):  # the feature hooks: the model goes back to the server
+            loss_fn.remove()
     return {"train_loss": sums[0] / max(1, sums[1]), "train_seconds": time.perf_counter() - t0}
 
 
