@@ -5,9 +5,12 @@ with the clean run of the same seed and prints a Markdown table (final test accu
 loss against clean in points, mean ± sd of the loss). ``--reference P`` takes the clean runs of
 another prefix instead (e.g. another model's: ``--prefix rs-full --reference full``). With
 ``--json`` also writes every ``metrics.json`` read into one file (docs/data/mix-train-full.json;
-with ``--reference``, its clean runs as well).
+with ``--reference``, its clean runs as well). ``--reference-file F`` reads the reference runs from
+such a file instead of ``--root`` (clean runs measured in an earlier session, e.g.
+``--reference lr2cos-full --reference-file docs/data/mix-train-lr2cos.json``).
 
-Usage: python scripts/mix_train_table.py [--root out/mix-train] [--prefix full] [--reference P] [--json FILE]
+Usage: python scripts/mix_train_table.py [--root out/mix-train] [--prefix full] [--reference P
+       [--reference-file F]] [--json FILE]
 """
 
 from __future__ import annotations
@@ -39,15 +42,21 @@ def main() -> None:
     ap.add_argument("--root", default="out/mix-train")
     ap.add_argument("--prefix", default="full")
     ap.add_argument("--reference", help="prefix of the clean runs to compare against (default: --prefix)")
+    ap.add_argument("--reference-file", help="read --reference's runs from this file (one written by --json)")
     ap.add_argument("--json", help="also write every metrics.json read into this file")
     a = ap.parse_args()
+    if a.reference_file and not a.reference:
+        ap.error("--reference-file needs --reference (the prefix of the clean runs in the file)")
 
     def accuracies(found: dict[str, dict], prefix: str) -> dict[str, dict[int, float]]:
         return {s: {seed: 100 * m["runs"][0]["final_test_acc"] for seed, m in by.items()}
                 for s, by in runs(found, prefix).items()}
 
     own = read(Path(a.root), a.prefix)
-    reference = read(Path(a.root), a.reference) if a.reference else own
+    if a.reference_file:
+        reference = json.loads(Path(a.reference_file).read_text())
+    else:
+        reference = read(Path(a.root), a.reference) if a.reference else own
     acc = accuracies(own, a.prefix)
     clean = accuracies(reference, a.reference or a.prefix).get("clean", {})
     seeds = sorted({seed for by in acc.values() for seed in by})

@@ -322,8 +322,7 @@ def run_loopback(
     model: str = "cnn",
     soft_labels: str | None = None,
     soft_label_epochs: int | None = None,
-    soft_label_temperature: float = 4.0,
-    soft_label_features: float = 0.0,
+    soft_label_temperature: float = 4.0, soft_label_features: float = 0.0,
 ) -> FLRun:
     """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
 
