@@ -48,17 +48,9 @@ def test_the_feature_term_is_zero_for_the_teacher_itself_and_adds_to_the_soft_la
     with FeatureMatchingLoss(teacher, model, temperature=4.0, weight=2.0) as both:
         value = float(both(model(x), None, x).detach())
     with torch.no_grad():
-        fm, ft = model.grid(_sorted_input(model, x)), teacher.grid(_sorted_input(teacher, x))
+        fm, ft = model.grid_features(x), teacher.grid_features(x)
     expected = probabilities + 2.0 * float((fm - ft).pow(2).mean() / ft.pow(2).mean())
     assert value > probabilities and value == pytest.approx(expected, rel=1e-5)
-
-
-def _sorted_input(net: RegionSortedCNN, x: torch.Tensor) -> torch.Tensor:
-    """What ``net.grid`` reads: each region's sorted values as channels (RegionSortedCNN.forward)."""
-    n, c, h, w = x.shape
-    r = net.region
-    blocks = x.reshape(n, c, h // r, r, w // r, r).permute(0, 2, 4, 1, 3, 5).reshape(n, h // r, w // r, c * r * r)
-    return blocks.sort(dim=-1).values.permute(0, 3, 1, 2)
 
 
 def test_the_gradient_reaches_the_model_through_its_features_not_the_teacher():
@@ -86,7 +78,7 @@ def test_training_pulls_the_model_toward_the_teachers_features():
 
     def distance():
         with torch.no_grad():
-            return float((model.grid(_sorted_input(model, x)) - teacher.grid(_sorted_input(teacher, x))).pow(2).mean())
+            return float((model.grid_features(x) - teacher.grid_features(x)).pow(2).mean())
 
     before = distance()
     with FeatureMatchingLoss(teacher, model, temperature=4.0, weight=1.0) as loss_fn:
@@ -209,17 +201,9 @@ def test_released_features_give_the_loss_of_the_live_teacher():
 
 
 def test_the_owner_releases_features_and_the_trainer_matches_them(tmp_path, capsys):
-    from test_soft_label_file import _with_files, _write_tree
+    from test_soft_label_file import mixed_release
 
-    src, test_src, root = tmp_path / "src", tmp_path / "test", tmp_path / "vm"
-    _write_tree(src, _with_files(_synthetic(48, 0)))
-    _write_tree(test_src, _with_files(_synthetic(16, 1)))
-    key = tmp_path / "k.key"
-    assert main(["keygen", str(key), "-q"]) == 0
-    common = ["--key", str(key), "-q", "--target-vfe", "1.0", "--region", "4"]
-    assert main(["obfuscate", str(src), str(root / "train"), *common, "--mix", "4",
-                 "--manifest", str(tmp_path / "m.jsonl")]) == 0
-    assert main(["obfuscate", str(test_src), str(root / "test"), *common, "--manifest", str(tmp_path / "t.jsonl")]) == 0
+    src, root = mixed_release(tmp_path)
     args = ["soft-labels", str(src), str(root / "train"), "--channels", "1", "--region", "4", "--epochs", "1",
             "--batch-size", "16", "--no-progress"]
     assert main([*args, "--features", "--augment", "hflip"]) == 2

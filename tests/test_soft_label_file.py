@@ -120,8 +120,9 @@ def test_image_folders_name_their_files(tmp_path):
         load_image_folder(tmp_path / "t", "test", test_fraction=0.0, channels=1)
 
 
-def test_the_owner_and_the_trainer_from_the_command_line(tmp_path, capsys):
-    """obfuscate --mix (train) and one by one (test), soft-labels, then train on the release alone."""
+def mixed_release(tmp_path):
+    """``(src, root)``: 48 originals in class folders ``src``, and ``root`` holding their release
+    mixed in groups of 4 (``train/``) and 16 test images protected one by one (``test/``)."""
     src, test_src, root = tmp_path / "src", tmp_path / "test", tmp_path / "vm"
     _write_tree(src, _with_files(_synthetic(48, 0)))
     _write_tree(test_src, _with_files(_synthetic(16, 1)))
@@ -131,6 +132,12 @@ def test_the_owner_and_the_trainer_from_the_command_line(tmp_path, capsys):
     assert main(["obfuscate", str(src), str(root / "train"), *common, "--mix", "4",
                  "--manifest", str(tmp_path / "m.jsonl")]) == 0
     assert main(["obfuscate", str(test_src), str(root / "test"), *common, "--manifest", str(tmp_path / "t.jsonl")]) == 0
+    return src, root
+
+
+def test_the_owner_and_the_trainer_from_the_command_line(tmp_path, capsys):
+    """obfuscate --mix (train) and one by one (test), soft-labels, then train on the release alone."""
+    src, root = mixed_release(tmp_path)
     before = {p: p.read_bytes() for p in src.rglob("*.png")}
     args = ["soft-labels", str(src), str(root / "train"), "--channels", "1", "--region", "4", "--epochs", "2",
             "--batch-size", "16", "--no-progress"]
