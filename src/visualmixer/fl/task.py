@@ -96,17 +96,15 @@ class FLConfig:
         return cfg
 
     def _check_model(self) -> None:
-        from visualmixer.train.soft_labels import check_soft_labels
+        from visualmixer.train.soft_labels import check_soft_label_features, check_soft_labels
 
         if self.model not in FL_MODELS:
             raise ValueError(f"model={self.model!r} is not allowed: give one of {', '.join(FL_MODELS)}")
         if self.soft_labels:
             check_soft_labels(self.soft_labels, self.target_vfe)
-        if self.soft_label_features and not (self.soft_labels and self.model == "region-sorted"):
-            raise ValueError(f"soft_label_features={self.soft_label_features} needs soft_labels='region-sorted' and "
-                             f"model='region-sorted' (got {self.soft_labels or None!r}, {self.model!r})")
-        if not self.soft_label_features >= 0:
-            raise ValueError(f"soft_label_features={self.soft_label_features} is not allowed: give a weight >= 0")
+        self.soft_label_features = check_soft_label_features(self.soft_label_features, model=self.model,
+                                                             has_teacher=bool(self.soft_labels),
+                                                             teacher_options="soft_labels='region-sorted'")
         if self.soft_label_epochs < 1 or self.soft_label_temperature <= 0:
             raise ValueError(f"soft_label_epochs={self.soft_label_epochs} and soft_label_temperature="
                              f"{self.soft_label_temperature} are not allowed: give an integer >= 1 and a number > 0")

@@ -259,24 +259,16 @@ class TrainConfig:
         self._validate_feature_matching()
 
     def _validate_feature_matching(self) -> None:
-        from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS
+        from visualmixer.train.soft_labels import check_soft_label_features
 
-        weight = self.soft_label_features
-        if isinstance(weight, bool) or not float(weight) >= 0 or float(weight) == float("inf"):
-            raise ValueError(f"soft_label_features={weight} is not allowed: give a weight >= 0 (0: match the "
-                             "teacher's probabilities only)")
-        self.soft_label_features = float(weight)
-        if not self.soft_label_features:
-            return
-        if self.soft_labels is None and self.soft_label_file is None:
-            raise ValueError(f"soft_label_features={weight} needs a teacher: soft_labels='region-sorted', or "
-                             "soft_label_file=FILE written with its features")
-        if self.soft_label_file is not None and self.augment:
-            raise ValueError(f"soft_label_features={weight} with a soft_label_file: the released features are of "
-                             f"the images as they are, so augment={list(self.augment)} cannot be used with them")
-        if self.model not in SHUFFLE_BLIND_MODELS:
-            raise ValueError(f"soft_label_features={weight} needs model='region-sorted' (got {self.model!r}): "
-                             "the model's region-grid features must have the teacher's shape")
+        self.soft_label_features = check_soft_label_features(
+            self.soft_label_features, model=self.model,
+            has_teacher=self.soft_labels is not None or self.soft_label_file is not None,
+            teacher_options="soft_labels='region-sorted', or soft_label_file=FILE written with its features")
+        if self.soft_label_features and self.soft_label_file is not None and self.augment:
+            raise ValueError(f"soft_label_features={self.soft_label_features} with a soft_label_file: the released "
+                             f"features are of the images as they are, so augment={list(self.augment)} cannot be "
+                             "used with them")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

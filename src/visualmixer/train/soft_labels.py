@@ -48,7 +48,8 @@ from visualmixer.train.distill import distill_loss, teacher_loss
 from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import build_model
 
-__all__ = ["SHUFFLE_BLIND_MODELS", "FeatureMatchingLoss", "check_soft_labels", "features_path", "owner_soft_labels",
+__all__ = ["SHUFFLE_BLIND_MODELS", "FeatureMatchingLoss", "check_soft_label_features", "check_soft_labels",
+           "features_path", "owner_soft_labels",
            "read_soft_labels", "release_features", "release_logits", "soft_label_loss", "soft_target_loss",
            "teacher_for", "write_soft_labels"]
 
@@ -70,6 +71,21 @@ def check_soft_labels(soft_labels: str, target_vfe: float | None) -> None:
     if target_vfe is None:
         raise ValueError(f"soft_labels={soft_labels!r} needs a target VFE (the teacher labels the "
                          "protected training images; target_vfe=None trains on the originals)")
+
+
+def check_soft_label_features(weight, *, model: str, has_teacher: bool, teacher_options: str) -> float:
+    """``weight`` as a float, or a ValueError naming ``soft_label_features``: it must be a finite number >= 0,
+    and one > 0 needs a teacher (``teacher_options`` says how to give one) and a shuffle-blind ``model``
+    (whose region grid has the teacher's shape). Shared by ``visualmixer train`` and ``visualmixer fl``."""
+    if isinstance(weight, bool) or not float(weight) >= 0 or float(weight) == float("inf"):
+        raise ValueError(f"soft_label_features={weight} is not allowed: give a weight >= 0 (0: match the "
+                         "teacher's probabilities only)")
+    if float(weight) and not has_teacher:
+        raise ValueError(f"soft_label_features={weight} needs a teacher: {teacher_options}")
+    if float(weight) and model not in SHUFFLE_BLIND_MODELS:
+        raise ValueError(f"soft_label_features={weight} needs model='region-sorted' (got {model!r}): the model's "
+                         "region-grid features must have the teacher's shape")
+    return float(weight)
 
 
 def soft_label_loss(teacher: nn.Module, temperature: float, *, model: nn.Module | None = None,
