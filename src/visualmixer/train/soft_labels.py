@@ -98,10 +98,17 @@ def soft_label_loss(teacher: nn.Module, temperature: float, *, model: nn.Module 
     ``remove()`` takes its hooks off the two models after training).
     """
     if feature_weight:
-        if model is None:
-            raise ValueError(f"feature_weight={feature_weight} needs the model whose features are matched (model=)")
-        return FeatureMatchingLoss(teacher, model, temperature=temperature, weight=feature_weight)
+        return _feature_matching_loss(teacher, model, temperature, feature_weight)
     return teacher_loss(teacher, temperature, alpha=1.0)
+
+
+def _feature_matching_loss(teacher: nn.Module | None, model: nn.Module | None, temperature: float,
+                           feature_weight: float) -> FeatureMatchingLoss:
+    """:class:`FeatureMatchingLoss` for :func:`soft_label_loss` (a live teacher) and :func:`soft_target_loss`
+    (``teacher=None``: released features), refusing a missing ``model``."""
+    if model is None:
+        raise ValueError(f"feature_weight={feature_weight} needs the model whose features are matched (model=)")
+    return FeatureMatchingLoss(teacher, model, temperature=temperature, weight=feature_weight)
 
 
 class FeatureMatchingLoss:
@@ -312,9 +319,7 @@ def soft_target_loss(temperature: float, *, model: nn.Module | None = None,
     With ``feature_weight`` > 0 they are ``(B, K + D)``, the released features after the logits,
     matched on ``model``'s region grid (a :class:`FeatureMatchingLoss` without a teacher)."""
     if feature_weight:
-        if model is None:
-            raise ValueError(f"feature_weight={feature_weight} needs the model whose features are matched (model=)")
-        return FeatureMatchingLoss(None, model, temperature=temperature, weight=feature_weight)
+        return _feature_matching_loss(None, model, temperature, feature_weight)
 
     def loss(logits: torch.Tensor, target_logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         return distill_loss(logits, target_logits, None, temperature)
@@ -327,8 +332,7 @@ def release_logits(teacher: nn.Module, images: torch.Tensor, *, prepare: Callabl
                    batch_size: int = 1024) -> torch.Tensor:
     """The teacher's logits ``(N, K)`` (float32, on the CPU) on the released images ``(N, C, H, W)``."""
     teacher.eval()
-    return torch.cat([teacher(prepare(images[s : s + batch_size])).float().cpu()
-                      for s in range(0, images.shape[0], int(batch_size))])
+    return _in_batches(teacher, images, prepare=prepare, batch_size=batch_size, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -337,7 +341,13 @@ def release_features(teacher: nn.Module, images: torch.Tensor, *, prepare: Calla
     """The teacher's region-grid features (``grid_features``, e.g. ``(N, 128, 7, 7)``) on the released
     images ``(N, C, H, W)``, as float16 on the CPU (what :func:`write_soft_labels` stores)."""
     teacher.eval()
-    return torch.cat([teacher.grid_features(prepare(images[s : s + batch_size])).half().cpu()
+    return _in_batches(teacher.grid_features, images, prepare=prepare, batch_size=batch_size, dtype=torch.float16)
+
+
+def _in_batches(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *,
+                prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """``fn(prepare(images))`` computed ``batch_size`` images at a time, as ``dtype`` on the CPU."""
+    return torch.cat([fn(prepare(images[s : s + batch_size])).to(dtype).cpu()
                       for s in range(0, images.shape[0], int(batch_size))])
 
 
