@@ -81,8 +81,9 @@ def merge(args) -> None:
     print(f"wrote {args.out / 'results.json'} ({len(runs)} runs); prior SSIM {prior['ssim']['mean']:.3f}, "
           f"re-id {100 * prior['reid']['rate']:.1f} %")
     print("| method | acc. % (audit) | A1 SSIM | A2 SSIM | A3 SSIM | A5 SSIM | best SSIM − prior | A3 re-id % "
-          "| best re-id % | any source: best SSIM − prior, best re-id % | A4 best % | A8 link % | membership AUC |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| best re-id % | any source: best SSIM − prior, best re-id % | A4 best % | A8 link % "
+          "| A8 victim link % (chance) | membership AUC |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for spec, r in mds["methods"].items():
         print(_row(spec, r))
 
@@ -113,7 +114,15 @@ def _row(spec: str, r: dict) -> str:
     return (f"| {spec} | {100 * r['accuracy']:.1f} | {ssim('A1')} | {ssim('A2')} | {ssim('A3')} | {ssim('A5')} "
             f"| {_num(s, 'ssim_over_prior'):+.3f} ({s.get('best_ssim_attack')}) | {a3_reid:.1f} "
             f"| {100 * _num(s, 'best_reid'):.1f} | {_any_source(s)} | {100 * _num(s, 'best_a4'):.1f} "
-            f"| {100 * _num(s, 'link_rate'):.1f} | {_num(s, 'membership_auc'):.2f} |")
+            f"| {100 * _num(s, 'link_rate'):.1f} | {_victim_link(r)} | {_num(s, 'membership_auc'):.2f} |")
+
+
+def _victim_link(r: dict) -> str:
+    """A8 the other way round: each file's closest released region lies in an image holding a piece of it."""
+    a8 = r.get("A8") or {}
+    if a8.get("victim_link_rate") is None:
+        return "–"
+    return f"{100 * a8['victim_link_rate']:.1f} ({100 * a8['victim_link_chance']:.1f})"
 
 
 def main() -> None:

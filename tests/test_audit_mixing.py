@@ -48,6 +48,11 @@ def test_mixed_release_is_attacked_and_scored_against_main_sources():
     assert torch.equal(pic["original"], data.victim_images[method.last_main][: pic["original"].shape[0]])
     assert {"A2", "A3"} <= set(r["attacks"]) and 0.0 <= r["accuracy"] <= 1.0
     assert r["A8"]["membership_auc"] >= 0.5 and r["A8"]["region_link_rate"] > 0.5
+    # the other way round: each victim's closest released region sits in a collage holding a piece of it
+    assert r["A8"]["victim_link_rate"] > r["A8"]["victim_link_chance"] > 0.0
+    R._summarise_method(r, {"prior": {"class_mean": {"ssim": {"mean": 0.4}}}, "chance_accuracy": 0.1,
+                            "reid_chance": 0.01})
+    assert r["summary"]["victim_link_rate"] == r["A8"]["victim_link_rate"]
     assert r["a3_attacker"]["strength"] == "weak attacker" and len(r["a3_val_loss"]) == 2
     # also scored against the closest of each collage's sources, and the prior alike
     for a in ("A2", "A3"):

@@ -54,9 +54,39 @@ def test_noise_hides_nothing_from_a_pixel_matcher_but_membership_by_region_value
     noisy = (x.float() + 20 * torch.randn(x.shape, generator=g)).clamp(0, 255)
     r = linkage_attack(noisy, x, out)
     assert r["link_rate"] > 0.9 and r["link_method"] in ("pixels", "region means")
+    # the other way round too: each original's closest noisy image is its own
+    assert r["victim_link_rate"] > 0.9 and r["victim_link_method"] in ("pixels", "region means")
 
 
 def test_auc():
     assert _auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
     assert _auc(torch.tensor([0.0]), torch.tensor([1.0])) == 0.0
     assert _auc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
+
+
+def test_victim_linkage_finds_the_collages_that_hold_a_piece_of_each_original():
+    x, out = _images(64, 7), _images(64, 8)
+    y = torch.arange(64) % 4
+    key = Key.from_seed(2)
+    m = mix(x, y, key=key, ids=range(64), k=4, target_vfe=0.5)
+    src = region_sources(m.groups, key=key, ids=range(64), height=28, width=28)
+    r = linkage_attack(m.images, x, out, sources=src)
+    # every original sits in the 4 collages of its group: chance 4 / 64
+    assert abs(r["victim_link_chance"] - 4 / 64) < 1e-9
+    assert r["victim_link_rate"] > 0.9
+    # a release of other images holds no piece of them: the same matcher finds nothing
+    other = mix(out, y, key=key, ids=range(64), k=4, target_vfe=0.5)
+    miss = linkage_attack(other.images, x, out, sources=src)
+    assert miss["victim_link_rate"] < 0.3
+
+
+def test_victim_linkage_skips_blank_regions():
+    # originals blank except one region each: only that region can link them
+    x = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    for i in range(8):
+        row, col = 4 * (i // 4), 4 * (i % 4)
+        x[i, 0, row : row + 4, col : col + 4] = torch.arange(16, dtype=torch.uint8).view(4, 4) * (i + 1)
+    out = torch.zeros_like(x)
+    res = obfuscate(x, key=Key.from_seed(3), ids=range(8), target_vfe=0.7)
+    r = linkage_attack(res.images, x, out)
+    assert r["victim_link_rates"]["closest region"] == 1.0 and abs(r["victim_link_chance"] - 1 / 8) < 1e-12

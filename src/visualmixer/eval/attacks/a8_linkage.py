@@ -13,6 +13,11 @@ inverting anything:
 - **region linkage**: the same with the sorted values of every region at its own position,
   which also finds where the regions of a mixed image (:mod:`visualmixer.core.mixing`) came from;
   the candidates a protected image's regions point to vote for its main source.
+- **victim linkage** (the other direction): for every held original, "which released image holds
+  a piece of mine?" — its closest released image by each matcher above, and the released image
+  whose region at one position is closest to one of the original's non-blank regions at the same
+  position; the best matcher is reported. For a mixed release a hit is any collage that holds one
+  of the original's regions (chance: how many collages do, over the release).
 - **membership**: a candidate's score is how closely its regions are matched by the released
   regions at the same positions; the AUC separates members from non-members (0.5 = chance).
 
@@ -80,6 +85,22 @@ def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     return float((r_pos - pos.numel() * (pos.numel() + 1) / 2) / (pos.numel() * neg.numel()))
 
 
+def _holders(sources: torch.Tensor, n: int) -> torch.Tensor:
+    """``(N_released, n)`` bool: released image ``i`` holds a region of original ``v``."""
+    holds = torch.zeros(sources.shape[0], n, dtype=torch.bool)
+    holds[torch.arange(sources.shape[0]).view(-1, 1).expand_as(sources), sources] = True
+    return holds
+
+
+def _closest_region(idx: torch.Tensor, dist: torch.Tensor, member_regions: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` the released image holding the single closest region to one of each original's
+    non-blank regions (same position). ``idx``, ``dist``: ``(R, N)`` every original region's closest
+    released image and its L1 distance; ``member_regions``: ``(R, N, D)`` sorted values."""
+    blank = member_regions[..., -1] <= member_regions[..., 0]  # (R, N): matches every blank region
+    pos = dist.masked_fill(blank & ~blank.all(dim=0), float("inf")).argmin(dim=0)
+    return idx.gather(0, pos.view(1, -1)).squeeze(0)
+
+
 def linkage_attack(
     protected: torch.Tensor,
     members: torch.Tensor,
@@ -111,7 +132,10 @@ def linkage_attack(
     dict
         ``link_rate`` (share of protected images whose nearest candidate is their main source;
         chance ``1 / (N + M)``), ``link_method`` (which matcher won), ``region_link_rate``
-        (share of regions matched to their true source), ``membership_auc`` and ``chance``.
+        (share of regions matched to their true source), ``victim_link_rate`` (share of held
+        originals whose closest released image, by the best matcher ``victim_link_method``, holds a
+        piece of them; every matcher's in ``victim_link_rates``) with its ``victim_link_chance``,
+        ``membership_auc`` and ``chance``.
     """
     if protected.shape != members.shape:
         raise ValueError(f"members must have the protected images' shape {tuple(protected.shape)}, "
@@ -133,10 +157,14 @@ def linkage_attack(
         "pixels": (protected.flatten(1).float(), gallery.flatten(1).float()),
         "region means": (F.avg_pool2d(protected.float(), r).flatten(1), F.avg_pool2d(gallery.float(), r).flatten(1)),
     }
-    rates = {}
+    holds = _holders(sources, n)
+    everyone = torch.arange(n)
+    rates, victim_rates = {}, {}
     for name, (q, g) in views.items():
         idx, _ = _nearest(q, g)
         rates[name] = float((idx == main).double().mean())
+        found, _ = _nearest(g[:n], q)  # the other way round: each original's closest released image
+        victim_rates[name] = float(holds[found, everyone].double().mean())
 
     # regions: nearest candidate region at the same position; flat regions (one value, e.g.
     # background) match every flat region equally and are left out of the region scores
@@ -151,7 +179,10 @@ def linkage_attack(
     votes.index_put_((cols[informative], ridx[informative]), torch.ones(()), accumulate=True)
     rates["region votes"] = float((votes.argmax(dim=1) == main).double().mean())
     best = max(rates, key=rates.get)
-    _, back = _nearest(rg, rq)  # (R, N+M): how well each candidate's regions are matched
+    back_idx, back = _nearest(rg, rq)  # (R, N+M): each candidate region's closest released image
+    found = _closest_region(back_idx[:, :n], back[:, :n], rg[:, :n])
+    victim_rates["closest region"] = float(holds[found, everyone].double().mean())
+    victim_best = max(victim_rates, key=victim_rates.get)
     score = -back.mean(dim=0)
     auc = _auc(score[:n], score[n:])
     return {
@@ -159,6 +190,10 @@ def linkage_attack(
         "link_method": best,
         "link_rates": rates,
         "region_link_rate": region_rate,
+        "victim_link_rate": victim_rates[victim_best],
+        "victim_link_method": victim_best,
+        "victim_link_rates": victim_rates,
+        "victim_link_chance": float(holds.double().sum(dim=0).mean() / holds.shape[0]),
         "membership_auc": auc,
         "chance": 1.0 / gallery.shape[0],
     }

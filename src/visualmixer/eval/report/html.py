@@ -252,7 +252,8 @@ def _summary_table(page: _Page, d: dict, agg: dict) -> None:
         "<th>VFE achieved</th><th>best SSIM</th><th>by</th><th>prior SSIM</th><th>Δ vs prior</th>"
         "<th>re-id</th><th>× chance</th><th>A4 best</th>"
         "<th title='A8: an attacker who holds the files links each released image to one'>A8 link</th>"
-        "<th title='A8: members vs never-released files, 0.5 = chance'>A8 membership AUC</th></tr>"
+        "<th title='A8, the other way round: for each file, a released image that holds a piece of it'>A8 victim "
+        "link</th><th title='A8: members vs never-released files, 0.5 = chance'>A8 membership AUC</th></tr>"
     )
     for spec, r in d["methods"].items():
         s = r.get("summary", {})
@@ -279,7 +280,8 @@ def _summary_table(page: _Page, d: dict, agg: dict) -> None:
             f"<td>{_fmt(s.get('best_reid'), pct=True)}</td>"
             f"<td {_judged(j, 'reid')}>{_fmt(s.get('reid_over_chance'), 1)}</td>"
             f"<td {_judged(j, 'a4')}>{_fmt(s.get('best_a4'), pct=True)}</td>"
-            f"<td>{_fmt(s.get('link_rate'), pct=True)}</td><td>{_fmt(s.get('membership_auc'))}</td></tr>"
+            f"<td>{_fmt(s.get('link_rate'), pct=True)}</td><td>{_fmt(s.get('victim_link_rate'), pct=True)}</td>"
+            f"<td>{_fmt(s.get('membership_auc'))}</td></tr>"
         )
     page.add("</table>")
 

@@ -79,7 +79,7 @@ def results_to_markdown(results: dict) -> str:
         head = (
             "| method | acc. % | loss pp | VFE | "
             + " | ".join(f"{a} SSIM" for a in atks)
-            + " | best SSIM − prior | best re-id % | A4 best % | A8 link % |"
+            + " | best SSIM − prior | best re-id % | A4 best % | A8 link % | A8 victim link % |"
             + (" train acc. % (loss pp) |" if has_train else "")
         )
         lines.append(head)
@@ -106,6 +106,7 @@ def results_to_markdown(results: dict) -> str:
                 _pm(ag.get("best_reid"), s.get("best_reid"), pct=True),
                 _pm(ag.get("best_a4"), s.get("best_a4"), pct=True),
                 _pm(ag.get("link_rate"), s.get("link_rate"), pct=True),
+                _pm(ag.get("victim_link_rate"), s.get("victim_link_rate"), pct=True),
             ]
             if has_train:
                 cells.append(_train_cell(r.get("train_utility")))

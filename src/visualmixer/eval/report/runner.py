@@ -306,6 +306,8 @@ def _summarise_method(r: dict, ds_res: dict) -> None:
         "a4_over_chance": None if best_a4 is None else best_a4 - chance,
         # A8: an attacker holding the files links them to the release (not a reconstruction)
         "link_rate": (r.get("A8") or {}).get("link_rate"),
+        # ... and, the other way round, finds a released image that holds a piece of each file
+        "victim_link_rate": (r.get("A8") or {}).get("victim_link_rate"),
         "membership_auc": (r.get("A8") or {}).get("membership_auc"),
     }
     r["goals_met"] = {

@@ -31,6 +31,7 @@ def _method_numbers(r: dict) -> dict:
         "best_reid": s.get("best_reid"),
         "best_a4": s.get("best_a4"),
         "link_rate": s.get("link_rate"),
+        "victim_link_rate": s.get("victim_link_rate"),
     }
 
 
