@@ -139,6 +139,36 @@ def test_train_with_features_changes_the_training_and_leaves_no_hooks(tmp_path, 
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
 
 
+def test_online_mixing_matches_the_features_of_every_epochs_collages(tmp_path, sets, monkeypatch):
+    models = []
+    real = L.init_model
+
+    def keep(*args, **kw):
+        models.append(real(*args, **kw))
+        return models[-1]
+
+    monkeypatch.setattr(L, "init_model", keep)
+    seen = []  # every batch the feature-matching loss scores
+    real_call = FeatureMatchingLoss.__call__
+
+    def spy(self, logits, targets, inputs):
+        seen.append((inputs.shape[0], inputs.detach().clone()))
+        return real_call(self, logits, targets, inputs)
+
+    monkeypatch.setattr(FeatureMatchingLoss, "__call__", spy)
+    online = {**_BASE, "mode": "online", "mix_grouping": "similar", "epochs": 2}
+    plain = L.train(_cfg(tmp_path / "p", **online), sets=sets)["runs"][0]
+    assert not seen
+    matched = L.train(_cfg(tmp_path / "f", soft_label_features=1.0, **online), sets=sets)["runs"][0]
+    assert matched["history"][0]["train_loss"] > plain["history"][0]["train_loss"]  # the feature term adds
+    # every image of both epochs went through it, and the second epoch's collages are new ones
+    assert sum(n for n, _ in seen) == 2 * sets[0].images.shape[0]
+    half = len(seen) // 2
+    first, second = torch.cat([x for _, x in seen[:half]]), torch.cat([x for _, x in seen[half:]])
+    assert first.shape == second.shape and not torch.equal(first.sort(0).values, second.sort(0).values)
+    assert all(not m.grid._forward_hooks for m in models)
+
+
 def test_cli_soft_label_features(tmp_path, sets, monkeypatch, capsys):
     monkeypatch.setattr(L, "load_sets", lambda cfg: sets)
     args = ["train", "--model", "region-sorted", "--target-vfe", "1.0", "--mix", "2", "--soft-labels",
