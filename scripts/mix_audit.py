@@ -122,7 +122,7 @@ def _victim_link(r: dict) -> str:
     a8 = r.get("A8") or {}
     if a8.get("victim_link_rate") is None:
         return "–"
-    return f"{100 * a8['victim_link_rate']:.1f} ({100 * a8['victim_link_chance']:.1f})"
+    return f"{100 * a8['victim_link_rate']:.1f} ({100 * a8['victim_link_chance']:.2f})"
 
 
 def main() -> None:

@@ -80,13 +80,14 @@ def test_victim_linkage_finds_the_collages_that_hold_a_piece_of_each_original():
     assert miss["victim_link_rate"] < 0.3
 
 
-def test_victim_linkage_skips_blank_regions():
-    # originals blank except one region each: only that region can link them
+def test_victim_linkage_trusts_the_region_that_only_one_released_image_matches():
+    # every original carries the same textured region at the top left (it matches every release
+    # equally well: distance 0) and one region of its own; only the own region tells them apart
     x = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    x[:, 0, :4, :4] = torch.arange(16, dtype=torch.uint8).view(4, 4) * 3
     for i in range(8):
-        row, col = 4 * (i // 4), 4 * (i % 4)
+        row, col = 4 + 4 * (i // 4), 4 * (i % 4)
         x[i, 0, row : row + 4, col : col + 4] = torch.arange(16, dtype=torch.uint8).view(4, 4) * (i + 1)
-    out = torch.zeros_like(x)
     res = obfuscate(x, key=Key.from_seed(3), ids=range(8), target_vfe=0.7)
-    r = linkage_attack(res.images, x, out)
-    assert r["victim_link_rates"]["closest region"] == 1.0 and abs(r["victim_link_chance"] - 1 / 8) < 1e-12
+    r = linkage_attack(res.images, x, torch.zeros_like(x))
+    assert r["victim_link_rates"]["surest region"] == 1.0 and abs(r["victim_link_chance"] - 1 / 8) < 1e-12

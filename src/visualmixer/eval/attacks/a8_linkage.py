@@ -15,9 +15,10 @@ inverting anything:
   the candidates a protected image's regions point to vote for its main source.
 - **victim linkage** (the other direction): for every held original, "which released image holds
   a piece of mine?" — its closest released image by each matcher above, and the released image
-  whose region at one position is closest to one of the original's non-blank regions at the same
-  position; the best matcher is reported. For a mixed release a hit is any collage that holds one
-  of the original's regions (chance: how many collages do, over the release).
+  that its surest non-blank region matches at the same position (the region whose closest match
+  is furthest ahead of the second closest); the best matcher is reported. For a mixed release a
+  hit is any collage that holds one of the original's regions (chance: how many collages do, over
+  the release).
 - **membership**: a candidate's score is how closely its regions are matched by the released
   regions at the same positions; the AUC separates members from non-members (0.5 = chance).
 
@@ -55,18 +56,20 @@ def region_profiles(images: torch.Tensor, region: int) -> torch.Tensor:
     return x.sort(dim=2).values
 
 
-def _nearest(queries: torch.Tensor, gallery: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest gallery row (L1) of every query row: ``(index, distance)``, both ``(Q,)``.
+def _nearest(queries: torch.Tensor, gallery: torch.Tensor, chunk: int = 1024, *,
+             second: bool = False) -> tuple[torch.Tensor, ...]:
+    """Nearest gallery row (L1) of every query row: ``(index, distance)``, both ``(Q,)``; with
+    ``second`` also the distance to the second-nearest row.
 
     ``queries`` may carry a leading batch axis (``(B, Q, D)`` with ``(B, G, D)``).
     """
-    idx, dist = [], []
+    parts = []
     for s in range(0, queries.shape[-2], chunk):
         d = torch.cdist(queries[..., s : s + chunk, :], gallery, p=1)
-        v, i = d.min(dim=-1)
-        idx.append(i)
-        dist.append(v)
-    return torch.cat(idx, dim=-1), torch.cat(dist, dim=-1)
+        v, i = d.topk(min(2 if second else 1, d.shape[-1]), dim=-1, largest=False)
+        parts.append((i[..., 0], v[..., 0], v[..., -1]))
+    idx, dist, dist2 = (torch.cat(p, dim=-1) for p in zip(*parts, strict=True))
+    return (idx, dist, dist2) if second else (idx, dist)
 
 
 def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
@@ -92,12 +95,17 @@ def _holders(sources: torch.Tensor, n: int) -> torch.Tensor:
     return holds
 
 
-def _closest_region(idx: torch.Tensor, dist: torch.Tensor, member_regions: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` the released image holding the single closest region to one of each original's
-    non-blank regions (same position). ``idx``, ``dist``: ``(R, N)`` every original region's closest
-    released image and its L1 distance; ``member_regions``: ``(R, N, D)`` sorted values."""
+def _surest_region(idx: torch.Tensor, dist: torch.Tensor, dist2: torch.Tensor,
+                   member_regions: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` for each original, the released image its surest region points to: of its non-blank
+    regions, the one whose closest released region (same position) is furthest ahead of the
+    second closest. ``idx``, ``dist``, ``dist2``: ``(R, N)`` every original region's closest released
+    image and the L1 distances to the closest and second-closest; ``member_regions``: ``(R, N, D)``
+    sorted values. (The single closest region would often be a nearly blank one that many
+    released regions match as well.)"""
     blank = member_regions[..., -1] <= member_regions[..., 0]  # (R, N): matches every blank region
-    pos = dist.masked_fill(blank & ~blank.all(dim=0), float("inf")).argmin(dim=0)
+    lead = dist2 / dist.clamp(min=1e-6)
+    pos = lead.masked_fill(blank & ~blank.all(dim=0), -1.0).argmax(dim=0)
     return idx.gather(0, pos.view(1, -1)).squeeze(0)
 
 
@@ -179,9 +187,9 @@ def linkage_attack(
     votes.index_put_((cols[informative], ridx[informative]), torch.ones(()), accumulate=True)
     rates["region votes"] = float((votes.argmax(dim=1) == main).double().mean())
     best = max(rates, key=rates.get)
-    back_idx, back = _nearest(rg, rq)  # (R, N+M): each candidate region's closest released image
-    found = _closest_region(back_idx[:, :n], back[:, :n], rg[:, :n])
-    victim_rates["closest region"] = float(holds[found, everyone].double().mean())
+    back_idx, back, back2 = _nearest(rg, rq, second=True)  # (R, N+M): each candidate region's closest release
+    found = _surest_region(back_idx[:, :n], back[:, :n], back2[:, :n], rg[:, :n])
+    victim_rates["surest region"] = float(holds[found, everyone].double().mean())
     victim_best = max(victim_rates, key=victim_rates.get)
     score = -back.mean(dim=0)
     auc = _auc(score[:n], score[n:])
