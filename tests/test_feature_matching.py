@@ -31,6 +31,20 @@ def sets():
     return _synthetic(96, 0), _synthetic(32, 1)
 
 
+@pytest.fixture
+def models(monkeypatch):
+    """Every model the training loop builds, to check its hooks afterwards."""
+    built = []
+    real = L.init_model
+
+    def keep(*args, **kw):
+        built.append(real(*args, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(L, "init_model", keep)
+    return built
+
+
 def _pair(seed_teacher=0, seed_model=1):
     torch.manual_seed(seed_teacher)
     teacher = RegionSortedCNN(1, 4, region=4)
@@ -115,15 +129,7 @@ def test_the_option_is_checked(tmp_path, kw, match):
         _cfg(tmp_path, **{**_BASE, **kw}).validate()
 
 
-def test_train_with_features_changes_the_training_and_leaves_no_hooks(tmp_path, sets, monkeypatch):
-    models = []
-    real = L.init_model
-
-    def keep(*args, **kw):
-        models.append(real(*args, **kw))
-        return models[-1]
-
-    monkeypatch.setattr(L, "init_model", keep)
+def test_train_with_features_changes_the_training_and_leaves_no_hooks(tmp_path, sets, models):
     plain = L.train(_cfg(tmp_path / "p", **_BASE), sets=sets)["runs"][0]
     matched = L.train(_cfg(tmp_path / "f", soft_label_features=1.0, **_BASE), sets=sets)["runs"][0]
     assert matched["history"][0]["train_loss"] > plain["history"][0]["train_loss"]  # the feature term adds
@@ -139,15 +145,7 @@ def test_train_with_features_changes_the_training_and_leaves_no_hooks(tmp_path, 
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
 
 
-def test_online_mixing_matches_the_features_of_every_epochs_collages(tmp_path, sets, monkeypatch):
-    models = []
-    real = L.init_model
-
-    def keep(*args, **kw):
-        models.append(real(*args, **kw))
-        return models[-1]
-
-    monkeypatch.setattr(L, "init_model", keep)
+def test_online_mixing_matches_the_features_of_every_epochs_collages(tmp_path, sets, models, monkeypatch):
     seen = []  # every batch the feature-matching loss scores
     real_call = FeatureMatchingLoss.__call__
 

@@ -15,6 +15,14 @@ def _images(n, seed):
     return (x + torch.randint(0, 30, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
 
 
+def _mixed(x, *, key_seed):
+    """64 images mixed in groups of 4 (4 classes): the collages and every region's source."""
+    y = torch.arange(64) % 4
+    key = Key.from_seed(key_seed)
+    m = mix(x, y, key=key, ids=range(64), k=4, target_vfe=0.5)
+    return m.images, region_sources(m.groups, key=key, ids=range(64), height=28, width=28)
+
+
 def test_a_shuffled_image_is_linked_to_its_file_and_membership_is_certain():
     x, out = _images(64, 0), _images(64, 1)
     res = obfuscate(x, key=Key.from_seed(0), ids=range(64), target_vfe=0.7)
@@ -34,17 +42,14 @@ def test_sorted_profile_ignores_the_order_of_values():
 
 def test_mixed_collages_are_scored_against_their_main_source():
     x, out = _images(64, 3), _images(64, 4)
-    y = torch.arange(64) % 4
-    key = Key.from_seed(1)
-    m = mix(x, y, key=key, ids=range(64), k=4, target_vfe=0.5)
-    src = region_sources(m.groups, key=key, ids=range(64), height=28, width=28)
-    r = linkage_attack(m.images, x, out, sources=src)
+    collages, src = _mixed(x, key_seed=1)
+    r = linkage_attack(collages, x, out, sources=src)
     assert r["region_link_rate"] > 0.9  # regions still point to their source file
     # a collage is not one file, but its regions vote for the files they came from: whoever
     # holds the originals links them (mixing hides content, not membership)
     assert r["link_rates"]["region votes"] > 0.9 > r["link_rates"]["sorted values"]
     # unmixed images scored against the identity sources would look like a perfect link
-    wrong = linkage_attack(m.images, x, out)
+    wrong = linkage_attack(collages, x, out)
     assert wrong["region_link_rate"] < r["region_link_rate"]
 
 
@@ -66,17 +71,14 @@ def test_auc():
 
 def test_victim_linkage_finds_the_collages_that_hold_a_piece_of_each_original():
     x, out = _images(64, 7), _images(64, 8)
-    y = torch.arange(64) % 4
-    key = Key.from_seed(2)
-    m = mix(x, y, key=key, ids=range(64), k=4, target_vfe=0.5)
-    src = region_sources(m.groups, key=key, ids=range(64), height=28, width=28)
-    r = linkage_attack(m.images, x, out, sources=src)
+    collages, src = _mixed(x, key_seed=2)
+    r = linkage_attack(collages, x, out, sources=src)
     # every original sits in the 4 collages of its group: chance 4 / 64
     assert abs(r["victim_link_chance"] - 4 / 64) < 1e-9
     assert r["victim_link_rate"] > 0.9
     # a release of other images holds no piece of them: the same matcher finds nothing
-    other = mix(out, y, key=key, ids=range(64), k=4, target_vfe=0.5)
-    miss = linkage_attack(other.images, x, out, sources=src)
+    other, _ = _mixed(out, key_seed=2)
+    miss = linkage_attack(other, x, out, sources=src)
     assert miss["victim_link_rate"] < 0.3
 
 
