@@ -164,6 +164,10 @@ def main() -> None:
                     ax.scatter([x], [losses[spec]], marker=marker, color=_colour(spec), s=90 if marker == "*" else 45,
                                zorder=4)
                     ax.plot([x, x], [loss, losses[spec]], color=_colour(spec), lw=0.6, ls=":")
+    # an attacker holding the release's labels can always answer with the class mean: a floor
+    labels_reid = 100.0 * ds["prior"]["class_mean"]["reid"]["rate"]
+    axes[0].axvline(0.0, color="0.3", lw=0.8, ls=(0, (1, 3)), label="the labels alone (class mean)")
+    axes[1].axvline(labels_reid, color="0.3", lw=0.8, ls=(0, (1, 3)))
     axes[0].axvline(0.05, color="green", lw=0.8, ls="--", label="goal: prior + 0.05")
     axes[0].set_xlabel("best reconstruction SSIM − prior (class means)")
     axes[1].axvline(1.0, color="green", lw=0.8, ls="--", label="goal: 1 %")
