@@ -146,6 +146,22 @@ def test_bad_model_options_are_refused_before_anything_starts(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_cli_passes_the_augmentation_to_every_client(tmp_path, monkeypatch, capsys):
+    from visualmixer.cli import main
+    from visualmixer.fl import deploy
+
+    seen = {}
+
+    def fake(out, **kw):
+        seen.update(kw)
+        return deploy.FLRun(out=tmp_path, history={"rounds": []})
+
+    monkeypatch.setattr(deploy, "run_loopback", fake)
+    assert main(["fl", "--augment", "hflip", "--out", str(tmp_path / "a")]) == 0
+    assert seen["augment"] == ["hflip"]
+    assert main(["fl", "--out", str(tmp_path / "b")]) == 0 and seen["augment"] == []
+
+
 # -- a real loopback federation ----------------------------------------------------------------
 
 def deploy_model_keys():

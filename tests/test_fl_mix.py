@@ -128,3 +128,44 @@ def test_a_client_matches_its_teachers_features_and_gives_back_a_clean_model():
 def test_run_config_feature_matching_is_checked(rc, match):
     with pytest.raises(ValueError, match=match):
         task.FLConfig.from_run_config({"target-vfe": 1.0, **rc})
+
+
+# -- augmentation per client (`visualmixer fl --augment hflip`) ----------------------------------
+
+def test_run_config_augment():
+    assert task.FLConfig.from_run_config({"augment": "hflip"}).augment == "hflip"
+    assert task.FLConfig.from_run_config({}).augment == ""
+    with pytest.raises(ValueError, match="augment=.*'vflip'.* is not allowed"):
+        task.FLConfig.from_run_config({"augment": "vflip"})
+
+
+def test_a_client_augments_its_batches_and_its_teacher(monkeypatch):
+    from visualmixer.train import augment as A
+    from visualmixer.train import soft_labels
+
+    flips, teachers = [], []
+    real_call, real_teacher = A.RegionGridFlip.__call__, soft_labels.teacher_for
+
+    def spy(self, inputs, targets):
+        flips.append(self.region)
+        return real_call(self, inputs, targets)
+
+    def teacher_spy(*args, **kw):
+        teachers.append(kw.get("augment"))
+        return real_teacher(*args, **kw)
+
+    monkeypatch.setattr(A.RegionGridFlip, "__call__", spy)
+    monkeypatch.setattr(soft_labels, "teacher_for", teacher_spy)
+    x = torch.randint(0, 256, (32, 1, 28, 28), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    y = torch.arange(32) % 10
+    trained = {}
+    for names in ("", "hflip"):
+        cfg = task.FLConfig.from_run_config({"target-vfe": 1.0, "model": "region-sorted", "augment": names,
+                                             "soft-labels": "region-sorted", "batch-size": 16, "lr": 0.01})
+        teacher = task.client_teacher(cfg, x, y)
+        model = task.make_model(seed=0, model="region-sorted")
+        task.local_train(model, x, y, cfg, teacher=teacher)
+        trained[names] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert teachers[0] is None and isinstance(teachers[1], A.RegionGridFlip)
+    assert flips and set(flips) == {4}  # the grid of the protection's regions, for the teacher and the model
+    assert not torch.equal(trained[""], trained["hflip"])

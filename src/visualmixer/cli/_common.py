@@ -203,7 +203,8 @@ def add_mix_shape_options(p, *, share_default: float | None = 1.0) -> None:
 
 
 def add_augment_option(p, *, help: str) -> None:
-    """``--augment NAME...`` (:data:`visualmixer.train.augment.AUGMENTATIONS`), in ``train`` and ``soft-labels``."""
+    """``--augment NAME...`` (:data:`visualmixer.train.augment.AUGMENTATIONS`), in ``train``, ``soft-labels``
+    and ``fl``."""
     from visualmixer.train.augment import AUGMENTATIONS
 
     names = tuple(AUGMENTATIONS)

@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from visualmixer.cli._common import add_mix_shape_options, add_soft_label_options, flags_for, target_or_none
+from visualmixer.cli._common import (
+    add_augment_option,
+    add_mix_shape_options,
+    add_soft_label_options,
+    flags_for,
+    target_or_none,
+)
 
 
 def _partition(text: str) -> str:
@@ -50,6 +56,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the shared model: the small CNN, or the region-sorted CNN (blind to the in-region "
                         "shuffle, the model for --mix; default: %(default)s)")
     add_soft_label_options(p, epochs_default="--rounds × --local-epochs")
+    add_augment_option(p, help="training-time augmentation of every client's batches (and its --soft-labels "
+                               "teacher's): hflip mirrors an image's region grid left-right with probability 0.5. "
+                               "Default: none")
     p.add_argument("--local-epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=None,
@@ -84,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             mix_share=args.mix_share, mix_balanced=args.mix_balanced, model=args.model,
             soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
             soft_label_temperature=args.soft_label_temperature, soft_label_features=args.soft_label_features,
-            data_root=args.data_root, superlink_port=args.superlink_port, timeout=args.timeout, key_paths=keys,
+            augment=args.augment, data_root=args.data_root, superlink_port=args.superlink_port, timeout=args.timeout,
+            key_paths=keys,
         )
     except FlowerMissingError as exc:
         print(f"visualmixer fl: error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -316,26 +317,26 @@ def run_loopback(
     superlink_port: int | None = None,
     timeout: float = 600.0,
     key_paths: list[str] | None = None,
-    mix: int = 0,
-    mix_share: float = 1.0,
-    mix_balanced: bool = False,
+    mix: int = 0, mix_share: float = 1.0, mix_balanced: bool = False,
     model: str = "cnn",
     soft_labels: str | None = None,
     soft_label_epochs: int | None = None,
     soft_label_temperature: float = 4.0, soft_label_features: float = 0.0,
+    augment: Sequence[str] = (),
 ) -> FLRun:
     """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
 
-    Writes ``out/history.json`` (per-round accuracy of the global model on obfuscated test
-    images), ``out/model.pt`` and the process logs ``out/logs/*.log``. Raises
-    :class:`PortInUseError` when ``superlink_port`` is taken, ``TimeoutError`` after ``timeout``
-    seconds, ``RuntimeError`` when a Flower process fails. ``model`` is the shared model (one of
-    :data:`visualmixer.fl.task.FL_MODELS`); ``soft_labels="region-sorted"`` has every client fit it
-    to its own teacher's probabilities (the teacher trained for ``soft_label_epochs``, default
-    ``rounds × local_epochs``, on the client's originals; ``soft_label_features`` > 0 also its
-    region-grid features, with that weight). The clients' SGD ``lr`` defaults to 0.05,
-    0.01 with soft labels: their loss (``T² · KL`` at T = 4) takes steps up to T times larger than
-    cross-entropy's at the start, and at 0.05 it diverged.
+    Writes ``out/history.json`` (per-round accuracy of the global model on obfuscated test images),
+    ``out/model.pt`` and the process logs ``out/logs/*.log``. Raises :class:`PortInUseError` when
+    ``superlink_port`` is taken, ``TimeoutError`` after ``timeout`` seconds, ``RuntimeError`` when a
+    Flower process fails. ``model`` is the shared model (one of :data:`visualmixer.fl.task.FL_MODELS`);
+    ``soft_labels="region-sorted"`` has every client fit it to its own teacher's probabilities (the
+    teacher trained for ``soft_label_epochs``, default ``rounds × local_epochs``, on the client's
+    originals; ``soft_label_features`` > 0 also its region-grid features, with that weight);
+    ``augment`` (:data:`visualmixer.train.augment.AUGMENTATIONS` names) augments every client's
+    batches and its teacher's. The clients' SGD ``lr`` defaults to 0.05, 0.01 with soft labels:
+    their loss (``T² · KL`` at T = 4) takes steps up to T times larger than cross-entropy's at the
+    start, and at 0.05 it diverged.
     """
     require_flwr()
     _check_run_args(clients, rounds, partition, mode, key_paths)
@@ -352,6 +353,7 @@ def run_loopback(
         "model": model, "soft-labels": soft_labels or "",
         "soft-label-epochs": int(soft_label_epochs or rounds * local_epochs),
         "soft-label-temperature": float(soft_label_temperature), "soft-label-features": float(soft_label_features),
+        "augment": ",".join(augment),
     }
     from visualmixer.fl.task import FLConfig
 

@@ -54,6 +54,7 @@ class FLConfig:
     soft_label_epochs: int = 1      # with soft_labels: the teacher's epochs on the client's originals
     soft_label_temperature: float = 4.0
     soft_label_features: float = 0.0  # with soft_labels: weight of the teacher's region-grid features (0: none)
+    augment: str = ""               # comma-separated visualmixer.train.augment names, for the model and its teacher
     train_size: int = 2000          # pooled training images before partitioning (0: all)
     test_size: int = 1000
     local_epochs: int = 1
@@ -82,6 +83,9 @@ class FLConfig:
         cfg.lr, cfg.soft_label_temperature = float(cfg.lr), float(cfg.soft_label_temperature)
         cfg.soft_label_features = float(cfg.soft_label_features)
         cfg.soft_labels = str(cfg.soft_labels or "")
+        from visualmixer.train.augment import check_augment
+
+        cfg.augment = ",".join(check_augment([a for a in str(cfg.augment or "").split(",") if a]))
         cfg._check_model()
         if cfg.mode not in ("offline", "online"):
             raise ValueError(f"mode must be 'offline' or 'online', got {cfg.mode!r}")
@@ -199,14 +203,26 @@ class _MomentumSGD:
             p.add_(buf, alpha=-self.lr)
 
 
+def client_augment(cfg: FLConfig, x_u8: torch.Tensor, seed: int):
+    """The batch augmentation for ``cfg.augment`` on the protection's default grid of ``x_u8``'s
+    size (None without one), keyed by ``seed``."""
+    from visualmixer.core.regions import resolve_region
+    from visualmixer.train.augment import make_augment
+
+    names = [a for a in cfg.augment.split(",") if a]
+    return make_augment(names, region=resolve_region(None, *x_u8.shape[-2:]), seed=seed) if names else None
+
+
 def client_teacher(cfg: FLConfig, x_u8: torch.Tensor, y: torch.Tensor, num_classes: int = 10) -> nn.Module:
     """The client's own teacher for ``cfg.soft_labels``: trained on its *original* images ``(N, 1, H, W)``
-    for ``cfg.soft_label_epochs`` (Adam 1e-3, seeded by ``cfg.seed``), inputs normalised as the model's."""
+    for ``cfg.soft_label_epochs`` (Adam 1e-3, seeded by ``cfg.seed``), inputs normalised as the model's,
+    with the model's augmentation (``cfg.augment``)."""
     from visualmixer.core.regions import resolve_region
     from visualmixer.train.soft_labels import teacher_for
 
     return teacher_for(cfg.soft_labels, x_u8, y, num_classes, region=resolve_region(None, *x_u8.shape[-2:]),
-                       epochs=cfg.soft_label_epochs, batch_size=cfg.batch_size, seed=cfg.seed, prepare=_norm)
+                       epochs=cfg.soft_label_epochs, batch_size=cfg.batch_size, seed=cfg.seed, prepare=_norm,
+                       augment=client_augment(cfg, x_u8, cfg.seed))
 
 
 def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLConfig,
@@ -216,12 +232,14 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
     The library's one loop (:func:`visualmixer.train.fit.fit_classifier`); the batch order is
     seeded with ``cfg.seed * 100003 + server_round``. With a ``teacher`` (:func:`client_teacher`)
     the model is fit to its probabilities at ``cfg.soft_label_temperature`` instead of the labels
-    (and with ``cfg.soft_label_features`` to its region-grid features too).
+    (and with ``cfg.soft_label_features`` to its region-grid features too). With ``cfg.augment`` the
+    batches are augmented (:mod:`visualmixer.train.augment`), keyed like the batch order.
     """
     from visualmixer.train.fit import TrainingDiverged, fit_classifier
     from visualmixer.train.soft_labels import soft_label_loss
 
     t0, sums = time.perf_counter(), [0.0, 0]
+    round_seed = cfg.seed * 100003 + server_round
 
     def tally(info) -> None:
         sums[0] += info.loss * info.size
@@ -232,8 +250,8 @@ def local_train(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: FLCo
     try:
         fit_classifier(model, (x_u8, y), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                        optimizer=_MomentumSGD(model.parameters(), cfg.lr), prepare=_norm,
-                       generator=torch.Generator().manual_seed(cfg.seed * 100003 + server_round),
-                       on_step=tally, seed=cfg.seed, loss_fn=loss_fn)
+                       generator=torch.Generator().manual_seed(round_seed), on_step=tally, seed=cfg.seed,
+                       loss_fn=loss_fn, augment=client_augment(cfg, x_u8, round_seed))
     except TrainingDiverged as exc:  # never send NaN weights into the average; say what to change
         raise TrainingDiverged(f"{exc} (client SGD at lr={cfg.lr}): try a lower lr", epoch=exc.epoch, step=exc.step,
                                loss=exc.loss) from None
