@@ -90,8 +90,8 @@ def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
 
 def _holders(sources: torch.Tensor, n: int) -> torch.Tensor:
     """``(N_released, n)`` bool: released image ``i`` holds a region of original ``v``."""
-    holds = torch.zeros(sources.shape[0], n, dtype=torch.bool)
-    holds[torch.arange(sources.shape[0]).view(-1, 1).expand_as(sources), sources] = True
+    holds = torch.zeros(sources.shape[0], n, dtype=torch.bool, device=sources.device)
+    holds[torch.arange(sources.shape[0], device=sources.device).view(-1, 1).expand_as(sources), sources] = True
     return holds
 
 
@@ -166,7 +166,7 @@ def linkage_attack(
         "region means": (F.avg_pool2d(protected.float(), r).flatten(1), F.avg_pool2d(gallery.float(), r).flatten(1)),
     }
     holds = _holders(sources, n)
-    everyone = torch.arange(n)
+    everyone = torch.arange(n, device=holds.device)
     rates, victim_rates = {}, {}
     for name, (q, g) in views.items():
         idx, _ = _nearest(q, g)
