@@ -209,6 +209,10 @@ def test_a_file_without_its_features_is_refused_by_name(tmp_path):
         read_soft_labels(path, files, "abcd", features=True)
     with pytest.raises(ValueError, match=r"features must be \(2, ...\)"):
         write_soft_labels(path, files, "abcd", torch.zeros(2, 4), features=torch.zeros(3, 2))
+    # logits of the wrong shape: refused before the features are written
+    with pytest.raises(ValueError, match=r"logits must be \(2, 4\)"):
+        write_soft_labels(tmp_path / "bad.csv", files, "abcd", torch.zeros(2, 3), features=torch.zeros(2, 2))
+    assert not features_path(tmp_path / "bad.csv").exists()
 
 
 def test_released_features_give_the_loss_of_the_live_teacher():

@@ -370,16 +370,16 @@ def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[
     """
     logits = torch.as_tensor(logits, dtype=torch.float32)
     views = tuple(views)
-    if features is not None:
+    shape = (len(files), 1 + len(views), len(classes)) if views else (len(files), len(classes))
+    if logits.shape != shape:
+        raise ValueError(f"logits must be {shape} (files{', 1 + views' if views else ''}, classes), "
+                         f"got {tuple(logits.shape)}")
+    if features is not None:  # both inputs checked before anything is written
         if features.shape[0] != len(files) or features.ndim < 2:
             raise ValueError(f"features must be ({len(files)}, ...) (one row per file), got {tuple(features.shape)}")
         buf = io.BytesIO()
         np.save(buf, features.detach().cpu().half().numpy())
         replace_atomically(features_path(path), buf.getvalue(), mode=0o644, suffix=".tmp")
-    shape = (len(files), 1 + len(views), len(classes)) if views else (len(files), len(classes))
-    if logits.shape != shape:
-        raise ValueError(f"logits must be {shape} (files{', 1 + views' if views else ''}, classes), "
-                         f"got {tuple(logits.shape)}")
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow([FILE_COLUMN, *classes, *(f"{v}:{c}" for v in views for c in classes)])
