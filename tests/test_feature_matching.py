@@ -18,6 +18,7 @@ from visualmixer.train.soft_labels import (
     read_soft_labels,
     release_features,
     release_logits,
+    release_logits_and_features,
     soft_label_loss,
     soft_target_loss,
     write_soft_labels,
@@ -253,3 +254,15 @@ def test_the_owner_releases_features_and_the_trainer_matches_them(tmp_path, caps
     plain, matched = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("plain", "matched"))
     assert matched["config"]["soft_label_features"] == 1.0
     assert matched["runs"][0]["history"][0]["train_loss"] > plain["runs"][0]["history"][0]["train_loss"]
+
+
+def test_one_pass_gives_the_logits_and_the_features_of_two():
+    teacher, _ = _pair()
+    x = torch.randint(0, 256, (10, 1, 28, 28), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+
+    def prepare(b):
+        return b.float() / 255
+
+    logits, features = release_logits_and_features(teacher, x, prepare=prepare, batch_size=4)
+    assert torch.equal(logits, release_logits(teacher, x, prepare=prepare, batch_size=4))
+    assert torch.equal(features, release_features(teacher, x, prepare=prepare, batch_size=4))

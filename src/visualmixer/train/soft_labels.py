@@ -49,9 +49,8 @@ from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model
 from visualmixer.train.models import build_model
 
 __all__ = ["SHUFFLE_BLIND_MODELS", "FeatureMatchingLoss", "check_soft_label_features", "check_soft_labels",
-           "features_path", "owner_soft_labels",
-           "read_soft_labels", "release_features", "release_logits", "soft_label_loss", "soft_target_loss",
-           "teacher_for", "write_soft_labels"]
+           "features_path", "owner_soft_labels", "read_soft_labels", "release_features", "release_logits",
+           "release_logits_and_features", "soft_label_loss", "soft_target_loss", "teacher_for", "write_soft_labels"]
 
 #: The first column of a soft-label file; the others are the class names.
 FILE_COLUMN = "file"
@@ -304,12 +303,15 @@ def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "r
                           epochs=epochs, batch_size=batch_size, seed=seed, prepare=prepare, device=dev,
                           progress=progress, lr_schedule=lr_schedule, lr=lr,
                           augment=make_augment(augment, region=side, seed=seed))
-    logits = release_logits(teacher, release.images, prepare=prepare)
+    if features:  # one pass: the grid the logits are read from is the features
+        logits, grid = release_logits_and_features(teacher, release.images, prepare=prepare)
+    else:
+        logits = release_logits(teacher, release.images, prepare=prepare)
     if augment:
         views = [release_logits(teacher, AUGMENTATIONS[name](release.images, side), prepare=prepare)
                  for name in check_augment(augment)]
         logits = torch.stack([logits, *views], dim=1)
-    return (logits, release_features(teacher, release.images, prepare=prepare)) if features else logits
+    return (logits, grid) if features else logits
 
 
 def soft_target_loss(temperature: float, *, model: nn.Module | None = None,
@@ -342,6 +344,21 @@ def release_features(teacher: nn.Module, images: torch.Tensor, *, prepare: Calla
     images ``(N, C, H, W)``, as float16 on the CPU (what :func:`write_soft_labels` stores)."""
     teacher.eval()
     return _in_batches(teacher.grid_features, images, prepare=prepare, batch_size=batch_size, dtype=torch.float16)
+
+
+@torch.no_grad()
+def release_logits_and_features(teacher: nn.Module, images: torch.Tensor, *,
+                                prepare: Callable[[torch.Tensor], torch.Tensor],
+                                batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`release_logits` and :func:`release_features` of a region-sorted teacher in one pass:
+    each batch's grid is computed once and its classifier reads it (the teacher's own forward)."""
+    teacher.eval()
+    logits, features = [], []
+    for s in range(0, images.shape[0], int(batch_size)):
+        grid = teacher.grid_features(prepare(images[s : s + batch_size]))
+        logits.append(teacher.classifier(grid).float().cpu())
+        features.append(grid.half().cpu())
+    return torch.cat(logits), torch.cat(features)
 
 
 def _in_batches(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *,
