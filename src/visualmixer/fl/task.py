@@ -210,7 +210,7 @@ def client_augment(cfg: FLConfig, x_u8: torch.Tensor, seed: int):
     from visualmixer.train.augment import make_augment
 
     names = [a for a in cfg.augment.split(",") if a]
-    return make_augment(names, region=resolve_region(None, *x_u8.shape[-2:]), seed=seed) if names else None
+    return make_augment(names, region=resolve_region(None, *x_u8.shape[-2:]), seed=seed)
 
 
 def client_teacher(cfg: FLConfig, x_u8: torch.Tensor, y: torch.Tensor, num_classes: int = 10) -> nn.Module:
