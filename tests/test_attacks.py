@@ -75,6 +75,33 @@ def test_a3_inverts_a_fixed_flip_and_needs_fit():
     assert float(M.ssim(v, inv(v.flip(-1))).mean()) > float(M.ssim(v, v.flip(-1)).mean())
 
 
+def test_a3_reads_a_side_input_when_the_image_hides_everything():
+    # the "protected" image is noise independent of the original; the side input (a coarse grid, as a
+    # teacher's features) carries the original at the deepest level's resolution: only the attack that
+    # reads it can reconstruct
+    own, victims = smooth(n=192, h=12, w=12, seed=5), smooth(n=16, h=12, w=12, seed=6)
+
+    def noise(x, seed):
+        return torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
+
+    def coarse(x):
+        return torch.nn.functional.avg_pool2d(x, 2)  # (N, 1, 6, 6): levels=2 -> deepest level 6x6
+
+    kw = dict(epochs=8, batch_size=32, lr=5e-3, base=8, levels=2, seed=0)
+    with_side = LearnedInversion(lambda x: x, **kw).fit_pairs(noise(own, 1), own, side=coarse(own))
+    without = LearnedInversion(lambda x: x, **kw).fit_pairs(noise(own, 1), own)
+    est = with_side(noise(victims, 2), side=coarse(victims))
+    assert with_side.net.side_channels == 1 and est.shape == victims.shape
+    assert float(M.ssim(victims, est).mean()) > float(M.ssim(victims, without(noise(victims, 2))).mean()) + 0.3
+    assert M.reid_rate(est, victims)["rate"] > 0.8
+    with pytest.raises(ValueError, match="side"):
+        with_side(victims)  # trained with a side input: the victims' is needed too
+    with pytest.raises(ValueError, match="side"):
+        without(victims, side=coarse(victims))
+    with pytest.raises(ValueError, match="side"):
+        LearnedInversion(lambda x: x, epochs=1).fit_pairs(own, own, side=coarse(own)[:5])
+
+
 def test_a4_recognizer_accuracy_and_chance():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 2, (200,), generator=g)

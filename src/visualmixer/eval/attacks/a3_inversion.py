@@ -52,18 +52,23 @@ class UNet(nn.Module):
         Feature channels at full resolution (doubled per level).
     levels : int
         Resolution levels (3 = two downsamplings, as in our first calibration runs).
+    side_channels : int
+        Channels of a side input (e.g. a released model's feature grid ``(B, S, h, w)``) joined to
+        the deepest level's input, resized to its resolution; 0 (default) for none.
     """
 
-    def __init__(self, channels: int = 1, base: int = 16, levels: int = 3):
+    def __init__(self, channels: int = 1, base: int = 16, levels: int = 3, side_channels: int = 0):
         super().__init__()
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
-        self.levels = levels
+        if side_channels < 0:
+            raise ValueError(f"side_channels must be >= 0, got {side_channels}")
+        self.levels, self.side_channels = levels, int(side_channels)
         widths = [base * 2**i for i in range(levels)]
         self.down = nn.ModuleList()
         cin = channels
-        for w in widths:
-            self.down.append(_block(cin, w))
+        for i, w in enumerate(widths):
+            self.down.append(_block(cin + (self.side_channels if i == levels - 1 else 0), w))
             cin = w
         self.up = nn.ModuleList()
         self.fuse = nn.ModuleList()
@@ -72,7 +77,10 @@ class UNet(nn.Module):
             self.fuse.append(_block(2 * widths[i - 1], widths[i - 1]))
         self.head = nn.Conv2d(widths[0], channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        if (side is None) != (self.side_channels == 0) or (side is not None and side.shape[1] != self.side_channels):
+            raise ValueError(f"this U-Net takes side inputs of {self.side_channels} channels, got "
+                             f"{None if side is None else tuple(side.shape)}")
         h, w = x.shape[-2:]
         m = 2 ** (self.levels - 1)
         ph, pw = (-h) % m, (-w) % m
@@ -81,6 +89,8 @@ class UNet(nn.Module):
         for i, blk in enumerate(self.down):
             if i:
                 y = F.max_pool2d(y, 2)
+            if side is not None and i == self.levels - 1:
+                y = torch.cat([y, F.interpolate(side.to(y.dtype), size=y.shape[-2:], mode="nearest")], dim=1)
             y = blk(y)
             skips.append(y)
         for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1]), strict=True):
@@ -160,6 +170,7 @@ class LearnedInversion:
         self.history: list[float] = []
         self.val_history: list[float] = []
         self.best_epoch: int | None = None
+        self.side_channels = 0
 
     def _pairs(self, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
         outs = [self.obfuscate(x[s : s + chunk]) for s in range(0, x.shape[0], chunk)]
@@ -176,21 +187,28 @@ class LearnedInversion:
         remake = (lambda: self._pairs(x)) if self.reobfuscate else None
         return self.fit_pairs(self._pairs(x), x, remake=remake)
 
-    def fit_pairs(self, inputs: torch.Tensor, targets: torch.Tensor, *, remake=None) -> LearnedInversion:
+    def fit_pairs(self, inputs: torch.Tensor, targets: torch.Tensor, *, remake=None,
+                  side: torch.Tensor | None = None) -> LearnedInversion:
         """Train on explicit ``(protected, original)`` pairs, both ``(M, C, H, W)``; returns ``self``.
 
         For releases whose images are not one original each (mixing: the target of a collage is
-        its main source). ``remake`` (optional) returns fresh ``inputs`` for every epoch.
+        its main source). ``remake`` (optional) returns fresh ``inputs`` for every epoch. ``side``
+        (optional, ``(M, S, h, w)``): what else the release gives about each protected image (e.g.
+        a teacher's feature grid), joined to the U-Net's deepest level (:class:`UNet`); the attack
+        then needs it for the victims too.
         """
         if inputs.shape != targets.shape or inputs.shape[0] == 0:
             raise ValueError(f"inputs and targets must share a non-empty shape, got {tuple(inputs.shape)} "
                              f"and {tuple(targets.shape)}")
+        if side is not None and (side.ndim != 4 or side.shape[0] != inputs.shape[0]):
+            raise ValueError(f"side must be (M, S, h, w) with M = {inputs.shape[0]}, got {tuple(side.shape)}")
+        self.side_channels = 0 if side is None else int(side.shape[1])
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         n_val = int(round(self.val_fraction * inputs.shape[0]))
         order = torch.randperm(inputs.shape[0], generator=g) if n_val else torch.arange(inputs.shape[0])
         val, fit_idx = order[:n_val], order[n_val:]
-        self.net = init_model(lambda: UNet(inputs.shape[1], self.base, self.levels), seed=self.seed,
-                              device=self.device)
+        self.net = init_model(lambda: UNet(inputs.shape[1], self.base, self.levels, self.side_channels),
+                              seed=self.seed, device=self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         crit = F.l1_loss if self.loss == "l1" else F.mse_loss
         self.history, self.val_history, self.best_epoch = [], [], None
@@ -198,9 +216,10 @@ class LearnedInversion:
         for epoch in progress_iter(range(self.epochs), self.progress, "A3 inversion"):
             if epoch and remake is not None:
                 inputs = remake()
-            self.history.append(self._train_epoch(inputs[fit_idx], targets[fit_idx], opt, crit, g))
+            self.history.append(self._train_epoch(inputs, targets, side, fit_idx, opt, crit, g))
             if n_val:
-                self.val_history.append(self._loss(inputs[val], targets[val], crit))
+                self.val_history.append(self._loss(inputs[val], targets[val], None if side is None else side[val],
+                                                   crit))
                 if self.val_history[-1] < best:
                     best, waited, self.best_epoch = self.val_history[-1], 0, epoch
                     best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
@@ -213,14 +232,18 @@ class LearnedInversion:
         self.net.eval()
         return self
 
-    def _train_epoch(self, inputs, targets, opt, crit, g) -> float:
+    def _side(self, side, idx):
+        return None if side is None else float_batch(side[idx], self.device)
+
+    def _train_epoch(self, inputs, targets, side, fit_idx, opt, crit, g) -> float:
         self.net.train()
         total, count = 0.0, 0
-        for idx in batches(inputs.shape[0], self.batch_size, g):
+        for idx in batches(fit_idx.shape[0], self.batch_size, g):
+            idx = fit_idx[idx]
             inp = float_batch(inputs[idx], self.device)
             tgt = float_batch(targets[idx], self.device)
             opt.zero_grad(set_to_none=True)
-            loss = crit(self.net(inp), tgt)
+            loss = crit(self.net(inp, self._side(side, idx)), tgt)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
@@ -228,22 +251,30 @@ class LearnedInversion:
         return total / max(1, count)
 
     @torch.no_grad()
-    def _loss(self, inputs, targets, crit, batch_size: int = 256) -> float:
+    def _loss(self, inputs, targets, side, crit, batch_size: int = 256) -> float:
         self.net.eval()
         total = 0.0
         for s in range(0, inputs.shape[0], batch_size):
-            out = self.net(float_batch(inputs[s : s + batch_size], self.device))
+            part = slice(s, s + batch_size)
+            out = self.net(float_batch(inputs[part], self.device), self._side(side, part))
             total += float(crit(out, float_batch(targets[s : s + batch_size], self.device), reduction="sum"))
         return total / max(1, targets.numel())
 
     @torch.no_grad()
-    def __call__(self, obfuscated, batch_size: int = 256) -> torch.Tensor:
-        """Reconstruct victims' originals from their obfuscated images; float32 ``(N, C, H, W)``."""
+    def __call__(self, obfuscated, batch_size: int = 256, *, side: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruct victims' originals from their obfuscated images; float32 ``(N, C, H, W)``.
+
+        ``side``: the victims' side input ``(N, S, h, w)``, needed exactly when :meth:`fit_pairs` had one.
+        """
         if self.net is None:
             raise ValueError("call fit() on the attacker's own images before attacking")
         x, _ = add_batch_axis(obfuscated, "obfuscated")
+        if (side is None) != (self.net.side_channels == 0) or (side is not None and side.shape[0] != x.shape[0]):
+            raise ValueError(f"the attack was trained with side inputs of {self.net.side_channels} channels; "
+                             f"side must be (N = {x.shape[0]}, {self.net.side_channels}, h, w), got "
+                             f"{None if side is None else tuple(side.shape)}")
         outs = [
-            self.net(to_float(x[s : s + batch_size].to(self.device))).cpu()
+            self.net(to_float(x[s : s + batch_size].to(self.device)), self._side(side, slice(s, s + batch_size))).cpu()
             for s in range(0, x.shape[0], batch_size)
         ]
         return torch.cat(outs) if outs else torch.zeros(x.shape, dtype=torch.float32)
