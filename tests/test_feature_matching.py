@@ -120,7 +120,7 @@ def test_the_soft_label_loss_needs_the_model_for_features():
     ({"soft_label_features": 1.0, "soft_labels": None}, "soft_label_features=1.0 needs a teacher: soft_labels="),
     ({"soft_label_features": 1.0, "soft_labels": None, "mix": None, "soft_label_file": "s.csv", "augment": ["hflip"]},
      r"the released features are of the images as they are, so augment=\['hflip'\] cannot"),
-    ({"soft_label_features": 1.0, "model": "cnn"}, "soft_label_features=1.0 needs model='region-sorted'"),
+    ({"soft_label_features": 1.0, "model": "cnn"}, "soft_label_features=1.0 needs a region-sorted model"),
     ({"soft_label_features": -0.5}, "soft_label_features=-0.5 is not allowed"),
     ({"soft_label_features": float("nan")}, "soft_label_features=nan is not allowed"),
     ({"soft_label_features": True}, "soft_label_features=True is not allowed"),

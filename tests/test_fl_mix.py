@@ -122,7 +122,7 @@ def test_a_client_matches_its_teachers_features_and_gives_back_a_clean_model():
 @pytest.mark.parametrize("rc, match", [
     ({"soft-label-features": 1.0, "model": "region-sorted"},
      r"soft_label_features=1.0 needs a teacher: soft_labels='region-sorted'"),
-    ({"soft-label-features": 1.0, "soft-labels": "region-sorted"}, r"needs model='region-sorted' \(got 'cnn'\)"),
+    ({"soft-label-features": 1.0, "soft-labels": "region-sorted"}, r"needs a region-sorted model, .* \(got 'cnn'\)"),
     ({"soft-label-features": -1, "soft-labels": "region-sorted", "model": "region-sorted"}, "weight >= 0"),
 ])
 def test_run_config_feature_matching_is_checked(rc, match):

@@ -188,3 +188,18 @@ def test_online_training_fits_the_file_too(tmp_path, workers, augment):
     cfg = _cfg(tmp_path / "o", model="region-sorted", target_vfe=1.0, mode="online", optimizer="adam", epochs=2,
                soft_label_file=str(path), loader_workers=workers, augment=augment)
     assert L.train(cfg, sets=(train_set, test_set))["runs"][0]["final_test_acc"] == pytest.approx(0.25)
+
+
+def test_soft_labels_command_takes_the_teacher_model(tmp_path, capsys):
+    """--model region-sorted-channels is the region-sorted teacher on grey images (the same file);
+    a model that is not blind to the shuffle is refused by its flag."""
+    src, root = mixed_release(tmp_path)
+    base = ["soft-labels", str(src), str(root / "train"), "--channels", "1", "--region", "4", "--epochs", "1",
+            "--batch-size", "16", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "pooled.csv")]) == 0
+    assert main([*base, "--model", "region-sorted-channels", "--out", str(tmp_path / "each.csv")]) == 0
+    assert (tmp_path / "pooled.csv").read_bytes() == (tmp_path / "each.csv").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*base, "--model", "cnn", "--out", str(tmp_path / "cnn.csv")])
+    assert "--model" in capsys.readouterr().err and not (tmp_path / "cnn.csv").exists()

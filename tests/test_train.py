@@ -58,19 +58,75 @@ def test_models_forward_small_images(name):
             assert m(torch.randn(2, c, s, s)).shape == (2, 7)
 
 
+@pytest.mark.parametrize("name", ["region-sorted", "region-sorted-channels"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_region_sorted_model_is_blind_to_the_in_region_shuffle(channels):
+def test_region_sorted_model_is_blind_to_the_in_region_shuffle(channels, name):
     """The library's own obfuscation (spatial and channel shuffles inside 4-px regions) leaves
-    the region-sorted model's output unchanged, bit for bit; the small CNN's changes."""
+    the region-sorted models' output unchanged, bit for bit; the small CNN's changes."""
     g = torch.Generator().manual_seed(3)
     x = torch.randint(0, 256, (6, channels, 28, 28), dtype=torch.uint8, generator=g)
     shuffled = vm.obfuscate(x, key=vm.Key.from_seed(5), ids=range(6), target_vfe=0.9).images
     assert not torch.equal(shuffled, x)
     torch.manual_seed(0)
-    sorted_net, cnn = M.build_model("region-sorted", channels, 10, region=4).eval(), M.SmallCNN(channels, 10).eval()
+    sorted_net, cnn = M.build_model(name, channels, 10, region=4).eval(), M.SmallCNN(channels, 10).eval()
     with torch.no_grad():
         assert torch.equal(sorted_net(x.float() / 255), sorted_net(shuffled.float() / 255))
         assert not torch.equal(cnn(x.float() / 255), cnn(shuffled.float() / 255))
+
+
+def test_canonical_channels_orders_channels_lexicographically_whatever_their_order():
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 3, (400, 3, 4), generator=g).float().sort(dim=-1).values  # many ties
+    canon = M.canonical_channels(values)
+    for perm in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]):
+        assert torch.equal(M.canonical_channels(values[:, perm]), canon)
+    rows = [[tuple(r) for r in block] for block in canon.tolist()]
+    assert all(block == sorted(block) for block in rows)  # lexicographic, equal rows kept
+    assert torch.equal(canon.sort(dim=1).values, values.sort(dim=1).values)  # the same values, moved whole rows
+
+
+def test_region_sorted_channels_reads_each_channel_and_equals_pooled_on_grey():
+    """Two colour regions with the same values pooled over the channels but not per channel: the
+    pooled model cannot tell them apart, the per-channel one can; on grey images both are one model."""
+    a = torch.zeros(1, 3, 4, 4)
+    a[:, 1] = 1.0  # channel 0 all 0, channel 1 all 1, channel 2 all 0
+    b = torch.zeros(1, 3, 4, 4)
+    b[:, 0, :2], b[:, 1, 2:], b[:, 2, :, :] = 1.0, 1.0, 0.0  # channels 0 and 1 half 1: 16 ones pooled, as a
+    torch.manual_seed(0)
+    pooled = M.RegionSortedCNN(3, 10, region=4).eval()
+    each = M.RegionSortedCNN(3, 10, region=4, channels="each").eval()
+    each.load_state_dict(pooled.state_dict())
+    with torch.no_grad():
+        assert torch.equal(pooled.grid_features(a), pooled.grid_features(b))
+        assert not torch.equal(each.grid_features(a), each.grid_features(b))
+        grey = torch.rand(3, 1, 28, 28)
+        g_pooled = M.RegionSortedCNN(1, 10, region=4).eval()
+        g_each = M.RegionSortedCNN(1, 10, region=4, channels="each")
+        g_each.load_state_dict(g_pooled.state_dict())
+        assert torch.equal(g_pooled(grey), g_each.eval()(grey))
+    with pytest.raises(ValueError, match="channels must be 'pooled' or 'each'"):
+        M.RegionSortedCNN(3, 10, channels="rgb")
+
+
+def test_shared_normaliser_for_models_blind_to_the_channel_order(tmp_path):
+    """One mean and std for all channels where the model (or its teacher) is region-sorted-channels,
+    per channel otherwise; grey images are normalised the same either way."""
+    from visualmixer.train.fit import channel_normaliser
+
+    x = torch.stack([torch.full((2, 4, 4), v) for v in (10, 100, 200)], 1).to(torch.uint8)  # (2, 3, 4, 4)
+    per, _ = channel_normaliser(x)
+    shared, shared_std = channel_normaliser(x, shared=True)
+    assert per.flatten().tolist() != shared.flatten().tolist()
+    assert shared.shape == (1, 3, 1, 1) and len(set(shared.flatten().tolist())) == 1
+    assert shared_std.shape == (1, 3, 1, 1)
+    grey = x[:, :1]
+    pairs = zip(channel_normaliser(grey), channel_normaliser(grey, shared=True), strict=True)
+    assert all(torch.equal(p, q) for p, q in pairs)
+    colour = (_synthetic(64, 0, channels=3), _synthetic(32, 1, channels=3))
+    for model, is_shared in (("region-sorted-channels", True), ("region-sorted", False)):
+        cfg = _cfg(tmp_path / model, model=model, target_vfe=None, epochs=1).validate()
+        data = L._prepare_data(cfg, 0, tmp_path, *colour, torch.device("cpu"))
+        assert (len(set(data.mean.flatten().tolist())) == 1) == is_shared
 
 
 def test_region_sorted_model_sizes_and_errors():
@@ -94,7 +150,7 @@ def test_train_builds_the_region_sorted_model_on_the_protections_grid(tmp_path, 
 
 
 def test_build_model_rejects_unknown():
-    with pytest.raises(ValueError, match="valid: cnn, resnet18, shufflenet, region-sorted"):
+    with pytest.raises(ValueError, match="valid: cnn, resnet18, shufflenet, region-sorted, region-sorted-channels"):
         M.build_model("vgg", 3, 10)
     with pytest.raises(ValueError, match="in_channels"):
         M.build_model("cnn", 2, 10)

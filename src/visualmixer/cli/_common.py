@@ -213,7 +213,7 @@ def add_augment_option(p, *, help: str) -> None:
 
 def add_soft_label_options(p, *, epochs_default: str) -> None:
     """``--soft-labels`` and its teacher's options, the same in ``train`` and ``fl``."""
-    p.add_argument("--soft-labels", default=None, metavar="{region-sorted}",
+    p.add_argument("--soft-labels", default=None, metavar="{region-sorted,region-sorted-channels}",
                    help="train on the owner's soft labels: a teacher of this model (blind to the in-region "
                         "shuffle) is trained on the original images first, and the model is fit to its class "
                         "probabilities on every protected training image (default: hard labels)")
@@ -222,6 +222,6 @@ def add_soft_label_options(p, *, epochs_default: str) -> None:
     p.add_argument("--soft-label-temperature", type=float, default=4.0, metavar="T",
                    help="with soft labels: the distillation temperature (default: 4)")
     p.add_argument("--soft-label-features", type=float, default=0.0, metavar="W",
-                   help="with soft labels and --model region-sorted: also fit the teacher's region-grid "
+                   help="with soft labels and a region-sorted --model: also fit the teacher's region-grid "
                         "features on every batch, with weight W (recommended: 1; default: 0, the "
                         "probabilities only)")

@@ -32,6 +32,7 @@ exit status: 0 written, 2 usage error (classes or sizes differ, FILE exists with
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from visualmixer.train.fit import LR_SCHEDULES
+    from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS
 
     p = subparsers.add_parser(
         "soft-labels",
@@ -50,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the release's region side (default: the size's default, as visualmixer obfuscate)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="read the images as grey or RGB")
     p.add_argument("--image-size", type=positive_int, default=None, metavar="N", help="resize every image to N×N")
+    p.add_argument("--model", default="region-sorted", choices=SHUFFLE_BLIND_MODELS,
+                   help="the teacher (default: %(default)s; region-sorted-channels reads each colour channel's "
+                        "values apart: better on colour images; the same on grey ones)")
     p.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="the teacher's epochs (default: 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="the teacher's Adam learning rate (default: 1e-3)")
     p.add_argument("--lr-schedule", default="constant", choices=tuple(LR_SCHEDULES), help="default: constant")
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     kw = dict(split="train", test_fraction=0.0, size=args.image_size, channels=args.channels)
     originals, release = load_image_folder(src, **kw), load_image_folder(dst, **kw)
-    made = owner_soft_labels(originals, release, region=args.region, epochs=args.epochs, lr=args.lr,
+    made = owner_soft_labels(originals, release, model=args.model, region=args.region, epochs=args.epochs, lr=args.lr,
                              lr_schedule=args.lr_schedule, batch_size=args.batch_size, seed=args.seed,
                              device=device, progress=not args.no_progress, augment=args.augment,
                              features=args.features)

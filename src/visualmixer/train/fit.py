@@ -192,12 +192,18 @@ def init_model(factory: Callable[[], nn.Module], *, seed: int | None, device: st
     return model.to(device)
 
 
-def channel_normaliser(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_normaliser(images: torch.Tensor, *, shared: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``(mean, std)`` ``(1, C, 1, 1)`` in [0, 1] units of uint8 images ``(N, C, H, W)``
-    (on their device; std at least 1e-3), for the model input ``(x / 255 - mean) / std``."""
+    (on their device; std at least 1e-3), for the model input ``(x / 255 - mean) / std``.
+
+    With ``shared`` (colour images) one mean and standard deviation over all channels, repeated per
+    channel: a model blind to the channel-order shuffle needs every channel normalised alike
+    (:data:`visualmixer.train.models.SHARED_NORMALISATION`). Grey images are the same either way.
+    """
     xf = images.float()
-    mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255
-    std = (xf.std(dim=(0, 2, 3), keepdim=True) / 255).clamp_min(1e-3)
+    dims = (0, 1, 2, 3) if shared and images.shape[1] > 1 else (0, 2, 3)
+    mean = (xf.mean(dim=dims, keepdim=True) / 255).expand(1, images.shape[1], 1, 1).contiguous()
+    std = (xf.std(dim=dims, keepdim=True) / 255).clamp_min(1e-3).expand(1, images.shape[1], 1, 1).contiguous()
     return mean, std
 
 

@@ -53,7 +53,7 @@ from visualmixer.train.fit import (
     init_model,
     normalise,
 )
-from visualmixer.train.models import build_model
+from visualmixer.train.models import SHARED_NORMALISATION, build_model
 from visualmixer.train.optim import STAdam
 from visualmixer.train.soft_labels import read_soft_labels, soft_label_loss, soft_target_loss, teacher_for
 
@@ -190,7 +190,9 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
     sync(dev)
     setup_s = time.perf_counter() - t0
     x_train = x_train.to(dev)
-    mean, std = channel_normaliser(x_train)
+    # a model (or teacher) blind to the channel-order shuffle is so only if all channels are normalised alike
+    shared = cfg.model in SHARED_NORMALISATION or cfg.soft_labels in SHARED_NORMALISATION
+    mean, std = channel_normaliser(x_train, shared=shared)
     return _SeedData(x_train, _training_targets(cfg, train_set).to(dev), x_test.to(dev), test_set.labels.to(dev), mean,
                      std, train_key, train_vfe, test_vfe, setup_s)
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from visualmixer.core.regions import check_region_side
 
-__all__ = ["MODELS", "RegionSortedCNN", "SmallCNN", "build_model", "resnet18_small", "shufflenet_small"]
+__all__ = ["MODELS", "SHARED_NORMALISATION", "RegionSortedCNN", "SmallCNN", "build_model", "canonical_channels",
+           "resnet18_small", "shufflenet_small"]
 
 
 class SmallCNN(nn.Module):
@@ -61,6 +62,13 @@ class RegionSortedCNN(nn.Module):
     region : int
         Side of the protection's regions (4 for 28² images by default, see
         :func:`visualmixer.core.regions.default_region`).
+    channels : {"pooled", "each"}
+        ``"pooled"`` (default): sort a region's values of all channels together. ``"each"``: sort
+        each channel's values apart and put the region's channels in a canonical order
+        (lexicographic on their sorted values), which keeps what the shuffle keeps — each
+        channel's values, not which colour they were — and loses only that: on colour images it
+        reads more than ``"pooled"`` (what the ``"region-sorted-channels"`` model is). The same as
+        ``"pooled"`` on grey images.
 
     Examples
     --------
@@ -72,9 +80,12 @@ class RegionSortedCNN(nn.Module):
     True
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, region: int = 4) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, region: int = 4, *,
+                 channels: str = "pooled") -> None:
         super().__init__()
-        self.region = check_region_side(region)
+        if channels not in ("pooled", "each"):
+            raise ValueError(f"channels must be 'pooled' or 'each', got {channels!r}")
+        self.region, self.channels = check_region_side(region), channels
         self.grid = nn.Sequential(
             nn.Conv2d(in_channels * region * region, 64, 1), nn.ReLU(inplace=True),
             nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(inplace=True),
@@ -95,9 +106,29 @@ class RegionSortedCNN(nn.Module):
         rows, cols = h // r, w // r
         if rows == 0 or cols == 0:
             raise ValueError(f"images of {h}x{w} are smaller than one {r}-px region")
-        blocks = x[:, :, : rows * r, : cols * r].reshape(n, c, rows, r, cols, r)
-        values = blocks.permute(0, 2, 4, 1, 3, 5).reshape(n, rows, cols, c * r * r)
-        return self.grid(values.sort(dim=-1).values.permute(0, 3, 1, 2))
+        blocks = x[:, :, : rows * r, : cols * r].reshape(n, c, rows, r, cols, r).permute(0, 2, 4, 1, 3, 5)
+        if self.channels == "each" and c > 1:
+            values = canonical_channels(blocks.reshape(n, rows, cols, c, r * r).sort(dim=-1).values)
+        else:
+            values = blocks.reshape(n, rows, cols, c * r * r).sort(dim=-1).values
+        return self.grid(values.reshape(n, rows, cols, c * r * r).permute(0, 3, 1, 2))
+
+
+def canonical_channels(values: torch.Tensor) -> torch.Tensor:
+    """Order the channel axis (-2) of ``values`` ``(..., C, L)`` lexicographically by each channel's ``L``
+    values, so that any permutation of the channels gives the same tensor.
+
+    Batched (no loop over regions): channel ``c``'s rank is the number of channels that are
+    lexicographically smaller, plus the equal ones before it (equal rows are identical, so where
+    they go does not change the result). ``O(C² · L)`` per row, for the few channels of an image.
+    """
+    diff = values.unsqueeze(-2) - values.unsqueeze(-3)  # (..., C, C, L): row c minus row e
+    first = (diff != 0).to(torch.uint8).argmax(dim=-1, keepdim=True)  # first place they differ (0 if equal)
+    sign = diff.gather(-1, first).squeeze(-1)  # (..., C, C): < 0 where row c < row e
+    cc = values.shape[-2]
+    earlier = torch.ones(cc, cc, dtype=torch.bool, device=values.device).triu(1)  # [e, c]: e before c
+    rank = (sign > 0).sum(dim=-1) + ((sign == 0) & earlier.T).sum(dim=-1)  # smaller rows, equal rows before
+    return torch.empty_like(values).scatter_(-2, rank.unsqueeze(-1).expand_as(values), values)
 
 
 def resnet18_small(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
@@ -136,14 +167,21 @@ MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "resnet18": lambda in_channels, num_classes, region: resnet18_small(in_channels, num_classes),
     "shufflenet": lambda in_channels, num_classes, region: shufflenet_small(in_channels, num_classes),
     "region-sorted": lambda in_channels, num_classes, region: RegionSortedCNN(in_channels, num_classes, region),
+    "region-sorted-channels": lambda in_channels, num_classes, region: RegionSortedCNN(
+        in_channels, num_classes, region, channels="each"),
 }
+
+#: Models that read each region's values apart from their channel order, so they are blind to the
+#: channel-order shuffle only when every channel is normalised alike: the trainer gives them one
+#: mean and standard deviation for all channels (:func:`visualmixer.train.fit.channel_normaliser`).
+SHARED_NORMALISATION = frozenset({"region-sorted-channels"})
 
 
 def build_model(name: str, in_channels: int, num_classes: int, *, region: int = 4) -> nn.Module:
     """Build a model by name (one of :data:`MODELS`), randomly initialised.
 
-    ``region`` is the side of the protection's regions, used by ``"region-sorted"``
-    (:class:`RegionSortedCNN`); the other models ignore it.
+    ``region`` is the side of the protection's regions, used by ``"region-sorted"`` and
+    ``"region-sorted-channels"`` (:class:`RegionSortedCNN`); the other models ignore it.
 
     Raises
     ------

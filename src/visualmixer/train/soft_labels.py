@@ -46,7 +46,7 @@ from visualmixer.data.imageset import ImageSet
 from visualmixer.train.augment import AUGMENTATIONS, check_augment, make_augment
 from visualmixer.train.distill import distill_loss, teacher_loss
 from visualmixer.train.fit import channel_normaliser, fit_classifier, init_model, normalise
-from visualmixer.train.models import build_model
+from visualmixer.train.models import SHARED_NORMALISATION, build_model
 
 __all__ = ["SHUFFLE_BLIND_MODELS", "FeatureMatchingLoss", "check_soft_label_features", "check_soft_labels",
            "features_path", "owner_soft_labels", "read_soft_labels", "release_features", "release_logits",
@@ -57,7 +57,7 @@ FILE_COLUMN = "file"
 
 #: Models whose output does not change under any in-region shuffle (``RegionSortedCNN``): the only
 #: ones that read a protected image as its original, hence the only possible teachers.
-SHUFFLE_BLIND_MODELS = ("region-sorted",)
+SHUFFLE_BLIND_MODELS = ("region-sorted", "region-sorted-channels")
 
 
 def check_soft_labels(soft_labels: str, target_vfe: float | None) -> None:
@@ -82,8 +82,9 @@ def check_soft_label_features(weight, *, model: str, has_teacher: bool, teacher_
     if float(weight) and not has_teacher:
         raise ValueError(f"soft_label_features={weight} needs a teacher: {teacher_options}")
     if float(weight) and model not in SHUFFLE_BLIND_MODELS:
-        raise ValueError(f"soft_label_features={weight} needs model='region-sorted' (got {model!r}): the model's "
-                         "region-grid features must have the teacher's shape")
+        raise ValueError(f"soft_label_features={weight} needs a region-sorted model, one of "
+                         f"{', '.join(SHUFFLE_BLIND_MODELS)} (got {model!r}): the model's region-grid features "
+                         "must have the teacher's shape")
     return float(weight)
 
 
@@ -296,7 +297,7 @@ def owner_soft_labels(originals: ImageSet, release: ImageSet, *, model: str = "r
         raise ValueError(f"release images are {tuple(release.images.shape[1:])}, originals "
                          f"{tuple(originals.images.shape[1:])} (C, H, W): the teacher reads one size")
     dev = torch.device(device)
-    mean, std = channel_normaliser(originals.images.to(dev))
+    mean, std = channel_normaliser(originals.images.to(dev), shared=model in SHARED_NORMALISATION)
     prepare = functools.partial(normalise, mean=mean, std=std)
     side = resolve_region(region, *originals.images.shape[-2:])
     teacher = teacher_for(model, originals.images, originals.labels, originals.num_classes, region=side,
