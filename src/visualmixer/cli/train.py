@@ -42,7 +42,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="data directory (Fashion-MNIST default /usr/share/datasets/fashion-mnist)")
     # choices are listed, not enforced by argparse: the library's message names the valid ones
     p.add_argument("--model", default="cnn", metavar="{" + ",".join(MODELS) + "}",
-                   help=f"model: {', '.join(MODELS)} (default: %(default)s; region-sorted ignores in-region shuffles)")
+                   help=f"model: {', '.join(MODELS)} (default: %(default)s; region-sorted and region-sorted-channels, "
+                        "for colour, ignore in-region shuffles)")
     p.add_argument("--target-vfe", type=target_or_none, default=0.5,
                    help="target VFE in [0, 1], or 'none' for the clean baseline (default 0.5)")
     p.add_argument("--mode", default="offline", metavar="{" + ",".join(MODES) + "}",

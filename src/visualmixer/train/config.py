@@ -77,7 +77,8 @@ class TrainConfig:
         positions (:func:`visualmixer.core.mixing.mix`'s ``balanced``). Default False.
     soft_labels : str, optional
         Train the student on the owner's soft labels (:mod:`visualmixer.train.soft_labels`): a
-        teacher of this model (one blind to the in-region shuffle: ``"region-sorted"``) is first
+        teacher of this model (one blind to the in-region shuffle: ``"region-sorted"``, or
+        ``"region-sorted-channels"`` for colour) is first
         trained on the original training images, and the model is fit to its class
         probabilities on each protected training image (distillation loss, no hard labels).
         None (default): hard labels.

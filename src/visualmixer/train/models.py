@@ -122,12 +122,14 @@ def canonical_channels(values: torch.Tensor) -> torch.Tensor:
     lexicographically smaller, plus the equal ones before it (equal rows are identical, so where
     they go does not change the result). ``O(C² · L)`` per row, for the few channels of an image.
     """
-    diff = values.unsqueeze(-2) - values.unsqueeze(-3)  # (..., C, C, L): row c minus row e
-    first = (diff != 0).to(torch.uint8).argmax(dim=-1, keepdim=True)  # first place they differ (0 if equal)
-    sign = diff.gather(-1, first).squeeze(-1)  # (..., C, C): < 0 where row c < row e
+    row, other = values.unsqueeze(-2), values.unsqueeze(-3)  # (..., C, 1, L) and (..., 1, C, L): rows c and e
+    differs = row != other  # compared, not subtracted: no rounding (a flushed difference would read as equal)
+    first = differs.to(torch.uint8).argmax(dim=-1, keepdim=True)  # first place rows c and e differ (0 if equal)
+    larger = (row > other).gather(-1, first).squeeze(-1)  # (..., C, C): row c after row e
+    equal = ~differs.any(dim=-1)
     cc = values.shape[-2]
     earlier = torch.ones(cc, cc, dtype=torch.bool, device=values.device).triu(1)  # [e, c]: e before c
-    rank = (sign > 0).sum(dim=-1) + ((sign == 0) & earlier.T).sum(dim=-1)  # smaller rows, equal rows before
+    rank = larger.sum(dim=-1) + (equal & earlier.T).sum(dim=-1)  # smaller rows, and equal rows before
     return torch.empty_like(values).scatter_(-2, rank.unsqueeze(-1).expand_as(values), values)
 
 
