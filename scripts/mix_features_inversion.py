@@ -12,13 +12,16 @@ release (the victims' collages, and the features the owner released for them) an
 audit scores a mixed release: against each collage's main source (SSIM, re-identification among
 the victims) and against the closest of its sources, beside the class-mean prior.
 
-Setting: Fashion-MNIST; the owner's set ``--owner`` images (the teacher's training set, the
-recommended recipe: region-sorted, 10 epochs, lr 2e-3 cosine), of which ``--victims`` are released
-as one mixed set (balanced groups of ``--k``, τ 1.0, the owner's key); the attacker's ``--attacker``
-own images, disjoint, mixed the same way with its own key (the audit's A3 budget: U-Net width 32,
-at most 10 epochs, stop after 2 without a better validation loss on 10 % held out).
+Setting: ``--data`` (Fashion-MNIST, or the tinted colour set ``tinted-fm``); the owner's set
+``--owner`` images (the teacher's training set, the recommended recipe: ``--model`` region-sorted,
+10 epochs, lr 2e-3 cosine), of which ``--victims`` are released as one mixed set (balanced groups
+of ``--k``, τ ``--target`` (1.0), the owner's key); the attacker's ``--attacker`` own images,
+disjoint, mixed the same way with its own key (the audit's A3 budget: U-Net width 32, at most 10
+epochs, stop after 2 without a better validation loss on 10 % held out).
 
     OMP_NUM_THREADS=1 python scripts/mix_features_inversion.py --seed 0 --json out/mix-features-inversion-s0.json
+    OMP_NUM_THREADS=1 python scripts/mix_features_inversion.py --data tinted-fm --model region-sorted-channels \
+        --target 0.5 --seed 0 --json out/mix-features-inversion-tinted-s0.json
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ import torch
 
 from visualmixer.core.keys import Key
 from visualmixer.core.mixing import mix
-from visualmixer.data.datasets import load_fashion_mnist
+from visualmixer.core.regions import default_region
+from visualmixer.data.datasets import load_dataset
 from visualmixer.eval import metrics as M
 from visualmixer.eval.attacks import LearnedInversion
 from visualmixer.train.fit import channel_normaliser, normalise
-from visualmixer.train.soft_labels import release_features, teacher_for
+from visualmixer.train.models import SHARED_NORMALISATION
+from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS, release_features, teacher_for
 
 
 def scores(truth: torch.Tensor, estimate: torch.Tensor, victims: torch.Tensor, main: torch.Tensor,
@@ -48,6 +53,9 @@ def scores(truth: torch.Tensor, estimate: torch.Tensor, victims: torch.Tensor, m
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="fashion-mnist", choices=("fashion-mnist", "tinted-fm"))
+    ap.add_argument("--model", default="region-sorted", choices=SHUFFLE_BLIND_MODELS, help="the owner's teacher")
+    ap.add_argument("--target", type=float, default=1.0, help="the release's target VFE")
     ap.add_argument("--owner", type=int, default=20000)
     ap.add_argument("--victims", type=int, default=2000)
     ap.add_argument("--attacker", type=int, default=6000)
@@ -59,20 +67,21 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     t0 = time.time()
-    data = load_fashion_mnist("train")
+    data = load_dataset(args.data, "train")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))
     own_idx, att_idx = order[: args.owner], order[args.owner : args.owner + args.attacker]
     x, y = data.images[own_idx], data.labels[own_idx]
     victims, vy = x[: args.victims], y[: args.victims]  # released, and in the teacher's training set
     ax, ay = data.images[att_idx], data.labels[att_idx]
-    mean, std = channel_normaliser(x)
+    mean, std = channel_normaliser(x, shared=args.model in SHARED_NORMALISATION)
+    region, classes = default_region(*x.shape[-2:]), data.num_classes
 
     def prepare(b):
         return normalise(b, mean, std)
 
-    teacher = teacher_for("region-sorted", x, y, 10, region=4, epochs=args.teacher_epochs, seed=args.seed,
+    teacher = teacher_for(args.model, x, y, classes, region=region, epochs=args.teacher_epochs, seed=args.seed,
                           prepare=prepare, lr=2e-3, lr_schedule="cosine")
-    mixed = dict(k=args.k, target_vfe=1.0, balanced=True)
+    mixed = dict(k=args.k, target_vfe=args.target, balanced=True)
     release = mix(victims, vy, key=Key.from_seed(1000 + args.seed), ids=range(len(victims)), **mixed)
     own = mix(ax, ay, key=Key.from_seed(2000 + args.seed), ids=range(len(ax)), **mixed)
     main_v = torch.mode(release.sources, dim=1).values
@@ -80,8 +89,9 @@ def main() -> None:
     released_feats = release_features(teacher, release.images, prepare=prepare)
     own_feats = release_features(teacher, own.images, prepare=prepare)  # the bound: the owner's teacher queried
     truth = victims[main_v]
-    prior = M.prior_guess(vy, M.class_mean_images(ax, ay, 10))
-    out = {"owner": args.owner, "victims": args.victims, "attacker": args.attacker, "k": args.k, "seed": args.seed,
+    prior = M.prior_guess(vy, M.class_mean_images(ax, ay, classes))
+    out = {"data": args.data, "model": args.model, "target_vfe": args.target,
+           "owner": args.owner, "victims": args.victims, "attacker": args.attacker, "k": args.k, "seed": args.seed,
            "teacher_epochs": args.teacher_epochs, "a3_base": args.a3_base, "a3_max_epochs": args.a3_epochs,
            "features_shape": list(released_feats.shape[1:]),
            "prior": scores(truth, prior, victims, main_v, release.sources)}
