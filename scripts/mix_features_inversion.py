@@ -44,11 +44,17 @@ from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS, release_features
 
 
 def scores(truth: torch.Tensor, estimate: torch.Tensor, victims: torch.Tensor, main: torch.Tensor,
-           sources: torch.Tensor) -> dict:
-    """The audit's scores of a mixed release's estimates, reduced to the numbers the docs quote."""
+           sources: torch.Tensor, prior: torch.Tensor | None = None) -> dict:
+    """The audit's scores of a mixed release's estimates, reduced to the numbers the docs quote; with
+    ``prior`` (the class-mean guesses) also the SSIM over it victim by victim (``paired``: its mean and
+    standard error — both are scored on the same victims, so this is the comparison's own noise)."""
     s = M.image_scores(truth, estimate, gallery=victims, targets=main, sources=sources)
-    return {"ssim": s["ssim"]["mean"], "reid": s["reid"]["rate"], "any_source_ssim": s["any_source"]["ssim"]["mean"],
-            "any_source_reid": s["any_source"]["reid"]}
+    out = {"ssim": s["ssim"]["mean"], "reid": s["reid"]["rate"], "any_source_ssim": s["any_source"]["ssim"]["mean"],
+           "any_source_reid": s["any_source"]["reid"]}
+    if prior is not None:
+        diff = (M.ssim(truth, estimate) - M.ssim(truth, prior)).double()
+        out["paired_ssim_over_prior"] = {"mean": float(diff.mean()), "se": float(diff.std() / len(diff) ** 0.5)}
+    return out
 
 
 def main() -> None:
@@ -64,6 +70,8 @@ def main() -> None:
     ap.add_argument("--a3-epochs", type=int, default=10)
     ap.add_argument("--a3-base", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arms", nargs="+", default=["A3", "A3+features"], choices=("A3", "A3+features"),
+                    help="the attacks to train (without A3+features no teacher is trained)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     t0 = time.time()
@@ -79,29 +87,32 @@ def main() -> None:
     def prepare(b):
         return normalise(b, mean, std)
 
+    with_features = "A3+features" in args.arms
     teacher = teacher_for(args.model, x, y, classes, region=region, epochs=args.teacher_epochs, seed=args.seed,
-                          prepare=prepare, lr=2e-3, lr_schedule="cosine")
+                          prepare=prepare, lr=2e-3, lr_schedule="cosine") if with_features else None
     mixed = dict(k=args.k, target_vfe=args.target, balanced=True)
     release = mix(victims, vy, key=Key.from_seed(1000 + args.seed), ids=range(len(victims)), **mixed)
     own = mix(ax, ay, key=Key.from_seed(2000 + args.seed), ids=range(len(ax)), **mixed)
     main_v = torch.mode(release.sources, dim=1).values
     main_a = torch.mode(own.sources, dim=1).values
-    released_feats = release_features(teacher, release.images, prepare=prepare)
-    own_feats = release_features(teacher, own.images, prepare=prepare)  # the bound: the owner's teacher queried
+    if with_features:
+        released_feats = release_features(teacher, release.images, prepare=prepare)
+        own_feats = release_features(teacher, own.images, prepare=prepare)  # the bound: the owner's teacher queried
     truth = victims[main_v]
     prior = M.prior_guess(vy, M.class_mean_images(ax, ay, classes))
     out = {"data": args.data, "model": args.model, "target_vfe": args.target,
            "owner": args.owner, "victims": args.victims, "attacker": args.attacker, "k": args.k, "seed": args.seed,
            "teacher_epochs": args.teacher_epochs, "a3_base": args.a3_base, "a3_max_epochs": args.a3_epochs,
-           "features_shape": list(released_feats.shape[1:]),
+           "features_shape": list(released_feats.shape[1:]) if with_features else None,
            "prior": scores(truth, prior, victims, main_v, release.sources)}
-    for arm, side in (("A3", None), ("A3+features", own_feats)):
+    for arm in args.arms:
+        side = own_feats if arm == "A3+features" else None
         t1 = time.time()
         inv = LearnedInversion(None, epochs=args.a3_epochs, base=args.a3_base, val_fraction=0.1, patience=2,
                                seed=args.seed)
         inv.fit_pairs(own.images, ax[main_a], side=side)
         est = inv(release.images, side=None if side is None else released_feats)
-        out[arm] = {**scores(truth, est, victims, main_v, release.sources), "train_loss": inv.history,
+        out[arm] = {**scores(truth, est, victims, main_v, release.sources, prior), "train_loss": inv.history,
                     "val_loss": inv.val_history, "best_epoch": inv.best_epoch, "seconds": round(time.time() - t1, 1)}
         out[arm]["ssim_minus_prior"] = out[arm]["ssim"] - out["prior"]["ssim"]
         print(arm, {k: v for k, v in out[arm].items() if "loss" not in k}, flush=True)
