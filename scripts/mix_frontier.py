@@ -145,15 +145,20 @@ def main() -> None:
         loss, dot = r["accuracy_loss_pp"], "o"
         if args.utility_only:  # each method at its better model: the lower loss of the utility sets
             found = [(util[spec], marker) for marker, util, _ in hollow if spec in util]
-            if not found:
+            if not found and not any(spec in losses for _, losses, _ in series):
                 continue
-            loss, dot = min(found)
+            # a method with a --train/--train2 point only (no 20k/5 row) is drawn at that point alone
+            loss, dot = min(found) if found else (None, None)
         sums = [r["summary"]] + [e[spec]["summary"] for e in extra if "summary" in e.get(spec, {})]
         xs = (max(s["ssim_over_prior"] for s in sums), max(max(100.0 * s["best_reid"] for s in sums), chance / 2))
         label = spec.replace("visualmixer:", "vm:") + (" (with A7)" if len(sums) > 1 else "")
         for ax, x in zip(axes, xs, strict=True):
-            ax.scatter([x], [loss], marker=dot, color=_colour(spec), s=40, zorder=3)
-            ax.annotate(label, (x, loss), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if loss is None:
+                at = min(losses[spec] for _, losses, _ in series if spec in losses)
+                ax.annotate(label, (x, at), textcoords="offset points", xytext=(7, 1), fontsize=7)
+            else:
+                ax.scatter([x], [loss], marker=dot, color=_colour(spec), s=40, zorder=3)
+                ax.annotate(label, (x, loss), textcoords="offset points", xytext=(4, 4), fontsize=7)
             for marker, util, _ in [] if args.utility_only else hollow:
                 if spec in util:
                     ax.scatter([x], [util[spec]], marker=marker, facecolors="none", edgecolors=_colour(spec), s=40,
@@ -163,7 +168,8 @@ def main() -> None:
                 if spec in losses:
                     ax.scatter([x], [losses[spec]], marker=marker, color=_colour(spec), s=90 if marker == "*" else 45,
                                zorder=4)
-                    ax.plot([x, x], [loss, losses[spec]], color=_colour(spec), lw=0.6, ls=":")
+                    if loss is not None:
+                        ax.plot([x, x], [loss, losses[spec]], color=_colour(spec), lw=0.6, ls=":")
     # an attacker holding the release's labels can always answer with the class mean: a floor
     labels_reid = 100.0 * ds["prior"]["class_mean"]["reid"]["rate"]
     axes[0].axvline(0.0, color="0.3", lw=0.8, ls=(0, (1, 3)), label="the labels alone (class mean)")
