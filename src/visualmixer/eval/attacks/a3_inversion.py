@@ -170,7 +170,6 @@ class LearnedInversion:
         self.history: list[float] = []
         self.val_history: list[float] = []
         self.best_epoch: int | None = None
-        self.side_channels = 0
 
     def _pairs(self, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
         outs = [self.obfuscate(x[s : s + chunk]) for s in range(0, x.shape[0], chunk)]
@@ -202,12 +201,12 @@ class LearnedInversion:
                              f"and {tuple(targets.shape)}")
         if side is not None and (side.ndim != 4 or side.shape[0] != inputs.shape[0]):
             raise ValueError(f"side must be (M, S, h, w) with M = {inputs.shape[0]}, got {tuple(side.shape)}")
-        self.side_channels = 0 if side is None else int(side.shape[1])
+        side_channels = 0 if side is None else int(side.shape[1])
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         n_val = int(round(self.val_fraction * inputs.shape[0]))
         order = torch.randperm(inputs.shape[0], generator=g) if n_val else torch.arange(inputs.shape[0])
         val, fit_idx = order[:n_val], order[n_val:]
-        self.net = init_model(lambda: UNet(inputs.shape[1], self.base, self.levels, self.side_channels),
+        self.net = init_model(lambda: UNet(inputs.shape[1], self.base, self.levels, side_channels),
                               seed=self.seed, device=self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         crit = F.l1_loss if self.loss == "l1" else F.mse_loss
