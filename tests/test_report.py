@@ -479,5 +479,5 @@ def test_utility_model_region_sorted_pays_nothing_for_the_in_region_shuffle():
     assert config["utility_model"] == "region-sorted" and clean == shuffled
     clean_cnn, shuffled_cnn, _ = accuracies()
     assert clean_cnn != shuffled_cnn
-    with pytest.raises(ValueError, match="utility_model must be None .* region-sorted; got 'vgg'"):
+    with pytest.raises(ValueError, match="utility_model must be None .* region-sorted-channels; got 'vgg'"):
         run_audit(AuditConfig(**base, utility_model="vgg"), log=lambda s: None)
