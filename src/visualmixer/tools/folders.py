@@ -71,6 +71,7 @@ from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_m
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
 from visualmixer.tools.safe_io import StopGuard, read_source, source_signature
+from visualmixer.tools.settle import is_settled, settle_outputs
 
 __all__ = [
     "FolderOptions",
@@ -283,13 +284,17 @@ def obfuscate_folder(
                 _obfuscate_mixed(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                                  man=man, summary=summary, overwrite=overwrite, workers=workers,
                                  dask=dask, batch_size=batch_size, show=progress, say=say)
-                return _finish(summary, t0)
-            todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
-            guard = StopGuard(man_path, len(todo))
-            guard.mkdir(dst_p)
-            _run_obfuscate(ids, todo, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
-                           man=man, guard=guard, summary=summary, workers=workers, dask=dask,
-                           batch_size=batch_size, show=progress)
+            else:
+                todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
+                guard = StopGuard(man_path, len(todo))
+                guard.mkdir(dst_p)
+                _run_obfuscate(ids, todo, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
+                               man=man, guard=guard, summary=summary, workers=workers, dask=dask,
+                               batch_size=batch_size, show=progress)
+            if options.mix is not None or options.rename:  # their write order is a secret: settle.py
+                released = [r["out"] for r in man.done() if r.get("out")]
+                if summary.done or not is_settled(dst_p / n for n in released):
+                    settle_outputs(dst_p, released, StopGuard(man_path, len(released)))
         finally:
             man.close()
     return _finish(summary, t0)

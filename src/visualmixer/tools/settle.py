@@ -1,0 +1,69 @@
+"""Settling a release: its files' metadata follows their names, not the order the work was done in.
+
+A folder run writes its outputs in the order it computes them. For a mixed run that order is
+group by group (a group is computed and written whole, :mod:`visualmixer.tools.mixrun`), and
+with ``rename`` it is the order of the original names. Both are secrets of the private manifest,
+and both would show in the release's file metadata: sorted by modification time — which ``tar``,
+``zip`` and ``rsync -a`` carry along — the files of a mixed release come out one group after
+another (measured: the first ``k`` files are exactly one group), and renamed files come out in
+the order of the names they replaced. Change times, inode numbers and, on some file systems
+(btrfs, XFS), the directory listing follow the write order too.
+
+So a run that wrote anything ends by *settling* the outputs: every output is written again,
+atomically, in the order of its output name, and given one modification time (the settling's
+start, whole seconds). Afterwards every order the metadata can give is the order of the names,
+which the release shows anyway. The bytes do not change. An interrupted settling leaves valid
+files with unequal times; the next run sees that and settles again, and a run that finds
+everything done and settled touches nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from visualmixer.tools import imageio as vio
+from visualmixer.tools.safe_io import StopGuard
+
+__all__ = ["settle_outputs", "is_settled"]
+
+
+def is_settled(paths: Iterable[Path]) -> bool:
+    """Whether the existing files among ``paths`` all have one modification time (whole seconds)."""
+    times = {int(p.stat().st_mtime_ns) for p in paths if p.is_file()}
+    return len(times) <= 1 and all(t % 1_000_000_000 == 0 for t in times)
+
+
+def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *, when: int | None = None) -> int:
+    """Write every existing output ``dst / name`` again in name order with modification time ``when``.
+
+    Parameters
+    ----------
+    dst : pathlib.Path
+        The release folder.
+    names : iterable of str
+        Output names (relative to ``dst``); missing files are left out.
+    guard : StopGuard
+        Turns a write error into the run's :class:`~visualmixer.tools.errors.RunStopped`.
+    when : int, optional
+        Seconds since the epoch; default now.
+
+    Returns
+    -------
+    int
+        The number of files settled.
+    """
+    when = int(time.time()) if when is None else int(when)
+    count = 0
+    for name in sorted(set(names)):
+        path = dst / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        with guard.writing(path, len(data)):
+            vio.write_bytes_atomic(path, data, overwrite=True)
+            os.utime(path, (when, when))
+        count += 1
+    return count
