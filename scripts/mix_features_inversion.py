@@ -19,7 +19,15 @@ of ``--k``, τ ``--target`` (1.0), the owner's key); the attacker's ``--attacker
 disjoint, mixed the same way with its own key (the audit's A3 budget: U-Net width 32, at most 10
 epochs, stop after 2 without a better validation loss on 10 % held out).
 
+The un-mixing arms (``--arms A3 A9 A9+groups``) re-link each victim collage's regions guided by
+A3's estimate (:func:`visualmixer.eval.attacks.a9_unmix.relink_regions`) — from the class's
+released regions (the audit's A9), or from the collage's own group only (an attacker who learned
+the groups, as file times told before the tools settled a release) — and invert the result with a
+U-Net trained on the attacker's own unmixed release.
+
     OMP_NUM_THREADS=1 python scripts/mix_features_inversion.py --seed 0 --json out/mix-features-inversion-s0.json
+    OMP_NUM_THREADS=1 python scripts/mix_features_inversion.py --arms A3 A9 A9+groups --k 16 \
+        --json out/fi/a9g-k16-s0.json
     OMP_NUM_THREADS=1 python scripts/mix_features_inversion.py --data tinted-fm --model region-sorted-channels \
         --target 0.5 --seed 0 --json out/mix-features-inversion-tinted-s0.json
 """
@@ -38,6 +46,8 @@ from visualmixer.core.regions import default_region
 from visualmixer.data.datasets import load_dataset
 from visualmixer.eval import metrics as M
 from visualmixer.eval.attacks import LearnedInversion
+from visualmixer.eval.attacks.a9_unmix import relink_regions
+from visualmixer.eval.methods.registry import parse_method
 from visualmixer.train.fit import channel_normaliser, normalise
 from visualmixer.train.models import SHARED_NORMALISATION
 from visualmixer.train.soft_labels import SHUFFLE_BLIND_MODELS, release_features, teacher_for
@@ -70,8 +80,12 @@ def main() -> None:
     ap.add_argument("--a3-epochs", type=int, default=10)
     ap.add_argument("--a3-base", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--arms", nargs="+", default=["A3", "A3+features"], choices=("A3", "A3+features"),
-                    help="the attacks to train (without A3+features no teacher is trained)")
+    ap.add_argument("--arms", nargs="+", default=["A3", "A3+features"],
+                    choices=("A3", "A3+features", "A9", "A9+groups"),
+                    help="the attacks to train (without A3+features no teacher is trained); A9 re-links each "
+                         "collage's regions from its class's released regions guided by A3's estimate, "
+                         "A9+groups from its own group's only (an attacker who learned the groups), and "
+                         "inverts with a U-Net trained on the attacker's own unmixed release")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     t0 = time.time()
@@ -105,19 +119,43 @@ def main() -> None:
            "teacher_epochs": args.teacher_epochs, "a3_base": args.a3_base, "a3_max_epochs": args.a3_epochs,
            "features_shape": list(released_feats.shape[1:]) if with_features else None,
            "prior": scores(truth, prior, victims, main_v, release.sources)}
+    group_of = torch.empty(len(victims), dtype=torch.long)
+    for g, row in enumerate(release.groups.members):
+        group_of[row[row >= 0]] = g
+    estimates = {}
     for arm in args.arms:
+        if arm.startswith("A9"):
+            t1 = time.time()
+            if "unmixed" not in estimates:  # the attacker's own plain (unmixed) release, and its inversion
+                unmixed = LearnedInversion(parse_method(f"visualmixer:{args.target}", seed=3000 + args.seed),
+                                           epochs=args.a3_epochs, base=args.a3_base, val_fraction=0.1,
+                                           patience=2, seed=args.seed)
+                unmixed.fit(ax)
+                estimates["unmixed"] = unmixed
+            pool = group_of if arm == "A9+groups" else vy
+            relinked, chosen = relink_regions(release.images, pool, estimates["A3"], region)
+            got = release.sources.gather(0, chosen)
+            est = estimates["unmixed"](relinked)
+            out[arm] = {**scores(truth, est, victims, main_v, release.sources, prior),
+                        "relinked_from_main": float((got == main_v[:, None]).double().mean()),
+                        "main_share_before": float((release.sources == main_v[:, None]).double().mean()),
+                        "seconds": round(time.time() - t1, 1)}
+            out[arm]["ssim_minus_prior"] = out[arm]["ssim"] - out["prior"]["ssim"]
+            print(arm, out[arm], flush=True)
+            continue
         side = own_feats if arm == "A3+features" else None
         t1 = time.time()
         inv = LearnedInversion(None, epochs=args.a3_epochs, base=args.a3_base, val_fraction=0.1, patience=2,
                                seed=args.seed)
         inv.fit_pairs(own.images, ax[main_a], side=side)
         est = inv(release.images, side=None if side is None else released_feats)
+        estimates[arm] = est
         out[arm] = {**scores(truth, est, victims, main_v, release.sources, prior), "train_loss": inv.history,
                     "val_loss": inv.val_history, "best_epoch": inv.best_epoch, "seconds": round(time.time() - t1, 1)}
         out[arm]["ssim_minus_prior"] = out[arm]["ssim"] - out["prior"]["ssim"]
         print(arm, {k: v for k, v in out[arm].items() if "loss" not in k}, flush=True)
     out["seconds"] = round(time.time() - t0, 1)
-    print(json.dumps({k: v for k, v in out.items() if k not in ("A3", "A3+features")}, indent=2))
+    print(json.dumps({k: v for k, v in out.items() if k not in args.arms}, indent=2))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
