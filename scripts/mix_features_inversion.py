@@ -38,6 +38,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 
 from visualmixer.core.keys import Key
@@ -46,7 +47,7 @@ from visualmixer.core.regions import default_region
 from visualmixer.data.datasets import load_dataset
 from visualmixer.eval import metrics as M
 from visualmixer.eval.attacks import LearnedInversion
-from visualmixer.eval.attacks.a9_unmix import relink_regions
+from visualmixer.eval.attacks.a9_unmix import relink_regions, thread_regions
 from visualmixer.eval.methods.registry import parse_method
 from visualmixer.train.fit import channel_normaliser, normalise
 from visualmixer.train.models import SHARED_NORMALISATION
@@ -67,6 +68,36 @@ def scores(truth: torch.Tensor, estimate: torch.Tensor, victims: torch.Tensor, m
     return out
 
 
+def _unmixed(estimates: dict, args, ax: torch.Tensor) -> LearnedInversion:
+    """The attacker's own plain (unmixed) release and its inversion, trained once."""
+    if "unmixed" not in estimates:
+        inv = LearnedInversion(parse_method(f"visualmixer:{args.target}", seed=3000 + args.seed),
+                               epochs=args.a3_epochs, base=args.a3_base, val_fraction=0.1, patience=2,
+                               seed=args.seed)
+        estimates["unmixed"] = inv.fit(ax)
+    return estimates["unmixed"]
+
+
+def same_group_auc(images: torch.Tensor, labels: torch.Tensor, group_of: torch.Tensor) -> float:
+    """Within each class, how well the L1 distance of two released images' sorted pixel values tells
+    a pair of one group from a pair of two groups: the ROC AUC over all same-class pairs (0.5: not
+    at all). The collages of a group are mixtures of the same sources, hence the question."""
+    from scipy.stats import rankdata
+
+    desc = images.flatten(1).float().sort(dim=1).values
+    same, other = [], []
+    for c in labels.unique():
+        m = torch.nonzero(labels == c).flatten()
+        iu = torch.triu_indices(len(m), len(m), 1)
+        d = torch.cdist(desc[m], desc[m], p=1)[iu[0], iu[1]]
+        eq = (group_of[m][:, None] == group_of[m][None, :])[iu[0], iu[1]]
+        same.append(d[eq])
+        other.append(d[~eq])
+    s, o = torch.cat(same).numpy(), torch.cat(other).numpy()
+    ranks = rankdata(-np.concatenate([s, o]))  # a closer pair ranks higher
+    return float((ranks[: len(s)].sum() - len(s) * (len(s) + 1) / 2) / (len(s) * len(o)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="fashion-mnist", choices=("fashion-mnist", "tinted-fm"))
@@ -81,11 +112,15 @@ def main() -> None:
     ap.add_argument("--a3-base", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arms", nargs="+", default=["A3", "A3+features"],
-                    choices=("A3", "A3+features", "A9", "A9+groups"),
+                    choices=("A3", "A3+features", "A9", "A9+groups", "threads", "threads+groups", "group-auc"),
                     help="the attacks to train (without A3+features no teacher is trained); A9 re-links each "
                          "collage's regions from its class's released regions guided by A3's estimate, "
                          "A9+groups from its own group's only (an attacker who learned the groups), and "
-                         "inverts with a U-Net trained on the attacker's own unmixed release")
+                         "inverts with a U-Net trained on the attacker's own unmixed release; threads "
+                         "follows every source of a class (threads+groups: of a group) across the "
+                         "positions by matching neighbouring regions' sorted values, one region per "
+                         "source and position, and inverts each thread likewise; group-auc: how well "
+                         "two released images' sorted values tell whether they share a group")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     t0 = time.time()
@@ -124,18 +159,33 @@ def main() -> None:
         group_of[row[row >= 0]] = g
     estimates = {}
     for arm in args.arms:
+        if arm == "group-auc":
+            out[arm] = same_group_auc(release.images, vy, group_of)
+            print(arm, out[arm], flush=True)
+            continue
+        if arm.startswith("threads"):
+            t1 = time.time()
+            pools = ([row[row >= 0] for row in release.groups.members] if arm == "threads+groups"
+                     else [torch.nonzero(vy == c).flatten() for c in vy.unique()])
+            threaded, chosen = thread_regions(release.images, pools, region)
+            gh, gw = victims.shape[2] // region, victims.shape[3] // region
+            seed_source = release.sources[:, (gh // 2) * gw + gw // 2]  # a thread starts at the centre
+            got = release.sources[:, : gh * gw].gather(0, chosen)
+            purity = float((got == seed_source[:, None]).double().mean())
+            est = _unmixed(estimates, args, ax)(threaded)
+            # each thread is scored against the source it started from (its seed region's)
+            out[arm] = {**scores(victims[seed_source], est, victims, seed_source, seed_source.view(-1, 1),
+                                 prior[seed_source]),
+                        "purity": purity, "seconds": round(time.time() - t1, 1)}
+            out[arm]["ssim_minus_prior"] = out[arm]["paired_ssim_over_prior"]["mean"]  # seeds: every victim once
+            print(arm, out[arm], flush=True)
+            continue
         if arm.startswith("A9"):
             t1 = time.time()
-            if "unmixed" not in estimates:  # the attacker's own plain (unmixed) release, and its inversion
-                unmixed = LearnedInversion(parse_method(f"visualmixer:{args.target}", seed=3000 + args.seed),
-                                           epochs=args.a3_epochs, base=args.a3_base, val_fraction=0.1,
-                                           patience=2, seed=args.seed)
-                unmixed.fit(ax)
-                estimates["unmixed"] = unmixed
             pool = group_of if arm == "A9+groups" else vy
             relinked, chosen = relink_regions(release.images, pool, estimates["A3"], region)
             got = release.sources.gather(0, chosen)
-            est = estimates["unmixed"](relinked)
+            est = _unmixed(estimates, args, ax)(relinked)
             out[arm] = {**scores(truth, est, victims, main_v, release.sources, prior),
                         "relinked_from_main": float((got == main_v[:, None]).double().mean()),
                         "main_share_before": float((release.sources == main_v[:, None]).double().mean()),

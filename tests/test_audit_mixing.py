@@ -95,6 +95,31 @@ def test_unmixing_relinks_regions_from_the_class_pool():
     assert bool((y[chosen] == y[:, None]).all())
 
 
+def test_threading_follows_each_source_through_its_pool():
+    from visualmixer.core.keys import Key
+    from visualmixer.core.mixing import mix
+    from visualmixer.eval.attacks.a9_unmix import thread_regions
+
+    # sources told apart by their values (what survives the in-region shuffle): each image one level
+    # with a little texture, two classes of eight, mixed in balanced groups of four
+    g = torch.Generator().manual_seed(0)
+    level = torch.randperm(16, generator=g)[:16].mul(15).view(16, 1, 1, 1)
+    x = (level + torch.randint(0, 3, (16, 1, 16, 16), generator=g)).to(torch.uint8)
+    y = torch.arange(16) % 2
+    key = Key.from_seed(5)
+    res = mix(x, y, key=key, ids=range(16), k=4, target_vfe=0.5, balanced=True)
+    centre = 2 * 4 + 2
+    seed = res.sources[:, centre]
+    main_share = float((res.sources == torch.mode(res.sources, dim=1).values[:, None]).float().mean())
+    assert main_share < 0.5  # the collages really are mixtures
+    for pools in ([row[row >= 0] for row in res.groups.members], [torch.nonzero(y == c).flatten() for c in (0, 1)]):
+        threaded, chosen = thread_regions(res.images, pools, 4)
+        assert bool((res.sources.gather(0, chosen) == seed[:, None]).all())  # every thread is one source
+        assert bool((y[chosen] == y[:, None]).all())
+        # its regions are that source's regions, shuffled inside: the same values as the source's
+        assert torch.equal(threaded.flatten(1).sort(1).values, x[seed].flatten(1).sort(1).values)
+
+
 def test_a9_runs_in_the_audit_for_mixed_releases_only():
     cfg = AuditConfig(epochs=1, width=8, a3_epochs=1, a3_base=4, progress=False)
     data = _data()

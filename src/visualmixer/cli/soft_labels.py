@@ -10,7 +10,7 @@ from visualmixer.cli._common import add_augment_option, positive_int
 
 EXAMPLES = """\
 examples:
-  visualmixer obfuscate train/ shared/vm/train --key secret/k.key --target-vfe 1.0 --mix 16 --mix-balanced
+  visualmixer obfuscate train/ shared/vm/train --key secret/k.key --target-vfe 1.0 --mix 64 --mix-balanced
   visualmixer obfuscate test/ shared/vm/test --key secret/k.key --target-vfe 1.0
   visualmixer soft-labels train/ shared/vm/train --epochs 10
       trains the owner's teacher (a region-sorted model, blind to the in-region shuffle) on the

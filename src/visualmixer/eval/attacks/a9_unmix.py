@@ -17,6 +17,12 @@ original back together:
    the attacker's own in-region-shuffled images (A3 against VisualMixer without mixing) undoes it.
 
 All steps are batched per class (a loop over classes, not images or regions).
+
+:func:`thread_regions` is the stronger re-linker: at every position a pool's released regions
+are its sources' regions there, one each, so following every source across the positions is a
+chain of assignment problems (the Hungarian method, :func:`scipy.optimize.linear_sum_assignment`:
+needs the ``eval`` extra). Solved position by position, it is a loop over pools and positions
+(each assignment needs the one before); the scoring and inversion stay batched.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch.nn.functional as F
 
 from visualmixer.core.imageops import full_blocks, with_full_blocks
 
-__all__ = ["relink_regions", "region_means"]
+__all__ = ["relink_regions", "region_means", "thread_regions"]
 
 
 def region_means(images: torch.Tensor, region: int) -> torch.Tensor:
@@ -82,3 +88,65 @@ def relink_regions(
     pos = torch.arange(gh * gw, device=protected.device).view(1, -1)
     picked = full_blocks(protected, region)[chosen, pos]  # (N, R, C, r, r)
     return with_full_blocks(protected, picked), chosen
+
+
+def thread_regions(protected: torch.Tensor, pools, region: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Follow every source of each pool of released images across the region positions.
+
+    At every position the regions of a pool (a class's released images — or a group's, for an
+    attacker who learned the groups) are its sources' regions there, one each. Thread ``i``
+    starts from released image ``i``'s region at the centre position ``(gh // 2, gw // 2)`` and
+    grows in a spiral; each new position is an assignment of the pool's regions there to the
+    pool's threads, by the L1 distance of the regions' sorted values (what the in-region shuffle
+    keeps) to the threads' regions at the already-threaded neighbouring positions.
+
+    Parameters
+    ----------
+    protected : torch.Tensor
+        ``(N, C, H, W)`` uint8 released (mixed) images.
+    pools : sequence of torch.Tensor
+        Index tensors into the release that partition it (one per class, or per group).
+    region : int
+        Region side.
+
+    Returns
+    -------
+    threaded : torch.Tensor
+        ``(N, C, H, W)`` uint8: thread ``i``'s regions assembled (edge strips that are not a
+        full region stay image ``i``'s).
+    chosen : torch.Tensor
+        ``(N, R)`` int64: which released image each full region of thread ``i`` was taken from.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.arange(2, dtype=torch.uint8).mul(200).view(2, 1, 1, 1).expand(2, 1, 8, 8).contiguous()
+    >>> mixed = x.clone(); mixed[0, :, :4, :4], mixed[1, :, :4, :4] = x[1, :, :4, :4], x[0, :, :4, :4]
+    >>> threaded, chosen = thread_regions(mixed, [torch.arange(2)], 4)
+    >>> bool((threaded == x).all())  # each thread is one source again: the one of image i's centre region
+    True
+    """
+    from visualmixer.core.optional import require
+
+    linear_sum_assignment = require("scipy.optimize", extra="eval", purpose="threading").linear_sum_assignment
+    blocks = full_blocks(protected, region)  # (N, R, C, r, r)
+    n = blocks.shape[0]
+    gh, gw = protected.shape[2] // region, protected.shape[3] // region
+    desc = blocks.flatten(2).float().sort(dim=2).values
+    cy, cx = gh // 2, gw // 2
+    order = sorted(((i, j) for i in range(gh) for j in range(gw)), key=lambda p: (abs(p[0] - cy) + abs(p[1] - cx), p))
+    chosen = torch.arange(n, device=protected.device).view(-1, 1).repeat(1, gh * gw)
+    for m in pools:
+        m = torch.as_tensor(m, device=protected.device).reshape(-1)
+        taken = {order[0]: m}
+        for p in order[1:]:
+            cost = torch.zeros(len(m), len(m), device=protected.device)
+            for q in ((p[0] - 1, p[1]), (p[0] + 1, p[1]), (p[0], p[1] - 1), (p[0], p[1] + 1)):
+                if q in taken:
+                    cost += torch.cdist(desc[taken[q], q[0] * gw + q[1]], desc[m, p[0] * gw + p[1]], p=1)
+            _, cols = linear_sum_assignment(cost.cpu().numpy())
+            taken[p] = m[torch.as_tensor(cols, device=protected.device)]
+        for p, who in taken.items():
+            chosen[m, p[0] * gw + p[1]] = who
+    pos = torch.arange(gh * gw, device=protected.device).view(1, -1)
+    return with_full_blocks(protected, blocks[chosen, pos]), chosen
