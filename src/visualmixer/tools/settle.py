@@ -5,16 +5,18 @@ group by group (a group is computed and written whole, :mod:`visualmixer.tools.m
 with ``rename`` it is the order of the original names. Both are secrets of the private manifest,
 and both would show in the release's file metadata: sorted by modification time — which ``tar``,
 ``zip`` and ``rsync -a`` carry along — the files of a mixed release come out one group after
-another (measured: the first ``k`` files are exactly one group), and renamed files come out in
-the order of the names they replaced. Change times, inode numbers and, on some file systems
+another (the first ``k`` files are exactly one group: ``tests/test_mix_tools.py``), and renamed
+files come out in the order of the names they replaced. Change times and, on some file systems
 (btrfs, XFS), the directory listing follow the write order too.
 
 So a run that wrote anything ends by *settling* the outputs: every output is written again,
 atomically, in the order of its output name, and given one modification time (the settling's
-start, whole seconds). Afterwards every order the metadata can give is the order of the names,
-which the release shows anyway. The bytes do not change. An interrupted settling leaves valid
-files with unequal times; the next run sees that and settles again, and a run that finds
-everything done and settled touches nothing.
+start, whole seconds). Afterwards modification and change times and the listing order give the
+order of the names, which the release shows anyway. Inode numbers on the disk written to do not:
+the file system hands the new files the inodes just freed, in the old order — a copy of the
+release (an archive, ``rsync``, an upload) carries none. The bytes do not change. An interrupted
+settling leaves valid files with unequal times; the next run sees that and settles again, and a
+run that finds everything done and settled touches nothing.
 """
 
 from __future__ import annotations
