@@ -98,6 +98,27 @@ def same_group_auc(images: torch.Tensor, labels: torch.Tensor, group_of: torch.T
     return float((ranks[: len(s)].sum() - len(s) * (len(s) + 1) / 2) / (len(s) * len(o)))
 
 
+def infer_groups(images: torch.Tensor, labels: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Guess a release's groups from its images: within each class, repeatedly take the ``k``
+    not yet taken images closest together (the tightest ``k``-nearest neighbourhood by the L1
+    distance of sorted pixel values — a group's collages mix the same sources); the last ``k`` to
+    ``2k - 1`` images form the last guess, as the tools form the last group."""
+    desc = images.flatten(1).float().sort(dim=1).values
+    pools = []
+    for c in labels.unique():
+        free = torch.nonzero(labels == c).flatten()
+        while len(free) >= 2 * k:
+            d = torch.cdist(desc[free], desc[free], p=1)
+            near = d.topk(k, largest=False).indices  # each image's k nearest, itself first
+            best = d.gather(1, near).sum(dim=1).argmin()
+            pools.append(free[near[best]])
+            keep = torch.ones(len(free), dtype=torch.bool)
+            keep[near[best]] = False
+            free = free[keep]
+        pools.append(free)
+    return pools
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="fashion-mnist", choices=("fashion-mnist", "tinted-fm"))
@@ -112,14 +133,16 @@ def main() -> None:
     ap.add_argument("--a3-base", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arms", nargs="+", default=["A3", "A3+features"],
-                    choices=("A3", "A3+features", "A9", "A9+groups", "threads", "threads+groups", "group-auc"),
+                    choices=("A3", "A3+features", "A9", "A9+groups", "threads", "threads+groups", "threads+inferred",
+                             "group-auc"),
                     help="the attacks to train (without A3+features no teacher is trained); A9 re-links each "
                          "collage's regions from its class's released regions guided by A3's estimate, "
                          "A9+groups from its own group's only (an attacker who learned the groups), and "
                          "inverts with a U-Net trained on the attacker's own unmixed release; threads "
                          "follows every source of a class (threads+groups: of a group) across the "
                          "positions by matching neighbouring regions' sorted values, one region per "
-                         "source and position, and inverts each thread likewise; group-auc: how well "
+                         "source and position, and inverts each thread likewise (threads+inferred: of "
+                         "groups guessed from the release, infer_groups); group-auc: how well "
                          "two released images' sorted values tell whether they share a group")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -166,6 +189,7 @@ def main() -> None:
         if arm.startswith("threads"):
             t1 = time.time()
             pools = ([row[row >= 0] for row in release.groups.members] if arm == "threads+groups"
+                     else infer_groups(release.images, vy, args.k) if arm == "threads+inferred"
                      else [torch.nonzero(vy == c).flatten() for c in vy.unique()])
             threaded, chosen = thread_regions(release.images, pools, region)
             gh, gw = victims.shape[2] // region, victims.shape[3] // region
@@ -177,6 +201,10 @@ def main() -> None:
             out[arm] = {**scores(victims[seed_source], est, victims, seed_source, seed_source.view(-1, 1),
                                  prior[seed_source]),
                         "purity": purity, "seconds": round(time.time() - t1, 1)}
+            if arm == "threads+inferred":  # how right the guessed groups are: the share of same-group pairs
+                shares = [((group_of[p][:, None] == group_of[p][None, :]).sum() - len(p)) / (len(p) * (len(p) - 1))
+                          for p in pools]
+                out[arm]["same_group_pairs"] = float(sum(shares) / len(shares))
             out[arm]["ssim_minus_prior"] = out[arm]["paired_ssim_over_prior"]["mean"]  # seeds: every victim once
             print(arm, out[arm], flush=True)
             continue
