@@ -15,9 +15,12 @@ examples:
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --target-vfe 0.7 --rename
       stronger shuffling; file names replaced by opaque keyed ids (kept in the manifest)
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --workers 4
+  visualmixer obfuscate train/ shared/train-vm --key secret/faces.key --target-vfe 1.0 --mix 64 --mix-balanced
+      labelled set (train/<class>/<image>): regions exchanged within balanced groups of 64
+      same-class images, then shuffled inside; restore gives every image back exactly. The
+      setting we recommend; train on it with the owner's soft labels (visualmixer soft-labels)
   visualmixer obfuscate train/ shared/train-vm --key secret/faces.key --mix 4 --groups similar
-      labelled set (train/<class>/<image>): regions exchanged within groups of 4 same-class
-      look-alike images, then shuffled inside; restore gives every image back exactly
+      groups of 4 look-alike images: cheaper in accuracy, far less private (docs/privacy.md)
   visualmixer obfuscate train/ shared/train-vm --key secret/faces.key --mix 4 --mix-share 0.5
       exchange regions at a keyed half of the region positions only (the others keep each
       image's own region): less accuracy lost, more left of each image
@@ -86,7 +89,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mix", type=positive_int, default=None, metavar="K",
                    help="mix regions across groups of K images of one class (K >= 2); the classes "
                    "are SRC's sub-folders (SRC/<class>/<image>); every image of a class must have "
-                   "one size; PNG only (e.g. --mix 4)")
+                   "one size; PNG only (e.g. --mix 64 --mix-balanced, the setting we recommend)")
     p.add_argument("--groups", dest="grouping", choices=("random", "similar"), default=None,
                    help="with --mix: random (keyed, default) or similar (look-alike images of a "
                    "class together)")
