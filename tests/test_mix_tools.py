@@ -263,10 +263,12 @@ def test_release_metadata_follows_the_names_not_the_write_order(tmp_path, key, f
     assert len(mtimes) == 1 and next(iter(mtimes)) % 1_000_000_000 == 0
     assert by_ctime == names
     # a rerun with nothing to do touches nothing
-    snap = {p: (p.stat().st_mtime_ns, p.stat().st_ctime_ns, p.read_bytes()) for p in dst.rglob("*") if p.is_file()}
+    def state() -> dict:
+        return {p: (p.stat().st_mtime_ns, p.stat().st_ctime_ns, p.read_bytes()) for p in dst.rglob("*") if p.is_file()}
+
+    snap = state()
     assert main(args) == 0
-    assert {p: (p.stat().st_mtime_ns, p.stat().st_ctime_ns, p.read_bytes()) for p in dst.rglob("*")
-            if p.is_file()} == snap
+    assert state() == snap
     # an interrupted settling (times left unequal) is done again by the next run, bytes unchanged
     os.utime(dst / names[0], ns=(5_000_000_123, 5_000_000_123))
     assert main(args) == 0

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from visualmixer.tools import imageio as vio
 from visualmixer.tools.safe_io import StopGuard
 
 __all__ = ["settle_outputs", "is_settled"]
@@ -63,9 +62,8 @@ def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *, when: i
         path = dst / name
         if not path.is_file():
             continue
-        data = path.read_bytes()
-        with guard.writing(path, len(data)):
-            vio.write_bytes_atomic(path, data, overwrite=True)
+        guard.write_output(path, path.read_bytes())
+        with guard.writing(path, 0):
             os.utime(path, (when, when))
         count += 1
     return count
