@@ -148,6 +148,14 @@ def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool, c
     return row
 
 
+def _switches() -> dict[str, bool]:
+    """The core's speed switches in effect (environment variables or their defaults)."""
+    from visualmixer.core import fused, graphs, keyed
+
+    return {"CUDA graphs": graphs.enabled(), "torch.compile slot keys": fused.enabled(),
+            "Triton permutations": keyed.triton_enabled()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the goal cases only, no Python reference")
@@ -171,6 +179,9 @@ def main() -> None:
     where = (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda"
              else platform.processor() or platform.machine())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}: {where}")
+    switches = _switches()
+    states = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in switches.items())
+    print(f"speed switches (graphs and Triton act on CUDA only): {states}")
     clock = "wall-clock" if CLOCK is time.perf_counter else "process CPU"
     print(f"target VFE {args.target}; uint8; {clock} time; ratios are time / time of x.clone() "
           "(x copy) and of the keyed gather floor (x gath) in the same run\n")
@@ -182,6 +193,7 @@ def main() -> None:
     for size, n, ch in cases:
         r = bench(size, n, args.target, key, with_reference=size <= 224 and not args.quick, channels=ch)
         r["device"] = str(DEVICE)
+        r["switches"] = switches
         rows.append(r)
         ref = (f"{r['single_obfuscate_img_s']:>11.1f} {r['reference_shuffle_one_level_img_s']:>13.1f} "
                f"{r['batched_vfe_speedup_vs_reference']:>9.0f}x") if "single_obfuscate_img_s" in r else ""

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One GPU session, run as one command on a lent GPU machine (docs/performance.md "On a GPU",
 # docs/results.md "On a GPU", docs/privacy.md): the CUDA tests, the GPU speed of the core kernels
-# (CUDA graphs and eager) and of online training, then ResNet-18 runs with keyed region mixing in
-# parallel on the GPU until a deadline. Everything lands in $RES (default out/gpu) and, where $OUT
+# (CUDA graphs, eager, the opt-in Triton permutation kernel and torch.compile) and of online
+# training, then, on request (step 4), ResNet-18 runs with keyed region mixing in parallel on the
+# GPU until a deadline. Everything lands in $RES (default out/gpu) and, where $OUT
 # is set, in $OUT/gpu.tgz (checkpoints left out) and $OUT/session.log.
 #
-#   DEADLINE_S=480 JOBS=14 bash scripts/gpu_session.sh
+#   DEADLINE_S=480 JOBS=14 bash scripts/gpu_session.sh                                 # steps 1-3b
+#   DEADLINE_S=330 JOBS=14 STEPS="1 1b 2 2b 3 3b 4" bash scripts/gpu_session.sh       # + the mixing runs
 #   STEPS="1 2 3b 4" SEEDS=2 DEADLINE_S=330 JOBS=14 bash scripts/gpu_session.sh   # some steps, another seed
 #
 # Run it again on the same machine to finish: finished runs are skipped, runs cut at the deadline
@@ -22,7 +24,7 @@ LOG=$RES/session.log
 exec > >(tee -a "$LOG") 2>&1
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-STEPS=" ${STEPS:-1 1b 2 2b 3 3b 4} "
+STEPS=" ${STEPS:-1 1b 2 2b 3 3b} "  # (4, the privacy work's mixing runs: on request)
 step() { [[ $STEPS == *" $1 "* ]]; }  # STEPS="1 3b" runs those steps only
 
 if [[ ! -d /usr/share/datasets/fashion-mnist && -d .devdata/fashion-mnist ]]; then
@@ -35,7 +37,7 @@ nproc
 if step 1; then
 stamp "1. CUDA tests (generator 2 bit-identical CPU/CUDA; CUDA graphs give the eager bytes; no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-  tests/test_core_speed_paths.py tests/test_graphs.py tests/test_fused.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
+  tests/test_core_speed_paths.py tests/test_graphs.py tests/test_fused.py tests/test_triton_permutations.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
   tests/test_train.py tests/test_feed.py tests/test_weighting.py 2>&1 | tail -25
 
 fi
@@ -71,9 +73,11 @@ fi
 
 if step 2; then
 stamp "2. speed: core kernels on the GPU, CUDA graphs (default) and eager (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
-for mode in graphs eager compiled; do  # compiled: graphs + the opt-in torch.compile of the slot keys (core.fused)
+# triton: graphs + the opt-in Triton kernel of the permutations (core.triton_permutations);
+# compiled: graphs + the opt-in torch.compile of the slot keys (core.fused)
+for mode in triton graphs eager compiled; do
   VISUALMIXER_CUDA_GRAPHS=$([[ $mode == eager ]] && echo 0 || echo 1) VISUALMIXER_COMPILE=$([[ $mode == compiled ]] \
-    && echo 1 || echo 0) timeout 150 $PY -W ignore \
+    && echo 1 || echo 0) VISUALMIXER_TRITON=$([[ $mode == triton ]] && echo 1 || echo 0) timeout 150 $PY -W ignore \
     benchmarks/bench_core.py --quick --device "$DEV" --batch 256 --json "$RES/bench-core-$DEV-$mode.json"
 done
 timeout 60 $PY -W ignore benchmarks/bench_core.py --quick --device "$DEV" --batch 64 \
@@ -87,7 +91,9 @@ fi
 if step 2b; then
 stamp "2b. where the time goes: torch.profiler of one obfuscate and one restore at 224² b256 (graphed: GPU time left)"
 timeout 60 $PY -W ignore benchmarks/profile_core.py --device "$DEV" --size 224 --batch 256 > "$RES/profile-$DEV-224.txt" 2>&1
-grep "^==" "$RES/profile-$DEV-224.txt"
+VISUALMIXER_TRITON=1 timeout 60 $PY -W ignore benchmarks/profile_core.py --device "$DEV" --size 224 --batch 256 \
+  > "$RES/profile-$DEV-224-triton.txt" 2>&1
+grep "^==" "$RES/profile-$DEV-224.txt" "$RES/profile-$DEV-224-triton.txt"
 
 fi
 
@@ -105,8 +111,9 @@ if step 3b; then
 stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs offline (obfuscated before training: what the step itself pays for obfuscated pixels) vs online in process vs 2 batches ahead in a thread"
 for rep in $(seq 1 "${REPS_3B:-1}"); do
   for spec in clean:"--target-vfe none" offline:"--target-vfe 0.5" here:"--mode online --prefetch 0" \
-      prefetch2:"--mode online --prefetch 2"; do
-    timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
+      prefetch2:"--mode online --prefetch 2" prefetch2-triton:"--mode online --prefetch 2"; do
+    VISUALMIXER_TRITON=$([[ $spec == *-triton:* ]] && echo 1 || echo 0) \
+      timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
       --test-size 1000 --seeds 0 --no-progress --device "$DEV" ${spec#*:} --out "$RES/lw-gpu/lw-${spec%%:*}-r$rep" > /dev/null 2>&1
   done
 done

@@ -29,7 +29,7 @@ import torch
 
 from visualmixer.core.switches import Switch
 
-__all__ = ["MAX_GRAPHS", "applies", "run", "set_enabled", "clear"]
+__all__ = ["MAX_GRAPHS", "applies", "run", "set_enabled", "enabled", "clear"]
 
 #: How many captured graphs are kept (least recently used dropped first).
 MAX_GRAPHS = 4
@@ -58,6 +58,11 @@ def set_enabled(enabled: bool) -> bool:
 
     Returns the previous setting."""
     return _switch.set(enabled)
+
+
+def enabled() -> bool:
+    """Whether CUDA graphs are used on CUDA devices."""
+    return _switch.on
 
 
 def clear() -> None:
