@@ -61,6 +61,30 @@ def test_the_kernel_gives_the_eager_integers_in_tritons_interpreter():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
+@pytest.mark.parametrize("slots", [4, 256])
+def test_the_kernel_builds_for_an_h100_class_gpu_without_one(slots):
+    """Compiled ahead of time to a Hopper (sm_90) binary: the interpreter runs Python, not
+    Triton's compiler, so it does not catch what only the compiler refuses (it once did not:
+    module constants that were not ``tl.constexpr`` instances)."""
+    tp = pytest.importorskip("visualmixer.core.triton_permutations")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {name: "*i32" for name in ("a_ptr", "b_ptr", "out_ptr")}
+    signature |= {name: "i32" for name in ("rows", "n", "keep", "low")}
+    constants = {"AVOID_IDENTITY": True, "ROWS": max(1, tp._BLOCK_VALUES // slots), "SLOTS": slots}
+    signature |= {name: "constexpr" for name in constants}
+    source = ASTSource(fn=tp._permutations_kernel, signature=signature, constexprs=constants)
+    try:
+        built = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+    except (RuntimeError, FileNotFoundError) as exc:  # no CUDA tool chain in this Triton install
+        if "ptxas" in str(exc) or "CUDA" in str(exc):
+            pytest.skip(f"Triton cannot build CUDA binaries here: {exc}")
+        raise
+    assert built.asm["cubin"] and "sm_90" in built.asm["ptx"]
+
+
 def test_row_lengths_outside_the_kernel_are_refused():
     tp = pytest.importorskip("visualmixer.core.triton_permutations")
     a = torch.zeros(3, dtype=torch.int32)

@@ -28,10 +28,11 @@ __all__ = ["MAX_SLOTS", "permutations"]
 #: stay on the eager path.
 MAX_SLOTS = 1024
 
-_GOLDEN: tl.constexpr = 0x9E3779B9 - (1 << 32)  # as int32; keyed._GOLDEN
-_C1: tl.constexpr = 0x85EBCA6B - (1 << 32)
-_C2: tl.constexpr = 0xC2B2AE35 - (1 << 32)
-_INT32_MAX: tl.constexpr = 0x7FFFFFFF
+# (Triton reads module constants only as tl.constexpr instances)
+_GOLDEN = tl.constexpr(0x9E3779B9 - (1 << 32))  # as int32; keyed._GOLDEN
+_C1 = tl.constexpr(0x85EBCA6B - (1 << 32))
+_C2 = tl.constexpr(0xC2B2AE35 - (1 << 32))
+_INT32_MAX = tl.constexpr(0x7FFFFFFF)
 _BLOCK_VALUES = 2048  # values per program: rows x (row length rounded up to a power of two)
 
 
