@@ -150,10 +150,10 @@ def bench(size: int, n: int, target: float, key: vm.Key, with_reference: bool, c
 
 def _switches() -> dict[str, bool]:
     """The core's speed switches in effect (environment variables or their defaults)."""
-    from visualmixer.core import fused, graphs, keyed
+    from visualmixer.core import fused, graphs, triton_switch
 
     return {"CUDA graphs": graphs.enabled(), "torch.compile slot keys": fused.enabled(),
-            "Triton permutations": keyed.triton_enabled()}
+            "Triton kernels": triton_switch.enabled()}
 
 
 def main() -> None:

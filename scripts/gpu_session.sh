@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session, run as one command on a lent GPU machine (docs/performance.md "On a GPU",
 # docs/results.md "On a GPU", docs/privacy.md): the CUDA tests, the GPU speed of the core kernels
-# (CUDA graphs, eager, the opt-in Triton permutation kernel and torch.compile) and of online
+# (CUDA graphs, eager, the opt-in Triton kernels and torch.compile) and of online
 # training, then, on request (step 4), ResNet-18 runs with keyed region mixing in parallel on the
 # GPU until a deadline. Everything lands in $RES (default out/gpu) and, where $OUT
 # is set, in $OUT/gpu.tgz (checkpoints left out) and $OUT/session.log.
@@ -37,7 +37,7 @@ nproc
 if step 1; then
 stamp "1. CUDA tests (generator 2 bit-identical CPU/CUDA; CUDA graphs give the eager bytes; no host sync under set_sync_debug_mode('error'))"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-  tests/test_core_speed_paths.py tests/test_graphs.py tests/test_fused.py tests/test_triton_permutations.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
+  tests/test_core_speed_paths.py tests/test_graphs.py tests/test_fused.py tests/test_triton_kernels.py tests/test_generator2.py tests/test_mixer.py tests/test_optim.py tests/test_vfe.py \
   tests/test_train.py tests/test_feed.py tests/test_weighting.py 2>&1 | tail -25
 
 fi
@@ -73,7 +73,7 @@ fi
 
 if step 2; then
 stamp "2. speed: core kernels on the GPU, CUDA graphs (default) and eager (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
-# triton: graphs + the opt-in Triton kernel of the permutations (core.triton_permutations);
+# triton: graphs + the opt-in Triton kernels (core.triton_kernels: permutations, pixel-pair sums);
 # compiled: graphs + the opt-in torch.compile of the slot keys (core.fused)
 for mode in triton graphs eager compiled; do
   VISUALMIXER_CUDA_GRAPHS=$([[ $mode == eager ]] && echo 0 || echo 1) VISUALMIXER_COMPILE=$([[ $mode == compiled ]] \

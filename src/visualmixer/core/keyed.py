@@ -13,8 +13,9 @@ integer tensor operations that wrap identically on every device:
    row, so every sorting algorithm on every device gives the same order), and the row sorted:
    the order is the tile permutation. On the CPU the sort runs in NumPy on the tensor's memory
    (5-10x faster than ``torch.sort`` for short rows, same result), elsewhere ``torch.sort`` —
-   or, switched on (:func:`set_triton`), steps 2-3 and the identity fix below run as one Triton
-   kernel per call on CUDA (:mod:`visualmixer.core.triton_permutations`; the same integers).
+   or, switched on (:mod:`visualmixer.core.triton_switch`), steps 2-3 and the identity fix below
+   run as one Triton kernel per call on CUDA (:mod:`visualmixer.core.triton_kernels`; the same
+   integers).
 
 A tile permutation that came out as the identity is rotated by one (a region cut into two or
 more tiles never keeps every tile in place); channel orders are uniform over all orders.
@@ -27,18 +28,17 @@ NumPy Philox streams) is kept for restoring plans made with it.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from visualmixer.core import triton_switch
 from visualmixer.core.fused import fused
-from visualmixer.core.switches import Switch
 
 __all__ = ["GENERATOR", "key_words", "row_keys", "lane_keys", "ladder_lanes", "permutations", "tile_permutations",
-           "channel_permutations", "host_checks", "to_device", "set_triton", "triton_enabled"]
+           "channel_permutations", "host_checks", "to_device"]
 
 #: The generator number recorded in :class:`visualmixer.core.mixer.Plans`.
 GENERATOR = 2
@@ -52,25 +52,6 @@ _CHANNEL_PURPOSE = 15  # the "level" lane of channel-order row keys
 
 #: Tests set this to run the CPU through the accelerator's sync-free path.
 _FORCE_SYNC_FREE = False
-
-#: Permutations on CUDA through one Triton kernel (:mod:`visualmixer.core.triton_permutations`).
-_triton = Switch("VISUALMIXER_TRITON", default=False)
-_triton_failed: list[str] = []  # why the kernel could not run (then: eager from now on)
-_TRITON_DEVICES = ("cuda",)  # tests add "cpu" to run the kernel in Triton's interpreter
-
-
-def set_triton(enabled: bool) -> bool:
-    """Compute permutations of CUDA tensors with one fused Triton kernel (default: no, unless
-    ``VISUALMIXER_TRITON=1``): the same integers as the eager path (tested on the CPU in Triton's
-    interpreter). If Triton is missing or the kernel fails to build, a ``RuntimeWarning`` says so
-    once and the eager path runs from then on. Returns the previous setting."""
-    return _triton.set(enabled)
-
-
-def triton_enabled() -> bool:
-    """Whether permutations of CUDA tensors are computed by the Triton kernel (:func:`set_triton`)."""
-    return _triton.on and not _triton_failed
-
 
 def host_checks(device) -> bool:
     """Whether data-dependent host decisions may be taken for tensors on ``device``.
@@ -197,8 +178,8 @@ def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool)
     permutations avoid the identity; channel orders do not)."""
     if n < 2:
         return torch.zeros(a.shape + (1,), dtype=torch.int32, device=a.device)
-    if _triton.on and a.device.type in _TRITON_DEVICES and not _triton_failed:
-        perm = _kernel_permutations(a, b, n, avoid_identity)
+    if triton_switch.applies(a):  # (None: rows too long for the kernel, or it cannot run)
+        perm = triton_switch.call("permutations", a, b, n, avoid_identity)
         if perm is not None:
             return perm
     golden, slots = _slot_terms(n, str(a.device))
@@ -215,28 +196,6 @@ def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool)
             # an identity row rolled by one is (k - 1) mod n: an n-element constant, not a roll of every row
             perm = torch.where(ident, torch.remainder(slots - 1, n), perm)
     return perm
-
-
-def _kernel_permutations(a, b, n: int, avoid_identity: bool) -> torch.Tensor | None:
-    """:func:`permutations` by the Triton kernel, or None where it does not apply or failed
-    (reported once)."""
-    try:
-        from visualmixer.core import triton_permutations
-    except Exception as exc:  # noqa: BLE001 - Triton missing or broken: eager, said once
-        return _kernel_failed(exc)
-    if n > triton_permutations.MAX_SLOTS:
-        return None
-    try:
-        return triton_permutations.permutations(a, b, n, avoid_identity)
-    except Exception as exc:  # noqa: BLE001 - a kernel that does not build: eager from now on
-        return _kernel_failed(exc)
-
-
-def _kernel_failed(exc: Exception) -> None:
-    _triton_failed.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-    warnings.warn(f"visualmixer: the Triton permutation kernel cannot run ({_triton_failed[-1]}); "
-                  "computing permutations eagerly", RuntimeWarning, stacklevel=3)
-    return None
 
 
 def tile_permutations(words: torch.Tensor, regions: torch.Tensor, level: int, channels: int, ntiles: int):

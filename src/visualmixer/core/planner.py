@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from visualmixer.core import triton_switch
 from visualmixer.core.imageops import region_mean_grid
 from visualmixer.core.keyed import GENERATOR, host_checks
 from visualmixer.core.permute import (
@@ -181,10 +182,20 @@ def _level_scores(job: _Job, level: int, sums, keys: LadderKeys | None) -> tuple
     nt = sources.shape[1] // c
     sigma = torch.div(sources[:, ::nt], nt, rounding_mode="floor").view(n, m, c).long()  # source channel
     inside, total, sumsq = (v.gather(2, sigma) for v in (inside, total, sumsq))
-    g = inside + _seam_sum(out, t, -1) + _seam_sum(out, t, -2) if t < r else inside
+    g = inside + _seams(out, t) if t < r else inside
     ratio = integral_ratio(g.double(), total.double(), sumsq.double(), float(r * r))
     ratio = ratio.permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
     return out, ratio * window_norm(grid.height, grid.width, r, job.batch.device)
+
+
+def _seams(out: torch.Tensor, t: int) -> torch.Tensor:
+    """Sum of squared differences ``(N, m, C)`` int32 of the pixel pairs across the tile seams
+    of uint8 regions ``out`` (both directions)."""
+    if triton_switch.applies(out):  # one kernel on CUDA, where switched on (same integers)
+        seams = triton_switch.call("pair_sums", out, t)
+        if seams is not None:
+            return seams
+    return _seam_sum(out, t, -1) + _seam_sum(out, t, -2)
 
 
 def _seam_sum(out: torch.Tensor, t: int, dim: int) -> torch.Tensor:
@@ -211,6 +222,10 @@ def _source_sums(job: _Job):
     grid = job.grid
     if job.batch.dtype != torch.uint8 or not grid.full or job.window != grid.region or grid.region > 90:
         return None
+    if triton_switch.applies(job.regions):  # one kernel on CUDA, where switched on (same integers)
+        sums = triton_switch.call("pair_sums", job.regions)
+        if sums is not None:
+            return sums
     if grid.region > 16:  # sums of squares may pass 2**24: exact int16 byte sums
         return _int16_sums(job.regions)
     x, step = job.regions, max(1, SUMS_BLOCK_VALUES // job.regions[0].numel())
