@@ -80,40 +80,26 @@ def test_the_kernels_give_the_eager_integers_in_tritons_interpreter():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
-def _signature(pointers, integers, constants):
-    signature = {name: "*i32" for name in pointers} | {name: "i32" for name in integers}
-    return signature | {name: "constexpr" for name in constants}
-
-
-@pytest.mark.parametrize("kernel, size", [("permutations", 4), ("permutations", 256), ("pair_sums", 16),
-                                          ("pair_sums", 32)])
-def test_the_kernels_build_for_an_h100_class_gpu_without_one(kernel, size):
-    """Compiled ahead of time to a Hopper (sm_90) binary: the interpreter runs Python, not
-    Triton's compiler, so it does not catch what only the compiler refuses (it once did not:
-    module constants that were not ``tl.constexpr`` instances)."""
-    tp = pytest.importorskip("visualmixer.core.triton_kernels")
+def test_every_kernel_builds_for_an_h100_class_gpu_without_one():
+    """Every block shape the core launches, compiled ahead of time to a Hopper (sm_90) binary:
+    the interpreter runs Python, not Triton's compiler, so it does not catch what only the
+    compiler refuses (it once did not: module constants that were not ``tl.constexpr``)."""
+    tk = pytest.importorskip("visualmixer.core.triton_kernels")
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    if kernel == "permutations":
-        builds = [{"AVOID_IDENTITY": True, "ROWS": max(1, tp._BLOCK_VALUES // size), "SLOTS": size}]
-        signature = _signature(("a_ptr", "b_ptr", "out_ptr"), ("rows", "n", "keep", "low"), builds[0])
-        fn = tp._permutations_kernel
-    else:
-        builds = [{"SEAMS": seams, "ROWS": max(1, tp._BLOCK_VALUES // size**2), "SIDE": size} for seams in (0, 1)]
-        signature = _signature(("total_ptr", "sumsq_ptr", "col_ptr", "row_ptr", "seam_ptr"), ("rows", "r", "t"),
-                               builds[0]) | {"x_ptr": "*u8"}
-        fn = tp._pair_sums_kernel
-    for constants in builds:
+    shapes = list(tk.launch_shapes())
+    assert {label.split(",")[0] for label, *_ in shapes} == {"permutations", "pair sums"}
+    for label, kernel, signature, constants in shapes:
         try:
-            built = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constants),
+            built = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
                                    target=GPUTarget("cuda", 90, 32))
         except (RuntimeError, FileNotFoundError) as exc:  # no CUDA tool chain in this Triton install
             if "ptxas" in str(exc) or "CUDA" in str(exc):
                 pytest.skip(f"Triton cannot build CUDA binaries here: {exc}")
             raise
-        assert built.asm["cubin"] and "sm_90" in built.asm["ptx"]
+        assert built.asm["cubin"] and "sm_90" in built.asm["ptx"], label
 
 
 @pytest.fixture

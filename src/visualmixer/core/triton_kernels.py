@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["MAX_SLOTS", "MAX_REGION", "permutations", "pair_sums"]
+__all__ = ["MAX_SLOTS", "MAX_REGION", "permutations", "pair_sums", "launch_shapes"]
 
 #: The longest row :func:`permutations` sorts (a 32-pixel region cut into single pixels).
 MAX_SLOTS = 1024
@@ -162,3 +162,25 @@ def pair_sums(regions: torch.Tensor, tile: int = 0):
         _pair_sums_kernel[grid](x, rows, r, 1, total, sumsq, col, row, total,
                                 SEAMS=False, ROWS=per_program, SIDE=side)
     return col.sum(-1, dtype=torch.int32) + row.sum(-1, dtype=torch.int32), total, sumsq, col, row
+
+
+def launch_shapes():
+    """``(label, kernel, signature, constants)`` of every block shape the core launches —
+    permutations of 4-1024 slots, pair sums of 8-32 px regions (all pairs; seams only) — for
+    building them ahead of time with ``triton.compile`` (``benchmarks/triton_build.py``)."""
+    pointers = {name: "*i32" for name in ("a_ptr", "b_ptr", "out_ptr")}
+    for slots in (4, 16, 64, 256, 1024):
+        constants = {"AVOID_IDENTITY": True, "ROWS": max(1, _BLOCK_VALUES // slots), "SLOTS": slots}
+        signature = pointers | {name: "i32" for name in ("rows", "n", "keep", "low")}
+        yield f"permutations, {slots} slots", _permutations_kernel, _with(signature, constants), constants
+    outputs = {name: "*i32" for name in ("total_ptr", "sumsq_ptr", "col_ptr", "row_ptr", "seam_ptr")}
+    for side in (8, 16, 32):
+        for seams in (False, True):
+            constants = {"SEAMS": seams, "ROWS": max(1, _BLOCK_VALUES // side**2), "SIDE": side}
+            signature = {"x_ptr": "*u8"} | outputs | {name: "i32" for name in ("rows", "r", "t")}
+            yield (f"pair sums, {side} px{', seams' if seams else ''}", _pair_sums_kernel,
+                   _with(signature, constants), constants)
+
+
+def _with(signature: dict, constants: dict) -> dict:
+    return signature | {name: "constexpr" for name in constants}
