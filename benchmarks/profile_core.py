@@ -10,6 +10,7 @@ that docs/performance.md reports come from ``bench_core.py``.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -29,6 +30,27 @@ def _batch(size: int, n: int, device: torch.device) -> torch.Tensor:
     return x.repeat(-(-n // len(x)), 1, 1, 1)[:n].contiguous().to(device)
 
 
+#: Operators that launch no arithmetic of their own (views, allocations, dtype checks).
+_NOT_COMPUTE = {"view", "reshape", "as_strided", "slice", "select", "unsqueeze", "squeeze", "expand", "permute", "t",
+                "transpose", "detach", "_unsafe_view", "flatten", "expand_as", "empty", "empty_strided", "empty_like",
+                "to", "narrow", "alias", "view_as", "resolve_conj", "resolve_neg", "result_type", "lift_fresh",
+                "split", "unbind", "chunk", "contiguous", "unflatten", "set_", "new_empty"}
+
+
+def _compute_calls(prof) -> int:
+    """Operators called by the library itself (not inside another operator) that compute
+    something: what a GPU launches one or more kernels for, roughly."""
+    count = 0
+    for event in prof.events():
+        name = event.name.removeprefix("aten::")
+        if event.name.startswith("aten::") and name not in _NOT_COMPUTE:
+            parent = event.cpu_parent
+            while parent is not None and not parent.name.startswith("aten::"):
+                parent = parent.cpu_parent
+            count += parent is None
+    return count
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -40,6 +62,9 @@ def main(argv=None) -> None:
                    help="run the CPU through the accelerator's path (no host decisions: every level "
                         "the planner may need, masks instead of skips), to see its work without a GPU")
     p.add_argument("--grey", action="store_true", help="one channel (the photos' first)")
+    p.add_argument("--triton", action="store_true",
+                   help="switch the core's Triton kernels on (on the CPU: run them in Triton's interpreter, for "
+                        "counting operators, not timing)")
     p.add_argument("--memory", action="store_true",
                    help="also count the bytes each call allocates (CPU; its memory traffic beside a training step)")
     a = p.parse_args(argv)
@@ -48,6 +73,13 @@ def main(argv=None) -> None:
 
         keyed._FORCE_SYNC_FREE = True
     device = torch.device(a.device)
+    if a.triton:
+        from visualmixer.core import triton_switch
+
+        triton_switch.set_enabled(True)
+        if device.type == "cpu":  # (read when the kernels' module is first imported, on the first call)
+            os.environ["TRITON_INTERPRET"] = "1"
+            triton_switch._DEVICES = ("cpu",)
     x = _batch(a.size, a.batch, device)
     x = x[:, :1].contiguous() if a.grey else x
     key, ids = vm.Key.from_seed(0), range(a.batch)
@@ -72,7 +104,8 @@ def main(argv=None) -> None:
         events = prof.key_averages()
         print(f"== {name}: {a.size}² batch {a.batch} on {device}: wall {wall * 1e3:.2f} ms "
               f"(host returned after {issued * 1e3:.2f} ms), {a.batch / wall:,.0f} img/s, "
-              f"{sum(e.count for e in events)} operator calls")
+              f"{sum(e.count for e in events)} operator calls, {_compute_calls(prof)} of them "
+              "top-level compute operators")
         if a.memory:
             allocated = sum(max(0, e.self_cpu_memory_usage) for e in events)
             ratio = allocated / (x.numel() * x.element_size())

@@ -37,6 +37,14 @@ _INTERPRETED = textwrap.dedent("""
             assert got.shape == want.shape and torch.equal(got, want), (n, shape, avoid)
     assert tp.permutations(a, b, tp.MAX_SLOTS + 1, True) is None  # (longer rows: the eager path's)
 
+    # row keys: one lane, a ladder's lanes, the most lanes; no rows
+    for rows, lanes in [(50, [60]), (300, list(range(4, 20)) + [60]), (7, list(range(64))), (0, [4, 5])]:
+        words, regions = keys(rows, 8), torch.randint(0, 5000, (rows,), generator=g)
+        lanes = torch.tensor(lanes, dtype=torch.int32)
+        got, want = tp.lane_keys(words, regions, lanes), keyed.lane_keys(words, regions, lanes)
+        assert all(torch.equal(p, q) for p, q in zip(got, want, strict=True)), (rows, len(lanes))
+    assert tp.lane_keys(words, regions, torch.arange(65, dtype=torch.int32)) is None
+
     # pixel-pair sums of uint8 regions: every region side kind, extreme values, both modes
     tp._BLOCK_VALUES = 2048
     for r, lead in [(16, (3, 5, 3)), (8, (7, 2)), (12, (4,)), (2, (9,)), (32, (2,)), (16, (0, 3))]:
@@ -56,16 +64,20 @@ _INTERPRETED = textwrap.dedent("""
     triton_switch._DEVICES, keyed._FORCE_SYNC_FREE = ("cpu",), True
     triton_switch.set_enabled(True)
     calls = []
-    for name in ("permutations", "pair_sums"):
+    what = {"permutations": lambda a, b, n, avoid: n, "pair_sums": lambda x, tile=0: tile,
+            "lane_keys": lambda words, regions, lanes: len(lanes)}
+    for name, arguments in what.items():
         kernel = getattr(tp, name)
-        setattr(tp, name, lambda *args, kernel=kernel, name=name: calls.append((name, args[2] if
-                name == "permutations" else args[1:])) or kernel(*args))
+        setattr(tp, name, lambda *args, kernel=kernel, name=name, arguments=arguments:
+                calls.append((name, arguments(*args))) or kernel(*args))
     fused = vm.obfuscate(x, key=vm.Key.from_seed(3), ids=range(2))
     back = vm.restore(fused.images, fused.plans, key=vm.Key.from_seed(3), ids=range(2))
     assert triton_switch.enabled(), triton_switch._failed
-    # channel orders and both tile levels' permutations; the source sums; both levels' seams
-    assert sorted(set(calls)) == [("pair_sums", ()), ("pair_sums", (1,)), ("pair_sums", (2,)),
-                                  ("permutations", 3), ("permutations", 4), ("permutations", 16)], calls
+    # row keys (obfuscate: 2 levels x 3 channels + the channel order; restore: the 1 level its
+    # plans use); channel orders and both tile levels' permutations; source sums; both seams
+    assert sorted(set(calls)) == [("lane_keys", 4), ("lane_keys", 7), ("pair_sums", 0), ("pair_sums", 1),
+                                  ("pair_sums", 2), ("permutations", 3), ("permutations", 4),
+                                  ("permutations", 16)], calls
     assert torch.equal(fused.images, eager.images) and torch.equal(fused.plans.levels, eager.plans.levels)
     assert torch.equal(back, x)
     print("ok")
@@ -90,7 +102,7 @@ def test_every_kernel_builds_for_an_h100_class_gpu_without_one():
     from triton.compiler import ASTSource
 
     shapes = list(tk.launch_shapes())
-    assert {label.split(",")[0] for label, *_ in shapes} == {"permutations", "pair sums"}
+    assert {label.split(",")[0] for label, *_ in shapes} == {"lane keys", "permutations", "pair sums"}
     for label, kernel, signature, constants in shapes:
         try:
             built = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
@@ -150,6 +162,11 @@ def test_the_kernels_on_cuda_give_the_cpu_bytes():
                 a, b = (torch.randint(-2**31, 2**31 - 1, (4096,), dtype=torch.int32, generator=g) for _ in range(2))
                 assert torch.equal(keyed.permutations(a.cuda(), b.cuda(), n, True).cpu(),
                                    keyed.permutations(a, b, n, True)), n
+            words = torch.randint(-2**31, 2**31 - 1, (5000, 8), dtype=torch.int32, generator=g)
+            regions, lanes = torch.arange(5000) % 196, torch.tensor(list(range(4, 20)) + [60], dtype=torch.int32)
+            got = tp.lane_keys(words.cuda(), regions.cuda(), lanes.cuda())
+            want = keyed.lane_keys(words, regions, lanes)
+            assert all(torch.equal(p.cpu(), q) for p, q in zip(got, want, strict=True))
             for r in (8, 12, 16, 32):
                 x = torch.randint(0, 256, (64, 49, 3, r, r), generator=g).to(torch.uint8)
                 want = planner._float_sums(x) if r <= 16 else planner._int16_sums(x)

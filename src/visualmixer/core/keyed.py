@@ -115,6 +115,10 @@ def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
     """Row keys ``(a, b)``, each ``(G, K)`` int32, of rows ``g`` at counter lanes ``lanes`` (K,)
     (lane ``level * 4 + channel``; 60 is the channel order): :func:`row_keys` of several levels
     in one pass, element for element the same integers."""
+    if triton_switch.applies(words):  # (None: too many lanes for the kernel, or it cannot run)
+        keys = triton_switch.call("lane_keys", words, regions, lanes)
+        if keys is not None:
+            return keys
     ctr = regions.to(torch.int32).view(-1, 1) * 64 + lanes.view(1, -1)
     a = ctr + words[:, 0:1]  # (not in place: one region may stand for many rows)
     t = torch.empty_like(a)

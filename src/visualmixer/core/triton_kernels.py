@@ -1,5 +1,7 @@
 """The core's Triton kernels for CUDA: work the eager path runs as many small kernels, fused.
 
+- :func:`lane_keys` — generator 2's row keys (:func:`visualmixer.core.keyed.lane_keys`): eight
+  murmur finalisers per (row, lane), some ninety element-wise kernels eagerly, in one.
 - :func:`permutations` — generator 2's tile permutations (:func:`visualmixer.core.keyed.permutations`):
   one program takes a block of rows, computes their packed slot keys in registers (two murmur
   finalisers), sorts each row (``tl.sort``, a bitonic network) and writes only the slot indices.
@@ -24,12 +26,14 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["MAX_SLOTS", "MAX_REGION", "permutations", "pair_sums", "launch_shapes"]
+__all__ = ["MAX_SLOTS", "MAX_REGION", "MAX_LANES", "lane_keys", "permutations", "pair_sums", "launch_shapes"]
 
 #: The longest row :func:`permutations` sorts (a 32-pixel region cut into single pixels).
 MAX_SLOTS = 1024
 #: The largest region side :func:`pair_sums` takes.
 MAX_REGION = 32
+#: The most counter lanes :func:`lane_keys` takes (the ladder's 15 levels x 4 channels + 1).
+MAX_LANES = 64
 
 # (Triton reads module constants only as tl.constexpr instances)
 _GOLDEN = tl.constexpr(0x9E3779B9 - (1 << 32))  # as int32; keyed._GOLDEN
@@ -47,6 +51,47 @@ def _fmix(h):
     h = h ^ ((h >> 13) & 0x7FFFF)
     h = h * _C2
     return h ^ ((h >> 16) & 0xFFFF)
+
+
+@triton.jit(do_not_specialize=["rows"])  # (one build per block shape, not per batch size)
+def _lane_keys_kernel(words_ptr, regions_ptr, lanes_ptr, a_ptr, b_ptr, rows, lanes,
+                      ROWS: tl.constexpr, LANES: tl.constexpr):
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    live = row < rows
+    lane = tl.arange(0, LANES)
+    region = tl.load(regions_ptr + row, mask=live, other=0)
+    counter = tl.load(lanes_ptr + lane, mask=lane < lanes, other=0)
+    words = words_ptr + row.to(tl.int64) * 8
+    h = (region * 64)[:, None] + counter[None, :] + tl.load(words, mask=live, other=0)[:, None]
+    h = _fmix(h)
+    for i in tl.static_range(1, 4):
+        h = _fmix(h ^ tl.load(words + i, mask=live, other=0)[:, None])
+    a = h
+    for i in tl.static_range(4, 8):
+        h = _fmix(h ^ tl.load(words + i, mask=live, other=0)[:, None])
+    at = row[:, None] * lanes + lane[None, :]
+    keep = live[:, None] & (lane[None, :] < lanes)
+    tl.store(a_ptr + at, a, mask=keep)
+    tl.store(b_ptr + at, h, mask=keep)
+
+
+def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
+    """Row keys ``(a, b)``, each ``(G, K)`` int32: :func:`visualmixer.core.keyed.lane_keys` of
+    int32 key words ``(G, 8)``, region indices ``(G,)`` and counter lanes ``(K,)``, element for
+    element; None for more than :data:`MAX_LANES` lanes (the eager path's)."""
+    k = lanes.numel()
+    if k > MAX_LANES:
+        return None
+    rows = words.shape[0]
+    a = torch.empty((rows, k), dtype=torch.int32, device=words.device)
+    b = torch.empty_like(a)
+    if rows and k:
+        width = triton.next_power_of_2(k)
+        per_program = max(1, _BLOCK_VALUES // width)
+        _lane_keys_kernel[(triton.cdiv(rows, per_program),)](
+            words.to(torch.int32).contiguous(), regions.to(torch.int32).contiguous(),
+            lanes.to(torch.int32).contiguous(), a, b, rows, k, ROWS=per_program, LANES=width)
+    return a, b
 
 
 @triton.jit(do_not_specialize=["rows"])  # (one build per row length, not per batch size)
@@ -165,10 +210,15 @@ def pair_sums(regions: torch.Tensor, tile: int = 0):
 
 
 def launch_shapes():
-    """``(label, kernel, signature, constants)`` of every block shape the core launches —
-    permutations of 4-1024 slots, pair sums of 8-32 px regions (all pairs; seams only) — for
+    """``(label, kernel, signature, constants)`` of every block shape the core launches — lane
+    keys of 4-64 lanes, permutations of 4-1024 slots, pair sums of 8-32 px regions (all pairs; seams only) — for
     building them ahead of time with ``triton.compile`` (``benchmarks/triton_build.py``)."""
     pointers = {name: "*i32" for name in ("a_ptr", "b_ptr", "out_ptr")}
+    for lanes in (4, 16, 64):  # (a single level; the ladder of 1-3 channels; of 4)
+        constants = {"ROWS": _BLOCK_VALUES // lanes, "LANES": lanes}
+        signature = {name: "*i32" for name in ("words_ptr", "regions_ptr", "lanes_ptr", "a_ptr", "b_ptr")}
+        yield (f"lane keys, {lanes} lanes", _lane_keys_kernel,
+               _with(signature | {"rows": "i32", "lanes": "i32"}, constants), constants)
     for slots in (4, 16, 64, 256, 1024):
         constants = {"AVOID_IDENTITY": True, "ROWS": max(1, _BLOCK_VALUES // slots), "SLOTS": slots}
         signature = pointers | {name: "i32" for name in ("rows", "n", "keep", "low")}
