@@ -80,6 +80,17 @@ _INTERPRETED = textwrap.dedent("""
                                   ("permutations", 16)], calls
     assert torch.equal(fused.images, eager.images) and torch.equal(fused.plans.levels, eager.plans.levels)
     assert torch.equal(back, x)
+
+    # grey images; a grid with edge regions (the general path: tile permutations per shape)
+    for shape in [(2, 1, 28, 28), (2, 3, 20, 36)]:
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        triton_switch.set_enabled(False)
+        eager = vm.obfuscate(x, key=vm.Key.from_seed(3), ids=range(2))
+        triton_switch.set_enabled(True)
+        fused = vm.obfuscate(x, key=vm.Key.from_seed(3), ids=range(2))
+        back = vm.restore(fused.images, fused.plans, key=vm.Key.from_seed(3), ids=range(2))
+        assert torch.equal(fused.images, eager.images) and torch.equal(back, x), shape
+    assert triton_switch.enabled(), triton_switch._failed
     print("ok")
 """)
 
