@@ -14,8 +14,8 @@ integer tensor operations that wrap identically on every device:
    the order is the tile permutation. On the CPU the sort runs in NumPy on the tensor's memory
    (5-10x faster than ``torch.sort`` for short rows, same result), elsewhere ``torch.sort`` —
    or, switched on (:mod:`visualmixer.core.triton_switch`), steps 2-3 and the identity fix below
-   run as one Triton kernel per call on CUDA (:mod:`visualmixer.core.triton_kernels`; the same
-   integers).
+   run as one Triton kernel per call on CUDA, and step 1 as another
+   (:mod:`visualmixer.core.triton_kernels`; the same integers).
 
 A tile permutation that came out as the identity is rotated by one (a region cut into two or
 more tiles never keeps every tile in place); channel orders are uniform over all orders.
@@ -52,6 +52,7 @@ _CHANNEL_PURPOSE = 15  # the "level" lane of channel-order row keys
 
 #: Tests set this to run the CPU through the accelerator's sync-free path.
 _FORCE_SYNC_FREE = False
+
 
 def host_checks(device) -> bool:
     """Whether data-dependent host decisions may be taken for tensors on ``device``.

@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from visualmixer.core import keyed
+
 __all__ = ["MAX_SLOTS", "MAX_REGION", "MAX_LANES", "lane_keys", "permutations", "pair_sums", "launch_shapes"]
 
 #: The longest row :func:`permutations` sorts (a 32-pixel region cut into single pixels).
@@ -35,10 +37,10 @@ MAX_REGION = 32
 #: The most counter lanes :func:`lane_keys` takes (the ladder's 15 levels x 4 channels + 1).
 MAX_LANES = 64
 
-# (Triton reads module constants only as tl.constexpr instances)
-_GOLDEN = tl.constexpr(0x9E3779B9 - (1 << 32))  # as int32; keyed._GOLDEN
-_C1 = tl.constexpr(0x85EBCA6B - (1 << 32))
-_C2 = tl.constexpr(0xC2B2AE35 - (1 << 32))
+# generator 2's constants (Triton reads module constants only as tl.constexpr instances)
+_GOLDEN = tl.constexpr(keyed._GOLDEN)
+_C1 = tl.constexpr(keyed._C1)
+_C2 = tl.constexpr(keyed._C2)
 _INT32_MAX = tl.constexpr(0x7FFFFFFF)
 _BLOCK_VALUES = 2048  # values per program: rows x (row length rounded up to a power of two)
 

@@ -1,7 +1,8 @@
 """The switch of the core's optional Triton kernels on CUDA, and their one fallback.
 
 :mod:`visualmixer.core.triton_kernels` fuses work that the eager path runs as many small
-kernels (generator 2's permutations; the planner's pixel-pair sums), with the same integers.
+kernels (generator 2's row keys and permutations; the planner's pixel-pair sums), with the
+same integers.
 They are **off by default** (``VISUALMIXER_TRITON=1`` or :func:`set_enabled` switches them on)
 until they are measured on a GPU. The kernels' module imports Triton, so it is imported only
 here, on the first call that applies; if Triton is missing or a kernel fails to build, a
