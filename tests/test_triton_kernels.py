@@ -143,7 +143,7 @@ def test_a_kernel_that_cannot_run_warns_once_and_the_eager_path_runs(kernels_on_
 
     monkeypatch.setattr(tp, "permutations", broken)
     a = torch.arange(-5, 5, dtype=torch.int32)
-    with pytest.warns(RuntimeWarning, match="Triton kernels cannot run.*no GPU compiler here"):
+    with pytest.warns(RuntimeWarning, match="Triton kernel cannot run.*no GPU compiler here"):
         first = keyed.permutations(a, a + 7, 16, True)
     assert not triton_switch.enabled()
     with warnings.catch_warnings():
@@ -153,6 +153,27 @@ def test_a_kernel_that_cannot_run_warns_once_and_the_eager_path_runs(kernels_on_
         assert torch.equal(planner._seams(x, 2), planner._seam_sum(x, 2, -1) + planner._seam_sum(x, 2, -2))
     triton_switch.set_enabled(False)
     assert torch.equal(first, keyed.permutations(a, a + 7, 16, True)) and torch.equal(first, second)
+
+
+def test_each_kernel_variant_is_checked_against_the_eager_path_once(kernels_on_cpu, monkeypatch):
+    tp = pytest.importorskip("visualmixer.core.triton_kernels")
+    monkeypatch.setattr(triton_switch, "_checked", set())
+    eager_calls = []
+    eager = keyed._permutations_eager
+    monkeypatch.setattr(keyed, "_permutations_eager", lambda *args: eager_calls.append(args[2]) or eager(*args))
+    monkeypatch.setattr(tp, "permutations", lambda a, b, n, avoid: eager(a, b, n, avoid))  # a right kernel
+    a = torch.arange(-50, 50, dtype=torch.int32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n in (16, 16, 16, 4, 4):
+            assert torch.equal(keyed.permutations(a, a + 7, n, True), eager(a, a + 7, n, True))
+    assert eager_calls == [16, 4]  # the first call of each row length only
+
+    monkeypatch.setattr(tp, "permutations", lambda a, b, n, avoid: eager(a, b, n, avoid).flip(-1))  # a wrong one
+    with pytest.warns(RuntimeWarning, match=r"gave other integers than the eager path \(permutations, \(64, True\)"):
+        got = keyed.permutations(a, a + 7, 64, True)
+    assert torch.equal(got, eager(a, a + 7, 64, True)) and not triton_switch.enabled()
+    assert torch.equal(keyed.permutations(a, a + 7, 16, True), eager(a, a + 7, 16, True))  # eager from now on
 
 
 def test_off_by_default_and_switchable():

@@ -116,10 +116,14 @@ def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
     """Row keys ``(a, b)``, each ``(G, K)`` int32, of rows ``g`` at counter lanes ``lanes`` (K,)
     (lane ``level * 4 + channel``; 60 is the channel order): :func:`row_keys` of several levels
     in one pass, element for element the same integers."""
-    if triton_switch.applies(words):  # (None: too many lanes for the kernel, or it cannot run)
-        keys = triton_switch.call("lane_keys", words, regions, lanes)
-        if keys is not None:
-            return keys
+    if triton_switch.applies(words):
+        return triton_switch.call("lane_keys", words, regions, lanes, variant=(lanes.numel(),),
+                                  eager=lambda: _lane_keys_eager(words, regions, lanes))
+    return _lane_keys_eager(words, regions, lanes)
+
+
+def _lane_keys_eager(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
+    """:func:`lane_keys` by tensor operations."""
     ctr = regions.to(torch.int32).view(-1, 1) * 64 + lanes.view(1, -1)
     a = ctr + words[:, 0:1]  # (not in place: one region may stand for many rows)
     t = torch.empty_like(a)
@@ -183,10 +187,14 @@ def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool)
     permutations avoid the identity; channel orders do not)."""
     if n < 2:
         return torch.zeros(a.shape + (1,), dtype=torch.int32, device=a.device)
-    if triton_switch.applies(a):  # (None: rows too long for the kernel, or it cannot run)
-        perm = triton_switch.call("permutations", a, b, n, avoid_identity)
-        if perm is not None:
-            return perm
+    if triton_switch.applies(a):
+        return triton_switch.call("permutations", a, b, n, avoid_identity, variant=(n, avoid_identity),
+                                  eager=lambda: _permutations_eager(a, b, n, avoid_identity))
+    return _permutations_eager(a, b, n, avoid_identity)
+
+
+def _permutations_eager(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool) -> torch.Tensor:
+    """:func:`permutations` by tensor operations (and NumPy's sort on the CPU)."""
     golden, slots = _slot_terms(n, str(a.device))
     s = _slot_keys(a, b, golden, slots, ~((1 << (n - 1).bit_length()) - 1))
     perm = _sorted_order(s, n)

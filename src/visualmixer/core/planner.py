@@ -192,9 +192,8 @@ def _seams(out: torch.Tensor, t: int) -> torch.Tensor:
     """Sum of squared differences ``(N, m, C)`` int32 of the pixel pairs across the tile seams
     of uint8 regions ``out`` (both directions)."""
     if triton_switch.applies(out):  # one kernel on CUDA, where switched on (same integers)
-        seams = triton_switch.call("pair_sums", out, t)
-        if seams is not None:
-            return seams
+        return triton_switch.call("pair_sums", out, t, variant=(out.shape[-1], t),
+                                  eager=lambda: _seam_sum(out, t, -1) + _seam_sum(out, t, -2))
     return _seam_sum(out, t, -1) + _seam_sum(out, t, -2)
 
 
@@ -223,12 +222,16 @@ def _source_sums(job: _Job):
     if job.batch.dtype != torch.uint8 or not grid.full or job.window != grid.region or grid.region > 90:
         return None
     if triton_switch.applies(job.regions):  # one kernel on CUDA, where switched on (same integers)
-        sums = triton_switch.call("pair_sums", job.regions)
-        if sums is not None:
-            return sums
-    if grid.region > 16:  # sums of squares may pass 2**24: exact int16 byte sums
-        return _int16_sums(job.regions)
-    x, step = job.regions, max(1, SUMS_BLOCK_VALUES // job.regions[0].numel())
+        return triton_switch.call("pair_sums", job.regions, variant=(grid.region, 0),
+                                  eager=lambda: _eager_source_sums(job.regions))
+    return _eager_source_sums(job.regions)
+
+
+def _eager_source_sums(regions: torch.Tensor):
+    """:func:`_source_sums` of full uint8 regions of at most 90 px, by tensor operations."""
+    if regions.shape[-1] > 16:  # sums of squares may pass 2**24: exact int16 byte sums
+        return _int16_sums(regions)
+    x, step = regions, max(1, SUMS_BLOCK_VALUES // regions[0].numel())
     if not host_checks(x.device) or len(x) <= step:
         return _float_sums(x)
     # On the CPU a block of images at a time: the ~10 passes stay in cache (224² b64: 33 -> 10 ms
