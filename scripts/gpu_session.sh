@@ -72,7 +72,7 @@ PYEOF
 fi
 
 if step 2; then
-stamp "2. speed: core kernels on the GPU, CUDA graphs (default) and eager (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
+stamp "2. speed: core kernels on the GPU: graphs + the Triton kernels, CUDA graphs (default), eager, graphs + torch.compile (goals at 224² b256: obfuscate >= 50 000 img/s, restore >= 100 000)"
 # triton: graphs + the opt-in Triton kernels (core.triton_kernels: permutations, pixel-pair sums);
 # compiled: graphs + the opt-in torch.compile of the slot keys (core.fused)
 for mode in triton graphs eager compiled; do
