@@ -1,7 +1,8 @@
-"""The opt-in Triton kernels of the core (core.triton_kernels: generator 2's permutations, the
-planner's pixel-pair sums): the eager path's integers and bytes — on the CPU in Triton's
-interpreter, built for sm_90 without a GPU, on CUDA where there is one — and an eager fallback
-that warns once (core.triton_switch)."""
+"""The opt-in Triton kernels of the core (core.triton_kernels: generator 2's row keys and
+permutations, the planner's pixel-pair sums): the eager path's integers and bytes — on the CPU
+in Triton's interpreter, built for sm_90 without a GPU, on CUDA where there is one — and their
+switch (core.triton_switch): each variant's first result checked against the eager path, an
+eager fallback that warns once."""
 
 import os
 import subprocess
