@@ -43,17 +43,21 @@ timeout 150 $PY -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
 fi
 
 if step 1b; then
-stamp "1b. CPU/GPU bytes and sync count at the goal sizes (224² b256, 32² b256, 28² grey b256)"
-timeout 120 $PY -W ignore - <<'PYEOF' 2>&1 | tee "$RES/core-gpu-check.txt"
+stamp "1b. CPU/GPU bytes and sync count at the goal sizes (224² b256, 32² b256, 28² grey b256), eager kernels and the opt-in Triton ones"
+timeout 150 $PY -W ignore - <<'PYEOF' 2>&1 | tee "$RES/core-gpu-check.txt"
 import warnings, torch, visualmixer as vm
+from visualmixer.core import triton_switch
 from visualmixer.data.samples import builtin_photos
 key = vm.Key.from_seed(12)
-for size, n, grey in [(224, 256, False), (32, 256, False), (28, 256, True)]:
+for triton in (False, True):
+  triton_switch.set_enabled(triton)
+  for size, n, grey in [(224, 256, False), (32, 256, False), (28, 256, True)]:
     _, x = builtin_photos(size)
     x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n].contiguous()
     x = x[:, :1].contiguous() if grey else x
     a = vm.obfuscate(x, key=key, ids=range(n))
-    b = vm.obfuscate(x.cuda(), key=key, ids=range(n))
+    b = vm.obfuscate(x.cuda(), key=key, ids=range(n))  # (first calls: caches, Triton's first-use checks)
+    vm.restore(b.images, b.plans, key=key, ids=range(n))
     torch.cuda.set_sync_debug_mode("warn")
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -63,10 +67,11 @@ for size, n, grey in [(224, 256, False), (32, 256, False), (28, 256, True)]:
         torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("default")
     syncs = [str(m.message)[:90] for m in w if "synchroniz" in str(m.message)]
-    print(size, "grey" if grey else "rgb", "images equal", torch.equal(a.images, b.images.cpu()),
-          "plans equal", torch.equal(a.plans.levels, b.plans.levels),
+    print("triton" if triton else "eager", size, "grey" if grey else "rgb", "images equal",
+          torch.equal(a.images, b.images.cpu()), "plans equal", torch.equal(a.plans.levels, b.plans.levels),
           "vfe max diff", float((a.vfe - b.vfe).abs().max()), "restored", torch.equal(back.cpu(), x),
-          "syncs (expected: the results' transfer of plans and vfe)", len(syncs), syncs[:4])
+          "syncs (expected: the results' transfer of plans and vfe)", len(syncs), syncs[:4],
+          "| Triton kernels on (after the calls):", triton_switch.enabled(), triton_switch._failed[-1:])
 PYEOF
 
 fi
