@@ -18,6 +18,7 @@ import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 
 from visualmixer.core.triton_kernels import launch_shapes
@@ -27,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10 (default 90)")
     args = parser.parse_args()
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    ptxas = get_ptxas(args.arch).path  # (Triton's own lookup: its bundled ptxas, or TRITON_PTXAS_PATH)
     print(f"triton {triton.__version__}, sm_{args.arch}")
     with tempfile.TemporaryDirectory() as tmp:
         for label, kernel, signature, constants in launch_shapes():
