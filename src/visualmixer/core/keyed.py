@@ -116,10 +116,8 @@ def lane_keys(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
     """Row keys ``(a, b)``, each ``(G, K)`` int32, of rows ``g`` at counter lanes ``lanes`` (K,)
     (lane ``level * 4 + channel``; 60 is the channel order): :func:`row_keys` of several levels
     in one pass, element for element the same integers."""
-    if triton_switch.applies(words):
-        return triton_switch.call("lane_keys", words, regions, lanes, variant=(lanes.numel(),),
-                                  eager=lambda: _lane_keys_eager(words, regions, lanes))
-    return _lane_keys_eager(words, regions, lanes)
+    return triton_switch.call("lane_keys", words, regions, lanes, variant=(lanes.numel(),),
+                              eager=lambda: _lane_keys_eager(words, regions, lanes))
 
 
 def _lane_keys_eager(words: torch.Tensor, regions: torch.Tensor, lanes: torch.Tensor):
@@ -187,10 +185,8 @@ def permutations(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool)
     permutations avoid the identity; channel orders do not)."""
     if n < 2:
         return torch.zeros(a.shape + (1,), dtype=torch.int32, device=a.device)
-    if triton_switch.applies(a):
-        return triton_switch.call("permutations", a, b, n, avoid_identity, variant=(n, avoid_identity),
-                                  eager=lambda: _permutations_eager(a, b, n, avoid_identity))
-    return _permutations_eager(a, b, n, avoid_identity)
+    return triton_switch.call("permutations", a, b, n, avoid_identity, variant=(n, avoid_identity),
+                              eager=lambda: _permutations_eager(a, b, n, avoid_identity))
 
 
 def _permutations_eager(a: torch.Tensor, b: torch.Tensor, n: int, avoid_identity: bool) -> torch.Tensor:

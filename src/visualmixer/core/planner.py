@@ -191,10 +191,9 @@ def _level_scores(job: _Job, level: int, sums, keys: LadderKeys | None) -> tuple
 def _seams(out: torch.Tensor, t: int) -> torch.Tensor:
     """Sum of squared differences ``(N, m, C)`` int32 of the pixel pairs across the tile seams
     of uint8 regions ``out`` (both directions)."""
-    if triton_switch.applies(out):  # one kernel on CUDA, where switched on (same integers)
-        return triton_switch.call("pair_sums", out, t, variant=(out.shape[-1], t),
-                                  eager=lambda: _seam_sum(out, t, -1) + _seam_sum(out, t, -2))
-    return _seam_sum(out, t, -1) + _seam_sum(out, t, -2)
+    # one kernel on CUDA, where switched on (the same integers)
+    return triton_switch.call("pair_sums", out, t, variant=(out.shape[-1], t),
+                              eager=lambda: _seam_sum(out, t, -1) + _seam_sum(out, t, -2))
 
 
 def _seam_sum(out: torch.Tensor, t: int, dim: int) -> torch.Tensor:
@@ -221,10 +220,9 @@ def _source_sums(job: _Job):
     grid = job.grid
     if job.batch.dtype != torch.uint8 or not grid.full or job.window != grid.region or grid.region > 90:
         return None
-    if triton_switch.applies(job.regions):  # one kernel on CUDA, where switched on (same integers)
-        return triton_switch.call("pair_sums", job.regions, variant=(grid.region, 0),
-                                  eager=lambda: _eager_source_sums(job.regions))
-    return _eager_source_sums(job.regions)
+    # one kernel on CUDA, where switched on (the same integers)
+    return triton_switch.call("pair_sums", job.regions, variant=(grid.region, 0),
+                              eager=lambda: _eager_source_sums(job.regions))
 
 
 def _eager_source_sums(regions: torch.Tensor):

@@ -48,8 +48,9 @@ def applies(t: torch.Tensor) -> bool:
 
 
 def call(name: str, *args: Any, eager: Callable[[], Any], variant: Hashable = ()):
-    """``triton_kernels.<name>(*args)``, or ``eager()`` where the kernel does not take the call
-    (it returns None) or cannot run (said once; eager from then on).
+    """``triton_kernels.<name>(*args)`` where the kernels apply to ``args[0]`` (:func:`applies`);
+    ``eager()`` elsewhere, where the kernel does not take the call (it returns None) or where it
+    cannot run (said once; eager from then on).
 
     The first call of each (``name``, ``variant``, device) also computes ``eager()`` and
     compares the two (one host synchronisation, once per variant and process; not during a
@@ -57,6 +58,8 @@ def call(name: str, *args: Any, eager: Callable[[], Any], variant: Hashable = ()
     switched off with a ``RuntimeWarning`` and the eager result returned. ``variant`` names
     what selects a different compiled kernel (a row length, a region side, a mode).
     """
+    if not applies(args[0]):
+        return eager()
     device = args[0].device
     try:
         kernels = importlib.import_module("visualmixer.core.triton_kernels")
