@@ -102,3 +102,29 @@ def test_identity_rows_are_rolled_alike_on_both_paths(n, monkeypatch):
     ident = (raw == torch.arange(n, dtype=torch.int32)).all(-1)
     assert ident.sum() > 100  # the fix-up was exercised
     assert torch.equal(host, free) and not (free == torch.arange(n, dtype=torch.int32)).all(-1).any()
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 16])
+def test_cpu_sorts_give_the_one_order(n):
+    """Rows of unique keys come out in torch.sort's order from the CPU's sorts (a sorting network
+    for rows of up to 4, NumPy's sort above), extreme keys included."""
+    g = torch.Generator().manual_seed(n)
+    bits = (n - 1).bit_length()
+    high = torch.randint(-(2**31), 2**31 - 1, (3000, n), dtype=torch.int32, generator=g)
+    high[:4] = torch.tensor([-(2**31), 2**31 - 1, 0, -1], dtype=torch.int32).view(4, 1)  # equal high bits
+    keys = (high & ~((1 << bits) - 1)) | torch.randperm(n, generator=g).to(torch.int32)
+    want = torch.sort(keys, dim=-1).values & ((1 << bits) - 1)
+    assert torch.equal(keyed._sorted_order(keys.clone().view(30, 100, n), n), want.view(30, 100, n))
+
+
+def test_permutations_in_blocks_of_rows_equal_one_block(monkeypatch):
+    """On the CPU long batches of rows are permuted a block at a time (cache-sized); any block
+    size gives the same integers, whatever the rows' shape."""
+    g = torch.Generator().manual_seed(5)
+    a, b = (torch.randint(-(2**31), 2**31 - 1, (6, 7, 3), dtype=torch.int32, generator=g) for _ in range(2))
+    for n, avoid in ((4, True), (16, True), (3, False), (64, True)):
+        whole = keyed.permutations(a, b, n, avoid_identity=avoid)
+        monkeypatch.setattr(keyed, "PERM_BLOCK_KEYS", 5 * n)  # blocks of 5 rows, the last one shorter
+        assert torch.equal(keyed.permutations(a, b, n, avoid_identity=avoid), whole), n
+        monkeypatch.undo()
+        assert whole.shape == (6, 7, 3, n)

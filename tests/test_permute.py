@@ -92,3 +92,21 @@ def test_channel_orders_are_uniform_over_all_permutations():
     expected = n / 6
     chi2 = ((counts - expected) ** 2 / expected).sum().item()
     assert chi2 < 20.5, counts  # 5 dof, p ~ 0.001; the old sampler gives identity 0: chi2 ~ 1360
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float32])
+@pytest.mark.parametrize("h, w, region", [(32, 32, 4), (30, 27, 4), (4, 4, 4), (4, 12, 4), (9, 2, 2), (64, 40, 8),
+                                          (17, 9, 2), (8, 8, 1), (48, 48, 16)])
+def test_region_layout_matches_its_definition(dtype, h, w, region):
+    """to_regions / from_regions (rows of 2-8 bytes moved as one integer, single-row and
+    single-column grids included) equal the plain view-and-permute definition."""
+    g = torch.Generator().manual_seed(h * w)
+    x = (torch.rand(2, 3, h, w, generator=g) * 255).to(dtype)
+    grid = region_grid(h, w, region)
+    hp, wp = grid.padded
+    padded = torch.nn.functional.pad(x, (0, wp - w, 0, hp - h))
+    want = padded.view(2, 3, grid.rows, region, grid.cols, region).permute(0, 2, 4, 1, 3, 5)
+    regions = to_regions(x, grid)
+    assert regions.dtype == dtype and torch.equal(regions, want.reshape(2, grid.count, 3, region, region))
+    assert torch.equal(from_regions(regions, grid), x)
+    assert torch.equal(from_regions(regions.transpose(0, 1).contiguous().transpose(0, 1), grid), x)  # strided input
