@@ -9,10 +9,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import visualmixer as vm
-from visualmixer.core import keyed, mixer
+from visualmixer.core import keyed, mixer, permute
 from visualmixer.core.keyed import key_words, tile_permutations
-from visualmixer.core.permute import from_regions, shuffle_regions, to_regions
-from visualmixer.core.regions import region_grid
+from visualmixer.core.permute import shuffle_regions
+from visualmixer.core.regions import from_regions, region_grid, to_regions
 from visualmixer.core.vfe import weighted_vfe, window_scores, window_weights
 from visualmixer.data.samples import builtin_photos
 
@@ -93,17 +93,22 @@ def test_generator2_depends_on_key_image_region_level_and_channel():
 
 @pytest.mark.parametrize("c, h, r, dtype", [(3, 32, 4, torch.uint8), (1, 28, 4, torch.uint8), (3, 64, 8, torch.float32),
                                           (3, 48, 16, torch.float64), (3, 28, 14, torch.uint8)])
-def test_image_layout_shuffle_equals_the_region_layout_one(c, h, r, dtype, monkeypatch):
+@pytest.mark.parametrize("blocks", [False, True])
+def test_image_layout_shuffle_equals_the_region_layout_one(c, h, r, dtype, blocks, monkeypatch):
+    """Also on the CPU in blocks: an image at a time, its permutations a few rows at a time."""
     from visualmixer.core.permute import shuffle_image
 
     grid = region_grid(h, h, r)
     g = torch.Generator().manual_seed(h)
-    x = torch.randint(0, 256, (2, c, h, h), dtype=torch.uint8, generator=g).to(dtype)
-    words = key_words(KEY.subkeys(range(2)), "cpu")
+    x = torch.randint(0, 256, (3, c, h, h), dtype=torch.uint8, generator=g).to(dtype)
+    words = key_words(KEY.subkeys(range(3)), "cpu")
+    if blocks:
+        monkeypatch.setattr(permute, "SHUFFLE_BLOCK_ENTRIES", 1)
+        monkeypatch.setattr(keyed, "PERM_BLOCK_KEYS", 40)
     for sync_free in (False, True):
         monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", sync_free)
-        for lv in (torch.randint(0, grid.levels + 1, (2, grid.count), generator=g),
-                   torch.full((2, grid.count), grid.levels)):
+        for lv in (torch.randint(0, grid.levels + 1, (3, grid.count), generator=g),
+                   torch.full((3, grid.count), grid.levels)):
             for inverse in (False, True):
                 ref = shuffle_regions(to_regions(x, grid), words, lv, grid, True, inverse=inverse, generator=2)
                 assert torch.equal(shuffle_image(x, words, lv, grid, True, inverse=inverse), from_regions(ref, grid))
@@ -207,7 +212,6 @@ def test_sync_free_path_gives_the_cpu_path_results(monkeypatch):
 def test_sync_free_restore_computes_only_the_levels_of_the_plans(monkeypatch):
     """On an accelerator restore reads the plans' levels on the host (they are CPU tensors) and
     computes those ladder levels only: the same bytes, also for levels that are not a run."""
-    from visualmixer.core import permute
 
     x = _photos(64, 3)
     res = vm.obfuscate(x, key=KEY, ids=range(3))

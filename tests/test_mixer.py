@@ -8,8 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import visualmixer as vm
-from visualmixer.core.permute import to_regions
-from visualmixer.core.regions import region_grid
+from visualmixer.core.regions import region_grid, to_regions
 
 KEY = vm.Key(bytes(range(32)))
 

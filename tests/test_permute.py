@@ -3,15 +3,8 @@ import pytest
 import torch
 
 import visualmixer as vm
-from visualmixer.core.permute import (
-    from_regions,
-    random_words,
-    shuffle_regions,
-    sort_permutations,
-    to_regions,
-    words_needed,
-)
-from visualmixer.core.regions import region_grid
+from visualmixer.core.permute import random_words, shuffle_regions, sort_permutations, words_needed
+from visualmixer.core.regions import from_regions, region_grid, to_regions
 
 
 def test_sort_permutations_are_permutations_and_never_identity():

@@ -19,12 +19,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from visualmixer.core.regions import RegionGrid, tile_ladder
+from visualmixer.core.regions import VIEW_DTYPES, RegionGrid, tile_ladder
 
-__all__ = ["random_words", "sort_permutations", "words_needed", "VIEW_DTYPES"]
-
-#: Integer dtype of each byte width (views of tile rows as wide elements).
-VIEW_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+__all__ = ["random_words", "sort_permutations", "words_needed"]
 
 
 def words_needed(grid: RegionGrid, channels: int, max_level: int | None = None) -> int:

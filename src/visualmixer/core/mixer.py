@@ -28,14 +28,7 @@ from visualmixer.core import graphs
 from visualmixer.core.keyed import GENERATOR, key_words, to_device
 from visualmixer.core.keys import ImageId, Key
 from visualmixer.core.parallel import batch_parts, run_parts
-from visualmixer.core.permute import (
-    from_regions,
-    random_words,
-    shuffle_image,
-    shuffle_regions,
-    to_regions,
-    words_needed,
-)
+from visualmixer.core.permute import random_words, shuffle_image, shuffle_regions, words_needed
 from visualmixer.core.planner import (  # noqa: F401  (the private names: tests patch and call them here)
     SALIENT_SHARE,
     _Job,
@@ -46,7 +39,7 @@ from visualmixer.core.planner import (  # noqa: F401  (the private names: tests 
     _search_plans,
     plan_sequence,
 )
-from visualmixer.core.regions import RegionGrid, default_region, region_grid, resolve_region
+from visualmixer.core.regions import RegionGrid, default_region, from_regions, region_grid, resolve_region, to_regions
 from visualmixer.core.saliency import is_own_saliency
 from visualmixer.core.validation import from_batch, is_integer_dtype, to_batch
 from visualmixer.core.weighting import SaliencyWeights, check_weights, weigh

@@ -24,9 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from visualmixer.core.generator1 import VIEW_DTYPES as _VIEW_DTYPES
 from visualmixer.core.generator1 import _shuffle_full_grid, _tile_keys, random_words, sort_permutations, words_needed
 from visualmixer.core.keyed import (
     channel_permutations,
@@ -37,7 +35,7 @@ from visualmixer.core.keyed import (
     tile_permutations,
     to_device,
 )
-from visualmixer.core.regions import RegionGrid, tile_ladder
+from visualmixer.core.regions import VIEW_DTYPES, RegionGrid, tile_ladder
 
 __all__ = [
     "random_words",
@@ -49,9 +47,6 @@ __all__ = [
     "level_sources",
     "ladder_keys",
     "LadderKeys",
-    "to_regions",
-    "from_regions",
-    "region_windows",
 ]
 
 
@@ -245,7 +240,7 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
     # single pixels or whole regions: the region layout is already tile-major
     nbytes = tile * tile * regions.element_size()
     chunk = max(g for g in (1, 2, 4, 8) if nbytes % g == 0)
-    wide = regions.reshape(rows * c * nt, -1).view(torch.uint8).view(_VIEW_DTYPES[chunk])
+    wide = regions.reshape(rows * c * nt, -1).view(torch.uint8).view(VIEW_DTYPES[chunk])
     narrow = torch.int32 if wide.shape[0] < 2**31 else torch.int64
     offsets = torch.arange(rows, device=regions.device, dtype=narrow).mul_(c * nt)
     index = sources.to(narrow) + offsets.view(-1, 1)  # (never in place: sources is the caller's)
@@ -274,21 +269,33 @@ def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
     return chunk, to_device(base, device), to_device(inner, device)
 
 
+@lru_cache(maxsize=128)
+def _tile_row_spread(r: int, t: int, c: int, itemsize: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """For :func:`_move_tile_rows`: which (channel, tile) slot each wide element of a region
+    comes from (int64), and its offset from that tile's first (int32), in the region's order."""
+    chunk, _, inner = _gather_pattern(r, t, c, itemsize, "cpu")
+    q, k = r // t, inner.numel() // t
+    slot = torch.arange(c * q * q).view(c, q, 1, q, 1).expand(c, q, t, q, k).reshape(-1)
+    offset = inner.view(1, 1, t, 1, k).expand(c, q, t, q, k).reshape(-1).to(torch.int32)
+    return to_device(slot, device), to_device(offset, device)
+
+
 def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int) -> torch.Tensor:
     """:func:`shuffle_level` for tiles of several rows: the data viewed as the widest integers
     a tile row divides into, one index entry per tile row built from a per-(channel, tile)
     table (cheaper than laying the regions out tile-major and back)."""
     n, m, c, r, _ = regions.shape
     rows = n * m
-    chunk, base, inner = _gather_pattern(r, tile, c, regions.element_size(), str(regions.device))
-    wide = regions.contiguous().view(rows, -1).view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1)
+    chunk, base, _ = _gather_pattern(r, tile, c, regions.element_size(), str(regions.device))
+    slot, offset = _tile_row_spread(r, tile, c, regions.element_size(), str(regions.device))
+    wide = regions.contiguous().view(rows, -1).view(torch.uint8).view(VIEW_DTYPES[chunk]).view(-1)
     per_region = wide.numel() // rows
     narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
     offsets = torch.arange(rows, device=regions.device, dtype=narrow) * per_region
     start = base.to(narrow).index_select(0, sources.reshape(-1)).view(rows, -1) + offsets.view(-1, 1)
-    tiles = r // tile
-    k = inner.numel() // tile
-    index = start.view(rows, c, tiles, 1, tiles, 1) + inner.to(narrow).view(tile, 1, k)
+    # each wide element's tile start, spread by a gather along the region's short rows (a
+    # broadcast add over the 6-d tile layout ran 8x slower: its inner dimensions are 1-2 long)
+    index = start.gather(1, slot.view(1, -1).expand(rows, -1)).add_(offset.to(narrow))
     moved = wide.index_select(0, index.view(-1))
     return moved.view(torch.uint8).view(regions.dtype).view(n, m, c, r, r)
 
@@ -302,6 +309,38 @@ def _image_tile_table(c: int, h: int, r: int, t: int, row_units: int, k: int, de
     ty = torch.arange(q).view(1, q, 1) * (t * row_units)
     tx = torch.arange(q).view(1, 1, q) * k
     return to_device((ch + ty + tx).reshape(-1), device)
+
+
+@lru_cache(maxsize=128)
+def _image_tile_spread(c: int, r: int, t: int, k: int, cols: int, row_units: int, device: str):
+    """For :func:`_move_image_tiles`: per channel, in the image's element order over one band
+    of region rows ``(r, cols * r)``, the region tile slot ``(col, channel, tile row, tile
+    column)`` each wide element comes from (int64), and its offset from that tile's first
+    (int32): ``(C, r * row_units)`` each."""
+    q = r // t
+    shape = (c, q, t, cols, q, k)  # channel, tile row, row in tile, region column, tile column, element
+    ch, qy, iy, col, qx, ik = (torch.arange(size).view([-1 if d == i else 1 for d in range(6)])
+                               for i, size in enumerate(shape))
+    slot = (col * (c * q * q) + ch * (q * q) + qy * q + qx).expand(shape).reshape(c, -1)
+    offset = (iy * row_units + ik).expand(shape).reshape(c, -1).to(torch.int32)
+    return to_device(slot, device), to_device(offset, device)
+
+
+#: Gather-index entries per block of images in :func:`shuffle_image` on the CPU, for batches of
+#: more than four blocks: the keys, sorts, index and gather of a block stay cache-sized (224² b64
+#: restore, one thread: single pixels 214 -> 82 ms, 2x2 tiles 49 -> 30, 4x4 tiles 22 -> 15;
+#: smaller batches ran as fast or faster in one block).
+SHUFFLE_BLOCK_ENTRIES = 1 << 19
+
+
+def _images_per_block(images: torch.Tensor, grid: RegionGrid, finest: int) -> int:
+    """Images per block of :func:`shuffle_image` on the CPU, for the finest level present."""
+    t = tile_ladder(grid.region)[finest]
+    chunk = max(g for g in (1, 2, 4, 8) if (t * images.element_size()) % g == 0)
+    entries = images[0].numel() * images.element_size() // chunk
+    if len(images) * entries <= 4 * SHUFFLE_BLOCK_ENTRIES:
+        return len(images)
+    return max(1, SHUFFLE_BLOCK_ENTRIES // entries)
 
 
 def _levels_present(levels: torch.Tensor, grid: RegionGrid) -> list[int]:
@@ -331,13 +370,12 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     levels = levels.to(images.device).reshape(-1)
     if host_checks(images.device):
         present = _levels_present(levels, grid) if present is None else list(present)
-        keys = ladder_keys(words, grid, c, channel_order, present)
-        if len(present) == 1:
-            return _move_image_tiles(images, keys, grid, present[0], inverse)
-        out = torch.empty_like(images)
-        for level in present:
-            rows = (levels == level).nonzero().squeeze(1)
-            _move_image_tiles(images, keys, grid, level, inverse, rows=rows, out=out)
+        out = torch.empty_like(images, memory_format=torch.contiguous_format)
+        step = _images_per_block(images, grid, max(present))
+        for i in range(0, n, step):  # a block of images at a time (one block unless large)
+            block = slice(i, i + step)
+            _shuffle_on_host(images[block], words[block], levels.view(n, -1)[block].reshape(-1), grid,
+                             channel_order, inverse, present if step >= n else None, out[block])
         return out
     present = tuple(range(grid.levels + 1) if present is None else present)
     keys = ladder_keys(words, grid, c, channel_order, present)
@@ -351,14 +389,28 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
             out = moved
         else:  # regions at this level from here, selected as wide integers of region rows
             here = (levels == level).view(n, 1, rows, 1, cols, 1)
-            a, b = (x.view(torch.uint8).view(_VIEW_DTYPES[cw]).view(shape) for x in (moved, out))
+            a, b = (x.view(torch.uint8).view(VIEW_DTYPES[cw]).view(shape) for x in (moved, out))
             out = torch.where(here, a, b).view(torch.uint8).view(images.dtype).view(n, c, h, w)
+    return out
+
+
+def _shuffle_on_host(images, words, levels, grid, channel_order, inverse, present, out):
+    """:func:`shuffle_image` on the CPU, into ``out``: each level present (found here unless
+    given) one gather over its own regions."""
+    present = _levels_present(levels, grid) if present is None else present
+    keys = ladder_keys(words, grid, images.shape[1], channel_order, present)
+    if len(present) == 1:
+        return _move_image_tiles(images, keys, grid, present[0], inverse, out=out)
+    for level in present:
+        rows = (levels == level).nonzero().squeeze(1)
+        _move_image_tiles(images, keys, grid, level, inverse, rows=rows, out=out)
     return out
 
 
 def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
     """One level of :func:`shuffle_image` (``keys``: the batch's :func:`ladder_keys`): every
-    region (returns the image), or only the image-major region ``rows``, written into ``out``."""
+    region (returns the image, written into ``out`` when given), or only the image-major region
+    ``rows``, written into ``out``."""
     n, c, h, w = images.shape
     r = grid.region
     t = tile_ladder(r)[level]
@@ -371,30 +423,33 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
     chunk = max(g for g in (1, 2, 4, 8) if (t * itemsize) % g == 0)
     k, rb = t * itemsize // chunk, r * itemsize // chunk  # wide elements per tile row / region row
     row_units = grid.cols * rb
-    wide = images.contiguous().view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1)
+    wide = images.contiguous().view(torch.uint8).view(VIEW_DTYPES[chunk]).view(-1)
     narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
     dev = images.device
     table = _image_tile_table(c, h, r, t, row_units, k, str(dev)).to(narrow)
     origin = (torch.arange(n, device=dev, dtype=narrow).view(n, 1, 1) * (c * h * row_units)
               + torch.arange(grid.rows, device=dev, dtype=narrow).view(1, -1, 1) * (r * row_units)
               + torch.arange(grid.cols, device=dev, dtype=narrow).view(1, 1, -1) * rb).view(-1)
-    inner = (torch.arange(t, device=dev, dtype=narrow).view(t, 1) * row_units
-             + torch.arange(k, device=dev, dtype=narrow).view(1, k)).view(t, 1, k)
     if rows is not None:
         origin = origin[rows]
     start = table.index_select(0, sources.reshape(-1)).view(len(origin), -1) + origin.view(-1, 1)
     if rows is None:  # the whole image, in its own element order
-        start = start.view(n, grid.rows, grid.cols, c, q, q).permute(0, 3, 1, 4, 2, 5)
-        start, inner = start.unsqueeze(4).unsqueeze(-1), inner.view(t, 1, 1, k)
-        # written straight in the image's element order (a plain add would follow start's
-        # permuted strides and need a second, copying pass to flatten: 224² b64 restore -20 %)
-        index = torch.empty(torch.broadcast_shapes(start.shape, inner.shape), dtype=narrow, device=dev)
-        moved = wide.index_select(0, torch.add(start, inner, out=index).view(-1))
-        return moved.view(torch.uint8).view(images.dtype).view(n, c, h, w)
+        # each wide element's tile start, spread over its band of region rows by a gather (a
+        # broadcast add over the permuted tile layout has 1-8 long inner dimensions: 3x slower)
+        slot, offset = _image_tile_spread(c, r, t, k, grid.cols, row_units, str(dev))
+        band = (n, c, grid.rows, slot.shape[1])
+        spread = start.view(n, 1, grid.rows, -1).expand(n, c, grid.rows, -1)
+        index = spread.gather(3, slot.view(1, c, 1, -1).expand(band)).add_(offset.to(narrow).view(1, c, 1, -1))
+        if out is None:
+            return wide.index_select(0, index.view(-1)).view(torch.uint8).view(images.dtype).view(n, c, h, w)
+        torch.index_select(wide, 0, index.view(-1), out=out.view(torch.uint8).view(wide.dtype).view(-1))
+        return out
+    inner = (torch.arange(t, device=dev, dtype=narrow).view(t, 1) * row_units
+             + torch.arange(k, device=dev, dtype=narrow).view(1, k)).view(t, 1, k)
     g = len(rows)
     values = wide.index_select(0, (start.view(g, c, q, 1, q, 1) + inner).view(-1))
     dest = (table.view(1, -1) + origin.view(-1, 1)).view(g, c, q, 1, q, 1) + inner
-    out.view(torch.uint8).view(_VIEW_DTYPES[chunk]).view(-1).index_copy_(0, dest.view(-1).long(), values)
+    out.view(torch.uint8).view(VIEW_DTYPES[chunk]).view(-1).index_copy_(0, dest.view(-1).long(), values)
     return out
 
 
@@ -421,45 +476,3 @@ def _shuffle_v2(regions, words, levels, grid, channel_order, inverse):
                               ladder[level], inverse=inverse)
         out = moved if out is None else torch.where(here.view(n, m, 1, 1, 1), moved, out)
     return out
-
-
-def _row_word(r: int, itemsize: int):
-    """The integer dtype one region row of ``r`` elements fits in exactly, or ``None``: the
-    layout copies below then move one element per region row (32² with 4-px regions: 3.5x
-    faster; wider rows copy as fast as they are)."""
-    return _VIEW_DTYPES.get(r * itemsize) if r * itemsize > 1 else None
-
-
-def to_regions(images: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
-    """``(N, C, H, W)`` -> ``(N, regions, C, R, R)`` (zero-padded to whole regions)."""
-    n, c, h, w = images.shape
-    r = grid.region
-    hp, wp = grid.padded
-    x = F.pad(images, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else images
-    word = _row_word(r, x.element_size())
-    if word is None:
-        x = x.view(n, c, grid.rows, r, grid.cols, r).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(n, grid.count, c, r, r)
-    x = x.contiguous().view(torch.uint8).view(word).view(n, c, grid.rows, r, grid.cols)
-    regions = x.permute(0, 2, 4, 1, 3).contiguous().view(-1)  # (N, rows, cols, C, R) region rows
-    return regions.view(torch.uint8).view(images.dtype).view(n, grid.count, c, r, r)
-
-
-def from_regions(regions: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
-    """Inverse of :func:`to_regions`, cropped back to ``(N, C, H, W)``."""
-    n, _, c, r, _ = regions.shape
-    word = _row_word(r, regions.element_size())
-    if word is None:
-        x = regions.view(n, grid.rows, grid.cols, c, r, r).permute(0, 3, 1, 4, 2, 5)
-        x = x.reshape(n, c, grid.rows * r, grid.cols * r)
-    else:
-        x = regions.contiguous().view(torch.uint8).view(word).view(n, grid.rows, grid.cols, c, r)
-        x = x.permute(0, 3, 1, 4, 2).contiguous().view(-1)  # (N, C, rows, R, cols) region rows
-        x = x.view(torch.uint8).view(regions.dtype).view(n, c, grid.rows * r, grid.cols * r)
-    return x[..., : grid.height, : grid.width].contiguous()
-
-
-def region_windows(regions: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
-    """View ``(N, regions, C, R, R)`` as windows ``(N, C, rows, cols, R, R)`` (no copy)."""
-    n, _, c, r, _ = regions.shape
-    return regions.view(n, grid.rows, grid.cols, c, r, r).permute(0, 3, 1, 2, 4, 5)

@@ -22,16 +22,8 @@ import torch
 from visualmixer.core import triton_switch
 from visualmixer.core.imageops import region_mean_grid
 from visualmixer.core.keyed import GENERATOR, host_checks
-from visualmixer.core.permute import (
-    LadderKeys,
-    from_regions,
-    ladder_keys,
-    level_sources,
-    region_windows,
-    shuffle_level,
-    shuffle_regions,
-)
-from visualmixer.core.regions import RegionGrid, tile_ladder
+from visualmixer.core.permute import LadderKeys, ladder_keys, level_sources, shuffle_level, shuffle_regions
+from visualmixer.core.regions import RegionGrid, from_regions, region_windows, tile_ladder
 from visualmixer.core.saliency import resolve_saliency
 from visualmixer.core.validation import BatchInfo
 from visualmixer.core.vfe import (

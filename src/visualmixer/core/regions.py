@@ -6,8 +6,9 @@ regions too (smaller). A region is cut into tiles of side ``t`` from a ladder ``
 level single pixels. A partial edge region of ``a x b`` pixels uses tiles of
 ``gcd(t, a) x gcd(t, b)``, so its tiles always cover it exactly.
 
-Everything here is computed once per (image size, region side) and cached; the per-pixel work
-happens in :mod:`visualmixer.core.permute` with reshapes and gathers driven by these numbers.
+The geometry is computed once per (image size, region side) and cached; the per-pixel work
+happens in :mod:`visualmixer.core.permute` with reshapes and gathers driven by these numbers,
+on the region layout made here (:func:`to_regions`: ``(N, regions, C, R, R)``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["default_region", "check_region_side", "resolve_region", "tile_ladder", "RegionGrid", "LevelTable",
-           "region_grid"]
+           "region_grid", "to_regions", "from_regions", "region_windows", "VIEW_DTYPES"]
+
+#: Integer dtype of each byte width (views of tile rows and region rows as wide elements).
+VIEW_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def default_region(height: int, width: int) -> int:
@@ -153,3 +158,45 @@ def region_grid(height: int, width: int, region: int) -> RegionGrid:
     kinds = (right.long() + 2 * bottom.long()).reshape(-1)
     kind_sizes = ((region, region), (region, b_edge), (a_edge, region), (a_edge, b_edge))
     return RegionGrid(height, width, region, rows, cols, len(ladder) - 1, kinds, kind_sizes)
+
+
+def _row_word(r: int, itemsize: int):
+    """The integer dtype one region row of ``r`` elements fits in exactly, or ``None``: the
+    layout copies below then move one element per region row (32² with 4-px regions: 3.5x
+    faster; wider rows copy as fast as they are)."""
+    return VIEW_DTYPES.get(r * itemsize) if r * itemsize > 1 else None
+
+
+def to_regions(images: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, regions, C, R, R)`` (zero-padded to whole regions)."""
+    n, c, h, w = images.shape
+    r = grid.region
+    hp, wp = grid.padded
+    x = F.pad(images, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else images
+    word = _row_word(r, x.element_size())
+    if word is None:
+        x = x.view(n, c, grid.rows, r, grid.cols, r).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(n, grid.count, c, r, r)
+    x = x.contiguous().view(torch.uint8).view(word).view(n, c, grid.rows, r, grid.cols)
+    regions = x.permute(0, 2, 4, 1, 3).contiguous().view(-1)  # (N, rows, cols, C, R) region rows
+    return regions.view(torch.uint8).view(images.dtype).view(n, grid.count, c, r, r)
+
+
+def from_regions(regions: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
+    """Inverse of :func:`to_regions`, cropped back to ``(N, C, H, W)``."""
+    n, _, c, r, _ = regions.shape
+    word = _row_word(r, regions.element_size())
+    if word is None:
+        x = regions.view(n, grid.rows, grid.cols, c, r, r).permute(0, 3, 1, 4, 2, 5)
+        x = x.reshape(n, c, grid.rows * r, grid.cols * r)
+    else:
+        x = regions.contiguous().view(torch.uint8).view(word).view(n, grid.rows, grid.cols, c, r)
+        x = x.permute(0, 3, 1, 4, 2).contiguous().view(-1)  # (N, C, rows, R, cols) region rows
+        x = x.view(torch.uint8).view(regions.dtype).view(n, c, grid.rows * r, grid.cols * r)
+    return x[..., : grid.height, : grid.width].contiguous()
+
+
+def region_windows(regions: torch.Tensor, grid: RegionGrid) -> torch.Tensor:
+    """View ``(N, regions, C, R, R)`` as windows ``(N, C, rows, cols, R, R)`` (no copy)."""
+    n, _, c, r, _ = regions.shape
+    return regions.view(n, grid.rows, grid.cols, c, r, r).permute(0, 3, 1, 2, 4, 5)
