@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import visualmixer as vm
-from visualmixer.core import keyed
+from visualmixer.core import keyed, permute
 from visualmixer.core.keyed import channel_permutations, key_words, tile_permutations
 from visualmixer.core.permute import ladder_keys, level_sources
 from visualmixer.core.regions import region_grid, tile_ladder
@@ -67,10 +67,15 @@ KNOWN = {
 _CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
 
-@pytest.mark.parametrize("force_sync_free, device",
-                         [(False, "cpu"), (True, "cpu"), pytest.param(False, "cuda", marks=_CUDA)])
-def test_known_answer(force_sync_free, device, monkeypatch):
+@pytest.mark.parametrize("force_sync_free, device, blocks",
+                         [(False, "cpu", False), (True, "cpu", False), (False, "cpu", True),
+                          pytest.param(False, "cuda", False, marks=_CUDA)])
+def test_known_answer(force_sync_free, device, blocks, monkeypatch):
+    """Also with the CPU's blocks at their smallest: an image at a time, a few key rows at a time."""
     monkeypatch.setattr(keyed, "_FORCE_SYNC_FREE", force_sync_free)  # the accelerator's path too
+    if blocks:
+        monkeypatch.setattr(permute, "SHUFFLE_BLOCK_ENTRIES", 1)
+        monkeypatch.setattr(keyed, "PERM_BLOCK_KEYS", 40)
     for (h, w, c, region, target), want in KNOWN.items():
         x = _pattern(3, c, h, w).to(device)
         kw = {} if region is None else {"region": region}

@@ -47,6 +47,7 @@ __all__ = [
     "level_sources",
     "ladder_keys",
     "LadderKeys",
+    "images_per_block",
 ]
 
 
@@ -210,7 +211,8 @@ def level_sources(keys: LadderKeys, grid: RegionGrid, level: int, rows: torch.Te
     return sigma.clone()
 
 
-def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, inverse: bool = False) -> torch.Tensor:
+def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, inverse: bool = False,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
     """Move whole tiles of full regions all cut at one tile side: one ``index_select`` of tiles.
 
     Parameters
@@ -224,6 +226,8 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
         Tile side.
     inverse : bool
         Undo the move instead.
+    out : torch.Tensor, optional
+        Contiguous tensor of the regions' shape and dtype to write the result into (returned).
 
     Single pixels and whole regions: each tile is a row of the widest integers its bytes divide
     into, picked with an int32 index of one entry per tile (``sources`` plus one add).
@@ -236,7 +240,7 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
         order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device).expand(rows, -1)
         sources = torch.empty_like(sources).scatter_(1, sources.long(), order)
     if 1 < tile < r:  # tiles of several rows: move tile rows in place (no layout copy)
-        return _move_tile_rows(regions, sources, tile)
+        return _move_tile_rows(regions, sources, tile, out)
     # single pixels or whole regions: the region layout is already tile-major
     nbytes = tile * tile * regions.element_size()
     chunk = max(g for g in (1, 2, 4, 8) if nbytes % g == 0)
@@ -244,8 +248,15 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
     narrow = torch.int32 if wide.shape[0] < 2**31 else torch.int64
     offsets = torch.arange(rows, device=regions.device, dtype=narrow).mul_(c * nt)
     index = sources.to(narrow) + offsets.view(-1, 1)  # (never in place: sources is the caller's)
-    moved = wide.index_select(0, index.view(-1))
-    return moved.view(torch.uint8).view(regions.dtype).reshape(n, m, c, r, r)
+    return _gather_into(wide, index, out, regions.shape, regions.dtype)
+
+
+def _gather_into(wide: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None, shape, dtype) -> torch.Tensor:
+    """``wide[index]`` as ``shape`` of ``dtype``, written into ``out`` when given."""
+    if out is None:
+        return wide.index_select(0, index.view(-1)).view(torch.uint8).view(dtype).view(shape)
+    torch.index_select(wide.view(-1), 0, index.view(-1), out=out.view(torch.uint8).view(wide.dtype).view(-1))
+    return out
 
 
 @lru_cache(maxsize=128)
@@ -280,7 +291,7 @@ def _tile_row_spread(r: int, t: int, c: int, itemsize: int, device: str) -> tupl
     return to_device(slot, device), to_device(offset, device)
 
 
-def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int) -> torch.Tensor:
+def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int, out=None) -> torch.Tensor:
     """:func:`shuffle_level` for tiles of several rows: the data viewed as the widest integers
     a tile row divides into, one index entry per tile row built from a per-(channel, tile)
     table (cheaper than laying the regions out tile-major and back)."""
@@ -296,8 +307,7 @@ def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int) -> 
     # each wide element's tile start, spread by a gather along the region's short rows (a
     # broadcast add over the 6-d tile layout ran 8x slower: its inner dimensions are 1-2 long)
     index = start.gather(1, slot.view(1, -1).expand(rows, -1)).add_(offset.to(narrow))
-    moved = wide.index_select(0, index.view(-1))
-    return moved.view(torch.uint8).view(regions.dtype).view(n, m, c, r, r)
+    return _gather_into(wide, index, out, regions.shape, regions.dtype)
 
 
 @lru_cache(maxsize=128)
@@ -326,16 +336,17 @@ def _image_tile_spread(c: int, r: int, t: int, k: int, cols: int, row_units: int
     return to_device(slot, device), to_device(offset, device)
 
 
-#: Gather-index entries per block of images in :func:`shuffle_image` on the CPU, for batches of
-#: more than four blocks: the keys, sorts, index and gather of a block stay cache-sized (224² b64
-#: restore, one thread: single pixels 214 -> 82 ms, 2x2 tiles 49 -> 30, 4x4 tiles 22 -> 15;
+#: Gather-index entries per block of images on the CPU (:func:`images_per_block`), for batches
+#: of more than four blocks: the keys, sorts, index and gather of a block stay cache-sized (224²
+#: b64 restore, one thread: single pixels 214 -> 82 ms, 2x2 tiles 49 -> 30, 4x4 tiles 22 -> 15;
 #: smaller batches ran as fast or faster in one block).
 SHUFFLE_BLOCK_ENTRIES = 1 << 19
 
 
-def _images_per_block(images: torch.Tensor, grid: RegionGrid, finest: int) -> int:
-    """Images per block of :func:`shuffle_image` on the CPU, for the finest level present."""
-    t = tile_ladder(grid.region)[finest]
+def images_per_block(images: torch.Tensor, grid: RegionGrid, level: int) -> int:
+    """Images per block when the CPU shuffles a batch at ``level`` (the batch's length: one
+    block, for batches of at most four blocks' gather entries)."""
+    t = tile_ladder(grid.region)[level]
     chunk = max(g for g in (1, 2, 4, 8) if (t * images.element_size()) % g == 0)
     entries = images[0].numel() * images.element_size() // chunk
     if len(images) * entries <= 4 * SHUFFLE_BLOCK_ENTRIES:
@@ -371,7 +382,7 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     if host_checks(images.device):
         present = _levels_present(levels, grid) if present is None else list(present)
         out = torch.empty_like(images, memory_format=torch.contiguous_format)
-        step = _images_per_block(images, grid, max(present))
+        step = images_per_block(images, grid, max(present))
         for i in range(0, n, step):  # a block of images at a time (one block unless large)
             block = slice(i, i + step)
             _shuffle_on_host(images[block], words[block], levels.view(n, -1)[block].reshape(-1), grid,
@@ -440,10 +451,7 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
         band = (n, c, grid.rows, slot.shape[1])
         spread = start.view(n, 1, grid.rows, -1).expand(n, c, grid.rows, -1)
         index = spread.gather(3, slot.view(1, c, 1, -1).expand(band)).add_(offset.to(narrow).view(1, c, 1, -1))
-        if out is None:
-            return wide.index_select(0, index.view(-1)).view(torch.uint8).view(images.dtype).view(n, c, h, w)
-        torch.index_select(wide, 0, index.view(-1), out=out.view(torch.uint8).view(wide.dtype).view(-1))
-        return out
+        return _gather_into(wide, index, out, images.shape, images.dtype)
     inner = (torch.arange(t, device=dev, dtype=narrow).view(t, 1) * row_units
              + torch.arange(k, device=dev, dtype=narrow).view(1, k)).view(t, 1, k)
     g = len(rows)

@@ -22,7 +22,14 @@ import torch
 from visualmixer.core import triton_switch
 from visualmixer.core.imageops import region_mean_grid
 from visualmixer.core.keyed import GENERATOR, host_checks
-from visualmixer.core.permute import LadderKeys, ladder_keys, level_sources, shuffle_level, shuffle_regions
+from visualmixer.core.permute import (
+    LadderKeys,
+    images_per_block,
+    ladder_keys,
+    level_sources,
+    shuffle_level,
+    shuffle_regions,
+)
 from visualmixer.core.regions import RegionGrid, from_regions, region_windows, tile_ladder
 from visualmixer.core.saliency import resolve_saliency
 from visualmixer.core.validation import BatchInfo
@@ -164,20 +171,41 @@ def _level_scores(job: _Job, level: int, sums, keys: LadderKeys | None) -> tuple
         return out, _scores(job, out)
     r = grid.region
     t = tile_ladder(r)[level]
-    sources = level_sources(keys, grid, level)
-    out = shuffle_level(job.regions, sources, t)
     if sums is None:  # score the contiguous region layout (same arithmetic as the image's windows)
+        out = shuffle_level(job.regions, level_sources(keys, grid, level), t)
         scores = scores_from_windows(out.view(n, m, c, 1, r, r), c * r, r)  # (N, m, C, 1)
         return out, scores.view(n, m, c).permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
+    # on the CPU a block of images at a time for large batches (keys, index and seams stay
+    # cache-sized); the same integers
+    step = images_per_block(job.regions, grid, level) if host_checks(job.batch.device) else n
+    out = torch.empty_like(job.regions, memory_format=torch.contiguous_format)
+    g, total, sumsq = (torch.cat(parts) for parts in zip(*(
+        _block_sums(job.regions[i : i + step], _key_rows(keys, i * m, (i + step) * m), [v[i : i + step] for v in sums],
+                    grid, level, out[i : i + step]) for i in range(0, n, step)), strict=True))
+    ratio = integral_ratio(g.double(), total.double(), sumsq.double(), float(r * r))
+    ratio = ratio.permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
+    return out, ratio * window_norm(grid.height, grid.width, r, job.batch.device)
+
+
+def _key_rows(keys: LadderKeys, start: int, stop: int) -> LadderKeys:
+    """The keys of the image-major region rows ``start:stop``."""
+    return LadderKeys(keys.a[start:stop], keys.b[start:stop], keys.sigma[start:stop], keys.levels)
+
+
+def _block_sums(regions, keys, sums, grid, level, out):
+    """For :func:`_level_scores`: ``regions`` shuffled at ``level`` into ``out``, and the pixel-pair
+    sum, value sum and sum of squares ``(n, m, C)`` int32 of every shuffled region from the
+    source's :func:`_source_sums` and the seams read from ``out``."""
+    n, m, c, r, _ = regions.shape
+    t = tile_ladder(r)[level]
+    sources = level_sources(keys, grid, level)
+    shuffle_level(regions, sources, t, out=out)
     g_all, total, sumsq, col, row = sums
     inside = g_all - col[..., t - 1 :: t].sum(-1, dtype=torch.int32) - row[..., t - 1 :: t].sum(-1, dtype=torch.int32)
     nt = sources.shape[1] // c
     sigma = torch.div(sources[:, ::nt], nt, rounding_mode="floor").view(n, m, c).long()  # source channel
     inside, total, sumsq = (v.gather(2, sigma) for v in (inside, total, sumsq))
-    g = inside + _seams(out, t) if t < r else inside
-    ratio = integral_ratio(g.double(), total.double(), sumsq.double(), float(r * r))
-    ratio = ratio.permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
-    return out, ratio * window_norm(grid.height, grid.width, r, job.batch.device)
+    return (inside + _seams(out, t) if t < r else inside), total, sumsq
 
 
 def _seams(out: torch.Tensor, t: int) -> torch.Tensor:
