@@ -337,10 +337,10 @@ def _image_tile_spread(c: int, r: int, t: int, k: int, cols: int, row_units: int
 
 
 #: Gather-index entries per block of images on the CPU (:func:`images_per_block`), for batches
-#: of more than four blocks: the keys, sorts, index and gather of a block stay cache-sized (224²
-#: b64 restore, one thread: single pixels 214 -> 82 ms, 2x2 tiles 49 -> 30, 4x4 tiles 22 -> 15;
-#: smaller batches ran as fast or faster in one block).
-SHUFFLE_BLOCK_ENTRIES = 1 << 19
+#: of more than four blocks: the keys, sorts, index and gather of a block stay cache-sized and
+#: no large temporaries are made (224² b64 restore at single pixels, one thread, after
+#: obfuscate calls: 223-260 -> 96-105 ms; 2^19 and 2^21 entries were slower at 2x2 tiles).
+SHUFFLE_BLOCK_ENTRIES = 1 << 20
 
 
 def images_per_block(images: torch.Tensor, grid: RegionGrid, level: int) -> int:
