@@ -286,8 +286,8 @@ def _tile_row_spread(r: int, t: int, c: int, itemsize: int, device: str) -> tupl
     comes from (int64), and its offset from that tile's first (int32), in the region's order."""
     chunk, _, inner = _gather_pattern(r, t, c, itemsize, "cpu")
     q, k = r // t, inner.numel() // t
-    slot = torch.arange(c * q * q).view(c, q, 1, q, 1).expand(c, q, t, q, k).reshape(-1)
-    offset = inner.view(1, 1, t, 1, k).expand(c, q, t, q, k).reshape(-1).to(torch.int32)
+    slot = torch.arange(c * q * q).view(c, q, 1, q, 1).expand(c, q, t, q, k).reshape(-1).contiguous()
+    offset = inner.view(1, 1, t, 1, k).expand(c, q, t, q, k).reshape(-1).to(torch.int32).contiguous()
     return to_device(slot, device), to_device(offset, device)
 
 
@@ -331,8 +331,8 @@ def _image_tile_spread(c: int, r: int, t: int, k: int, cols: int, row_units: int
     shape = (c, q, t, cols, q, k)  # channel, tile row, row in tile, region column, tile column, element
     ch, qy, iy, col, qx, ik = (torch.arange(size).view([-1 if d == i else 1 for d in range(6)])
                                for i, size in enumerate(shape))
-    slot = (col * (c * q * q) + ch * (q * q) + qy * q + qx).expand(shape).reshape(c, -1)
-    offset = (iy * row_units + ik).expand(shape).reshape(c, -1).to(torch.int32)
+    slot = (col * (c * q * q) + ch * (q * q) + qy * q + qx).expand(shape).reshape(c, -1).contiguous()
+    offset = (iy * row_units + ik).expand(shape).reshape(c, -1).to(torch.int32).contiguous()
     return to_device(slot, device), to_device(offset, device)
 
 
@@ -425,7 +425,6 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
     n, c, h, w = images.shape
     r = grid.region
     t = tile_ladder(r)[level]
-    q = r // t
     sources = level_sources(keys, grid, level, rows)
     if inverse:
         order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
@@ -452,11 +451,11 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
         spread = start.view(n, 1, grid.rows, -1).expand(n, c, grid.rows, -1)
         index = spread.gather(3, slot.view(1, c, 1, -1).expand(band)).add_(offset.to(narrow).view(1, c, 1, -1))
         return _gather_into(wide, index, out, images.shape, images.dtype)
-    inner = (torch.arange(t, device=dev, dtype=narrow).view(t, 1) * row_units
-             + torch.arange(k, device=dev, dtype=narrow).view(1, k)).view(t, 1, k)
-    g = len(rows)
-    values = wide.index_select(0, (start.view(g, c, q, 1, q, 1) + inner).view(-1))
-    dest = (table.view(1, -1) + origin.view(-1, 1)).view(g, c, q, 1, q, 1) + inner
+    # the same spread over one region's elements, in its own order (a one-column band)
+    slot, offset = _image_tile_spread(c, r, t, k, 1, row_units, str(dev))
+    slot, offset = slot.view(1, -1), offset.to(narrow).view(1, -1)
+    values = wide.index_select(0, start.gather(1, slot.expand(len(rows), -1)).add_(offset).view(-1))
+    dest = table.index_select(0, slot.view(-1)).view(1, -1) + offset + origin.view(-1, 1)
     out.view(torch.uint8).view(VIEW_DTYPES[chunk]).view(-1).index_copy_(0, dest.view(-1).long(), values)
     return out
 
