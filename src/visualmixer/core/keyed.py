@@ -11,8 +11,9 @@ integer tensor operations that wrap identically on every device:
 2. a *slot key* per tile slot ``k`` of that row: ``fmix(fmix(a + k * golden) ^ b)``;
 3. the low ``ceil(log2 n)`` bits of each slot key replaced by ``k`` (keys then are unique in a
    row, so every sorting algorithm on every device gives the same order), and the row sorted:
-   the order is the tile permutation. On the CPU the sort runs in NumPy on the tensor's memory
-   (5-10x faster than ``torch.sort`` for short rows, same result), elsewhere ``torch.sort`` —
+   the order is the tile permutation. On the CPU rows of up to 4 keys are sorted by a sorting
+   network and longer ones by NumPy on the tensor's memory (5-10x faster than ``torch.sort``
+   for short rows), a cache-sized block of rows at a time; elsewhere ``torch.sort`` —
    or, switched on (:mod:`visualmixer.core.triton_switch`), steps 2-3 and the identity fix below
    run as one Triton kernel per call on CUDA, and step 1 as another
    (:mod:`visualmixer.core.triton_kernels`; the same integers).

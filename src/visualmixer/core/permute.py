@@ -371,11 +371,12 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     The same result as :func:`shuffle_regions` between :func:`to_regions` and
     :func:`from_regions`, without those two layout copies: tile rows are moved as the widest
     integers a tile row divides into, with an int32 index built from a per-(channel, tile)
-    table. On the CPU each level present is one gather over its own regions (one pass in all);
-    on accelerators (no host synchronisation) every ladder level in ``present`` is computed for
-    every region and each region taken from its own level. ``present``: the levels ``levels``
-    holds, when the caller knows them (``restore`` reads them on the host from its plans); default:
-    found on the CPU, the whole ladder elsewhere.
+    table. On the CPU each level present is one gather over its own regions (one pass in all),
+    for large batches a block of images at a time (:func:`images_per_block`); on accelerators
+    (no host synchronisation) every ladder level in ``present`` is computed for every region
+    and each region taken from its own level. ``present``: the levels ``levels`` holds, when the
+    caller knows them (``restore`` reads them on the host from its plans); default: found on the
+    CPU, the whole ladder elsewhere.
     """
     n, c, h, w = images.shape
     levels = levels.to(images.device).reshape(-1)
