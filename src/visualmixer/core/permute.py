@@ -280,25 +280,15 @@ def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
     return chunk, to_device(base, device), to_device(inner, device)
 
 
-@lru_cache(maxsize=128)
-def _tile_row_spread(r: int, t: int, c: int, itemsize: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """For :func:`_move_tile_rows`: which (channel, tile) slot each wide element of a region
-    comes from (int64), and its offset from that tile's first (int32), in the region's order."""
-    chunk, _, inner = _gather_pattern(r, t, c, itemsize, "cpu")
-    q, k = r // t, inner.numel() // t
-    slot = torch.arange(c * q * q).view(c, q, 1, q, 1).expand(c, q, t, q, k).reshape(-1).contiguous()
-    offset = inner.view(1, 1, t, 1, k).expand(c, q, t, q, k).reshape(-1).to(torch.int32).contiguous()
-    return to_device(slot, device), to_device(offset, device)
-
-
 def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int, out=None) -> torch.Tensor:
     """:func:`shuffle_level` for tiles of several rows: the data viewed as the widest integers
     a tile row divides into, one index entry per tile row built from a per-(channel, tile)
     table (cheaper than laying the regions out tile-major and back)."""
     n, m, c, r, _ = regions.shape
     rows = n * m
-    chunk, base, _ = _gather_pattern(r, tile, c, regions.element_size(), str(regions.device))
-    slot, offset = _tile_row_spread(r, tile, c, regions.element_size(), str(regions.device))
+    chunk, base, inner = _gather_pattern(r, tile, c, regions.element_size(), str(regions.device))
+    k, rb = inner.numel() // tile, r * regions.element_size() // chunk  # wide elements per tile row / region row
+    slot, offset = _tile_spread(c, r, tile, k, 1, rb, str(regions.device))  # a region: a one-column band
     wide = regions.contiguous().view(rows, -1).view(torch.uint8).view(VIEW_DTYPES[chunk]).view(-1)
     per_region = wide.numel() // rows
     narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
@@ -306,7 +296,7 @@ def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int, out
     start = base.to(narrow).index_select(0, sources.reshape(-1)).view(rows, -1) + offsets.view(-1, 1)
     # each wide element's tile start, spread by a gather along the region's short rows (a
     # broadcast add over the 6-d tile layout ran 8x slower: its inner dimensions are 1-2 long)
-    index = start.gather(1, slot.view(1, -1).expand(rows, -1)).add_(offset.to(narrow))
+    index = start.gather(1, slot.view(1, -1).expand(rows, -1)).add_(offset.to(narrow).view(1, -1))
     return _gather_into(wide, index, out, regions.shape, regions.dtype)
 
 
@@ -322,11 +312,12 @@ def _image_tile_table(c: int, h: int, r: int, t: int, row_units: int, k: int, de
 
 
 @lru_cache(maxsize=128)
-def _image_tile_spread(c: int, r: int, t: int, k: int, cols: int, row_units: int, device: str):
-    """For :func:`_move_image_tiles`: per channel, in the image's element order over one band
-    of region rows ``(r, cols * r)``, the region tile slot ``(col, channel, tile row, tile
-    column)`` each wide element comes from (int64), and its offset from that tile's first
-    (int32): ``(C, r * row_units)`` each."""
+def _tile_spread(c: int, r: int, t: int, k: int, cols: int, row_units: int, device: str):
+    """Per channel, in memory order over one band of ``cols`` regions (``r`` rows of
+    ``row_units`` wide elements; ``k`` per tile row): the tile slot ``(col, channel, tile row,
+    tile column)`` each wide element comes from (int64), and its offset from that tile's first
+    (int32), ``(C, r * cols * r / t * k)`` each. The image layout's bands of region rows
+    (:func:`_move_image_tiles`); one region of either layout is a one-column band."""
     q = r // t
     shape = (c, q, t, cols, q, k)  # channel, tile row, row in tile, region column, tile column, element
     ch, qy, iy, col, qx, ik = (torch.arange(size).view([-1 if d == i else 1 for d in range(6)])
@@ -447,13 +438,13 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
     if rows is None:  # the whole image, in its own element order
         # each wide element's tile start, spread over its band of region rows by a gather (a
         # broadcast add over the permuted tile layout has 1-8 long inner dimensions: 3x slower)
-        slot, offset = _image_tile_spread(c, r, t, k, grid.cols, row_units, str(dev))
+        slot, offset = _tile_spread(c, r, t, k, grid.cols, row_units, str(dev))
         band = (n, c, grid.rows, slot.shape[1])
         spread = start.view(n, 1, grid.rows, -1).expand(n, c, grid.rows, -1)
         index = spread.gather(3, slot.view(1, c, 1, -1).expand(band)).add_(offset.to(narrow).view(1, c, 1, -1))
         return _gather_into(wide, index, out, images.shape, images.dtype)
     # the same spread over one region's elements, in its own order (a one-column band)
-    slot, offset = _image_tile_spread(c, r, t, k, 1, row_units, str(dev))
+    slot, offset = _tile_spread(c, r, t, k, 1, row_units, str(dev))
     slot, offset = slot.view(1, -1), offset.to(narrow).view(1, -1)
     values = wide.index_select(0, start.gather(1, slot.expand(len(rows), -1)).add_(offset).view(-1))
     dest = table.index_select(0, slot.view(-1)).view(1, -1) + offset + origin.view(-1, 1)
