@@ -177,6 +177,10 @@ class LadderKeys(NamedTuple):
     sigma: torch.Tensor
     levels: tuple[int, ...]
 
+    def rows(self, start: int, stop: int) -> LadderKeys:
+        """The keys of the image-major region rows ``start:stop`` (a block of images)."""
+        return LadderKeys(self.a[start:stop], self.b[start:stop], self.sigma[start:stop], self.levels)
+
 
 def ladder_keys(words: torch.Tensor, grid: RegionGrid, channels: int, channel_order: bool,
                 levels: Sequence[int] | None = None) -> LadderKeys:
@@ -373,12 +377,13 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     levels = levels.to(images.device).reshape(-1)
     if host_checks(images.device):
         present = _levels_present(levels, grid) if present is None else list(present)
+        keys = ladder_keys(words, grid, c, channel_order, present)  # (small: once for the batch)
         out = torch.empty_like(images, memory_format=torch.contiguous_format)
-        step = images_per_block(images, grid, max(present))
+        step, m = images_per_block(images, grid, max(present)), grid.count
         for i in range(0, n, step):  # a block of images at a time (one block unless large)
-            block = slice(i, i + step)
-            _shuffle_on_host(images[block], words[block], levels.view(n, -1)[block].reshape(-1), grid,
-                             channel_order, inverse, present if step >= n else None, out[block])
+            block, here = slice(i, i + step), levels[i * m : (i + step) * m]
+            _shuffle_on_host(images[block], keys.rows(i * m, (i + step) * m), here, grid, inverse,
+                             present if step >= n else _levels_present(here, grid), out[block])
         return out
     present = tuple(range(grid.levels + 1) if present is None else present)
     keys = ladder_keys(words, grid, c, channel_order, present)
@@ -397,11 +402,9 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     return out
 
 
-def _shuffle_on_host(images, words, levels, grid, channel_order, inverse, present, out):
-    """:func:`shuffle_image` on the CPU, into ``out``: each level present (found here unless
-    given) one gather over its own regions."""
-    present = _levels_present(levels, grid) if present is None else present
-    keys = ladder_keys(words, grid, images.shape[1], channel_order, present)
+def _shuffle_on_host(images, keys, levels, grid, inverse, present, out):
+    """:func:`shuffle_image` on the CPU, into ``out`` (``keys``: these images' rows of the
+    batch's :func:`ladder_keys`): each level ``present`` one gather over its own regions."""
     if len(present) == 1:
         return _move_image_tiles(images, keys, grid, present[0], inverse, out=out)
     for level in present:

@@ -180,16 +180,11 @@ def _level_scores(job: _Job, level: int, sums, keys: LadderKeys | None) -> tuple
     step = images_per_block(job.regions, grid, level) if host_checks(job.batch.device) else n
     out = torch.empty_like(job.regions, memory_format=torch.contiguous_format)
     g, total, sumsq = (torch.cat(parts) for parts in zip(*(
-        _block_sums(job.regions[i : i + step], _key_rows(keys, i * m, (i + step) * m), [v[i : i + step] for v in sums],
+        _block_sums(job.regions[i : i + step], keys.rows(i * m, (i + step) * m), [v[i : i + step] for v in sums],
                     grid, level, out[i : i + step]) for i in range(0, n, step)), strict=True))
     ratio = integral_ratio(g.double(), total.double(), sumsq.double(), float(r * r))
     ratio = ratio.permute(0, 2, 1).reshape(n, c, grid.rows, grid.cols)
     return out, ratio * window_norm(grid.height, grid.width, r, job.batch.device)
-
-
-def _key_rows(keys: LadderKeys, start: int, stop: int) -> LadderKeys:
-    """The keys of the image-major region rows ``start:stop``."""
-    return LadderKeys(keys.a[start:stop], keys.b[start:stop], keys.sigma[start:stop], keys.levels)
 
 
 def _block_sums(regions, keys, sums, grid, level, out):
