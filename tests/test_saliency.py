@@ -27,3 +27,13 @@ def test_salient_object_scores_higher_than_background():
 def test_blur_preserves_mean_of_constant():
     x = torch.full((2, 1, 9, 9), 3.0)
     torch.testing.assert_close(gaussian_blur2d(x, 2.0), x)
+
+
+def test_the_input_is_not_modified(photos):
+    """The grey image is summed in place: on a copy, for every input dtype (a float32 image
+    would otherwise be its own first channel)."""
+    _, x = photos
+    for images in (x, x.float(), x.double() / 255, x[:, :1].float()):
+        before = images.clone()
+        vm.spectral_residual(images)
+        assert torch.equal(images, before)
