@@ -343,19 +343,16 @@ def _known_plans(job: _Job, tables: list[torch.Tensor], known: int):
 
 def _select_levels(outs: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
     """Region ``r`` of image ``i`` from ``outs[index[i, r]]`` (all ``(N, m, C, R, R)``)."""
-    if len(outs) == 1:
-        return outs[0]
+    used = range(len(outs))
     if host_checks(index.device):  # skip selects nobody needs
-        used = [i for i in range(len(outs)) if bool((index == i).any())]
-        if len(used) == 1:
-            return outs[used[0]]
+        used = [i for i in used if bool((index == i).any())]
+    if len(used) == 1:
+        return outs[used[0]]
     n, m = index.shape
-    shape = outs[0].shape
-    wide = [_as_words(o) for o in outs]  # select whole regions as wide integers
-    out = wide[0]
-    for i, o in enumerate(wide[1:], start=1):  # <= top cheap selects
-        out = torch.where((index == i).view(n, m, 1), o, out)
-    return out.view(torch.uint8).view(outs[0].dtype).view(shape)
+    out = _as_words(outs[used[0]])  # select whole regions as wide integers, in place (the
+    for i in used[1:]:  # outputs are this call's own): no new full-size tensors, <= top selects
+        torch.where((index == i).view(n, m, 1), _as_words(outs[i]), out, out=out)
+    return out.view(torch.uint8).view(outs[0].dtype).view(outs[0].shape)
 
 
 def _as_words(regions: torch.Tensor) -> torch.Tensor:
