@@ -187,6 +187,28 @@ def test_source_sums_are_exact_in_blocks_and_at_the_extremes(r, monkeypatch):
         assert all(g.dtype == torch.int32 and torch.equal(g.long(), e) for g, e in zip(got, expect, strict=True))
 
 
+@pytest.mark.parametrize("r", [4, 8, 16, 20])
+def test_seam_sums_are_exact_in_blocks_and_at_the_extremes(r, monkeypatch):
+    """The pixel pairs across tile seams of shuffled regions (float32 on the CPU for up to 16 px
+    and 4+ tiles a side, uint8 differences otherwise) equal int64 sums, for the largest values
+    (0/255 checkerboards: every pair 255**2) and when cut into blocks of images."""
+    from visualmixer.core import planner
+    from visualmixer.core.regions import tile_ladder
+
+    gen = torch.Generator().manual_seed(r)
+    board = (torch.arange(r).view(r, 1) + torch.arange(r).view(1, r)) % 2 * 255
+    x = torch.cat([torch.randint(0, 256, (5, 3, 3, r, r), generator=gen),
+                   board.expand(2, 3, 3, r, r)]).to(torch.uint8)
+    w = x.long()
+    for t in tile_ladder(r)[1:]:
+        expect = ((w[..., t::t] - w[..., t - 1 : r - 1 : t]).square().sum((-2, -1))
+                  + (w[..., t::t, :] - w[..., t - 1 : r - 1 : t, :]).square().sum((-2, -1)))
+        for block in (1 << 19, 3 * 3 * r * r * 2):  # one pass; blocks of two images
+            monkeypatch.setattr(planner, "SUMS_BLOCK_VALUES", block)
+            got = planner._seams(x, t)
+            assert got.dtype == torch.int32 and torch.equal(got.long(), expect), (r, t, block)
+
+
 def test_one_pass_and_bisection_agree_on_photos(monkeypatch):
     x = _photos(64, 6)
     for tau in (0.3, 0.5, 0.7):
