@@ -364,3 +364,16 @@ def test_no_host_synchronisation_on_cuda(size):
         vm.vfe(x)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cpu_blocks_only_for_large_batches():
+    """The CPU cuts a batch into blocks of images only where its gather index is several blocks
+    long (224² at single pixels), and keeps small batches (32², 28²) in one pass."""
+    from visualmixer.core.regions import region_grid
+
+    big = torch.zeros(64, 3, 224, 224, dtype=torch.uint8)
+    grid = region_grid(224, 224, 16)
+    assert 1 <= permute.images_per_block(big, grid, grid.levels) < 16
+    assert permute.images_per_block(big, grid, 1) == 64  # 8x8 tiles: 8-byte elements, one pass
+    small = torch.zeros(256, 3, 32, 32, dtype=torch.uint8)
+    assert permute.images_per_block(small, region_grid(32, 32, 4), 2) == 256
