@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from visualmixer.core.regions import VIEW_DTYPES, RegionGrid, tile_ladder
+from visualmixer.core.regions import VIEW_DTYPES, RegionGrid, tile_ladder, widest_word
 
 __all__ = ["random_words", "sort_permutations", "words_needed"]
 
@@ -110,7 +110,7 @@ def _shuffle_full_grid(regions, words, levels, grid, sigma, inverse):
     ns = side * side
     # base[q] = first element (in wide units) of the source sub-tile that lands on sub-tile q
     row_bytes = sub * regions.element_size()
-    chunk = max(g for g in (1, 2, 4, 8) if row_bytes % g == 0)
+    chunk = widest_word(row_bytes)
     k = row_bytes // chunk  # wide elements per tile row
     per_row = r * regions.element_size() // chunk  # wide elements per region row
     src = np.empty((n, m, c, ns), dtype=np.int64)

@@ -35,7 +35,7 @@ from visualmixer.core.keyed import (
     tile_permutations,
     to_device,
 )
-from visualmixer.core.regions import VIEW_DTYPES, RegionGrid, tile_ladder
+from visualmixer.core.regions import VIEW_DTYPES, RegionGrid, tile_ladder, widest_word
 
 __all__ = [
     "random_words",
@@ -247,7 +247,7 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
         return _move_tile_rows(regions, sources, tile, out)
     # single pixels or whole regions: the region layout is already tile-major
     nbytes = tile * tile * regions.element_size()
-    chunk = max(g for g in (1, 2, 4, 8) if nbytes % g == 0)
+    chunk = widest_word(nbytes)
     wide = regions.reshape(rows * c * nt, -1).view(torch.uint8).view(VIEW_DTYPES[chunk])
     narrow = torch.int32 if wide.shape[0] < 2**31 else torch.int64
     offsets = torch.arange(rows, device=regions.device, dtype=narrow).mul_(c * nt)
@@ -272,7 +272,7 @@ def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
     offsets of a tile's wide elements from its first (row-major).
     """
     row_bytes = t * itemsize
-    chunk = max(g for g in (1, 2, 4, 8) if row_bytes % g == 0)
+    chunk = widest_word(row_bytes)
     k = row_bytes // chunk
     per_row = r * itemsize // chunk
     tiles = r // t
@@ -342,7 +342,7 @@ def images_per_block(images: torch.Tensor, grid: RegionGrid, level: int) -> int:
     """Images per block when the CPU shuffles a batch at ``level`` (the batch's length: one
     block, for batches of at most four blocks' gather entries)."""
     t = tile_ladder(grid.region)[level]
-    chunk = max(g for g in (1, 2, 4, 8) if (t * images.element_size()) % g == 0)
+    chunk = widest_word(t * images.element_size())
     entries = images[0].numel() * images.element_size() // chunk
     if len(images) * entries <= 4 * SHUFFLE_BLOCK_ENTRIES:
         return len(images)
@@ -388,7 +388,7 @@ def shuffle_image(images: torch.Tensor, words: torch.Tensor, levels: torch.Tenso
     present = tuple(range(grid.levels + 1) if present is None else present)
     keys = ladder_keys(words, grid, c, channel_order, present)
     r, rows, cols = grid.region, grid.rows, grid.cols
-    cw = max(g for g in (1, 2, 4, 8) if (r * images.element_size()) % g == 0)
+    cw = widest_word(r * images.element_size())
     shape = (n, c, rows, r, cols, -1)
     out = None
     for level in present:
@@ -425,7 +425,7 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
         order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
         sources = torch.empty_like(sources).scatter_(1, sources.long(), order.expand_as(sources))
     itemsize = images.element_size()
-    chunk = max(g for g in (1, 2, 4, 8) if (t * itemsize) % g == 0)
+    chunk = widest_word(t * itemsize)
     k, rb = t * itemsize // chunk, r * itemsize // chunk  # wide elements per tile row / region row
     row_units = grid.cols * rb
     wide = images.contiguous().view(torch.uint8).view(VIEW_DTYPES[chunk]).view(-1)

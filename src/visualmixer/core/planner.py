@@ -30,7 +30,7 @@ from visualmixer.core.permute import (
     shuffle_level,
     shuffle_regions,
 )
-from visualmixer.core.regions import RegionGrid, from_regions, region_windows, tile_ladder
+from visualmixer.core.regions import VIEW_DTYPES, RegionGrid, from_regions, region_windows, tile_ladder, widest_word
 from visualmixer.core.saliency import resolve_saliency
 from visualmixer.core.validation import BatchInfo
 from visualmixer.core.vfe import (
@@ -380,9 +380,7 @@ def _as_words(regions: torch.Tensor) -> torch.Tensor:
     """``(N, m, ...)`` viewed as ``(N, m, k)`` of the widest integer dividing a region's bytes."""
     n, m = regions.shape[:2]
     nbytes = regions[0, 0].numel() * regions.element_size()
-    chunk = max(g for g in (1, 2, 4, 8) if nbytes % g == 0)
-    dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[chunk]
-    return regions.contiguous().view(n, m, -1).view(torch.uint8).view(dtype)
+    return regions.contiguous().view(n, m, -1).view(torch.uint8).view(VIEW_DTYPES[widest_word(nbytes)])
 
 
 def _search_plans(job: _Job):

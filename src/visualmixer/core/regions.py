@@ -21,10 +21,15 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["default_region", "check_region_side", "resolve_region", "tile_ladder", "RegionGrid", "LevelTable",
-           "region_grid", "to_regions", "from_regions", "region_windows", "VIEW_DTYPES"]
+           "region_grid", "to_regions", "from_regions", "region_windows", "VIEW_DTYPES", "widest_word"]
 
 #: Integer dtype of each byte width (views of tile rows and region rows as wide elements).
 VIEW_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def widest_word(nbytes: int) -> int:
+    """The widest byte width in :data:`VIEW_DTYPES` that divides ``nbytes`` (1, 2, 4 or 8)."""
+    return max(g for g in VIEW_DTYPES if nbytes % g == 0)
 
 
 def default_region(height: int, width: int) -> int:
