@@ -218,8 +218,7 @@ def _eager_seams(out: torch.Tensor, t: int) -> torch.Tensor:
     r = out.shape[-1]
     if not host_checks(out.device) or r > 16 or r // t < 4:
         return _seam_sum(out, t, -1) + _seam_sum(out, t, -2)
-    step = max(1, SUMS_BLOCK_VALUES // out[0].numel())
-    return torch.cat([_float_seams(out[i : i + step], t) for i in range(0, len(out), step)])
+    return _in_value_blocks(lambda block: _float_seams(block, t), out)
 
 
 def _float_seams(out: torch.Tensor, t: int) -> torch.Tensor:
@@ -265,13 +264,22 @@ def _eager_source_sums(regions: torch.Tensor):
     """:func:`_source_sums` of full uint8 regions of at most 90 px, by tensor operations."""
     if regions.shape[-1] > 16:  # sums of squares may pass 2**24: exact int16 byte sums
         return _int16_sums(regions)
-    x, step = regions, max(1, SUMS_BLOCK_VALUES // regions[0].numel())
+    # (224² b64: 33 -> 10 ms with blocks of 4 images, one thread)
+    return _in_value_blocks(_float_sums, regions)
+
+
+def _in_value_blocks(fn, x: torch.Tensor):
+    """``fn(x)`` (a tensor or a tuple of tensors, each along ``x``'s first axis), on the CPU a
+    block of about :data:`SUMS_BLOCK_VALUES` values (whole images) at a time, so its float32
+    passes stay in cache; the parts joined. Blocks of memory, not images: on accelerators (and
+    for small batches) one call; the same integers."""
+    step = max(1, SUMS_BLOCK_VALUES // x[0].numel())
     if not host_checks(x.device) or len(x) <= step:
-        return _float_sums(x)
-    # On the CPU a block of images at a time: the ~10 passes stay in cache (224² b64: 33 -> 10 ms
-    # with blocks of 4 images, one thread). The loop is over blocks of memory; same integers.
-    blocks = [_float_sums(x[i : i + step]) for i in range(0, len(x), step)]
-    return tuple(torch.cat(parts) for parts in zip(*blocks, strict=True))
+        return fn(x)
+    parts = [fn(x[i : i + step]) for i in range(0, len(x), step)]
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
 def _float_sums(x: torch.Tensor):
