@@ -240,9 +240,8 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
     rows = n * m
     q = r // tile
     nt = q * q
-    if inverse:  # the inverse permutation of each region, by a scatter of the small table
-        order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device).expand(rows, -1)
-        sources = torch.empty_like(sources).scatter_(1, sources.long(), order)
+    if inverse:
+        sources = _inverse(sources)
     if 1 < tile < r:  # tiles of several rows: move tile rows in place (no layout copy)
         return _move_tile_rows(regions, sources, tile, out)
     # single pixels or whole regions: the region layout is already tile-major
@@ -255,6 +254,12 @@ def shuffle_level(regions: torch.Tensor, sources: torch.Tensor, tile: int, *, in
     return _gather_into(wide, index, out, regions.shape, regions.dtype)
 
 
+def _inverse(sources: torch.Tensor) -> torch.Tensor:
+    """The inverse of each row's permutation ``sources`` ``(rows, n)``, by a scatter of the small table."""
+    order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
+    return torch.empty_like(sources).scatter_(1, sources.long(), order.expand_as(sources))
+
+
 def _gather_into(wide: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None, shape, dtype) -> torch.Tensor:
     """``wide[index]`` as ``shape`` of ``dtype``, written into ``out`` when given."""
     if out is None:
@@ -263,36 +268,16 @@ def _gather_into(wide: torch.Tensor, index: torch.Tensor, out: torch.Tensor | No
     return out
 
 
-@lru_cache(maxsize=128)
-def _gather_pattern(r: int, t: int, c: int, itemsize: int, device: str):
-    """Wide-element gather pattern of a region cut into ``t``-sided tiles.
-
-    Returns ``(chunk, tile_base, inner)``: the byte width of one wide element (a power of two
-    dividing a tile row), the first wide element of each (channel, tile) of a region, and the
-    offsets of a tile's wide elements from its first (row-major).
-    """
-    row_bytes = t * itemsize
-    chunk = widest_word(row_bytes)
-    k = row_bytes // chunk
-    per_row = r * itemsize // chunk
-    tiles = r // t
-    ch = torch.arange(c).view(c, 1, 1) * (r * per_row)
-    ty = torch.arange(tiles).view(1, tiles, 1) * (t * per_row)
-    tx = torch.arange(tiles).view(1, 1, tiles) * k
-    base = (ch + ty + tx).reshape(-1)
-    inner = (torch.arange(t).view(t, 1) * per_row + torch.arange(k).view(1, k)).reshape(-1)
-    return chunk, to_device(base, device), to_device(inner, device)
-
-
 def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int, out=None) -> torch.Tensor:
     """:func:`shuffle_level` for tiles of several rows: the data viewed as the widest integers
     a tile row divides into, one index entry per tile row built from a per-(channel, tile)
     table (cheaper than laying the regions out tile-major and back)."""
     n, m, c, r, _ = regions.shape
-    rows = n * m
-    chunk, base, inner = _gather_pattern(r, tile, c, regions.element_size(), str(regions.device))
-    k, rb = inner.numel() // tile, r * regions.element_size() // chunk  # wide elements per tile row / region row
-    slot, offset = _tile_spread(c, r, tile, k, 1, rb, str(regions.device))  # a region: a one-column band
+    rows, itemsize, dev = n * m, regions.element_size(), str(regions.device)
+    chunk = widest_word(tile * itemsize)
+    k, rb = tile * itemsize // chunk, r * itemsize // chunk  # wide elements per tile row / region row
+    # a region is an image of one region, and a one-column band
+    base, (slot, offset) = _image_tile_table(c, r, r, tile, rb, k, dev), _tile_spread(c, r, tile, k, 1, rb, dev)
     wide = regions.contiguous().view(rows, -1).view(torch.uint8).view(VIEW_DTYPES[chunk]).view(-1)
     per_region = wide.numel() // rows
     narrow = torch.int32 if wide.numel() < 2**31 else torch.int64
@@ -307,7 +292,8 @@ def _move_tile_rows(regions: torch.Tensor, sources: torch.Tensor, tile: int, out
 @lru_cache(maxsize=128)
 def _image_tile_table(c: int, h: int, r: int, t: int, row_units: int, k: int, device: str) -> torch.Tensor:
     """First wide element of each (channel, tile) of a region, relative to the region's first,
-    in an image laid out ``(C, h, row_units)`` (int64; see :func:`shuffle_image`)."""
+    in an image laid out ``(C, h, row_units)`` (int64; see :func:`shuffle_image`; a region of the
+    region layout is an image of one region: ``h = r``, ``row_units`` one region row)."""
     q = r // t
     ch = torch.arange(c).view(c, 1, 1) * (h * row_units)
     ty = torch.arange(q).view(1, q, 1) * (t * row_units)
@@ -422,8 +408,7 @@ def _move_image_tiles(images, keys, grid, level, inverse, rows=None, out=None):
     t = tile_ladder(r)[level]
     sources = level_sources(keys, grid, level, rows)
     if inverse:
-        order = torch.arange(sources.shape[1], dtype=sources.dtype, device=sources.device)
-        sources = torch.empty_like(sources).scatter_(1, sources.long(), order.expand_as(sources))
+        sources = _inverse(sources)
     itemsize = images.element_size()
     chunk = widest_word(t * itemsize)
     k, rb = t * itemsize // chunk, r * itemsize // chunk  # wide elements per tile row / region row
