@@ -369,8 +369,6 @@ def test_no_host_synchronisation_on_cuda(size):
 def test_cpu_blocks_only_for_large_batches():
     """The CPU cuts a batch into blocks of images only where its gather index is several blocks
     long (224² at single pixels), and keeps small batches (32², 28²) in one pass."""
-    from visualmixer.core.regions import region_grid
-
     big = torch.zeros(64, 3, 224, 224, dtype=torch.uint8)
     grid = region_grid(224, 224, 16)
     assert 1 <= permute.images_per_block(big, grid, grid.levels) < 16
