@@ -5,6 +5,7 @@ the timing), and the operators that differ.
     OMP_NUM_THREADS=1 python benchmarks/bench_step_data.py            # small CNN, Fashion-MNIST
     OMP_NUM_THREADS=1 python benchmarks/bench_step_data.py --model resnet18 --batches 10
     OMP_NUM_THREADS=1 python benchmarks/bench_step_data.py --amax-pool   # max-pools as reshape + amax
+    OMP_NUM_THREADS=1 python benchmarks/bench_step_data.py --channels-last   # the model in channels-last
 
 The shapes, the model and the optimizer are the same; only the pixel values differ. Where an
 operator branches on the data (max-pooling's comparisons, ReLU's backward), shuffled pixels are
@@ -37,6 +38,8 @@ def main(argv=None) -> None:
     p.add_argument("--amax-pool", action="store_true",
                    help="replace the model's 2x2 max-pools by a reshape and amax (no per-element branch): "
                         "is the difference in pooling's comparisons?")
+    p.add_argument("--channels-last", action="store_true", help="the model in channels-last memory format "
+                   "(visualmixer train --channels-last)")
     a = p.parse_args(argv)
     data = load_fashion_mnist("train")
     n = 128 * a.batches
@@ -47,6 +50,8 @@ def main(argv=None) -> None:
     model = build_model(a.model, 1, 10)
     if a.amax_pool:
         _swap_pools(model)
+    if a.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
 
     def one_pass(images: torch.Tensor) -> float:
@@ -64,7 +69,8 @@ def main(argv=None) -> None:
         times["clean"].append(one_pass(clean))
         times["obfuscated"].append(one_pass(obfuscated))
     med = {k: float(np.median(v)) for k, v in times.items()}
-    print(f"{a.model}, {n} images per pass, {torch.get_num_threads()} torch thread(s), process CPU time")
+    layout = " (channels-last)" if a.channels_last else ""
+    print(f"{a.model}{layout}, {n} images per pass, {torch.get_num_threads()} torch thread(s), process CPU time")
     for k, v in times.items():
         print(f"  {k:10s} median {med[k]:.3f} s  ({', '.join(f'{t:.3f}' for t in v)})")
     print(f"  obfuscated / clean: {med['obfuscated'] / med['clean']:.3f}x\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -200,8 +201,9 @@ def test_training_reports_the_one_off_obfuscation_apart_from_epoch_times(tmp_pat
         for i in range(12):
             Image.fromarray((rng.integers(0, 120, (16, 16, 3)) + 120 * k).astype(np.uint8)).save(root / c / f"{i}.png")
     rc = main(["train", "--data", f"imagefolder:{root}", "--epochs", "1", "--batch-size", "8",
-               "--target-vfe", "0.5", "--out", str(tmp_path / "run")])
+               "--target-vfe", "0.5", "--channels-last", "--out", str(tmp_path / "run")])
     assert rc == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["channels_last"] is True
     out = capsys.readouterr().out
     assert "seed 0: obfuscated the training and test images once in" in out
     assert "(not counted in the epoch times)" in out and "seed 0 epoch 1/1" in out

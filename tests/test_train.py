@@ -188,6 +188,28 @@ def test_online_batches_made_elsewhere_give_the_same_run(tmp_path, sets, how):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path, sets):
+    """--channels-last changes the weights' memory layout (a faster CPU step), not the training:
+    the same losses and weights up to rounding, the layout kept in the checkpoint, and a run
+    resumed in the other layout."""
+    kw = dict(optimizer="adam", epochs=2, mode="online")
+    plain = L.train(_cfg(tmp_path / "plain", **kw), sets=sets)
+    cl = L.train(_cfg(tmp_path / "cl", channels_last=True, **kw), sets=sets)
+    assert cl["config"]["channels_last"] is True and plain["config"]["channels_last"] is False
+    a = torch.load(tmp_path / "plain" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cl" / "seed0" / "checkpoint.pt", weights_only=False)["model"]
+    deep = [k for k in a if a[k].ndim == 4 and a[k].shape[1] > 1]  # (one input channel: both layouts)
+    assert deep and all(a[k].is_contiguous() and not b[k].is_contiguous() for k in deep)
+    assert all(b[k].is_contiguous(memory_format=torch.channels_last) for k in deep)
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # another summation order...
+    for k in a:  # ...and nothing else
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4)
+    for h, g in zip(plain["runs"][0]["history"], cl["runs"][0]["history"], strict=True):
+        assert g["train_loss"] == pytest.approx(h["train_loss"], rel=1e-4)
+    more = L.train(_cfg(tmp_path / "cl", channels_last=False, resume=True, **dict(kw, epochs=3)), sets=sets)
+    assert len(more["runs"][0]["history"]) == 3
+
+
 @pytest.mark.parametrize("name", ["loader_workers", "prefetch"])
 def test_negative_loader_settings_are_refused(tmp_path, name):
     with pytest.raises(ValueError, match=f"{name}=-1 is not allowed"):

@@ -83,6 +83,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--secret-keys", action="store_true",
                    help="OS-random training key (saved 0600 in DIR/seed<S>/key) and fresh "
                         "randomness for the test images; not deterministic")
+    _add_speed_options(p)
+    _add_target_options(p)
+    p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the work runs: the online feed's workers or thread, the model's memory layout."""
     p.add_argument("--loader-workers", type=int, default=0, metavar="N",
                    help="online mode: obfuscate the training batches in N DataLoader worker "
                         "processes beside the training step (same batches; default 0: in the "
@@ -91,12 +102,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="online mode in the training process: obfuscate N batches ahead in a "
                         "background thread, beside the training step (same batches; 0: none; "
                         "default: 2 on a GPU or with one torch thread, else 0)")
-    _add_target_options(p)
-    p.add_argument("--resume", action="store_true", help="continue from DIR/seed<S>/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default="out/train", metavar="DIR", help="output directory")
-    p.set_defaults(func=run)
-    return p
+    p.add_argument("--channels-last", action="store_true",
+                   help="keep the model in the channels-last memory format: a faster step on the CPU "
+                        "(small CNN about 1.4x, ResNet-18 1.1x); the same training up to rounding, not bit for "
+                        "bit (default: off, the layout of the documented numbers)")
 
 
 def _add_target_options(p: argparse.ArgumentParser) -> None:
@@ -134,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         test_size=args.test_size, weight_decay=args.weight_decay, region=args.region,
         secret_keys=args.secret_keys, target_acc=args.target_acc, resume=args.resume,
         progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
+        channels_last=args.channels_last,
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
         soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
         soft_label_file=args.soft_label_file, soft_label_temperature=args.soft_label_temperature,

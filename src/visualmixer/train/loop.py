@@ -354,6 +354,8 @@ def train_seed(
     region = resolve_region(cfg.region, *data.x_train.shape[-2:])  # the protection's grid
     model = init_model(lambda: build_model(cfg.model, data.x_train.shape[1], train_set.num_classes, region=region),
                        seed=seed, device=dev)
+    if cfg.channels_last:  # (in place; the optimizer is made after it, on the same parameters)
+        model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(cfg, model.parameters())
     if state is not None:
         model.load_state_dict(state["model"])

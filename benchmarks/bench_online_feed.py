@@ -1,0 +1,103 @@
+"""What the in-process online feed costs the training step on the CPU, without the rest of
+``visualmixer train`` (data loading, evaluation, checkpoints): epochs of the small CNN on
+Fashion-MNIST timed with the batches sliced in the training thread (``pre``, as offline training
+gets them), made 2 ahead by the background thread as copies of the clean images (``copy``: the
+feed alone), or obfuscated there (``obf``: online training, saliency weights kept from the first
+epoch). Wall time and the training thread's own CPU time per epoch: a slower step that waits
+(e.g. for the GIL) shows in wall time only, one slowed by the other core's memory traffic in both.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_online_feed.py --channels-last
+    OMP_NUM_THREADS=1 python benchmarks/bench_online_feed.py --feeds pre obf --rounds 6
+
+Needs Fashion-MNIST (``make data``). The settings alternate within each round; medians over the
+rounds, ratios against the first feed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import types
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+import visualmixer as vm
+from visualmixer.data.datasets import load_fashion_mnist
+from visualmixer.data.wrapper import ObfuscatedDataset
+from visualmixer.train.feed import DatasetBatches, PrefetchedLoader
+from visualmixer.train.fit import ShuffledBatches, channel_normaliser, init_model, normalise
+from visualmixer.train.models import SmallCNN
+
+FEEDS = ("pre", "copy", "obf")
+
+
+def _copies(images: torch.Tensor, indices) -> types.SimpleNamespace:
+    """Stands in for the obfuscation: the clean batch, copied (what the feed does besides)."""
+    return types.SimpleNamespace(images=images.clone(), vfe=torch.zeros(len(indices), dtype=torch.float64))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--feeds", nargs="+", choices=FEEDS, default=list(FEEDS))
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--images", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--channels-last", action="store_true", help="the model in channels-last memory format")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    train = load_fashion_mnist()
+    x, y = train.images[: a.images].contiguous(), train.labels[: a.images]
+    mean, std = channel_normaliser(x)
+    model = init_model(lambda: SmallCNN(1, 10), seed=0)
+    if a.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters())
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:  # as fit_classifier's loop does it
+        opt.zero_grad(set_to_none=True)
+        logits = model(normalise(xb, mean, std))
+        loss = F.cross_entropy(logits, yb)
+        float(loss.detach())
+        loss.backward()
+        opt.step()
+        int((logits.detach().argmax(1) == yb).sum())
+
+    datasets = {}
+    for feed in ("copy", "obf"):
+        datasets[feed] = ObfuscatedDataset(TensorDataset(x, y), vm.Key.from_seed(0), 0.5, "online", return_vfe=True)
+    datasets["copy"]._obfuscate_images = _copies
+    batches = ShuffledBatches(len(x), a.batch, epoch_seed=lambda e: e)
+
+    def epoch(feed: str, e: int) -> tuple[float, float]:
+        batches.set_epoch(e)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if feed == "pre":
+            for idx in batches:
+                step(x[idx], y[idx])
+        else:
+            datasets[feed].set_epoch(e)
+            for b in PrefetchedLoader(DatasetBatches(datasets[feed], batches), torch.device("cpu"), 2):
+                step(b[0], b[1])
+        return time.perf_counter() - wall, time.thread_time() - cpu
+
+    for feed in a.feeds:  # warm-up epoch (and the obfuscating feed's saliency weights)
+        epoch(feed, 0)
+    times: dict[str, list[tuple[float, float]]] = {feed: [] for feed in a.feeds}
+    for r in range(a.rounds):
+        for feed in a.feeds:
+            times[feed].append(epoch(feed, r + 1))
+    base = statistics.median(w for w, _ in times[a.feeds[0]])
+    print(f"small CNN, {len(x)} images, batch {a.batch}, {'channels-last' if a.channels_last else 'NCHW'}, "
+          f"{a.rounds} rounds; epoch seconds (medians)")
+    for feed, v in times.items():
+        wall = statistics.median(w for w, _ in v)
+        cpu = statistics.median(c for _, c in v)
+        print(f"  {feed:5s} wall {wall:6.3f} ({wall / base:.3f}x {a.feeds[0]})  training thread CPU {cpu:6.3f}  "
+              f"walls {' '.join(f'{w:.2f}' for w, _ in v)}")
+
+
+if __name__ == "__main__":
+    main()
