@@ -1,10 +1,11 @@
 """What the in-process online feed costs the training step on the CPU, without the rest of
-``visualmixer train`` (data loading, evaluation, checkpoints): epochs of the small CNN on
-Fashion-MNIST timed with the batches sliced in the training thread (``pre``, as offline training
-gets them), made 2 ahead by the background thread as copies of the clean images (``copy``: the
-feed alone), or obfuscated there (``obf``: online training, saliency weights kept from the first
-epoch). Wall time and the training thread's own CPU time per epoch: a slower step that waits
-(e.g. for the GIL) shows in wall time only, one slowed by the other core's memory traffic in both.
+``visualmixer train`` (data loading, evaluation, checkpoints): epochs of its loop
+(:func:`~visualmixer.train.fit.fit_classifier`) with the small CNN on Fashion-MNIST, timed with
+the batches sliced in the training thread (``pre``, as offline training gets them), made 2 ahead
+by the background thread as copies of the clean images (``copy``: the feed alone), or obfuscated
+there (``obf``: online training, saliency weights kept from the first epoch). Wall time and the
+training thread's own CPU time per epoch: a slower step that waits (e.g. for the GIL) shows in
+wall time only, one slowed by the other core's memory traffic in both.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_online_feed.py --channels-last
     OMP_NUM_THREADS=1 python benchmarks/bench_online_feed.py --feeds pre obf --rounds 6
@@ -21,14 +22,13 @@ import time
 import types
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 import visualmixer as vm
 from visualmixer.data.datasets import load_fashion_mnist
 from visualmixer.data.wrapper import ObfuscatedDataset
 from visualmixer.train.feed import DatasetBatches, PrefetchedLoader
-from visualmixer.train.fit import ShuffledBatches, channel_normaliser, init_model, normalise
+from visualmixer.train.fit import ShuffledBatches, channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import SmallCNN
 
 FEEDS = ("pre", "copy", "obf")
@@ -55,32 +55,19 @@ def main(argv=None) -> None:
     if a.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters())
-
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:  # as fit_classifier's loop does it
-        opt.zero_grad(set_to_none=True)
-        logits = model(normalise(xb, mean, std))
-        loss = F.cross_entropy(logits, yb)
-        float(loss.detach())
-        loss.backward()
-        opt.step()
-        int((logits.detach().argmax(1) == yb).sum())
-
-    datasets = {}
-    for feed in ("copy", "obf"):
-        datasets[feed] = ObfuscatedDataset(TensorDataset(x, y), vm.Key.from_seed(0), 0.5, "online", return_vfe=True)
-    datasets["copy"]._obfuscate_images = _copies
     batches = ShuffledBatches(len(x), a.batch, epoch_seed=lambda e: e)
+    feeds = {"pre": (x, y)}  # sliced in the training thread, as offline training is fed
+    for feed in ("copy", "obf"):
+        ds = ObfuscatedDataset(TensorDataset(x, y), vm.Key.from_seed(0), 0.5, "online", return_vfe=True)
+        if feed == "copy":
+            ds._obfuscate_images = _copies
+        feeds[feed] = PrefetchedLoader(DatasetBatches(ds, batches), torch.device("cpu"), 2)
 
     def epoch(feed: str, e: int) -> tuple[float, float]:
-        batches.set_epoch(e)
+        """One epoch ``e`` of ``visualmixer train``'s loop (:func:`fit_classifier`) on ``feed``."""
         wall, cpu = time.perf_counter(), time.thread_time()
-        if feed == "pre":
-            for idx in batches:
-                step(x[idx], y[idx])
-        else:
-            datasets[feed].set_epoch(e)
-            for b in PrefetchedLoader(DatasetBatches(datasets[feed], batches), torch.device("cpu"), 2):
-                step(b[0], b[1])
+        fit_classifier(model, feeds[feed], epochs=e + 1, start_epoch=e, optimizer=opt, batches=batches,
+                       prepare=lambda images: normalise(images, mean, std), seed=0)
         return time.perf_counter() - wall, time.thread_time() - cpu
 
     for feed in a.feeds:  # warm-up epoch (and the obfuscating feed's saliency weights)
