@@ -37,6 +37,7 @@ import torch
 
 from visualmixer.core import triton_switch
 from visualmixer.core.fused import fused
+from visualmixer.core.regions import MAX_LEVELS
 
 __all__ = ["GENERATOR", "key_words", "row_keys", "lane_keys", "ladder_lanes", "permutations", "tile_permutations",
            "channel_permutations", "host_checks", "to_device"]
@@ -48,7 +49,7 @@ _MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9 - (1 << 32)  # as int32
 _C1 = 0x85EBCA6B - (1 << 32)
 _C2 = 0xC2B2AE35 - (1 << 32)
-_CHANNEL_PURPOSE = 15  # the "level" lane of channel-order row keys
+_CHANNEL_PURPOSE = MAX_LEVELS  # the "level" lane of channel-order row keys (after the ladder's)
 
 
 #: Tests set this to run the CPU through the accelerator's sync-free path.

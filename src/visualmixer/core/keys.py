@@ -19,7 +19,7 @@ from pathlib import Path
 
 from visualmixer.core.atomic import replace_atomically
 
-__all__ = ["Key", "ImageId", "encode_image_id", "KEY_BYTES"]
+__all__ = ["Key", "ImageId", "encode_image_id", "check_key", "KEY_BYTES"]
 
 KEY_BYTES = 32
 _FILE_HEADER = "visualmixer-key-v1"
@@ -177,3 +177,11 @@ class Key:
 
     def __reduce__(self):  # pickling (DataLoader workers, Dask) keeps the key in memory only
         return (Key, (self._secret,))
+
+
+def check_key(key, name: str = "key") -> Key:
+    """``key`` if it is a :class:`Key`, else ``TypeError`` naming ``name``."""
+    if not isinstance(key, Key):
+        raise TypeError(f"{name} must be a visualmixer.Key (e.g. Key.generate() or Key.load(path)), "
+                        f"got {type(key).__name__}")
+    return key

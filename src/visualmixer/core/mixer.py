@@ -15,9 +15,12 @@ plan format and restore.
 
 from __future__ import annotations
 
+import numbers
+import operator
 import secrets
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,7 @@ import torch
 
 from visualmixer.core import graphs
 from visualmixer.core.keyed import GENERATOR, key_words, to_device
-from visualmixer.core.keys import ImageId, Key
+from visualmixer.core.keys import ImageId, Key, check_key
 from visualmixer.core.parallel import batch_parts, run_parts
 from visualmixer.core.permute import random_words, shuffle_image, shuffle_regions, words_needed
 from visualmixer.core.planner import (  # noqa: F401  (the private names: tests patch and call them here)
@@ -81,10 +84,30 @@ class Plans:
         return int(self.levels.shape[0])
 
     def __getitem__(self, item) -> Plans:
-        if isinstance(item, int):
-            item = slice(item, item + 1 if item != -1 else None)
+        """The plans of some images: an index (int, NumPy or 0-d tensor integer) gives one image's
+        plans (length 1), a slice, index list or mask several."""
+        try:
+            i = operator.index(item)
+        except TypeError:
+            i = None
+        if i is not None:
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"plans index {i} out of range for {len(self)} image(s)")
+            item = slice(i, i + 1 if i != -1 else None)
         return Plans(self.levels[item], self.region, self.height, self.width, self.channels,
                      self.channel_order, self.generator)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Plans):
+            return NotImplemented
+        return self._geometry() == other._geometry() and torch.equal(self.levels, other.levels)
+
+    def __hash__(self) -> int:
+        return hash((self._geometry(), self.levels.cpu().numpy().tobytes()))
+
+    def _geometry(self) -> tuple:
+        return (self.region, self.height, self.width, self.channels, self.channel_order, self.generator,
+                tuple(self.levels.shape))
 
     @property
     def grid(self) -> RegionGrid:
@@ -113,15 +136,26 @@ class Plans:
         try:
             if data.get("version") != 1:
                 raise ValueError(f"unsupported plan version {data.get('version')!r}")
-            region, h, w = int(data["region"]), int(data["height"]), int(data["width"])
+            region, h, w = (_dict_int(data, name, 1, hi) for name, hi in (("region", 256), ("height", None),
+                                                                          ("width", None)))
+            channels = _dict_int(data, "channels", 1, 3)
+            if channels == 2 or not isinstance(data["channel_order"], bool):
+                raise ValueError(f"channels must be 1 or 3 and channel_order true or false, got {channels!r} "
+                                 f"and {data['channel_order']!r}")
             grid = region_grid(h, w, region)
+            if not isinstance(data["levels"], list) or not all(isinstance(s, str) for s in data["levels"]):
+                raise ValueError("levels must be a list of strings")
+            bad = set("".join(data["levels"])) - set(_DIGITS[: grid.levels + 1])
+            if bad:
+                raise ValueError(f"levels hold {sorted(bad)}, not levels of region {region} "
+                                 f"(digits 0-{_DIGITS[grid.levels]})")
             rows = [[_DIGITS.index(ch) for ch in s] for s in data["levels"]]
             if any(len(r) != grid.count for r in rows):
                 raise ValueError(f"each level string must hold {grid.count} digits")
             levels = torch.tensor(rows, dtype=torch.uint8).view(len(rows), grid.rows, grid.cols)
             _plan_levels(levels, grid)
             generator = _check_generator(data.get("generator", 1))
-            return cls(levels, region, h, w, int(data["channels"]), bool(data["channel_order"]), generator)
+            return cls(levels, region, h, w, channels, data["channel_order"], generator)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a valid plan dict: {exc}") from None
 
@@ -138,6 +172,15 @@ class Plans:
                 raise ValueError("Plans.cat: all plans must share region, size, channels, channel_order "
                                  "and generator")
         return Plans(torch.cat([p.levels for p in plans]), *geometry)
+
+
+def _dict_int(data: dict, name: str, lo: int, hi: int | None) -> int:
+    """``data[name]``, an int in ``lo .. hi`` (``hi`` None: no upper bound), else ``ValueError``."""
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        allowed = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an int {allowed}, got {value!r}")
+    return value
 
 
 def _check_generator(generator) -> int:
@@ -169,7 +212,7 @@ class ObfuscationResult:
 
 
 def _check_target(target_vfe) -> float:
-    if isinstance(target_vfe, bool) or not isinstance(target_vfe, (int, float)):
+    if isinstance(target_vfe, bool) or not isinstance(target_vfe, numbers.Real):
         raise TypeError(f"target_vfe must be a number in [0, 1], got {type(target_vfe).__name__}")
     t = float(target_vfe)
     if not (0.0 <= t <= 1.0):  # also rejects NaN
@@ -182,8 +225,11 @@ def _check_ids(ids, n: int) -> list:
     or tuples of them. A single str is one id, not a sequence of characters."""
     if ids is None:
         raise ValueError("ids are required when a key is given (one int/str/tuple id per image)")
-    if isinstance(ids, (str, bytes, int)):
-        ids = [ids]
+    if isinstance(ids, (str, bytes, int, np.integer)):
+        ids = [int(ids) if isinstance(ids, np.integer) else ids]
+    elif isinstance(ids, (AbstractSet, Mapping)):  # (a set of strs iterates in a per-process order)
+        raise TypeError(f"ids must be an ordered sequence (a list or tuple, one id per image), got a "
+                        f"{type(ids).__name__}: its order is not the images' order")
     elif isinstance(ids, torch.Tensor):
         if not is_integer_dtype(ids.dtype) or ids.ndim != 1:
             raise TypeError(f"ids given as a tensor must be 1-D integers, got {ids.dtype} of shape {tuple(ids.shape)}")
@@ -213,8 +259,7 @@ def _subkeys(key, ids, seed, n: int) -> list[bytes]:
             ids = list(range(n))
     if key is None:
         return [secrets.token_bytes(32) for _ in range(n)]  # fresh OS randomness: not restorable
-    if not isinstance(key, Key):
-        raise TypeError(f"key must be a visualmixer.Key, got {type(key).__name__}")
+    check_key(key)
     ids = _check_ids(ids, n)
     subkeys = key.subkeys(ids, _PURPOSE)
     if len(set(subkeys)) != n:  # (the subkeys: equal exactly when the encoded ids are)
@@ -412,8 +457,7 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
     batch, info = to_batch(images)
     if not isinstance(plans, Plans):
         raise TypeError(f"plans must be visualmixer.Plans, got {type(plans).__name__}")
-    if not isinstance(key, Key):
-        raise TypeError(f"key must be a visualmixer.Key, got {type(key).__name__}")
+    check_key(key)
     n, c, h, w = batch.shape
     if len(plans) != n or (plans.height, plans.width, plans.channels) != (h, w, c):
         raise ValueError(

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer.core.keys import ImageId, Key
-from visualmixer.core.regions import default_region
+from visualmixer.core.keys import ImageId, Key, check_key
+from visualmixer.core.regions import resolve_region
 
 __all__ = ["BALANCED_VERSION", "GROUPINGS", "MIX_VERSION", "SHARE_VERSION", "MixGroups", "check_balanced",
            "check_share", "keyed_word", "make_groups"]
@@ -203,12 +203,12 @@ def make_groups(
     share = check_share(share)
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    check_key(key)
     if images is not None:
         height, width = images.shape[2], images.shape[3]
-    if region is None:
-        if height is None or width is None:
-            raise ValueError("pass images (or height and width) so the region side can be chosen")
-        region = default_region(height, width)
+    if region is None and (height is None or width is None):
+        raise ValueError("pass images (or height and width) so the region side can be chosen")
+    region = resolve_region(region, height or 1, width or 1)
     labels = torch.as_tensor(labels).reshape(-1).to("cpu", torch.long)
     ids = list(ids)
     n = labels.numel()

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visualmixer.core.keys import ImageId, Key
+from visualmixer.core.keys import ImageId, Key, check_key
 from visualmixer.core.mixer import Plans, obfuscate, restore
 from visualmixer.core.mixgroups import (
     GROUPINGS,
@@ -344,6 +344,7 @@ def mix(
     -------
     MixResult
     """
+    check_key(key)
     labels, ids = _check_set(images, labels, ids, k)
     share = check_share(share)
     balanced = check_balanced(balanced)

@@ -14,17 +14,24 @@ on the region layout made here (:func:`to_regions`: ``(N, regions, C, R, R)``).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["default_region", "check_region_side", "resolve_region", "tile_ladder", "RegionGrid", "LevelTable",
-           "region_grid", "to_regions", "from_regions", "region_windows", "VIEW_DTYPES", "widest_word"]
+__all__ = ["default_region", "check_region_side", "resolve_region", "tile_ladder", "MAX_LEVELS", "RegionGrid",
+           "LevelTable", "region_grid", "to_regions", "from_regions", "region_windows", "VIEW_DTYPES", "widest_word"]
 
 #: Integer dtype of each byte width (views of tile rows and region rows as wide elements).
 VIEW_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+#: The most ladder levels a region side may have for a new obfuscation: permutation generator 2
+#: keys a region's rows by the counter ``level * 4 + channel`` below 60 (60 is the channel
+#: order), so a 16th level would reuse another permutation's key. Sides up to 256 with more
+#: levels (120, 168, 180, 210, 216, 240, 252) are refused; plans made with them still restore.
+MAX_LEVELS = 15
 
 
 def widest_word(nbytes: int) -> int:
@@ -51,20 +58,31 @@ def default_region(height: int, width: int) -> int:
 
 
 def check_region_side(region, *, allowed: str = "a positive int") -> int:
-    """``region`` if it is a positive int (not a bool), else ``ValueError`` saying ``allowed``."""
-    if not isinstance(region, int) or isinstance(region, bool) or region < 1:
+    """``region`` as an int if it is a positive integer (also a NumPy one; not a bool), else
+    ``ValueError`` saying ``allowed``."""
+    try:
+        side = None if isinstance(region, bool) else operator.index(region)
+    except TypeError:
+        side = None
+    if side is None or side < 1:
         raise ValueError(f"region must be {allowed}, got {region!r}")
-    return region
+    return side
 
 
 def resolve_region(region, h: int, w: int) -> int:
     """The region side of an obfuscation of ``h × w`` images: ``region`` (a positive int, at most
-    256) or, when ``None``, :func:`default_region` of the size; else ``ValueError``."""
+    256, whose tile ladder has at most :data:`MAX_LEVELS` levels) or, when ``None``,
+    :func:`default_region` of the size; else ``ValueError``."""
     if region is None:
         return default_region(h, w)
-    check_region_side(region, allowed="a positive int or None (size default)")
+    region = check_region_side(region, allowed="a positive int or None (size default)")
     if region > 256:
         raise ValueError(f"region must be at most 256 pixels, got {region}")
+    ladder = tile_ladder(region)
+    if len(ladder) > MAX_LEVELS:
+        raise ValueError(
+            f"region {region} has {len(ladder)} shuffle levels (tile sides {ladder}); at most {MAX_LEVELS} "
+            f"are allowed: choose a side with fewer divisors, e.g. {1 << round(math.log2(region))}")
     return region
 
 
@@ -76,7 +94,7 @@ def tile_ladder(region: int) -> list[int]:
     >>> tile_ladder(16), tile_ladder(14), tile_ladder(1)
     ([16, 8, 4, 2, 1], [14, 7, 2, 1], [1])
     """
-    check_region_side(region)
+    region = check_region_side(region)
     if region & (region - 1) == 0:
         return [region >> i for i in range(region.bit_length())]
     return [d for d in range(region, 0, -1) if region % d == 0]

@@ -124,7 +124,9 @@ def spectral_residual(images: torch.Tensor, *, size: int = 64, sigma: float = 2.
     work = torch.float64 if images.dtype == torch.float64 else torch.float32
     # C <= 3: adds are much faster than a reduction over dim 1 (uint8 channels summed in int16)
     # (in place on a copy of the first channel: full-size temporaries are page faults on the CPU)
-    grey = images[:, :1].to(torch.int16 if images.dtype == torch.uint8 else work, copy=True)
+    # (contiguous: the flat views below need it, whatever the caller's strides)
+    grey = images[:, :1].to(torch.int16 if images.dtype == torch.uint8 else work, copy=True,
+                            memory_format=torch.contiguous_format)
     for ch in range(1, images.shape[1]):
         grey.add_(images[:, ch : ch + 1])
     grey = grey.to(work).div_(images.shape[1])

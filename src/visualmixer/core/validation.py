@@ -16,6 +16,10 @@ _CHANNEL_HINT = (
 )
 
 
+#: PIL modes with more than 8 bits per pixel: refused (``to_batch`` would have to round them).
+_WIDE_PIL_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;32", "I;32L", "I;32B"})
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     """How the caller's input was laid out, so results can be handed back the same way."""
@@ -52,7 +56,8 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
     """Turn the accepted user input kinds into a validated (N, C, H, W) tensor and its layout.
 
     Accepted: a tensor (N, C, H, W) or (C, H, W); a numpy array (H, W, C) or (H, W); a PIL image.
-    RGBA numpy/PIL inputs lose their alpha channel (alpha would leak the object's silhouette).
+    RGBA numpy/PIL inputs lose their alpha channel (alpha would leak the object's silhouette); PIL
+    images with more than 8 bits per pixel (modes ``I;16``, ``I``, ``F``) are refused.
     """
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:
@@ -76,6 +81,12 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
             )
         if arr.shape[2] == 4:
             arr = arr[:, :, :3]
+        elif arr.shape[2] not in (1, 3):
+            raise ValueError(
+                f"{name} has {arr.shape[2]} channels (numpy shape {images.shape}); numpy arrays are "
+                f"(H, W) or (H, W, C) with C in 1, 3 or 4 (alpha dropped): transpose a (C, H, W) array "
+                "with arr.transpose(1, 2, 0), or pass it as a torch tensor"
+            )
         if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
             raise TypeError(f"{name} has numpy dtype {arr.dtype}; allowed: uint8 or floating")
         batch = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).unsqueeze(0)
@@ -87,8 +98,14 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
             Image = None
         if Image is not None and isinstance(images, Image.Image):
             img = images
+            if img.mode in _WIDE_PIL_MODES:  # converting them to 8 bits would lose what restore gives back
+                raise TypeError(
+                    f"{name} is a PIL image in mode {img.mode!r} (more than 8 bits per pixel); allowed: "
+                    "8-bit modes. Pass np.asarray(img, dtype=np.float32) scaled to [0, 1] (e.g. / 65535 for "
+                    "16 bits) to keep every value, or convert it to 8 bits yourself"
+                )
             if img.mode not in ("L", "RGB"):
-                img = img.convert("L" if img.mode in ("1", "I;16", "I", "F", "LA") else "RGB")
+                img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             arr = np.array(img)  # writable: np.asarray of a PIL image is read-only (torch warns)
             if arr.ndim == 2:
                 arr = arr[:, :, None]

@@ -1,0 +1,148 @@
+"""The core's edges: inputs that used to crash, be read wrongly or be silently changed."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import visualmixer as vm
+from visualmixer.core import keyed, regions
+from visualmixer.core.keyed import ladder_lanes, row_keys
+from visualmixer.core.mixing import mix, unmix
+from visualmixer.core.regions import MAX_LEVELS, resolve_region, tile_ladder
+
+KEY = vm.Key(bytes(range(32)))
+
+
+def _batch(n=2, c=3, h=40, w=36, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    smooth = (torch.arange(h).view(1, 1, -1, 1) * 3 + torch.arange(w).view(1, 1, 1, -1) * 5).expand(n, c, h, w)
+    return (smooth + torch.randint(0, 40, (n, c, h, w), generator=g)).to(torch.uint8)
+
+
+@pytest.mark.parametrize("view", ["transpose", "rot90", "strided", "channels_last"])
+def test_strided_views_give_the_bytes_of_their_contiguous_copy(view):
+    base = _batch(h=40, w=40) if view in ("transpose", "rot90") else _batch(h=80, w=72)
+    x = {"transpose": lambda t: t.mT, "rot90": lambda t: torch.rot90(t, 1, (2, 3)),
+         "strided": lambda t: t[:, :, ::2, ::2],
+         "channels_last": lambda t: t.to(memory_format=torch.channels_last)}[view](base)
+    dense = x.contiguous()
+    res, ref = vm.obfuscate(x, key=KEY, ids=[0, 1]), vm.obfuscate(dense, key=KEY, ids=[0, 1])
+    assert torch.equal(res.images, ref.images) and torch.equal(res.vfe, ref.vfe)
+    assert torch.equal(vm.restore(res.images, res.plans, key=KEY, ids=[0, 1]), dense)
+    assert torch.equal(vm.vfe(x), vm.vfe(dense))
+    assert torch.equal(vm.spectral_residual(x), vm.spectral_residual(dense))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_pil_images_wider_than_8_bits_are_refused_not_rounded(mode):
+    wide = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60
+    img = Image.fromarray(wide).convert(mode) if mode != "I;16" else Image.fromarray(wide)
+    assert img.mode == mode
+    with pytest.raises(TypeError, match=f"images is a PIL image in mode '{mode}'.*8 bits"):
+        vm.obfuscate(img, key=KEY, ids=[0])
+
+
+def test_numpy_channels_first_is_refused_with_the_callers_shape():
+    with pytest.raises(ValueError, match=r"numpy shape \(3, 32, 32\).*transpose"):
+        vm.obfuscate(np.zeros((3, 32, 32), np.uint8), key=KEY, ids=[0])
+
+
+@pytest.mark.parametrize("ids", [{"a.png", "b.png"}, frozenset({1, 2}), {"a.png": 0, "b.png": 1}, {1: 0, 2: 1}.keys()])
+def test_unordered_ids_are_refused(ids):
+    with pytest.raises(TypeError, match="ids must be an ordered sequence"):
+        vm.obfuscate(_batch(), key=KEY, ids=ids)
+
+
+def test_numpy_scalars_are_accepted_where_python_numbers_are():
+    x = _batch(n=1)
+    ref = vm.obfuscate(x, key=KEY, ids=[3], target_vfe=0.5, region=4)
+    res = vm.obfuscate(x, key=KEY, ids=np.int64(3), target_vfe=np.float32(0.5), region=np.int64(4))
+    assert torch.equal(res.images, ref.images) and res.plans.region == 4 and type(res.plans.region) is int
+
+
+def test_plans_index_like_a_sequence_and_compare_by_value():
+    x = _batch(n=4)
+    res = vm.obfuscate(x, key=KEY, ids=range(4))
+    plans = res.plans
+    for index in (1, np.int64(1), torch.tensor(1)):
+        one = plans[index]
+        assert len(one) == 1 and torch.equal(vm.restore(res.images[1:2], one, key=KEY, ids=[1]), x[1:2])
+    assert len(plans[-1]) == 1 and len(plans[1:3]) == 2
+    with pytest.raises(IndexError, match="out of range"):
+        plans[4]
+    copy = vm.Plans.from_dict(plans.to_dict())
+    assert copy == plans and hash(copy) == hash(plans) and copy is not plans
+    assert plans[0:2] != plans and plans != "plans"
+    assert pickle.loads(pickle.dumps(plans)) == plans
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("channel_order", "false", "channel_order"),
+    ("channels", 4, "channels"),
+    ("channels", 2, "channels"),
+    ("height", 32.9, "height"),
+    ("height", -5, "height"),
+    ("width", True, "width"),
+    ("region", 1000, "region"),
+    ("levels", ["!" * 90, "0" * 90], "levels hold"),
+    ("levels", "0" * 90, "list of strings"),
+])
+def test_plans_from_dict_names_the_bad_field(field, value, match):
+    data = vm.obfuscate(_batch(), key=KEY, ids=[0, 1]).plans.to_dict()
+    with pytest.raises(ValueError, match=match):
+        vm.Plans.from_dict({**data, field: value})
+
+
+def test_region_sides_with_more_levels_than_generator_2_keys_are_refused():
+    deep = [r for r in range(1, 257) if len(tile_ladder(r)) > MAX_LEVELS]
+    assert deep == [120, 168, 180, 210, 216, 240, 252]
+    for side in deep:
+        with pytest.raises(ValueError, match=f"region {side} has .* at most {MAX_LEVELS}"):
+            resolve_region(side, 1, 1)
+    with pytest.raises(ValueError, match="region 120"):
+        vm.obfuscate(_batch(n=1, h=130, w=130), key=KEY, ids=[0], region=120)
+    with pytest.raises(ValueError, match="region 240"):
+        vm.VisualMixer(target_vfe=0.5, region=240)
+
+
+def test_every_allowed_side_keys_each_level_channel_and_the_channel_order_apart():
+    """Generator 2's counter ``region * 64 + lane``: distinct lanes below 64 for every allowed side."""
+    words = keyed.key_words([bytes(32)], "cpu").expand(2, 8)
+    for side in (r for r in range(1, 257) if len(tile_ladder(r)) <= MAX_LEVELS):
+        lanes = ladder_lanes(range(len(tile_ladder(side))), 3, "cpu")
+        assert lanes.unique().numel() == lanes.numel() and int(lanes.max()) < 64
+    a_top, _ = row_keys(words, torch.tensor([7, 7]), MAX_LEVELS - 1, 3)
+    a_order, _ = row_keys(words, torch.tensor([7, 7]), keyed._CHANNEL_PURPOSE, 1)
+    assert not torch.isin(a_order, a_top).any()
+
+
+def test_plans_of_a_deep_side_made_before_the_limit_still_restore(monkeypatch):
+    x = _batch(n=1, h=130, w=130)
+    monkeypatch.setattr(regions, "MAX_LEVELS", 64)  # as obfuscate allowed before
+    res = vm.obfuscate(x, key=KEY, ids=["old"], region=120, target_vfe=0.9)
+    monkeypatch.undo()
+    stored = vm.Plans.from_dict(res.plans.to_dict())
+    assert torch.equal(vm.restore(res.images, stored, key=KEY, ids=["old"]), x)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"region": 0}, ValueError, "region must be"),
+    ({"region": 120}, ValueError, "region 120"),
+    ({"key": None}, TypeError, "key must be a visualmixer.Key"),
+    ({"key": b"0" * 32}, TypeError, "key must be a visualmixer.Key"),
+])
+def test_mix_names_a_bad_region_or_key(kwargs, exc, match):
+    x = _batch(n=6, h=32, w=32)
+    args = {"key": KEY, **kwargs}
+    with pytest.raises(exc, match=match):
+        mix(x, [0] * 6, ids=range(6), k=2, **args)
+
+
+def test_mix_with_a_numpy_region_round_trips():
+    x = _batch(n=6, h=32, w=32)
+    res = mix(x, [0, 0, 0, 1, 1, 1], key=KEY, ids=range(6), k=3, region=np.int64(8))
+    assert res.groups.region == 8
+    assert torch.equal(unmix(res.images, res.groups, res.plans, key=KEY, ids=range(6)), x)
