@@ -4,7 +4,8 @@ and ``visualmixer restore``.
 :func:`obfuscate_folder` mirrors the source tree into the destination. Each image's id is its path
 relative to the source folder (POSIX separators, e.g. ``"cats/001.jpg"``); its output is a PNG of
 the obfuscated pixels with no metadata (:mod:`visualmixer.tools.imageio`), at the same relative place, named
-``NAME.png`` (``NAME.EXT.png`` when two inputs of one folder would otherwise share a name) or, with
+``NAME.png`` (``NAME.EXT.png`` when two inputs of one folder would otherwise share a name; a number
+before the extension, ``NAME.EXT-2.png``, when that is taken too) or, with
 ``rename=True``, an opaque keyed name (file names such as ``jane_doe.jpg`` leak). A private
 :class:`~visualmixer.tools.manifest.Manifest` records the options, each image's plan, achieved VFE, output
 name and status; it lives next to the key (or where the caller says), never in the destination.

@@ -283,12 +283,15 @@ def out_format(image_id: str, fmt: str) -> str:
 def output_names(
     ids: Sequence[str], *, fmt: str = "png", rename: bool = False, key: Any = None
 ) -> dict[str, str]:
-    """Map image ids to output paths (relative, POSIX) deterministically.
+    """Map image ids to output paths (relative, POSIX) deterministically, every path distinct.
 
     ``fmt="png"``: ``dir/NAME.EXT`` → ``dir/NAME.png``; when two ids of one folder would collide,
     those whose extension is not ``.png`` keep it: ``dir/NAME.EXT.png``. ``fmt="same"``: the name is
     kept when the format can be written, else as for PNG. ``rename=True`` (needs ``key``): the file
-    name becomes 24 hex digits of ``key.subkey(id, "rename")`` plus the output extension.
+    name becomes 24 hex digits of ``key.subkey(id, "rename")`` plus the output extension. A name
+    that still collides (``a.jpg`` beside ``a.png`` and ``a.jpg.png``) gets a number before its
+    extension (``a.jpg-2.png``): :func:`distinct_names`, decided from the ids alone, so a resume
+    names every output as the run before it did.
     """
     if rename and key is None:
         raise ValueError("rename=True needs the key (names are keyed so they reveal nothing)")
@@ -312,7 +315,31 @@ def output_names(
             ext = posixpath.splitext(cand)[1]
             cand = posixpath.join(d, key.subkey(image_id, purpose="rename").hex()[:24] + ext)
         out[image_id] = cand
-    return out
+    return distinct_names(out)
+
+
+def distinct_names(wanted: dict[str, str]) -> dict[str, str]:
+    """``wanted`` (id → output path) with every path distinct, also ignoring case.
+
+    A path equal to its own id is kept; of the others, in sorted id order, the first to ask for a
+    path gets it and a later one gets ``STEM-2.EXT`` (``-3``, ...), never a path another id asks
+    for. The ids decide, so every run over the same ids gives the same names; ids without a
+    collision keep the names earlier versions gave them.
+    """
+    asked = {v.lower() for v in wanted.values()}
+    taken = {v.lower() for i, v in wanted.items() if v == i}
+    out = {i: v for i, v in wanted.items() if v == i}
+    for image_id in sorted(i for i in wanted if i not in out):
+        cand = wanted[image_id]
+        if cand.lower() in taken:
+            stem, ext = posixpath.splitext(cand)
+            n = 2
+            while f"{stem}-{n}{ext}".lower() in taken | asked:
+                n += 1
+            cand = f"{stem}-{n}{ext}"
+        taken.add(cand.lower())
+        out[image_id] = cand
+    return {i: out[i] for i in wanted}
 
 
 def check_parallel(workers: int, dask: str | None, batch_size: int) -> None:
