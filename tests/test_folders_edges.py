@@ -62,3 +62,30 @@ def test_colliding_output_names_keep_every_image(tmp_path, keys, capsys, rename)
     assert np.array_equal(got["a.png"], wanted["a.png"])
     assert np.array_equal(got["a.jpg.png"], wanted["a.jpg.png"])
     assert np.array_equal(got["a.jpg-2.png"], wanted["a.jpg"])
+
+
+def _tree(root: Path, n: int, classes: int = 2, size: int = 16) -> None:
+    for i in range(n):
+        _save(root / f"c{i % classes}" / f"img{i:02d}.png", i, size=size)
+
+
+@pytest.mark.parametrize("mix", [None, "2"])
+def test_resume_redoes_a_damaged_output(tmp_path, keys, capsys, mix):
+    src, dst, ref = tmp_path / "src", tmp_path / "dst", tmp_path / "ref"
+    _tree(src, 4)
+    extra = ["--mix", mix] if mix else []
+    for out in (ref, dst):
+        assert main(["obfuscate", str(src), str(out), "--key", str(keys[0]), "-q", *extra]) == 0
+    truncated, flipped = dst / "c0/img00.png", dst / "c1/img01.png"
+    with open(truncated, "r+b") as fh:
+        fh.truncate(100)
+    data = bytearray(flipped.read_bytes())
+    data[-20] ^= 1  # same size, other bytes
+    flipped.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), *extra]) == 0
+    out, err = capsys.readouterr()
+    assert "differ from what the manifest records" in err
+    assert ("obfuscated 4" if mix else "obfuscated 2, already done 2") in out, out
+    assert {p: p.read_bytes() for p in sorted(ref.rglob("*.png"))} == {
+        ref / p.relative_to(dst): p.read_bytes() for p in sorted(dst.rglob("*.png"))}

@@ -71,7 +71,7 @@ from visualmixer.tools.lock import RunLock
 from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
-from visualmixer.tools.safe_io import StopGuard, read_source, source_signature
+from visualmixer.tools.safe_io import StopGuard, output_intact, read_source, source_signature
 from visualmixer.tools.settle import is_settled, settle_outputs
 
 __all__ = [
@@ -152,15 +152,18 @@ def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
                     summary: RunSummary, say: Callable[[str], None]) -> set[str]:
     """The ids this run must (re)do; counts the finished ones and the foreign outputs."""
     todo: set[str] = set()
-    changed = 0
+    changed = damaged = 0
     for image_id in ids:
         rec = man.records.get(image_id)
         out = dst_p / names[image_id]
         if rec and rec.get("t") == "done" and rec.get("out") == names[image_id] and out.exists():
-            if not _source_changed(rec, src_p / image_id):
+            if not output_intact(out, rec):
+                damaged += 1
+            elif not _source_changed(rec, src_p / image_id):
                 summary.already += 1
                 continue
-            changed += 1
+            else:
+                changed += 1
         ours = rec is not None and rec.get("t") in ("pending", "done") and rec.get("out") == names[image_id]
         if out.exists() and not overwrite and not ours:
             summary.skipped += 1
@@ -170,6 +173,9 @@ def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
         todo.add(image_id)
     if changed:
         say(f"{changed} source file(s) changed since they were obfuscated: done again")
+    if damaged:
+        say(f"{damaged} output(s) differ from what the manifest records (size or SHA-256: damaged "
+            "or edited since they were written): done again")
     return todo
 
 
@@ -183,8 +189,10 @@ def _record_results(results, *, todo, names, sigs, dst_p: Path, man, guard: Stop
     for r in mine:
         image_id = r["id"]
         if r["t"] == "done":
-            guard.write_output(dst_p / names[image_id], r.pop("data"))
+            data = r.pop("data")
+            guard.write_output(dst_p / names[image_id], data)
             r["out"] = names[image_id]
+            r["bytes"] = len(data)
             r["src_sig"] = sigs.pop(image_id, None)
             summary.done += 1
         else:
@@ -314,7 +322,8 @@ def _obfuscate_mixed(plan, ids, names, *, src_p, dst_p, key, options, man, summa
 
     if not overwrite:
         settle_groups(plan, man, dst_p, key, options, changed=changed, say=say)
-    todo = mixed_todo(plan, names, man, dst_p, overwrite=overwrite, summary=summary, changed=changed)
+    todo = mixed_todo(plan, names, man, dst_p, overwrite=overwrite, summary=summary, changed=changed,
+                      say=say)
     guard = StopGuard(man.path, len(todo))
     guard.mkdir(dst_p)
     if plan.failures:

@@ -38,7 +38,7 @@ from typing import Any
 
 from visualmixer.tools.distributed import map_unordered
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
-from visualmixer.tools.safe_io import read_source
+from visualmixer.tools.safe_io import output_intact, read_source
 
 __all__ = ["MIX_MANIFEST_VERSION", "MixPlan", "prepare_mix", "settle_groups", "mixed_todo", "run_mixed",
            "pack_chunks", "restore_mixed_jobs"]
@@ -188,7 +188,8 @@ def _form_groups(ids: list[str], found: dict, key, options) -> tuple[list[dict],
 
 def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool]) -> list[dict]:
     """The groups the manifest records as finished: every member ``done`` with the same group
-    record, its output present, its source unchanged (a deleted source counts as unchanged)."""
+    record, its output present as recorded (size, SHA-256), its source unchanged (a deleted
+    source counts as unchanged)."""
     seen: dict[tuple, dict] = {}
     for rec in man.done():
         if "mix" in rec:
@@ -196,7 +197,7 @@ def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool]) -> 
     finished = []
     for ids, grec in seen.items():
         recs = [man.records.get(i) or {} for i in ids]
-        if all(r.get("t") == "done" and r.get("mix") == grec and (dst_p / r["out"]).exists()
+        if all(r.get("t") == "done" and r.get("mix") == grec and output_intact(dst_p / r["out"], r)
                and not changed(i, r) for i, r in zip(ids, recs, strict=True)):
             finished.append(grec)
     return finished
@@ -253,16 +254,27 @@ def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[st
         ours = r is not None and r.get("t") in ("pending", "done") and r.get("out") == names[image_id]
         if out.exists() and not ours:
             return f"foreign:{image_id}"
-        if not (r and r.get("t") == "done" and ours and r.get("mix") == rec and out.exists()
+        if not (r and r.get("t") == "done" and ours and r.get("mix") == rec and output_intact(out, r)
                 and not changed(image_id, r)):
             done = False
     return "done" if done else "todo"
 
 
+def _damaged(ids: list[str], names: dict, man, dst_p: Path) -> int:
+    """How many of ``ids`` have an output recorded done that is there but not as recorded."""
+    count = 0
+    for image_id in ids:
+        r, out = man.records.get(image_id) or {}, dst_p / names[image_id]
+        if r.get("t") == "done" and r.get("out") == names[image_id] and out.exists():
+            count += not output_intact(out, r)
+    return count
+
+
 def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool, summary,
-               changed: Callable[[str, dict], bool]) -> set[str]:
+               changed: Callable[[str, dict], bool], say: Callable[[str], None] | None = None) -> set[str]:
     """The ids of the groups this run must (re)do; counts finished and skipped groups."""
     todo: set[str] = set()
+    damaged = 0
     summary.already += sum(len(g["ids"]) for g in plan.kept)
     for rec in plan.groups:
         state = "todo" if overwrite else _group_state(rec, names, man, dst_p, changed)
@@ -278,6 +290,10 @@ def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool,
                                          "replace it)"))
         else:
             todo.update(rec["ids"])
+            damaged += 0 if overwrite else _damaged(rec["ids"], names, man, dst_p)
+    if damaged and say is not None:
+        say(f"{damaged} output(s) differ from what the manifest records (size or SHA-256: damaged "
+            "or edited since they were written): their groups are done again")
     return todo
 
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.errors import RunStopped, describe_oserror, free_bytes, human_bytes, stopping
 
-__all__ = ["read_source", "source_signature", "StopGuard"]
+__all__ = ["read_source", "source_signature", "output_intact", "StopGuard"]
 
 
 def source_signature(st: os.stat_result) -> list[int]:
@@ -48,6 +50,28 @@ def read_source(path: Path) -> tuple[bytes | None, str, list[int] | None]:
             or source_signature(now) != sig):
         return None, "source file changed while it was read (rerun to retry)", None
     return data, "", sig
+
+
+def output_intact(path: Path, rec: dict) -> bool:
+    """Whether ``path`` holds the output that the ``done`` record ``rec`` describes: a regular file
+    of the recorded size (``bytes``) and SHA-256 (``sha256``). A record without them (an earlier
+    version's) asks only that the file exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    if rec.get("bytes") is not None and st.st_size != int(rec["bytes"]):
+        return False
+    if rec.get("sha256") is None:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return False
+    return digest == rec["sha256"]
 
 
 _ADVICE = {
