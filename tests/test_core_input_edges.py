@@ -146,3 +146,13 @@ def test_mix_with_a_numpy_region_round_trips():
     res = mix(x, [0, 0, 0, 1, 1, 1], key=KEY, ids=range(6), k=3, region=np.int64(8))
     assert res.groups.region == 8
     assert torch.equal(unmix(res.images, res.groups, res.plans, key=KEY, ids=range(6)), x)
+
+
+def test_images_with_more_regions_than_the_key_counter_holds_are_refused():
+    """Generator 2 keys a region by ``region * 64 + lane`` in int32: past 2**25 regions it would wrap."""
+    from visualmixer.core.regions import MAX_REGIONS
+
+    assert MAX_REGIONS * 64 <= 2**31
+    assert resolve_region(2, 8192, 8192) == 2 and resolve_region(None, 16384, 16384) == 16
+    with pytest.raises(ValueError, match="67108864 regions of side 2.*use region >= 3"):
+        resolve_region(2, 16384, 16384)

@@ -21,8 +21,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-__all__ = ["default_region", "check_region_side", "resolve_region", "tile_ladder", "MAX_LEVELS", "RegionGrid",
-           "LevelTable", "region_grid", "to_regions", "from_regions", "region_windows", "VIEW_DTYPES", "widest_word"]
+__all__ = ["default_region", "check_region_side", "resolve_region", "tile_ladder", "MAX_LEVELS", "MAX_REGIONS",
+           "RegionGrid", "LevelTable", "region_grid", "to_regions", "from_regions", "region_windows",
+           "VIEW_DTYPES", "widest_word"]
 
 #: Integer dtype of each byte width (views of tile rows and region rows as wide elements).
 VIEW_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -32,6 +33,9 @@ VIEW_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 #: order), so a 16th level would reuse another permutation's key. Sides up to 256 with more
 #: levels (120, 168, 180, 210, 216, 240, 252) are refused; plans made with them still restore.
 MAX_LEVELS = 15
+
+#: The most regions an image may have: that counter is an int32, ``region * 64 + lane``.
+MAX_REGIONS = 2**25
 
 
 def widest_word(nbytes: int) -> int:
@@ -72,10 +76,10 @@ def check_region_side(region, *, allowed: str = "a positive int") -> int:
 def resolve_region(region, h: int, w: int) -> int:
     """The region side of an obfuscation of ``h × w`` images: ``region`` (a positive int, at most
     256, whose tile ladder has at most :data:`MAX_LEVELS` levels) or, when ``None``,
-    :func:`default_region` of the size; else ``ValueError``."""
-    if region is None:
-        return default_region(h, w)
-    region = check_region_side(region, allowed="a positive int or None (size default)")
+    :func:`default_region` of the size, as long as the image has at most :data:`MAX_REGIONS`
+    regions; else ``ValueError``."""
+    region = default_region(h, w) if region is None else check_region_side(
+        region, allowed="a positive int or None (size default)")
     if region > 256:
         raise ValueError(f"region must be at most 256 pixels, got {region}")
     ladder = tile_ladder(region)
@@ -83,6 +87,11 @@ def resolve_region(region, h: int, w: int) -> int:
         raise ValueError(
             f"region {region} has {len(ladder)} shuffle levels (tile sides {ladder}); at most {MAX_LEVELS} "
             f"are allowed: choose a side with fewer divisors, e.g. {1 << round(math.log2(region))}")
+    count = -(-h // region) * -(-w // region)
+    if count > MAX_REGIONS:
+        least = next(r for r in range(region + 1, 257) if -(-h // r) * -(-w // r) <= MAX_REGIONS)
+        raise ValueError(f"{h} x {w} images have {count} regions of side {region}; at most {MAX_REGIONS} are "
+                         f"allowed (the keyed generator counts regions in 32 bits): use region >= {least}")
     return region
 
 
