@@ -115,7 +115,8 @@ def test_end_to_end_bad_files_metadata_restore(tree, capsys):
     back = tmp / "restored"
     rc = main(["restore", str(dst), str(back), "--key", str(key), "--quiet"])
     out, err = capsys.readouterr()
-    assert rc == 0, out + err
+    assert rc == 1, out + err  # the files obfuscate failed or skipped are not restored
+    assert "restored 10, skipped 6, failed 0" in out and "6 image(s) are not in RESTORED" in err
     for name in DONE:
         got = vio.read_image(back / (name.rsplit(".", 1)[0] + ".png"))
         assert np.array_equal(got.numpy(), vio.read_image(src / name).numpy()), name
@@ -141,18 +142,19 @@ def test_refusals(tree, capsys, tmp_path):
     assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q"]) == 2
     assert "chmod 600" in capsys.readouterr().err
     os.chmod(key, 0o600)
-    # an output that is not ours is never overwritten without --overwrite
+    # an output that is not ours is never overwritten without --overwrite: the run is refused
     foreign = dst / "good" / "a.png"
     foreign.parent.mkdir(parents=True)
     foreign.write_bytes(b"not mine")
-    assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q"]) == 1
+    assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q"]) == 2
     assert foreign.read_bytes() == b"not mine"
-    assert "good/a.png: output good/a.png exists" in capsys.readouterr().err
-    # resuming with other options is refused; --overwrite starts over
-    assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--target-vfe", "0.7"]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds 1 file(s) that this run would write" in err and "--overwrite" in err
     assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--overwrite"]) == 1
     assert foreign.read_bytes() != b"not mine"
+    # resuming with other options is refused
+    assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--target-vfe", "0.7"]) == 2
+    assert "made with --target-vfe 0.5" in capsys.readouterr().err
     # restoring into the original SRC is refused
     assert main(["restore", str(dst), str(src / "back"), "--key", str(key), "-q"]) == 2
     assert "inside the original SRC" in capsys.readouterr().err

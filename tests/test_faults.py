@@ -44,7 +44,7 @@ def _assert_clean(report: dict) -> None:
     assert report["lost"] == 0, report
     assert report["extra"] == [], report
     assert report["wrong_restores"] == 0, report
-    assert report["restore_rc"] == 0, report
+    assert report["restore_rc"] == report["restore_rc_expected"], report
     assert report["temps"] == [], report
     assert report["src_unchanged"], report
 

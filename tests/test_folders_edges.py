@@ -89,3 +89,55 @@ def test_resume_redoes_a_damaged_output(tmp_path, keys, capsys, mix):
     assert ("obfuscated 4" if mix else "obfuscated 2, already done 2") in out, out
     assert {p: p.read_bytes() for p in sorted(ref.rglob("*.png"))} == {
         ref / p.relative_to(dst): p.read_bytes() for p in sorted(dst.rglob("*.png"))}
+
+
+def _interrupt_after_first_chunk(monkeypatch):
+    from visualmixer.tools import folders
+
+    real, calls = folders._record_results, []
+
+    def stop_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(folders, "_record_results", stop_after_one)
+
+
+@pytest.mark.parametrize("mix", [None, "2"])
+def test_another_key_into_a_half_filled_dst_is_refused(tmp_path, keys, capsys, monkeypatch, mix):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src, 8)
+    extra = ["--batch-size", "4", *(["--mix", mix] if mix else [])]
+    _interrupt_after_first_chunk(monkeypatch)
+    assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q", *extra]) == 130
+    monkeypatch.undo()
+    before = {p: p.read_bytes() for p in dst.rglob("*.png")}
+    assert len(before) == 4  # the first chunk's outputs
+    capsys.readouterr()
+    assert main(["obfuscate", str(src), str(dst), "--key", str(keys[1]), "-q", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "already holds 4 file(s) that this run would write but its manifest does not record" in err
+    assert "another key" in err and "choose another DST" in err and "--overwrite" in err, err
+    assert {p: p.read_bytes() for p in dst.rglob("*.png")} == before
+    assert not list(keys[1].parent.glob("b.key.*.manifest.jsonl"))  # a refused run leaves none
+    # the half-finished run's restore says it is not whole, and exits 1
+    assert main(["restore", str(dst), str(tmp_path / "back"), "--key", str(keys[0]), "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert "restored 4" in out and "never obfuscated 4" in out
+    assert "not every image of the run was restored: 4 image(s) are not in RESTORED" in err
+    # the key that made it resumes it; then everything restores, exit 0
+    assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q", *extra]) == 0
+    assert main(["restore", str(dst), str(tmp_path / "back"), "--key", str(keys[0]), "-q"]) == 0
+
+
+def test_restore_of_a_run_with_failed_images_exits_1(tmp_path, keys, capsys):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src, 2)
+    (src / "c0" / "broken.png").write_bytes(b"not a png")
+    assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q"]) == 1
+    capsys.readouterr()
+    assert main(["restore", str(dst), str(tmp_path / "back"), "--key", str(keys[0]), "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert "restored 2, skipped 1" in out and "c0/broken.png: not obfuscated" in err

@@ -82,10 +82,12 @@ def test_mixed_run_restores_every_image_bit_exactly(tmp_path, key, capsys, group
     assert mixed >= 5
     # restore: every image bit-exact
     back = tmp_path / "back"
-    assert main(["restore", str(dst), str(back), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    # (exit 1: the broken file, which obfuscate failed, is not restored)
+    assert main(["restore", str(dst), str(back), "--key", str(key), "-q", "--manifest", str(man)]) == 1
     for i in ids:
         assert np.array_equal(vio.read_image(back / i).numpy(), vio.read_image(src / i).numpy()), i
     assert not (back / "cat" / "zz_empty.png").exists()
+    assert "not every image of the run was restored: 1 image(s)" in capsys.readouterr().err
     # an edited output fails its whole group (its collage holds the others' regions), naming it
     victim = next(g for g in groups if len(g) == 3)
     (dst / victim[0]).write_bytes((dst / victim[1]).read_bytes())
@@ -151,9 +153,9 @@ def test_interrupted_mixed_run_resumes_whole_groups_byte_identical(tmp_path, key
     finished = {r["id"] for r in first}
     assert finished == {i for c in calls for i in c} and 0 < len(finished) < len(ids)
     assert all(set(r["mix"]["ids"]) <= finished for r in first)  # whole groups only
-    # a restore now restores the finished groups and counts the rest
+    # a restore now restores the finished groups and counts the rest (exit 1: not all came back)
     back = tmp_path / "back"
-    assert main(["restore", str(dst), str(back), "--key", str(key), "--manifest", str(man)]) == 0
+    assert main(["restore", str(dst), str(back), "--key", str(key), "--manifest", str(man)]) == 1
     out = capsys.readouterr().out
     assert f"restored {len(finished)}" in out and f"never obfuscated {len(ids) - len(finished)}" in out
     # resume: finished groups are not redone, the result equals the undisturbed run

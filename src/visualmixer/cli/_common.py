@@ -181,7 +181,7 @@ def print_summary(verb: str, summary, *, quiet: bool = False) -> None:
     line = ", ".join(parts) + f" in {summary.seconds:.1f} s ({rate:.1f} images/s)"
     if summary.manifest is not None:
         line += f"; manifest: {summary.manifest}"
-    if not quiet or summary.failed or getattr(summary, "never", 0):
+    if not quiet or summary.exit_code:
         print(line)
     for image_id, status, reason in summary.problems[:MAX_PROBLEM_LINES]:
         print(f"  {status:7s} {image_id}: {flags_for(reason)}", file=sys.stderr)

@@ -22,9 +22,10 @@ examples:
   is refused (pass --overwrite to write into it anyway). Runs made with --mix are restored group
   by group, bit-exactly.
 
-exit status: 0 all restored, 1 some failed (listed: missing or edited outputs), 2 usage error
-  (wrong key, no manifest), 3 stopped by a write error (disk full, ...; rerun to resume),
-  4 another run uses this manifest, 130 interrupted.
+exit status: 0 every image of the run restored; 1 some not restored: failed (missing or edited
+  outputs), skipped (obfuscate failed or skipped them) or never obfuscated (the obfuscate run was
+  not finished), each listed or counted; 2 usage error (wrong key, no manifest), 3 stopped by a
+  write error (disk full, ...; rerun to resume), 4 another run uses this manifest, 130 interrupted.
 """
 
 

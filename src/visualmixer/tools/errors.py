@@ -126,3 +126,16 @@ def describe_oserror(exc: OSError) -> str:
 def stopping(exc: BaseException) -> bool:
     """Whether ``exc`` is an ``OSError`` that stops the run (rather than failing one image)."""
     return isinstance(exc, OSError) and exc.errno in STOPPING_ERRNOS
+
+
+def foreign_outputs(dst, foreign: list[str]) -> FileExistsError:
+    """The refusal of a run into ``dst`` that holds ``foreign`` outputs (relative names): files
+    this run would write that its manifest does not record — another key's or another run's."""
+    shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    return FileExistsError(
+        f"DST {dst} already holds {len(foreign)} file(s) that this run would write but its manifest "
+        f"does not record ({shown}): another run wrote them — with another key or another manifest "
+        "— or they were put there by hand, and this run's outputs would mix with them; resume that "
+        "run with its own key (and manifest=PATH), choose another DST, or pass overwrite=True to "
+        "replace them"
+    )

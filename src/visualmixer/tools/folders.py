@@ -47,6 +47,7 @@ from typing import Any
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.chunks import obfuscate_chunk
 from visualmixer.tools.distributed import map_unordered
+from visualmixer.tools.errors import foreign_outputs
 from visualmixer.tools.layout import (
     JPEG_EXT,
     TOOL_VERSION,
@@ -150,9 +151,11 @@ def _source_changed(rec: dict, path: Path) -> bool:
 
 def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
                     summary: RunSummary, say: Callable[[str], None]) -> set[str]:
-    """The ids this run must (re)do; counts the finished ones and the foreign outputs."""
+    """The ids this run must (re)do; counts the finished ones; refuses outputs of other runs."""
     todo: set[str] = set()
     changed = damaged = 0
+    recorded = man.outputs()
+    foreign = []
     for image_id in ids:
         rec = man.records.get(image_id)
         out = dst_p / names[image_id]
@@ -164,13 +167,11 @@ def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
                 continue
             else:
                 changed += 1
-        ours = rec is not None and rec.get("t") in ("pending", "done") and rec.get("out") == names[image_id]
-        if out.exists() and not overwrite and not ours:
-            summary.skipped += 1
-            summary.problems.append((image_id, "skipped", f"output {names[image_id]} exists and was "
-                                     "not written by this run (pass overwrite=True to replace it)"))
-            continue
+        if not overwrite and names[image_id] not in recorded and out.exists():
+            foreign.append(names[image_id])
         todo.add(image_id)
+    if foreign:
+        raise foreign_outputs(dst_p, foreign)
     if changed:
         say(f"{changed} source file(s) changed since they were obfuscated: done again")
     if damaged:
@@ -282,6 +283,7 @@ def obfuscate_folder(
             plan = prepare_mix(ids, src_p, key, options, workers=workers, dask=dask,
                                batch_size=batch_size, say=say)
             header["version"] = MIX_MANIFEST_VERSION
+        fresh = overwrite or not man_path.exists()
         with StopGuard(man_path, 0).writing(man_path, 4096):
             man = _open_obfuscate_manifest(man_path, header, overwrite=overwrite, dst_p=dst_p, say=say)
             if listed_images(man) != len(ids):
@@ -289,24 +291,37 @@ def obfuscate_folder(
         try:
             note_lock_and_damage(lock, man, say)
             names = output_names(ids, fmt=options.format, rename=options.rename, key=key)
-            if plan is not None:
-                _obfuscate_mixed(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
-                                 man=man, summary=summary, overwrite=overwrite, workers=workers,
-                                 dask=dask, batch_size=batch_size, show=progress, say=say)
-            else:
-                todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
-                guard = StopGuard(man_path, len(todo))
-                guard.mkdir(dst_p)
-                _run_obfuscate(ids, todo, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
-                               man=man, guard=guard, summary=summary, workers=workers, dask=dask,
-                               batch_size=batch_size, show=progress)
-            if options.mix is not None or options.rename:  # their write order is a secret: settle.py
-                released = [r["out"] for r in man.done() if r.get("out")]
-                if summary.done or not is_settled(dst_p / n for n in released):
-                    settle_outputs(dst_p, released, StopGuard(man_path, len(released)))
+            _obfuscate_run(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
+                           man=man, summary=summary, overwrite=overwrite, workers=workers, dask=dask,
+                           batch_size=batch_size, show=progress, say=say)
+        except FileExistsError:  # DST holds another run's outputs: a refused run leaves no manifest
+            if fresh:
+                man.close()
+                man_path.unlink(missing_ok=True)
+            raise
         finally:
             man.close()
     return _finish(summary, t0)
+
+
+def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary, overwrite,
+                   workers, dask, batch_size, show, say) -> None:
+    """The work of a run, plain or mixed, then the settling of renamed and mixed releases."""
+    if plan is not None:
+        _obfuscate_mixed(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
+                         man=man, summary=summary, overwrite=overwrite, workers=workers,
+                         dask=dask, batch_size=batch_size, show=show, say=say)
+    else:
+        todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
+        guard = StopGuard(man.path, len(todo))
+        guard.mkdir(dst_p)
+        _run_obfuscate(ids, todo, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
+                       man=man, guard=guard, summary=summary, workers=workers, dask=dask,
+                       batch_size=batch_size, show=show)
+    if options.mix is not None or options.rename:  # their write order is a secret: settle.py
+        released = [r["out"] for r in man.done() if r.get("out")]
+        if summary.done or not is_settled(dst_p / n for n in released):
+            settle_outputs(dst_p, released, StopGuard(man.path, len(released)))
 
 
 def _finish(summary: RunSummary, t0: float) -> RunSummary:

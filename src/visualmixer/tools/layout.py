@@ -152,6 +152,9 @@ class RunSummary:
     warnings : list of str
     never : int
         Restore only: images of the run that obfuscate never finished (an interrupted run).
+    whole : bool
+        Restore: every image of the run must come back, so images ``skipped`` (obfuscate failed
+        or skipped them) or ``never`` obfuscated make the exit code 1 as failures do.
     """
 
     done: int = 0
@@ -164,11 +167,12 @@ class RunSummary:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     never: int = 0
+    whole: bool = False
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed, else 1."""
-        return 1 if self.failed else 0
+        """0 when nothing failed (and, with ``whole``, every image came back), else 1."""
+        return 1 if self.failed or (self.whole and (self.skipped or self.never)) else 0
 
 
 # -- paths --------------------------------------------------------------------------------------

@@ -207,3 +207,8 @@ class Manifest:
     def done(self) -> list[dict[str, Any]]:
         """The ``done`` records, in id order."""
         return [r for _, r in sorted(self.records.items()) if r.get("t") == "done"]
+
+    def outputs(self) -> set[str]:
+        """The output names of the ``pending`` and ``done`` records: the files this run wrote
+        (or was writing) into its destination."""
+        return {r["out"] for r in self.records.values() if r.get("t") in ("pending", "done") and r.get("out")}

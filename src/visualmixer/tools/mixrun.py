@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from visualmixer.tools.distributed import map_unordered
+from visualmixer.tools.errors import foreign_outputs
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
 from visualmixer.tools.safe_io import output_intact, read_source
 
@@ -246,18 +247,14 @@ def pack_chunks(groups: list[dict], batch_size: int) -> list[list[dict]]:
 
 
 def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[str, dict], bool]) -> str:
-    """``"done"``, ``"todo"`` or the id of a member whose output is not ours (``"foreign:ID"``)."""
-    done = True
+    """``"done"`` or ``"todo"``."""
     for image_id in rec["ids"]:
         r = man.records.get(image_id)
         out = dst_p / names[image_id]
-        ours = r is not None and r.get("t") in ("pending", "done") and r.get("out") == names[image_id]
-        if out.exists() and not ours:
-            return f"foreign:{image_id}"
-        if not (r and r.get("t") == "done" and ours and r.get("mix") == rec and output_intact(out, r)
-                and not changed(image_id, r)):
-            done = False
-    return "done" if done else "todo"
+        if not (r and r.get("t") == "done" and r.get("out") == names[image_id] and r.get("mix") == rec
+                and output_intact(out, r) and not changed(image_id, r)):
+            return "todo"
+    return "done"
 
 
 def _damaged(ids: list[str], names: dict, man, dst_p: Path) -> int:
@@ -272,25 +269,24 @@ def _damaged(ids: list[str], names: dict, man, dst_p: Path) -> int:
 
 def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool, summary,
                changed: Callable[[str, dict], bool], say: Callable[[str], None] | None = None) -> set[str]:
-    """The ids of the groups this run must (re)do; counts finished and skipped groups."""
+    """The ids of the groups this run must (re)do; counts finished groups; refuses outputs of
+    other runs (:func:`~visualmixer.tools.errors.foreign_outputs`)."""
     todo: set[str] = set()
     damaged = 0
+    recorded = man.outputs()
+    foreign = []
     summary.already += sum(len(g["ids"]) for g in plan.kept)
     for rec in plan.groups:
         state = "todo" if overwrite else _group_state(rec, names, man, dst_p, changed)
         if state == "done":
             summary.already += len(rec["ids"])
-        elif state.startswith("foreign:"):
-            culprit = state.split(":", 1)[1]
-            for image_id in rec["ids"]:
-                summary.skipped += 1
-                summary.problems.append((image_id, "skipped", f"output {names[culprit]} exists and "
-                                         f"was not written by this run, so its mixing group of "
-                                         f"{len(rec['ids'])} is not written (pass overwrite=True to "
-                                         "replace it)"))
-        else:
-            todo.update(rec["ids"])
-            damaged += 0 if overwrite else _damaged(rec["ids"], names, man, dst_p)
+            continue
+        todo.update(rec["ids"])
+        if not overwrite:
+            damaged += _damaged(rec["ids"], names, man, dst_p)
+            foreign += [names[i] for i in rec["ids"] if names[i] not in recorded and (dst_p / names[i]).exists()]
+    if foreign:
+        raise foreign_outputs(dst_p, sorted(foreign))
     if damaged and say is not None:
         say(f"{damaged} output(s) differ from what the manifest records (size or SHA-256: damaged "
             "or edited since they were written): their groups are done again")

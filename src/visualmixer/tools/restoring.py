@@ -149,7 +149,7 @@ def restore_folder(
     dst_p, out_p = resolved_path(dst), resolved_path(restored)
     check_folders(dst_p, out_p, src_label="DST", dst_label="RESTORED")
     man_path = _restore_manifest_path(manifest, key_path, dst_p)
-    summary = RunSummary(manifest=man_path)
+    summary = RunSummary(manifest=man_path, whole=True)
     say = warner(summary, warn)
     with RunLock(man_path, command="restore", target=str(out_p)) as lock, \
             RunLock.for_destination(out_p, command="restore"):
@@ -170,8 +170,20 @@ def restore_folder(
                                batch_size=batch_size, show=progress)
     if inexact:
         summary.warnings.append(f"{inexact} image(s) restored approximately (JPEG outputs)")
+    _say_not_restored(summary, say)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _say_not_restored(summary: RunSummary, say: Callable[[str], None]) -> None:
+    """The warning of a restore that did not give every image of the run back."""
+    missing = summary.failed + summary.skipped + summary.never
+    if missing:
+        parts = [f"{n} {what}" for n, what in ((summary.failed, "failed"),
+                 (summary.skipped, "skipped (obfuscate failed or skipped them)"),
+                 (summary.never, "never obfuscated")) if n]
+        say(f"not every image of the run was restored: {missing} image(s) are not in RESTORED "
+            f"({', '.join(parts)})")
 
 
 def _run_restore(todo, names, *, man, dst_p, out_p, key, opts, guard, summary, workers, dask,
