@@ -149,7 +149,8 @@ def test_refusals(tree, capsys, tmp_path):
     assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q"]) == 2
     assert foreign.read_bytes() == b"not mine"
     err = capsys.readouterr().err
-    assert "already holds 1 file(s) that this run would write" in err and "--overwrite" in err
+    assert "already holds 1 image file(s) that this run's manifest does not record" in err
+    assert "--overwrite" in err
     assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--overwrite"]) == 1
     assert foreign.read_bytes() != b"not mine"
     # resuming with other options is refused

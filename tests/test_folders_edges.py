@@ -105,11 +105,11 @@ def _interrupt_after_first_chunk(monkeypatch):
     monkeypatch.setattr(folders, "_record_results", stop_after_one)
 
 
-@pytest.mark.parametrize("mix", [None, "2"])
-def test_another_key_into_a_half_filled_dst_is_refused(tmp_path, keys, capsys, monkeypatch, mix):
+@pytest.mark.parametrize("how", [[], ["--mix", "2"], ["--rename"]])  # renamed: the keys' names differ
+def test_another_key_into_a_half_filled_dst_is_refused(tmp_path, keys, capsys, monkeypatch, how):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src, 8)
-    extra = ["--batch-size", "4", *(["--mix", mix] if mix else [])]
+    extra = ["--batch-size", "4", *how]
     _interrupt_after_first_chunk(monkeypatch)
     assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q", *extra]) == 130
     monkeypatch.undo()
@@ -118,7 +118,7 @@ def test_another_key_into_a_half_filled_dst_is_refused(tmp_path, keys, capsys, m
     capsys.readouterr()
     assert main(["obfuscate", str(src), str(dst), "--key", str(keys[1]), "-q", *extra]) == 2
     err = capsys.readouterr().err
-    assert "already holds 4 file(s) that this run would write but its manifest does not record" in err
+    assert "already holds 4 image file(s) that this run's manifest does not record" in err
     assert "another key" in err and "choose another DST" in err and "--overwrite" in err, err
     assert {p: p.read_bytes() for p in dst.rglob("*.png")} == before
     assert not list(keys[1].parent.glob("b.key.*.manifest.jsonl"))  # a refused run leaves none
@@ -141,3 +141,13 @@ def test_restore_of_a_run_with_failed_images_exits_1(tmp_path, keys, capsys):
     assert main(["restore", str(dst), str(tmp_path / "back"), "--key", str(keys[0]), "-q"]) == 1
     out, err = capsys.readouterr()
     assert "restored 2, skipped 1" in out and "c0/broken.png: not obfuscated" in err
+
+
+def test_an_output_left_by_an_image_that_later_failed_is_not_foreign(tmp_path, keys, capsys):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src, 2)
+    assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q"]) == 0
+    (src / "c0" / "img00.png").write_bytes(b"broken now")
+    for _ in range(2):  # its old output stays in DST, recorded only by a superseded record
+        assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q"]) == 1
+        assert "c0/img00.png: not a recognised image format" in capsys.readouterr().err

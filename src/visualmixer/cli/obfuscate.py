@@ -34,7 +34,7 @@ examples:
 exit status:
   0    no image failed (images over --max-pixels are skipped, listed)
   1    some files failed (each listed with its reason)
-  2    usage error (also: DST holds outputs this run's manifest does not record, e.g. another key's)
+  2    usage error (also: DST holds images this run's manifest does not record, e.g. another key's)
   3    stopped: disk full, permission denied, read-only or I/O error
   4    another run holds DST     130  interrupted (Ctrl-C)
   On 3 and 130 nothing is lost: fix the cause and rerun the same command (printed) to resume.

@@ -129,13 +129,13 @@ def stopping(exc: BaseException) -> bool:
 
 
 def foreign_outputs(dst, foreign: list[str]) -> FileExistsError:
-    """The refusal of a run into ``dst`` that holds ``foreign`` outputs (relative names): files
-    this run would write that its manifest does not record — another key's or another run's."""
+    """The refusal of a run into ``dst`` that holds ``foreign`` images (relative names) that its
+    manifest does not record as written: another key's outputs, another run's, or the user's."""
     shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
     return FileExistsError(
-        f"DST {dst} already holds {len(foreign)} file(s) that this run would write but its manifest "
-        f"does not record ({shown}): another run wrote them — with another key or another manifest "
-        "— or they were put there by hand, and this run's outputs would mix with them; resume that "
-        "run with its own key (and manifest=PATH), choose another DST, or pass overwrite=True to "
-        "replace them"
+        f"DST {dst} already holds {len(foreign)} image file(s) that this run's manifest does not "
+        f"record ({shown}): another run wrote them — with another key or another manifest — or "
+        "they were put there by hand, and this run's outputs would mix with them; resume that run "
+        "with its own key (and manifest=PATH), choose another DST, or pass overwrite=True to write "
+        "into it anyway (files of the same name are replaced)"
     )

@@ -151,11 +151,9 @@ def _source_changed(rec: dict, path: Path) -> bool:
 
 def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
                     summary: RunSummary, say: Callable[[str], None]) -> set[str]:
-    """The ids this run must (re)do; counts the finished ones; refuses outputs of other runs."""
+    """The ids this run must (re)do; counts the finished ones."""
     todo: set[str] = set()
     changed = damaged = 0
-    recorded = man.outputs()
-    foreign = []
     for image_id in ids:
         rec = man.records.get(image_id)
         out = dst_p / names[image_id]
@@ -167,11 +165,7 @@ def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
                 continue
             else:
                 changed += 1
-        if not overwrite and names[image_id] not in recorded and out.exists():
-            foreign.append(names[image_id])
         todo.add(image_id)
-    if foreign:
-        raise foreign_outputs(dst_p, foreign)
     if changed:
         say(f"{changed} source file(s) changed since they were obfuscated: done again")
     if damaged:
@@ -307,6 +301,10 @@ def obfuscate_folder(
 def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary, overwrite,
                    workers, dask, batch_size, show, say) -> None:
     """The work of a run, plain or mixed, then the settling of renamed and mixed releases."""
+    if not overwrite and dst_p.is_dir():  # another key's or run's images: never mix with them
+        foreign = [i for i in list_images(dst_p)[0] if i not in man.written]
+        if foreign:
+            raise foreign_outputs(dst_p, foreign)
     if plan is not None:
         _obfuscate_mixed(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                          man=man, summary=summary, overwrite=overwrite, workers=workers,

@@ -54,6 +54,9 @@ class Manifest:
         Latest record per image id.
     damaged : list of int
         Numbers of the lines that could not be read and were skipped (1-based).
+    written : set of str
+        Every output name a ``pending`` or ``done`` record of the file names, also records
+        superseded since (an output stays in the destination when its image later failed).
     """
 
     def __init__(self, path: Path, header: dict[str, Any], records: dict[str, dict[str, Any]],
@@ -62,6 +65,7 @@ class Manifest:
         self.header = header
         self.records = records
         self.damaged = list(damaged or [])
+        self.written: set[str] = set()
         self._fd: int | None = None
 
     # -- opening ---------------------------------------------------------------------------------
@@ -113,6 +117,7 @@ class Manifest:
         header = cls._parse_header(path, lines[0])
         records: dict[str, dict[str, Any]] = {}
         damaged: list[int] = []
+        written: set[str] = set()
         for number, line in enumerate(lines[1:], 2):
             if not line.strip():
                 continue
@@ -124,7 +129,11 @@ class Manifest:
                 damaged.append(number)
                 continue
             records[rec["id"]] = rec
-        return cls(path, header, records, damaged)
+            if rec["t"] in ("pending", "done") and isinstance(rec.get("out"), str):
+                written.add(rec["out"])
+        man = cls(path, header, records, damaged)
+        man.written = written
+        return man
 
     @staticmethod
     def _parse_header(path: Path, line: bytes) -> dict[str, Any]:
@@ -191,6 +200,8 @@ class Manifest:
             raise
         for rec in recs:
             self.records[rec["id"]] = rec
+            if rec["t"] in ("pending", "done") and isinstance(rec.get("out"), str):
+                self.written.add(rec["out"])
 
     def close(self) -> None:
         """Close the append descriptor (records stay readable)."""
@@ -207,8 +218,3 @@ class Manifest:
     def done(self) -> list[dict[str, Any]]:
         """The ``done`` records, in id order."""
         return [r for _, r in sorted(self.records.items()) if r.get("t") == "done"]
-
-    def outputs(self) -> set[str]:
-        """The output names of the ``pending`` and ``done`` records: the files this run wrote
-        (or was writing) into its destination."""
-        return {r["out"] for r in self.records.values() if r.get("t") in ("pending", "done") and r.get("out")}

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from visualmixer.tools.distributed import map_unordered
-from visualmixer.tools.errors import foreign_outputs
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
 from visualmixer.tools.safe_io import output_intact, read_source
 
@@ -269,12 +268,9 @@ def _damaged(ids: list[str], names: dict, man, dst_p: Path) -> int:
 
 def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool, summary,
                changed: Callable[[str, dict], bool], say: Callable[[str], None] | None = None) -> set[str]:
-    """The ids of the groups this run must (re)do; counts finished groups; refuses outputs of
-    other runs (:func:`~visualmixer.tools.errors.foreign_outputs`)."""
+    """The ids of the groups this run must (re)do; counts finished groups."""
     todo: set[str] = set()
     damaged = 0
-    recorded = man.outputs()
-    foreign = []
     summary.already += sum(len(g["ids"]) for g in plan.kept)
     for rec in plan.groups:
         state = "todo" if overwrite else _group_state(rec, names, man, dst_p, changed)
@@ -284,9 +280,6 @@ def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool,
         todo.update(rec["ids"])
         if not overwrite:
             damaged += _damaged(rec["ids"], names, man, dst_p)
-            foreign += [names[i] for i in rec["ids"] if names[i] not in recorded and (dst_p / names[i]).exists()]
-    if foreign:
-        raise foreign_outputs(dst_p, sorted(foreign))
     if damaged and say is not None:
         say(f"{damaged} output(s) differ from what the manifest records (size or SHA-256: damaged "
             "or edited since they were written): their groups are done again")
