@@ -151,3 +151,43 @@ def test_an_output_left_by_an_image_that_later_failed_is_not_foreign(tmp_path, k
     for _ in range(2):  # its old output stays in DST, recorded only by a superseded record
         assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q"]) == 1
         assert "c0/img00.png: not a recognised image format" in capsys.readouterr().err
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_link_from_dst_or_restored_into_src_is_refused(tmp_path, keys, capsys, overwrite):
+    src, dst, back = tmp_path / "src", tmp_path / "dst", tmp_path / "back"
+    _tree(src, 4)
+    before = _tree_bytes(src)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "c0").symlink_to(src / "c0")
+    assert main(["obfuscate", str(src), str(tmp_path / "linked"), "--key", str(keys[0]), "-q", *overwrite]) == 2
+    err = capsys.readouterr().err
+    assert "linked/c0 leads into SRC" in err and "symbolic link" in err, err
+    assert _tree_bytes(src) == before
+    # restore: RESTORED/c0 links to the original c0; never written, never taken for restored files
+    assert main(["obfuscate", str(src), str(dst), "--key", str(keys[0]), "-q"]) == 0
+    back.mkdir()
+    (back / "c0").symlink_to(src / "c0")
+    capsys.readouterr()
+    assert main(["restore", str(dst), str(back), "--key", str(keys[0]), *overwrite]) == 2
+    out, err = capsys.readouterr()
+    assert "back/c0 leads into the original SRC" in err and "already done" not in out, out + err
+    assert _tree_bytes(src) == before
+
+
+def test_every_write_checks_where_its_folder_leads(tmp_path):
+    from visualmixer.tools.safe_io import StopGuard
+
+    src = tmp_path / "src"
+    (src / "c").mkdir(parents=True)
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "c").symlink_to(src / "c")  # made after the run's check, say
+    guard = StopGuard(tmp_path / "m.jsonl", 1, never_inside={"SRC": src})
+    for name in ("c/x.png", "c/new/x.png"):
+        with pytest.raises(ValueError, match="leads into SRC"):
+            guard.write_output(tmp_path / "dst" / name, b"data")
+    assert list((src / "c").iterdir()) == []

@@ -13,7 +13,8 @@ name and status; it lives next to the key (or where the caller says), never in t
 Guarantees
 ----------
 - Nothing is ever written inside the source folder; a destination equal to it, inside it, or
-  containing it is refused.
+  containing it is refused, and so is one whose sub-folders lead into it through a symbolic link
+  (each output's folder is resolved, before the run and at every write).
 - Existing outputs are not replaced unless ``overwrite=True``; every output is written to a temporary
   name and renamed, so a crash leaves no half files.
 - Resume: rerunning the same command after an interruption (Ctrl-C, ``kill -9``) skips the images
@@ -72,7 +73,7 @@ from visualmixer.tools.lock import RunLock
 from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
-from visualmixer.tools.safe_io import StopGuard, output_intact, read_source, source_signature
+from visualmixer.tools.safe_io import StopGuard, check_no_way_into, output_intact, read_source, source_signature
 from visualmixer.tools.settle import is_settled, settle_outputs
 
 __all__ = [
@@ -305,13 +306,14 @@ def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary
         foreign = [i for i in list_images(dst_p)[0] if i not in man.written]
         if foreign:
             raise foreign_outputs(dst_p, foreign)
+    check_no_way_into(dst_p, names.values(), {"SRC": src_p})  # a link in DST must not lead into SRC
     if plan is not None:
         _obfuscate_mixed(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                          man=man, summary=summary, overwrite=overwrite, workers=workers,
                          dask=dask, batch_size=batch_size, show=show, say=say)
     else:
         todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
-        guard = StopGuard(man.path, len(todo))
+        guard = StopGuard(man.path, len(todo), never_inside={"SRC": src_p})
         guard.mkdir(dst_p)
         _run_obfuscate(ids, todo, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                        man=man, guard=guard, summary=summary, workers=workers, dask=dask,
@@ -319,7 +321,7 @@ def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary
     if options.mix is not None or options.rename:  # their write order is a secret: settle.py
         released = [r["out"] for r in man.done() if r.get("out")]
         if summary.done or not is_settled(dst_p / n for n in released):
-            settle_outputs(dst_p, released, StopGuard(man.path, len(released)))
+            settle_outputs(dst_p, released, StopGuard(man.path, len(released), never_inside={"SRC": src_p}))
 
 
 def _finish(summary: RunSummary, t0: float) -> RunSummary:
@@ -337,7 +339,7 @@ def _obfuscate_mixed(plan, ids, names, *, src_p, dst_p, key, options, man, summa
         settle_groups(plan, man, dst_p, key, options, changed=changed, say=say)
     todo = mixed_todo(plan, names, man, dst_p, overwrite=overwrite, summary=summary, changed=changed,
                       say=say)
-    guard = StopGuard(man.path, len(todo))
+    guard = StopGuard(man.path, len(todo), never_inside={"SRC": src_p})
     guard.mkdir(dst_p)
     if plan.failures:
         guard.append(man, plan.failures)

@@ -37,7 +37,7 @@ from visualmixer.tools.lock import RunLock
 from visualmixer.tools.mixchunks import unmix_chunk
 from visualmixer.tools.mixrun import restore_mixed_jobs
 from visualmixer.tools.progress import progress as progress_bar
-from visualmixer.tools.safe_io import StopGuard
+from visualmixer.tools.safe_io import StopGuard, check_no_way_into
 
 __all__ = ["restore_folder"]
 
@@ -71,8 +71,14 @@ def _check_restore_manifest(man, man_path: Path, out_p: Path, key: Any) -> None:
         )
 
 
-def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary,
-                  say: Callable[[str], None]) -> tuple[list[dict], dict[str, str]]:
+def _never_inside(man, dst_p: Path) -> dict[str, Path]:
+    """The folders no restored file may be written inside, however its path resolves."""
+    src = man.header.get("src")
+    return {"DST": dst_p, **({"the original SRC": resolved_path(src)} if src else {})}
+
+
+def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary, say: Callable[[str], None],
+                  never_inside: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
     done = man.done()
     listed = listed_images(man)
     finished = sum(1 for i, r in man.records.items() if i and r.get("t") in ("done", "failed", "skipped"))
@@ -86,12 +92,14 @@ def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary,
             summary.skipped += 1
             summary.problems.append((rec["id"], "skipped", f"not obfuscated: {rec.get('reason')}"))
     names = output_names([r["id"] for r in done], fmt="png")
+    check_no_way_into(out_p, names.values(), never_inside)  # a link in RESTORED must not lead there
     if any(r.get("out_format") == "jpeg" for r in done):
         say("some outputs were written as JPEG (format='same'): their restored pixels are "
             "close to, not equal to, the originals")
     todo = []
     for rec in done:
-        if (out_p / names[rec["id"]]).exists() and not overwrite:
+        path = out_p / names[rec["id"]]
+        if not overwrite and path.is_file() and not path.is_symlink():  # a link is no restored file
             summary.already += 1
         else:
             todo.append(rec)
@@ -158,8 +166,9 @@ def restore_folder(
         _check_restore_manifest(man, man_path, out_p, key)
         if not overwrite:
             check_restore_target(out_p, man)
-        todo, names = _restore_todo(man, out_p, overwrite, summary, say)
-        guard = StopGuard(man_path, len(todo))
+        never_inside = _never_inside(man, dst_p)
+        todo, names = _restore_todo(man, out_p, overwrite, summary, say, never_inside)
+        guard = StopGuard(man_path, len(todo), never_inside=never_inside)
         guard.mkdir(out_p)
         removed = vio.remove_stale_temps(out_p)
         if removed:

@@ -25,7 +25,7 @@ from pathlib import Path
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.errors import RunStopped, describe_oserror, free_bytes, human_bytes, stopping
 
-__all__ = ["read_source", "source_signature", "output_intact", "StopGuard"]
+__all__ = ["read_source", "source_signature", "output_intact", "check_no_way_into", "StopGuard"]
 
 
 def source_signature(st: os.stat_result) -> list[int]:
@@ -74,6 +74,27 @@ def output_intact(path: Path, rec: dict) -> bool:
     return digest == rec["sha256"]
 
 
+def _way_into(path: Path, forbidden: dict[str, Path]) -> str:
+    """Why writing into the folder ``path`` would write inside a ``forbidden`` folder, or ``""``."""
+    real = Path(os.path.realpath(path))
+    for label, folder in forbidden.items():
+        if real == folder or folder in real.parents:
+            return (f"{path} leads into {label} {folder} (it resolves to {real}: a symbolic link on "
+                    f"the way); nothing is ever written inside {label}: remove the link, or choose "
+                    "a folder without it")
+    return ""
+
+
+def check_no_way_into(root: Path, names, forbidden: dict[str, Path]) -> None:
+    """Refuse (``ValueError``) when the folder of an output ``root / name`` resolves inside one of
+    the ``forbidden`` folders (label → resolved path): a symbolic link in the destination that
+    points into SRC must not let a run write over the originals."""
+    for folder in sorted({os.path.dirname(n) for n in names}):
+        why = _way_into(root / folder, forbidden)
+        if why:
+            raise ValueError(why)
+
+
 _ADVICE = {
     errno.ENOSPC: "free some space",
     errno.EDQUOT: "free some space (quota)",
@@ -93,11 +114,16 @@ class StopGuard:
         The run's manifest (named in the message: the finished images are recorded there).
     total : int
         Images this run set out to write (for "N to go").
+    never_inside : dict, optional
+        Folders (label → resolved path) no output may be written inside, however its path
+        resolves (checked at every write: :func:`check_no_way_into` checks before the run).
     """
 
-    def __init__(self, manifest: str | os.PathLike, total: int):
+    def __init__(self, manifest: str | os.PathLike, total: int, *,
+                 never_inside: dict[str, Path] | None = None):
         self.manifest = Path(manifest)
         self.total = int(total)
+        self.never_inside = dict(never_inside or {})
         self.written = 0
         self.bytes_written = 0
 
@@ -130,6 +156,9 @@ class StopGuard:
 
     def write_output(self, path: Path, data: bytes) -> None:
         """Write one output atomically (its temporary file is removed if this fails)."""
+        why = _way_into(path.parent, self.never_inside) if self.never_inside else ""
+        if why:
+            raise ValueError(why)
         with self.writing(path, len(data)):
             vio.write_bytes_atomic(path, data, overwrite=True)
         self.written += 1
