@@ -3,6 +3,9 @@ DST into SRC, files that are not regular files, damaged outputs on resume, SIGTE
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +194,29 @@ def test_every_write_checks_where_its_folder_leads(tmp_path):
         with pytest.raises(ValueError, match="leads into SRC"):
             guard.write_output(tmp_path / "dst" / name, b"data")
     assert list((src / "c").iterdir()) == []
+
+
+def _cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The command line in a child process, killed after ``timeout`` seconds (a hang fails)."""
+    code = "import sys; from visualmixer.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="needs POSIX")
+def test_fifos_devices_and_broken_links_fail_alone_at_once(tmp_path, keys):
+    src = tmp_path / "src"
+    _save(src / "c" / "good.png", 1)
+    os.mkfifo(src / "c" / "fifo.png")  # opening it for reading would wait for a writer
+    (src / "c" / "zero.png").symlink_to("/dev/zero")  # reading it would never end
+    (src / "c" / "dangling.png").symlink_to(src / "c" / "gone.png")
+    res = _cli("obfuscate", str(src), str(tmp_path / "dst"), "--key", str(keys[0]), "-q")
+    assert res.returncode == 1, res.stderr
+    assert "c/fifo.png: not a regular file (a FIFO (named pipe))" in res.stderr
+    assert "c/zero.png: not a regular file (a character device)" in res.stderr
+    assert "c/dangling.png: broken symbolic link (its target" in res.stderr
+    assert "vanished" not in res.stderr
+    assert (tmp_path / "dst" / "c" / "good.png").is_file()
+    res = _cli("vfe", str(src / "c"))  # one file at a time through imageio
+    assert res.returncode == 1 and "not a regular file (a FIFO (named pipe))" in res.stdout + res.stderr

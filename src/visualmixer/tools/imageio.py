@@ -41,6 +41,7 @@ import contextlib
 import io as _io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
     "encode_image",
     "is_image_path",
     "load_image",
+    "read_regular",
     "pil_to_tensor",
     "tensor_to_pil",
     "read_image",
@@ -85,6 +87,54 @@ _ENCODE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "bmp": "BMP", "t
 
 class ImageReadError(ValueError):
     """An image file that cannot be used; ``str(err)`` is a one-line reason."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def nonblocking(path, flags: int) -> int:
+    """An ``opener`` for :func:`open` that never waits: a FIFO opens at once (no writer needed)."""
+    return os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+
+
+def special_file(st: os.stat_result) -> str:
+    """``""`` for a regular file, else the one-line reason it is not read: FIFOs, devices (also
+    behind a symbolic link: ``x.png -> /dev/zero``), sockets and folders would hang a run or
+    read without end."""
+    if stat.S_ISREG(st.st_mode):
+        return ""
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+    return f"not a regular file ({kind}); only regular image files are read"
+
+
+def broken_link(path: str | os.PathLike) -> str:
+    """The reason for a ``FileNotFoundError`` on opening ``path`` when it is a symbolic link to
+    nothing (``""`` when it is not)."""
+    if not os.path.islink(path):
+        return ""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return f"broken symbolic link (its target {target} does not exist)"
+
+
+def read_regular(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``, a regular file (else :class:`ImageReadError` with
+    :func:`special_file`'s or :func:`broken_link`'s reason; other ``OSError`` s as they are)."""
+    try:
+        fh = open(path, "rb", opener=nonblocking)
+    except FileNotFoundError:
+        why = broken_link(path)
+        if why:
+            raise ImageReadError(why) from None
+        raise
+    with fh:
+        why = special_file(os.fstat(fh.fileno()))
+        if why:
+            raise ImageReadError(why)
+        return fh.read()
 
 
 @dataclass
@@ -296,11 +346,11 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Loa
     ------
     ImageReadError
         One-line reason when the file cannot be used (empty, not an image, truncated, too large,
-        unsupported mode). ``OSError`` from opening the file itself (missing, no permission) is
-        turned into an :class:`ImageReadError` as well.
+        unsupported mode, not a regular file: :func:`read_regular`). ``OSError`` from opening the
+        file itself (missing, no permission) is turned into an :class:`ImageReadError` as well.
     """
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(path)
     except OSError as exc:
         raise ImageReadError(f"cannot read file: {exc.strerror or _one_line(exc)}") from None
     return decode_image(data, max_pixels=max_pixels, name=str(path))

@@ -2,9 +2,9 @@
 either a one-line reason for one image or a :class:`~visualmixer.tools.errors.RunStopped` for the
 run (never a traceback).
 
-- Reading a source file: missing (vanished mid-run), unreadable (permission, I/O error) or changed
-  while it was read → ``(None, reason)``: that image fails with the reason, the run goes on, and
-  a rerun tries it again.
+- Reading a source file: missing (vanished mid-run), a broken symbolic link, not a regular file
+  (a FIFO, a device), unreadable (permission, I/O error) or changed while it was read →
+  ``(None, reason)``: that image fails with the reason, the run goes on, and a rerun tries it again.
 - Writing an output or a manifest record: an ``OSError`` that every later write would hit too
   (disk full, quota, permission, read-only file system, I/O error) → :class:`RunStopped`, whose
   message names the file, the space needed and free, that nothing is lost, and how to resume.
@@ -34,14 +34,20 @@ def source_signature(st: os.stat_result) -> list[int]:
 
 
 def read_source(path: Path) -> tuple[bytes | None, str, list[int] | None]:
-    """Read one source file: ``(data, "", signature)`` or ``(None, reason, None)``."""
+    """Read one source file: ``(data, "", signature)`` or ``(None, reason, None)``. Only regular
+    files are read (:func:`~visualmixer.tools.imageio.special_file`): a FIFO or a device fails
+    at once instead of hanging the run or reading without end."""
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", opener=vio.nonblocking) as fh:
             before = os.fstat(fh.fileno())
+            if vio.special_file(before):
+                return None, vio.special_file(before), None
             data = fh.read()
             after = os.fstat(fh.fileno())
         now = os.stat(path)
     except FileNotFoundError:
+        if vio.broken_link(path):
+            return None, vio.broken_link(path), None
         return None, "source file vanished during the run (rerun when it is back)", None
     except OSError as exc:
         return None, f"cannot read source file ({describe_oserror(exc)}); rerun to retry", None
