@@ -1,0 +1,46 @@
+"""Command-line edges: `show` never replaces its input and writes the format its -o names,
+error messages name only real flags, and --region is checked by argparse."""
+
+from __future__ import annotations
+
+import os
+
+from PIL import Image
+
+from visualmixer.cli import main
+
+try:
+    from _vm_files import smooth_rgb
+except ImportError:  # tests/ as a package
+    from ._vm_files import smooth_rgb
+
+
+def _png(path, seed: int = 0, size: int = 16):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(smooth_rgb(size, size, seed)).save(path)
+    return path
+
+
+def test_show_never_replaces_its_input(tmp_path, capsys):
+    img = _png(tmp_path / "d" / "img.png")
+    before = img.read_bytes()
+    os.link(img, tmp_path / "hard.png")
+    for out in (img, tmp_path / "d" / ".." / "d" / "img.png", tmp_path / "hard.png"):
+        assert main(["show", str(img), "-o", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "is IMAGE itself" in err and "--overwrite" in err, err
+    assert img.read_bytes() == before
+
+
+def test_show_writes_the_format_its_suffix_names(tmp_path, capsys):
+    img = _png(tmp_path / "img.png")
+    magic = {"g.png": b"\x89PNG", "g.jpg": b"\xff\xd8", "g.JPEG": b"\xff\xd8", "g.bmp": b"BM",
+             "g.tif": b"II*\x00", "g.webp": b"RIFF"}
+    for name, start in magic.items():
+        assert main(["show", str(img), "-o", str(tmp_path / name), "--target-vfe", "0.5"]) == 0
+        assert (tmp_path / name).read_bytes().startswith(start), name
+        assert Image.open(tmp_path / name).size[1] >= 16
+    for name in ("g.gif", "g"):
+        assert main(["show", str(img), "-o", str(tmp_path / name)]) == 2
+        assert "cannot write a grid named" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
