@@ -4,10 +4,11 @@ error messages name only real flags, and --region is checked by argparse."""
 from __future__ import annotations
 
 import os
+import re
 
 from PIL import Image
 
-from visualmixer.cli import main
+from visualmixer.cli import build_parser, main
 
 try:
     from _vm_files import smooth_rgb
@@ -44,3 +45,32 @@ def test_show_writes_the_format_its_suffix_names(tmp_path, capsys):
         assert main(["show", str(img), "-o", str(tmp_path / name)]) == 2
         assert "cannot write a grid named" in capsys.readouterr().err
         assert not (tmp_path / name).exists()
+
+
+def _flags(command: str) -> set[str]:
+    sub = build_parser(only=command)._subparsers._group_actions[0].choices[command]
+    return {s for a in sub._actions for s in a.option_strings}
+
+
+def test_mixed_sizes_message_names_only_real_flags(tmp_path, capsys):
+    src = tmp_path / "src"
+    _png(src / "dog" / "a.png", 1, size=16)
+    _png(src / "dog" / "b.png", 2, size=24)
+    _png(src / "cat" / "c.png", 3, size=16)
+    key = tmp_path / "k.key"
+    assert main(["keygen", str(key), "-q"]) == 0
+    assert main(["obfuscate", str(src), str(tmp_path / "dst"), "--key", str(key), "-q", "--mix", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "differ in size" in err and "--image-size" not in err, err
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", err))
+    assert named and named <= _flags("obfuscate"), named - _flags("obfuscate")
+
+
+def test_the_size_parameter_becomes_a_flag_only_where_one_exists():
+    from visualmixer.cli._common import flags_for
+
+    message = "images differ in size; pass size=N to resize them"
+    assert "--image-size 16" not in flags_for(message.replace("N", "16"), "obfuscate")
+    for command in ("train", "soft-labels", "audit", "recommend", "run"):
+        flag = flags_for(message, command).split("pass ")[1].split()[0]
+        assert flag in _flags(command), (command, flag)

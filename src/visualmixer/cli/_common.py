@@ -35,13 +35,15 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
         "mix_balanced": "--mix-balanced",
         "channel_order": "--no-channel-order",
         "root": "--data-root",
-        "size": "--image-size",
         "augment": "--augment",
     },
+    # ``size`` (the data loaders' resize: "pass size=N") only in commands with a flag for it
+    "soft-labels": {"size": "--image-size"},
     "run": {"size": "--size"},
     "fl": {"lr": "--lr", "model": "--model", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
            "soft_label_temperature": "--soft-label-temperature", "soft_label_features": "--soft-label-features"},
-    "train": {"loader_workers": "--loader-workers", "prefetch": "--prefetch", "mix_grouping": "--groups",
+    "train": {"size": "--image-size", "loader_workers": "--loader-workers", "prefetch": "--prefetch",
+              "mix_grouping": "--groups",
               "mode": "--mode", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
               "soft_label_file": "--soft-label-file", "soft_label_features": "--soft-label-features",
               "soft_label_temperature": "--soft-label-temperature", "lr_schedule": "--lr-schedule"},
@@ -49,7 +51,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
              "image_size": "--image-size", "image_column": "--image-column", "label_column": "--label-column",
              "out_dir": "--out", "max_ssim_over_prior": "--max-ssim-over-prior", "max_reid": "--max-reid",
              "max_face_rate": "--max-face-rate", "targets": "--targets", "regions": "--regions",
-             "variants": "--variants"}
+             "variants": "--variants", "size": "--image-size"}
        for cmd in ("audit", "recommend")},
 }
 

@@ -127,7 +127,7 @@ def _check_sizes(found: dict[str, dict]) -> None:
             raise ValueError(
                 f"mix: the images of class {cls!r} differ in size (width x height) or channels — "
                 + "; ".join(parts) + ". Regions are exchanged between images of a group, so every "
-                "image of a class must have one size: resize them first, or obfuscate without mix"
+                "image of a class must have one size (resize them first), or obfuscate without mix"
             )
 
 
