@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
 from PIL import Image
 
 from visualmixer.cli import build_parser, main
@@ -74,3 +75,29 @@ def test_the_size_parameter_becomes_a_flag_only_where_one_exists():
     for command in ("train", "soft-labels", "audit", "recommend", "run"):
         flag = flags_for(message, command).split("pass ")[1].split()[0]
         assert flag in _flags(command), (command, flag)
+
+
+@pytest.mark.parametrize("command", ["obfuscate", "show"])
+@pytest.mark.parametrize("side", ["100000", "257", "120", "240", "0", "x"])
+def test_region_outside_the_core_range_is_a_usage_error(command, side, tmp_path, capsys):
+    args = {"obfuscate": [str(tmp_path), str(tmp_path / "o"), "--key", "k"],
+            "show": [str(tmp_path / "i.png"), "-o", str(tmp_path / "g.png")]}[command]
+    with pytest.raises(SystemExit) as exc:
+        main([command, *args, "--region", side])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --region:" in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_region_help_states_the_range_the_core_accepts():
+    from visualmixer.cli._common import REGION_RANGE, region_side
+    from visualmixer.core.regions import MAX_LEVELS, tile_ladder
+
+    refused = [r for r in range(1, 257) if len(tile_ladder(r)) > MAX_LEVELS]
+    assert REGION_RANGE == (f"1 to 256, except sides with more than {MAX_LEVELS} shuffle levels "
+                            f"({', '.join(map(str, refused))})")
+    assert [region_side(str(r)) for r in (1, 16, 256)] == [1, 16, 256]
+    for command in ("obfuscate", "show"):
+        sub = build_parser(only=command)._subparsers._group_actions[0].choices[command]
+        assert REGION_RANGE in " ".join(sub.format_help().split())

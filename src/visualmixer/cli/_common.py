@@ -126,6 +126,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: What ``--region`` accepts, for the help texts (tests/test_cli_edges.py checks it against the core).
+REGION_RANGE = ("1 to 256, except sides with more than 15 shuffle levels (120, 168, 180, 210, 216, 240, "
+                "252)")
+
+
+def region_side(text: str) -> int:
+    """argparse type of ``--region``: a side the core accepts (``resolve_region``), else a usage
+    error naming the flag (argparse's ``argument --region: ...``, exit 2)."""
+    import argparse
+
+    value = positive_int(text)
+    from visualmixer.core.regions import resolve_region
+
+    try:
+        return resolve_region(value, 1, 1)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("region ")) from None
+
+
 def _unit_interval(text: str, what: str) -> float:
     import argparse
 

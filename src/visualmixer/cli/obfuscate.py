@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from visualmixer.cli._common import add_mix_shape_options, positive_int, unit_float
+from visualmixer.cli._common import REGION_RANGE, add_mix_shape_options, positive_int, region_side, unit_float
 
 EXAMPLES = """\
 examples:
@@ -59,9 +59,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--target-vfe", type=unit_float, default=0.5, metavar="TAU",
                    help="requested visual feature entropy in [0, 1]; higher hides more "
                    "(default 0.5; e.g. --target-vfe 0.7)")
-    p.add_argument("--region", type=positive_int, default=None, metavar="N",
-                   help="region side in pixels (default: 16 if the shorter side >= 128, 8 if >= 48, "
-                   "else 4; e.g. --region 16)")
+    p.add_argument("--region", type=region_side, default=None, metavar="N",
+                   help=f"region side in pixels, {REGION_RANGE} (default: 16 if the shorter side >= 128, "
+                   "8 if >= 48, else 4; e.g. --region 16)")
     p.add_argument("--no-channel-order", dest="channel_order", action="store_false",
                    help="do not permute the channel order per region (on by default)")
     p.add_argument("--format", choices=("png", "same"), default="png",

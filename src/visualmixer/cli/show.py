@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from visualmixer.cli._common import positive_int, unit_float
+from visualmixer.cli._common import REGION_RANGE, positive_int, region_side, unit_float
 
 EXAMPLES = """\
 examples:
@@ -39,8 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    ".bmp, .tif/.tiff or .webp (lossless); never IMAGE itself")
     p.add_argument("--target-vfe", type=unit_float, nargs="+", default=[0.3, 0.5, 0.8], metavar="TAU",
                    help="one or more targets in [0, 1] (default: 0.3 0.5 0.8)")
-    p.add_argument("--region", type=positive_int, default=None, metavar="N",
-                   help="region side in pixels (default: by image size)")
+    p.add_argument("--region", type=region_side, default=None, metavar="N",
+                   help=f"region side in pixels, {REGION_RANGE} (default: by image size)")
     p.add_argument("--key", metavar="KEYFILE", default=None,
                    help="use this key (default: fresh randomness, which is fine for a preview)")
     p.add_argument("--id", dest="image_id", default=None,
