@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 
 from visualmixer.cli._common import target_or_none
 
@@ -43,16 +45,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from visualmixer.train.distill import DistillConfig, run_distill
+    from visualmixer.train.fit import TrainingDiverged
 
-    if args.temperature <= 0:
-        raise ValueError("--temperature must be > 0")
+    if not 0 < args.temperature < math.inf:  # (NaN fails too)
+        raise ValueError(f"--temperature {args.temperature} is not allowed: give a number > 0")
     if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError("--alpha must be in [0, 1]")
+        raise ValueError(f"--alpha {args.alpha} is not allowed: give a number in [0, 1]")
     cfg = DistillConfig(data=args.data, data_root=args.data_root, target_vfe=args.target_vfe,
                         compare_clean=args.compare_clean, train_size=args.train_size, test_size=args.test_size,
                         teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
                         batch_size=args.batch_size, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
                         seeds=list(args.seeds), out=args.out)
-    res = run_distill(cfg)
+    try:
+        res = run_distill(cfg)
+    except TrainingDiverged as exc:
+        print(f"visualmixer distill: error: {exc} (try a smaller --lr)", file=sys.stderr)
+        return 3
     print(json.dumps({name: {m: round(v["mean"], 4) for m, v in g.items()} for name, g in res["summary"].items()}))
     return 0

@@ -323,6 +323,9 @@ def load_dataset(
     ValueError
         For an unknown name (the message lists the valid ones).
     """
+    if size is not None and name != "photos" and not name.startswith("imagefolder:"):
+        raise ValueError(f"size={size} applies to 'photos' (crop) and 'imagefolder:PATH' (resize) only: "
+                         f"{name!r} images have their own fixed size")
     if name == "fashion-mnist":
         ds = load_fashion_mnist(split, root=root, channels=None, download=download)
     elif name == "photos":

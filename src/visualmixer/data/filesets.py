@@ -169,13 +169,19 @@ def load_image_folder(
     if isinstance(size, int):
         size = (size, size)
     mode = "L" if channels == 1 else "RGB"
-    arrays = []
+    arrays, unreadable = [], []
     for path, _ in samples:
-        with Image.open(path) as im:
-            im = im.convert(mode)
-            if size is not None:
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arrays.append(np.asarray(im, dtype=np.uint8))
+        try:
+            with Image.open(path) as im:
+                im = im.convert(mode)
+                if size is not None:
+                    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                arrays.append(np.asarray(im, dtype=np.uint8))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # (PIL's errors are OSErrors)
+            unreadable.append(f"{path} ({type(exc).__name__}: {exc})")
+    if unreadable:  # all of them at once, so that one pass fixes the folder
+        raise ValueError(f"{len(unreadable)} image(s) in {root} cannot be read: " + "; ".join(unreadable[:5])
+                         + (" ..." if len(unreadable) > 5 else "") + ": remove or repair them")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(

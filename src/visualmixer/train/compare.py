@@ -78,7 +78,7 @@ def quick_compare(
             for s in seeds:
                 (out / f"target-{name}" / f"seed{int(s)}" / "checkpoint.pt").unlink(missing_ok=True)
         cfg = TrainConfig(
-            data=data, model=model, target_vfe=tau, mode=mode, optimizer=optimizer,
+            data=data, model=model, target_vfe=tau, mode=mode if tau is not None else "offline", optimizer=optimizer,
             epochs=epochs, seeds=list(seeds), device=device, out=str(out / f"target-{name}"),
             train_size=train_size, test_size=test_size, progress=progress, resume=resume,
         ).validate()

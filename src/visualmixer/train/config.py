@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,9 +26,12 @@ MODES = ("offline", "online")
 _DEFAULT_LR = {"st-adam": 1e-3, "adam": 1e-3, "sgd": 0.05}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Everything that defines a training run (also stored in checkpoints and metrics.json).
+
+    Keyword-only; :meth:`validate` checks every option (a ``ValueError`` or ``TypeError`` naming
+    it) and stores numbers as ``int`` / ``float``.
 
     Parameters
     ----------
@@ -189,23 +194,8 @@ class TrainConfig:
             )
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.target_vfe is not None and not 0.0 <= float(self.target_vfe) <= 1.0:
-            raise ValueError(f"target_vfe must be in [0, 1] or None, got {self.target_vfe}")
-        for name in ("epochs", "batch_size", "obfuscate_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.seeds:
-            raise ValueError("at least one seed is needed")
-        if int(self.loader_workers) < 0:
-            raise ValueError(f"loader_workers={self.loader_workers} is not allowed: give a number of worker "
-                             "processes >= 0 (0: obfuscate in the training process)")
-        if self.prefetch is not None and int(self.prefetch) < 0:
-            raise ValueError(f"prefetch={self.prefetch} is not allowed: give a number of batches made ahead "
-                             ">= 0 (0: none)")
-        if self.lr is None:
-            self.lr = _DEFAULT_LR[self.optimizer]
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self._validate_numbers()
+        self._validate_feed()
         check_lr_schedule(self.lr_schedule)
         if self.mix is not None:
             _check_count("mix", self.mix, 2, " (images per group)")
@@ -238,12 +228,57 @@ class TrainConfig:
                                  "pixels, or leave it out for the size's default") from None
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        self.seeds = [int(s) for s in self.seeds]
         from visualmixer.train.augment import check_augment
 
+        if isinstance(self.augment, (str, bytes)):
+            raise TypeError(f"augment must be a list of names, got the string {self.augment!r} "
+                            f"(write [{self.augment!r}])")
         self.augment = list(check_augment(self.augment))
         resolve_device(self.device)
         return self
+
+    def _validate_numbers(self) -> None:
+        """Counts are ints, rates finite floats in their ranges (stored as such)."""
+        for name in ("epochs", "batch_size", "obfuscate_batch"):
+            setattr(self, name, _check_count(name, getattr(self, name), 1))
+        for name in ("train_size", "test_size", "image_size"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _check_count(name, getattr(self, name), 1))
+        if isinstance(self.seeds, (str, bytes, int)) or not isinstance(self.seeds, Sequence):
+            raise TypeError(f"seeds must be a list of ints (one run per seed), got {self.seeds!r}")
+        self.seeds = [_check_count("seeds", s, 0, " (a seed)") for s in self.seeds]
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: give at least one seed, each once (got {self.seeds})")
+        if self.target_vfe is not None:
+            self.target_vfe = _check_real("target_vfe", self.target_vfe, 0.0, 1.0, "or None for clean training")
+        if self.lr is None:
+            self.lr = _DEFAULT_LR[self.optimizer]
+        self.lr = _check_real("lr", self.lr, 0.0, math.inf, "", low_open=True)
+        self.weight_decay = _check_real("weight_decay", self.weight_decay, 0.0, math.inf, "")
+        self.momentum = _check_real("momentum", self.momentum, 0.0, 1.0, "", high_open=True)
+        if self.target_acc is not None:
+            self.target_acc = _check_real("target_acc", self.target_acc, 0.0, 1.0, "(a test accuracy)")
+
+    def _validate_feed(self) -> None:
+        """Where the online batches are made: options that would be silently ignored are refused."""
+        self.loader_workers = _check_count("loader_workers", self.loader_workers, 0,
+                                           " (worker processes; 0: obfuscate in the training process)")
+        if self.prefetch is not None:
+            self.prefetch = _check_count("prefetch", self.prefetch, 0, " (batches made ahead; 0: none)")
+        if self.mode == "online" and self.target_vfe is None:
+            raise ValueError("mode='online' obfuscates the training batches as they are drawn: it needs target_vfe=T "
+                             "(for clean training leave mode out)")
+        feed = [f"{name}={value}" for name, value in (("loader_workers", self.loader_workers or None),
+                                                      ("prefetch", self.prefetch)) if value is not None]
+        if feed and self.mode != "online":
+            raise ValueError(f"{' and '.join(feed)} {'make' if len(feed) > 1 else 'makes'} online batches: "
+                             "it needs mode='online'")
+        if self.loader_workers and self.prefetch is not None:
+            raise ValueError(f"prefetch={self.prefetch} is for the feed in the training process: with "
+                             f"loader_workers={self.loader_workers} the workers make the batches ahead")
+        if self.prefetch is not None and self.mix is not None:
+            raise ValueError(f"prefetch={self.prefetch} does not apply to mix=K: online mixing mixes the whole "
+                             "set at the start of each epoch")
 
     def _validate_soft_labels(self) -> None:
         from visualmixer.train.soft_labels import check_soft_labels
@@ -284,15 +319,34 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _check_count(name: str, value, minimum: int, meaning: str = "") -> None:
-    """A ValueError naming ``name`` unless ``value`` is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
-        raise ValueError(f"{name}={value} is not allowed: give an integer >= {minimum}{meaning}")
+def _check_count(name: str, value, minimum: int, meaning: str = "") -> int:
+    """``value`` as an int; a ValueError naming ``name`` unless it is an integer (not a bool,
+    not a string) >= ``minimum``."""
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, numbers.Real) or int(value) != value \
+            or int(value) < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed: give an integer >= {minimum}{meaning}")
+    return int(value)
+
+
+def _check_real(name: str, value, low: float, high: float, meaning: str, *, low_open: bool = False,
+                high_open: bool = False) -> float:
+    """``value`` as a float; a ValueError naming ``name`` unless it is a real number (not a bool or
+    a string) in ``[low, high]`` (ends open where asked)."""
+    ok = not isinstance(value, (bool, str, bytes)) and isinstance(value, numbers.Real) and \
+        (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:  # (NaN fails every comparison)
+        allowed = (f"{'>' if low_open else '>='} {low:g}" if math.isinf(high) else
+                   f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+        raise ValueError(f"{name}={value!r} is not allowed: give a number {allowed}{' ' + meaning if meaning else ''}")
+    return float(value)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``torch.device`` for ``device``; a clear ValueError when CUDA is asked for but absent."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(

@@ -24,7 +24,6 @@ histories, mean ± spread) and ``curves.png`` (learning curves).
 from __future__ import annotations
 
 import io
-import json
 import os
 import statistics
 import time
@@ -33,14 +32,15 @@ from pathlib import Path
 
 import torch
 
-from visualmixer.core.atomic import replace_atomically
 from visualmixer.core.mixing import mix
 from visualmixer.core.optional import require
 from visualmixer.core.regions import resolve_region
 from visualmixer.core.vfe import vfe
 from visualmixer.data.datasets import ImageSet, load_dataset
 from visualmixer.data.wrapper import obfuscate_set
+from visualmixer.tools.lock import RunLock
 from visualmixer.train.augment import make_augment
+from visualmixer.train.checkpoint import load_checkpoint, save_checkpoint, write_bytes, write_json
 from visualmixer.train.config import MODES, OPTIMIZERS, TrainConfig, resolve_device
 from visualmixer.train.feed import MixedEpochs, WaitedLoader, sync, training_feed
 from visualmixer.train.fit import (
@@ -53,7 +53,7 @@ from visualmixer.train.fit import (
     init_model,
     normalise,
 )
-from visualmixer.train.models import SHARED_NORMALISATION, build_model
+from visualmixer.train.models import SHARED_NORMALISATION, build_model, check_image_size
 from visualmixer.train.optim import STAdam
 from visualmixer.train.soft_labels import read_soft_labels, soft_label_loss, soft_target_loss, teacher_for
 
@@ -98,47 +98,6 @@ def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 
-def _write_bytes(data: bytes, path: Path) -> None:
-    replace_atomically(path, data, mode=0o644, suffix=".tmp")
-
-
-def _save_checkpoint(obj: dict, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    _write_bytes(buf.getvalue(), path)
-
-
-def _write_json(obj, path: Path) -> None:
-    _write_bytes(json.dumps(obj, indent=2).encode(), path)
-
-
-_COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
-           "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
-           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels", "soft_label_epochs",
-           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment", "soft_label_features")  # fmt: skip
-# options added later: what a checkpoint without them used
-_COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
-                    "soft_label_temperature": 4.0, "lr_schedule": "constant", "soft_label_file": None,
-                    "augment": [], "soft_label_features": 0.0}
-
-
-def _load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
-    """The checkpoint to resume from (None for a fresh run); refuses a clash or a changed config."""
-    if not ckpt_path.exists():
-        return None
-    if not cfg.resume:
-        raise FileExistsError(
-            f"{ckpt_path} exists; pass resume=True (--resume) to continue it, or choose another out"
-        )
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    old = state["config"]
-    diff = [k for k in _COMPAT if old.get(k, _COMPAT_DEFAULTS.get(k)) != cfg.to_dict().get(k)]
-    if diff:
-        raise ValueError(
-            f"cannot resume {ckpt_path}: options differ from the checkpoint's: "
-            + ", ".join(f"{k} (was {old.get(k)!r})" for k in diff)
-        )
-    return state
 
 
 @dataclass
@@ -246,7 +205,7 @@ class _SeedLog:
                           else self.feed.last_vfe if isinstance(self.feed, MixedEpochs) else d.train_vfe),
         }  # fmt: skip
         self.history.append(rec)
-        _save_checkpoint(
+        save_checkpoint(
             {"config": cfg.to_dict(), "epoch": stats.epoch, "model": self.model.state_dict(),
              "optimizer": self.opt.state_dict(), "history": self.history, "step_losses": self.step_losses,
              "norm": (d.mean.cpu(), d.std.cpu())},
@@ -304,7 +263,7 @@ def _soft_label_loss(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: Ima
                           prepare=data.normalise, device=dev, state=saved, progress=cfg.progress,
                           lr_schedule=cfg.lr_schedule, augment=make_augment(cfg.augment, region=region, seed=seed))
     if saved is None:
-        _save_checkpoint(teacher.state_dict(), path)
+        save_checkpoint(teacher.state_dict(), path)
     _, acc = evaluate_classifier(teacher, data.x_test, data.y_test, prepare=data.normalise, batch_size=1024)
     if cfg.progress:
         print(f"seed {seed}: teacher ({cfg.soft_labels}, trained on the original images) test acc {acc:.4f}",
@@ -346,7 +305,7 @@ def train_seed(
     seed_dir = Path(cfg.out) / f"seed{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = seed_dir / "checkpoint.pt"
-    state = _load_checkpoint(cfg, ckpt_path)
+    state = load_checkpoint(cfg, ckpt_path)
     data = _prepare_data(cfg, seed, seed_dir, train_set, test_set, dev)
     if cfg.progress and cfg.target_vfe is not None:  # one-off, reported apart from the epoch times
         print(f"seed {seed}: obfuscated the {'training and ' if cfg.mode == 'offline' else ''}test images once "
@@ -381,7 +340,7 @@ def train_seed(
         result["teacher_test_acc"] = teacher_acc
     # the step losses stay in the per-seed file (a few floats per step) so that curves can be
     # redrawn without the checkpoints; metrics.json leaves them out
-    _write_json(result, seed_dir / "history.json")
+    write_json(result, seed_dir / "history.json")
     return result
 
 
@@ -425,8 +384,16 @@ def train(cfg: TrainConfig, sets: tuple[ImageSet, ImageSet] | None = None) -> di
     """
     cfg.validate()
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out={cfg.out!r} is a file: give a folder for the run's outputs")
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock.for_destination(out, command="train"):  # a second run into out is refused, not mixed in
+        return _train_locked(cfg, out, sets)
+
+
+def _train_locked(cfg: TrainConfig, out: Path, sets: tuple[ImageSet, ImageSet] | None) -> dict:
     train_set, test_set = sets if sets is not None else load_sets(cfg)
+    check_image_size(cfg.model, *train_set.images.shape[-2:])
     runs = [train_seed(cfg, s, train_set, test_set) for s in cfg.seeds]
     summary = {
         "final_test_acc": _summary([r["final_test_acc"] for r in runs]),
@@ -446,7 +413,7 @@ def train(cfg: TrainConfig, sets: tuple[ImageSet, ImageSet] | None = None) -> di
         "runs": [{k: v for k, v in r.items() if k != "step_losses"} for r in runs],
         "summary": summary,
     }
-    _write_json(metrics, out / "metrics.json")
+    write_json(metrics, out / "metrics.json")
     plot_curves({_label(cfg): runs}, out / "curves.png")
     return metrics
 
@@ -493,6 +460,8 @@ def plot_curves(groups: dict[str, list[dict]], path: str | os.PathLike) -> Path:
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()  # written whole or not at all, like metrics.json
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
+    write_bytes(buf.getvalue(), path)
     return path

@@ -13,7 +13,8 @@ from torch import nn
 
 from visualmixer.core.regions import check_region_side
 
-__all__ = ["MODELS", "SHARED_NORMALISATION", "RegionSortedCNN", "SmallCNN", "build_model", "canonical_channels",
+__all__ = ["MODELS", "MIN_SIDE", "check_image_size", "SHARED_NORMALISATION", "RegionSortedCNN", "SmallCNN",
+           "build_model", "canonical_channels",
            "resnet18_small", "shufflenet_small"]
 
 
@@ -177,6 +178,18 @@ MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
 #: channel-order shuffle only when every channel is normalised alike: the trainer gives them one
 #: mean and standard deviation for all channels (:func:`visualmixer.train.fit.channel_normaliser`).
 SHARED_NORMALISATION = frozenset({"region-sorted-channels"})
+
+
+#: The least image side each model takes where it is more than 1 (the small CNN pools twice by 2).
+MIN_SIDE = {"cnn": 4}
+
+
+def check_image_size(name: str, height: int, width: int) -> None:
+    """``ValueError`` when ``height x width`` images are too small for model ``name``."""
+    least = MIN_SIDE.get(name, 1)
+    if min(height, width) < least:
+        raise ValueError(f"model={name!r} needs images of at least {least} x {least} pixels, got {height} x {width}: "
+                         f"give image_size={least} or more, or another model")
 
 
 def build_model(name: str, in_channels: int, num_classes: int, *, region: int = 4) -> nn.Module:
