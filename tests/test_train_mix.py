@@ -57,7 +57,7 @@ def test_online_mix_remixes_every_epoch(tmp_path, sets, monkeypatch):
 
 
 @pytest.mark.parametrize("kw, match", [({"mix": 1}, "mix=1 is not allowed: give an integer >= 2"),
-                                       ({"mix": 2, "target_vfe": None}, "mix needs target_vfe"),
+                                       ({"mix": 2, "target_vfe": None}, "mix=K needs target_vfe=T"),
                                        ({"mix": 2, "mode": "online", "loader_workers": 1}, "loader_workers=0"),
                                        ({"mix_grouping": "nearest"}, "mix_grouping must be")])
 def test_mix_options_are_checked(tmp_path, kw, match):

@@ -200,7 +200,8 @@ class TrainConfig:
         if self.mix is not None:
             _check_count("mix", self.mix, 2, " (images per group)")
             if self.target_vfe is None:
-                raise ValueError("mix needs target_vfe (mixing protects the training set; target_vfe=None is clean)")
+                raise ValueError("mix=K needs target_vfe=T (mixing protects the training set; for clean training leave "
+                                 "mix out)")
             if self.mode == "online" and int(self.loader_workers):
                 raise ValueError("mix with mode='online' re-mixes the whole set each epoch in the training "
                                  "process: use loader_workers=0")
