@@ -220,3 +220,50 @@ def test_fifos_devices_and_broken_links_fail_alone_at_once(tmp_path, keys):
     assert (tmp_path / "dst" / "c" / "good.png").is_file()
     res = _cli("vfe", str(src / "c"))  # one file at a time through imageio
     assert res.returncode == 1 and "not a regular file (a FIFO (named pipe))" in res.stdout + res.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("command", ["obfuscate", "restore"])
+def test_sigterm_stops_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, keys, capsys, monkeypatch, command):
+    import signal
+
+    src, dst, ref, back = tmp_path / "src", tmp_path / "dst", tmp_path / "ref", tmp_path / "back"
+    _tree(src, 12)
+    common = ["--key", str(keys[0]), "-q", "--batch-size", "4"]
+    assert main(["obfuscate", str(src), str(ref), *common]) == 0
+    if command == "restore":
+        assert main(["obfuscate", str(src), str(dst), *common]) == 0
+    args = [command, str(src), str(dst), *common] if command == "obfuscate" else [
+        command, str(dst), str(back), "--key", str(keys[0]), "-q"]
+    out_dir = dst if command == "obfuscate" else back
+    real_fsync, temps = os.fsync, []
+
+    def fsync_then_sigterm(fd):  # SIGTERM while the 6th output's temporary file is being written
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.endswith(vio.TEMP_SUFFIX):
+            temps.append(name)
+            if len(temps) == 6:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_fsync(fd)
+
+    def unhandled(signum, frame):  # this test process's own: SIGTERM must not kill the test run
+        raise RuntimeError("SIGTERM reached the test process: the command did not handle it")
+
+    monkeypatch.setattr(os, "fsync", fsync_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        capsys.readouterr()
+        assert main(args) == 143
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the command put it back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert f"visualmixer {command}: terminated (SIGTERM); nothing is lost" in err, err
+    assert "resume with: visualmixer " + command in err
+    assert not Path(temps[-1]).exists() and not list(out_dir.rglob("*" + vio.TEMP_SUFFIX))
+    assert main(args) == 0  # resumed
+    if command == "obfuscate":
+        assert _tree_bytes(dst) == _tree_bytes(ref)
+    else:
+        assert all(np.array_equal(_pixels(back / p), _pixels(src / p)) for p in _tree_bytes(src))

@@ -7,8 +7,11 @@ Each command module defines ``add_parser(subparsers)`` (which registers the sub-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 # Command names (module names under visualmixer.cli with "_" for "-"), in the order `--help` lists them.
 COMMANDS = [
@@ -56,6 +59,30 @@ def main(argv: list[str] | None = None) -> int:
     return _run_mapped(args, argv)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a folder command: raised in the main thread, so the run stops as on Ctrl-C
+    (temporary files removed, finished images recorded, one line, exit 143)."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops_gracefully(enabled: bool):
+    """While enabled (and in the main thread), SIGTERM raises :class:`Terminated`; a second
+    SIGTERM during the stop ends the process at once, as SIGTERM does by default."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_mapped(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Run a command; every error becomes one line on stderr with the library's parameter names
     written as this command's flags (exit codes: docs/tools.md)."""
@@ -66,12 +93,14 @@ def _run_mapped(args: argparse.Namespace, argv: list[str] | None) -> int:
     prefix = f"visualmixer {args.command}"
     resumable = args.command in ("obfuscate", "restore")
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with _sigterm_stops_gracefully(resumable):
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
         tail = ("; nothing is lost: finished images are recorded, resume with: "
                 + resume_command(argv)) if resumable else ""
-        print(f"{prefix}: interrupted{tail}", file=sys.stderr)
-        return 130
+        stopped = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{prefix}: {stopped}{tail}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except ToolError as exc:
         msg = flags_for(str(exc), args.command)
         if isinstance(exc, RunStopped):

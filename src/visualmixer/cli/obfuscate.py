@@ -36,8 +36,8 @@ exit status:
   1    some files failed (each listed with its reason)
   2    usage error (also: DST holds images this run's manifest does not record, e.g. another key's)
   3    stopped: disk full, permission denied, read-only or I/O error
-  4    another run holds DST     130  interrupted (Ctrl-C)
-  On 3 and 130 nothing is lost: fix the cause and rerun the same command (printed) to resume.
+  4    another run holds DST     130  interrupted (Ctrl-C)     143  terminated (SIGTERM)
+  On 3, 130 and 143 nothing is lost: fix the cause and rerun the same command (printed) to resume.
 """
 
 

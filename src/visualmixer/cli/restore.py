@@ -25,7 +25,8 @@ examples:
 exit status: 0 every image of the run restored; 1 some not restored: failed (missing or edited
   outputs), skipped (obfuscate failed or skipped them) or never obfuscated (the obfuscate run was
   not finished), each listed or counted; 2 usage error (wrong key, no manifest), 3 stopped by a
-  write error (disk full, ...; rerun to resume), 4 another run uses this manifest, 130 interrupted.
+  write error (disk full, ...; rerun to resume), 4 another run uses this manifest, 130 interrupted
+  (Ctrl-C), 143 terminated (SIGTERM); after 3, 130 and 143 rerun the same command to resume.
 """
 
 
