@@ -267,3 +267,26 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, keys, 
         assert _tree_bytes(dst) == _tree_bytes(ref)
     else:
         assert all(np.array_equal(_pixels(back / p), _pixels(src / p)) for p in _tree_bytes(src))
+
+
+def test_restore_with_the_manifest_of_another_dst_says_so(tmp_path, keys, capsys):
+    src = tmp_path / "src"
+    _tree(src, 4)
+    one, two = tmp_path / "one", tmp_path / "two"
+    _save(tmp_path / "other" / "c0" / "x.png", 9)
+    for dst, source in ((one, src), (two, tmp_path / "other")):
+        assert main(["obfuscate", str(source), str(dst), "--key", str(keys[0]), "-q"]) == 0
+    man_two = next(keys[0].parent.glob("a.key.two-*.manifest.jsonl"))
+    capsys.readouterr()
+    args = ["restore", str(one), str(tmp_path / "back"), "--key", str(keys[0]), "-q", "--manifest", str(man_two)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"records a run into {two}, not DST {one}, and none of its 1 output(s) is in {one}" in err, err
+    assert "pass the manifest of" in err and "--manifest PATH" in err and "missing" not in err
+    # a moved release still restores, with a warning
+    moved = tmp_path / "moved"
+    one.rename(moved)
+    man_one = next(keys[0].parent.glob("a.key.one-*.manifest.jsonl"))
+    assert main(["restore", str(moved), str(tmp_path / "back"), "--key", str(keys[0]), "-q",
+                 "--manifest", str(man_one)]) == 0
+    assert f"records a run into {one}, not {moved}: restoring from {moved}" in capsys.readouterr().err

@@ -71,6 +71,23 @@ def _check_restore_manifest(man, man_path: Path, out_p: Path, key: Any) -> None:
         )
 
 
+def _check_manifest_dst(man, man_path: Path, dst_p: Path, say: Callable[[str], None]) -> None:
+    """A manifest of a run into another folder: refused when none of its outputs is in ``dst_p``
+    (the wrong manifest), else a warning (a moved or copied release restores from where it is)."""
+    recorded = man.header.get("dst")
+    if not recorded or resolved_path(recorded) == dst_p:
+        return
+    outs = [r["out"] for r in man.done() if r.get("out")]
+    if outs and not any((dst_p / o).is_file() for o in outs):
+        raise ValueError(
+            f"manifest: {man_path} records a run into {recorded}, not DST {dst_p}, and none of its "
+            f"{len(outs)} output(s) is in {dst_p}: pass the manifest of {dst_p} (manifest=PATH; "
+            f"obfuscate printed its path), or restore {recorded} with this one"
+        )
+    say(f"{man_path} records a run into {recorded}, not {dst_p}: restoring from {dst_p} (a moved or "
+        "copied release); outputs missing there fail")
+
+
 def _never_inside(man, dst_p: Path) -> dict[str, Path]:
     """The folders no restored file may be written inside, however its path resolves."""
     src = man.header.get("src")
@@ -164,6 +181,7 @@ def restore_folder(
         man = Manifest.read(man_path)
         note_lock_and_damage(lock, man, say)
         _check_restore_manifest(man, man_path, out_p, key)
+        _check_manifest_dst(man, man_path, dst_p, say)
         if not overwrite:
             check_restore_target(out_p, man)
         never_inside = _never_inside(man, dst_p)
