@@ -163,3 +163,15 @@ def test_distill_reports_a_diverged_run_and_refuses_nan_temperature(tmp_path, ca
     rc = main(["distill", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 3 and "error: training loss became nan (try a smaller --lr)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("given", [[], ["--resume"]])
+def test_an_interrupted_run_says_how_to_continue(tmp_path, capsys, monkeypatch, given):
+    def interrupt(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(L, "train", interrupt)
+    argv = ["train", "--epochs", "2", "--out", str(tmp_path), "--no-progress", *given]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"continue with: visualmixer train --epochs 2 --out {tmp_path} --no-progress --resume\n" in err

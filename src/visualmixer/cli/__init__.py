@@ -98,6 +98,9 @@ def _run_mapped(args: argparse.Namespace, argv: list[str] | None) -> int:
     except KeyboardInterrupt as exc:
         tail = ("; nothing is lost: finished images are recorded, resume with: "
                 + resume_command(argv)) if resumable else ""
+        if args.command == "train":  # (a checkpoint after every epoch)
+            again = resume_command(argv) + ("" if getattr(args, "resume", False) else " --resume")
+            tail = f"; the finished epochs are checkpointed, continue with: {again}"
         stopped = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"{prefix}: {stopped}{tail}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
