@@ -133,7 +133,7 @@ def test_training_with_flips_is_reproducible_and_resume_keeps_them(tmp_path):
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     plain = L.train(_cfg(tmp_path / "c", **{**kw, "augment": []}), sets=sets)["runs"][0]
     assert [h["train_loss"] for h in plain["history"]] != [h["train_loss"] for h in a["history"]]
-    with pytest.raises(ValueError, match=r"augment \(was \['hflip'\]\)"):
+    with pytest.raises(ValueError, match=r"augment=\['hflip'\] \(now \[\]\)"):
         L.train(_cfg(tmp_path / "a", **{**kw, "augment": [], "epochs": 3, "resume": True}), sets=sets)
 
 
