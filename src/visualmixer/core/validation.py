@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["to_batch", "BatchInfo", "from_batch", "check_images_tensor", "is_integer_dtype"]
+__all__ = ["to_batch", "BatchInfo", "from_batch", "check_images_tensor", "is_integer_dtype", "refuse_alpha"]
 
 _CHANNEL_HINT = (
     "allowed: 1 (grey) or 3 (RGB) channels; convert RGBA with img[:3] (or PIL's .convert('RGB')), "
@@ -132,3 +132,24 @@ def from_batch(batch: torch.Tensor, info: BatchInfo) -> Any:
     from PIL import Image
 
     return Image.fromarray(arr[:, :, 0] if info.pil_mode == "L" else arr, mode=info.pil_mode)
+
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def refuse_alpha(image: Any, *, who: str, hint: str = "") -> None:
+    """``ValueError`` for an image with an alpha channel: a PIL image in an alpha mode or with
+    transparency, or a numpy array ``(H, W, 4)``. For the tools that take images one by one
+    (the transform, the Hugging Face helpers), where :func:`to_batch`'s dropping of alpha would
+    silently change the image, and keeping it would show the object's outline."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image) and (image.mode in _ALPHA_MODES or "transparency" in image.info):
+        what = f"a PIL image in mode {image.mode!r}" + (" with transparency" if image.mode not in _ALPHA_MODES else "")
+        fix = f"image.convert({'L' if image.mode in ('LA', 'La') else 'RGB'!r})"
+    elif isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
+        what, fix = f"a numpy array of shape {image.shape} (RGBA)", "array[..., :3]"
+    else:
+        return
+    raise ValueError(f"{who} got {what}: its alpha channel would be dropped, or, kept as it is, would show the "
+                     f"object's outline. Convert it first: {fix}" + (f" ({hint})" if hint else ""))

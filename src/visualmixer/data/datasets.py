@@ -323,6 +323,8 @@ def load_dataset(
     ValueError
         For an unknown name (the message lists the valid ones).
     """
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size={size!r} is not allowed: give an image side >= 1, or None for the set's own")
     if size is not None and name != "photos" and not name.startswith("imagefolder:"):
         raise ValueError(f"size={size} applies to 'photos' (crop) and 'imagefolder:PATH' (resize) only: "
                          f"{name!r} images have their own fixed size")

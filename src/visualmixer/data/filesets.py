@@ -140,6 +140,12 @@ def load_image_folder(
 
     torchvision = require("torchvision", extra="data", purpose="imagefolder data sets")
     check_split(split)
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels!r} is not allowed: give 1 (grey) or 3 (RGB)")
+    if size is not None:
+        sides = (size, size) if not isinstance(size, Sequence) else tuple(size)
+        if len(sides) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides):
+            raise ValueError(f"size={size!r} is not allowed: give a side >= 1 or (height, width)")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from visualmixer.core.optional import require
+from visualmixer.core.validation import refuse_alpha
 
 __all__ = ["hf_batch_transform", "obfuscate_hf"]
 
@@ -34,6 +35,8 @@ def _to_tensor(value: Any):
 
     from visualmixer.tools.imageio import pil_to_tensor
 
+    refuse_alpha(value, who="the image column",
+                 hint="e.g. ds.cast_column('image', datasets.Image(mode='RGB'))")
     if isinstance(value, Image.Image):
         return pil_to_tensor(value), "pil"
     if isinstance(value, torch.Tensor):

@@ -10,6 +10,7 @@ from visualmixer.core.keys import Key
 from visualmixer.core.mixer import _check_target, obfuscate
 from visualmixer.core.optional import require
 from visualmixer.core.regions import resolve_region
+from visualmixer.core.validation import refuse_alpha
 
 v2 = require("torchvision.transforms.v2", extra="data", purpose="the VisualMixer transform")
 
@@ -20,9 +21,12 @@ class VisualMixer(v2.Transform):
     """Obfuscate images in a ``Compose`` pipeline (and, as an ``nn.Module``, anywhere).
 
     Plain tensors ``(C, H, W)``/``(N, C, H, W)`` and ``tv_tensors.Image`` are obfuscated; PIL
-    images are obfuscated too (returned as PIL, so put ``v2.PILToTensor()`` or ``v2.ToImage()``
+    images are obfuscated too, and numpy arrays ``(H, W)``/``(H, W, C)`` where the input holds
+    no other image (each handed back as it came, so put ``v2.PILToTensor()`` or ``v2.ToImage()``
     first when later steps need tensors); labels, boxes and other inputs pass through untouched
-    (the positions of regions do not change, but content inside boxes is shuffled).
+    (the positions of regions do not change, but content inside boxes is shuffled). A call in
+    which nothing is an image (a 2-D tensor, say) raises ``TypeError`` rather than pass it
+    through unprotected.
 
     Images with an alpha channel (PIL modes RGBA, LA, PA, a palette with transparency; numpy
     arrays ``(H, W, 4)``) are refused with a ``ValueError``: dropping alpha silently would change
@@ -67,15 +71,29 @@ class VisualMixer(v2.Transform):
         self.channel_order = channel_order
 
     def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
-        # Plain tensors count as images here (torchvision's heuristic only takes the first one).
+        # Plain tensors count as images here (torchvision's heuristic only takes the first one);
+        # numpy arrays where nothing else is an image (beside a PIL image, a numpy mask stays a
+        # mask). A call with no image at all is refused: passing an image through unprotected
+        # (a 2-D tensor, say) would be silent.
+        import numpy as np
         from PIL import Image
         from torchvision import tv_tensors
 
-        return [
-            isinstance(x, (tv_tensors.Image, Image.Image))
-            or (type(x) is torch.Tensor and x.ndim in (3, 4))
+        images = [
+            isinstance(x, (tv_tensors.Image, Image.Image)) or (type(x) is torch.Tensor and x.ndim in (3, 4))
             for x in flat_inputs
         ]
+        if not any(images):
+            images = [isinstance(x, np.ndarray) and x.ndim in (2, 3) for x in flat_inputs]
+        if not any(images):
+            seen = ", ".join(f"{type(x).__name__}{tuple(x.shape) if hasattr(x, 'shape') else ''}"
+                             for x in flat_inputs[:4])
+            raise TypeError(
+                f"VisualMixer found no image to obfuscate in its input ({seen}): it takes PIL images, "
+                "tv_tensors.Image, tensors (C, H, W) or (N, C, H, W) and numpy arrays (H, W) or (H, W, C); "
+                "add a channel axis to a 2-D tensor (x.unsqueeze(0))"
+            )
+        return images
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if self.key is not None:
@@ -92,7 +110,7 @@ class VisualMixer(v2.Transform):
     def _obfuscate(self, inpt, ids):
         from torchvision import tv_tensors
 
-        _refuse_alpha(inpt)
+        refuse_alpha(inpt, who="VisualMixer", hint="in a Compose, v2.Lambda(lambda im: im.convert(...)) before it")
         res = obfuscate(inpt.as_subclass(torch.Tensor) if isinstance(inpt, tv_tensors.Image) else inpt,
                         key=self.key, ids=ids, target_vfe=self.target_vfe, region=self.region,
                         channel_order=self.channel_order)
@@ -102,28 +120,3 @@ class VisualMixer(v2.Transform):
     def extra_repr(self) -> str:
         keyed = "keyed" if self.key is not None else "unkeyed"
         return f"target_vfe={self.target_vfe}, region={self.region}, channel_order={self.channel_order}, {keyed}"
-
-
-_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-
-
-def _refuse_alpha(inpt: Any) -> None:
-    """Raise ``ValueError`` for an image with an alpha channel (see :class:`VisualMixer`)."""
-    import numpy as np
-    from PIL import Image
-
-    if isinstance(inpt, Image.Image):
-        if inpt.mode in _ALPHA_MODES or "transparency" in inpt.info:
-            what = f"a PIL image in mode {inpt.mode!r}" + (
-                " with transparency" if inpt.mode not in _ALPHA_MODES else "")
-            fix = "RGB" if inpt.mode not in ("LA", "La") else "L"
-            raise ValueError(
-                f"VisualMixer got {what}: its alpha channel would be dropped, or, kept as it is, "
-                f"would show the object's outline. Convert it first: image.convert({fix!r}), or "
-                f"v2.Lambda(lambda im: im.convert({fix!r})) before VisualMixer in a Compose"
-            )
-    elif isinstance(inpt, np.ndarray) and inpt.ndim == 3 and inpt.shape[2] == 4:
-        raise ValueError(
-            f"VisualMixer got a numpy array of shape {inpt.shape} (RGBA): its alpha channel would be "
-            "dropped, or, kept as it is, would show the object's outline. Pass array[..., :3]"
-        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import context as _mp_context
 from typing import Any
@@ -10,13 +11,22 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from visualmixer.core.keys import check_key
+from visualmixer.core.mixer import _check_target
 from visualmixer.core.regions import resolve_region
 from visualmixer.core.saliency import is_own_saliency
+from visualmixer.core.validation import refuse_alpha
 from visualmixer.data.weightcache import WeightsCache
 
 __all__ = ["ObfuscatedDataset", "obfuscate_set"]
 
 _MODES = ("offline", "online")
+
+
+def _check_epoch(epoch) -> int:
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ValueError(f"epoch: expected a non-negative int, got {epoch!r}")
+    return epoch
 
 
 class ObfuscatedDataset(Dataset):
@@ -93,22 +103,26 @@ class ObfuscatedDataset(Dataset):
     ):
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
-        if not 0.0 <= float(target_vfe) <= 1.0:
-            raise ValueError(f"target_vfe: expected a number in [0, 1], got {target_vfe}")
-        if key is not None and not hasattr(key, "subkey"):
-            raise TypeError(f"key: expected a visualmixer.Key or None, got {type(key).__name__}")
+        if key is not None:
+            check_key(key)
         if region is not None:  # here, not at the first sample (maybe in a worker process)
             resolve_region(region, 1, 1)
+        for name, value in (("channel_order", channel_order), ("return_vfe", return_vfe)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name}: expected a bool, got {value!r}")
+        if ids is not None and not callable(ids) and (isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence)):
+            raise TypeError(f"ids: expected a sequence with one id per index, a callable index -> id, or None; "
+                            f"got {type(ids).__name__}")
         self.dataset = dataset
         self.key = key
-        self.target_vfe = float(target_vfe)
+        self.target_vfe = _check_target(target_vfe)
         self.mode = mode
         self.ids = ids
         self.region = region
-        self.channel_order = bool(channel_order)
+        self.channel_order = channel_order
         self.saliency = saliency
-        self.return_vfe = bool(return_vfe)
-        self._epoch = multiprocessing.Value("q", int(epoch), lock=False)
+        self.return_vfe = return_vfe
+        self._epoch = multiprocessing.Value("q", _check_epoch(epoch), lock=False)
         self._weights = self._weights_cache(cache_saliency)
 
     def _weights_cache(self, wanted: bool | None) -> WeightsCache | None:
@@ -137,9 +151,7 @@ class ObfuscatedDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch for online re-keying; call it before iterating the DataLoader."""
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-            raise ValueError(f"epoch: expected a non-negative int, got {epoch!r}")
-        self._epoch.value = epoch
+        self._epoch.value = _check_epoch(epoch)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -153,8 +165,17 @@ class ObfuscatedDataset(Dataset):
         self.__dict__.update(state)
 
     # -- samples --------------------------------------------------------------------------------
+    def _index(self, index) -> int:
+        """``index`` as a position in ``0 .. len - 1`` (a negative one counts from the end, as for
+        a list: ``ds[-1]`` is ``ds[len(ds) - 1]``, with the same id and shuffle)."""
+        n, i = len(self), operator.index(index)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} samples")
+        return i + n if i < 0 else i
+
     def image_id(self, index: int) -> Any:
         """The id used for ``index`` now: the base id, or ``(base id, epoch)`` online."""
+        index = self._index(index)
         if self.ids is None:
             base = int(index)
         elif callable(self.ids):
@@ -169,6 +190,7 @@ class ObfuscatedDataset(Dataset):
     def obfuscate_item(self, index: int):
         """``(image, rest, result)``: the obfuscated image, the other fields, the full result
         (:class:`visualmixer.ObfuscationResult` with the plan and achieved VFE)."""
+        index = self._index(index)
         return self._obfuscate_sample(index, self.dataset[index])
 
     def _obfuscate_sample(self, index: int, sample):
@@ -180,6 +202,7 @@ class ObfuscatedDataset(Dataset):
                 f"got {type(sample).__name__}"
             )
         image, rest = sample[0], tuple(sample[1:])
+        refuse_alpha(image, who="ObfuscatedDataset")
         image_id = self.image_id(index)
         res = obfuscate(
             image,
@@ -214,7 +237,7 @@ class ObfuscatedDataset(Dataset):
         whose images are not tensors of one shape and dtype (PIL images, numpy arrays, mixed
         sizes) or a tensor ``saliency`` map fall back to one call per sample.
         """
-        indices = [int(i) for i in indices]
+        indices = [self._index(i) for i in indices]
         images, rest = self._fetch(indices)
         if images is None:  # per sample, reusing the samples already fetched
             return [self._with_vfe(self._item(*r[:2]), r[2]) for r in
@@ -243,7 +266,7 @@ class ObfuscatedDataset(Dataset):
         >>> images.shape, labels.tolist()
         (torch.Size([2, 1, 28, 28]), [4, 1])
         """
-        indices = [int(i) for i in indices]
+        indices = [self._index(i) for i in indices]
         tensors = self._tensor_rows(indices)
         if tensors is None:
             return torch.utils.data.default_collate(self.__getitems__(indices))
@@ -262,7 +285,7 @@ class ObfuscatedDataset(Dataset):
         TypeError
             When the images at ``indices`` are not tensors ``(C, H, W)`` of one shape and dtype.
         """
-        indices = [int(i) for i in indices]
+        indices = [self._index(i) for i in indices]
         images, _ = self._fetch(indices)
         if images is None:
             raise TypeError("obfuscate_indices: the images must be tensors (C, H, W) of one shape and dtype")
@@ -360,8 +383,15 @@ def obfuscate_set(
     vfe : torch.Tensor
         float64 (N,), achieved VFE per image.
     """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise TypeError(f"images: expected a tensor (N, C, H, W), got {type(images).__name__} "
+                        f"{tuple(getattr(images, 'shape', ()))}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch: expected an int >= 1 (images per obfuscate call), got {batch!r}")
+    if ids is not None and len(ids := list(ids)) != images.shape[0]:
+        raise ValueError(f"ids: expected one id per image ({images.shape[0]}), got {len(ids)}")
     ds = ObfuscatedDataset(TensorDataset(images), key, target_vfe, "offline" if epoch is None else "online",
-                           ids=None if ids is None else list(ids), region=region, epoch=epoch or 0)
+                           ids=ids, region=region, epoch=epoch or 0)
     out = torch.empty_like(images)
     vfes = torch.empty(images.shape[0], dtype=torch.float64)
     for s in range(0, images.shape[0], int(batch)):

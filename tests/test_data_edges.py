@@ -1,0 +1,130 @@
+"""The data layer's edges: images passed through unprotected, ids off by a negative index, options
+accepted that did nothing or the wrong thing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import TensorDataset
+
+import visualmixer as vm
+from visualmixer.data.datasets import load_dataset
+from visualmixer.data.filesets import load_image_folder
+from visualmixer.data.hf import hf_batch_transform
+from visualmixer.data.wrapper import ObfuscatedDataset, obfuscate_set
+
+KEY = vm.Key(bytes(range(32)))
+
+
+def _images(n=6, c=3, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (32, 32)])
+def test_transform_obfuscates_numpy_images(shape):
+    a = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    out = vm.VisualMixer(0.5)(a)
+    assert isinstance(out, np.ndarray) and out.shape == a.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, a) and np.array_equal(np.sort(out, axis=None), np.sort(a, axis=None))
+
+
+def test_transform_leaves_a_numpy_mask_beside_an_image_alone():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    mask = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
+    out_img, out_mask = vm.VisualMixer(0.5)(img, mask)
+    assert np.array_equal(out_mask, mask) and not np.array_equal(np.asarray(out_img), np.asarray(img))
+
+
+@pytest.mark.parametrize("inpt", [torch.zeros(28, 28, dtype=torch.uint8), 3, "x"])
+def test_transform_refuses_input_without_an_image(inpt):
+    with pytest.raises(TypeError, match="VisualMixer found no image to obfuscate"):
+        vm.VisualMixer(0.5)(inpt)
+
+
+def test_transform_refuses_numpy_rgba():
+    with pytest.raises(ValueError, match=r"numpy array of shape \(32, 32, 4\).*array\[..., :3\]"):
+        vm.VisualMixer(0.5)(np.zeros((32, 32, 4), np.uint8))
+
+
+def test_dataset_negative_index_is_the_same_sample_as_its_positive_one():
+    x = _images()
+    ds = ObfuscatedDataset(TensorDataset(x, torch.arange(6)), KEY, 0.5)
+    assert torch.equal(ds[-1][0], ds[5][0]) and ds.image_id(-1) == ds.image_id(5) == 5
+    assert torch.equal(ds.batch([-1, 0])[0], ds.batch([5, 0])[0])
+    assert torch.equal(ds.__getitems__([-2])[0][0], ds[4][0])
+    res = ds.obfuscate_indices([-1])
+    assert torch.equal(vm.restore(res.images, res.plans, key=KEY, ids=[ds.image_id(-1)]), x[5:])
+    with pytest.raises(IndexError, match="index 6 out of range for 6 samples"):
+        ds.image_id(6)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"target_vfe": "abc"}, TypeError, "target_vfe"),
+    ({"target_vfe": None}, TypeError, "target_vfe"),
+    ({"target_vfe": True}, TypeError, "target_vfe"),
+    ({"target_vfe": 1.5}, ValueError, "target_vfe"),
+    ({"channel_order": "no"}, TypeError, "channel_order: expected a bool"),
+    ({"return_vfe": "no"}, TypeError, "return_vfe: expected a bool"),
+    ({"epoch": -1}, ValueError, "epoch: expected a non-negative int"),
+    ({"epoch": 1.5}, ValueError, "epoch"),
+    ({"ids": 5}, TypeError, "ids: expected a sequence"),
+    ({"ids": "abcdef"}, TypeError, "ids: expected a sequence"),
+    ({"key": b"0" * 32}, TypeError, "key must be a visualmixer.Key"),
+])
+def test_dataset_options_are_checked_naming_them(kwargs, exc, match):
+    args = {"key": KEY, **kwargs}
+    with pytest.raises(exc, match=match):
+        ObfuscatedDataset(TensorDataset(_images()), args.pop("key"), **args)
+
+
+def test_dataset_refuses_rgba_images_as_the_transform_does():
+    rgba = [(Image.new("RGBA", (16, 16)), 0)]
+    with pytest.raises(ValueError, match="ObfuscatedDataset got a PIL image in mode 'RGBA'"):
+        ObfuscatedDataset(rgba, KEY, 0.5)[0]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"batch": -1}, ValueError, "batch: expected an int >= 1"),
+    ({"batch": 0}, ValueError, "batch"),
+    ({"ids": ["a", "b"]}, ValueError, r"ids: expected one id per image \(6\), got 2"),
+])
+def test_obfuscate_set_checks_its_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        obfuscate_set(_images(), 0.5, key=KEY, **kwargs)
+    with pytest.raises(TypeError, match="images: expected a tensor"):
+        obfuscate_set(np.zeros((6, 32, 32, 3), np.uint8), 0.5, key=KEY)
+
+
+def test_hf_transform_refuses_alpha():
+    fn = hf_batch_transform(None)
+    with pytest.raises(ValueError, match="the image column got a PIL image in mode 'RGBA'"):
+        fn({"image": [Image.new("RGBA", (16, 16))]})
+
+
+def _folder(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    return tmp_path
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"size": 0}, "size=0 is not allowed"),
+    ({"size": -3}, "size=-3 is not allowed"),
+    ({"size": 2.5}, "size=2.5 is not allowed"),
+    ({"size": (4, 0)}, r"size=\(4, 0\) is not allowed"),
+    ({"channels": 5}, "channels=5 is not allowed"),
+    ({"channels": None}, "channels=None is not allowed"),
+])
+def test_image_folder_options_are_checked(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_image_folder(_folder(tmp_path), "train", test_fraction=0.0, **kwargs)
+
+
+def test_photos_size_zero_is_refused_not_replaced():
+    with pytest.raises(ValueError, match="size=0 is not allowed"):
+        load_dataset("photos", "train", size=0)
