@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from visualmixer.cli._common import (
@@ -22,6 +23,48 @@ def _partition(text: str) -> str:
         parse_partition(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _size(text: str) -> int:
+    """argparse type: a number of images, >= 0 (0: the whole split)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 0 (0: all), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 0 (0: all), got {value}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (``--lr``, ``--timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value}")
+    return value
+
+
+def _directory(text: str) -> str:
+    """argparse type: an existing directory."""
+    from pathlib import Path
+
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
     return text
 
 
@@ -46,8 +89,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--target-vfe", type=target_or_none, default=0.5, help="target VFE in [0, 1], or 'none' (clean FL)")
     p.add_argument("--mode", choices=("offline", "online"), default="offline",
                    help="offline: obfuscate once (ids i); online: re-obfuscate each round (ids (i, round))")
-    p.add_argument("--train-size", type=int, default=6000, help="pooled training images (0: all 60000)")
-    p.add_argument("--test-size", type=int, default=2000, help="test images (0: all 10000)")
+    p.add_argument("--train-size", type=_size, default=6000, help="pooled training images (0: all 60000)")
+    p.add_argument("--test-size", type=_size, default=2000, help="test images (0: all 10000)")
     p.add_argument("--mix", type=int, default=0, metavar="K",
                    help="each client mixes regions within same-class groups of K (>= 2) of its own images "
                         "before the in-region shuffle (default 0: no mixing)")
@@ -61,13 +104,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                "Default: none")
     p.add_argument("--local-epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=_positive_number, default=None,
                    help="client SGD learning rate (momentum 0.9; default 0.05, 0.01 with --soft-labels)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX directory")
+    p.add_argument("--data-root", type=_directory, default=None, help="Fashion-MNIST IDX directory")
     p.add_argument("--key-dir", default=None, help="directory with client0.key … (made with `visualmixer keygen`)")
-    p.add_argument("--superlink-port", type=int, default=None, help="fixed SuperLink port (default: a free one)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before everything is stopped")
+    p.add_argument("--superlink-port", type=_port, default=None,
+                   help="fixed SuperLink port, 1-65535 (default: a free one)")
+    p.add_argument("--timeout", type=_positive_number, default=1800.0,
+                   help="seconds (> 0) before everything is stopped (default 1800)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
     return p
@@ -103,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"visualmixer fl: error: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, TimeoutError) as exc:
-        print(f"visualmixer fl: error: {flags_for(str(exc), 'fl')}", file=sys.stderr)
+        # the first line is the message (library names -> flags); the lines after it quote a log verbatim
+        message, newline, excerpt = str(exc).partition("\n")
+        print(f"visualmixer fl: error: {flags_for(message, 'fl')}{newline}{excerpt}", file=sys.stderr)
         return 1
     rows = [{"round": r["round"], "accuracy": round(r["accuracy"], 4)} for r in res.history["rounds"]]
     print(json.dumps({"out": str(res.out / "history.json"), "seconds": round(res.seconds, 1), "rounds": rows}))

@@ -8,11 +8,15 @@ ServerApp to finish, and always stops every process it started (also on error or
 The same app runs on real machines: start ``flower-supernode --superlink HOST:PORT --node-config
 "partition-id=K num-partitions=N key-path=/path/to/key"`` on each client machine and
 ``flwr run DIR CONNECTION`` against the real SuperLink (see ``docs/federated.md``).
+
+The errors raised here are one line of message; the lines after the first, if any, quote a log
+verbatim (the command line maps the library's names to flags in the first line only).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -78,11 +82,15 @@ def _read_log(path: Path) -> str:
         return ""
 
 
-def _client_errors(run_log: Path) -> str:
-    """"; the clients reported: ..." — the distinct errors the clients sent back, from flwr run's log."""
-    found = re.findall(r"error in reply from node \d+: <class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>", _read_log(run_log))
-    errors = list(dict.fromkeys(f"{kind}: {text}" for kind, text in found))
-    return "; the clients reported: " + " | ".join(errors[:5]) if errors else ""
+def _client_errors(hist: dict, run_log: Path) -> str:
+    """"; the clients reported: ..." — the distinct errors the clients sent back: those the ServerApp
+    recorded in the history, else those in flwr run's log (which may lag behind the run)."""
+    errors = [str(e) for e in hist.get("client_errors") or []]
+    if not errors:
+        found = re.findall(r"error in reply from node \d+: <class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>",
+                           _read_log(run_log))
+        errors = list(dict.fromkeys(f"{kind}: {text}" for kind, text in found))
+    return "; the clients reported: " + " | ".join(e.replace("\n", " ") for e in errors[:5]) if errors else ""
 
 
 def _tail(path: Path, n: int = 30) -> str:
@@ -214,10 +222,14 @@ def _stop(procs: list[tuple[str, subprocess.Popen]], extra: set[int], grace: flo
     _kill_pids(extra, signal.SIGKILL)
 
 
-def _check_run_args(clients, rounds, partition, mode, key_paths) -> None:
+def _check_run_args(clients, rounds, partition, mode, key_paths, superlink_port, timeout) -> None:
     parse_partition(partition)
     if clients < 1 or rounds < 1:
         raise ValueError("clients and rounds must be >= 1")
+    if superlink_port is not None and not 0 <= int(superlink_port) <= 65535:
+        raise ValueError(f"superlink_port={superlink_port} is not a port: give 1 to 65535 (0 or None: a free one)")
+    if not (math.isfinite(float(timeout)) and float(timeout) > 0):
+        raise ValueError(f"timeout={timeout} is not allowed: give a number of seconds > 0")
     if mode not in ("offline", "online"):
         raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
     if key_paths is not None and len(key_paths) != clients:
@@ -292,6 +304,22 @@ class _Processes:
             signal.signal(signal.SIGTERM, self._prev_term)
 
 
+#: What a run leaves in ``out`` that the next run into the same folder must not pick up: the
+#: SuperLink's database (it remembers the SuperNodes, live or dead), Flower's private home, results.
+_STATE = ("superlink.db", "superlink.db-wal", "superlink.db-shm", "superlink.db-journal", "flwr-home",
+          "history.json", "model.pt")
+
+
+def _clear_state(out: Path) -> None:
+    """Remove a previous run's state from ``out`` (see :data:`_STATE`)."""
+    for name in _STATE:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def _read_history(path: Path) -> dict:
     try:
         return json.loads(path.read_text()) if path.exists() else {}
@@ -327,7 +355,8 @@ def run_loopback(
     """Start SuperLink + ``clients`` SuperNodes on 127.0.0.1, run the app, stop everything.
 
     Writes ``out/history.json`` (per-round accuracy of the global model on obfuscated test images),
-    ``out/model.pt`` and the process logs ``out/logs/*.log``. Raises :class:`PortInUseError` when
+    ``out/model.pt`` and the process logs ``out/logs/*.log``; a previous run's state in ``out`` (the
+    SuperLink's database, results) is removed first. Raises :class:`PortInUseError` when
     ``superlink_port`` is taken, ``TimeoutError`` after ``timeout`` seconds, ``RuntimeError`` when a
     Flower process fails. ``model`` is the shared model (one of :data:`visualmixer.fl.task.FL_MODELS`);
     ``soft_labels="region-sorted"`` has every client fit it to its own teacher's probabilities (the
@@ -339,7 +368,7 @@ def run_loopback(
     start, and at 0.05 it diverged.
     """
     require_flwr()
-    _check_run_args(clients, rounds, partition, mode, key_paths)
+    _check_run_args(clients, rounds, partition, mode, key_paths, superlink_port, timeout)
     out = Path(out).resolve()
     hist_path = out / "history.json"
     run_config = {
@@ -360,8 +389,7 @@ def run_loopback(
     FLConfig.from_run_config(run_config)  # refuse bad options before anything is written or started
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    if hist_path.exists():
-        hist_path.unlink()
+    _clear_state(out)
     link_port, node_ports = _pick_ports(clients, superlink_port)
     app_dir = write_app(out / "app", run_config)
     env = _flower_env(out, link_port)
@@ -390,6 +418,7 @@ def run_loopback(
                                    f"{_tail(run_log)}")
             time.sleep(0.3)
     if hist.get("error"):
-        raise RuntimeError(f"the federated run failed: {hist['error']}{_client_errors(run_log)}; logs in {logs}")
+        error = " ".join(str(hist["error"]).split())  # one line: the message, not a log
+        raise RuntimeError(f"the federated run failed: {error}{_client_errors(hist, run_log)}; logs in {logs}")
     return FLRun(out=out, history=hist, ports={"superlink": link_port, "supernodes": node_ports},
                  seconds=time.monotonic() - t0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -43,22 +44,54 @@ def _fail(history: dict, out_json: str, error: str) -> None:
         _write(history, out_json)
 
 
+def _client_error(reason: str) -> str:
+    """``Kind: text`` from a Flower error reply's reason (``<class 'pkg.Kind'>:<'text'>``)."""
+    m = re.fullmatch(r"<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>", reason.strip(), flags=re.S)
+    return f"{m.group(1)}: {m.group(2)}" if m else reason.strip()
+
+
+class _FedAvg(FedAvg):
+    """FedAvg that keeps the clients' error replies (``history["client_errors"]``, distinct, the
+    first 5), so that a failed run names them without relying on the streamed log."""
+
+    def __init__(self, history: dict, **kw):
+        super().__init__(**kw)
+        self._history = history
+
+    def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        errors = self._history.setdefault("client_errors", [])
+        for msg in replies:
+            if msg.has_error():
+                text = _client_error(str(msg.error.reason))
+                if text not in errors and len(errors) < 5:
+                    errors.append(text)
+        return super().aggregate_train(server_round, replies)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    """Run the federation; any failure, from reading the run config on, is recorded in ``out-json``
+    (``finished`` and ``error``) before it is raised, so that the deployment stops waiting at once."""
     rc = context.run_config
+    out_json = str(rc.get("out-json", "") or "")
+    history: dict = {"rounds": [], "started": time.time()}
+    try:
+        _federate(grid, rc, history, out_json)
+    except Exception as exc:
+        where = f"in round {len(history['rounds'])}" if history["rounds"] else "at start-up, before round 0"
+        _fail(history, out_json, history.get("error") or f"{type(exc).__name__}: {exc} ({where})")
+        raise
+
+
+def _federate(grid: Grid, rc, history: dict, out_json: str) -> None:
     cfg = task.FLConfig.from_run_config(rc)
     num_rounds = int(rc.get("num-rounds", 1))
-    out_json = str(rc.get("out-json", "") or "")
     out_model = str(rc.get("out-model", "") or "")
-
+    history["config"] = {**cfg.__dict__, "num_rounds": num_rounds}
     x_test, y_test = task.server_test_set(cfg)
     model = task.make_model(seed=cfg.seed, model=cfg.model, size=x_test.shape[-1])
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    history: dict = {
-        "config": {**cfg.__dict__, "num_rounds": num_rounds},
-        "rounds": [],
-        "started": time.time(),
-    }
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         m = task.make_model(seed=cfg.seed, model=cfg.model, size=x_test.shape[-1])
@@ -70,19 +103,15 @@ def main(grid: Grid, context: Context) -> None:
             _write(history, out_json)
         return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
 
-    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.num_clients,
-                      min_evaluate_nodes=0, min_available_nodes=cfg.num_clients)
-    try:
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=num_rounds,
-                                train_config=ConfigRecord({"lr": cfg.lr}), evaluate_fn=evaluate,
-                                timeout=float(rc.get("round-timeout", 600)))
-    except Exception as exc:
-        _fail(history, out_json, f"{type(exc).__name__}: {exc} (in round {len(history['rounds'])})")
-        raise
+    strategy = _FedAvg(history, fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.num_clients,
+                       min_evaluate_nodes=0, min_available_nodes=cfg.num_clients)
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=num_rounds,
+                            train_config=ConfigRecord({"lr": cfg.lr}), evaluate_fn=evaluate,
+                            timeout=float(rc.get("round-timeout", 600)))
     # a round where every client failed leaves the model as it was: say so at once, do not go on silently
     empty = [r for r in range(1, num_rounds + 1) if r not in result.train_metrics_clientapp]
     if empty:
-        _fail(history, out_json, f"no client sent an update (in round {empty[0]}; rounds without one: {empty})")
+        history["error"] = f"no client sent an update (in round {empty[0]}; rounds without one: {empty})"
         raise RuntimeError(history["error"])
     final = result.arrays.to_torch_state_dict()
     history["param_change_l2"] = float(

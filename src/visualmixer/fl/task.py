@@ -94,10 +94,21 @@ class FLConfig:
         from visualmixer.core.mixing import check_share
 
         cfg.mix_share = check_share(float(cfg.mix_share), "mix_share")
+        cfg._check_sizes()
         cfg.mix_balanced = str(cfg.mix_balanced).lower() in ("true", "1")  # run configs may carry it as text
         if cfg.mix_balanced and not cfg.mix:
             raise ValueError("mix_balanced needs mix >= 2 (images per mixing group)")
         return cfg
+
+    def _check_sizes(self) -> None:
+        import math
+
+        for name, low in (("train_size", 0), ("test_size", 0), ("local_epochs", 1), ("batch_size", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}={getattr(self, name)} is not allowed: give an integer >= {low}"
+                                 + (" (0: all)" if low == 0 else ""))
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr} is not allowed: give a finite number > 0")
 
     def _check_model(self) -> None:
         from visualmixer.train.soft_labels import check_soft_label_features, check_soft_labels
