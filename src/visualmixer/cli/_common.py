@@ -119,6 +119,19 @@ def warn(msg: str, command: str | None = None) -> None:
     print(f"warning: {flags_for(msg, command)}", file=sys.stderr)
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     import argparse
 
@@ -129,6 +142,38 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def attack_list(text: str) -> tuple[str, ...]:
+    """argparse type of ``--attacks``: comma-separated registered attack names (any case), or
+    ``all``; an unknown name is a usage error naming the flag (a typo must not drop an attack)."""
+    import argparse
+
+    from visualmixer.eval.attacks import attack_names
+
+    known = attack_names()
+    names = [a.strip().upper() for a in text.split(",") if a.strip()]
+    if names == ["ALL"]:
+        return known
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown attack(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                         f"{', '.join(known)} or all")
+    return tuple(dict.fromkeys(names))
+
+
+def device_name(text: str) -> str:
+    """argparse type of ``--device``: a device torch knows and this machine has (``cpu``, ``cuda``,
+    ``cuda:N``), else a usage error naming the flag."""
+    import argparse
+
+    from visualmixer.train.config import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 #: What ``--region`` accepts, for the help texts (tests/test_cli_edges.py checks it against the core).

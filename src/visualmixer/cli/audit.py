@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 
-from visualmixer.cli._common import positive_int
+from visualmixer.cli._common import attack_list, device_name, nonnegative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -102,6 +102,14 @@ def fit_user_data(cfg, args, log):
     return cfg
 
 
+def _detectors(text: str) -> tuple[str, ...]:
+    """argparse type of ``--detectors``: A6's detector names, comma-separated."""
+    names = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
+    if not names or set(names) - {"haar", "mtcnn"}:
+        raise argparse.ArgumentTypeError(f"expected haar, mtcnn or both (comma-separated), got {text!r}")
+    return names
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "audit",
@@ -125,7 +133,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated data sets: fashion-mnist, photos, faces, imagefolder:PATH, hf:PATH")
     add_user_data_options(p)
     p.add_argument("--methods", nargs="+", default=None, metavar="SPEC", help="method specs")
-    p.add_argument("--attacks", default=None, metavar="LIST", help="comma-separated attacks, or 'all'")
+    p.add_argument("--attacks", type=attack_list, default=None, metavar="LIST",
+                   help="comma-separated attacks (A1-A10), or 'all'")
     p.add_argument("--train", type=positive_int, default=None, metavar="N", help="owner's training images")
     p.add_argument("--victims", type=positive_int, default=None, metavar="N", help="victim images")
     p.add_argument("--attacker", type=positive_int, default=None, metavar="N", help="attacker's own images")
@@ -139,10 +148,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="stop A3 after N epochs without a better validation loss, keeping the best weights")
     p.add_argument("--a10-releases", type=positive_int, default=None, metavar="E",
                    help="epochs of online mixing an A10 attacker sees (methods .../mixK/online; default 10)")
-    p.add_argument("--faces", type=int, default=None, metavar="N", help="LFW faces added to the A6 photos")
-    p.add_argument("--detectors", default=None, help="A6 detectors: haar,mtcnn")
+    p.add_argument("--faces", type=nonnegative_int, default=None, metavar="N", help="LFW faces added to the A6 photos")
+    p.add_argument("--detectors", type=_detectors, default=None, help="A6 detectors: haar,mtcnn")
     p.add_argument("--dpsgd", action="store_true", help="add the DP-SGD (Opacus) reference row")
-    p.add_argument("--device", default=None, help="where models train, e.g. cuda (default cpu)")
+    p.add_argument("--device", type=device_name, default=None, help="where models train, e.g. cuda (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=None, help="seed of subsets and models (default 0)")
     p.add_argument(
@@ -177,8 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.methods:
         changes["methods"] = tuple(args.methods)
     if args.attacks:
-        names = [a.strip().upper() for a in args.attacks.split(",") if a.strip()]
-        changes["attacks"] = ("A1", "A2", "A3", "A4", "A5", "A6") if names == ["ALL"] else tuple(names)
+        changes["attacks"] = args.attacks
     for opt, fieldname in (
         ("train", "n_train"),
         ("victims", "n_victims"),
@@ -200,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, opt) is not None:
             changes[fieldname] = getattr(args, opt)
     if args.detectors:
-        changes["face_detectors"] = tuple(s.strip() for s in args.detectors.split(",") if s.strip())
+        changes["face_detectors"] = args.detectors
     if args.dpsgd:
         changes["dpsgd"] = True
     if args.seeds:

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from visualmixer.cli._common import positive_int
+from visualmixer.cli._common import attack_list, device_name, positive_int
 
 EXAMPLES = """\
 examples:
@@ -79,8 +79,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--width", type=positive_int, default=None, help="width of the utility/A4 CNN (default 16)")
     add_utility_model_option(p)
     p.add_argument("--a3-base", type=positive_int, default=None, help="width of the A3 U-Net (default 12)")
-    p.add_argument("--attacks", default=None, metavar="LIST", help="comma-separated attacks (default all)")
-    p.add_argument("--device", default=None, help="where models train, e.g. cuda (default cpu)")
+    p.add_argument("--attacks", type=attack_list, default=None, metavar="LIST",
+                   help="comma-separated attacks (A1-A10), or 'all' (the default)")
+    p.add_argument("--device", type=device_name, default=None, help="where models train, e.g. cuda (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=None, help="seed of the split and the models (default 0)")
     p.add_argument("--overwrite", action="store_true", help="ignore saved results and start over")
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, opt) is not None:
             changes[fieldname] = getattr(args, opt)
     if args.attacks:
-        changes["attacks"] = tuple(a.strip().upper() for a in args.attacks.split(",") if a.strip())
+        changes["attacks"] = args.attacks
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     cfg = fit_user_data(dataclasses.replace(QUICK, **changes), args, log)
     try:

@@ -208,9 +208,12 @@ def reid_rate(
     Returns
     -------
     dict
-        ``rate`` (share re-identified), ``chance`` (``1 / G``), ``hits`` (bool tensor ``(N,)``),
-        ``rank`` (int tensor ``(N,)``, 0 = nearest), ``nearest`` (int tensor ``(N,)``: the index of
-        each estimate's nearest original in the gallery).
+        ``rate`` (share re-identified; an estimate whose own original ties for nearest with
+        ``k`` others counts ``1 / (k + 1)``, so a constant estimate scores chance), ``chance``
+        (``1 / G``), ``hits`` (bool tensor ``(N,)``: its own original strictly nearest), ``rank``
+        (int tensor ``(N,)``, 0 = nearest), ``ties`` (int tensor ``(N,)``: other originals exactly
+        as close as its own), ``nearest`` (int tensor ``(N,)``: the index of each estimate's
+        nearest original in the gallery).
     """
     xh, _ = add_batch_axis(x_hat, "x_hat")
     g, _ = add_batch_axis(gallery, "gallery")
@@ -235,7 +238,7 @@ def reid_rate(
         gf = _standardise(g)
     else:
         gf = g.reshape(g.shape[0], -1).double()
-    ranks, nearest = [], []
+    ranks, ties, nearest = [], [], []
     for s in range(0, n, chunk):
         q = xh[s : s + chunk]
         if metric == "ncc":
@@ -245,15 +248,20 @@ def reid_rate(
         t = targets[s : s + chunk].to(score.device)
         own = score.gather(1, t[:, None])
         ranks.append((score > own).sum(dim=1).cpu())
+        ties.append((score == own).sum(dim=1).cpu() - 1)  # others exactly as close as its own
         nearest.append(score.argmax(dim=1).cpu())
     empty = torch.zeros(0, dtype=torch.long)
     rank = torch.cat(ranks) if ranks else empty
-    hits = rank == 0
+    tie = torch.cat(ties) if ties else empty
+    # a tie for nearest is shared evenly (a random pick among the tied): a constant estimate,
+    # equally close to every original, scores chance, not a hit
+    credit = (rank == 0).double() / (1 + tie).double()
     return {
-        "rate": float(hits.double().mean()) if n else float("nan"),
+        "rate": float(credit.mean()) if n else float("nan"),
         "chance": 1.0 / g.shape[0],
-        "hits": hits,
+        "hits": (rank == 0) & (tie == 0),
         "rank": rank,
+        "ties": tie,
         "nearest": torch.cat(nearest) if nearest else empty,
     }
 

@@ -177,8 +177,8 @@ def get_attack(name: str) -> Attack:
 
 
 def attack_names() -> tuple[str, ...]:
-    """The registered names, sorted (``A1`` … ``A7``, then any added)."""
-    return tuple(sorted(_REGISTRY))
+    """The registered names, sorted by number (``A1`` … ``A10``, then any added)."""
+    return tuple(sorted(_REGISTRY, key=lambda n: (len(n), n)))
 
 
 def registered_attacks(names=None, *, scope: str | None = None) -> list[Attack]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from visualmixer.core.saliency import gaussian_blur2d
 from visualmixer.eval.methods.base import ModuleMethod, Param
 from visualmixer.eval.methods.registry import register_method
@@ -26,8 +28,8 @@ class GaussianBlur(Baseline):
 
     def __init__(self, sigma: float = 2.0):
         super().__init__(None)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
+        if not 0 < sigma < math.inf:  # (NaN fails too)
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
         self.sigma = float(sigma)
 
     def _params(self):

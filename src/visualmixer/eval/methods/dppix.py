@@ -42,8 +42,8 @@ class DPPix(Baseline):
         super().__init__(seed)
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        if not 0 < epsilon < math.inf:  # (NaN fails too; infinity would be no noise, called DP)
+            raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}")
         if m < 1:
             raise ValueError(f"m must be >= 1, got {m}")
         self.block, self.epsilon, self.m = int(block), float(epsilon), int(m)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from visualmixer.eval.methods.base import ModuleMethod, Param
@@ -26,8 +28,8 @@ class GaussianNoise(Baseline):
 
     def __init__(self, sigma: float = 0.1, seed: int | None = None):
         super().__init__(seed)
-        if not sigma >= 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if not 0 <= sigma < math.inf:  # (NaN fails too)
+            raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
         self.sigma = float(sigma)
 
     def _params(self):

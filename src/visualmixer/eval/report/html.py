@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from visualmixer.core.imageops import to_uint8_hwc
+from visualmixer.eval.report.files import write_report
 from visualmixer.eval.report.verdict import NOISE_RULE, STATUS_TEXT, method_judgement, verdict_method, verdict_sentence
 
 __all__ = ["GRID_CELL", "GRID_PAD", "REPORT_CSS", "grid_column_titles", "image_grid", "image_stem", "page_start",
@@ -218,7 +219,7 @@ class _Page:
         self.out_dir = out_dir
         self.parts: list[str] = []
         self.n_img = 0
-        (out_dir / "img").mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, bytes] = {}  # written with the page, at the end
 
     def add(self, s: str) -> None:
         self.parts.append(s)
@@ -226,7 +227,7 @@ class _Page:
     def image(self, png: bytes, alt: str, name: str) -> None:
         self.n_img += 1
         fname = f"img/{self.n_img:03d}-{image_stem(name)}.png"
-        (self.out_dir / fname).write_bytes(png)
+        self.files[fname] = png
         self.add(
             f'<p><a href="{html.escape(fname)}"><img alt="{html.escape(alt)}" '
             f'src="{png_data_uri(png)}"></a></p>'
@@ -430,7 +431,9 @@ def _intro(page: _Page, results: dict) -> None:
 
 
 def render_report(results: dict, pictures: dict, out_dir, *, title: str = "VisualMixer privacy audit") -> Path:
-    """Write ``out_dir/index.html``, ``out_dir/results.json`` and ``out_dir/img/*.png``.
+    """Write ``out_dir/index.html``, ``out_dir/results.json`` and ``out_dir/img/*.png``, each
+    atomically and the page last (:func:`~visualmixer.eval.report.files.write_report`; pictures of
+    an earlier report that this one does not show are removed).
 
     Returns
     -------
@@ -439,7 +442,7 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
+    data = json.dumps(results, indent=1, allow_nan=False)  # (before drawing: fails on NaN at once)
     page = _Page(out_dir)
     page.add(page_start(title))
     _intro(page, results)
@@ -489,6 +492,5 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
             page.add(f"<h4>{html.escape(spec)}</h4>")
             page.image(png_bytes(image_grid(cols, cell=128)), f"faces {spec}", f"faces-{spec}")
     page.add("</body></html>")
-    path = out_dir / "index.html"
-    path.write_text("\n".join(page.parts), encoding="utf-8")
-    return path
+    return write_report(out_dir, {**page.files, "results.json": data, "index.html": "\n".join(page.parts)},
+                        "index.html", pictures="img")

@@ -29,6 +29,7 @@ from visualmixer.core.mixer import obfuscate, restore
 from visualmixer.core.optional import require
 from visualmixer.core.vfe import vfe
 from visualmixer.data.samples import builtin_photos
+from visualmixer.eval.report.files import write_file
 from visualmixer.eval.report.html import page_start, png_bytes, png_data_uri
 
 __all__ = ["RunSection", "photo_demo", "photo_section", "photo_table", "save_photo_files", "save_photo_grid",
@@ -90,7 +91,7 @@ def photo_demo(out_dir: str | os.PathLike, targets: Sequence[float], *, size: in
         "files": {n: {k: str(Path("photos") / f) for k, f in fs.items()} for n, fs in files.items()},
         "note": "VFE per image (docs/method.md); targets are met when every value >= its target",
     }
-    (out_dir / "photos.json").write_text(json.dumps(result, indent=2))
+    write_file(out_dir / "photos.json", json.dumps(result, indent=2))
     return result
 
 
@@ -179,7 +180,7 @@ def save_photo_files(folder: str | os.PathLike, names: Sequence[str], originals:
         files[name] = {}
         for view, img in views.items():
             fname = f"{name}-{'original' if view == 'original' else 'vfe' + view}.png"
-            (folder / fname).write_bytes(png_bytes(to_uint8_hwc(img)))
+            write_file(folder / fname, png_bytes(to_uint8_hwc(img)))
             files[name][view] = fname
     return files
 
@@ -245,8 +246,7 @@ def write_run_page(path: str | os.PathLike, sections: Sequence[RunSection], *,
         if s.link:
             parts.append(f"<p><a href='{html.escape(s.link)}'>{html.escape(s.link)}</a></p>")
     parts.append("</body></html>")
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return path
+    return write_file(path, "\n".join(parts) + "\n")
 
 
 def photo_section(out_dir: str | os.PathLike, photos: dict) -> RunSection:

@@ -1,0 +1,89 @@
+"""The evaluation layer's edges: a tie counted as a re-identification, flags that dropped an
+attack or crashed late, infinite method parameters, report files of two runs mixed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from visualmixer.cli import main
+from visualmixer.eval import metrics as M
+from visualmixer.eval.attacks import attack_names
+from visualmixer.eval.methods import parse_method
+from visualmixer.eval.report.html import render_report
+
+
+def test_a_constant_estimate_scores_chance_not_a_hit():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8, generator=g)
+    flat = M.reid_rate(torch.full_like(x, 128), x)
+    assert flat["rate"] == pytest.approx(1 / 20) and not flat["hits"].any() and (flat["ties"] == 19).all()
+    same = M.reid_rate(x, x)
+    assert same["rate"] == 1.0 and same["hits"].all() and (same["ties"] == 0).all()
+    twins = torch.cat([x[:1], x[:1], x[2:]])  # two identical originals: each estimate ties with one other
+    assert M.reid_rate(twins, twins)["rate"] == pytest.approx((18 + 2 * 0.5) / 20)
+
+
+def test_attacks_are_listed_in_numeric_order():
+    assert attack_names()[:10] == tuple(f"A{i}" for i in range(1, 11))
+
+
+@pytest.mark.parametrize("command", ["audit", "recommend"])
+@pytest.mark.parametrize("flag, value, says", [
+    ("--attacks", "A1,A2X", "argument --attacks: unknown attack(s) A2X"),
+    ("--device", "nonsense", "argument --device: device='nonsense' is not a device name"),
+])
+def test_audit_and_recommend_refuse_bad_flags_at_once(command, flag, value, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([command, flag, value, "--out", str(tmp_path)])
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--faces", "-3"), ("--detectors", "foo"), ("--detectors", "haar,x")])
+def test_audit_checks_its_face_options(flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["audit", flag, value, "--out", str(tmp_path)])
+    assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_attacks_all_means_every_registered_attack():
+    from visualmixer.cli._common import attack_list
+
+    assert attack_list("all") == attack_names() and attack_list("a2, A1,a2") == ("A2", "A1")
+
+
+@pytest.mark.parametrize("spec", ["blur:inf", "noise:inf", "noise:nan", "dppix:inf"])
+def test_infinite_method_parameters_are_refused(spec):
+    with pytest.raises(ValueError, match="finite number"):
+        parse_method(spec)
+
+
+def test_a_report_replaces_the_pictures_of_the_one_before(tmp_path, monkeypatch):
+    from visualmixer.eval.report import html
+
+    monkeypatch.setattr(html, "_intro", lambda page, results: None)
+    old = tmp_path / "img" / "003-stale_clean.png"
+    old.parent.mkdir()
+    old.write_bytes(b"old")
+    path = render_report({"datasets": {}}, {"faces": {}}, tmp_path)
+    assert path.read_text().endswith("</body></html>") and not old.exists()
+    assert json.loads((tmp_path / "results.json").read_text()) == {"datasets": {}}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_report_that_fails_while_drawing_leaves_the_old_one(tmp_path, monkeypatch):
+    from visualmixer.eval.report import html
+
+    (tmp_path / "results.json").write_text('{"old": 1}')
+    (tmp_path / "index.html").write_text("old page")
+
+    def boom(page, results):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(html, "_intro", boom)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        render_report({"datasets": {}}, {}, tmp_path)
+    assert (tmp_path / "results.json").read_text() == '{"old": 1}'
+    assert (tmp_path / "index.html").read_text() == "old page"
