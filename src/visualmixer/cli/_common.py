@@ -119,29 +119,27 @@ def warn(msg: str, command: str | None = None) -> None:
     print(f"warning: {flags_for(msg, command)}", file=sys.stderr)
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    import argparse
+def int_type(low: int, high: int | None = None, *, allowed: str):
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None), else a
+    usage error saying ``expected {allowed}``."""
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    def parse(text: str) -> int:
+        import argparse
+
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+#: argparse types: an integer >= 0, and >= 1.
+nonnegative_int = int_type(0, allowed="an integer >= 0")
+positive_int = int_type(1, allowed="a positive integer")
 
 
 def attack_list(text: str) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from visualmixer.cli._common import (
     add_mix_shape_options,
     add_soft_label_options,
     flags_for,
+    int_type,
     target_or_none,
 )
 
@@ -26,15 +27,9 @@ def _partition(text: str) -> str:
     return text
 
 
-def _size(text: str) -> int:
-    """argparse type: a number of images, >= 0 (0: the whole split)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of images >= 0 (0: all), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of images >= 0 (0: all), got {value}")
-    return value
+#: argparse types: a number of images (0: the whole split), a TCP port.
+_size = int_type(0, allowed="a number of images >= 0 (0: all)")
+_port = int_type(1, 65535, allowed="a port from 1 to 65535")
 
 
 def _positive_number(text: str) -> float:
@@ -45,17 +40,6 @@ def _positive_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    """argparse type: a TCP port, 1 to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value}")
     return value
 
 
