@@ -87,3 +87,19 @@ def test_a_report_that_fails_while_drawing_leaves_the_old_one(tmp_path, monkeypa
         render_report({"datasets": {}}, {}, tmp_path)
     assert (tmp_path / "results.json").read_text() == '{"old": 1}'
     assert (tmp_path / "index.html").read_text() == "old page"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--regions", "1000"], "--regions: region must be at most 256 pixels"),
+    (["--regions", "120"], "--regions: region 120 has 16 shuffle levels"),
+    (["--max-face-rate", "2"], "--max-face-rate: a share of face photos, in [0, 1]"),
+])
+def test_recommend_checks_its_grid_and_budget(argv, says, tmp_path, capsys):
+    assert main(["recommend", "--data", "fashion-mnist", *argv, "--out", str(tmp_path)]) == 2
+    assert says in capsys.readouterr().err and not (tmp_path / "recommend.json").exists()
+
+
+def test_reid_chunk_is_checked():
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="chunk must be an int >= 1, got 0"):
+        M.reid_rate(x, x, chunk=0)

@@ -91,6 +91,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _parse_grid(args) -> tuple[list[float], list[int | None]]:
+    from visualmixer.core.regions import resolve_region
+
     try:
         targets = [float(t) for t in _number_list(args.targets)]
     except ValueError:
@@ -100,7 +102,10 @@ def _parse_grid(args) -> tuple[list[float], list[int | None]]:
         if r == "auto":
             regions.append(None)
         elif r.isdigit() and int(r) >= 1:
-            regions.append(int(r))
+            try:
+                regions.append(resolve_region(int(r), 1, 1))
+            except ValueError as exc:
+                raise ValueError(f"--regions: {exc}") from None
         else:
             raise ValueError(f"--regions: region sides in pixels or auto, got {r!r}")
     return targets, regions

@@ -223,6 +223,8 @@ def reid_rate(
         )
     if metric not in ("ncc", "l2"):
         raise ValueError(f"metric must be 'ncc' or 'l2', got {metric!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
     n = xh.shape[0]
     if targets is None:
         if n > g.shape[0]:

@@ -85,6 +85,8 @@ class Budget:
         for k, v in asdict(self).items():
             if v is not None and (not math.isfinite(v) or v < 0):
                 raise ValueError(f"{k}: must be a number >= 0, got {v}")
+        if self.max_face_rate is not None and self.max_face_rate > 1:
+            raise ValueError(f"max_face_rate: a share of face photos, in [0, 1], got {self.max_face_rate}")
 
 
 def settings_grid(targets=(0.3, 0.5, 0.7), regions=(None,), variants=("plain",)) -> list[str]:
