@@ -103,3 +103,15 @@ def test_reid_chunk_is_checked():
     x = torch.zeros(2, 1, 8, 8)
     with pytest.raises(ValueError, match="chunk must be an int >= 1, got 0"):
         M.reid_rate(x, x, chunk=0)
+
+
+def test_any_source_reid_shares_ties_and_otherwise_is_the_nearest_among_the_sources():
+    g = torch.Generator().manual_seed(1)
+    gallery = torch.randint(0, 256, (20, 1, 16, 16), dtype=torch.uint8, generator=g)
+    cand = torch.tensor([[0, 1, 1], [2, 2, 2], [5, 6, 7], [4, 4, 9]])  # repeats count once
+    flat = M.reid_rate(torch.full((4, 1, 16, 16), 50, dtype=torch.uint8), gallery, torch.tensor([0, 2, 5, 4]),
+                       candidates=cand)
+    assert flat["any_rate"] == pytest.approx((2 / 20 + 1 / 20 + 3 / 20 + 2 / 20) / 4)
+    noisy = (gallery[[1, 2, 9, 3]].float() + torch.randn(4, 1, 16, 16, generator=g) * 20).clamp(0, 255)
+    r = M.reid_rate(noisy, gallery, torch.tensor([0, 2, 5, 4]), candidates=cand)
+    assert r["any_rate"] == float((cand == r["nearest"][:, None]).any(dim=1).double().mean()) == 0.5

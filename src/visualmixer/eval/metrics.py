@@ -186,6 +186,7 @@ def reid_rate(
     metric: str = "ncc",
     pool: int = 1,
     chunk: int = 1024,
+    candidates: torch.Tensor | None = None,
 ) -> dict:
     """Re-identification: is each estimate's nearest neighbour in a gallery of originals its own?
 
@@ -204,6 +205,10 @@ def reid_rate(
         Average-pool both sides by this factor first (1 = full resolution).
     chunk : int
         Estimates compared per block (bounds memory at ``chunk × G``).
+    candidates : torch.Tensor, optional
+        ``(N, D)`` gallery indices per estimate (e.g. :func:`distinct_sources` of a mixed
+        image): also return ``any_rate``, the share of estimates whose nearest original is one of
+        them (a tie for nearest shared evenly, as for ``rate``).
 
     Returns
     -------
@@ -240,7 +245,7 @@ def reid_rate(
         gf = _standardise(g)
     else:
         gf = g.reshape(g.shape[0], -1).double()
-    ranks, ties, nearest = [], [], []
+    ranks, ties, nearest, any_credit = [], [], [], []
     for s in range(0, n, chunk):
         q = xh[s : s + chunk]
         if metric == "ncc":
@@ -252,6 +257,12 @@ def reid_rate(
         ranks.append((score > own).sum(dim=1).cpu())
         ties.append((score == own).sum(dim=1).cpu() - 1)  # others exactly as close as its own
         nearest.append(score.argmax(dim=1).cpu())
+        if candidates is not None:
+            c = torch.as_tensor(candidates[s : s + chunk], dtype=torch.long).to(score.device)
+            top = score.amax(dim=1, keepdim=True)
+            first = ~(c[:, :, None] == c[:, None, :]).tril(-1).any(dim=-1)  # each index counted once
+            hit = ((score.gather(1, c) == top) & first).sum(dim=1)
+            any_credit.append((hit / (score == top).sum(dim=1)).double().cpu())
     empty = torch.zeros(0, dtype=torch.long)
     rank = torch.cat(ranks) if ranks else empty
     tie = torch.cat(ties) if ties else empty
@@ -265,6 +276,7 @@ def reid_rate(
         "rank": rank,
         "ties": tie,
         "nearest": torch.cat(nearest) if nearest else empty,
+        **({"any_rate": float(torch.cat(any_credit).mean()) if n else float("nan")} if candidates is not None else {}),
     }
 
 
@@ -430,18 +442,17 @@ def image_scores(x, x_hat, *, reid: bool = True, gallery=None, targets=None, sou
     ms = ms_ssim(x, x_hat)
     if ms is not None:
         out["ms_ssim"] = summarize(ms)
+    if sources is not None and gallery is None:
+        raise ValueError("sources index into a gallery of originals: pass gallery= too")
+    cand = None if sources is None else distinct_sources(sources).to(x_hat.device)
     if reid:
-        r = reid_rate(x_hat, x if gallery is None else gallery, targets)
+        r = reid_rate(x_hat, x if gallery is None else gallery, targets, candidates=cand)
         out["reid"] = {"rate": r["rate"], "chance": r["chance"]}
-    if sources is not None:
-        if gallery is None:
-            raise ValueError("sources index into a gallery of originals: pass gallery= too")
-        cand = distinct_sources(sources).to(x_hat.device)
+    if cand is not None:
         best = torch.stack([ssim(gallery[cand[:, j]], x_hat) for j in range(cand.shape[1])]).amax(dim=0)
         out["any_source"] = {"ssim": summarize(best)}
         if reid:  # the nearest original does not depend on the targets
-            near = r["nearest"].to(cand.device)
-            out["any_source"]["reid"] = float((cand == near[:, None]).any(dim=1).double().mean())
+            out["any_source"]["reid"] = r["any_rate"]
     for v in out.values():
         if isinstance(v, dict):
             for k2, val in list(v.items()):
