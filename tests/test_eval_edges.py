@@ -115,3 +115,9 @@ def test_any_source_reid_shares_ties_and_otherwise_is_the_nearest_among_the_sour
     noisy = (gallery[[1, 2, 9, 3]].float() + torch.randn(4, 1, 16, 16, generator=g) * 20).clamp(0, 255)
     r = M.reid_rate(noisy, gallery, torch.tensor([0, 2, 5, 4]), candidates=cand)
     assert r["any_rate"] == float((cand == r["nearest"][:, None]).any(dim=1).double().mean()) == 0.5
+
+
+@pytest.mark.parametrize("fn", [M.ssim, M.psnr])
+def test_metrics_of_no_images_say_so(fn):
+    with pytest.raises(ValueError, match="x and x_hat are empty"):
+        fn(torch.zeros(0, 1, 8, 8), torch.zeros(0, 1, 8, 8))

@@ -52,6 +52,8 @@ def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     y, _ = add_batch_axis(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"x and x_hat are empty (shape {tuple(x.shape)}): give at least one image")
     return to_float(x), to_float(y).to(x.device)
 
 
