@@ -14,7 +14,7 @@ Deterministic for a seed; needs Fashion-MNIST (see :func:`load_fashion_mnist`) a
 packages (``visualmixer[data]``).
 
 >>> ds = load_tinted_fashion("test", limit=8)     # doctest: +SKIP
->>> ds.images.shape
+>>> ds.images.shape                                # doctest: +SKIP
 torch.Size([8, 3, 32, 32])
 """
 

@@ -1,7 +1,7 @@
 """Training image classifiers on obfuscated data: the one loop (``fit``), models, runs, DP-SGD.
 
 >>> from visualmixer.train import TrainConfig, train            # doctest: +SKIP
->>> train(TrainConfig(data="fashion-mnist", target_vfe=0.5, epochs=3, out="out/t"))  # +SKIP
+>>> train(TrainConfig(data="fashion-mnist", target_vfe=0.5, epochs=3, out="out/t"))  # doctest: +SKIP
 """
 
 from visualmixer.train.compare import quick_compare
