@@ -128,3 +128,27 @@ def test_image_folder_options_are_checked(tmp_path, kwargs, match):
 def test_photos_size_zero_is_refused_not_replaced():
     with pytest.raises(ValueError, match="size=0 is not allowed"):
         load_dataset("photos", "train", size=0)
+
+
+def test_obfuscate_hf_with_worker_processes_does_not_hang():
+    """Dataset.map(num_proc=...) forks workers after torch ran threads in the parent: a parallel
+    operator in a worker used to wait for ever. Run in a child process, bounded in time."""
+    pytest.importorskip("datasets")
+    import subprocess
+    import sys
+
+    code = """
+import datasets, numpy as np, torch, visualmixer as vm
+from PIL import Image
+from visualmixer.data.hf import obfuscate_hf
+torch.set_num_threads(2)
+rows = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)) for i in range(4)]
+ds = datasets.Dataset.from_dict({"image": rows}).cast_column("image", datasets.Image())
+key = vm.Key(bytes(range(32)))
+one = obfuscate_hf(ds, key, target_vfe=0.5)
+two = obfuscate_hf(ds, key, target_vfe=0.5, batch_size=2, num_proc=2)
+same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(one["image"], two["image"]))
+print("same" if same and torch.get_num_threads() == 2 else "differ")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("same"), done.stderr[-2000:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -105,10 +106,18 @@ def hf_batch_transform(
     >>> ds[0]["image"]        # a fresh shuffle on every access              # doctest: +SKIP
     """
 
+    owner = os.getpid()
+
     def transform(batch: dict, indices: list[int] | None = None) -> dict:
         import torch
 
         from visualmixer.core.mixer import obfuscate
+
+        if os.getpid() != owner and torch.get_num_threads() > 1:
+            # a worker forked by Dataset.map(num_proc=...): torch's thread pool does not survive a
+            # fork (a parallel operator would wait for the parent's threads for ever), so one
+            # thread, as DataLoader workers run; the worker's state, not the caller's
+            torch.set_num_threads(1)
 
         if image_column not in batch:
             raise KeyError(f"image_column {image_column!r} is not a column (have {sorted(batch)})")
