@@ -60,12 +60,12 @@ class Manifest:
     """
 
     def __init__(self, path: Path, header: dict[str, Any], records: dict[str, dict[str, Any]],
-                 damaged: list[int] | None = None):
+                 damaged: list[int] | None = None, written: set[str] | None = None):
         self.path = Path(path)
         self.header = header
         self.records = records
         self.damaged = list(damaged or [])
-        self.written: set[str] = set()
+        self.written: set[str] = set(written or ())
         self._fd: int | None = None
 
     # -- opening ---------------------------------------------------------------------------------
@@ -129,11 +129,8 @@ class Manifest:
                 damaged.append(number)
                 continue
             records[rec["id"]] = rec
-            if rec["t"] in ("pending", "done") and isinstance(rec.get("out"), str):
-                written.add(rec["out"])
-        man = cls(path, header, records, damaged)
-        man.written = written
-        return man
+            written.update(_outputs_of(rec))
+        return cls(path, header, records, damaged, written)
 
     @staticmethod
     def _parse_header(path: Path, line: bytes) -> dict[str, Any]:
@@ -200,8 +197,7 @@ class Manifest:
             raise
         for rec in recs:
             self.records[rec["id"]] = rec
-            if rec["t"] in ("pending", "done") and isinstance(rec.get("out"), str):
-                self.written.add(rec["out"])
+            self.written.update(_outputs_of(rec))
 
     def close(self) -> None:
         """Close the append descriptor (records stay readable)."""
@@ -218,3 +214,8 @@ class Manifest:
     def done(self) -> list[dict[str, Any]]:
         """The ``done`` records, in id order."""
         return [r for _, r in sorted(self.records.items()) if r.get("t") == "done"]
+
+
+def _outputs_of(rec: dict[str, Any]) -> tuple[str, ...]:
+    """The output a record says was (or is being) written: one name for ``pending`` and ``done``."""
+    return (rec["out"],) if rec["t"] in ("pending", "done") and isinstance(rec.get("out"), str) else ()

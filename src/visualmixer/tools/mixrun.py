@@ -245,25 +245,17 @@ def pack_chunks(groups: list[dict], batch_size: int) -> list[list[dict]]:
     return chunks
 
 
-def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[str, dict], bool]) -> str:
-    """``"done"`` or ``"todo"``."""
+def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[str, dict], bool]) -> tuple[bool, int]:
+    """Whether the group is done, and how many of its members have an output recorded done that
+    is there but not as recorded (damaged or edited); each output is checked once."""
+    done, damaged = True, 0
     for image_id in rec["ids"]:
-        r = man.records.get(image_id)
-        out = dst_p / names[image_id]
-        if not (r and r.get("t") == "done" and r.get("out") == names[image_id] and r.get("mix") == rec
-                and output_intact(out, r) and not changed(image_id, r)):
-            return "todo"
-    return "done"
-
-
-def _damaged(ids: list[str], names: dict, man, dst_p: Path) -> int:
-    """How many of ``ids`` have an output recorded done that is there but not as recorded."""
-    count = 0
-    for image_id in ids:
         r, out = man.records.get(image_id) or {}, dst_p / names[image_id]
-        if r.get("t") == "done" and r.get("out") == names[image_id] and out.exists():
-            count += not output_intact(out, r)
-    return count
+        recorded = r.get("t") == "done" and r.get("out") == names[image_id]
+        intact = recorded and output_intact(out, r)
+        damaged += recorded and not intact and out.exists()
+        done = done and intact and r.get("mix") == rec and not changed(image_id, r)
+    return done, damaged
 
 
 def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool, summary,
@@ -273,13 +265,12 @@ def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool,
     damaged = 0
     summary.already += sum(len(g["ids"]) for g in plan.kept)
     for rec in plan.groups:
-        state = "todo" if overwrite else _group_state(rec, names, man, dst_p, changed)
-        if state == "done":
+        done, bad = (False, 0) if overwrite else _group_state(rec, names, man, dst_p, changed)
+        if done:
             summary.already += len(rec["ids"])
             continue
         todo.update(rec["ids"])
-        if not overwrite:
-            damaged += _damaged(rec["ids"], names, man, dst_p)
+        damaged += bad
     if damaged and say is not None:
         say(f"{damaged} output(s) differ from what the manifest records (size or SHA-256: damaged "
             "or edited since they were written): their groups are done again")
