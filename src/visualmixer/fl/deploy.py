@@ -82,13 +82,22 @@ def _read_log(path: Path) -> str:
         return ""
 
 
+#: A Flower error reply's reason, ``<class 'pkg.Kind'>:<'text'>`` (in the replies and in flwr run's log).
+_REPLY_ERROR = r"<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>"
+
+
+def client_error_text(reason: str) -> str:
+    """``Kind: text`` from a Flower error reply's reason (the reason itself when it has another form)."""
+    m = re.fullmatch(_REPLY_ERROR, reason.strip(), flags=re.S)
+    return f"{m.group(1)}: {m.group(2)}" if m else reason.strip()
+
+
 def _client_errors(hist: dict, run_log: Path) -> str:
     """"; the clients reported: ..." — the distinct errors the clients sent back: those the ServerApp
     recorded in the history, else those in flwr run's log (which may lag behind the run)."""
     errors = [str(e) for e in hist.get("client_errors") or []]
     if not errors:
-        found = re.findall(r"error in reply from node \d+: <class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>",
-                           _read_log(run_log))
+        found = re.findall(r"error in reply from node \d+: " + _REPLY_ERROR, _read_log(run_log))
         errors = list(dict.fromkeys(f"{kind}: {text}" for kind, text in found))
     return "; the clients reported: " + " | ".join(e.replace("\n", " ") for e in errors[:5]) if errors else ""
 

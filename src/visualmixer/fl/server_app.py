@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 from visualmixer.fl import task  # noqa: E402
+from visualmixer.fl.deploy import client_error_text  # noqa: E402
 
 app = ServerApp()
 
@@ -44,12 +44,6 @@ def _fail(history: dict, out_json: str, error: str) -> None:
         _write(history, out_json)
 
 
-def _client_error(reason: str) -> str:
-    """``Kind: text`` from a Flower error reply's reason (``<class 'pkg.Kind'>:<'text'>``)."""
-    m = re.fullmatch(r"<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>", reason.strip(), flags=re.S)
-    return f"{m.group(1)}: {m.group(2)}" if m else reason.strip()
-
-
 class _FedAvg(FedAvg):
     """FedAvg that keeps the clients' error replies (``history["client_errors"]``, distinct, the
     first 5), so that a failed run names them without relying on the streamed log."""
@@ -63,7 +57,7 @@ class _FedAvg(FedAvg):
         errors = self._history.setdefault("client_errors", [])
         for msg in replies:
             if msg.has_error():
-                text = _client_error(str(msg.error.reason))
+                text = client_error_text(str(msg.error.reason))
                 if text not in errors and len(errors) < 5:
                     errors.append(text)
         return super().aggregate_train(server_round, replies)
