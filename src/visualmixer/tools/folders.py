@@ -73,7 +73,14 @@ from visualmixer.tools.lock import RunLock
 from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
-from visualmixer.tools.safe_io import StopGuard, check_no_way_into, output_intact, read_source, source_signature
+from visualmixer.tools.safe_io import (
+    StopGuard,
+    check_no_way_into,
+    damaged_note,
+    output_intact,
+    read_source,
+    source_signature,
+)
 from visualmixer.tools.settle import is_settled, settle_outputs
 
 __all__ = [
@@ -170,8 +177,7 @@ def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
     if changed:
         say(f"{changed} source file(s) changed since they were obfuscated: done again")
     if damaged:
-        say(f"{damaged} output(s) differ from what the manifest records (size or SHA-256: damaged "
-            "or edited since they were written): done again")
+        say(damaged_note(damaged, "done again"))
     return todo
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from visualmixer.tools.distributed import map_unordered
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
-from visualmixer.tools.safe_io import output_intact, read_source
+from visualmixer.tools.safe_io import damaged_note, output_intact, read_source
 
 __all__ = ["MIX_MANIFEST_VERSION", "MixPlan", "prepare_mix", "settle_groups", "mixed_todo", "run_mixed",
            "pack_chunks", "restore_mixed_jobs"]
@@ -272,8 +272,7 @@ def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool,
         todo.update(rec["ids"])
         damaged += bad
     if damaged and say is not None:
-        say(f"{damaged} output(s) differ from what the manifest records (size or SHA-256: damaged "
-            "or edited since they were written): their groups are done again")
+        say(damaged_note(damaged, "their groups are done again"))
     return todo
 
 

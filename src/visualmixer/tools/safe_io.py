@@ -25,7 +25,7 @@ from pathlib import Path
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.errors import RunStopped, describe_oserror, free_bytes, human_bytes, stopping
 
-__all__ = ["read_source", "source_signature", "output_intact", "check_no_way_into", "StopGuard"]
+__all__ = ["read_source", "source_signature", "output_intact", "damaged_note", "check_no_way_into", "StopGuard"]
 
 
 def source_signature(st: os.stat_result) -> list[int]:
@@ -80,6 +80,12 @@ def output_intact(path: Path, rec: dict) -> bool:
     except OSError:
         return False
     return digest.hexdigest() == rec["sha256"]
+
+
+def damaged_note(count: int, then: str) -> str:
+    """The warning for ``count`` outputs that :func:`output_intact` found not as recorded."""
+    return (f"{count} output(s) differ from what the manifest records (size or SHA-256: damaged or edited "
+            f"since they were written): {then}")
 
 
 def _way_into(path: Path, forbidden: dict[str, Path]) -> str:
