@@ -227,15 +227,22 @@ def test_two_clients_one_round_on_loopback(tmp_path, monkeypatch):
 @pytest.mark.skipif(not HAS_FLWR, reason="flwr not installed")
 @pytest.mark.skipif(not HAS_FMNIST, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_a_run_whose_clients_all_fail_stops_with_their_reason(tmp_path, capsys):
-    """Every client's loss becomes NaN in round 1: the run ends at once (no wait for the timeout)
-    with the clients' own error, named with the CLI's flags."""
+    """Every client's loss becomes NaN in round 1: the run ends at once, at that round (before, rounds
+    2 and 3 ran on the unchanged model first), with the clients' own error, named with the CLI's flags."""
+    import json
+
     from visualmixer.cli import main
 
     t0 = time.monotonic()
-    assert main(["fl", "--clients", "2", "--rounds", "2", "--train-size", "200", "--test-size", "100", "--lr", "1000",
-                 "--timeout", "240", "--out", str(tmp_path / "nan")]) == 1
+    out = tmp_path / "nan"
+    assert main(["fl", "--clients", "2", "--rounds", "3", "--train-size", "200", "--test-size", "100", "--lr", "1000",
+                 "--timeout", "240", "--out", str(out)]) == 1
+    hist = json.loads((out / "history.json").read_text())
+    assert [r["round"] for r in hist["rounds"]] == [0]  # the initial model only: no round after the failed one
+    assert "[ROUND 2/3]" not in (out / "logs" / "flwr-run.log").read_text()
     err = capsys.readouterr().err
-    assert "the federated run failed: no client sent an update (in round 1" in err
+    assert "the federated run failed: no client sent an update (in round 1: all 2 clients replied with an error)" in err
     assert "the clients reported: TrainingDiverged: training loss became nan" in err
     assert "(client SGD at --lr 1000.0): try a lower lr" in err
     assert time.monotonic() - t0 < 240  # ended by the error, not by the timeout
+    print(f"all clients failed: reported after {time.monotonic() - t0:.1f} s")

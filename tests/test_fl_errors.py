@@ -133,8 +133,9 @@ def test_server_app_records_a_bad_run_config(tmp_path):
 
 
 @needs_flwr
-def test_server_keeps_the_clients_errors():
-    """The error replies are kept in the history (the streamed log may not have them yet)."""
+def test_server_keeps_the_clients_errors_and_stops_at_a_round_without_an_update():
+    """The error replies are kept in the history (the streamed log may not have them yet); a round
+    without an update ends the run there."""
     from flwr.app import Error, Message, Metadata
 
     from visualmixer.fl import server_app
@@ -149,9 +150,14 @@ def test_server_keeps_the_clients_errors():
     history: dict = {}
     strategy = server_app._FedAvg(history, fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=2,
                                   min_evaluate_nodes=0, min_available_nodes=2)
-    assert strategy.aggregate_train(1, iter([failed(1, nan), failed(2, nan), failed(3, "odd")])) == (None, None)
+    with pytest.raises(RuntimeError, match=r"no client sent an update \(in round 3: all 3 clients replied"):
+        strategy.aggregate_train(3, iter([failed(1, nan), failed(2, nan), failed(3, "odd")]))
     assert history["client_errors"] == [
         "TrainingDiverged: training loss became nan at epoch 1, step 2 (client SGD at lr=nan): try a lower lr", "odd"]
+    # the run ends at this round (FedAvg alone kept the model and went on), with its error in the history
+    assert history["error"] == "no client sent an update (in round 3: all 3 clients replied with an error)"
+    with pytest.raises(RuntimeError, match=r"\(in round 1: no client replied\)"):
+        server_app._FedAvg({}).aggregate_train(1, iter([]))
 
 
 def test_the_run_names_the_clients_errors_from_the_history(tmp_path):

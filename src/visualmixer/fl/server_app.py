@@ -46,7 +46,9 @@ def _fail(history: dict, out_json: str, error: str) -> None:
 
 class _FedAvg(FedAvg):
     """FedAvg that keeps the clients' error replies (``history["client_errors"]``, distinct, the
-    first 5), so that a failed run names them without relying on the streamed log."""
+    first 5), so that a failed run names them without relying on the streamed log, and that ends the
+    run at the first round in which no client sent an update (``history["error"]``, then raises):
+    FedAvg itself would keep the model as it was and go on with the next round."""
 
     def __init__(self, history: dict, **kw):
         super().__init__(**kw)
@@ -60,6 +62,12 @@ class _FedAvg(FedAvg):
                 text = client_error_text(str(msg.error.reason))
                 if text not in errors and len(errors) < 5:
                     errors.append(text)
+        if all(msg.has_error() for msg in replies):
+            n = len(replies)
+            failed = ("no client replied" if not n else "the client replied with an error" if n == 1
+                      else f"all {n} clients replied with an error")
+            self._history["error"] = f"no client sent an update (in round {server_round}: {failed})"
+            raise RuntimeError(self._history["error"])
         return super().aggregate_train(server_round, replies)
 
 
@@ -102,11 +110,6 @@ def _federate(grid: Grid, rc, history: dict, out_json: str) -> None:
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=num_rounds,
                             train_config=ConfigRecord({"lr": cfg.lr}), evaluate_fn=evaluate,
                             timeout=float(rc.get("round-timeout", 600)))
-    # a round where every client failed leaves the model as it was: say so at once, do not go on silently
-    empty = [r for r in range(1, num_rounds + 1) if r not in result.train_metrics_clientapp]
-    if empty:
-        history["error"] = f"no client sent an update (in round {empty[0]}; rounds without one: {empty})"
-        raise RuntimeError(history["error"])
     final = result.arrays.to_torch_state_dict()
     history["param_change_l2"] = float(
         sum(float((final[k].float() - initial[k].float()).pow(2).sum()) for k in initial) ** 0.5)
