@@ -239,3 +239,81 @@ def test_a_server_that_fails_at_start_up_ends_the_run_at_once(tmp_path, capsys):
     assert "(at start-up, before round 0)" in err
     assert elapsed < 120  # ended by the error, not by --timeout
     print(f"server start-up failure reported after {elapsed:.1f} s")
+
+
+# -- a ServerApp process that dies without a word ends the run within seconds ------------------
+
+def test_how_a_process_ended_is_read_from_its_zombie():
+    """Flower's SuperExec leaves a dead ServerApp as a zombie: its exit status is still there."""
+    import signal
+    import subprocess
+    import sys
+
+    from visualmixer.fl.deploy import _ended
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    quitter = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    try:
+        assert _ended(sleeper.pid) is None
+        sleeper.kill()
+        t_end = time.monotonic() + 10
+        while (_ended(sleeper.pid) is None or _ended(quitter.pid) is None) and time.monotonic() < t_end:
+            time.sleep(0.05)
+        assert _ended(sleeper.pid) == f"was killed by signal {int(signal.SIGKILL)} (SIGKILL)"
+        assert _ended(quitter.pid) == "exited with code 3"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        quitter.wait()
+    assert _ended(sleeper.pid) == "ended"  # reaped: gone
+
+
+@pytest.mark.slow
+@needs_flwr
+@pytest.mark.skipif(not HAS_FMNIST, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_a_server_app_killed_from_outside_ends_the_run_within_seconds(tmp_path, capsys):
+    """SIGKILL to the ServerApp (as the out-of-memory killer sends it) after round 0: history.json never
+    says ``finished``, ``flwr run --stream`` goes on for about 50 s; the run ends within seconds all the
+    same, saying what happened, and leaves no process behind."""
+    import signal
+    import threading
+
+    from visualmixer.cli import main
+    from visualmixer.fl.deploy import _descendants, _ended, _is_serverapp
+
+    out = tmp_path / "run"
+    seen: set[int] = set()
+    killed: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def killer():
+        while not stop.is_set():
+            found = _descendants({os.getpid()})
+            seen.update(found)
+            apps = [pid for pid in found if _is_serverapp(pid)]
+            if apps and not killed and (out / "history.json").exists():  # round 0 recorded
+                os.kill(apps[0], signal.SIGKILL)
+                killed.append((apps[0], time.monotonic()))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        code = main(["fl", "--clients", "1", "--rounds", "50", "--train-size", "100", "--test-size", "50",
+                     "--timeout", "90", "--out", str(out)])
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert killed, "the ServerApp process was never seen"
+    pid, t_kill = killed[0]
+    after = time.monotonic() - t_kill
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (f"visualmixer fl: error: the federated run failed: the ServerApp process (flwr-serverapp, pid {pid}) "
+            "was killed by signal 9 (SIGKILL) (killed from outside, e.g. by the out-of-memory killer) after round"
+            ) in err
+    assert f"without recording the run's end in {out / 'history.json'}; logs in {out / 'logs'}" in err
+    assert after < 15  # within seconds, not at --timeout (before: 90 s) nor when flwr run gives up (~50 s)
+    time.sleep(0.5)
+    assert [p for p in sorted(seen) if _ended(p) is None] == []  # every process is gone (or a zombie)
+    print(f"killed ServerApp reported {after:.1f} s after the kill")

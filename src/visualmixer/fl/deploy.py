@@ -190,6 +190,34 @@ def _descendants(roots: set[int]) -> set[int]:
     return found
 
 
+def _is_serverapp(pid: int) -> bool:
+    """Whether ``pid`` runs Flower's ``flwr-serverapp`` (the process that runs our ServerApp)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return any(Path(a).name == "flwr-serverapp" for a in f.read().decode(errors="replace").split("\0")[:2])
+    except OSError:
+        return False
+
+
+def _ended(pid: int) -> str | None:
+    """How a process seen alive ended ("was killed by signal 9 (SIGKILL)", "exited with code 1", "ended"),
+    None while it runs. A zombie (Flower's SuperExec does not reap it) still shows its exit status."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().decode(errors="replace").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return "ended"
+    if fields[0] != "Z":
+        return None
+    status = int(fields[49]) if len(fields) > 49 else -1  # field 52, exit_code, as waitpid reports it
+    if status < 0:
+        return "ended"
+    if status & 0x7F:
+        names = {s.value: s.name for s in signal.Signals}
+        return f"was killed by signal {status & 0x7F} ({names.get(status & 0x7F, '?')})"
+    return f"exited with code {status >> 8}"
+
+
 def _kill_pids(pids: set[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -276,6 +304,7 @@ class _Processes:
         self.out, self.logs, self.env = out, logs, env
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.seen: set[int] = set()
+        self.apps: set[int] = set()  # the flwr-serverapp processes seen
         self._files: list = []
         self._prev_term = None
 
@@ -287,15 +316,22 @@ class _Processes:
         self.procs.append((name, p))
         return p
 
-    def check_alive(self, submit: subprocess.Popen, run_log: Path) -> None:
-        """Raise ``RuntimeError`` when a server process died or ``flwr run`` failed."""
+    def check_alive(self, submit: subprocess.Popen) -> str | None:
+        """Raise ``RuntimeError`` when the SuperLink or a SuperNode died; say how the run's ServerApp
+        process or ``flwr run`` ended, if one did (None while both run)."""
         for name, p in self.procs:
             if name != "flwr-run" and p.poll() is not None:
                 log = self.logs / (name + ".log")
                 raise RuntimeError(f"{name} exited with code {p.returncode}; see {log}:\n{_tail(log)}")
-        if submit.poll() is not None and submit.returncode != 0:
-            raise RuntimeError(f"flwr run failed (code {submit.returncode}):\n{_tail(run_log)}")
-        self.seen |= _descendants({p.pid for _, p in self.procs})
+        found = _descendants({p.pid for _, p in self.procs})
+        self.apps |= {pid for pid in found - self.seen if _is_serverapp(pid)}
+        self.seen |= found
+        for pid in sorted(self.apps):
+            if (how := _ended(pid)) is not None:
+                return f"the ServerApp process (flwr-serverapp, pid {pid}) {how}"
+        if submit.poll() is not None:
+            return f"flwr run exited with code {submit.returncode}"
+        return None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -334,6 +370,35 @@ def _read_history(path: Path) -> dict:
         return json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):  # being written
         return {}
+
+
+_END_GRACE = 2.0  #: seconds history.json may lag behind the end of the ServerApp process or flwr run
+
+
+def _wait(procs: _Processes, submit: subprocess.Popen, hist_path: Path, deadline: float, timeout: float) -> dict:
+    """Poll ``hist_path`` until the ServerApp records the run's end; raise ``TimeoutError`` at ``deadline``,
+    ``RuntimeError`` within seconds when the ServerApp process or ``flwr run`` ended without recording it.
+
+    A ServerApp killed from outside (SIGKILL, the out-of-memory killer) writes nothing, and ``flwr run
+    --stream`` goes on until the SuperLink misses the ServerApp's heartbeats (about 50 s), then exits
+    with code 0 while the SuperLink reports the run ``finished:failed``: hence the watch on the process.
+    """
+    run_log, logs = procs.logs / "flwr-run.log", procs.logs
+    ended, ended_at = None, 0.0
+    while not (hist := _read_history(hist_path)).get("finished"):
+        if (now := procs.check_alive(submit)) and not ended:
+            ended, ended_at = now, time.monotonic()
+        if ended and time.monotonic() - ended_at > _END_GRACE:  # the ServerApp writes its end before it exits
+            rounds = hist.get("rounds") or []
+            where = f"after round {rounds[-1]['round']}" if rounds else "before round 0"
+            hint = " (killed from outside, e.g. by the out-of-memory killer)" if "signal 9 " in ended else ""
+            raise RuntimeError(f"the federated run failed: {ended}{hint} {where}, without recording the run's "
+                               f"end in {hist_path}; logs in {logs}:\n{_tail(run_log)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the federated run did not finish within {timeout:.0f} s; logs in {logs}:\n"
+                               f"{_tail(run_log)}")
+        time.sleep(0.3)
+    return hist
 
 
 def run_loopback(
@@ -420,12 +485,7 @@ def run_loopback(
                 "--host", HOST, "--port", str(node_ports[k]), "--node-config", nc])
         run_log = logs / "flwr-run.log"
         submit = procs.start("flwr-run", [_bin("flwr"), "run", str(app_dir), "loopback", "--stream"])
-        while not (hist := _read_history(hist_path)).get("finished"):
-            procs.check_alive(submit, run_log)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the federated run did not finish within {timeout:.0f} s; logs in {logs}:\n"
-                                   f"{_tail(run_log)}")
-            time.sleep(0.3)
+        hist = _wait(procs, submit, hist_path, deadline, timeout)
     if hist.get("error"):
         error = " ".join(str(hist["error"]).split())  # one line: the message, not a log
         raise RuntimeError(f"the federated run failed: {error}{_client_errors(hist, run_log)}; logs in {logs}")
