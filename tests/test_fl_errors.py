@@ -313,7 +313,10 @@ def test_a_server_app_killed_from_outside_ends_the_run_within_seconds(tmp_path, 
             "was killed by signal 9 (SIGKILL) (killed from outside, e.g. by the out-of-memory killer) after round"
             ) in err
     assert f"without recording the run's end in {out / 'history.json'}; logs in {out / 'logs'}" in err
-    assert after < 15  # within seconds, not at --timeout (before: 90 s) nor when flwr run gives up (~50 s)
-    time.sleep(0.5)
+    # within seconds (about 3 s, stopping included), not when flwr run gives up (~50 s) nor at --timeout
+    assert after < 25, (after, err)
+    t_end = time.monotonic() + 5  # a process killed a moment ago may take a little while to go
+    while [p for p in seen if _ended(p) is None] and time.monotonic() < t_end:
+        time.sleep(0.1)
     assert [p for p in sorted(seen) if _ended(p) is None] == []  # every process is gone (or a zombie)
     print(f"killed ServerApp reported {after:.1f} s after the kill")

@@ -324,7 +324,7 @@ class _Processes:
                 log = self.logs / (name + ".log")
                 raise RuntimeError(f"{name} exited with code {p.returncode}; see {log}:\n{_tail(log)}")
         found = _descendants({p.pid for _, p in self.procs})
-        self.apps |= {pid for pid in found - self.seen if _is_serverapp(pid)}
+        self.apps |= {pid for pid in found - self.apps if _is_serverapp(pid)}  # not once: exec comes after fork
         self.seen |= found
         for pid in sorted(self.apps):
             if (how := _ended(pid)) is not None:
