@@ -28,8 +28,10 @@ examples:
   visualmixer obfuscate photos/ shared/photos-vm --key secret/faces.key --dask tcp://10.0.0.5:8786
 
   Interrupted? Run the same command again: finished images are skipped, the rest is done, and the
-  result is byte-identical to an uninterrupted run. One run per destination at a time (a lock beside
-  the manifest); a second run is refused at once, naming the first's PID and start time.
+  result is byte-identical to an uninterrupted run. A finished output whose size, modification time
+  and inode are as recorded is not read again; --verify-outputs hashes every one. One run per
+  destination at a time (a lock beside the manifest); a second run is refused at once, naming the
+  first's PID and start time.
 
 exit status:
   0    no image failed (images over --max-pixels are skipped, listed)
@@ -76,6 +78,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start over: replace existing outputs and the manifest (default: resume, "
                    "never overwrite)")
+    p.add_argument("--verify-outputs", action="store_true",
+                   help="on a resume, hash every finished output and do again those that differ "
+                   "from the manifest's SHA-256 (default: an output whose size, modification time "
+                   "and inode are as recorded is taken as intact without reading it; others are "
+                   "hashed)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="worker processes (default 1; e.g. --workers 4); with --dask local, the "
                    "number of local Dask workers (at least 2)")
@@ -126,6 +133,6 @@ def run(args: argparse.Namespace) -> int:
     if args.mix_balanced and args.mix is None:
         raise ValueError("--mix-balanced needs --mix K (images per mixing group)")
     summary = obfuscate_folder(args.src, args.dst, key, options=options, batch_size=args.batch_size,
-                               **folder_run_options(args))
+                               verify_outputs=args.verify_outputs, **folder_run_options(args))
     print_summary("obfuscated", summary, quiet=args.quiet)
     return summary.exit_code

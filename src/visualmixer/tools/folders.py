@@ -19,9 +19,12 @@ Guarantees
   name and renamed, so a crash leaves no half files.
 - Resume: rerunning the same command after an interruption (Ctrl-C, ``kill -9``) skips the images
   already complete and finishes the rest; the final destination is byte-identical to an uninterrupted
-  run. Images are processed in fixed chunks of the sorted id list (``batch_size``) and a chunk is
-  always computed whole, with one intra-op thread, so every image's bytes are the same however the
-  run is split, resumed or distributed.
+  run. A finished output whose size, modification time and inode are as recorded is taken as
+  intact without reading it; any other is hashed, and so is every one with ``verify_outputs=True``
+  (:class:`~visualmixer.tools.safe_io.OutputCheck`); a damaged one is done again. Images are
+  processed in fixed chunks of the sorted id list (``batch_size``) and a chunk is always computed
+  whole, with one intra-op thread, so every image's bytes are the same however the run is split,
+  resumed or distributed.
 - Bad files (empty, truncated, not an image, unsupported mode) are recorded as *failed* with a
   one-line reason; images over the decompression-bomb limit are *skipped* with a reason; the run
   goes on. Files without an image extension are ignored (never copied: they could leak).
@@ -70,14 +73,15 @@ from visualmixer.tools.layout import (
     warner,
 )
 from visualmixer.tools.lock import RunLock
+from visualmixer.tools.manifest import sigs_records
 from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
 from visualmixer.tools.safe_io import (
+    OutputCheck,
     StopGuard,
     check_no_way_into,
     damaged_note,
-    output_intact,
     read_source,
     source_signature,
 )
@@ -157,7 +161,7 @@ def _source_changed(rec: dict, path: Path) -> bool:
         return False  # vanished since: keep its output
 
 
-def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
+def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, check: OutputCheck,
                     summary: RunSummary, say: Callable[[str], None]) -> set[str]:
     """The ids this run must (re)do; counts the finished ones."""
     todo: set[str] = set()
@@ -166,7 +170,7 @@ def _obfuscate_todo(ids, names, man, src_p: Path, dst_p: Path, overwrite: bool,
         rec = man.records.get(image_id)
         out = dst_p / names[image_id]
         if rec and rec.get("t") == "done" and rec.get("out") == names[image_id] and out.exists():
-            if not output_intact(out, rec):
+            if not check.intact(out, rec):
                 damaged += 1
             elif not _source_changed(rec, src_p / image_id):
                 summary.already += 1
@@ -192,7 +196,7 @@ def _record_results(results, *, todo, names, sigs, dst_p: Path, man, guard: Stop
         image_id = r["id"]
         if r["t"] == "done":
             data = r.pop("data")
-            guard.write_output(dst_p / names[image_id], data)
+            r["out_sig"] = guard.write_output(dst_p / names[image_id], data)
             r["out"] = names[image_id]
             r["bytes"] = len(data)
             r["src_sig"] = sigs.pop(image_id, None)
@@ -223,6 +227,7 @@ def obfuscate_folder(
     batch_size: int = 16,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    verify_outputs: bool = False,
 ) -> RunSummary:
     """Obfuscate every image under ``src`` into a mirrored tree under ``dst`` (module docstring).
 
@@ -252,6 +257,9 @@ def obfuscate_folder(
         Show a progress bar (images/s, ETA) on stderr.
     warn : callable, optional
         Called with each warning line (default: collected in the summary only).
+    verify_outputs : bool
+        On a resume, hash every finished output to check it is as recorded (default: only those
+        whose size, modification time or inode is not as recorded; module docstring).
 
     Returns
     -------
@@ -294,7 +302,8 @@ def obfuscate_folder(
             names = output_names(ids, fmt=options.format, rename=options.rename, key=key)
             _obfuscate_run(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                            man=man, summary=summary, overwrite=overwrite, workers=workers, dask=dask,
-                           batch_size=batch_size, show=progress, say=say)
+                           batch_size=batch_size, show=progress, say=say,
+                           check=OutputCheck(man, full=verify_outputs))
         except FileExistsError:  # DST holds another run's outputs: a refused run leaves no manifest
             if fresh:
                 man.close()
@@ -306,7 +315,7 @@ def obfuscate_folder(
 
 
 def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary, overwrite,
-                   workers, dask, batch_size, show, say) -> None:
+                   workers, dask, batch_size, show, say, check) -> None:
     """The work of a run, plain or mixed, then the settling of renamed and mixed releases."""
     if not overwrite and dst_p.is_dir():  # another key's or run's images: never mix with them
         foreign = [i for i in list_images(dst_p)[0] if i not in man.written]
@@ -316,18 +325,28 @@ def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary
     if plan is not None:
         _obfuscate_mixed(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                          man=man, summary=summary, overwrite=overwrite, workers=workers,
-                         dask=dask, batch_size=batch_size, show=show, say=say)
+                         dask=dask, batch_size=batch_size, show=show, say=say, check=check)
     else:
-        todo = _obfuscate_todo(ids, names, man, src_p, dst_p, overwrite, summary, say)
+        todo = _obfuscate_todo(ids, names, man, src_p, dst_p, check, summary, say)
         guard = StopGuard(man.path, len(todo), never_inside={"SRC": src_p})
         guard.mkdir(dst_p)
+        _sign_checked(check, todo, names, man, guard)
         _run_obfuscate(ids, todo, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                        man=man, guard=guard, summary=summary, workers=workers, dask=dask,
                        batch_size=batch_size, show=show)
     if options.mix is not None or options.rename:  # their write order is a secret: settle.py
         released = [r["out"] for r in man.done() if r.get("out")]
         if summary.done or not is_settled(dst_p / n for n in released):
-            settle_outputs(dst_p, released, StopGuard(man.path, len(released), never_inside={"SRC": src_p}))
+            guard = StopGuard(man.path, len(released), never_inside={"SRC": src_p})
+            guard.append(man, sigs_records(settle_outputs(dst_p, released, guard)))
+
+
+def _sign_checked(check: OutputCheck, todo: set[str], names: dict[str, str], man, guard: StopGuard) -> None:
+    """Record the signatures of the outputs this resume hashed and found intact (records of an
+    earlier version, outputs copied back), so that the next rerun need not read them again;
+    outputs this run writes again get theirs with their new ``done`` records."""
+    again = {names[i] for i in todo}
+    guard.append(man, sigs_records({out: sig for out, sig in check.fresh.items() if out not in again}))
 
 
 def _finish(summary: RunSummary, t0: float) -> RunSummary:
@@ -336,17 +355,18 @@ def _finish(summary: RunSummary, t0: float) -> RunSummary:
 
 
 def _obfuscate_mixed(plan, ids, names, *, src_p, dst_p, key, options, man, summary, overwrite,
-                     workers, dask, batch_size, show, say) -> None:
+                     workers, dask, batch_size, show, say, check) -> None:
     """A mixed run (:mod:`visualmixer.tools.mixrun`): groups are the unit of work."""
     def changed(image_id: str, rec: dict) -> bool:
         return _source_changed(rec, src_p / image_id)
 
     if not overwrite:
-        settle_groups(plan, man, dst_p, key, options, changed=changed, say=say)
+        settle_groups(plan, man, dst_p, key, options, changed=changed, say=say, check=check)
     todo = mixed_todo(plan, names, man, dst_p, overwrite=overwrite, summary=summary, changed=changed,
-                      say=say)
+                      say=say, check=check)
     guard = StopGuard(man.path, len(todo), never_inside={"SRC": src_p})
     guard.mkdir(dst_p)
+    _sign_checked(check, todo, names, man, guard)
     if plan.failures:
         guard.append(man, plan.failures)
         for r in plan.failures:

@@ -9,7 +9,17 @@ about one image id (its path relative to the source folder):
 - ``{"t": "done", "id": ..., "out": ..., "vfe": ..., "plan": {...}, "sha256": ..., ...}`` — the
   output is complete (``plan`` is :meth:`visualmixer.Plans.to_dict`, the few bytes that, with the
   key, restore the image exactly);
-- ``{"t": "skipped" | "failed", "id": ..., "reason": ...}``.
+- ``{"t": "skipped" | "failed", "id": ..., "reason": ...}``;
+- ``{"t": "sigs", "id": SIGS_ID, "sigs": {OUT: [size, mtime_ns, inode], ...}}`` — the stat
+  signatures of outputs taken after their ``done`` records (a release settled after the run,
+  :mod:`visualmixer.tools.settle`, or outputs a resume hashed and found intact); each names the
+  output's signature until a later ``pending`` or ``done`` record of that output
+  (:meth:`Manifest.output_sig`). Releases that do not know them keep them as a record of an id no
+  image has, and pass it by.
+
+A ``done`` record also carries ``out_sig``, the stat signature of the output it describes (the
+final file, after its rename into place), so a resume can take an unchanged output as intact
+without reading it (:class:`visualmixer.tools.safe_io.OutputCheck`).
 
 The latest record of an id wins. Records are appended in whole lines with one ``write`` on an
 ``O_APPEND`` descriptor followed by ``fsync``; a line cut short by a kill is dropped (and the file
@@ -31,7 +41,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Manifest", "MANIFEST_VERSION", "READABLE_VERSIONS"]
+__all__ = ["Manifest", "MANIFEST_VERSION", "READABLE_VERSIONS", "SIGS_ID", "sigs_records"]
 
 #: The format version this code writes.
 MANIFEST_VERSION = 1
@@ -39,12 +49,16 @@ MANIFEST_VERSION = 1
 #: Version 2 is written by mixed runs only (:mod:`visualmixer.tools.mixrun`): their ``done``
 #: records carry a ``mix`` group record, which a reader of version 1 could not use.
 READABLE_VERSIONS = frozenset({1, 2})
+#: The id of ``sigs`` records: no image has it (an id is a path, and no path holds a NUL).
+SIGS_ID = "\x00sigs"
+_SIGS_PER_RECORD = 1024
 
 
 class Manifest:
     """An open manifest file (see the module docstring).
 
-    Use :meth:`create` for a new run and :meth:`open` to resume one.
+    Use :meth:`create` for a new run and :meth:`open` to resume one (the constructor takes the
+    records in file order and applies them as reading does).
 
     Attributes
     ----------
@@ -57,16 +71,44 @@ class Manifest:
     written : set of str
         Every output name a ``pending`` or ``done`` record of the file names, also records
         superseded since (an output stays in the destination when its image later failed).
+    out_sigs : dict
+        Output name → stat signature of the ``sigs`` records not superseded since.
+    mtime_ns : int or None
+        The file's modification time when it was read, before this run wrote to it (``None``
+        for a new manifest): outputs not older than that are hashed on a resume
+        (:class:`~visualmixer.tools.safe_io.OutputCheck`).
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], records: dict[str, dict[str, Any]],
-                 damaged: list[int] | None = None, written: set[str] | None = None):
+    def __init__(self, path: Path, header: dict[str, Any], records: Iterable[dict[str, Any]] = (),
+                 damaged: list[int] | None = None, *, mtime_ns: int | None = None):
         self.path = Path(path)
         self.header = header
-        self.records = records
+        self.records: dict[str, dict[str, Any]] = {}
         self.damaged = list(damaged or [])
-        self.written: set[str] = set(written or ())
+        self.written: set[str] = set()
+        self.out_sigs: dict[str, list[int]] = {}
+        self.mtime_ns = mtime_ns
         self._fd: int | None = None
+        for rec in records:  # in file order
+            self._take(rec)
+
+    def _take(self, rec: dict[str, Any]) -> None:
+        """Apply one record read or appended: the latest record of an id wins; a ``sigs`` record
+        names output signatures until a later record of that output."""
+        if rec["t"] == "sigs":
+            sigs = rec.get("sigs")
+            if isinstance(sigs, dict):
+                self.out_sigs.update(sigs)
+            return
+        self.records[rec["id"]] = rec
+        for out in _outputs_of(rec):
+            self.written.add(out)
+            self.out_sigs.pop(out, None)
+
+    def output_sig(self, rec: dict[str, Any]) -> list[int] | None:
+        """The latest recorded stat signature of the output of the ``done`` record ``rec``
+        (``None``: none recorded, as by releases before signatures)."""
+        return self.out_sigs.get(rec.get("out"), rec.get("out_sig"))
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -90,7 +132,7 @@ class Manifest:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        return cls(path, head, {})
+        return cls(path, head)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Manifest:
@@ -102,6 +144,7 @@ class Manifest:
         """
         path = Path(path)
         try:
+            mtime_ns = path.stat().st_mtime_ns
             raw = path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(
@@ -115,9 +158,8 @@ class Manifest:
             raise ValueError(f"{path} is empty or not a visualmixer manifest (to redo the run, "
                              "start over with overwrite=True)")
         header = cls._parse_header(path, lines[0])
-        records: dict[str, dict[str, Any]] = {}
+        records: list[dict[str, Any]] = []
         damaged: list[int] = []
-        written: set[str] = set()
         for number, line in enumerate(lines[1:], 2):
             if not line.strip():
                 continue
@@ -128,9 +170,8 @@ class Manifest:
             if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or "t" not in rec:
                 damaged.append(number)
                 continue
-            records[rec["id"]] = rec
-            written.update(_outputs_of(rec))
-        return cls(path, header, records, damaged, written)
+            records.append(rec)
+        return cls(path, header, records, damaged, mtime_ns=mtime_ns)
 
     @staticmethod
     def _parse_header(path: Path, line: bytes) -> dict[str, Any]:
@@ -196,8 +237,7 @@ class Manifest:
                 pass  # the next open drops a trailing partial line anyway
             raise
         for rec in recs:
-            self.records[rec["id"]] = rec
-            self.written.update(_outputs_of(rec))
+            self._take(rec)
 
     def close(self) -> None:
         """Close the append descriptor (records stay readable)."""
@@ -214,6 +254,13 @@ class Manifest:
     def done(self) -> list[dict[str, Any]]:
         """The ``done`` records, in id order."""
         return [r for _, r in sorted(self.records.items()) if r.get("t") == "done"]
+
+
+def sigs_records(sigs: dict[str, list[int] | None]) -> list[dict[str, Any]]:
+    """``sigs`` records of output name → stat signature (names without one left out)."""
+    items = sorted((out, sig) for out, sig in sigs.items() if sig is not None)
+    return [{"t": "sigs", "id": SIGS_ID, "sigs": dict(items[i:i + _SIGS_PER_RECORD])}
+            for i in range(0, len(items), _SIGS_PER_RECORD)]
 
 
 def _outputs_of(rec: dict[str, Any]) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ from typing import Any
 
 from visualmixer.tools.distributed import map_unordered
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
-from visualmixer.tools.safe_io import damaged_note, output_intact, read_source
+from visualmixer.tools.safe_io import OutputCheck, damaged_note, read_source
 
 __all__ = ["MIX_MANIFEST_VERSION", "MixPlan", "prepare_mix", "settle_groups", "mixed_todo", "run_mixed",
            "pack_chunks", "restore_mixed_jobs"]
@@ -186,10 +186,11 @@ def _form_groups(ids: list[str], found: dict, key, options) -> tuple[list[dict],
     return groups, small
 
 
-def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool]) -> list[dict]:
+def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool],
+                     check: OutputCheck) -> list[dict]:
     """The groups the manifest records as finished: every member ``done`` with the same group
-    record, its output present as recorded (size, SHA-256), its source unchanged (a deleted
-    source counts as unchanged)."""
+    record, its output present as recorded (``check``), its source unchanged (a deleted source
+    counts as unchanged)."""
     seen: dict[tuple, dict] = {}
     for rec in man.done():
         if "mix" in rec:
@@ -197,14 +198,15 @@ def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool]) -> 
     finished = []
     for ids, grec in seen.items():
         recs = [man.records.get(i) or {} for i in ids]
-        if all(r.get("t") == "done" and r.get("mix") == grec and output_intact(dst_p / r["out"], r)
+        if all(r.get("t") == "done" and r.get("mix") == grec and check.intact(dst_p / r["out"], r)
                and not changed(i, r) for i, r in zip(ids, recs, strict=True)):
             finished.append(grec)
     return finished
 
 
 def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
-                  changed: Callable[[str, dict], bool], say: Callable[[str], None]) -> None:
+                  changed: Callable[[str, dict], bool], say: Callable[[str], None],
+                  check: OutputCheck | None = None) -> None:
     """Keep finished groups when the source set changed since they were written.
 
     After an interruption the groups formed again are the recorded ones (nothing changed), and
@@ -212,8 +214,10 @@ def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
     groups again would regroup finished images and overwrite their outputs — and an image whose
     source was deleted since could then never be restored. So every finished group is kept as
     recorded, and only the other images are grouped (among themselves, by the same rules).
+    ``check`` (default: a new :class:`~visualmixer.tools.safe_io.OutputCheck`) says which
+    outputs are as recorded.
     """
-    finished = _finished_groups(man, dst_p, changed)
+    finished = _finished_groups(man, dst_p, changed, check or OutputCheck(man))
     computed = {tuple(g["ids"]) for g in plan.groups}
     if all(tuple(g["ids"]) in computed for g in finished):
         return
@@ -245,27 +249,31 @@ def pack_chunks(groups: list[dict], batch_size: int) -> list[list[dict]]:
     return chunks
 
 
-def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[str, dict], bool]) -> tuple[bool, int]:
+def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[str, dict], bool],
+                 check: OutputCheck) -> tuple[bool, int]:
     """Whether the group is done, and how many of its members have an output recorded done that
     is there but not as recorded (damaged or edited); each output is checked once."""
     done, damaged = True, 0
     for image_id in rec["ids"]:
         r, out = man.records.get(image_id) or {}, dst_p / names[image_id]
         recorded = r.get("t") == "done" and r.get("out") == names[image_id]
-        intact = recorded and output_intact(out, r)
+        intact = recorded and check.intact(out, r)
         damaged += recorded and not intact and out.exists()
         done = done and intact and r.get("mix") == rec and not changed(image_id, r)
     return done, damaged
 
 
 def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool, summary,
-               changed: Callable[[str, dict], bool], say: Callable[[str], None] | None = None) -> set[str]:
-    """The ids of the groups this run must (re)do; counts finished groups."""
+               changed: Callable[[str, dict], bool], say: Callable[[str], None] | None = None,
+               check: OutputCheck | None = None) -> set[str]:
+    """The ids of the groups this run must (re)do; counts finished groups (``check`` as for
+    :func:`settle_groups`)."""
     todo: set[str] = set()
     damaged = 0
+    check = check or OutputCheck(man)
     summary.already += sum(len(g["ids"]) for g in plan.kept)
     for rec in plan.groups:
-        done, bad = (False, 0) if overwrite else _group_state(rec, names, man, dst_p, changed)
+        done, bad = (False, 0) if overwrite else _group_state(rec, names, man, dst_p, changed, check)
         if done:
             summary.already += len(rec["ids"])
             continue

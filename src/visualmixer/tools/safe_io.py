@@ -10,6 +10,9 @@ run (never a traceback).
   message names the file, the space needed and free, that nothing is lost, and how to resume.
   The temporary file of the failed write is removed; the manifest is cut back to its last whole
   line.
+- Checking finished outputs on a resume (:class:`OutputCheck`): an output whose stat signature is
+  the one recorded when it was written is taken as intact; any other is hashed
+  (:func:`output_intact`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from pathlib import Path
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.errors import RunStopped, describe_oserror, free_bytes, human_bytes, stopping
 
-__all__ = ["read_source", "source_signature", "output_intact", "damaged_note", "check_no_way_into", "StopGuard"]
+__all__ = ["read_source", "source_signature", "output_signature", "output_intact", "OutputCheck",
+           "damaged_note", "check_no_way_into", "StopGuard"]
 
 
 def source_signature(st: os.stat_result) -> list[int]:
@@ -58,10 +62,20 @@ def read_source(path: Path) -> tuple[bytes | None, str, list[int] | None]:
     return data, "", sig
 
 
+def output_signature(path: str | os.PathLike) -> list[int] | None:
+    """:func:`source_signature` of the regular file ``path`` (``None``: missing, unreadable, or
+    not a regular file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return source_signature(st) if stat.S_ISREG(st.st_mode) else None
+
+
 def output_intact(path: Path, rec: dict) -> bool:
     """Whether ``path`` holds the output that the ``done`` record ``rec`` describes: a regular file
-    of the recorded size (``bytes``) and SHA-256 (``sha256``). A record without them (an earlier
-    version's) asks only that the file exist."""
+    of the recorded size (``bytes``) and SHA-256 (``sha256``), read whole. A record without them
+    (an earlier version's) asks only that the file exist."""
     try:
         st = os.stat(path)
     except OSError:
@@ -80,6 +94,53 @@ def output_intact(path: Path, rec: dict) -> bool:
     except OSError:
         return False
     return digest.hexdigest() == rec["sha256"]
+
+
+class OutputCheck:
+    """Whether the finished outputs of a resumed run are as their ``done`` records say.
+
+    As git and rsync do, an output whose stat signature (size, modification time, inode:
+    :func:`source_signature`) is the one recorded after it was written
+    (:meth:`~visualmixer.tools.manifest.Manifest.output_sig`) is taken as intact without reading
+    it. Any other output is hashed (:func:`output_intact`): another signature (truncated, edited,
+    replaced, copied back), a record without one (written by an earlier version), and an output
+    whose recorded modification time is not older than the manifest's last write (it could have
+    been edited within the same tick of a coarse file-system clock, its time unchanged: git's
+    "racily clean" entries). With ``full=True`` every output is hashed. An edit that keeps the
+    size, the inode and the modification time (``os.utime``) passes the default check.
+
+    Each output is checked once (a mixed resume asks twice). Outputs hashed intact whose
+    signature is not the recorded one, or was too new to trust, are kept in :attr:`fresh` (output
+    name → signature) for a ``sigs`` record (:func:`~visualmixer.tools.manifest.sigs_records`),
+    written later than them: the next rerun need not read them.
+    """
+
+    def __init__(self, man, *, full: bool = False):
+        self.man = man
+        self.full = bool(full)
+        self.fresh: dict[str, list[int]] = {}
+        self._seen: dict[str, bool] = {}
+
+    def intact(self, path: Path, rec: dict) -> bool:
+        """Whether ``path`` holds the output that the ``done`` record ``rec`` describes."""
+        key = rec.get("out") or str(path)
+        if key not in self._seen:
+            self._seen[key] = self._check(path, rec)
+        return self._seen[key]
+
+    def _check(self, path: Path, rec: dict) -> bool:
+        sig = output_signature(path)
+        if sig is None:
+            return False
+        recorded = self.man.output_sig(rec)
+        racy = self.man.mtime_ns is None or sig[1] >= self.man.mtime_ns
+        if sig == recorded and not racy and not self.full:
+            return True
+        if not output_intact(path, rec):
+            return False
+        if (sig != recorded or racy) and rec.get("out") and output_signature(path) == sig:
+            self.fresh[rec["out"]] = sig
+        return True
 
 
 def damaged_note(count: int, then: str) -> str:
@@ -168,8 +229,10 @@ class StopGuard:
                "to resume")
         return RunStopped(msg, path=str(path), errno=exc.errno, needed=needed, free=free)
 
-    def write_output(self, path: Path, data: bytes) -> None:
-        """Write one output atomically (its temporary file is removed if this fails)."""
+    def write_output(self, path: Path, data: bytes) -> list[int] | None:
+        """Write one output atomically (its temporary file is removed if this fails); return the
+        stat signature of the file now under ``path`` (:func:`output_signature`: the final file,
+        renamed into place, which keeps the size, time and inode the temporary file had)."""
         why = _way_into(path.parent, self.never_inside) if self.never_inside else ""
         if why:
             raise ValueError(why)
@@ -177,6 +240,7 @@ class StopGuard:
             vio.write_bytes_atomic(path, data, overwrite=True)
         self.written += 1
         self.bytes_written += len(data)
+        return output_signature(path)
 
     def append(self, manifest, records: list[dict]) -> None:
         """Append manifest records (rolled back to the last whole line if this fails)."""

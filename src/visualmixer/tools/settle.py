@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from visualmixer.tools.safe_io import StopGuard
+from visualmixer.tools.safe_io import StopGuard, output_signature
 
 __all__ = ["settle_outputs", "is_settled"]
 
@@ -37,7 +37,8 @@ def is_settled(paths: Iterable[Path]) -> bool:
     return len(times) <= 1 and all(t % 1_000_000_000 == 0 for t in times)
 
 
-def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *, when: int | None = None) -> int:
+def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *,
+                   when: int | None = None) -> dict[str, list[int] | None]:
     """Write every existing output ``dst / name`` again in name order with modification time ``when``.
 
     Parameters
@@ -53,11 +54,13 @@ def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *, when: i
 
     Returns
     -------
-    int
-        The number of files settled.
+    dict
+        Each file settled → its stat signature after settling
+        (:func:`~visualmixer.tools.safe_io.output_signature`; the run records them, since the
+        ones recorded when the outputs were first written no longer hold).
     """
     when = int(time.time()) if when is None else int(when)
-    count = 0
+    settled: dict[str, list[int] | None] = {}
     for name in sorted(set(names)):
         path = dst / name
         if not path.is_file():
@@ -65,5 +68,5 @@ def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *, when: i
         guard.write_output(path, path.read_bytes())
         with guard.writing(path, 0):
             os.utime(path, (when, when))
-        count += 1
-    return count
+        settled[name] = output_signature(path)
+    return settled
