@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long fault-injection run of the dataset tools (issue 15; figures in docs/tools.md).
+# The long fault-injection run of the dataset tools (figures in docs/tools.md).
 #   scripts/fault_suite.sh [RUNS] [IMAGES] [SEED]
 # RUNS trials (default 45, cycling through the 9 kinds of fault), each on a fresh destination over
 # one folder of IMAGES real-format images (default 300: mixed JPEG/PNG, 1 in 12 broken), one fault

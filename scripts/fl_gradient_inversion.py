@@ -1,4 +1,4 @@
-"""DLG-style gradient inversion against one federated client's update (issue 5).
+"""DLG-style gradient inversion against one federated client's update.
 
 An honest-but-curious server sees the gradient a client computes on ONE training image (batch 1,
 label known to the attacker — the iDLG setting, stronger than plain DLG) and optimises a dummy

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the offline data packages the tests and `make run` use (../shared/DATA.md).
+# Installs the offline data packages the tests and `make run` use (the Debian package dataset-fashion-mnist).
 # Only as root on a Debian/Ubuntu machine; elsewhere it says what to do and carries on.
 set -u
 if [ -d /usr/share/datasets/fashion-mnist ]; then exit 0; fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4 experiments (docs/results.md): accuracy loss vs target VFE (offline and online, two data
+# Training experiments (docs/results.md): accuracy loss vs target VFE (offline and online, two data
 # sets, two models), ST-Adam vs Adam vs SGD over a small learning-rate sweep, online overhead.
 # Small on purpose (2 CPU cores): Fashion-MNIST 10k/2k subsets and the 5k/1k photos colour set,
 # 3-5 epochs, 3 seeds. Each run is skipped when its metrics.json exists; interrupted runs resume
@@ -51,7 +51,7 @@ for g in "${groups[@]}"; do
   case $g in
     fm-grid) grid fm-cnn "${FM[@]}" --model cnn ;;
     photos-grid) grid photos-cnn "${PH[@]}" --model cnn ;;
-    optim)  # SPEC §8.4 at target 0.5 offline, same data and seeds, a small lr sweep each
+    optim)  # the optimiser comparison at target 0.5 offline, same data and seeds, a small lr sweep each
       for spec in adam:0.001 adam:0.003 st-adam:0.001 st-adam:0.003 sgd:0.02 sgd:0.05; do
         o=${spec%%:*}; lr=${spec##*:}
         run "fm-cnn-offline-0.5-$o-lr$lr" "${FM[@]}" --model cnn --optimizer "$o" --lr "$lr" \
@@ -75,7 +75,7 @@ for g in "${groups[@]}"; do
         grid "fm-$model" "${FM[@]}" --model "$model"
         grid "photos-$model" "${PH[@]}" --model "$model"
       done ;;
-    optim-sweep)  # GPU-sized: SPEC §8.4 over 4 rates each, 10 epochs, paired clean runs
+    optim-sweep)  # GPU-sized: the optimiser comparison over 4 rates each, 10 epochs, paired clean runs
       for spec in adam:0.0003 adam:0.001 adam:0.003 adam:0.01 st-adam:0.0003 st-adam:0.001 \
                   st-adam:0.003 st-adam:0.01 sgd:0.01 sgd:0.02 sgd:0.05 sgd:0.1; do
         o=${spec%%:*}; lr=${spec##*:}

@@ -1,4 +1,4 @@
-"""Epoch-time overhead of online obfuscation (issue 4, experiment 3), measured in one process.
+"""Epoch-time overhead of online obfuscation (docs/results.md §3), measured in one process.
 
 Clean epochs, online-obfuscated epochs and obfuscation alone are interleaved, so that load from
 other processes hits all three alike. Where the online obfuscation happens (``--where``):

@@ -39,11 +39,11 @@ class FolderOptions:
     Parameters
     ----------
     target_vfe : float
-        Requested VFE τ in [0, 1] (SPEC §5.3).
+        Requested VFE τ in [0, 1] (docs/method.md).
     region : int, optional
         Region side in pixels; default: :func:`visualmixer.default_region` of each image's size.
     channel_order : bool
-        Also permute the channel order per region (SPEC §5.5).
+        Also permute the channel order per region (docs/method.md).
     format : {"png", "same"}
         ``"png"``: lossless PNG for every output. ``"same"``: keep the input's format where it can be
         written (JPEG is re-encoded lossy: restore is then no longer exact; GIF and other formats

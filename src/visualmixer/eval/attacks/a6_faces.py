@@ -1,6 +1,6 @@
 """A6 face detection: does an off-the-shelf face detector still find the faces?
 
-Two offline detectors (``../shared/DATA.md``):
+Two detectors that work offline (their weights ship inside their wheels):
 
 - ``"haar"``: OpenCV's frontal-face Haar cascade, shipped in ``opencv-python-headless>=4.10,<5``
   (``pip install 'visualmixer[cv]'``).
