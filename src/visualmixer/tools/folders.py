@@ -335,7 +335,7 @@ def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary
                        man=man, guard=guard, summary=summary, workers=workers, dask=dask,
                        batch_size=batch_size, show=show)
     if options.mix is not None or options.rename:  # their write order is a secret: settle.py
-        released = [r["out"] for r in man.done() if r.get("out")]
+        released = {r["out"]: r for r in man.done() if r.get("out")}
         if summary.done or not is_settled(dst_p / n for n in released):
             guard = StopGuard(man.path, len(released), never_inside={"SRC": src_p})
             guard.append(man, sigs_records(settle_outputs(dst_p, released, guard)))

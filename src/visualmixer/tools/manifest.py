@@ -14,8 +14,9 @@ about one image id (its path relative to the source folder):
   signatures of outputs taken after their ``done`` records (a release settled after the run,
   :mod:`visualmixer.tools.settle`, or outputs a resume hashed and found intact); each names the
   output's signature until a later ``pending`` or ``done`` record of that output
-  (:meth:`Manifest.output_sig`). Releases that do not know them keep them as a record of an id no
-  image has, and pass it by.
+  (:meth:`Manifest.output_sig`). ``null`` instead of a signature says that none holds (settling
+  found the file not as its ``done`` record says): the next rerun hashes it. Releases that do
+  not know them keep them as a record of an id no image has, and pass it by.
 
 A ``done`` record also carries ``out_sig``, the stat signature of the output it describes (the
 final file, after its rename into place), so a resume can take an unchanged output as intact
@@ -72,7 +73,8 @@ class Manifest:
         Every output name a ``pending`` or ``done`` record of the file names, also records
         superseded since (an output stays in the destination when its image later failed).
     out_sigs : dict
-        Output name → stat signature of the ``sigs`` records not superseded since.
+        Output name → stat signature (or ``None``: none holds) of the ``sigs`` records not
+        superseded since.
     mtime_ns : int or None
         The file's modification time when it was read, before this run wrote to it (``None``
         for a new manifest): outputs not older than that are hashed on a resume
@@ -86,7 +88,7 @@ class Manifest:
         self.records: dict[str, dict[str, Any]] = {}
         self.damaged = list(damaged or [])
         self.written: set[str] = set()
-        self.out_sigs: dict[str, list[int]] = {}
+        self.out_sigs: dict[str, list[int] | None] = {}
         self.mtime_ns = mtime_ns
         self._fd: int | None = None
         for rec in records:  # in file order
@@ -107,7 +109,7 @@ class Manifest:
 
     def output_sig(self, rec: dict[str, Any]) -> list[int] | None:
         """The latest recorded stat signature of the output of the ``done`` record ``rec``
-        (``None``: none recorded, as by releases before signatures)."""
+        (``None``: none recorded, as by releases before signatures, or one revoked)."""
         return self.out_sigs.get(rec.get("out"), rec.get("out_sig"))
 
     # -- opening ---------------------------------------------------------------------------------
@@ -257,8 +259,9 @@ class Manifest:
 
 
 def sigs_records(sigs: dict[str, list[int] | None]) -> list[dict[str, Any]]:
-    """``sigs`` records of output name → stat signature (names without one left out)."""
-    items = sorted((out, sig) for out, sig in sigs.items() if sig is not None)
+    """``sigs`` records of output name → stat signature; ``None`` is written as ``null``: no
+    signature holds for that output (an earlier one is revoked), so a rerun hashes it."""
+    items = sorted(sigs.items())
     return [{"t": "sigs", "id": SIGS_ID, "sigs": dict(items[i:i + _SIGS_PER_RECORD])}
             for i in range(0, len(items), _SIGS_PER_RECORD)]
 

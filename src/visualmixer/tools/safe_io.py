@@ -28,8 +28,8 @@ from pathlib import Path
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.errors import RunStopped, describe_oserror, free_bytes, human_bytes, stopping
 
-__all__ = ["read_source", "source_signature", "output_signature", "output_intact", "OutputCheck",
-           "damaged_note", "check_no_way_into", "StopGuard"]
+__all__ = ["read_source", "source_signature", "output_signature", "output_intact", "bytes_as_recorded",
+           "OutputCheck", "damaged_note", "check_no_way_into", "StopGuard"]
 
 
 def source_signature(st: os.stat_result) -> list[int]:
@@ -96,6 +96,15 @@ def output_intact(path: Path, rec: dict) -> bool:
     return digest.hexdigest() == rec["sha256"]
 
 
+def bytes_as_recorded(data: bytes, rec: dict) -> bool:
+    """Whether ``data`` are the bytes the ``done`` record ``rec`` describes (its ``bytes`` and
+    ``sha256``; what a record of an earlier version lacks is not checked, as in
+    :func:`output_intact`)."""
+    if rec.get("bytes") is not None and len(data) != int(rec["bytes"]):
+        return False
+    return rec.get("sha256") is None or hashlib.sha256(data).hexdigest() == rec["sha256"]
+
+
 class OutputCheck:
     """Whether the finished outputs of a resumed run are as their ``done`` records say.
 
@@ -103,8 +112,9 @@ class OutputCheck:
     :func:`source_signature`) is the one recorded after it was written
     (:meth:`~visualmixer.tools.manifest.Manifest.output_sig`) is taken as intact without reading
     it. Any other output is hashed (:func:`output_intact`): another signature (truncated, edited,
-    replaced, copied back), a record without one (written by an earlier version), and an output
-    whose recorded modification time is not older than the manifest's last write (it could have
+    replaced, copied back), a record without one (written by an earlier version, or revoked by a
+    settling that found the file damaged), a signature whose size is not the record's ``bytes``,
+    and an output whose recorded modification time is not older than the manifest's last write (it could have
     been edited within the same tick of a coarse file-system clock, its time unchanged: git's
     "racily clean" entries). With ``full=True`` every output is hashed. An edit that keeps the
     size, the inode and the modification time (``os.utime``) passes the default check.
@@ -134,7 +144,8 @@ class OutputCheck:
             return False
         recorded = self.man.output_sig(rec)
         racy = self.man.mtime_ns is None or sig[1] >= self.man.mtime_ns
-        if sig == recorded and not racy and not self.full:
+        sized = rec.get("bytes") is None or sig[0] == int(rec["bytes"])
+        if sig == recorded and sized and not racy and not self.full:
             return True
         if not output_intact(path, rec):
             return False

@@ -17,6 +17,13 @@ the file system hands the new files the inodes just freed, in the old order — 
 release (an archive, ``rsync``, an upload) carries none. The bytes do not change. An interrupted
 settling leaves valid files with unequal times; the next run sees that and settles again, and a
 run that finds everything done and settled touches nothing.
+
+Settling reads every output anyway, so it checks each against its ``done`` record (size and
+SHA-256) and returns the new stat signature only of those that match: the run records them
+(``sigs`` lines), so a rerun takes them as intact without reading them. One that does not match
+(damaged while the run wrote other images, or while its source was away and nothing redid it) is
+recorded with no signature, so the next rerun hashes it and does it again; a signature recorded
+before for it no longer vouches for it.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from visualmixer.tools.safe_io import StopGuard, output_signature
+from visualmixer.tools.safe_io import StopGuard, bytes_as_recorded, output_signature
 
 __all__ = ["settle_outputs", "is_settled"]
 
@@ -37,7 +44,7 @@ def is_settled(paths: Iterable[Path]) -> bool:
     return len(times) <= 1 and all(t % 1_000_000_000 == 0 for t in times)
 
 
-def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *,
+def settle_outputs(dst: Path, records: dict[str, dict], guard: StopGuard, *,
                    when: int | None = None) -> dict[str, list[int] | None]:
     """Write every existing output ``dst / name`` again in name order with modification time ``when``.
 
@@ -45,8 +52,8 @@ def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *,
     ----------
     dst : pathlib.Path
         The release folder.
-    names : iterable of str
-        Output names (relative to ``dst``); missing files are left out.
+    records : dict
+        Output name (relative to ``dst``) → its ``done`` record; missing files are left out.
     guard : StopGuard
         Turns a write error into the run's :class:`~visualmixer.tools.errors.RunStopped`.
     when : int, optional
@@ -57,16 +64,20 @@ def settle_outputs(dst: Path, names: Iterable[str], guard: StopGuard, *,
     dict
         Each file settled → its stat signature after settling
         (:func:`~visualmixer.tools.safe_io.output_signature`; the run records them, since the
-        ones recorded when the outputs were first written no longer hold).
+        ones recorded when the outputs were first written no longer hold), or ``None`` for a file
+        whose bytes are not those of its record (:func:`~visualmixer.tools.safe_io.bytes_as_recorded`):
+        recorded as such, it is hashed, and done again, by the next rerun.
     """
     when = int(time.time()) if when is None else int(when)
     settled: dict[str, list[int] | None] = {}
-    for name in sorted(set(names)):
+    for name in sorted(records):
         path = dst / name
         if not path.is_file():
             continue
-        guard.write_output(path, path.read_bytes())
+        data = path.read_bytes()
+        guard.write_output(path, data)
         with guard.writing(path, 0):
             os.utime(path, (when, when))
-        settled[name] = output_signature(path)
+        sig = output_signature(path)
+        settled[name] = sig if sig is not None and bytes_as_recorded(data, records[name]) else None
     return settled
