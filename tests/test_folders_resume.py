@@ -1,13 +1,20 @@
 """What a rerun of a finished folder run checks of its outputs: the stat signature recorded with
 each output (size, modification time, inode) takes an unchanged output as intact without reading
 it; a changed signature, a record without one (an earlier version's) or ``--verify-outputs``
-hashes the output as before (``docs/tools.md``, "What a resume checks")."""
+hashes the output as before (``docs/tools.md``, "What a resume checks").
+
+An output not older than the manifest's last write less ``safe_io.RACY_MARGIN_NS`` is hashed too.
+A test run takes less than that margin, so tests that count what a rerun hashes date the manifest
+forward (:meth:`Run.manifest_written_after_outputs`: the rerun comes later), except the one that
+waits the margin out; no count assumes nanosecond times (file systems of whole seconds: ext4 with
+128-byte inodes; FAT: 2 s)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import time
 import types
 from pathlib import Path
 
@@ -25,6 +32,9 @@ except ImportError:  # tests/ as a package
     from ._vm_files import smooth_rgb
 
 MODES = {"plain": [], "mix": ["--mix", "2"], "rename": ["--rename"]}
+#: How much later than the newest output :meth:`Run.manifest_written_after_outputs` dates the
+#: manifest by default: more than ``safe_io.RACY_MARGIN_NS`` (checked below).
+LATER_NS = 5 * 10**9
 
 
 class Run:
@@ -54,9 +64,10 @@ class Run:
     def an_output(self) -> Path:
         return self.dst / Manifest.read(self.man).done()[0]["out"]
 
-    def manifest_written_after_outputs(self, by_ns: int = 10**9) -> None:
-        """Date the manifest's last write ``by_ns`` after the newest output (as when the run
-        ended a while after its last output; an output not older than it is hashed anyway)."""
+    def manifest_written_after_outputs(self, by_ns: int = LATER_NS) -> None:
+        """Date the manifest's last write ``by_ns`` after the newest output (as when the rerun
+        comes a while after the run, or the run ended a while after its last output; an output
+        not older than it less the racy margin is hashed anyway)."""
         newest = max(p.stat().st_mtime_ns for p in self.dst.rglob("*.png"))
         st = self.man.stat()
         os.utime(self.man, ns=(st.st_atime_ns, max(st.st_mtime_ns, newest + by_ns)))
@@ -96,18 +107,41 @@ def _edit_keeping_stat(path: Path) -> None:
     assert source_signature(path.stat()) == source_signature(st)
 
 
+def test_the_manifest_is_dated_later_than_the_racy_margin():
+    assert safe_io.RACY_MARGIN_NS < LATER_NS
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_a_rerun_with_nothing_to_do_reads_no_output(tmp_path, capsys, hashed, mode):
     """(An earlier version hashed all 4 outputs on every rerun; a mixed one, twice.)"""
     run = Run(tmp_path, capsys, mode)
     run.obfuscate("-q")
+    run.manifest_written_after_outputs()  # outputs of the run's last seconds: the next test
+    for _ in range(2):
+        hashed.clear()
+        out, err = run.obfuscate()
+        assert "obfuscated 0, already done 4" in out and not err
+        assert sum(hashed) == 0, hashed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(MODES))
+def test_outputs_of_the_runs_last_seconds_are_hashed_once_then_signed(tmp_path, capsys, hashed, mode):
+    """Nothing dated by hand: the outputs within the racy margin of the manifest's last write (here
+    all, or nearly) are hashed by a rerun; one that comes more than twice the margin after them
+    signs them again, and the rerun after reads none. Takes about 4 s."""
+    run = Run(tmp_path, capsys, mode)
+    run.obfuscate("-q")
     man = Manifest.read(run.man)
-    too_new = sorted(r["bytes"] for r in man.done() if man.output_sig(r)[1] >= man.mtime_ns)
-    assert len(too_new) < 4
+    newest = max(man.output_sig(r)[1] for r in man.done())
+    racy = sorted(r["bytes"] for r in man.done()
+                  if man.output_sig(r)[1] >= man.mtime_ns - safe_io.RACY_MARGIN_NS)
+    assert racy  # 4 small images take less than the margin
+    time.sleep(max(0, newest + 2 * safe_io.RACY_MARGIN_NS - time.time_ns()) / 1e9 + 0.1)
     hashed.clear()
     out, err = run.obfuscate()
     assert "obfuscated 0, already done 4" in out and not err
-    assert sorted(hashed) == too_new  # at most those of the manifest's last timestamp tick, once
+    assert sorted(hashed) == racy  # each once
     hashed.clear()
     out, err = run.obfuscate()
     assert "obfuscated 0, already done 4" in out and not err
@@ -178,15 +212,19 @@ def test_an_edit_that_keeps_size_and_mtime_passes_unless_verify_outputs(tmp_path
     assert run.outputs() == before
 
 
-def test_an_output_as_new_as_the_manifest_is_hashed(tmp_path, capsys):
+@pytest.mark.parametrize("manifest_later_ns", [0, 1_500_000_000])
+def test_an_output_as_new_as_the_manifest_is_hashed(tmp_path, capsys, manifest_later_ns):
     """An output written in the manifest's last timestamp tick could have been edited in that tick
-    too without its modification time changing (coarse file-system clocks): it is hashed."""
+    too without its modification time changing (coarse file-system clocks): it is hashed. Also
+    one up to the racy margin older: on DST of whole seconds (FAT: 2 s) with the manifest on a
+    file system of nanoseconds, the output's time is up to a step before the manifest's (before,
+    only an output time not older than the manifest's counted)."""
     run = Run(tmp_path, capsys)
     run.obfuscate("-q")
     path = run.an_output()
     _edit_keeping_stat(path)
     st = run.man.stat()
-    os.utime(run.man, ns=(st.st_atime_ns, path.stat().st_mtime_ns))
+    os.utime(run.man, ns=(st.st_atime_ns, path.stat().st_mtime_ns + manifest_later_ns))
     out, err = run.obfuscate()
     assert "1 output(s) differ from what the manifest records" in err
     assert "obfuscated 1, already done 3" in out
@@ -236,6 +274,7 @@ def test_outputs_hashed_intact_are_signed_for_the_next_rerun(tmp_path, capsys, h
     out, err = run.obfuscate()
     assert "already done 4" in out and not err
     assert sorted(hashed) == sizes
+    run.manifest_written_after_outputs()  # the next rerun comes later: nothing is racy
     hashed.clear()
     out, err = run.obfuscate()
     assert "already done 4" in out and not err

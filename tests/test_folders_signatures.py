@@ -5,27 +5,34 @@ signature fast path (``docs/tools.md``, "What a resume checks").
 - Settling (``--rename``, ``--mix``) rewrote every released output and signed each one without
   checking it: an output damaged while the run wrote other images, or while its source was away,
   was then taken as intact by the next rerun (the release before signatures did it again).
+- The racy rule compared an output's time on DST with the manifest's: with DST on a file system
+  of whole seconds (or FAT's 2 s) and the manifest on one of nanoseconds it never fired.
+- An output dated in the future was signed again on every rerun: the manifest grew each time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from visualmixer.tools import imageio as vio
 from visualmixer.tools.manifest import Manifest, sigs_records
 from visualmixer.tools.safe_io import OutputCheck, StopGuard, output_signature
 from visualmixer.tools.settle import settle_outputs
 
 try:
     from _vm_files import smooth_rgb
-    from test_folders_resume import Run
+    from test_folders_resume import Run, _edit_keeping_stat
+    from test_folders_resume import hashed as hashed  # the fixture
 except ImportError:  # tests/ as a package
     from ._vm_files import smooth_rgb
-    from .test_folders_resume import Run
+    from .test_folders_resume import Run, _edit_keeping_stat
+    from .test_folders_resume import hashed as hashed
 
 
 def _sha(data: bytes) -> str:
@@ -127,3 +134,64 @@ def test_a_signature_of_another_size_than_the_record_is_not_trusted(tmp_path):
     os.utime(man.path, ns=(later, later))
     man = Manifest.read(man.path)
     assert not OutputCheck(man).intact(path, man.records["a.png"])
+
+
+# -- the racy rule across file systems of other time steps ----------------------------------------
+def test_a_same_second_edit_on_a_dst_of_whole_seconds_is_hashed(tmp_path, capsys, monkeypatch):
+    """DST on a file system that stores whole seconds (ext4 with 128-byte inodes; FAT: 2 s), the
+    manifest on one of nanoseconds: an output edited in place within the second it was written
+    keeps its size, inode and time, and its time is then up to a second before the manifest's
+    last write. Before, only an output time not older than the manifest's was racy, so the edit
+    passed (/tmp/rv/racy.py of the review, here with the times cut to seconds by hand)."""
+    run = Run(tmp_path, capsys)
+    real_atomic, real_write, edited = vio.write_bytes_atomic, StopGuard.write_output, []
+
+    def whole_seconds(path, data, **kw):  # what such a DST stores
+        real_atomic(path, data, **kw)
+        ns = os.stat(path).st_mtime_ns // 10**9 * 10**9
+        os.utime(path, ns=(ns, ns))
+
+    def write_then_edit(self, path, data):
+        sig = real_write(self, path, data)
+        if not edited:  # another process edits it at once, within the same second
+            _edit_keeping_stat(path)
+            edited.append(path)
+        return sig
+
+    monkeypatch.setattr(vio, "write_bytes_atomic", whole_seconds)
+    monkeypatch.setattr(StopGuard, "write_output", write_then_edit)
+    run.obfuscate("-q")
+    monkeypatch.undo()
+    st, t = run.man.stat(), edited[0].stat().st_mtime_ns
+    if st.st_mtime_ns <= t:  # the manifest is on a file system of whole seconds too: its next tick
+        os.utime(run.man, ns=(st.st_atime_ns, t + 10**9))
+    man = Manifest.read(run.man)
+    rec = next(r for r in man.done() if run.dst / r["out"] == edited[0])
+    assert man.output_sig(rec) == output_signature(edited[0])
+    assert t < man.mtime_ns < t + 2 * 10**9  # older than the manifest, by less than 2 s
+    out, err = run.obfuscate()
+    assert "1 output(s) differ from what the manifest records" in err
+    assert "obfuscated 1, already done 3" in out
+
+
+# -- outputs dated in the future -------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["plain", "rename"])
+def test_outputs_dated_in_the_future_do_not_grow_the_manifest(tmp_path, capsys, hashed, mode):
+    """Outputs with a time an hour ahead (clock skew, ``cp -p`` from a machine ahead; whole
+    seconds, as a settled release) are racy on every rerun: hashed each time. Before, each rerun
+    also signed them again, and the manifest grew by a ``sigs`` line each time
+    (/tmp/rv/future.py of the review)."""
+    run = Run(tmp_path, capsys, mode)
+    run.obfuscate("-q")
+    ahead = (time.time_ns() // 10**9 + 3600) * 10**9
+    for path in run.dst.rglob("*.png"):
+        os.utime(path, ns=(ahead, ahead))
+    sizes = sorted(len(b) for b in run.outputs().values())
+    sizes_after = []
+    for _ in range(3):
+        hashed.clear()
+        out, err = run.obfuscate()
+        assert "obfuscated 0, already done 4" in out and not err
+        assert sorted(hashed) == sizes
+        sizes_after.append(run.man.stat().st_size)
+    assert sizes_after[0] == sizes_after[1] == sizes_after[2]  # signed once (a new time), not again

@@ -77,7 +77,7 @@ class Manifest:
         superseded since.
     mtime_ns : int or None
         The file's modification time when it was read, before this run wrote to it (``None``
-        for a new manifest): outputs not older than that are hashed on a resume
+        for a new manifest): outputs not older than that less a margin are hashed on a resume
         (:class:`~visualmixer.tools.safe_io.OutputCheck`).
     """
 

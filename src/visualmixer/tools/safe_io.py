@@ -22,6 +22,7 @@ import errno
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,15 @@ from visualmixer.tools import imageio as vio
 from visualmixer.tools.errors import RunStopped, describe_oserror, free_bytes, human_bytes, stopping
 
 __all__ = ["read_source", "source_signature", "output_signature", "output_intact", "bytes_as_recorded",
-           "OutputCheck", "damaged_note", "check_no_way_into", "StopGuard"]
+           "OutputCheck", "RACY_MARGIN_NS", "damaged_note", "check_no_way_into", "StopGuard"]
+
+#: How close to the manifest's last write (or later) an output's modification time makes it
+#: "racily clean" (:class:`OutputCheck`): 2 s, the coarsest modification-time step of common
+#: file systems (FAT/vfat 2 s; ext4 with 128-byte inodes, ext3, HFS+ 1 s). DST and the manifest
+#: are often on different file systems (the manifest lives next to the key), so the output's
+#: coarse time must be compared with a margin of one step of the coarsest clock, not with the
+#: manifest's nanoseconds: a 1-s DST time is up to 1 s before the write it records.
+RACY_MARGIN_NS = 2_000_000_000
 
 
 def source_signature(st: os.stat_result) -> list[int]:
@@ -114,15 +123,21 @@ class OutputCheck:
     it. Any other output is hashed (:func:`output_intact`): another signature (truncated, edited,
     replaced, copied back), a record without one (written by an earlier version, or revoked by a
     settling that found the file damaged), a signature whose size is not the record's ``bytes``,
-    and an output whose recorded modification time is not older than the manifest's last write (it could have
-    been edited within the same tick of a coarse file-system clock, its time unchanged: git's
-    "racily clean" entries). With ``full=True`` every output is hashed. An edit that keeps the
-    size, the inode and the modification time (``os.utime``) passes the default check.
+    and a "racily clean" output, whose modification time is later than
+    :data:`RACY_MARGIN_NS` before the manifest's last write (it could have been edited within the
+    same tick of a coarse file-system clock, its time unchanged: git's rule, with a margin because
+    DST and the manifest may tick differently). With ``full=True`` every output is hashed. An
+    edit that keeps the size, the inode and the modification time (``os.utime``) passes the
+    default check.
 
-    Each output is checked once (a mixed resume asks twice). Outputs hashed intact whose
-    signature is not the recorded one, or was too new to trust, are kept in :attr:`fresh` (output
-    name → signature) for a ``sigs`` record (:func:`~visualmixer.tools.manifest.sigs_records`),
-    written later than them: the next rerun need not read them.
+    Each output is checked once (a mixed resume asks twice). Outputs hashed intact are kept in
+    :attr:`fresh` (output name → signature) for a ``sigs`` record
+    (:func:`~visualmixer.tools.manifest.sigs_records`), written later than them, so that the next
+    rerun need not read them: those whose signature is not the recorded one, and racy ones whose
+    time a new manifest write leaves behind (more than twice :data:`RACY_MARGIN_NS` in the past).
+    A racy output whose signature is already the recorded one and whose time is more recent, or in
+    the future (clock skew, ``cp -p`` from a machine ahead), is hashed but not signed again: that
+    could not make it trusted, and would grow the manifest on every rerun.
     """
 
     def __init__(self, man, *, full: bool = False):
@@ -143,13 +158,16 @@ class OutputCheck:
         if sig is None:
             return False
         recorded = self.man.output_sig(rec)
-        racy = self.man.mtime_ns is None or sig[1] >= self.man.mtime_ns
+        racy = self.man.mtime_ns is None or sig[1] >= self.man.mtime_ns - RACY_MARGIN_NS
         sized = rec.get("bytes") is None or sig[0] == int(rec["bytes"])
         if sig == recorded and sized and not racy and not self.full:
             return True
         if not output_intact(path, rec):
             return False
-        if (sig != recorded or racy) and rec.get("out") and output_signature(path) == sig:
+        # signing again helps a racy output only if the manifest write that records it is more
+        # than the margin later than its time, also on a manifest file system of 2-s steps
+        helps = sig != recorded or (racy and sig[1] < time.time_ns() - 2 * RACY_MARGIN_NS)
+        if helps and rec.get("out") and output_signature(path) == sig:
             self.fresh[rec["out"]] = sig
         return True
 
