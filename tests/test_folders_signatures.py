@@ -8,6 +8,7 @@ signature fast path (``docs/tools.md``, "What a resume checks").
 - The racy rule compared an output's time on DST with the manifest's: with DST on a file system
   of whole seconds (or FAT's 2 s) and the manifest on one of nanoseconds it never fired.
 - An output dated in the future was signed again on every rerun: the manifest grew each time.
+- A damaged ``sigs`` line was reported as "the images they described are done again".
 """
 
 from __future__ import annotations
@@ -195,3 +196,22 @@ def test_outputs_dated_in_the_future_do_not_grow_the_manifest(tmp_path, capsys, 
         assert sorted(hashed) == sizes
         sizes_after.append(run.man.stat().st_size)
     assert sizes_after[0] == sizes_after[1] == sizes_after[2]  # signed once (a new time), not again
+
+
+# -- a damaged sigs line ---------------------------------------------------------------------------
+def test_a_damaged_sigs_line_redoes_nothing_and_says_so(tmp_path, capsys, hashed):
+    """(Before: "the images they described are done again", and nothing was.)"""
+    run = Run(tmp_path, capsys, "rename")
+    run.obfuscate("-q")
+    before = run.outputs()
+    lines = run.man.read_bytes().split(b"\n")
+    i = next(k for k, line in enumerate(lines) if b'"t": "sigs"' in line)
+    lines[i] = lines[i][:30] + b"\x00" * (len(lines[i]) - 30)  # power lost while it was written
+    done = next(line for line in lines if b'"t": "done"' in line)
+    run.man.write_bytes(b"\n".join(lines[:-1] + [done, b""]))  # and a later run appended after it
+    hashed.clear()
+    out, err = run.obfuscate()
+    assert f"1 damaged line(s) of output signatures skipped (line {i + 1};" in err
+    assert "nothing is done again" in err and "described are done again" not in err
+    assert "obfuscated 0, already done 4" in out and run.outputs() == before
+    assert sorted(hashed) == sorted(len(b) for b in before.values())  # hashed instead

@@ -368,10 +368,19 @@ def note_lock_and_damage(lock: Any, man: Any, say: Callable[[str], None]) -> Non
     if lock.stale:
         say(f"an earlier {lock.stale.get('command', 'run')} (PID {lock.stale.get('pid')}, started "
             f"{lock.stale.get('started')}) ended without finishing; resuming after it")
-    if man is not None and man.damaged:
-        lines = ", ".join(str(n) for n in man.damaged[:5]) + (" ..." if len(man.damaged) > 5 else "")
-        say(f"{man.path}: {len(man.damaged)} damaged line(s) skipped (line {lines}; power lost "
-            "while writing?); the images they described are done again")
+    if man is None:
+        return
+    sigs = set(man.damaged_sigs)
+    for numbers, what, then in (
+            ([n for n in man.damaged if n not in sigs], "damaged line(s)",
+             "the images they described are done again"),
+            (sorted(sigs), "damaged line(s) of output signatures",
+             "they held output signatures only: nothing is done again, the outputs they named "
+             "are hashed instead")):
+        if numbers:
+            lines = ", ".join(str(n) for n in numbers[:5]) + (" ..." if len(numbers) > 5 else "")
+            say(f"{man.path}: {len(numbers)} {what} skipped (line {lines}; power lost while "
+                f"writing?); {then}")
 
 
 def manifest_location(manifest, key_path, src_p: Path, dst_p: Path) -> Path:

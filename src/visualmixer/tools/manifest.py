@@ -27,7 +27,9 @@ The latest record of an id wins. Records are appended in whole lines with one ``
 truncated back to its last complete line) when the manifest is opened again. A damaged line
 elsewhere (power lost mid-append can leave zeros or a cut line that a later run appended after) is
 skipped and listed in :attr:`Manifest.damaged`: the image it described is simply done again (its
-bytes are the same). A failed append (disk full) is rolled back to the last complete line.
+bytes are the same); a damaged ``sigs`` line (:attr:`Manifest.damaged_sigs`) redoes nothing: the
+outputs it named are hashed instead. A failed append (disk full) is rolled back to the last
+complete line.
 
 The manifest is private: with the key, its plans restore the originals, and with ``rename=True`` it
 holds the original file names. It is created with mode 0600 and never inside the shared folder.
@@ -53,6 +55,8 @@ READABLE_VERSIONS = frozenset({1, 2})
 #: The id of ``sigs`` records: no image has it (an id is a path, and no path holds a NUL).
 SIGS_ID = "\x00sigs"
 _SIGS_PER_RECORD = 1024
+#: How every ``sigs`` line starts (keys sorted: ``id`` first): what tells a damaged one.
+_SIGS_START = json.dumps({"id": SIGS_ID})[:-1].encode()
 
 
 class Manifest:
@@ -69,6 +73,9 @@ class Manifest:
         Latest record per image id.
     damaged : list of int
         Numbers of the lines that could not be read and were skipped (1-based).
+    damaged_sigs : list of int
+        Those of :attr:`damaged` that still show the start of a ``sigs`` line (cut short or
+        garbled later on): they held output signatures only, no image's record.
     written : set of str
         Every output name a ``pending`` or ``done`` record of the file names, also records
         superseded since (an output stays in the destination when its image later failed).
@@ -82,11 +89,13 @@ class Manifest:
     """
 
     def __init__(self, path: Path, header: dict[str, Any], records: Iterable[dict[str, Any]] = (),
-                 damaged: list[int] | None = None, *, mtime_ns: int | None = None):
+                 damaged: list[int] | None = None, *, mtime_ns: int | None = None,
+                 damaged_sigs: list[int] | None = None):
         self.path = Path(path)
         self.header = header
         self.records: dict[str, dict[str, Any]] = {}
         self.damaged = list(damaged or [])
+        self.damaged_sigs = list(damaged_sigs or [])
         self.written: set[str] = set()
         self.out_sigs: dict[str, list[int] | None] = {}
         self.mtime_ns = mtime_ns
@@ -162,6 +171,7 @@ class Manifest:
         header = cls._parse_header(path, lines[0])
         records: list[dict[str, Any]] = []
         damaged: list[int] = []
+        damaged_sigs: list[int] = []
         for number, line in enumerate(lines[1:], 2):
             if not line.strip():
                 continue
@@ -171,9 +181,11 @@ class Manifest:
                 rec = None
             if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or "t" not in rec:
                 damaged.append(number)
+                if line.lstrip().startswith(_SIGS_START):
+                    damaged_sigs.append(number)
                 continue
             records.append(rec)
-        return cls(path, header, records, damaged, mtime_ns=mtime_ns)
+        return cls(path, header, records, damaged, mtime_ns=mtime_ns, damaged_sigs=damaged_sigs)
 
     @staticmethod
     def _parse_header(path: Path, line: bytes) -> dict[str, Any]:
