@@ -215,3 +215,21 @@ def test_a_damaged_sigs_line_redoes_nothing_and_says_so(tmp_path, capsys, hashed
     assert "nothing is done again" in err and "described are done again" not in err
     assert "obfuscated 0, already done 4" in out and run.outputs() == before
     assert sorted(hashed) == sorted(len(b) for b in before.values())  # hashed instead
+
+
+def test_a_damaged_sigs_line_that_swallowed_a_record_is_not_called_signatures_only(tmp_path, capsys, hashed):
+    """Zeros can run from a ``sigs`` line into the record after it: that image is done again, and
+    the warning says so (before: "nothing is done again")."""
+    run = Run(tmp_path, capsys, "rename")
+    run.obfuscate("-q")
+    lines = run.man.read_bytes().split(b"\n")
+    i = next(k for k, line in enumerate(lines) if b'"t": "sigs"' in line)
+    j = next(k for k, line in enumerate(lines) if b'"t": "done"' in line)
+    done = lines.pop(j)
+    i = i - 1 if j < i else i
+    merged = lines[i][:30] + b"\x00" * (len(lines[i]) - 30 + 1 + 40) + done[40:]
+    lines[i] = merged
+    run.man.write_bytes(b"\n".join(lines))
+    out, err = run.obfuscate()
+    assert "the images they described are done again" in err and "nothing is done again" not in err
+    assert "obfuscated 1, already done 3" in out

@@ -59,6 +59,14 @@ _SIGS_PER_RECORD = 1024
 _SIGS_START = json.dumps({"id": SIGS_ID})[:-1].encode()
 
 
+def _only_sigs(line: bytes) -> bool:
+    """Whether a damaged manifest line held output signatures only: it starts like a ``sigs``
+    line and shows no trace of another record (zeros can run on into the next line; any other
+    record has an ``"id"`` key, and a ``"t"`` other than ``"sigs"``)."""
+    return (line.lstrip().startswith(_SIGS_START) and line.count(b'"id": ') == 1
+            and line.count(b'"t": "') == line.count(b'"t": "sigs"'))
+
+
 class Manifest:
     """An open manifest file (see the module docstring).
 
@@ -181,7 +189,7 @@ class Manifest:
                 rec = None
             if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or "t" not in rec:
                 damaged.append(number)
-                if line.lstrip().startswith(_SIGS_START):
+                if _only_sigs(line):
                     damaged_sigs.append(number)
                 continue
             records.append(rec)

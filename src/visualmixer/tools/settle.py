@@ -22,7 +22,7 @@ Settling reads every output anyway, so it checks each against its ``done`` recor
 SHA-256) and returns the new stat signature only of those that match: the run records them
 (``sigs`` lines), so a rerun takes them as intact without reading them. One that does not match
 (damaged while the run wrote other images, or while its source was away and nothing redid it) is
-recorded with no signature, so the next rerun hashes it and does it again; a signature recorded
+recorded with no signature, so the next rerun that finds its source hashes it and does it again; a signature recorded
 before for it no longer vouches for it.
 """
 
