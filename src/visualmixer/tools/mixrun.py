@@ -206,7 +206,7 @@ def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool],
 
 def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
                   changed: Callable[[str, dict], bool], say: Callable[[str], None],
-                  check: OutputCheck | None = None) -> None:
+                  check: OutputCheck) -> None:
     """Keep finished groups when the source set changed since they were written.
 
     After an interruption the groups formed again are the recorded ones (nothing changed), and
@@ -214,10 +214,9 @@ def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
     groups again would regroup finished images and overwrite their outputs — and an image whose
     source was deleted since could then never be restored. So every finished group is kept as
     recorded, and only the other images are grouped (among themselves, by the same rules).
-    ``check`` (default: a new :class:`~visualmixer.tools.safe_io.OutputCheck`) says which
-    outputs are as recorded.
+    ``check`` (:class:`~visualmixer.tools.safe_io.OutputCheck`) says which outputs are as recorded.
     """
-    finished = _finished_groups(man, dst_p, changed, check or OutputCheck(man))
+    finished = _finished_groups(man, dst_p, changed, check)
     computed = {tuple(g["ids"]) for g in plan.groups}
     if all(tuple(g["ids"]) in computed for g in finished):
         return
@@ -264,13 +263,12 @@ def _group_state(rec: dict, names: dict, man, dst_p: Path, changed: Callable[[st
 
 
 def mixed_todo(plan: MixPlan, names: dict, man, dst_p: Path, *, overwrite: bool, summary,
-               changed: Callable[[str, dict], bool], say: Callable[[str], None] | None = None,
-               check: OutputCheck | None = None) -> set[str]:
+               changed: Callable[[str, dict], bool], check: OutputCheck,
+               say: Callable[[str], None] | None = None) -> set[str]:
     """The ids of the groups this run must (re)do; counts finished groups (``check`` as for
     :func:`settle_groups`)."""
     todo: set[str] = set()
     damaged = 0
-    check = check or OutputCheck(man)
     summary.already += sum(len(g["ids"]) for g in plan.kept)
     for rec in plan.groups:
         done, bad = (False, 0) if overwrite else _group_state(rec, names, man, dst_p, changed, check)
