@@ -5,7 +5,6 @@ DataLoader (in process or in worker processes), or the whole set mixed anew ever
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import queue
 import threading
 import time
@@ -253,7 +252,8 @@ def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: t
     """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
     online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
     fetched in process on ``dev`` (``prefetch`` batches ahead, in a background thread) or, with
-    ``loader_workers``, on the CPU in worker processes.
+    ``loader_workers``, on the CPU in persistent worker processes
+    (:class:`~visualmixer.train.workerfeed.WorkerFeed`).
     Either way the batch order of epoch ``e`` is seeded with ``seed * 100003 + e``."""
     batches = ShuffledBatches(len(train_set), cfg.batch_size, epoch_seed=lambda e: seed * 100_003 + e)
     if cfg.target_vfe is None or cfg.mode != "online":
@@ -270,8 +270,7 @@ def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: t
         loader = DatasetBatches(ds, batches, group=feed_group(cfg.batch_size, dev))
         depth = prefetch_depth(cfg.prefetch, dev)
         return (PrefetchedLoader(loader, dev, depth) if depth else WaitedLoader(loader, dev)), None
-    # fork is cheapest and the workers never touch CUDA; elsewhere the platform's default
-    ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), num_workers=workers,
-                                         multiprocessing_context=ctx, pin_memory=dev.type == "cuda", prefetch_factor=4)
-    return WaitedLoader(loader, dev), None
+    from visualmixer.train.workerfeed import WorkerFeed  # (it builds on this module's loaders)
+
+    # persistent workers writing into shared memory; they never touch CUDA
+    return WorkerFeed(ds, batches, dev, workers), None

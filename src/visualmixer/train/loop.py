@@ -5,8 +5,8 @@ Protocol
 * **offline**: the training set is obfuscated once, image ``i`` with the subkey of id ``i``.
 * **online**: every epoch each training batch is re-obfuscated with the subkey of id
   ``(i, epoch)`` (a new shuffle per epoch, like augmentation): on the training device in the
-  training process, or, with ``loader_workers > 0``, on the CPU in DataLoader worker processes
-  that prepare the next batches while the model trains (the same bytes either way).
+  training process, or, with ``loader_workers > 0``, on the CPU in worker processes that
+  prepare the next batches while the model trains (the same bytes either way).
 * **test**: every test image is obfuscated once, each with its own key the model never sees;
   with ``target_vfe=None`` nothing is obfuscated (the clean baseline, same everything else).
 
@@ -335,6 +335,8 @@ def train_seed(
     finally:
         if hasattr(loss_fn, "remove"):  # a FeatureMatchingLoss's hooks on the model and the teacher
             loss_fn.remove()
+        if hasattr(feed, "close"):  # the loader worker processes
+            feed.close()
     result = _seed_result(cfg, seed, log)
     if teacher_acc is not None:
         result["teacher_test_acc"] = teacher_acc

@@ -1,0 +1,205 @@
+"""WorkerFeed: online batches made by persistent worker processes into shared memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import visualmixer as vm
+from visualmixer.data.wrapper import ObfuscatedDataset
+from visualmixer.train.feed import DatasetBatches
+from visualmixer.train.fit import ShuffledBatches
+from visualmixer.train.workerfeed import WorkerFailed, WorkerFeed
+
+CPU = torch.device("cpu")
+
+
+def _dataset(n=70, soft=False):
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(n) % 10
+    if soft:  # (N, K) per-class targets
+        y = torch.softmax(torch.randn(n, 10, generator=torch.Generator().manual_seed(1)), 1)
+    return ObfuscatedDataset(TensorDataset(x, y), vm.Key.from_seed(5), 0.5, "online", return_vfe=True)
+
+
+def _batches(n=70):
+    return ShuffledBatches(n, 16, epoch_seed=lambda e: 7 + e)
+
+
+def _in_process(ds, batches, epoch):
+    ds.set_epoch(epoch)
+    batches.set_epoch(epoch)
+    return list(DatasetBatches(ds, batches))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("soft", [False, True])
+def test_the_same_batches_as_in_process_every_epoch(workers, soft):
+    ds, batches = _dataset(soft=soft), _batches()
+    feed = WorkerFeed(ds, batches, CPU, workers)
+    try:
+        for epoch in range(3):
+            feed.set_epoch(epoch)
+            got = list(feed)
+            want = _in_process(ds, batches, epoch)
+            assert [len(b[0]) for b in got] == [16, 16, 16, 16, 6]  # the last batch is partial
+            for g, w in zip(got, want, strict=True):
+                assert len(g) == len(w) == 3
+                assert all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(g, w, strict=True))
+        # epochs differ (new keys and a new order), so the comparison above can fail
+        assert not torch.equal(got[0][0], _in_process(ds, batches, 0)[0][0])
+        assert feed.seconds > 0
+    finally:
+        feed.close()
+
+
+def test_batches_are_copies_that_later_batches_do_not_overwrite():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1)
+    try:
+        feed.set_epoch(0)
+        got = list(feed)  # all batches kept while the slots were reused
+        want = _in_process(ds, batches, 0)
+        assert all(torch.equal(g[0], w[0]) for g, w in zip(got, want, strict=True))
+    finally:
+        feed.close()
+
+
+def test_an_epoch_left_early_does_not_leak_into_the_next():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 2)
+    try:
+        feed.set_epoch(0)
+        for i, _ in enumerate(feed):
+            if i == 1:
+                break  # tasks still queued in the workers
+        feed.set_epoch(1)
+        got = list(feed)
+        want = _in_process(ds, batches, 1)
+        assert all(torch.equal(g[0], w[0]) and torch.equal(g[2], w[2]) for g, w in zip(got, want, strict=True))
+    finally:
+        feed.close()
+
+
+class _Boom(ValueError):
+    pass
+
+
+def test_an_error_in_a_worker_is_raised_in_the_loop_with_its_traceback(monkeypatch):
+    ds, batches = _dataset(), _batches()
+    real = ObfuscatedDataset.batch
+
+    def failing(self, indices):  # (inherited by the forked worker)
+        if self.epoch == 1:
+            raise _Boom("the image at index 3 is broken")
+        return real(self, indices)
+
+    monkeypatch.setattr(ObfuscatedDataset, "batch", failing)
+    feed = WorkerFeed(ds, batches, CPU, 1, context="fork")
+    try:
+        feed.set_epoch(0)
+        assert len(list(feed)) == 5
+        feed.set_epoch(1)
+        with pytest.raises(_Boom, match="index 3 is broken") as info:
+            list(feed)
+        assert "in loader worker 0" in str(info.value.__cause__) and "failing" in str(info.value.__cause__)
+        feed.set_epoch(0)  # the workers live on
+        assert len(list(feed)) == 5
+    finally:
+        feed.close()
+
+
+def test_a_killed_worker_is_named_with_its_signal():
+    ds, batches = _dataset(n=400), _batches(n=400)  # 25 batches: most of worker 1's still to make
+    feed = WorkerFeed(ds, batches, CPU, 2)
+    try:
+        feed.set_epoch(0)
+        it = iter(feed)
+        next(it)
+        victim = feed._pool.procs[1]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(10)
+        with pytest.raises(WorkerFailed, match=r"loader worker 1 \(pid \d+\) ended with signal 9 \(SIGKILL\)"):
+            list(it)
+        assert feed._pool is None  # closed at the failure; a new epoch starts new workers
+        feed.set_epoch(1)
+        assert len(list(feed)) == 25
+    finally:
+        feed.close()
+
+
+def test_close_stops_the_workers_and_a_later_epoch_starts_new_ones():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 2)
+    feed.set_epoch(0)
+    first = list(feed)
+    procs = list(feed._pool.procs)
+    feed.close()
+    assert not any(p.is_alive() for p in procs)
+    again = list(feed)  # epoch 0 again, new workers
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    feed.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_end_when_the_training_process_is_killed():
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_workerfeed import _dataset, _batches
+        from visualmixer.train.workerfeed import WorkerFeed
+        feed = WorkerFeed(_dataset(), _batches(), torch.device("cpu"), 2)
+        feed.set_epoch(0)
+        next(iter(feed))
+        print(*[p.pid for p in feed._pool.procs], flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), "a worker outlived the killed trainer"
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+
+
+def test_spawned_workers_give_the_same_batches():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1, context="spawn")
+    try:
+        feed.set_epoch(2)
+        got = list(feed)
+    finally:
+        feed.close()
+    want = _in_process(ds, batches, 2)
+    assert all(torch.equal(g[0], w[0]) for g, w in zip(got, want, strict=True))
+
+
+def test_bad_arguments_are_refused():
+    ds, batches = _dataset(), _batches()
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        WorkerFeed(ds, batches, CPU, 0)
+    plain = ObfuscatedDataset([torch.zeros(1, 4, 4, dtype=torch.uint8)], vm.Key.from_seed(0), 0.5, "online")
+    with pytest.raises(TypeError, match="over a TensorDataset"):
+        WorkerFeed(plain, batches, CPU, 1)
