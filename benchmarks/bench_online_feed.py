@@ -2,13 +2,15 @@
 ``visualmixer train`` (data loading, evaluation, checkpoints): epochs of its loop
 (:func:`~visualmixer.train.fit.fit_classifier`) with the small CNN on Fashion-MNIST, timed with
 the batches sliced in the training thread (``pre``, as offline training gets them), made 2 ahead
-by the background thread as copies of the clean images (``copy``: the feed alone), or obfuscated
-there (``obf``: online training, saliency weights kept from the first epoch). Wall time and the
+by the background thread as copies of the clean images (``copy``: the feed alone), obfuscated
+there (``obf``: online training, saliency weights kept from the first epoch), or obfuscated by
+one worker process into shared memory (``workers``: ``--loader-workers 1``). Wall time and the
 training thread's own CPU time per epoch: a slower step that waits (e.g. for the GIL) shows in
 wall time only, one slowed by the other core's memory traffic in both.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_online_feed.py --channels-last
     OMP_NUM_THREADS=1 python benchmarks/bench_online_feed.py --feeds pre obf --rounds 6
+    OMP_NUM_THREADS=1 python benchmarks/bench_online_feed.py --feeds pre obf workers --channels-last
 
 Needs Fashion-MNIST (``make data``). The settings alternate within each round; medians over the
 rounds, ratios against the first feed.
@@ -30,8 +32,9 @@ from visualmixer.data.wrapper import ObfuscatedDataset
 from visualmixer.train.feed import DatasetBatches, PrefetchedLoader
 from visualmixer.train.fit import ShuffledBatches, channel_normaliser, fit_classifier, init_model, normalise
 from visualmixer.train.models import SmallCNN
+from visualmixer.train.workerfeed import WorkerFeed
 
-FEEDS = ("pre", "copy", "obf")
+FEEDS = ("pre", "copy", "obf", "workers")
 
 
 def _copies(images: torch.Tensor, indices) -> types.SimpleNamespace:
@@ -62,6 +65,8 @@ def main(argv=None) -> None:
         if feed == "copy":
             ds._obfuscate_images = _copies
         feeds[feed] = PrefetchedLoader(DatasetBatches(ds, batches), torch.device("cpu"), 2)
+    ds = ObfuscatedDataset(TensorDataset(x, y), vm.Key.from_seed(0), 0.5, "online", return_vfe=True)
+    feeds["workers"] = WorkerFeed(ds, batches, torch.device("cpu"), 1)
 
     def epoch(feed: str, e: int) -> tuple[float, float]:
         """One epoch ``e`` of ``visualmixer train``'s loop (:func:`fit_classifier`) on ``feed``."""
@@ -76,6 +81,7 @@ def main(argv=None) -> None:
     for r in range(a.rounds):
         for feed in a.feeds:
             times[feed].append(epoch(feed, r + 1))
+    feeds["workers"].close()
     base = statistics.median(w for w, _ in times[a.feeds[0]])
     print(f"small CNN, {len(x)} images, batch {a.batch}, {'channels-last' if a.channels_last else 'NCHW'}, "
           f"{a.rounds} rounds; epoch seconds (medians)")

@@ -95,9 +95,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _add_speed_options(p: argparse.ArgumentParser) -> None:
     """Where and how the work runs: the online feed's workers or thread, the model's memory layout."""
     p.add_argument("--loader-workers", type=int, default=0, metavar="N",
-                   help="online mode: obfuscate the training batches in N DataLoader worker "
-                        "processes beside the training step (same batches; default 0: in the "
-                        "training process, on --device)")
+                   help="online mode: obfuscate the training batches in N worker processes "
+                        "beside the training step, kept for the whole run (same batches; "
+                        "default 0: in the training process, on --device)")
     p.add_argument("--prefetch", type=int, default=None, metavar="N",
                    help="online mode in the training process: obfuscate N batches ahead in a "
                         "background thread, beside the training step (same batches; 0: none; "

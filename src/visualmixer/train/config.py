@@ -114,10 +114,11 @@ class TrainConfig:
     obfuscate_batch : int
         Images per ``obfuscate`` call when obfuscating a whole set.
     loader_workers : int
-        Online mode only: obfuscate the training batches in this many DataLoader worker
-        processes (on the CPU, beside the training step) instead of in the training process.
-        The batches are identical, so results do not change; 0 (default) obfuscates in the
-        training process, on the training device.
+        Online mode only: obfuscate the training batches in this many worker processes (on
+        the CPU, beside the training step; kept for the whole run, each batch written into
+        shared memory: :class:`~visualmixer.train.workerfeed.WorkerFeed`) instead of in the
+        training process. The batches are identical, so results do not change; 0 (default)
+        obfuscates in the training process, on the training device.
     prefetch : int, optional
         Online mode in the training process (``loader_workers=0``): obfuscate this many batches
         ahead in a background thread, overlapping the training step (same batches; 0: each

@@ -1,15 +1,16 @@
 """Online obfuscation in worker processes that write each batch into shared memory.
 
 ``visualmixer train --mode online --loader-workers N`` used a ``torch.utils.data.DataLoader``
-with N workers. On the CPU that cost the training thread about 0.8-1 ms per batch (each batch's
-tensors moved to new shared-memory files in the worker, their descriptors passed over a socket
-and mapped again in the trainer) and a new worker process every epoch (the dataset's epoch is
-read when the worker starts): about 4 % of a small CNN's epoch. :class:`WorkerFeed` keeps the
-workers for the whole run and gives each a few batch *slots* in shared memory allocated once:
-the trainer sends a task ``(slot, epoch, indices)`` down a pipe, the worker obfuscates the batch
+with N workers. Beside a training step that cost the training thread about 1.5 ms per batch
+(each batch's tensors moved to new shared-memory files in the worker, their descriptors passed
+over a socket and mapped again in the trainer) and a new worker process every epoch (the
+dataset's epoch is read when the worker starts). :class:`WorkerFeed` keeps the workers for the
+whole run and gives each two batch *slots* in shared memory allocated once: the trainer sends a
+task ``(slot, epoch, indices)`` down a pipe, the worker obfuscates the batch
 (:meth:`ObfuscatedDataset.batch`, one call) and writes it into the slot, and the trainer copies
-it out — a few microseconds of its time per batch. The batches are the ones the in-process feed
-gives, in the same order (obfuscation depends on the key, the image id and the image only).
+it out — about 0.4 ms of its time per batch (``benchmarks/bench_worker_feed.py``). The batches
+are the ones the in-process feed gives, in the same order (obfuscation depends on the key, the
+image id and the image only).
 
 Used only for an :class:`~visualmixer.data.wrapper.ObfuscatedDataset` over a ``TensorDataset``
 (what ``visualmixer train`` builds); the workers compute on the CPU with one torch thread each.
