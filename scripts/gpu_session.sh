@@ -113,10 +113,11 @@ done
 fi
 
 if step 3b; then
-stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs offline (obfuscated before training: what the step itself pays for obfuscated pixels) vs online in process vs 2 batches ahead in a thread"
+stamp "3b. online training as visualmixer train runs it: ResNet-18, clean vs offline (obfuscated before training: what the step itself pays for obfuscated pixels) vs online in process vs 2 batches ahead in a thread vs 8 CPU worker processes"
 for rep in $(seq 1 "${REPS_3B:-1}"); do
   for spec in clean:"--target-vfe none" offline:"--target-vfe 0.5" here:"--mode online --prefetch 0" \
-      prefetch2:"--mode online --prefetch 2" prefetch2-triton:"--mode online --prefetch 2"; do
+      prefetch2:"--mode online --prefetch 2" prefetch2-triton:"--mode online --prefetch 2" \
+      workers8:"--mode online --loader-workers 8"; do
     VISUALMIXER_TRITON=$([[ $spec == *-triton:* ]] && echo 1 || echo 0) \
       timeout 90 $PY -W ignore -m visualmixer train --data fashion-mnist --model resnet18 --epochs 3 --train-size 10000 \
       --test-size 1000 --seeds 0 --no-progress --device "$DEV" ${spec#*:} --out "$RES/lw-gpu/lw-${spec%%:*}-r$rep" > /dev/null 2>&1

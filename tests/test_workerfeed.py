@@ -174,6 +174,8 @@ def test_workers_end_when_the_training_process_is_killed():
         assert not any(_alive(p) for p in pids), "a worker outlived the killed trainer"
     finally:
         proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
 
 
 def _alive(pid: int) -> bool:
