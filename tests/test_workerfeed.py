@@ -205,3 +205,100 @@ def test_bad_arguments_are_refused():
     plain = ObfuscatedDataset([torch.zeros(1, 4, 4, dtype=torch.uint8)], vm.Key.from_seed(0), 0.5, "online")
     with pytest.raises(TypeError, match="over a TensorDataset"):
         WorkerFeed(plain, batches, CPU, 1)
+
+
+def test_an_iteration_started_while_another_is_suspended_gets_its_own_batches():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1)
+    try:
+        feed.set_epoch(0)
+        old = iter(feed)
+        next(old)  # suspended with tasks in flight (e.g. its frame kept by a traceback)
+        feed.set_epoch(1)
+        got = list(feed)
+        want = _in_process(ds, batches, 1)
+        assert all(torch.equal(g[0], w[0]) for g, w in zip(got, want, strict=True))
+        with pytest.raises(RuntimeError, match="another iteration started"):
+            next(old)
+        feed.set_epoch(2)
+        newer = iter(feed)
+        first = next(newer)
+        del old  # closing the stale generator must not eat the live one's answers
+        rest = list(newer)
+        want = _in_process(ds, batches, 2)
+        assert all(torch.equal(g[0], w[0]) for g, w in zip([first, *rest], want, strict=True))
+    finally:
+        feed.close()
+
+
+def test_close_during_an_epoch_is_a_clear_error():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1)
+    feed.set_epoch(0)
+    it = iter(feed)
+    next(it)
+    feed.close()
+    with pytest.raises(RuntimeError, match="close\\(\\) was called"):
+        next(it)
+    assert len(list(feed)) == 5  # new workers
+    feed.close()
+
+
+def test_tasks_stay_small_whatever_the_batch_size(monkeypatch):
+    """The indices travel in shared memory: a pipe message over the pipe's buffer would block the
+    trainer (losing the overlap) and, were it killed mid-write, leave a worker waiting forever."""
+    import pickle
+    from multiprocessing.connection import Connection
+
+    sizes = []
+    real = Connection.send
+
+    def send(self, obj):
+        if isinstance(obj, tuple) and len(obj) == 4:  # a task
+            sizes.append(len(pickle.dumps(obj)))
+        return real(self, obj)
+
+    monkeypatch.setattr(Connection, "send", send)
+    x = torch.randint(0, 256, (6000, 1, 8, 8), dtype=torch.uint8)
+    ds = ObfuscatedDataset(TensorDataset(x, torch.zeros(6000, dtype=torch.long)), vm.Key.from_seed(1), 0.5,
+                           "online", return_vfe=True)
+    batches = ShuffledBatches(6000, 5000, epoch_seed=lambda e: e)
+    feed = WorkerFeed(ds, batches, CPU, 1)
+    try:
+        feed.set_epoch(0)
+        got = list(feed)
+    finally:
+        feed.close()
+    assert [len(b[0]) for b in got] == [5000, 1000] and sizes and max(sizes) < 256
+    assert all(torch.equal(g[0], w[0]) for g, w in zip(got, _in_process(ds, batches, 0), strict=True))
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(), reason="no forkserver")
+def test_forkserver_workers_wait_between_epochs():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1, context="forkserver")
+    try:
+        feed.set_epoch(0)
+        assert len(list(feed)) == 5
+        time.sleep(1.2)  # idle longer than the workers' parent check
+        feed.set_epoch(1)
+        assert len(list(feed)) == 5
+    finally:
+        feed.close()
+
+
+def test_a_worker_gone_between_epochs_is_replaced_with_a_warning():
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1)
+    try:
+        feed.set_epoch(0)
+        list(feed)
+        victim = feed._pool.procs[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(10)
+        feed.set_epoch(1)
+        with pytest.warns(RuntimeWarning, match=r"loader worker 0 \(pid \d+\) ended with signal 9"):
+            got = list(feed)
+        assert all(torch.equal(g[0], w[0]) for g, w in zip(got, _in_process(ds, batches, 1), strict=True))
+    finally:
+        feed.close()

@@ -5,10 +5,10 @@ with N workers. Beside a training step that cost the training thread about 1.5 m
 (each batch's tensors moved to new shared-memory files in the worker, their descriptors passed
 over a socket and mapped again in the trainer) and a new worker process every epoch (the
 dataset's epoch is read when the worker starts). :class:`WorkerFeed` keeps the workers for the
-whole run and gives each two batch *slots* in shared memory allocated once: the trainer sends a
-task ``(slot, epoch, indices)`` down a pipe, the worker obfuscates the batch
-(:meth:`ObfuscatedDataset.batch`, one call) and writes it into the slot, and the trainer copies
-it out — about 0.4 ms of its time per batch (``benchmarks/bench_worker_feed.py``). The batches
+whole run and gives each two batch *slots* in shared memory allocated once: the trainer
+writes a batch's indices into a slot and sends ``(slot, epoch, ...)`` down a pipe, the worker
+obfuscates the batch (:meth:`ObfuscatedDataset.batch`, one call) into the slot, and the trainer
+copies it out — about 0.4 ms of its time per batch (``benchmarks/bench_worker_feed.py``). The batches
 are the ones the in-process feed gives, in the same order (obfuscation depends on the key, the
 image id and the image only).
 
@@ -18,11 +18,13 @@ Used only for an :class:`~visualmixer.data.wrapper.ObfuscatedDataset` over a ``T
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import signal
 import time
 import traceback
+import warnings
 import weakref
 from multiprocessing.connection import wait
 
@@ -62,8 +64,10 @@ class WorkerFeed(WaitedLoader):
 
     The seconds the training loop waited for its batches (the copy out included) add up in
     ``seconds``, as for the other feeds. An exception raised in a worker is raised again in the
-    training loop, with the worker's traceback as its cause; a worker that dies raises
-    :class:`WorkerFailed` naming its exit code.
+    training loop, with the worker's traceback as its cause; a worker that dies during an epoch
+    raises :class:`WorkerFailed` naming its exit code (one found dead at the start of an epoch is
+    replaced, with a warning). One iteration at a time: starting another leaves the earlier one
+    raising a RuntimeError if resumed.
     """
 
     def __init__(self, dataset: ObfuscatedDataset, batch_sampler, dev: torch.device, workers: int,
@@ -82,14 +86,18 @@ class WorkerFeed(WaitedLoader):
         self._ctx = torch_mp.get_context(context)
         self._pool: _Pool | None = None
         self._finalizer = None
+        self._generation = 0  # iterations started: only the latest may use the pool
 
     # -- the slots and the processes --------------------------------------------------------------
     def _start(self) -> _Pool:
+        if self._pool is not None and not self._pool.alive():  # a worker died between epochs
+            gone = self._pool.dead()
+            self.close()
+            warnings.warn(f"WorkerFeed: {gone}; starting new workers", RuntimeWarning, stacklevel=3)
         if self._pool is None:
             ds = self.loader.dataset
-            size = self.loader.batch_sampler.batch_size
-            slots = _slots(ds, self.workers * SLOTS_PER_WORKER, size)
-            self._pool = _Pool(self._ctx, ds, slots, self.workers)
+            rows = max(1, min(self.loader.batch_sampler.batch_size, len(ds)))
+            self._pool = _Pool(self._ctx, ds, _Slots(ds, self.workers * SLOTS_PER_WORKER, rows), self.workers)
             self._finalizer = weakref.finalize(self, self._pool.close)
         return self._pool
 
@@ -101,38 +109,54 @@ class WorkerFeed(WaitedLoader):
 
     def __iter__(self):
         pool = self._start()
+        if not pool.drain():  # an earlier iteration still suspended: its answers are not this one's
+            self.close()
+            pool = self._start()
+        self._generation += 1
+        generation = self._generation
         try:
-            yield from self._epoch(pool)
+            yield from self._epoch(pool, generation)
+        finally:
+            if self._pool is pool and self._generation == generation and not pool.drain():
+                self.close()  # the pipes are in an unknown state (e.g. Ctrl-C inside a send): start afresh
+
+    def _epoch(self, pool: _Pool, generation: int):
+        order = list(self.loader.batch_sampler)
+        epoch = self.loader.dataset.epoch
+        nslots = pool.slots.count
+        for j in range(min(nslots, len(order))):
+            self._call(pool.submit, j % nslots, epoch, order[j])
+        for j in range(len(order)):
+            t = time.perf_counter()
+            if self._pool is not pool or self._generation != generation:
+                raise RuntimeError("WorkerFeed: another iteration started, or close() was called, while this "
+                                   "one was suspended; iterate one epoch at a time")
+            n = self._call(pool.receive, j % nslots)
+            batch = tuple(_copy_out(s[j % nslots, :n], self.dev) for s in pool.slots.fields)
+            self.seconds += time.perf_counter() - t
+            if j + nslots < len(order):  # the slot is free again: the batch after next of its worker
+                self._call(pool.submit, j % nslots, epoch, order[j + nslots])
+            yield batch
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
         except WorkerFailed:
             self.close()  # (the next iteration starts new workers)
             raise
-        finally:
-            if self._pool is pool:
-                pool.drain()  # a loop that stopped early leaves no answer for the next epoch to misread
-
-    def _epoch(self, pool: _Pool):
-        order = list(self.loader.batch_sampler)
-        epoch = self.loader.dataset.epoch
-        nslots = len(pool.slots[0])
-        for j in range(min(nslots, len(order))):
-            pool.submit(j % nslots, epoch, order[j])
-        for j in range(len(order)):
-            t = time.perf_counter()
-            n = pool.receive(j % nslots)
-            batch = tuple(_copy_out(s[j % nslots, :n], self.dev) for s in pool.slots)
-            self.seconds += time.perf_counter() - t
-            if j + nslots < len(order):  # the slot is free again: the batch after next of its worker
-                pool.submit(j % nslots, epoch, order[j + nslots])
-            yield batch
 
 
-def _slots(ds: ObfuscatedDataset, count: int, batch_size: int) -> list[torch.Tensor]:
-    """One shared tensor per field of a batch (the dataset's tensors, then the VFE), ``count``
-    batches of ``batch_size`` rows each."""
-    fields = [(t.shape[1:], t.dtype) for t in ds.dataset.tensors]
-    if ds.return_vfe:
-        fields.append(((), torch.float64))
-    return [torch.empty((count, batch_size, *shape), dtype=dtype).share_memory_() for shape, dtype in fields]
+class _Slots:
+    """Shared memory for ``count`` batches of up to ``rows`` samples: each batch's indices, and one
+    tensor per field of a batch (the dataset's tensors, then the VFE)."""
+
+    def __init__(self, ds: ObfuscatedDataset, count: int, rows: int):
+        fields = [(t.shape[1:], t.dtype) for t in ds.dataset.tensors]
+        if ds.return_vfe:
+            fields.append(((), torch.float64))
+        self.count = count
+        self.indices = torch.empty((count, rows), dtype=torch.int64).share_memory_()
+        self.fields = [torch.empty((count, rows, *shape), dtype=dtype).share_memory_() for shape, dtype in fields]
 
 
 def _copy_out(rows: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -143,15 +167,21 @@ def _copy_out(rows: torch.Tensor, dev: torch.device) -> torch.Tensor:
 
 class _Pool:
     """The worker processes, their pipes and the slots. Slot ``s`` belongs to worker
-    ``s % workers``; each worker answers its tasks in the order they were sent."""
+    ``s % workers``; each worker answers its tasks in the order they were sent. A task is
+    ``(slot, sequence number, epoch, rows)`` — a few bytes, so a write to the pipe is atomic and
+    never blocks — with the indices in the slot's shared row; the answer echoes the number."""
 
-    def __init__(self, ctx, ds: ObfuscatedDataset, slots: list[torch.Tensor], workers: int):
-        self.slots, self.procs, self.tasks, self.answers, self.pending = slots, [], [], [], [0] * workers
+    def __init__(self, ctx, ds: ObfuscatedDataset, slots: _Slots, workers: int):
+        self.slots, self.procs, self.tasks, self.answers = slots, [], [], []
+        self.sent: list[list[int]] = [[] for _ in range(workers)]  # sequence numbers not yet answered
+        self.seq = 0
+        # the parent a worker watches: this process, or with "forkserver" the server (which ends with it)
+        parent = os.getpid() if ctx.get_start_method() in ("fork", "spawn") else None
         try:
             for _ in range(workers):
                 task_out, task_in = ctx.Pipe(duplex=False)
                 answer_out, answer_in = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_serve, args=(ds, task_out, answer_in, slots, os.getpid()),
+                proc = ctx.Process(target=_serve, args=(ds, task_out, answer_in, slots, parent),
                                    name="visualmixer-loader", daemon=True)
                 proc.start()
                 task_out.close()
@@ -163,17 +193,32 @@ class _Pool:
             self.close()
             raise
 
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self.procs)
+
+    def dead(self) -> str:
+        return "; ".join(f"loader worker {w} (pid {p.pid}) ended with {_exit_text(p.exitcode)}"
+                         for w, p in enumerate(self.procs) if not p.is_alive())
+
+    def _worker(self, slot: int) -> int:
+        if not self.procs:
+            raise RuntimeError("WorkerFeed was closed while an epoch was being iterated")
+        return slot % len(self.procs)
+
     def submit(self, slot: int, epoch: int, indices) -> None:
-        w = slot % len(self.procs)
+        w = self._worker(slot)
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        self.slots.indices[slot, : len(idx)] = idx
+        self.seq += 1
         try:
-            self.tasks[w].send((slot, int(epoch), torch.as_tensor(indices).tolist()))
+            self.tasks[w].send((slot, self.seq, int(epoch), len(idx)))
         except OSError:  # its end of the pipe is closed: the worker is gone
             self._failed(w)
-        self.pending[w] += 1
+        self.sent[w].append(self.seq)
 
     def receive(self, slot: int) -> int:
         """Wait for the answer of ``slot``'s task: the rows written; raise what the worker raised."""
-        w = slot % len(self.procs)
+        w = self._worker(slot)
         kind, value = self._next(w)
         if kind == "error":
             err, text = value
@@ -185,11 +230,14 @@ class _Pool:
         while True:
             if conn.poll():
                 try:
-                    answer = conn.recv()
+                    seq, kind, value = conn.recv()
                 except EOFError:
                     break
-                self.pending[w] -= 1
-                return answer
+                expected = self.sent[w].pop(0) if self.sent[w] else None
+                if seq != expected:
+                    raise RuntimeError(f"loader worker {w} answered task {seq}, expected {expected} (the feed's "
+                                       f"pipes are out of step; close it and iterate again)")
+                return kind, value
             if not proc.is_alive():
                 break
             wait([conn, proc.sentinel])
@@ -198,18 +246,22 @@ class _Pool:
     def _failed(self, w: int):
         proc = self.procs[w]
         proc.join(timeout=1.0)
-        self.pending[w] = 0
+        self.sent[w] = []
+        hint = " (e.g. killed by the out-of-memory killer)" if proc.exitcode is not None and proc.exitcode < 0 else ""
         raise WorkerFailed(f"loader worker {w} (pid {proc.pid}) ended with {_exit_text(proc.exitcode)} before its "
-                           f"batch was made (e.g. killed by the out-of-memory killer); run again, or use "
-                           f"--loader-workers 0 to obfuscate in the training process")
+                           f"batch was made{hint}; run again, or use --loader-workers 0 to obfuscate in the "
+                           f"training process")
 
-    def drain(self) -> None:
-        for w in range(len(self.procs)):
-            while self.pending[w] > 0:
-                try:
+    def drain(self) -> bool:
+        """Read the answers of tasks still in flight; False when that failed (a worker gone, the
+        pipes out of step)."""
+        try:
+            for w in range(len(self.procs)):
+                while self.sent[w]:
                     self._next(w)
-                except WorkerFailed:
-                    break
+        except (WorkerFailed, RuntimeError, OSError):
+            return False
+        return True
 
     def close(self) -> None:
         for conn in self.tasks:
@@ -240,13 +292,17 @@ def _exit_text(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _serve(ds: ObfuscatedDataset, tasks, answers, slots: list[torch.Tensor], parent: int) -> None:
+def _serve(ds: ObfuscatedDataset, tasks, answers, slots: _Slots, parent: int | None) -> None:
     """A worker: obfuscate each task's batch into its slot until told to stop (``None``), the
     trainer's end of the pipe closes or the trainer is gone (killed: a forked worker holds copies
     of the pipes, so it watches its parent's pid instead of waiting for an end of file).
-    SIGINT is ignored: Ctrl-C reaches the whole process group and the trainer stops the workers."""
+    SIGINT is ignored: Ctrl-C reaches the whole process group and the trainer stops the workers.
+    The worker keys on each task's epoch in a copy of the dataset whose epoch is its own (the
+    trainer's may already be the next one's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
+    parent = parent or os.getppid()  # (a trainer killed before this line: the pids differ at once)
+    ds = copy.copy(ds)  # the images, labels and saliency weights cache stay shared
     while True:
         try:
             while not tasks.poll(0.5):
@@ -257,15 +313,15 @@ def _serve(ds: ObfuscatedDataset, tasks, answers, slots: list[torch.Tensor], par
             return
         if task is None:
             return
-        slot, epoch, indices = task
+        slot, seq, epoch, rows = task
         try:
             ds.set_epoch(epoch)
-            batch = ds.batch(indices)
-            for dst, src in zip(slots, batch, strict=True):
-                dst[slot, : len(indices)].copy_(src)
-            answer = ("ok", len(indices))
+            batch = ds.batch(slots.indices[slot, :rows].tolist())
+            for dst, src in zip(slots.fields, batch, strict=True):
+                dst[slot, :rows].copy_(src)
+            answer = (seq, "ok", rows)
         except Exception as err:  # raised again in the training loop
-            answer = ("error", (_picklable(err), traceback.format_exc()))
+            answer = (seq, "error", (_picklable(err), traceback.format_exc()))
         try:
             answers.send(answer)
         except OSError:
