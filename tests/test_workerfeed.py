@@ -302,3 +302,83 @@ def test_a_worker_gone_between_epochs_is_replaced_with_a_warning():
         assert all(torch.equal(g[0], w[0]) for g, w in zip(got, _in_process(ds, batches, 1), strict=True))
     finally:
         feed.close()
+
+
+def _within(seconds: float, fn):
+    """``fn()`` in a thread; its result, or a test failure if it has not returned in time."""
+    import threading
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # handed to the test
+            out["error"] = err
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"did not return within {seconds} s (hung)"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+@pytest.mark.parametrize("where", ["send", "recv"])
+def test_an_interrupt_inside_a_pipe_call_leaves_a_feed_that_works_again(monkeypatch, where):
+    """A Ctrl-C landing right after a task was written, or an answer read, but before the feed
+    recorded it: the epoch ends with KeyboardInterrupt at once and the next epoch is right."""
+    from multiprocessing.connection import Connection
+
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1)
+    trainer, real = os.getpid(), getattr(Connection, where)
+    calls = {"n": 0}
+
+    def interrupted(self, *args):
+        value = real(self, *args)
+        if os.getpid() == trainer and (where == "recv" or isinstance(args[0], tuple)):
+            calls["n"] += 1
+            if calls["n"] == (3 if where == "send" else 5):  # (5: the epoch's last answer)
+                raise KeyboardInterrupt
+        return value
+
+    try:
+        feed.set_epoch(0)
+        monkeypatch.setattr(Connection, where, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _within(20, lambda: [b for b in feed])
+        monkeypatch.setattr(Connection, where, real)
+        feed.set_epoch(1)
+        got = _within(20, lambda: list(feed))
+        assert all(torch.equal(g[0], w[0]) for g, w in zip(got, _in_process(ds, batches, 1), strict=True))
+    finally:
+        feed.close()
+
+
+def test_a_stale_iteration_closed_during_the_next_ones_start_is_harmless(monkeypatch):
+    """The garbage collector may close a suspended, stale iteration at any allocation — e.g.
+    inside the next iteration's start-up drain; it must not take that iteration's answers."""
+    import visualmixer.train.workerfeed as wf
+
+    ds, batches = _dataset(), _batches()
+    feed = WorkerFeed(ds, batches, CPU, 1)
+    try:
+        feed.set_epoch(0)
+        stale = iter(feed)
+        next(stale)  # tasks in flight
+        real, state = wf.wait, {"closed": False}
+
+        def wait(objs, timeout=None):
+            if not state["closed"]:
+                state["closed"] = True
+                stale.close()  # (what a collection of a cycle holding it does)
+            return real(objs, timeout)
+
+        monkeypatch.setattr(wf, "wait", wait)
+        feed.set_epoch(1)
+        got = _within(20, lambda: list(feed))
+        assert all(torch.equal(g[0], w[0]) for g, w in zip(got, _in_process(ds, batches, 1), strict=True))
+    finally:
+        feed.close()

@@ -103,17 +103,17 @@ class WorkerFeed(WaitedLoader):
 
     def close(self) -> None:
         """Stop the worker processes (a later iteration starts new ones)."""
-        if self._finalizer is not None:
-            self._finalizer()
-        self._pool, self._finalizer = None, None
+        finalizer, self._pool, self._finalizer = self._finalizer, None, None  # (first: Ctrl-C in the joins)
+        if finalizer is not None:
+            finalizer()
 
     def __iter__(self):
+        self._generation += 1  # first: from here on an earlier, suspended iteration is stale
+        generation = self._generation
         pool = self._start()
         if not pool.drain():  # an earlier iteration still suspended: its answers are not this one's
             self.close()
             pool = self._start()
-        self._generation += 1
-        generation = self._generation
         try:
             yield from self._epoch(pool, generation)
         finally:
@@ -175,6 +175,7 @@ class _Pool:
         self.slots, self.procs, self.tasks, self.answers = slots, [], [], []
         self.sent: list[list[int]] = [[] for _ in range(workers)]  # sequence numbers not yet answered
         self.seq = 0
+        self.dirty = False  # inside a send or a receive and its bookkeeping
         # the parent a worker watches: this process, or with "forkserver" the server (which ends with it)
         parent = os.getpid() if ctx.get_start_method() in ("fork", "spawn") else None
         try:
@@ -210,11 +211,13 @@ class _Pool:
         idx = torch.as_tensor(indices, dtype=torch.int64)
         self.slots.indices[slot, : len(idx)] = idx
         self.seq += 1
+        self.dirty = True  # (an interrupt before the bookkeeping below: the pool cannot be trusted)
         try:
             self.tasks[w].send((slot, self.seq, int(epoch), len(idx)))
         except OSError:  # its end of the pipe is closed: the worker is gone
             self._failed(w)
         self.sent[w].append(self.seq)
+        self.dirty = False
 
     def receive(self, slot: int) -> int:
         """Wait for the answer of ``slot``'s task: the rows written; raise what the worker raised."""
@@ -229,11 +232,13 @@ class _Pool:
         conn, proc = self.answers[w], self.procs[w]
         while True:
             if conn.poll():
+                self.dirty = True
                 try:
                     seq, kind, value = conn.recv()
                 except EOFError:
                     break
                 expected = self.sent[w].pop(0) if self.sent[w] else None
+                self.dirty = False
                 if seq != expected:
                     raise RuntimeError(f"loader worker {w} answered task {seq}, expected {expected} (the feed's "
                                        f"pipes are out of step; close it and iterate again)")
@@ -254,7 +259,9 @@ class _Pool:
 
     def drain(self) -> bool:
         """Read the answers of tasks still in flight; False when that failed (a worker gone, the
-        pipes out of step)."""
+        pipes out of step, or an interrupted send or receive)."""
+        if self.dirty:
+            return False
         try:
             for w in range(len(self.procs)):
                 while self.sent[w]:
