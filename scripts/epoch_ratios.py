@@ -1,5 +1,7 @@
-"""Epoch-time ratios of timing runs made in rounds, each setting against the reference setting
-of the same round, as docs/performance.md reports them.
+"""Epoch-time ratios of timing runs made in rounds, against a reference setting's runs.
+
+Each setting is compared with the reference setting of the same rounds, as docs/performance.md
+reports them.
 
 Usage: python scripts/epoch_ratios.py DIR [DIR ...] [--against clean] [--boot 5000]
 
@@ -31,6 +33,8 @@ def main(argv=None) -> None:
     p.add_argument("--against", default="clean", help="the reference setting (default: clean)")
     p.add_argument("--boot", type=int, default=5000, help="bootstrap resamples")
     a = p.parse_args(argv)
+    if a.boot < 1:
+        raise SystemExit(f"--boot must be >= 1, got {a.boot}")
     runs: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(dict)
     for d in a.dirs:
         for run in sorted(d.glob("*-r*/metrics.json")):
@@ -41,10 +45,13 @@ def main(argv=None) -> None:
         raise SystemExit(f"no runs named {a.against}-r<N> in {', '.join(map(str, a.dirs))}")
     ref = runs[a.against]
     ref_all = statistics.median(e for v in ref.values() for e in v)
-    rng = random.Random(0)
     print(f"reference {a.against}: median epoch {ref_all:.3f} s over {len(ref)} rounds")
     for name, by_round in sorted(runs.items()):
         rounds = [r for r in by_round if r in ref]
+        if not rounds:
+            print(f"  {name:12s} no round shared with {a.against}: left out")
+            continue
+        rng = random.Random(f"0-{name}")  # per setting: its interval does not depend on the others
         pooled = (statistics.median(e for r in rounds for e in by_round[r])
                   / statistics.median(e for r in rounds for e in ref[r]))  # the same rounds' epochs
         ratios = [statistics.median(by_round[r]) / statistics.median(ref[r]) for r in rounds]

@@ -6,7 +6,7 @@
 # from their checkpoints. Usage: bash scripts/train_experiments.sh [GROUP...]
 # GROUP: fm-grid photos-grid optim large overhead (default: all, in that order), full and
 # full-online (all of Fashion-MNIST, 10 epochs: clean + 0.5 offline, 0.5 online), loader-workers
-# (online epoch time in the training process vs in a DataLoader worker), or the groups
+# (online epoch time in the training process vs in a worker process), or the groups
 # sized for a GPU: large-grid (ShuffleNetV2 and ResNet-18 over the whole target grid at the small
 # CNN's sizes), optim-sweep (4 learning rates per optimizer, 10 epochs, a clean run for each).
 # DEVICE=cuda trains on the GPU; PRINT_JOBS=1 prints one "NAME ARGS..." line per run instead of
@@ -94,7 +94,7 @@ for g in "${groups[@]}"; do
         run fmfull-cnn-online-0.5 "${args[@]}" --target-vfe 0.5 --mode online
       fi ;;
     loader-workers)  # online overhead as `visualmixer train` sees it: in the training process
-      # (each batch when asked for, or 2 ahead in a background thread) vs one DataLoader worker
+      # (each batch when asked for, or 2 ahead in a background thread) vs one worker process
       # (one torch thread each, so a 2-core machine has a core to spare)
       for r in 1 2; do
         for spec in clean:"--target-vfe none" here:"--mode online --prefetch 0" \

@@ -161,6 +161,10 @@ def test_online_feed_keeps_the_saliency_weights_from_the_first_epoch(workers):
     cfg = TrainConfig(data="fashion-mnist", mode="online", batch_size=16, loader_workers=workers, prefetch=0)
     data = SimpleNamespace(x_train=x, y_train=y, train_key=vm.Key.from_seed(3))
     feed, _ = training_feed(cfg, 0, data, ImageSet(x, y, tuple("abcdefghij"), "t"), torch.device("cpu"))
-    feed.set_epoch(0)
-    assert sum(len(b[0]) for b in feed) == 40
-    assert int(feed.loader.dataset._weights.filled.sum()) == 40
+    try:
+        feed.set_epoch(0)
+        assert sum(len(b[0]) for b in feed) == 40
+        assert int(feed.loader.dataset._weights.filled.sum()) == 40
+    finally:
+        if hasattr(feed, "close"):  # the worker processes
+            feed.close()

@@ -176,7 +176,7 @@ def test_offline_run_writes_outputs_and_learns(tmp_path, sets):
 
 @pytest.mark.parametrize("how", [{"loader_workers": 2}, {"prefetch": 3}])
 def test_online_batches_made_elsewhere_give_the_same_run(tmp_path, sets, how):
-    """Obfuscating in DataLoader workers, or ahead in a background thread, changes where and when
+    """Obfuscating in worker processes, or ahead in a background thread, changes where and when
     the work runs, not a single number."""
     kw = dict(mode="online", optimizer="adam", epochs=2)
     here = L.train(_cfg(tmp_path / "here", prefetch=0, **kw), sets=sets)

@@ -22,6 +22,17 @@ from visualmixer.train.workerfeed import WorkerFailed, WorkerFeed
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _no_hang():
+    """A hang (a feed waiting for an answer that never comes) fails the run with every thread's
+    traceback instead of stalling it."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(120, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
 def _dataset(n=70, soft=False):
     x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(n) % 10
@@ -139,14 +150,16 @@ def test_a_killed_worker_is_named_with_its_signal():
 def test_close_stops_the_workers_and_a_later_epoch_starts_new_ones():
     ds, batches = _dataset(), _batches()
     feed = WorkerFeed(ds, batches, CPU, 2)
-    feed.set_epoch(0)
-    first = list(feed)
-    procs = list(feed._pool.procs)
-    feed.close()
-    assert not any(p.is_alive() for p in procs)
-    again = list(feed)  # epoch 0 again, new workers
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
-    feed.close()
+    try:
+        feed.set_epoch(0)
+        first = list(feed)
+        procs = list(feed._pool.procs)
+        feed.close()
+        assert not any(p.is_alive() for p in procs)
+        again = list(feed)  # epoch 0 again, new workers
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    finally:
+        feed.close()
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
@@ -164,7 +177,7 @@ def test_workers_end_when_the_training_process_is_killed():
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        pids = [int(p) for p in proc.stdout.readline().split()]
+        pids = [int(p) for p in _within(60, proc.stdout.readline).split()]
         assert len(pids) == 2
         proc.kill()
         proc.wait(10)
@@ -234,14 +247,16 @@ def test_an_iteration_started_while_another_is_suspended_gets_its_own_batches():
 def test_close_during_an_epoch_is_a_clear_error():
     ds, batches = _dataset(), _batches()
     feed = WorkerFeed(ds, batches, CPU, 1)
-    feed.set_epoch(0)
-    it = iter(feed)
-    next(it)
-    feed.close()
-    with pytest.raises(RuntimeError, match="close\\(\\) was called"):
+    try:
+        feed.set_epoch(0)
+        it = iter(feed)
         next(it)
-    assert len(list(feed)) == 5  # new workers
-    feed.close()
+        feed.close()
+        with pytest.raises(RuntimeError, match="close\\(\\) was called"):
+            next(it)
+        assert len(list(feed)) == 5  # new workers
+    finally:
+        feed.close()
 
 
 def test_tasks_stay_small_whatever_the_batch_size(monkeypatch):

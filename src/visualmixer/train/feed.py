@@ -1,6 +1,7 @@
 """What the one training loop iterates in ``visualmixer train``: the training set as tensors
-(clean or obfuscated once), an online :class:`~visualmixer.data.wrapper.ObfuscatedDataset` behind a
-DataLoader (in process or in worker processes), or the whole set mixed anew every epoch."""
+(clean or obfuscated once), the batches of an online :class:`~visualmixer.data.wrapper.ObfuscatedDataset`
+(made in process, or by worker processes: :mod:`visualmixer.train.workerfeed`), or the whole set
+mixed anew every epoch."""
 
 from __future__ import annotations
 
@@ -249,7 +250,7 @@ def prefetch_depth(prefetch: int | None, dev: torch.device) -> int:
 
 
 def training_feed(cfg: TrainConfig, seed: int, data, train_set: ImageSet, dev: torch.device):
-    """What :func:`fit_classifier` iterates: the tensors (offline, clean) or a DataLoader over an
+    """What :func:`fit_classifier` iterates: the tensors (offline, clean) or the batches of an
     online :class:`ObfuscatedDataset` (ids ``(index, epoch)``; batches ``(images, labels, vfe)``),
     fetched in process on ``dev`` (``prefetch`` batches ahead, in a background thread) or, with
     ``loader_workers``, on the CPU in persistent worker processes
