@@ -103,9 +103,12 @@ class WorkerFeed(WaitedLoader):
 
     def close(self) -> None:
         """Stop the worker processes (a later iteration starts new ones)."""
-        finalizer, self._pool, self._finalizer = self._finalizer, None, None  # (first: Ctrl-C in the joins)
+        pool, finalizer = self._pool, self._finalizer
+        self._pool, self._finalizer = None, None  # (first: a Ctrl-C in the joins leaves no stale pool)
         if finalizer is not None:
             finalizer()
+        elif pool is not None:  # (interrupted between starting the pool and registering its finalizer)
+            pool.close()
 
     def __iter__(self):
         self._generation += 1  # first: from here on an earlier, suspended iteration is stale
