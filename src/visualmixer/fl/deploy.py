@@ -32,6 +32,7 @@ from pathlib import Path
 
 from visualmixer.fl import require_flwr
 from visualmixer.fl.partition import parse_partition
+from visualmixer.tools.errors import signal_text
 
 __all__ = ["FLRun", "PortInUseError", "free_port", "run_loopback", "write_app"]
 
@@ -213,8 +214,7 @@ def _ended(pid: int) -> str | None:
     if status < 0:
         return "ended"
     if status & 0x7F:
-        names = {s.value: s.name for s in signal.Signals}
-        return f"was killed by signal {status & 0x7F} ({names.get(status & 0x7F, '?')})"
+        return f"was killed by {signal_text(status & 0x7F)}"
     return f"exited with code {status >> 8}"
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import errno as _errno
 import os
 import shutil
+import signal
 
-__all__ = ["ToolError", "RunStopped", "DestinationBusy", "describe_oserror", "human_bytes"]
+__all__ = ["ToolError", "RunStopped", "DestinationBusy", "describe_oserror", "human_bytes", "signal_text"]
 
 #: errno values that stop a run (the same error would hit every later write).
 STOPPING_ERRNOS = frozenset(
@@ -102,6 +103,14 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000.0
     return f"{n:.1f} TB"  # pragma: no cover
+
+
+def signal_text(number: int) -> str:
+    """``9`` -> ``"signal 9 (SIGKILL)"`` (``"?"`` for a number this platform does not name)."""
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number} (?)"
 
 
 def free_bytes(path: str | os.PathLike) -> int | None:

@@ -32,6 +32,7 @@ import torch
 import torch.multiprocessing as torch_mp
 
 from visualmixer.data.wrapper import ObfuscatedDataset
+from visualmixer.tools.errors import signal_text
 from visualmixer.train.feed import DatasetBatches, WaitedLoader
 
 __all__ = ["WorkerFeed", "WorkerFailed"]
@@ -297,8 +298,7 @@ def _exit_text(code: int | None) -> str:
     if code is None:
         return "no exit code"
     if code < 0:
-        names = {s.value: s.name for s in signal.Signals}
-        return f"signal {-code} ({names.get(-code, '?')})"
+        return signal_text(-code)
     return f"exit code {code}"
 
 
