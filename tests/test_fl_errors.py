@@ -285,10 +285,13 @@ def test_a_server_app_killed_from_outside_ends_the_run_within_seconds(tmp_path, 
     seen: set[int] = set()
     killed: list[tuple[int, float]] = []
     stop = threading.Event()
+    # children this test process had before the run (a multiprocessing fork server or resource
+    # tracker that earlier tests in the same process started) are not the run's
+    earlier = _descendants({os.getpid()})
 
     def killer():
         while not stop.is_set():
-            found = _descendants({os.getpid()})
+            found = _descendants({os.getpid()}) - earlier
             seen.update(found)
             apps = [pid for pid in found if _is_serverapp(pid)]
             if apps and not killed and (out / "history.json").exists():  # round 0 recorded
