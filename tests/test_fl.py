@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from _procs import alive
 from visualmixer.fl.partition import dirichlet_partition, iid_partition, parse_partition, partition
 
 HAS_FLWR = importlib.util.find_spec("flwr") is not None
@@ -170,14 +171,6 @@ def deploy_model_keys():
     return make_model(model="region-sorted").state_dict().keys()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_FLWR, reason="flwr not installed")
 @pytest.mark.skipif(not HAS_FMNIST, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
@@ -217,7 +210,7 @@ def test_two_clients_one_round_on_loopback(tmp_path, monkeypatch):
     assert (tmp_path / "history.json").exists()
     assert len(started) == 4  # superlink, 2 supernodes, flwr run
     time.sleep(0.5)
-    assert [p for p in started + sorted(seen) if _alive(p)] == []  # every process is gone
+    assert [p for p in started + sorted(seen) if alive(p)] == []  # every process is gone
     # Wall time is reported, never asserted (DEVELOPERS.md): measured 45-65 s at load 5-6 on the
     # shared 2-core machine; the run itself is bounded by run_loopback's timeout.
     print(f"loopback 2 clients x 1 round: {elapsed:.1f} s")

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import visualmixer as vm
+from _procs import alive
 from visualmixer.data.wrapper import ObfuscatedDataset
 from visualmixer.train.feed import DatasetBatches
 from visualmixer.train.fit import ShuffledBatches
@@ -110,6 +111,13 @@ def test_an_epoch_left_early_does_not_leak_into_the_next(make_feed):
     assert all(torch.equal(g[0], w[0]) and torch.equal(g[2], w[2]) for g, w in zip(got, want, strict=True))
 
 
+def _kill_worker(feed: WorkerFeed, w: int) -> None:
+    """SIGKILL worker ``w`` of ``feed`` (as the out-of-memory killer would) and wait until it is gone."""
+    victim = feed._pool.procs[w]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(10)
+
+
 class _Boom(ValueError):
     pass
 
@@ -141,9 +149,7 @@ def test_a_killed_worker_is_named_with_its_signal(make_feed):
     feed.set_epoch(0)
     it = iter(feed)
     next(it)
-    victim = feed._pool.procs[1]
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(10)
+    _kill_worker(feed, 1)
     with pytest.raises(WorkerFailed, match=r"loader worker 1 \(pid \d+\) ended with signal 9 \(SIGKILL\)"):
         list(it)
     assert feed._pool is None  # closed at the failure; a new epoch starts new workers
@@ -183,21 +189,13 @@ def test_workers_end_when_the_training_process_is_killed():
         proc.kill()
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.1)
-        assert not any(_alive(p) for p in pids), "a worker outlived the killed trainer"
+        assert not any(alive(p) for p in pids), "a worker outlived the killed trainer"
     finally:
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False
 
 
 def test_spawned_workers_give_the_same_batches(make_feed):
@@ -289,9 +287,7 @@ def test_a_worker_gone_between_epochs_is_replaced_with_a_warning(make_feed):
     feed = make_feed(ds, batches, CPU, 1)
     feed.set_epoch(0)
     list(feed)
-    victim = feed._pool.procs[0]
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(10)
+    _kill_worker(feed, 0)
     feed.set_epoch(1)
     with pytest.warns(RuntimeWarning, match=r"loader worker 0 \(pid \d+\) ended with signal 9"):
         got = list(feed)
