@@ -365,3 +365,42 @@ def test_a_stale_iteration_closed_during_the_next_ones_start_is_harmless(monkeyp
     feed.set_epoch(1)
     got = _within(20, lambda: list(feed))
     assert _same_as_in_process(got, ds, batches, 1)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_spawned_through_a_forking_wrapper_executable(tmp_path):
+    """``multiprocessing.set_executable`` may name a wrapper that runs Python as its child (not by
+    exec): the workers' parent is then the wrapper, not the trainer. They still serve batches, wait
+    between epochs, and end when the trainer is killed."""
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nstatus=$?\nexit $status\n')
+    wrapper.chmod(0o755)
+    script = textwrap.dedent(f"""
+        import multiprocessing, sys, time, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_workerfeed import _batches, _dataset, _same_as_in_process
+        from visualmixer.train.workerfeed import WorkerFeed
+        multiprocessing.set_executable({str(wrapper)!r})
+        ds, batches = _dataset(), _batches()
+        feed = WorkerFeed(ds, batches, torch.device("cpu"), 1, context="spawn")
+        feed.set_epoch(1)
+        same = _same_as_in_process(list(feed), ds, batches, 1)
+        time.sleep(1.5)  # idle: a worker that took the wrapper's pid for a dead trainer's has quit by now
+        print(same and feed._pool.alive(), *[p.pid for p in feed._pool.procs], flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        same, *pids = _within(90, proc.stdout.readline).split()
+        assert same == "True"
+        workers = [int(p) for p in pids]  # the wrappers, which end only after their Python children
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not any(alive(p) for p in workers), "a worker outlived the killed trainer"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()

@@ -26,6 +26,7 @@ import time
 import traceback
 import warnings
 import weakref
+from collections.abc import Callable
 from multiprocessing.connection import wait
 
 import torch
@@ -311,12 +312,12 @@ def _serve(ds: ObfuscatedDataset, tasks, answers, slots: _Slots, parent: int | N
     trainer's may already be the next one's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
-    parent = parent or os.getppid()  # (a trainer killed before this line: the pids differ at once)
+    parent_alive = _parent_watch(parent or os.getppid())
     ds = copy.copy(ds)  # the images, labels and saliency weights cache stay shared
     while True:
         try:
             while not tasks.poll(0.5):
-                if os.getppid() != parent:
+                if not parent_alive():
                     return
             task = tasks.recv()
         except (EOFError, OSError):
@@ -336,6 +337,25 @@ def _serve(ds: ObfuscatedDataset, tasks, answers, slots: _Slots, parent: int | N
             answers.send(answer)
         except OSError:
             return
+
+
+def _parent_watch(parent: int) -> Callable[[], bool]:
+    """Whether the process that started this worker still runs. A worker whose parent it is gets a
+    new parent when it dies (a pid check, no system call). One started through a wrapper executable
+    that runs Python as its child (``multiprocessing.set_executable``), or whose trainer died before
+    this call, has another parent: it asks whether the trainer's pid is still there."""
+    if os.getppid() == parent:
+        return lambda: os.getppid() == parent
+
+    def exists() -> bool:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a process of another user now has the pid: not the trainer
+            return False
+        return True
+    return exists
 
 
 def _picklable(err: BaseException) -> BaseException:
