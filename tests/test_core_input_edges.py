@@ -36,6 +36,39 @@ def test_strided_views_give_the_bytes_of_their_contiguous_copy(view):
     assert torch.equal(vm.spectral_residual(x), vm.spectral_residual(dense))
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "nhwc_permuted", "numpy_hw1"])
+def test_grey_batches_that_torch_calls_contiguous_with_other_strides(layout):
+    """A size-1 channel axis makes torch call these contiguous (``.contiguous()`` keeps their
+    strides), but the kernels' integer views need row-major strides."""
+    base = _batch(n=2, c=1, h=28, w=28)
+    if layout == "numpy_hw1":
+        x, ids, dense = np.empty((28, 28, 1), np.uint8), [0], base[:1]  # strides (28, 1, 1)
+        x[...] = base[0].permute(1, 2, 0).numpy()
+    else:
+        nhwc = base.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)  # as loaded from (N, H, W, 1)
+        x = {"channels_last": base.to(memory_format=torch.channels_last),
+             "nhwc_permuted": nhwc.permute(0, 3, 1, 2)}[layout]
+        ids, dense = [0, 1], base
+    assert x.stride() != dense.stride() if layout != "numpy_hw1" else x.shape == (28, 28, 1)
+    res, ref = vm.obfuscate(x, key=KEY, ids=ids), vm.obfuscate(dense, key=KEY, ids=ids)
+    got = torch.as_tensor(res.images).permute(2, 0, 1)[None] if layout == "numpy_hw1" else res.images
+    assert torch.equal(got, ref.images)
+    back = vm.restore(res.images, res.plans, key=KEY, ids=ids)
+    assert torch.equal(torch.as_tensor(back).permute(2, 0, 1)[None] if layout == "numpy_hw1" else back, dense)
+    if layout == "channels_last":  # restore of a grey channels-last batch, and mixing
+        assert torch.equal(vm.restore(ref.images.to(memory_format=torch.channels_last), ref.plans,
+                                      key=KEY, ids=ids), dense)
+        mixed = mix(x, [0, 0], key=KEY, ids=ids, k=2)
+        assert torch.equal(unmix(mixed.images, mixed.groups, mixed.plans, key=KEY, ids=ids), dense)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "LAB", "HSV"])
+def test_pil_images_in_other_colour_spaces_are_refused_not_converted(mode):
+    img = Image.fromarray(np.asarray(_batch(n=1, c=3)[0].permute(1, 2, 0))).convert(mode)
+    with pytest.raises(TypeError, match=f"mode '{mode}'.*img.convert\\('RGB'\\)"):
+        vm.obfuscate(img, key=KEY, ids=[0])
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I", "F"])
 def test_pil_images_wider_than_8_bits_are_refused_not_rounded(mode):
     wide = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60
@@ -61,6 +94,44 @@ def test_numpy_scalars_are_accepted_where_python_numbers_are():
     ref = vm.obfuscate(x, key=KEY, ids=[3], target_vfe=0.5, region=4)
     res = vm.obfuscate(x, key=KEY, ids=np.int64(3), target_vfe=np.float32(0.5), region=np.int64(4))
     assert torch.equal(res.images, ref.images) and res.plans.region == 4 and type(res.plans.region) is int
+
+
+def test_mixing_takes_the_ids_obfuscate_takes():
+    x = _batch(n=4, h=32, w=32)
+    ref = mix(x, [0, 0, 1, 1], key=KEY, ids=[0, 1, 2, 3], k=2)
+    for ids in (np.arange(4), torch.arange(4), [np.int64(i) for i in range(4)]):
+        res = mix(x, [0, 0, 1, 1], key=KEY, ids=ids, k=2)
+        assert torch.equal(res.images, ref.images)
+        assert torch.equal(unmix(res.images, res.groups, res.plans, key=KEY, ids=ids), x)
+    tuples = mix(x, [0, 0, 1, 1], key=KEY, ids=[(i, 0) for i in range(4)], k=2)  # numpy ints inside tuples
+    again = mix(x, [0, 0, 1, 1], key=KEY, ids=[(np.int64(i), np.int32(0)) for i in range(4)], k=2)
+    assert torch.equal(again.images, tuples.images)
+    with pytest.raises(TypeError, match=r"images must be an \(N, C, H, W\) torch.Tensor, got ndarray"):
+        mix(x.numpy(), [0, 0, 1, 1], key=KEY, ids=range(4), k=2)
+
+
+def test_mix_groups_and_saliency_weights_behave_like_values_and_sequences():
+    from visualmixer.core.mixgroups import MixGroups
+
+    x = _batch(n=4, h=32, w=32)
+    groups = mix(x, [0, 0, 1, 1], key=KEY, ids=range(4), k=2).groups
+    copy = MixGroups.from_dict(groups.to_dict())
+    assert copy == groups and hash(copy) == hash(groups) and copy != "groups"
+    assert MixGroups(groups.members.flip(0), groups.region, groups.k) != groups
+    weights = vm.saliency_weights(x)
+    for index in (1, np.int64(1), torch.tensor(1)):
+        assert torch.equal(weights[index].weights, weights.weights[1:2])
+    with pytest.raises(IndexError, match="out of range"):
+        weights[4]
+
+
+def test_restore_takes_plans_levels_of_any_integer_dtype_and_strides():
+    x = _batch(n=4)
+    res = vm.obfuscate(x, key=KEY, ids=range(4))
+    p = res.plans
+    levels = p.levels.long().transpose(1, 2).contiguous().transpose(1, 2)  # the same values, other strides
+    plans = vm.Plans(levels, p.region, p.height, p.width, p.channels, p.channel_order, p.generator)
+    assert torch.equal(vm.restore(res.images, plans, key=KEY, ids=range(4)), x)
 
 
 def test_plans_index_like_a_sequence_and_compare_by_value():

@@ -293,7 +293,7 @@ def test_no_host_synchronisation_inside_obfuscate_restore_vfe(size, monkeypatch)
 
 
 #: The per-id host work that may grow with the batch: HMAC subkeys and id checks (SPEC §5.6).
-_PER_ID = {"_subkeys", "_check_ids"}
+_PER_ID = {"_subkeys", "check_ids"}
 
 
 def _counts(x):

@@ -19,8 +19,7 @@ import numbers
 import operator
 import secrets
 import warnings
-from collections.abc import Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,7 @@ from visualmixer.core.planner import (  # noqa: F401  (the private names: tests 
 )
 from visualmixer.core.regions import RegionGrid, default_region, from_regions, region_grid, resolve_region, to_regions
 from visualmixer.core.saliency import is_own_saliency
-from visualmixer.core.validation import from_batch, is_integer_dtype, to_batch
+from visualmixer.core.validation import check_ids, from_batch, is_integer_dtype, to_batch
 from visualmixer.core.weighting import SaliencyWeights, check_weights, weigh
 
 __all__ = ["Plans", "ObfuscationResult", "obfuscate", "restore", "plan_sequence", "GENERATOR"]
@@ -220,30 +219,6 @@ def _check_target(target_vfe) -> float:
     return t
 
 
-def _check_ids(ids, n: int) -> list:
-    """One id per image: ints (also numpy/torch integer scalars or a 1-D integer tensor), strs
-    or tuples of them. A single str is one id, not a sequence of characters."""
-    if ids is None:
-        raise ValueError("ids are required when a key is given (one int/str/tuple id per image)")
-    if isinstance(ids, (str, bytes, int, np.integer)):
-        ids = [int(ids) if isinstance(ids, np.integer) else ids]
-    elif isinstance(ids, (AbstractSet, Mapping)):  # (a set of strs iterates in a per-process order)
-        raise TypeError(f"ids must be an ordered sequence (a list or tuple, one id per image), got a "
-                        f"{type(ids).__name__}: its order is not the images' order")
-    elif isinstance(ids, torch.Tensor):
-        if not is_integer_dtype(ids.dtype) or ids.ndim != 1:
-            raise TypeError(f"ids given as a tensor must be 1-D integers, got {ids.dtype} of shape {tuple(ids.shape)}")
-        ids = ids.tolist()
-    else:
-        ids = [int(i) if isinstance(i, np.integer) else i for i in ids]
-    if len(ids) != n:
-        raise ValueError(f"ids has {len(ids)} entries for {n} images; give exactly one id per image")
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, (int, str, tuple)):
-            raise TypeError(f"each id must be an int, str or tuple of them, got {type(i).__name__}")
-    return ids
-
-
 def _subkeys(key, ids, seed, n: int) -> list[bytes]:
     if seed is not None:
         if key is not None:
@@ -260,7 +235,7 @@ def _subkeys(key, ids, seed, n: int) -> list[bytes]:
     if key is None:
         return [secrets.token_bytes(32) for _ in range(n)]  # fresh OS randomness: not restorable
     check_key(key)
-    ids = _check_ids(ids, n)
+    ids = check_ids(ids, n)
     subkeys = key.subkeys(ids, _PURPOSE)
     if len(set(subkeys)) != n:  # (the subkeys: equal exactly when the encoded ids are)
         warnings.warn(
@@ -469,8 +444,8 @@ def restore(images, plans: Plans, *, key: Key, ids: Sequence[ImageId]):
         raise ValueError(f"plan level maps must be {grid.rows}x{grid.cols} for this size and region")
     present = _plan_levels(plans.levels, grid)
     generator = _check_generator(plans.generator)
-    subkeys = key.subkeys(_check_ids(ids, n), _PURPOSE)
-    levels = to_device(plans.levels, batch.device).to(torch.int64).view(n, -1)
+    subkeys = key.subkeys(check_ids(ids, n), _PURPOSE)
+    levels = to_device(plans.levels, batch.device).to(torch.int64).reshape(n, -1)  # (any strides)
     if generator == 1:  # plans made before generator 2: NumPy Philox streams
         words = random_words(subkeys, words_needed(grid, c, int(levels.max())))
     else:

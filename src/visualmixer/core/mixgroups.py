@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from visualmixer.core.keys import ImageId, Key, check_key
 from visualmixer.core.regions import resolve_region
+from visualmixer.core.validation import check_ids
 
 __all__ = ["BALANCED_VERSION", "GROUPINGS", "MIX_VERSION", "SHARE_VERSION", "MixGroups", "check_balanced",
            "check_share", "keyed_word", "make_groups"]
@@ -104,6 +105,18 @@ class MixGroups:
     def __post_init__(self) -> None:
         object.__setattr__(self, "share", check_share(self.share))
         object.__setattr__(self, "balanced", check_balanced(self.balanced))
+
+    def __eq__(self, other) -> bool:  # (the generated one would compare the members tensor's truth value)
+        if not isinstance(other, MixGroups):
+            return NotImplemented
+        return self._fields() == other._fields() and torch.equal(self.members.cpu(), other.members.cpu())
+
+    def __hash__(self) -> int:
+        return hash((self._fields(), self.members.cpu().numpy().tobytes()))
+
+    def _fields(self) -> tuple:
+        return (self.region, self.k, self.grouping, self.version, self.share, self.balanced,
+                tuple(self.members.shape))
 
     @property
     def sizes(self) -> torch.Tensor:
@@ -210,10 +223,8 @@ def make_groups(
         raise ValueError("pass images (or height and width) so the region side can be chosen")
     region = resolve_region(region, height or 1, width or 1)
     labels = torch.as_tensor(labels).reshape(-1).to("cpu", torch.long)
-    ids = list(ids)
     n = labels.numel()
-    if len(ids) != n:
-        raise ValueError(f"ids must hold one id per label ({n}), got {len(ids)}")
+    ids = check_ids(ids, n)
     tiebreak = torch.tensor([keyed_word(key, i, "mix-order") for i in ids], dtype=torch.long)
     if grouping == "similar":
         if images is None:

@@ -53,7 +53,7 @@ from visualmixer.core.mixgroups import (
     keyed_word,
     make_groups,
 )
-from visualmixer.core.validation import is_integer_dtype
+from visualmixer.core.validation import check_ids, is_integer_dtype
 
 __all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_balanced", "check_share", "exchanged_positions",
            "make_groups", "mix", "mix_regions", "region_sources", "unmix", "unmix_regions"]
@@ -108,8 +108,10 @@ class MixResult:
 
 
 def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor, list]:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be an (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be an (N, C, H, W) torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be an (N, C, H, W) tensor, got shape {tuple(images.shape)}")
     n = images.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"k must be an integer >= 2 (images per group), got {k!r}")
@@ -122,9 +124,9 @@ def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor,
     labels = labels.reshape(-1).to("cpu", torch.long)
     if labels.numel() != n:
         raise ValueError(f"labels must have one entry per image ({n}), got {labels.numel()}")
-    ids = list(ids)
-    if len(ids) != n or len(set(ids)) != n:
-        raise ValueError(f"ids must hold {n} distinct image ids, got {len(ids)} ({len(set(ids))} distinct)")
+    ids = check_ids(ids, n)
+    if len(set(ids)) != n:
+        raise ValueError(f"ids must hold {n} distinct image ids, got {len(set(ids))} distinct")
     return labels, ids
 
 
@@ -243,10 +245,8 @@ def _move_regions(images: torch.Tensor, src: torch.Tensor, region: int) -> torch
 def _check_groups(images: torch.Tensor, groups: MixGroups, ids) -> list:
     if not isinstance(groups, MixGroups):
         raise TypeError(f"groups must be MixGroups, got {type(groups).__name__}")
-    ids = list(ids)
     n = images.shape[0]
-    if len(ids) != n:
-        raise ValueError(f"ids must hold one id per image ({n}), got {len(ids)}")
+    ids = check_ids(ids, n)
     if int((groups.members >= 0).sum()) != n:
         raise ValueError(f"groups cover {int((groups.members >= 0).sum())} images but images holds {n}")
     members = groups.members[groups.members >= 0].to("cpu")
@@ -368,7 +368,9 @@ def mix(
 
 def unmix(images: torch.Tensor, groups: MixGroups, plans: Plans, *, key: Key, ids: Sequence[ImageId]) -> torch.Tensor:
     """Restore the originals of :func:`mix` exactly: undo the in-region shuffle, then the exchange."""
-    ids = list(ids)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be an (N, C, H, W) torch.Tensor, got {type(images).__name__}")
+    ids = check_ids(ids, images.shape[0])
     if isinstance(groups, MixGroups) and isinstance(plans, Plans) and groups.region != plans.region:
         raise ValueError(f"groups.region is {groups.region} but plans.region is {plans.region}: the mixing record "
                          "and the plans come from different runs")

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["to_batch", "BatchInfo", "from_batch", "check_images_tensor", "is_integer_dtype", "refuse_alpha"]
+__all__ = ["to_batch", "BatchInfo", "from_batch", "check_images_tensor", "is_integer_dtype", "refuse_alpha",
+           "standard_strides", "check_ids"]
 
 _CHANNEL_HINT = (
     "allowed: 1 (grey) or 3 (RGB) channels; convert RGBA with img[:3] (or PIL's .convert('RGB')), "
     "other counts by selecting or averaging channels"
 )
 
+
+#: PIL modes of other colour spaces: refused (``to_batch`` would hand back their RGB conversion).
+_COLOUR_SPACE_PIL_MODES = frozenset({"CMYK", "YCbCr", "LAB", "HSV"})
 
 #: PIL modes with more than 8 bits per pixel: refused (``to_batch`` would have to round them).
 _WIDE_PIL_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;32", "I;32L", "I;32B"})
@@ -57,7 +63,9 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
 
     Accepted: a tensor (N, C, H, W) or (C, H, W); a numpy array (H, W, C) or (H, W); a PIL image.
     RGBA numpy/PIL inputs lose their alpha channel (alpha would leak the object's silhouette); PIL
-    images with more than 8 bits per pixel (modes ``I;16``, ``I``, ``F``) are refused.
+    images with more than 8 bits per pixel (modes ``I;16``, ``I``, ``F``) or in another colour
+    space (``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) are refused; modes ``1``/``LA`` are read as ``L``,
+    ``P``/``PA``/``RGBX`` as ``RGB`` (the image handed back is in that mode: ``img.convert(...)``'s pixels).
     """
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:
@@ -104,6 +112,12 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
                     "8-bit modes. Pass np.asarray(img, dtype=np.float32) scaled to [0, 1] (e.g. / 65535 for "
                     "16 bits) to keep every value, or convert it to 8 bits yourself"
                 )
+            if img.mode in _COLOUR_SPACE_PIL_MODES:  # converting them to RGB would change the values
+                raise TypeError(
+                    f"{name} is a PIL image in mode {img.mode!r}; allowed: L, RGB (and 1, LA, P, PA, RGBA, "
+                    f"RGBX, which are read as L or RGB). Convert it yourself, e.g. img.convert('RGB'): restore "
+                    f"gives back the image it was given, and a {img.mode} image would come back as RGB"
+                )
             if img.mode not in ("L", "RGB"):
                 img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             arr = np.array(img)  # writable: np.asarray of a PIL image is read-only (torch warns)
@@ -117,7 +131,24 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
                 f"got {type(images).__name__}"
             )
     check_images_tensor(batch, name)
-    return batch, info
+    return standard_strides(batch), info
+
+
+def standard_strides(batch: torch.Tensor) -> torch.Tensor:
+    """``batch``, or a copy of it in row-major order where its strides differ from that order's.
+
+    The kernels reinterpret rows of bytes as wider integers (``Tensor.view(dtype)``), which needs
+    every stride but the last to be a whole number of those integers. ``Tensor.contiguous()`` is no
+    help for a grey channels-last batch, a permuted NHWC one or a numpy ``(H, W, 1)`` array: torch
+    counts them contiguous (the channel axis has size 1) and keeps their strides.
+    """
+    want, step = [], 1
+    for size in reversed(batch.shape):
+        want.append(step)
+        step *= max(size, 1)
+    if batch.stride() == tuple(reversed(want)):
+        return batch
+    return batch.clone(memory_format=torch.contiguous_format)
 
 
 def from_batch(batch: torch.Tensor, info: BatchInfo) -> Any:
@@ -153,3 +184,36 @@ def refuse_alpha(image: Any, *, who: str, hint: str = "") -> None:
         return
     raise ValueError(f"{who} got {what}: its alpha channel would be dropped, or, kept as it is, would show the "
                      f"object's outline. Convert it first: {fix}" + (f" ({hint})" if hint else ""))
+
+
+def check_ids(ids: Any, n: int) -> list:
+    """One id per image: ints (also numpy/torch integer scalars or a 1-D integer tensor), strs
+    or tuples of them. A single str is one id, not a sequence of characters. NumPy integers,
+    inside tuples too, become ints (the same subkeys as the ints of the same value)."""
+    if ids is None:
+        raise ValueError("ids are required when a key is given (one int/str/tuple id per image)")
+    if isinstance(ids, (str, bytes, int, np.integer)):
+        ids = [_plain_id(ids)]
+    elif isinstance(ids, (AbstractSet, Mapping)):  # (a set of strs iterates in a per-process order)
+        raise TypeError(f"ids must be an ordered sequence (a list or tuple, one id per image), got a "
+                        f"{type(ids).__name__}: its order is not the images' order")
+    elif isinstance(ids, torch.Tensor):
+        if not is_integer_dtype(ids.dtype) or ids.ndim != 1:
+            raise TypeError(f"ids given as a tensor must be 1-D integers, got {ids.dtype} of shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    else:
+        ids = [_plain_id(i) for i in ids]
+    if len(ids) != n:
+        raise ValueError(f"ids has {len(ids)} entries for {n} images; give exactly one id per image")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, str, tuple)):
+            raise TypeError(f"each id must be an int, str or tuple of them, got {type(i).__name__}")
+    return ids
+
+
+def _plain_id(image_id: Any) -> Any:
+    if isinstance(image_id, np.integer):
+        return int(image_id)
+    if isinstance(image_id, tuple):
+        return tuple(_plain_id(part) for part in image_id)
+    return image_id

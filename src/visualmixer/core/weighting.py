@@ -10,6 +10,7 @@ the call.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -60,9 +61,15 @@ class SaliencyWeights:
         return self.weights.shape[0]
 
     def __getitem__(self, rows) -> SaliencyWeights:
-        """The images ``rows`` (an int, slice, index list or tensor)."""
-        if isinstance(rows, int):
-            rows = slice(rows, rows + 1) if rows != -1 else slice(-1, None)
+        """The images ``rows`` (an int — also a NumPy or 0-d tensor integer —, slice, index list or tensor)."""
+        try:
+            i = operator.index(rows)
+        except TypeError:
+            i = None
+        if i is not None:
+            if not -len(self.weights) <= i < len(self.weights):
+                raise IndexError(f"SaliencyWeights index {i} out of range for {len(self.weights)} image(s)")
+            rows = slice(i, i + 1 if i != -1 else None)
         return SaliencyWeights(self.weights[rows], self.salient[rows], self.region, self.height, self.width)
 
     def to(self, device) -> SaliencyWeights:
