@@ -80,3 +80,49 @@ def test_v1_plans_restore_through_the_api(fixture_copy):
     plans = vm.Plans.from_dict(rec["plan"])
     back = vm.restore(obf.unsqueeze(0), plans, key=key, ids=[rec["id"]])[0]
     assert torch.equal(back, load_image(fixture_copy / "src" / "sub" / "b.png").pixels)
+
+
+def _cut_run(fixture_copy, keep: set[str], generator_in_header) -> Path:
+    """The v1 run ``obf`` as if killed after the images ``keep``: a manifest holding their records
+    only (the header's ``generator`` set to ``generator_in_header``, or absent), the others' outputs gone."""
+    lines = (fixture_copy / "obf.manifest.jsonl").read_text().splitlines()
+    header = {**json.loads(lines[0]), "src": str(fixture_copy / "src"), "dst": str(fixture_copy / "obf")}
+    header.pop("generator", None)
+    if generator_in_header is not None:
+        header["generator"] = generator_in_header
+    kept = [json.loads(line) for line in lines[1:] if json.loads(line).get("id") in keep]
+    man = fixture_copy / "cut.manifest.jsonl"
+    man.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in [header, *kept]))
+    man.chmod(0o600)
+    for rec in (json.loads(line) for line in lines[1:]):
+        if rec.get("t") == "done" and rec["id"] not in keep:
+            (fixture_copy / "obf" / rec["out"]).unlink(missing_ok=True)
+    return man
+
+
+@pytest.mark.parametrize("generator_in_header", [None, 1])
+def test_a_run_of_the_first_generator_is_not_resumed_by_this_release(fixture_copy, capsys, generator_in_header):
+    """Its outputs' plans say generator 1, whatever its header says (headers once said 1 for every
+    run): finishing it with generator 2 would mix the two in one folder."""
+    man = _cut_run(fixture_copy, {"a.png", "grey.png"}, generator_in_header)
+    rc = main(["obfuscate", str(fixture_copy / "src"), str(fixture_copy / "obf"), "--key",
+               str(fixture_copy / "test.key"), "--manifest", str(man), "--quiet"])
+    assert rc == 2
+    assert "permutation generator version 1 (this visualmixer uses 2; outputs would mix)" in capsys.readouterr().err
+    assert len(Manifest.read(man).done()) == 2  # nothing was added
+
+
+def test_a_run_of_this_release_whose_header_says_generator_1_resumes(fixture_copy, tmp_path):
+    """Headers written before the check worked said 1 for runs whose plans are generator 2."""
+    src, key = fixture_copy / "src", str(fixture_copy / "test.key")
+    dst, man = tmp_path / "obf2", tmp_path / "obf2.manifest.jsonl"
+    assert main(["obfuscate", str(src), str(dst), "--key", key, "--manifest", str(man), "--quiet"]) == 0
+    lines = man.read_text().splitlines()
+    header = {**json.loads(lines[0]), "generator": 1}
+    done = [json.loads(line) for line in lines[1:] if json.loads(line).get("t") == "done"]
+    assert header and {r["plan"]["generator"] for r in done} == {2}
+    man.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in [header, *done[:2]]))
+    for rec in done[2:]:
+        (dst / rec["out"]).unlink()
+    assert main(["obfuscate", str(src), str(dst), "--key", key, "--manifest", str(man), "--quiet"]) == 0
+    assert len(Manifest.read(man).done()) == 5

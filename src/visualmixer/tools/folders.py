@@ -69,6 +69,7 @@ from visualmixer.tools.layout import (
     note_lock_and_damage,
     out_format,
     output_names,
+    recorded_generator,
     resolved_path,
     warner,
 )
@@ -109,7 +110,7 @@ def _open_obfuscate_manifest(man_path: Path, header: dict, *, overwrite: bool, d
             vio.remove_stale_temps(dst_p)
         return Manifest.create(man_path, header, overwrite=overwrite)
     man = Manifest.open(man_path)
-    check_resumable(man_path, man.header, header)
+    check_resumable(man_path, {**man.header, "generator": recorded_generator(man.header, man.done())}, header)
     removed = vio.remove_stale_temps(dst_p) if dst_p.exists() else 0
     if removed:
         say(f"removed {removed} temporary file(s) left by an interrupted run")

@@ -446,7 +446,7 @@ def check_resumable(man_path: Path, old: dict, new: dict) -> None:
     ways out (the recorded values, ``overwrite=True``, another destination).
     """
     old = dict(old)
-    old.setdefault("generator", 1)
+    old.setdefault("generator", 1)  # (callers pass recorded_generator's answer)
     into = f"{man_path} records a run into {old.get('dst')}"
     ways = "pass overwrite=True to start over (every image is done again), or choose another DST"
     if old.get("key_fingerprint") != new["key_fingerprint"]:
@@ -473,7 +473,21 @@ def check_resumable(man_path: Path, old: dict, new: dict) -> None:
 
 
 def generator_version() -> int:
-    """The core's permutation-generator version (1 until the core says otherwise)."""
-    from visualmixer.core import permute
+    """The core's permutation-generator version: the one whose plans a run writes."""
+    from visualmixer.core.keyed import GENERATOR
 
-    return int(getattr(permute, "GENERATOR_VERSION", 1))
+    return int(GENERATOR)
+
+
+def recorded_generator(header: dict, done: list[dict]) -> int:
+    """The permutation generator of a recorded run.
+
+    A header's value other than 1 is the run's. Headers written before this check worked said 1
+    (or nothing) whatever generator made the plans: then the outputs' plans say it — with none
+    recorded, nothing can mix, and the run counts as this release's; where they differ (they
+    should not), the one that differs from this release's."""
+    stated = int(header.get("generator", 1))
+    if stated != 1:
+        return stated
+    made = {int(r["plan"].get("generator", 1)) for r in done if isinstance(r.get("plan"), dict)}
+    return min(made - {generator_version()}, default=generator_version())
