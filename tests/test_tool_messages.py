@@ -132,3 +132,18 @@ def test_restore_into_an_unrelated_folder_is_refused(run, capsys):
     capsys.readouterr()
     assert main(["restore", str(dst), str(empty), "--key", str(key)]) == 0
     assert "restored 1, already done 11" in capsys.readouterr().out
+
+
+def test_a_manifest_path_that_is_a_key_file_is_refused_even_with_overwrite(run, capsys):
+    """The way out the damaged-header message names (--overwrite) must not replace a key."""
+    src, key, dst, tmp = run
+    before = key.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["obfuscate", str(src), str(dst), "--key", str(key), "--manifest", str(key), "-q", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--manifest: " in err and "is the key file" in err
+    other = tmp / "secret" / "other.key"  # another key (a link to it, or the library given a Key object)
+    assert main(["keygen", str(other), "-q"]) == 0
+    with pytest.raises(FileExistsError, match="is a visualmixer key file"):
+        folders.obfuscate_folder(src, dst, Key.load(key), manifest=other, overwrite=True, progress=False)
+    assert key.read_bytes() == before and other.read_bytes().startswith(b"visualmixer-key-v1\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from visualmixer.core.atomic import replace_atomically
 
-__all__ = ["Key", "ImageId", "encode_image_id", "check_key", "KEY_BYTES"]
+__all__ = ["Key", "ImageId", "encode_image_id", "check_key", "KEY_BYTES", "is_key_file"]
 
 KEY_BYTES = 32
 _FILE_HEADER = "visualmixer-key-v1"
@@ -185,3 +185,13 @@ def check_key(key, name: str = "key") -> Key:
         raise TypeError(f"{name} must be a visualmixer.Key (e.g. Key.generate() or Key.load(path)), "
                         f"got {type(key).__name__}")
     return key
+
+
+def is_key_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an existing file that starts as a key file does (its header line):
+    for the tools that write files, so that a misdirected path never replaces a key."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(_FILE_HEADER) + 1) == f"{_FILE_HEADER}\n".encode()
+    except OSError:
+        return False

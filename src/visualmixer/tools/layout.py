@@ -391,6 +391,9 @@ def manifest_location(manifest, key_path, src_p: Path, dst_p: Path) -> Path:
     else:
         man_path = Path(manifest)
     man_abs = resolved_path(man_path)
+    if key_path is not None and man_abs == resolved_path(key_path):
+        raise ValueError(f"manifest: {man_path} is the key file: the manifest needs a path of its own "
+                         "(by default it goes next to the key)")
     for folder, label in ((src_p, "SRC"), (dst_p, "DST")):
         if is_inside(man_abs, folder):
             raise ValueError(f"manifest: {man_path} is inside {label} {folder}: the manifest is "

@@ -44,6 +44,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from visualmixer.core.keys import is_key_file
+
 __all__ = ["Manifest", "MANIFEST_VERSION", "READABLE_VERSIONS", "SIGS_ID", "sigs_records"]
 
 #: The format version this code writes.
@@ -134,6 +136,8 @@ class Manifest:
     def create(cls, path: str | os.PathLike, header: dict[str, Any], *, overwrite: bool = False) -> Manifest:
         """Start a new manifest at ``path`` holding only ``header`` (mode 0600)."""
         path = Path(path)
+        if is_key_file(path):  # overwrite=True or not: replacing it would lose every image it protects
+            raise FileExistsError(f"manifest {path} is a visualmixer key file: give the manifest another path")
         if path.exists() and not overwrite:
             raise FileExistsError(f"manifest {path} exists (pass overwrite=True to start over)")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +206,8 @@ class Manifest:
         except ValueError:
             rec = None
         if not isinstance(rec, dict) or rec.get("t") != "header":
+            if is_key_file(path):
+                raise ValueError(f"{path} is a visualmixer key file, not a manifest: give the manifest another path")
             raise ValueError(
                 f"{path}: line 1 is not a visualmixer manifest header (damaged or not a "
                 "manifest); it cannot be resumed: start over with overwrite=True"
