@@ -72,6 +72,41 @@ def _tree(root: Path, n: int, classes: int = 2, size: int = 16) -> None:
         _save(root / f"c{i % classes}" / f"img{i:02d}.png", i, size=size)
 
 
+@pytest.mark.parametrize("how", ["failed_first", "added_later"])
+def test_a_later_restore_never_keeps_another_images_file_under_a_name(tmp_path, keys, capsys, how):
+    """``a.jpg`` and ``a.png`` both want ``a.png``. A restore made while ``a.png`` had failed
+    (or was not there yet) must not leave ``a.jpg``'s pixels as ``a.png`` once it is done."""
+    src, dst, back = tmp_path / "src", tmp_path / "dst", tmp_path / "back"
+    _save(src / "a.jpg", 0, "JPEG")
+    if how == "failed_first":
+        (src / "a.png").write_bytes(b"")
+    run = ["--key", str(keys[0]), "-q"]
+    main(["obfuscate", str(src), str(dst), *run])
+    main(["restore", str(dst), str(back), *run])
+    _save(src / "a.png", 1)
+    assert main(["obfuscate", str(src), str(dst), *run]) == 0
+    assert main(["restore", str(dst), str(back), *run]) == 0
+    assert (_pixels(back / "a.png") == _pixels(src / "a.png")).all()
+    assert (_pixels(back / "a.jpg.png") == _pixels(src / "a.jpg")).all()
+
+
+def test_an_image_that_left_src_keeps_its_output_name(tmp_path, keys, capsys):
+    """Without ``a.png`` in SRC, ``a.jpg`` would want ``a.png``: the name of ``a.png``'s output,
+    which must stay restorable."""
+    src, dst, back = tmp_path / "src", tmp_path / "dst", tmp_path / "back"
+    _save(src / "a.jpg", 0, "JPEG")
+    _save(src / "a.png", 1)
+    run = ["--key", str(keys[0]), "-q"]
+    assert main(["obfuscate", str(src), str(dst), *run]) == 0
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
+    kept = _pixels(src / "a.png")
+    (src / "a.png").rename(tmp_path / "a.png.moved")
+    assert main(["obfuscate", str(src), str(dst), *run]) == 0
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
+    assert main(["restore", str(dst), str(back), *run]) == 0
+    assert (_pixels(back / "a.png") == kept).all()
+
+
 @pytest.mark.parametrize("mix", [None, "2"])
 def test_resume_redoes_a_damaged_output(tmp_path, keys, capsys, mix):
     src, dst, ref = tmp_path / "src", tmp_path / "dst", tmp_path / "ref"

@@ -70,6 +70,7 @@ from visualmixer.tools.layout import (
     out_format,
     output_names,
     recorded_generator,
+    recorded_ids,
     resolved_path,
     warner,
 )
@@ -300,7 +301,9 @@ def obfuscate_folder(
                 man.append([{"t": "listing", "id": "", "images": len(ids)}])
         try:
             note_lock_and_damage(lock, man, say)
-            names = output_names(ids, fmt=options.format, rename=options.rename, key=key)
+            current = set(ids)  # (recorded images that left SRC keep their names)
+            names = output_names(ids + [i for i in recorded_ids(man) if i not in current], fmt=options.format,
+                                 rename=options.rename, key=key)
             _obfuscate_run(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                            man=man, summary=summary, overwrite=overwrite, workers=workers, dask=dask,
                            batch_size=batch_size, show=progress, say=say,

@@ -401,6 +401,14 @@ def manifest_location(manifest, key_path, src_p: Path, dst_p: Path) -> Path:
     return man_path
 
 
+def recorded_ids(man) -> list[str]:
+    """The images a run's manifest records (finished, failed, skipped or pending), in record order.
+
+    Output and restored names are decided over these and the current ones together: an image
+    that failed, is pending or has left SRC keeps its name, so no other image takes it over."""
+    return [i for i, r in man.records.items() if i and r.get("t") in ("pending", "done", "failed", "skipped")]
+
+
 def listed_images(man) -> int | None:
     """How many images the run's source held at its latest start (``None``: not recorded)."""
     listing = man.records.get("")
@@ -417,7 +425,7 @@ def check_restore_target(out_p: Path, man) -> None:
     """
     if not out_p.is_dir():
         return
-    ids = [i for i in man.records if i]
+    ids = recorded_ids(man)
     expected = set(output_names(ids, fmt="png").values())
     expected |= set(output_names([r["id"] for r in man.done()], fmt="png").values())
     foreign = []

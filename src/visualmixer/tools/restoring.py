@@ -11,13 +11,15 @@ never finished are counted (:attr:`RunSummary.never`) and named in a warning.
 from __future__ import annotations
 
 import os
+import posixpath
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from visualmixer.tools import imageio as vio
-from visualmixer.tools.chunks import restore_chunk
+from visualmixer.tools.chunks import pixel_check, restore_chunk
 from visualmixer.tools.distributed import map_unordered
 from visualmixer.tools.errors import describe_oserror
 from visualmixer.tools.layout import (
@@ -30,6 +32,7 @@ from visualmixer.tools.layout import (
     listed_images,
     note_lock_and_damage,
     output_names,
+    recorded_ids,
     resolved_path,
     warner,
 )
@@ -95,7 +98,7 @@ def _never_inside(man, dst_p: Path) -> dict[str, Path]:
 
 
 def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary, say: Callable[[str], None],
-                  never_inside: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
+                  never_inside: dict[str, Path], key: Any) -> tuple[list[dict], dict[str, str]]:
     done = man.done()
     listed = listed_images(man)
     finished = sum(1 for i, r in man.records.items() if i and r.get("t") in ("done", "failed", "skipped"))
@@ -108,19 +111,45 @@ def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary, say: C
         if rec.get("t") in ("failed", "skipped"):
             summary.skipped += 1
             summary.problems.append((rec["id"], "skipped", f"not obfuscated: {rec.get('reason')}"))
-    names = output_names([r["id"] for r in done], fmt="png")
+    # Names from every image the run recorded, not only the finished ones: an image that failed
+    # or was pending still holds its name, so a later restore names the others as this one does.
+    every = output_names(recorded_ids(man), fmt="png")
+    names = {r["id"]: every[r["id"]] for r in done}
     check_no_way_into(out_p, names.values(), never_inside)  # a link in RESTORED must not lead there
     if any(r.get("out_format") == "jpeg" for r in done):
         say("some outputs were written as JPEG (format='same'): their restored pixels are "
             "close to, not equal to, the originals")
+    contested = _contested(every)
     todo = []
     for rec in done:
         path = out_p / names[rec["id"]]
-        if not overwrite and path.is_file() and not path.is_symlink():  # a link is no restored file
+        if (not overwrite and path.is_file() and not path.is_symlink()  # a link is no restored file
+                and (rec["id"] not in contested or _restored_from(path, rec, key))):
             summary.already += 1
         else:
             todo.append(rec)
     return todo, names
+
+
+def _natural_name(image_id: str) -> str:
+    return posixpath.splitext(image_id)[0] + ".png"
+
+
+def _contested(names: dict[str, str]) -> set[str]:
+    """The ids whose restored file name another id of the run could have had in an earlier
+    restore (``a.jpg`` beside ``a.png``: which of them is ``a.png`` depends on which were
+    recorded then). A file of such a name is taken as restored only when its pixels are the image's."""
+    claims = Counter(_natural_name(i).lower() for i in names)
+    claims.update(name.lower() for i, name in names.items() if name != _natural_name(i))
+    return {i for i, name in names.items() if name != _natural_name(i) or claims[name.lower()] > 1}
+
+
+def _restored_from(path: Path, rec: dict, key: Any) -> bool:
+    """Whether the file ``path`` holds the restored pixels of the image ``rec`` describes."""
+    try:
+        return pixel_check(key, rec["id"], vio.read_image(path)) == rec.get("check")
+    except (OSError, ValueError):
+        return False
 
 
 def _read_output(path: Path, rel: str) -> tuple[bytes | None, str]:
@@ -185,7 +214,7 @@ def restore_folder(
         if not overwrite:
             check_restore_target(out_p, man)
         never_inside = _never_inside(man, dst_p)
-        todo, names = _restore_todo(man, out_p, overwrite, summary, say, never_inside)
+        todo, names = _restore_todo(man, out_p, overwrite, summary, say, never_inside, key)
         guard = StopGuard(man_path, len(todo), never_inside=never_inside)
         guard.mkdir(out_p)
         removed = vio.remove_stale_temps(out_p)
