@@ -255,6 +255,17 @@ def test_fifos_devices_and_broken_links_fail_alone_at_once(tmp_path, keys):
     assert (tmp_path / "dst" / "c" / "good.png").is_file()
     res = _cli("vfe", str(src / "c"))  # one file at a time through imageio
     assert res.returncode == 1 and "not a regular file (a FIFO (named pipe))" in res.stdout + res.stderr
+    # an output replaced by a FIFO: restore names it and goes on
+    (src / "c" / "fifo.png").unlink()
+    (src / "c" / "zero.png").unlink()
+    (src / "c" / "dangling.png").unlink()
+    _save(src / "c" / "other.png", 2)
+    assert _cli("obfuscate", str(src), str(tmp_path / "dst2"), "--key", str(keys[0]), "-q").returncode == 0
+    (tmp_path / "dst2" / "c" / "other.png").unlink()
+    os.mkfifo(tmp_path / "dst2" / "c" / "other.png")
+    res = _cli("restore", str(tmp_path / "dst2"), str(tmp_path / "back"), "--key", str(keys[0]), "-q")
+    assert res.returncode == 1 and "c/other.png: not a regular file (a FIFO (named pipe))" in res.stderr, res.stderr
+    assert (tmp_path / "back" / "c" / "good.png").is_file()
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")

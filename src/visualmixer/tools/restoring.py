@@ -154,9 +154,11 @@ def _restored_from(path: Path, rec: dict, key: Any) -> bool:
 
 def _read_output(path: Path, rel: str) -> tuple[bytes | None, str]:
     try:
-        return path.read_bytes(), ""
+        return vio.read_regular(path), ""  # (a FIFO or device put there would block a plain read)
     except FileNotFoundError:
         return None, f"{rel} is missing"
+    except vio.ImageReadError as exc:
+        return None, f"{rel}: {exc}"
     except OSError as exc:
         return None, f"cannot read {rel} ({describe_oserror(exc)}); rerun to retry"
 
