@@ -336,3 +336,14 @@ def test_restore_with_the_manifest_of_another_dst_says_so(tmp_path, keys, capsys
     assert main(["restore", str(moved), str(tmp_path / "back"), "--key", str(keys[0]), "-q",
                  "--manifest", str(man_one)]) == 0
     assert f"records a run into {one}, not {moved}: restoring from {moved}" in capsys.readouterr().err
+
+
+def test_a_linked_folder_in_src_is_named_not_silently_left_out(tmp_path, keys, capsys):
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere" / "dogs"
+    _save(src / "cats" / "1.png", 0)
+    _save(elsewhere / "2.png", 1)
+    (src / "dogs").symlink_to(elsewhere)
+    assert main(["obfuscate", str(src), str(tmp_path / "dst"), "--key", str(keys[0]), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "1 linked folder(s) in SRC not followed, their images left out: dogs" in err, err
+    assert not (tmp_path / "dst" / "dogs").exists()

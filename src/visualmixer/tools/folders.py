@@ -120,8 +120,13 @@ def _open_obfuscate_manifest(man_path: Path, header: dict, *, overwrite: bool, d
 
 def _list_sources(src_p: Path, options: FolderOptions, summary: RunSummary,
                   say: Callable[[str], None]) -> list[str]:
-    ids, ignored = list_images(src_p)
+    linked: list[str] = []
+    ids, ignored = list_images(src_p, linked=linked)
     summary.ignored = len(ignored)
+    if linked:  # (a link may lead anywhere, into DST or round in a loop: never followed)
+        shown = ", ".join(linked[:3]) + (", ..." if len(linked) > 3 else "")
+        say(f"{len(linked)} linked folder(s) in SRC not followed, their images left out: {shown}; "
+            "copy them into SRC (or pass the folder they lead to as SRC of a run of their own)")
     if options.format == "same" and any(posixpath.splitext(i)[1].lower() in JPEG_EXT for i in ids):
         say("format='same': JPEG inputs are written as JPEG again (lossy), so restore cannot "
             "give the exact pixels back for them; use format='png' (default) for exact restore")

@@ -255,11 +255,12 @@ def _no_manifest_message(key_path: Path, dst, exact: Path, name: str) -> str:
     )
 
 
-def list_images(src: str | os.PathLike) -> tuple[list[str], list[str]]:
+def list_images(src: str | os.PathLike, *, linked: list[str] | None = None) -> tuple[list[str], list[str]]:
     """Walk ``src`` (sorted, symlinked folders not followed) into ``(image_ids, ignored)``.
 
     Image ids are POSIX relative paths of files with an image extension; ``ignored`` lists the
-    other files (never copied). Temporary files of this package are not listed at all.
+    other files (never copied). Temporary files of this package are not listed at all. The links
+    to folders that were not followed are appended to ``linked`` when it is given.
     """
     root = Path(src)
     ids: list[str] = []
@@ -267,6 +268,9 @@ def list_images(src: str | os.PathLike) -> tuple[list[str], list[str]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
+        if linked is not None:
+            linked += [name if rel_dir == "." else posixpath.join(Path(rel_dir).as_posix(), name)
+                       for name in dirnames if os.path.islink(os.path.join(dirpath, name))]
         for name in sorted(filenames):
             if name.endswith(vio.TEMP_SUFFIX):
                 continue
