@@ -147,3 +147,24 @@ def test_a_manifest_path_that_is_a_key_file_is_refused_even_with_overwrite(run, 
     with pytest.raises(FileExistsError, match="is a visualmixer key file"):
         folders.obfuscate_folder(src, dst, Key.load(key), manifest=other, overwrite=True, progress=False)
     assert key.read_bytes() == before and other.read_bytes().startswith(b"visualmixer-key-v1\n")
+
+
+def test_folders_and_files_in_the_wrong_place_are_usage_errors_naming_the_flag(run, capsys):
+    src, key, dst, tmp = run
+    folder, afile = tmp / "a-folder", tmp / "a-file"
+    folder.mkdir(mode=0o700)
+    afile.write_bytes(b"")
+    cases = [
+        (["obfuscate", str(src), str(dst), "--key", str(folder)], "--key: ", "is a folder"),
+        (["obfuscate", str(src), str(dst), "--key", str(key), "--manifest", str(folder)], "--manifest: ",
+         "is a folder"),
+        (["obfuscate", str(src), str(afile), "--key", str(key)], "DST ", "is a file, not a folder"),
+        (["restore", str(src), str(tmp / "back"), "--key", str(folder)], "--key: ", "is a folder"),
+        (["restore", str(src), str(tmp / "back"), "--key", str(key), "--manifest", str(folder)], "--manifest: ",
+         "is a folder"),
+        (["restore", str(src), str(afile), "--key", str(key)], "RESTORED ", "is a file, not a folder"),
+    ]
+    for args, flag, what in cases:
+        assert main([*args, "-q"]) == 2, args
+        err = capsys.readouterr().err
+        assert flag in err and what in err and "Errno" not in err, err

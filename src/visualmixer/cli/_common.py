@@ -108,6 +108,8 @@ def load_key(path):
         return Key.load(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"--key: no key file at {path} (make one with `visualmixer keygen`)") from None
+    except IsADirectoryError:
+        raise ValueError(f"--key: {path} is a folder; give the key file (made by `visualmixer keygen`)") from None
     except PermissionError as exc:
         raise PermissionError(f"--key: {exc}") from None
     except ValueError as exc:

@@ -188,6 +188,8 @@ def check_folders(src: Path, dst: Path, *, src_label: str = "SRC", dst_label: st
     """Refuse a destination equal to, inside, or containing the source (resolved paths)."""
     if not src.is_dir():
         raise FileNotFoundError(f"{src_label} {src} is not a folder")
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst_label} {dst} is a file, not a folder: give a new or existing folder")
     if is_inside(dst, src):
         raise ValueError(
             f"{dst_label} {dst} is {'the same as' if dst == src else 'inside'} {src_label} {src}: "
@@ -395,6 +397,9 @@ def manifest_location(manifest, key_path, src_p: Path, dst_p: Path) -> Path:
     else:
         man_path = Path(manifest)
     man_abs = resolved_path(man_path)
+    if man_abs.is_dir():
+        raise ValueError(f"manifest: {man_path} is a folder; give the manifest a file path (or leave it out: "
+                         "it then goes next to the key)")
     if key_path is not None and man_abs == resolved_path(key_path):
         raise ValueError(f"manifest: {man_path} is the key file: the manifest needs a path of its own "
                          "(by default it goes next to the key)")

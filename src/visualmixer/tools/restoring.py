@@ -48,6 +48,9 @@ __all__ = ["restore_folder"]
 # -- restore --------------------------------------------------------------------------------------
 def _restore_manifest_path(manifest, key_path, dst_p: Path) -> Path:
     if manifest is not None:
+        if Path(manifest).is_dir():
+            raise ValueError(f"manifest: {manifest} is a folder; give the manifest file (its path is on the "
+                             "summary line of the obfuscate run)")
         if not Path(manifest).is_file():
             raise FileNotFoundError(
                 f"manifest: there is no manifest file at {manifest} (obfuscate writes it beside the "
