@@ -168,3 +168,21 @@ def test_folders_and_files_in_the_wrong_place_are_usage_errors_naming_the_flag(r
         assert main([*args, "-q"]) == 2, args
         err = capsys.readouterr().err
         assert flag in err and what in err and "Errno" not in err, err
+
+
+def test_an_interrupted_overwrite_run_resumes_with_the_command_it_prints(run, capsys, monkeypatch):
+    """Resumed with --overwrite it would start over; without, it used to refuse the older run's
+    files it had not replaced yet. The printed command leaves --overwrite out, and works."""
+    src, key, dst, tmp = run
+    assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q"]) == 0
+    _interrupt_after_first_chunk(monkeypatch)
+    argv = ["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--batch-size", "4", "--overwrite"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    resume = err.split("resume with: ")[1].strip()
+    assert "--overwrite" not in resume and "--batch-size 4" in resume, err
+    monkeypatch.undo()
+    assert main(resume.split()[1:]) == 0
+    manifest = next((tmp / "secret").glob("k.key.photos-vm-*.manifest.jsonl"))
+    lines = manifest.read_text().splitlines()
+    assert sum('"t": "done"' in line for line in lines) == 12  # 4 before the stop, 8 after: not 4 + 12

@@ -92,12 +92,14 @@ def _run_mapped(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     prefix = f"visualmixer {args.command}"
     resumable = args.command in ("obfuscate", "restore")
+    # (an obfuscate run started with --overwrite owns DST: resumed with it, it would start over)
+    drop = ("--overwrite",) if args.command == "obfuscate" else ()
     try:
         with _sigterm_stops_gracefully(resumable):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         tail = ("; nothing is lost: finished images are recorded, resume with: "
-                + resume_command(argv)) if resumable else ""
+                + resume_command(argv, drop=drop)) if resumable else ""
         if args.command == "train":  # (a checkpoint after every epoch)
             again = resume_command(argv) + ("" if getattr(args, "resume", False) else " --resume")
             tail = f"; the finished epochs are checkpointed, continue with: {again}"
@@ -107,7 +109,7 @@ def _run_mapped(args: argparse.Namespace, argv: list[str] | None) -> int:
     except ToolError as exc:
         msg = flags_for(str(exc), args.command)
         if isinstance(exc, RunStopped):
-            msg = msg.replace("rerun the same call to resume", "resume with: " + resume_command(argv))
+            msg = msg.replace("rerun the same call to resume", "resume with: " + resume_command(argv, drop=drop))
         print(f"{prefix}: error: {msg}", file=sys.stderr)
         return exc.exit_code
     except MissingExtraError as exc:

@@ -95,9 +95,9 @@ def flags_for(message: str, command: str | None = None) -> str:
     return pattern.sub(sub, " ".join(str(message).split()))
 
 
-def resume_command(argv: list[str] | None) -> str:
-    """The command line that resumes this run (as typed, shell-quoted)."""
-    return shlex.join(["visualmixer", *(sys.argv[1:] if argv is None else argv)])
+def resume_command(argv: list[str] | None, *, drop: tuple[str, ...] = ()) -> str:
+    """The command line that resumes this run (as typed, shell-quoted), less the flags ``drop``."""
+    return shlex.join(["visualmixer", *(a for a in (sys.argv[1:] if argv is None else argv) if a not in drop)])
 
 
 def load_key(path):

@@ -294,6 +294,8 @@ def obfuscate_folder(
             RunLock.for_destination(dst_p, command="obfuscate"):
         ids = _usable_ids(_list_sources(src_p, options, summary, say), summary)
         header = _obfuscate_header(src_p, dst_p, key, options, batch_size, len(ids))
+        if overwrite:  # the run owns DST's files: its resume (without overwrite) replaces the older ones
+            header["took_over_dst"] = True
         plan = None
         if options.mix is not None:
             plan = prepare_mix(ids, src_p, key, options, workers=workers, dask=dask,
@@ -326,7 +328,8 @@ def obfuscate_folder(
 def _obfuscate_run(plan, ids, names, *, src_p, dst_p, key, options, man, summary, overwrite,
                    workers, dask, batch_size, show, say, check) -> None:
     """The work of a run, plain or mixed, then the settling of renamed and mixed releases."""
-    if not overwrite and dst_p.is_dir():  # another key's or run's images: never mix with them
+    if not (overwrite or man.header.get("took_over_dst")) and dst_p.is_dir():  # another key's or run's
+        # images: never mix with them (unless this run was started over them with overwrite)
         foreign = [i for i in list_images(dst_p)[0] if i not in man.written]
         if foreign:
             raise foreign_outputs(dst_p, foreign)
