@@ -167,6 +167,13 @@ def test_plans_from_dict_names_the_bad_field(field, value, match):
         vm.Plans.from_dict({**data, field: value})
 
 
+def test_plans_from_dict_checks_the_level_strings_before_building_a_huge_grid():
+    data = {**vm.obfuscate(_batch(), key=KEY, ids=[0, 1]).plans.to_dict(), "region": 1, "height": 10**7,
+            "width": 10**7}
+    with pytest.raises(ValueError, match="each level string must hold 100000000000000 digits"):
+        vm.Plans.from_dict(data)
+
+
 def test_region_sides_with_more_levels_than_generator_2_keys_are_refused():
     deep = [r for r in range(1, 257) if len(tile_ladder(r)) > MAX_LEVELS]
     assert deep == [120, 168, 180, 210, 216, 240, 252]

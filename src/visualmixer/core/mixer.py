@@ -141,16 +141,18 @@ class Plans:
             if channels == 2 or not isinstance(data["channel_order"], bool):
                 raise ValueError(f"channels must be 1 or 3 and channel_order true or false, got {channels!r} "
                                  f"and {data['channel_order']!r}")
-            grid = region_grid(h, w, region)
             if not isinstance(data["levels"], list) or not all(isinstance(s, str) for s in data["levels"]):
                 raise ValueError("levels must be a list of strings")
+            count = -(-h // region) * -(-w // region)  # (checked before the grid of that size is built)
+            if any(len(s) != count for s in data["levels"]):
+                raise ValueError(f"each level string must hold {count} digits (one per region of side {region} "
+                                 f"of a {h}x{w} image)")
+            grid = region_grid(h, w, region)
             bad = set("".join(data["levels"])) - set(_DIGITS[: grid.levels + 1])
             if bad:
                 raise ValueError(f"levels hold {sorted(bad)}, not levels of region {region} "
                                  f"(digits 0-{_DIGITS[grid.levels]})")
             rows = [[_DIGITS.index(ch) for ch in s] for s in data["levels"]]
-            if any(len(r) != grid.count for r in rows):
-                raise ValueError(f"each level string must hold {grid.count} digits")
             levels = torch.tensor(rows, dtype=torch.uint8).view(len(rows), grid.rows, grid.cols)
             _plan_levels(levels, grid)
             generator = _check_generator(data.get("generator", 1))

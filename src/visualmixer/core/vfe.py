@@ -11,8 +11,10 @@ with ``k = (s + 1) / (4 s)`` for a full window (``(ab - 1) / (2 (a(b-1) + (a-1)b
 window count. The image VFE is the saliency-weighted mean of the channel-averaged ``v`` over
 windows; window weights are the summed per-pixel saliency of each window.
 
-uint8 input is computed exactly (integer sums); floating input in float64 with a two-pass
-variance, so the value does not depend on dtype, offset or contrast scale.
+uint8 input is computed exactly (integer sums); floating input with a two-pass variance, float64
+in float64 and other floating dtypes in float32 (within 2e-6 of float64 for values of magnitude
+1e-18 to 1e12; beyond, float32's squares overflow or underflow: pass float64), so the value does
+not depend on offset or contrast scale.
 """
 
 from __future__ import annotations
