@@ -234,3 +234,13 @@ def test_images_with_more_regions_than_the_key_counter_holds_are_refused():
     assert resolve_region(2, 8192, 8192) == 2 and resolve_region(None, 16384, 16384) == 16
     with pytest.raises(ValueError, match="67108864 regions of side 2.*use region >= 3"):
         resolve_region(2, 16384, 16384)
+
+
+def test_a_per_window_saliency_map_weighs_as_vfe_weighs_it_also_at_partial_windows():
+    """30² with 4-px windows: the last row and column of windows are 2 px wide. The achieved VFE
+    must be what ``vm.vfe`` gives the output with the same map."""
+    x = _batch(n=2, h=30, w=30)
+    per_window = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    res = vm.obfuscate(x, key=KEY, ids=[0, 1], saliency=per_window)
+    assert torch.equal(res.vfe, vm.vfe(res.images, saliency=per_window))
+    assert torch.equal(vm.saliency_weights(x, saliency=per_window).weights, per_window)

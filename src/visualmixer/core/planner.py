@@ -55,13 +55,16 @@ def plan_sequence(salient: torch.Tensor, j: torch.Tensor, top: int) -> torch.Ten
 
 
 
-def _pixel_saliency(batch: torch.Tensor, saliency, window: int) -> torch.Tensor:
-    """Per-pixel saliency ``(N, 1, H, W)`` float64 for the planner's bands and weights."""
+def _pixel_saliency(batch: torch.Tensor, saliency, window: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-pixel saliency ``(N, 1, H, W)`` float64 for the planner's bands and weights, and the
+    caller's per-window map ``(N, nh, nw)`` when one was given (else ``None``): the window
+    weights are then that map as given, as :func:`visualmixer.vfe` uses it (summing its spread
+    would weigh the partial windows at the edge by their pixel counts)."""
     h, w = batch.shape[2:]
     smap, per_window = resolve_saliency(saliency, batch, window)
     if per_window:  # spread each window's weight over its pixels
-        smap = smap.repeat_interleave(window, 1).repeat_interleave(window, 2)[:, None, :h, :w]
-    return smap
+        return smap.repeat_interleave(window, 1).repeat_interleave(window, 2)[:, None, :h, :w], smap
+    return smap, None
 
 
 def _salient_regions(smap: torch.Tensor, grid: RegionGrid) -> torch.Tensor:

@@ -125,8 +125,9 @@ def weigh(batch: torch.Tensor, region: int, saliency) -> SaliencyWeights:
     """:func:`saliency_weights` of a checked batch ``(N, C, H, W)`` and region side."""
     h, w = batch.shape[2:]
     window = default_region(h, w)  # a function of the size only, so VFE stays comparable
-    smap = _pixel_saliency(batch, saliency, window)
-    return SaliencyWeights(window_weights(batch, smap, window, trusted=is_own_saliency(saliency)),
+    smap, per_window = _pixel_saliency(batch, saliency, window)
+    given = smap if per_window is None else per_window
+    return SaliencyWeights(window_weights(batch, given, window, trusted=is_own_saliency(saliency)),
                            _salient_regions(smap, region_grid(h, w, region)), region, h, w)
 
 
