@@ -59,17 +59,14 @@ from visualmixer.tools.layout import (
     RunSummary,
     check_folders,
     check_parallel,
-    check_resumable,
     default_manifest_path,
     find_manifest,
-    generator_version,
     list_images,
     listed_images,
     manifest_location,
     note_lock_and_damage,
     out_format,
     output_names,
-    recorded_generator,
     recorded_ids,
     resolved_path,
     warner,
@@ -79,6 +76,7 @@ from visualmixer.tools.manifest import sigs_records
 from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
+from visualmixer.tools.resume_check import check_resumable, generator_version, recorded_generator
 from visualmixer.tools.safe_io import (
     OutputCheck,
     StopGuard,
