@@ -244,3 +244,19 @@ def test_a_per_window_saliency_map_weighs_as_vfe_weighs_it_also_at_partial_windo
     res = vm.obfuscate(x, key=KEY, ids=[0, 1], saliency=per_window)
     assert torch.equal(res.vfe, vm.vfe(res.images, saliency=per_window))
     assert torch.equal(vm.saliency_weights(x, saliency=per_window).weights, per_window)
+
+
+@pytest.mark.parametrize("h, w, region", [(30, 30, None), (200, 200, None), (12, 12, 8), (30, 22, 4), (31, 31, 14)])
+def test_every_region_of_more_than_one_pixel_changes_even_at_target_0(h, w, region):
+    """A corner region whose sides both divide the level-1 tile is one tile at level 1 (nothing
+    would move; a grey image has no channel order): it starts at its first level with two tiles."""
+    from visualmixer.core.regions import to_regions
+
+    x = (torch.arange(h * w) % 251).view(1, 1, h, w).to(torch.uint8).repeat(2, 1, 1, 1)  # distinct per region
+    x[1] = torch.randint(0, 256, (1, h, w), generator=torch.Generator().manual_seed(1))
+    res = vm.obfuscate(x, key=KEY, ids=[0, 1], target_vfe=0.0, region=region)
+    grid = res.plans.grid
+    sizes = torch.tensor([a * b for a, b in grid.kind_sizes])[grid.kinds]
+    same = (to_regions(x, grid) == to_regions(res.images, grid)).flatten(2).all(-1)  # (N, regions)
+    assert not same[:, sizes > 1].any()
+    assert torch.equal(vm.restore(res.images, res.plans, key=KEY, ids=[0, 1]), x)

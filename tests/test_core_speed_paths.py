@@ -132,7 +132,8 @@ def test_plans_record_the_generator_and_old_dicts_are_generator_1():
 # -- one-pass targeting ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("size, grey, dtype", [(64, False, torch.uint8), (28, True, torch.uint8),
-                                               (32, False, torch.float32), (40, False, torch.uint8)])
+                                               (32, False, torch.float32), (40, False, torch.uint8),
+                                               (30, True, torch.uint8)])  # 30: 2x2 corner regions
 def test_one_pass_takes_the_first_plan_reaching_the_target(size, grey, dtype):
     """The rule (SPEC §5.3), checked against every plan shuffled and scored for real; the VFE
     returned is the VFE of the output, bit for bit."""
@@ -151,14 +152,14 @@ def test_one_pass_takes_the_first_plan_reaching_the_target(size, grey, dtype):
         assert torch.equal(real, res.vfe)
         plan_vfe = []
         for j in range(last + 1):
-            lv = mixer.plan_sequence(salient, torch.full((n,), j), grid.levels)
+            lv = mixer.plan_sequence(salient, torch.full((n,), j), grid.levels, grid.lowest_levels)
             out = shuffle_regions(to_regions(x, grid), key_words(KEY.subkeys(ids, "shuffle"), "cpu"), lv,
                                   grid, True, generator=2)
             plan_vfe.append(weighted_vfe(window_scores(from_regions(out, grid), window), weights))
         plan_vfe = torch.stack(plan_vfe, 1)
         hit = plan_vfe >= tau
         first = torch.where(hit.any(1), hit.int().argmax(1), torch.full((n,), last))
-        expect = mixer.plan_sequence(salient, first, grid.levels).view(n, grid.rows, grid.cols)
+        expect = mixer.plan_sequence(salient, first, grid.levels, grid.lowest_levels).view(n, grid.rows, grid.cols)
         assert torch.equal(res.plans.levels.long(), expect)
 
 

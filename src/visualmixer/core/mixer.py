@@ -4,10 +4,11 @@
 the target VFE (weighted by the ORIGINAL image's saliency). The sequence raises a global base level
 step by step and, in between, lifts the most salient quarter of the regions one level further::
 
-    plan j:  level(r) = min(top, 1 + j // 2 + (j % 2) * salient(r)),   j = 0 .. 2 * top - 2
+    plan j:  level(r) = max(lowest(r), min(top, 1 + j // 2 + (j % 2) * salient(r))),   j = 0 .. 2 * top - 2
 
 so more salient regions are never shuffled more coarsely than less salient ones, every region of
-more than one pixel is shuffled at least at level 1, and no region is shuffled finer than the first
+more than one pixel is shuffled (at least at level 1, or at its lowest level that moves a pixel:
+:attr:`~visualmixer.core.regions.RegionGrid.lowest_levels`), and no region is shuffled finer than the first
 plan that reaches the target. :mod:`visualmixer.core.planner` finds that plan (exactly, in one
 pass over the ladder, where VFE windows are the regions); this module holds the public API, the
 plan format and restore.

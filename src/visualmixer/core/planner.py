@@ -4,7 +4,9 @@ gets.
 The plan sequence raises a global base level step by step and, in between, lifts the most
 salient quarter of the regions one level further::
 
-    plan j:  level(r) = min(top, 1 + j // 2 + (j % 2) * salient(r)),   j = 0 .. 2 * top - 2
+    plan j:  level(r) = max(lowest(r), min(top, 1 + j // 2 + (j % 2) * salient(r))),   j = 0 .. 2 * top - 2
+
+(``lowest(r)``: the region's lowest level that moves its pixels, :attr:`RegionGrid.lowest_levels`.)
 
 Each image gets the first plan of the sequence whose obfuscated image reaches the target VFE
 (weighted by the ORIGINAL image's saliency). Where VFE windows are the regions
@@ -21,7 +23,7 @@ import torch
 
 from visualmixer.core import triton_switch
 from visualmixer.core.imageops import region_mean_grid
-from visualmixer.core.keyed import GENERATOR, host_checks
+from visualmixer.core.keyed import GENERATOR, host_checks, to_device
 from visualmixer.core.permute import (
     LadderKeys,
     images_per_block,
@@ -47,11 +49,14 @@ __all__ = ["plan_sequence", "SALIENT_SHARE"]
 #: Share of regions (by saliency, per image) that get one level more than the base level.
 SALIENT_SHARE = 0.25
 
-def plan_sequence(salient: torch.Tensor, j: torch.Tensor, top: int) -> torch.Tensor:
-    """Levels ``(N, regions)`` of plan ``j`` (per image) given the salient-region mask."""
+def plan_sequence(salient: torch.Tensor, j: torch.Tensor, top: int,
+                  lowest: torch.Tensor | None = None) -> torch.Tensor:
+    """Levels ``(N, regions)`` of plan ``j`` (per image) given the salient-region mask, and no
+    region below its ``lowest`` level (:attr:`RegionGrid.lowest_levels`, ``(regions,)``)."""
     base = 1 + torch.div(j, 2, rounding_mode="floor")
     extra = (j % 2).unsqueeze(1) * salient.long()
-    return (base.unsqueeze(1) + extra).clamp(max=top)
+    levels = (base.unsqueeze(1) + extra).clamp(max=top)
+    return levels if lowest is None else torch.maximum(levels, lowest)
 
 
 
@@ -142,6 +147,12 @@ class _Job:
     def last(self) -> int:
         """Index of the last plan of the sequence (all regions at the top level)."""
         return max(0, 2 * self.grid.levels - 2)
+
+    @property
+    def lowest(self) -> torch.Tensor | None:
+        """The grid's :attr:`~RegionGrid.lowest_levels` on the images' device (``None``: level 1 for all)."""
+        lowest = self.grid.lowest_levels
+        return None if lowest is None else to_device(lowest, self.batch.device)
 
 
 def _shuffle(job: _Job, levels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -345,6 +356,7 @@ def _one_pass_plans(job: _Job):
     batched = grid.full and not host_checks(job.batch.device)  # every level's keys in one pass
     keys = ladder_keys(job.words, grid, c, job.channel_order, levels_scored) if batched else None
     outs, tables = [], []
+    floor = 1 if grid.lowest_levels is None else int(grid.lowest_levels.max())  # (tables up to it first)
     for level in levels_scored:
         if grid.full and not batched:  # on the CPU, the keys of the levels reached only
             keys = ladder_keys(job.words, grid, c, job.channel_order, (level,))
@@ -352,7 +364,7 @@ def _one_pass_plans(job: _Job):
         outs.append(out)
         tables.append(scores.flatten(2))
         known = last + 1 if level == top else 2 * level - 1  # plans 0 .. known-1 use levels <= level
-        if level < top and host_checks(job.batch.device):
+        if floor <= level < top and host_checks(job.batch.device):
             if bool((_known_plans(job, tables, known)[1] >= job.tau).any(dim=1).all()):
                 break
     lv, got = _known_plans(job, tables, known)
@@ -369,7 +381,7 @@ def _known_plans(job: _Job, tables: list[torch.Tensor], known: int):
     zeros = [] if top == 0 else [torch.zeros_like(tables[0])]  # level 0 (never used by a plan)
     table = torch.stack(zeros + tables, dim=1)
     plans = torch.arange(known, device=job.batch.device)
-    lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top).view(n, known, -1)
+    lv = plan_sequence(job.salient.repeat_interleave(known, 0), plans.repeat(n), top, job.lowest).view(n, known, -1)
     return lv, _plan_vfe(job, table, lv)
 
 
@@ -424,7 +436,7 @@ def _search_plans(job: _Job):
             first = _first_at_least(predicted[active], tau)
             probe = torch.maximum(torch.minimum(first, hi[active]), lo[active])
         rows = None if active.numel() == n else active
-        out = _shuffle(job, plan_sequence(job.salient[active], probe, top), rows)
+        out = _shuffle(job, plan_sequence(job.salient[active], probe, top, job.lowest), rows)
         got = weighted_vfe(_scores(job, out), job.weights[active])
         ok = got >= tau
         # Keep the output of the smallest plan reaching the target, and of the top plan (the
@@ -442,4 +454,4 @@ def _search_plans(job: _Job):
             below = predicted[rows, (probe[ok & (probe > 0)] - 1)] < tau - PREDICTION_SLACK
             lo[rows[below]] = hi[rows[below]] + 1
     chosen = found.clamp(max=last)
-    return chosen, plan_sequence(job.salient, chosen, top), best, best_vfe
+    return chosen, plan_sequence(job.salient, chosen, top, job.lowest), best, best_vfe

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +164,22 @@ class RegionGrid:
     def table(self, kind: int, level: int) -> LevelTable:
         a, b = self.kind_sizes[kind]
         return _level_table(self.region, a, b, level)
+
+    @cached_property
+    def lowest_levels(self) -> torch.Tensor | None:
+        """``(rows * cols,)`` int64: per region, the lowest level that moves its pixels, where
+        that is not level 1 for every region (else ``None``).
+
+        A whole region, or an edge region with one whole side, has two or more tiles from level
+        1 on; a corner region ``a x b`` whose sides both divide the level-1 tile (the 8 x 8
+        corner of a 200² image with 16-px regions) is one tile there, so its first level with two
+        tiles is its lowest. A one-pixel region has none: 1 (nothing can move).
+        """
+        lowest = [next((lv for lv in range(1, self.levels + 1) if self.table(kind, lv).ntiles >= 2),
+                       min(1, self.levels)) for kind in range(4)]
+        if max(lowest) <= 1:
+            return None
+        return torch.tensor(lowest, dtype=torch.int64)[self.kinds]
 
 
 @lru_cache(maxsize=4096)
