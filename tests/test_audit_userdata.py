@@ -10,6 +10,7 @@ from PIL import Image
 from visualmixer.cli import main
 from visualmixer.eval.report.data import load_audit_data
 from visualmixer.eval.userdata import fit_split_sizes, load_user_images, split_user_data
+from visualmixer.tools.imageio import read_image
 
 
 def make_folder(root, *, classes=3, per_class=10, size=(16, 16), grey=(), broken=0, seed=0):
@@ -39,6 +40,31 @@ def make_hf(path, *, per_class=10, size=16, image_column="image", label_column="
     features = datasets.Features({image_column: datasets.Image(), label_column: label_feature})
     datasets.Dataset.from_dict({image_column: images, label_column: labels}, features=features).save_to_disk(str(path))
     return path
+
+
+def make_tool_edge_files(root):
+    """Two classes, each one 16-bit grey PNG (values above 255) and one JPEG whose EXIF orientation
+    (6: turn 90 degrees) makes its stored 16x8 pixels an upright 8x16 image. Returns
+    ``(grey root, jpeg root)``; the files are ``c<k>/<i>.png`` / ``c<k>/<i>.jpg``."""
+    rng = np.random.default_rng(3)
+    for c in range(2):
+        (root / "grey16" / f"c{c}").mkdir(parents=True)
+        (root / "exif" / f"c{c}").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(root / "grey16" / f"c{c}" / "0.png")
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)).save(
+            root / "exif" / f"c{c}" / "0.jpg", exif=exif)
+    return root / "grey16", root / "exif"
+
+
+def test_user_images_are_decoded_as_the_tools_read_them(tmp_path):
+    grey, exif = make_tool_edge_files(tmp_path)
+    for root, shape in ((grey, (1, 8, 8)), (exif, (3, 16, 8))):
+        pool = load_user_images(f"imagefolder:{root}")
+        want = torch.stack([read_image(root / f"c{c}" / f"0.{'png' if root == grey else 'jpg'}") for c in range(2)])
+        assert want.shape[1:] == shape  # (16-bit scaled, not clipped to 255; the JPEG upright)
+        assert torch.equal(pool.images, want)
 
 
 def test_imagefolder_pool_skips_unreadable_and_ignores_other_files(tmp_path):
@@ -221,3 +247,33 @@ def test_audit_cli_on_user_data(tmp_path, kind, capsys):
     if kind == "imagefolder":
         assert any("skipped 1 unreadable" in n for n in res["notes"])
     assert (out / "index.html").is_file()
+
+
+def test_a_custom_attacker_is_labelled_with_the_fitted_split(tmp_path, monkeypatch):
+    """--a3-base makes the attacker "custom": its label must give the attacker images the audit
+    uses (fitted to the data), not the preset's 1200."""
+    import visualmixer.eval.report as report
+
+    seen = []
+    monkeypatch.setattr(report, "audit", lambda out, cfg, log=None: seen.append(cfg) or tmp_path / "index.html")
+    src = make_folder(tmp_path / "imgs")
+    assert main(["audit", "--data", f"imagefolder:{src}", "--a3-base", "4", "--out", str(tmp_path / "a"), "-q"]) == 0
+    cfg = seen[0]
+    assert cfg.n_attacker == 9 and cfg.attacker_strength == "custom attacker (9 own images, U-Net width 4, at most " \
+        f"{cfg.a3_epochs} epochs)"
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_audit(tmp_path, capsys, monkeypatch):
+    import visualmixer.eval.report as report
+
+    ran = []
+    monkeypatch.setattr(report, "run_audit", lambda cfg, log=None: ran.append(cfg) or ({}, {}))
+    (tmp_path / "file").write_text("x")
+    src = make_folder(tmp_path / "imgs")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main(["audit", "--data", f"imagefolder:{src}", "--methods", "clean", "--out", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --out: {out} " in err and "Errno" not in err, err
+        with pytest.raises(ValueError, match="out_dir: "):
+            report.audit(out, log=lambda s: None)
+    assert ran == [] and (tmp_path / "file").read_text() == "x"

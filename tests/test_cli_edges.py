@@ -77,6 +77,22 @@ def test_the_size_parameter_becomes_a_flag_only_where_one_exists():
         assert flag in _flags(command), (command, flag)
 
 
+@pytest.mark.parametrize("message, command, want", [
+    ("lr=nan is not allowed: give a finite number > 0", "train", "--lr nan is not allowed: give a finite number > 0"),
+    ("lr=inf is not allowed", "train", "--lr inf is not allowed"),
+    ("lr=-inf is not allowed", "train", "--lr -inf is not allowed"),
+    ("weight_decay=inf is not allowed", "train", "--weight-decay inf is not allowed"),
+    ("target_acc=nan is not allowed", "train", "--target-acc nan is not allowed"),
+    ("soft_label_temperature=nan is not allowed", "train", "--soft-label-temperature nan is not allowed"),
+    ("lr=1e-05 is small; lr=2.5e+03.", "train", "--lr 1e-05 is small; --lr 2.5e+03."),
+    ("made with target_vfe=0.5.", None, "made with --target-vfe 0.5."),
+])
+def test_flags_for_keeps_every_number_python_writes_apart_from_the_flag(message, command, want):
+    from visualmixer.cli._common import flags_for
+
+    assert flags_for(message, command) == want
+
+
 @pytest.mark.parametrize("command", ["obfuscate", "show"])
 @pytest.mark.parametrize("side", ["100000", "257", "120", "240", "0", "x"])
 def test_region_outside_the_core_range_is_a_usage_error(command, side, tmp_path, capsys):

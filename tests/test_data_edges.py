@@ -14,6 +14,7 @@ from visualmixer.data.datasets import load_dataset
 from visualmixer.data.filesets import load_image_folder
 from visualmixer.data.hf import hf_batch_transform
 from visualmixer.data.wrapper import ObfuscatedDataset, obfuscate_set
+from visualmixer.tools.imageio import read_image
 
 KEY = vm.Key(bytes(range(32)))
 
@@ -123,6 +124,17 @@ def _folder(tmp_path):
 def test_image_folder_options_are_checked(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_image_folder(_folder(tmp_path), "train", test_fraction=0.0, **kwargs)
+
+
+def test_image_folder_reads_files_as_the_tools_do(tmp_path):
+    from test_audit_userdata import make_tool_edge_files
+
+    grey, exif = make_tool_edge_files(tmp_path)  # 16-bit grey PNGs; JPEGs turned upright by their EXIF tag
+    got = load_image_folder(grey, "train", test_fraction=0.0, channels=1)
+    assert torch.equal(got.images, torch.stack([read_image(grey / f"c{c}" / "0.png") for c in range(2)]))
+    got = load_image_folder(exif, "train", test_fraction=0.0, channels=3)
+    assert got.images.shape == (2, 3, 16, 8)
+    assert torch.equal(got.images, torch.stack([read_image(exif / f"c{c}" / "0.jpg") for c in range(2)]))
 
 
 def test_photos_size_zero_is_refused_not_replaced():

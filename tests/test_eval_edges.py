@@ -41,6 +41,36 @@ def test_audit_and_recommend_refuse_bad_flags_at_once(command, flag, value, says
     assert stop.value.code == 2 and says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, flag, value, says", [
+    ("audit", "--seed", "-1", "argument --seed: expected an integer >= 0, got -1"),
+    ("audit", "--seeds", "-1", "argument --seeds: expected an integer >= 0, got -1"),
+    ("recommend", "--seed", "-1", "argument --seed: expected an integer >= 0, got -1"),
+    ("audit", "--methods", "visualmixer:0.5/r120", "argument --methods: bad visualmixer option /r120 in "
+                                                   "'visualmixer:0.5/r120': region 120 has 16 shuffle levels"),
+    ("audit", "--methods", "visualmixer:0.3,0.5/r300", "argument --methods: bad visualmixer option /r300"),
+])
+def test_seeds_and_method_regions_are_usage_errors_naming_the_flag(command, flag, value, says, tmp_path, capsys,
+                                                                   monkeypatch):
+    import visualmixer.eval.recommend as rec
+    import visualmixer.eval.report as report
+
+    def never(*a, **k):
+        raise AssertionError("the audit started")
+
+    monkeypatch.setattr(report, "audit", never)
+    monkeypatch.setattr(rec, "recommend", never)
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--data", "fashion-mnist", flag, value, "--out", str(tmp_path / "o")])
+    assert stop.value.code == 2 and says in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_method_region_the_core_refuses_is_refused_when_parsed():
+    for side in (120, 257):
+        with pytest.raises(ValueError, match=f"bad visualmixer option /r{side} in 'visualmixer:0.5/r{side}': region"):
+            parse_method(f"visualmixer:0.5/r{side}")
+    assert parse_method("visualmixer:0.5/r128").region == 128
+
+
 @pytest.mark.parametrize("flag, value", [("--faces", "-3"), ("--detectors", "foo"), ("--detectors", "haar,x")])
 def test_audit_checks_its_face_options(flag, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -17,7 +17,7 @@ from visualmixer.eval.report.presets import AuditConfig
 TINY = AuditConfig(n_train=15, n_victims=6, n_attacker=9, epochs=1, a3_epochs=1, a3_base=4, width=4,
                    attacks=("A1", "A2", "A3", "A5"), progress=False)
 TINY_FLAGS = ["--epochs", "1", "--a3-epochs", "1", "--a3-base", "4", "--width", "4", "--attacks", "A1,A2,A3,A5", "-q"]
-LOOSE = Budget(max_ssim_over_prior=1.0, max_reid=1000.0)
+LOOSE = Budget(max_ssim_over_prior=1.0, max_reid=None)
 
 
 def test_variants_are_the_registry_options_and_the_grid_validates():
@@ -88,7 +88,7 @@ def test_no_setting_meets_says_which_came_closest(tmp_path):
 def test_face_rate_budget_runs_a6_on_the_face_photos(tmp_path):
     src = make_folder(tmp_path / "imgs")
     res = recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", targets=(0.5,), config=TINY, log=lambda s: None,
-                    budget=Budget(max_ssim_over_prior=1.0, max_reid=1000.0, max_face_rate=1.0))
+                    budget=Budget(max_ssim_over_prior=1.0, max_reid=None, max_face_rate=1.0))
     row = res["rows"][0]
     assert 0.0 <= row["face_rate"] <= 1.0 and not row["fails"]
     state = json.loads((tmp_path / "out" / "recommend.json").read_text())
@@ -151,7 +151,7 @@ def test_recommend_cli_on_hf_dataset(tmp_path, capsys):
     path = make_hf(tmp_path / "hf")
     out = tmp_path / "out"
     rc = main(["recommend", "--data", f"hf:{path}", "--out", str(out), "--targets", "0.3", "0.7",
-               "--max-ssim-over-prior", "1", "--max-reid", "1000", *TINY_FLAGS])
+               "--max-ssim-over-prior", "1", "--max-reid", "none", *TINY_FLAGS])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "Recommended: visualmixer:0." in text and "obfuscate_hf(datasets.load_from_disk(" in text
@@ -169,7 +169,7 @@ def test_recommend_cli_on_hf_dataset(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "utility_model" in err and "--overwrite" in err
     out_rs = tmp_path / "out-rs"  # and the other way round: saved with the region-sorted model, asked without
-    args = ["recommend", "--data", f"hf:{path}", "--targets", "0.3", "--max-ssim-over-prior", "1", "--max-reid", "1000",
+    args = ["recommend", "--data", f"hf:{path}", "--targets", "0.3", "--max-ssim-over-prior", "1", "--max-reid", "none",
             *TINY_FLAGS]
     assert main([*args, "--out", str(out_rs), "--utility-model", "region-sorted"]) == 0
     capsys.readouterr()
@@ -191,3 +191,90 @@ def test_recommend_cli_interrupt_and_none_meets(tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     assert main(args) == 1
     assert "No setting meets the budget. Closest: visualmixer:0.4" in capsys.readouterr().out
+
+
+def test_the_same_seed_gives_the_same_recommendation(tmp_path):
+    """Every setting is seeded from the audit's seed and its spec, as `visualmixer audit` seeds it."""
+    src = make_folder(tmp_path / "imgs", per_class=6)
+    cfg = dataclasses.replace(TINY, n_train=6, n_victims=6, n_attacker=6, attacks=("A1", "A2"))
+    runs = [recommend(f"imagefolder:{src}", out_dir=tmp_path / f"out{i}", budget=LOOSE, targets=(0.5,),
+                      variants=("plain", "blocks"), config=cfg, log=lambda s: None) for i in range(2)]
+    rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in res["rows"]] for res in runs]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+
+
+def test_balanced_mixing_has_an_obfuscate_command(capsys):
+    obf = build_parser(only="obfuscate")
+    cmd = obfuscate_command("visualmixer:1/mix8/balanced", src="s")
+    assert cmd is not None and rec._audit_only("visualmixer:1/mix8/balanced") == ""
+    args = obf.parse_args(shlex.split(cmd)[1:])
+    assert (args.target_vfe, args.mix, args.mix_balanced, args.mix_share) == (1.0, 8, True, None)
+    args = obf.parse_args(shlex.split(obfuscate_command("visualmixer:0.5/mix4/similar/share0.5/balanced", src="s"))[1:])
+    assert (args.mix, args.grouping, args.mix_share, args.mix_balanced) == (4, "similar", 0.5, True)
+    assert not obf.parse_args(shlex.split(obfuscate_command("visualmixer:0.5/mix4", src="s"))[1:]).mix_balanced
+    with pytest.raises(SystemExit):
+        main(["recommend", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "Only plain and flat" not in helptext and "--mix-balanced" in helptext
+
+
+def test_a_reid_limit_that_cannot_fail_is_refused(tmp_path, capsys, monkeypatch):
+    """With 2 victims, re-identifying both is 2x chance: a limit of 2 could pass even `clean`."""
+    src = make_folder(tmp_path / "imgs", classes=2, per_class=5)
+    cfg = dataclasses.replace(TINY, n_train=4, n_victims=2, n_attacker=4)
+    ran = []
+    monkeypatch.setattr(rec, "_run_setting", lambda *a: ran.append(a) or {"error": "not run"})
+    with pytest.raises(ValueError, match=r"max_reid: 2 times chance can never be exceeded with 2 victims .*"
+                                         r"max_reid=X with X < 2.*max_reid=None"):
+        recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", targets=(0.5,), config=cfg, log=lambda s: None)
+    assert ran == []
+    # the command line: fitted to this folder the split has 2 victims too; the flags are named
+    argv = ["recommend", "--data", f"imagefolder:{src}", "--targets", "0.5", "--out", str(tmp_path / "o2"), *TINY_FLAGS]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--max-reid 2: 2 times chance can never be exceeded with 2 victims" in err, err
+    assert "--max-reid X with X < 2" in err and "--victims N" in err and "--max-reid none" in err and ran == []
+    # a limit below the number of victims can fail, so it is checked
+    res = recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", budget=Budget(max_reid=1.5), targets=(0.5,),
+                    config=cfg, log=lambda s: None)
+    assert ran and res["budget"]["max_reid"] == 1.5
+
+
+@pytest.mark.parametrize("attacks", ["A4", "A9", "A4,A8"])
+def test_attacks_that_reconstruct_nothing_cannot_measure_the_budget(attacks, tmp_path, capsys, monkeypatch):
+    src = make_folder(tmp_path / "imgs")
+    ran = []
+    monkeypatch.setattr(rec, "_run_setting", lambda *a: ran.append(a) or {"error": "not run"})
+    argv = ["recommend", "--data", f"imagefolder:{src}", "--targets", "0.5", "--out", str(tmp_path / "o"),
+            *TINY_FLAGS[:-3], "--attacks", attacks, "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--attacks {attacks}: none of" in err and "select at least one of A1, A2, A3, A5, A7" in err, err
+    assert ran == [] and not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="config.attacks: none of .* reconstructs the victims' images of visualmixer"):
+        recommend(f"imagefolder:{src}", out_dir=tmp_path / "o", targets=(0.5,), log=lambda s: None,
+                  config=dataclasses.replace(TINY, attacks=tuple(attacks.split(","))))
+    assert ran == []
+
+
+def test_a9_measures_mixed_settings_and_faces_need_no_reconstruction():
+    b = Budget()
+    assert rec.unscored_settings(("A9",), ["visualmixer:0.5/mix2"], b) is None
+    assert "of visualmixer:0.5," in rec.unscored_settings(("A9",), ["visualmixer:0.5/mix2", "visualmixer:0.5"], b)
+    assert rec.unscored_settings(("A2", "A4"), ["visualmixer:0.5", "visualmixer:0.5/blocks"], b) is None
+    faces_only = Budget(max_ssim_over_prior=None, max_reid=None, max_face_rate=0.1)
+    assert rec.unscored_settings(("A4",), ["visualmixer:0.5"], faces_only) is None
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_setting(tmp_path, capsys, monkeypatch):
+    src = make_folder(tmp_path / "imgs")
+    ran = []
+    monkeypatch.setattr(rec, "_run_setting", lambda *a: ran.append(a) or {"error": "not run"})
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main(["recommend", "--data", f"imagefolder:{src}", "--out", str(out), *TINY_FLAGS]) == 2
+        err = capsys.readouterr().err
+        assert f"--out: {out} " in err and ("is not a folder" in err or "cannot be created" in err), err
+        with pytest.raises(ValueError, match="out_dir: "):
+            recommend(f"imagefolder:{src}", out_dir=out, budget=LOOSE, config=TINY, log=lambda s: None)
+    assert ran == [] and (tmp_path / "file").read_text() == "x"

@@ -49,9 +49,12 @@ def _cfg(out, **kw) -> TrainConfig:
     ({"batch_size": "8"}, "batch_size='8' is not allowed"),
     ({"target_vfe": "0.5"}, "target_vfe='0.5' is not allowed"),
     ({"target_vfe": math.nan}, "target_vfe=nan is not allowed"),
-    ({"lr": "0.1"}, "lr='0.1' is not allowed: give a number > 0"),
+    ({"lr": "0.1"}, "lr='0.1' is not allowed: give a finite number > 0"),
     ({"lr": 0}, "lr=0 is not allowed"),
-    ({"weight_decay": -1}, "weight_decay=-1 is not allowed: give a number >= 0"),
+    ({"weight_decay": -1}, "weight_decay=-1 is not allowed: give a finite number >= 0"),
+    ({"lr": math.inf}, "lr=inf is not allowed: give a finite number > 0"),
+    ({"weight_decay": math.inf}, "weight_decay=inf is not allowed: give a finite number >= 0"),
+    ({"soft_label_temperature": math.inf}, "soft_label_temperature=inf is not allowed"),
     ({"momentum": 1.0}, r"momentum=1.0 is not allowed: give a number in \[0, 1\)"),
     ({"augment": "hflip"}, "augment must be a list of names"),
     ({"target_acc": 5}, "target_acc=5 is not allowed"),
@@ -163,6 +166,38 @@ def test_distill_reports_a_diverged_run_and_refuses_nan_temperature(tmp_path, ca
     rc = main(["distill", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 3 and "error: training loss became nan (try a smaller --lr)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--lr", "inf"], "error: --lr inf is not allowed: give a finite number > 0"),
+    (["train", "--lr", "nan"], "error: --lr nan is not allowed: give a finite number > 0"),
+    (["train", "--weight-decay", "inf"], "error: --weight-decay inf is not allowed: give a finite number >= 0"),
+    (["train", "--target-acc", "nan"], "error: --target-acc nan is not allowed: give a number in [0, 1]"),
+    (["train", "--soft-label-temperature", "nan"], "error: --soft-label-temperature nan is not allowed"),
+    (["soft-labels", "SRC", "DST", "--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
+    (["distill", "--lr", "-1"], "argument --lr: expected a finite number > 0, got '-1'"),
+    (["distill", "--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
+    (["distill", "--seeds", "-1"], "argument --seeds: expected an integer >= 0, got -1"),
+    (["distill", "--seeds", "0", "0"], "error: --seeds: give at least one seed, each once (got [0, 0])"),
+])
+def test_rates_must_be_finite_and_seeds_distinct_in_every_command(argv, says, tmp_path, capsys, monkeypatch):
+    """train, soft-labels and distill share one check of a learning rate and of the seeds: usage
+    errors (exit 2) naming the flag, before any data is read."""
+    from visualmixer.train import distill
+
+    def never(*a, **k):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(distill, "run_distill", never)
+    monkeypatch.setattr(L, "load_sets", never)
+    out = [] if argv[0] == "soft-labels" else ["--out", str(tmp_path / "o")]
+    try:
+        rc = main([*argv, *out])
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err, err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("given", [[], ["--resume"]])

@@ -72,11 +72,14 @@ def flags_for(message: str, command: str | None = None) -> str:
     '--format same: JPEG inputs ...'
     >>> flags_for("made with target_vfe=0.5, region=None, channel_order=False")
     'made with --target-vfe 0.5, no --region, --no-channel-order'
+    >>> flags_for("lr=nan is not allowed; weight_decay=inf. lr=1e-05.", "train")
+    '--lr nan is not allowed; --weight-decay inf. --lr 1e-05.'
     """
     table = {**PARAM_FLAGS["*"], **PARAM_FLAGS.get(command or "", {})}
     pattern = re.compile(
         r"(?<![\w.\-/])(" + "|".join(map(re.escape, table)) + r")(:|=)"
-        r"(True\b|False\b|None\b|[A-Z]+\b|'[^']*'|-?\d+(?:\.\d+)?(?![\w.])|)"
+        # numbers as Python writes them (1e-05, inf, nan too), ending a sentence or not
+        r"(True\b|False\b|None\b|[A-Z]+\b|'[^']*'|-?(?:\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|inf|nan)(?!\w|\.\w)|)"
     )
 
     def sub(m: re.Match) -> str:
@@ -142,6 +145,19 @@ def int_type(low: int, high: int | None = None, *, allowed: str):
 #: argparse types: an integer >= 0, and >= 1.
 nonnegative_int = int_type(0, allowed="an integer >= 0")
 positive_int = int_type(1, allowed="a positive integer")
+
+
+def positive_number(text: str) -> float:
+    """argparse type of a learning rate: a finite number > 0, the check ``visualmixer train`` makes
+    (:func:`visualmixer.train.config.check_real`), else a usage error naming the flag."""
+    import argparse
+
+    from visualmixer.train.config import check_real
+
+    try:
+        return check_real("value", float(text), 0.0, low_open=True)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
 
 
 def attack_list(text: str) -> tuple[str, ...]:

@@ -110,6 +110,19 @@ def _detectors(text: str) -> tuple[str, ...]:
     return names
 
 
+def _method_specs(text: str) -> str:
+    """argparse type of ``--methods``: method specs (comma lists expand) that the registry builds,
+    e.g. a /rN side the core accepts; else a usage error naming the flag and the option."""
+    from visualmixer.eval.methods import expand_methods, parse_method
+
+    for spec in expand_methods([text]):
+        try:
+            parse_method(spec)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "audit",
@@ -132,7 +145,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, metavar="SETS",
                    help="comma-separated data sets: fashion-mnist, photos, faces, imagefolder:PATH, hf:PATH")
     add_user_data_options(p)
-    p.add_argument("--methods", nargs="+", default=None, metavar="SPEC", help="method specs")
+    p.add_argument("--methods", nargs="+", type=_method_specs, default=None, metavar="SPEC", help="method specs")
     p.add_argument("--attacks", type=attack_list, default=None, metavar="LIST",
                    help="comma-separated attacks (A1-A10), or 'all'")
     p.add_argument("--train", type=positive_int, default=None, metavar="N", help="owner's training images")
@@ -153,10 +166,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dpsgd", action="store_true", help="add the DP-SGD (Opacus) reference row")
     p.add_argument("--device", type=device_name, default=None, help="where models train, e.g. cuda (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="seed of subsets and models (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=None, help="seed of subsets and models (default 0)")
     p.add_argument(
         "--seeds",
-        type=int,
+        type=nonnegative_int,
         nargs="+",
         default=None,
         metavar="S",
@@ -178,6 +191,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from visualmixer.eval.report import FULL, QUICK, audit
     from visualmixer.eval.report.audit import FRONTIER
+    from visualmixer.eval.report.files import prepare_out_dir
 
     cfg = FULL if args.full else FRONTIER if args.frontier else QUICK
     changes: dict = {"notes": [], "progress": not args.quiet and sys.stderr.isatty()}
@@ -221,14 +235,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"visualmixer audit: error: --train-results {d}: no such file or folder", file=sys.stderr)
                 return 2
         changes["train_results"] = tuple(args.train_results)
-    if any(getattr(args, f) is not None for f in ("attacker", "a3_base", "a3_epochs", "a3_patience")):
-        # the report must not call an attacker "full strength" (or "weak") that the flags changed
-        changes["attacker_strength"] = (f"custom attacker ({changes.get('n_attacker', cfg.n_attacker)} own images, "
-                                        f"U-Net width {changes.get('a3_base', cfg.a3_base)}, at most "
-                                        f"{changes.get('a3_epochs', cfg.a3_epochs)} epochs)")
     cfg = dataclasses.replace(cfg, **changes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    prepare_out_dir(args.out)  # (before any work: a --out that cannot be a folder is a usage error)
     cfg = fit_user_data(cfg, args, log)
+    if any(getattr(args, f) is not None for f in ("attacker", "a3_base", "a3_epochs", "a3_patience")):
+        # the report must not call an attacker "full strength" (or "weak") that the flags changed;
+        # (after fit_user_data: the sizes it fitted are the ones the audit uses)
+        cfg = dataclasses.replace(cfg, attacker_strength=f"custom attacker ({cfg.n_attacker} own images, U-Net "
+                                  f"width {cfg.a3_base}, at most {cfg.a3_epochs} epochs)")
     path = audit(args.out, cfg, log=log)
     print(path)
     return 0

@@ -11,7 +11,7 @@ from visualmixer.cli._common import target_or_none
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from visualmixer.cli._common import positive_int
+    from visualmixer.cli._common import nonnegative_int, positive_int, positive_number
 
     p = subparsers.add_parser(
         "distill",
@@ -34,16 +34,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--teacher-epochs", type=positive_int, default=3)
     p.add_argument("--student-epochs", type=positive_int, default=3)
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=positive_number, default=1e-3, help="Adam learning rate")
     p.add_argument("--temperature", "-T", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.7, help="weight of the soft-label term")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0], help="one run per seed, each once")
     p.add_argument("--out", required=True)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from visualmixer.train.config import check_seeds
     from visualmixer.train.distill import DistillConfig, run_distill
     from visualmixer.train.fit import TrainingDiverged
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                         compare_clean=args.compare_clean, train_size=args.train_size, test_size=args.test_size,
                         teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
                         batch_size=args.batch_size, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
-                        seeds=list(args.seeds), out=args.out)
+                        seeds=check_seeds(args.seeds, "--seeds"), out=args.out)
     try:
         res = run_distill(cfg)
     except TrainingDiverged as exc:

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from visualmixer.cli._common import attack_list, device_name, positive_int
+from visualmixer.cli._common import attack_list, device_name, nonnegative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -36,6 +36,16 @@ def _number_list(text: str) -> list[str]:
     return [w for part in text for w in part.replace(",", " ").split()]
 
 
+def _limit(text: str) -> float | None:
+    """argparse type of the budget flags: a number (checked by Budget), or none (not checked)."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, or none (not checked), got {text!r}") from None
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from visualmixer.cli.audit import add_user_data_options, add_utility_model_option
     from visualmixer.eval.recommend import VARIANTS, Budget
@@ -54,11 +64,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="imagefolder:PATH, hf:PATH, or a built-in set (fashion-mnist, photos, faces)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder of recommend.json (resumed from)")
     add_user_data_options(p)
-    p.add_argument("--max-ssim-over-prior", type=float, default=d.max_ssim_over_prior, metavar="X",
-                   help="best reconstruction SSIM minus the prior-only guess's (default %(default)s)")
-    p.add_argument("--max-reid", type=float, default=d.max_reid, metavar="X",
-                   help="best re-identification rate in multiples of chance, 1/victims (default %(default)s)")
-    p.add_argument("--max-face-rate", type=float, default=d.max_face_rate, metavar="X",
+    p.add_argument("--max-ssim-over-prior", type=_limit, default=d.max_ssim_over_prior, metavar="X",
+                   help="best reconstruction SSIM minus the prior-only guess's (default %(default)s; none: "
+                        "not checked)")
+    p.add_argument("--max-reid", type=_limit, default=d.max_reid, metavar="X",
+                   help="best re-identification rate in multiples of chance, 1/victims (default %(default)s; "
+                        "none: not checked); must be below the number of victims, or it could never fail")
+    p.add_argument("--max-face-rate", type=_limit, default=d.max_face_rate, metavar="X",
                    help="share of protected face photos in which a detector finds a face (A6 on the built-in "
                         "face photos; default: not checked)")
     p.add_argument("--targets", nargs="+", default=["0.3", "0.5", "0.7"], metavar="T",
@@ -67,8 +79,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="region sides to try; auto = the size rule (default auto)")
     p.add_argument("--variants", nargs="+", default=["plain"], metavar="V",
                    help=f"protection variants to try: {', '.join(VARIANTS)}, or several joined by / (e.g. "
-                        "mix4/similar); default plain. Only plain and flat have a `visualmixer obfuscate` "
-                        "command; the others are audit-only")
+                        "mix4/similar); default plain. blocks, keyblocks and online are audit-only; the others "
+                        "have a `visualmixer obfuscate` command (mixK/similar/shareS/balanced: --mix K "
+                        "--groups similar --mix-share S --mix-balanced)")
     p.add_argument("--train", type=positive_int, default=None, metavar="N",
                    help="owner's training images (default: fitted to the data)")
     p.add_argument("--victims", type=positive_int, default=None, metavar="N", help="victim images (default: fitted)")
@@ -83,7 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated attacks (A1-A10), or 'all' (the default)")
     p.add_argument("--device", type=device_name, default=None, help="where models train, e.g. cuda (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the split and the models (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the split and the models (default 0)")
     p.add_argument("--overwrite", action="store_true", help="ignore saved results and start over")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -111,9 +124,20 @@ def _parse_grid(args) -> tuple[list[float], list[int | None]]:
     return targets, regions
 
 
+def _check_attacks(budget, cfg, specs) -> None:
+    """The attacks must measure the budget (recommend() would refuse them too, naming no flag)."""
+    from visualmixer.eval.recommend import unscored_settings
+
+    attacks = tuple(a for a in cfg.attacks if a != "A6")
+    why = unscored_settings(attacks, specs, budget)
+    if why:
+        raise ValueError(f"--attacks {','.join(attacks) or '(only A6)'}: {why}")
+
+
 def run(args: argparse.Namespace) -> int:
     from visualmixer.cli.audit import fit_user_data
-    from visualmixer.eval.recommend import Budget, format_recommendation, recommend
+    from visualmixer.eval.recommend import Budget, format_recommendation, recommend, settings_grid
+    from visualmixer.eval.report.files import prepare_out_dir
     from visualmixer.eval.report.presets import QUICK
 
     budget = Budget(args.max_ssim_over_prior, args.max_reid, args.max_face_rate)
@@ -130,7 +154,15 @@ def run(args: argparse.Namespace) -> int:
     if args.attacks:
         changes["attacks"] = args.attacks
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    cfg = fit_user_data(dataclasses.replace(QUICK, **changes), args, log)
+    cfg = dataclasses.replace(QUICK, **changes)
+    _check_attacks(budget, cfg, settings_grid(targets, regions, variants))
+    prepare_out_dir(args.out)  # (before any work: a --out that cannot be a folder is a usage error)
+    cfg = fit_user_data(cfg, args, log)
+    why = budget.reid_unmeasurable(cfg.n_victims)
+    if why:
+        raise ValueError(f"--max-reid {budget.max_reid:g}: {why}; give --max-reid X with X < {cfg.n_victims}, more "
+                         "victims (--victims N; more images per class), or --max-reid none to leave "
+                         "re-identification unchecked")
     try:
         res = recommend(args.data, out_dir=args.out, budget=budget, targets=targets, regions=regions,
                         variants=variants, config=cfg, overwrite=args.overwrite, log=log)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from visualmixer.cli._common import add_augment_option, positive_int
+from visualmixer.cli._common import add_augment_option, positive_int, positive_number
 
 EXAMPLES = """\
 examples:
@@ -55,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the teacher (default: %(default)s; region-sorted-channels reads each colour channel's "
                         "values apart: better on colour images; the same on grey ones)")
     p.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="the teacher's epochs (default: 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="the teacher's Adam learning rate (default: 1e-3)")
+    p.add_argument("--lr", type=positive_number, default=1e-3, help="the teacher's Adam learning rate (default: 1e-3)")
     p.add_argument("--lr-schedule", default="constant", choices=tuple(LR_SCHEDULES), help="default: constant")
     p.add_argument("--batch-size", type=positive_int, default=128, metavar="B")
     p.add_argument("--seed", type=int, default=0, help="the teacher's initialisation and batch order")
@@ -88,8 +88,6 @@ def run(args: argparse.Namespace) -> int:
     if args.features and args.augment:
         raise ValueError("--features with --augment: the features are written for the images as they are; "
                          "give one of the two")
-    if not args.lr > 0:
-        raise ValueError(f"--lr {args.lr} is not allowed: give a number > 0")
     device = resolve_device(args.device)
     kw = dict(split="train", test_fraction=0.0, size=args.image_size, channels=args.channels)
     originals, release = load_image_folder(src, **kw), load_image_folder(dst, **kw)

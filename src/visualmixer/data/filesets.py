@@ -119,7 +119,9 @@ def load_image_folder(
     ----------
     root : path-like
         ``root/<class>/<image files>``; or ``root/train/<class>/...`` with ``root/test/...`` (or
-        ``root/val/...``), which are then used as the splits.
+        ``root/val/...``), which are then used as the splits. Files are decoded as the tools read
+        them (:func:`visualmixer.tools.imageio.load_image`: EXIF orientation applied, 16-bit grey
+        scaled to 8 bits, alpha dropped), then converted to ``channels``.
     split : {"train", "test"}
     size : int or (int, int), optional
         Resize every image to ``size`` (square) or ``(height, width)``; required when the images
@@ -137,6 +139,8 @@ def load_image_folder(
         each image's file relative to its split's folder (``ImageSet.files``).
     """
     from PIL import Image
+
+    from visualmixer.tools.imageio import load_image, tensor_to_pil
 
     torchvision = require("torchvision", extra="data", purpose="imagefolder data sets")
     check_split(split)
@@ -177,13 +181,12 @@ def load_image_folder(
     mode = "L" if channels == 1 else "RGB"
     arrays, unreadable = [], []
     for path, _ in samples:
-        try:
-            with Image.open(path) as im:
-                im = im.convert(mode)
-                if size is not None:
-                    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(im, dtype=np.uint8))
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # (PIL's errors are OSErrors)
+        try:  # decoded as the tools read files (EXIF orientation applied, 16-bit scaled, alpha dropped)
+            im = tensor_to_pil(load_image(path).pixels).convert(mode)
+            if size is not None:
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arrays.append(np.asarray(im, dtype=np.uint8))
+        except (OSError, ValueError) as exc:  # (ImageReadError is a ValueError)
             unreadable.append(f"{path} ({type(exc).__name__}: {exc})")
     if unreadable:  # all of them at once, so that one pass fixes the folder
         raise ValueError(f"{len(unreadable)} image(s) in {root} cannot be read: " + "; ".join(unreadable[:5])

@@ -30,16 +30,18 @@ from pathlib import Path
 from visualmixer.core.atomic import replace_atomically
 from visualmixer.core.regions import default_region
 from visualmixer.eval import metrics as M
-from visualmixer.eval.attacks.registry import registered_attacks
+from visualmixer.eval.attacks.registry import registered_attacks, unscored_methods
 from visualmixer.eval.methods import parse_method
+from visualmixer.eval.methods.base import key_seed
 from visualmixer.eval.methods.visualmixer import VM_OPTIONS
 from visualmixer.eval.report.data import data_options, load_audit_data
+from visualmixer.eval.report.files import prepare_out_dir
 from visualmixer.eval.report.presets import QUICK, AuditConfig
 from visualmixer.eval.userdata import fingerprint
 from visualmixer.tools.progress import progress
 
 __all__ = ["Budget", "VARIANTS", "STATE_FILE", "settings_grid", "recommend", "obfuscate_command",
-           "format_recommendation"]
+           "format_recommendation", "unscored_settings"]
 
 #: The protection variants of VisualMixer in the method registry ("plain": no option).
 VARIANTS = ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o != "/rN")
@@ -67,8 +69,8 @@ def _options(spec: str) -> list[str]:
 
 def _obfuscate_can(option: str) -> bool:
     """Whether ``visualmixer obfuscate`` has a flag for this option (--region, --no-channel-order,
-    --mix, --groups similar, --mix-share)."""
-    return re.fullmatch(r"flat|similar|(r|mix)\d+|share[\d.]+", option) is not None
+    --mix, --groups similar, --mix-share, --mix-balanced)."""
+    return re.fullmatch(r"flat|similar|balanced|(r|mix)\d+|share[\d.]+", option) is not None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,21 @@ class Budget:
                 raise ValueError(f"{k}: must be a number >= 0, got {v}")
         if self.max_face_rate is not None and self.max_face_rate > 1:
             raise ValueError(f"max_face_rate: a share of face photos, in [0, 1], got {self.max_face_rate}")
+
+    def reid_unmeasurable(self, n_victims: int) -> str | None:
+        """Why ``max_reid`` can never be exceeded with ``n_victims`` victims (it is refused: it would
+        pass any setting), or None when it can."""
+        if self.max_reid is None or self.max_reid < n_victims:
+            return None
+        return (f"{self.max_reid:g} times chance can never be exceeded with {n_victims} victims (chance is 1/"
+                f"{n_victims}: re-identifying every victim is {n_victims} times chance), so it would pass any setting")
+
+
+def unscored_settings(attacks, specs, budget: Budget) -> str | None:
+    """Why ``attacks`` cannot measure ``budget``'s SSIM or re-identification limit on some of
+    ``specs`` (:func:`~visualmixer.eval.attacks.registry.unscored_methods`), or None."""
+    limits = budget.max_ssim_over_prior is not None or budget.max_reid is not None
+    return unscored_methods(attacks, {s: parse_method(s) for s in specs}) if limits else None
 
 
 def settings_grid(targets=(0.3, 0.5, 0.7), regions=(None,), variants=("plain",)) -> list[str]:
@@ -178,7 +195,7 @@ def _run_setting(cfg: AuditConfig, spec: str, data, ctx: dict) -> dict:
     from visualmixer.eval.report.runner import _audit_faces, _audit_method, _summarise_method
 
     t0 = time.time()
-    method = parse_method(spec)
+    method = parse_method(spec, seed=key_seed(int(cfg.seed), f"audit-method:{spec}"))  # as the audit seeds it
     r, _ = _audit_method(cfg, method, data, ctx["prepared"], ctx["region"], ctx["attacks"])
     ref = ctx.get("reference_accuracy")
     if ref is not None and r.get("accuracy") is not None:
@@ -286,14 +303,29 @@ def recommend(data: str, *, out_dir, budget: Budget | None = None, targets=(0.3,
     dict
         ``{"data", "budget", "rows": [...], "best", "best_with_command", "closest", "reference",
         "shape", "state_file", "notes"}`` (:func:`format_recommendation` prints it).
+
+    Raises
+    ------
+    ValueError
+        Before any setting runs: a bad grid, attacks that cannot measure the budget
+        (:func:`unscored_settings`), an ``out_dir`` that cannot be a folder, a ``max_reid`` that
+        cannot fail, saved results of other data or settings.
     """
     budget = budget or Budget()
     specs = settings_grid(targets, regions, variants)
     cfg = replace(config or QUICK, datasets=(data,), methods=("clean", *specs), seeds=None, notes=[])
     attacks = tuple(a for a in cfg.attacks if a != "A6") + (("A6",) if budget.max_face_rate is not None else ())
     cfg = replace(cfg, attacks=attacks)
+    why = unscored_settings(attacks, specs, budget)
+    if why:
+        raise ValueError(f"config.attacks: {why}")
+    prepare_out_dir(out_dir)  # (a path that cannot be a folder fails before any setting runs)
     d = load_audit_data(data, n_train=cfg.n_train, n_victims=cfg.n_victims, n_attacker=cfg.n_attacker,
                         seed=cfg.seed, **data_options(cfg))
+    why = budget.reid_unmeasurable(len(d.victim_images))
+    if why:
+        raise ValueError(f"max_reid: {why}; give max_reid=X with X < {len(d.victim_images)}, more victims "
+                         "(n_victims=N; more images per class), or max_reid=None to leave re-identification unchecked")
     path = Path(out_dir) / STATE_FILE
     state = _load_state(path, _identity(cfg, d), budget, overwrite=overwrite, log=log)
     todo = [s for s in ["clean", *specs] if s not in state["settings"] or "error" in state["settings"][s]]
@@ -353,19 +385,13 @@ def _result(state: dict, specs: list[str], budget: Budget, d, cfg: AuditConfig, 
     done = [s for s in specs if "error" not in state["settings"].get(s, {"error": 1})]
     rows = [_row(s, state["settings"][s], budget) for s in done]
     failed = {s: state["settings"][s]["error"] for s in specs if "error" in state["settings"].get(s, {})}
-    ref = state["settings"].get("clean", {})
+    ref, n = state["settings"].get("clean", {}), len(d.victim_images)
+    coarse = [f"only {n} victims: re-identification chance is 1/{n}, so the re-identification numbers are coarse "
+              "(more images per class, or a larger n_victims, make them finer)"] if n < 30 else []
     return {"data": d.name, "budget": asdict(budget), "rows": rows, **_select(rows, budget),
             "reference": {"accuracy": ref.get("accuracy"), "error": ref.get("error")}, "failed": failed,
             "shape": list(d.victim_images.shape[1:]), "region": default_region(*d.victim_images.shape[2:]),
-            "image_size": cfg.image_size, "state_file": str(path), "notes": list(d.notes) + _size_notes(d)}
-
-
-def _size_notes(d) -> list[str]:
-    n = len(d.victim_images)
-    if n >= 30:
-        return []
-    return [f"only {n} victims: re-identification chance is 1/{n}, so the re-identification numbers are coarse "
-            "(more images per class, or a larger n_victims, make them finer)"]
+            "image_size": cfg.image_size, "state_file": str(path), "notes": list(d.notes) + coarse}
 
 
 # ----------------------------------------------------------------------------- printing
@@ -384,6 +410,7 @@ def obfuscate_command(spec: str, *, src: str, dst: str = "DST", key: str = "secr
     if m.mix is not None:  # SRC: one sub-folder per class
         words += ["--mix", str(m.mix)] + (["--groups", "similar"] if m.similar else [])
         words += ["--mix-share", f"{m.share:g}"] if m.share != 1 else []
+        words += ["--mix-balanced"] if m.balanced else []
     return shlex.join(words)
 
 

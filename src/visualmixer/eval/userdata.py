@@ -11,10 +11,12 @@
     ``label``/``labels``) unless ``image_column`` / ``label_column`` name them.
 
 Every image is decoded here (not by ``load_image_folder``, which stops at the first unreadable
-file): unreadable files are skipped and counted; grey and colour images in one set are all
-converted to colour (the grey channel replicated: nothing is lost, and a colour model sees every
-image the same way), with a note; images keep their native size when they all share it, and are
-otherwise resized (shorter side) and centre-cropped to ``image_size``.
+file), the way the tools read files (:func:`visualmixer.tools.imageio.decode_image`: EXIF
+orientation applied, 16-bit grey scaled to 8 bits, alpha dropped): unreadable files are skipped
+and counted; grey and colour images in one set are all converted to colour (the grey channel
+replicated: nothing is lost, and a colour model sees every image the same way), with a note;
+images keep their native size when they all share it, and are otherwise resized (shorter side)
+and centre-cropped to ``image_size``.
 
 :func:`split_user_data` splits the pool the way the built-in sets are split
 (:func:`visualmixer.eval.report.data.load_audit_data`): disjoint owner's training images,
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from visualmixer.core.optional import require
+from visualmixer.tools.imageio import decode_image, load_image, tensor_to_pil
 from visualmixer.tools.progress import progress
 
 __all__ = [
@@ -51,7 +54,6 @@ USER_DATA_PREFIXES = ("imagefolder:", "hf:")
 #: The fewest images a class may have: one each for training, victims and the attacker.
 MIN_PER_CLASS = 3
 _SPLIT_DIRS = ("train", "test", "val", "validation")
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 #: shares of each class that :func:`fit_split_sizes` gives the victims, the attacker and the owner
 #: (5 % spare for unreadable files)
 _VICTIM_SHARE, _ATTACKER_SHARE, _TRAIN_SHARE = 0.15, 0.35, 0.45
@@ -137,19 +139,16 @@ def _list_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
 
 
 def _open_file(path: str):
-    from PIL import Image
-
-    return lambda: Image.open(path)
+    """A callable decoding ``path`` as the tools do (:func:`visualmixer.tools.imageio.load_image`)."""
+    return lambda: load_image(path)
 
 
 def _open_row(ds, i: int, column: str):
-    import io
-
-    from PIL import Image
-
     def opener():
         item = ds[i][column]
-        return Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"])
+        if item.get("bytes") is not None:
+            return decode_image(item["bytes"], name=f"row {i}")
+        return load_image(item["path"])
 
     return opener
 
@@ -236,13 +235,12 @@ def count_user_images(name: str, *, image_column: str | None = None, label_colum
 # ----------------------------------------------------------------------------- decoding
 
 
-def _to_array(im, image_size: int | None) -> np.ndarray:
-    """One PIL image -> uint8 ``(H, W)`` (grey) or ``(H, W, 3)``, resized and centre-cropped."""
+def _to_array(pixels: torch.Tensor, image_size: int | None) -> np.ndarray:
+    """One decoded image (uint8 ``(C, H, W)``, ``C`` in {1, 3}, as the tools read it) -> uint8
+    ``(H, W)`` (grey) or ``(H, W, 3)``, resized and centre-cropped."""
     from PIL import Image
 
-    mode = "L" if im.mode in _GREY_MODES else "RGB"
-    if im.mode != mode:
-        im = im.convert("RGBA").convert(mode) if im.mode == "P" else im.convert(mode)
+    im = tensor_to_pil(pixels)
     if image_size is not None and im.size != (image_size, image_size):
         w, h = im.size
         s = image_size / min(w, h)
@@ -283,13 +281,12 @@ def _decode(openers, names, classes, *, per_class, image_size, seed, enabled, so
             if per_class is not None and got >= per_class:
                 break
             try:
-                with openers[i]() as im:
-                    im.load()
-                    info["alpha"] += im.mode in ("RGBA", "LA", "PA")
-                    info["sizes"].add((im.height, im.width))
-                    if image_size is None and len(info["sizes"]) > 1:
-                        raise _size_error(source, info["sizes"])
-                    arrays.append(_to_array(im, image_size))
+                loaded = openers[i]()
+                info["alpha"] += loaded.mode in ("RGBA", "LA", "PA")
+                info["sizes"].add(tuple(loaded.pixels.shape[1:]))  # (upright: after the EXIF orientation)
+                if image_size is None and len(info["sizes"]) > 1:
+                    raise _size_error(source, info["sizes"])
+                arrays.append(_to_array(loaded.pixels, image_size))
             except _MixedSizes:
                 raise
             except Exception as exc:  # any decoder error: skip the file and count it

@@ -19,7 +19,7 @@ from visualmixer.core.mixing import check_balanced, check_share
 from visualmixer.core.regions import resolve_region
 from visualmixer.train.fit import check_lr_schedule
 
-__all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "resolve_device"]
+__all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "check_real", "check_seeds", "resolve_device"]
 
 OPTIMIZERS = ("st-adam", "adam", "sgd")
 MODES = ("offline", "online")
@@ -246,20 +246,16 @@ class TrainConfig:
         for name in ("train_size", "test_size", "image_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, _check_count(name, getattr(self, name), 1))
-        if isinstance(self.seeds, (str, bytes, int)) or not isinstance(self.seeds, Sequence):
-            raise TypeError(f"seeds must be a list of ints (one run per seed), got {self.seeds!r}")
-        self.seeds = [_check_count("seeds", s, 0, " (a seed)") for s in self.seeds]
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: give at least one seed, each once (got {self.seeds})")
+        self.seeds = check_seeds(self.seeds)
         if self.target_vfe is not None:
-            self.target_vfe = _check_real("target_vfe", self.target_vfe, 0.0, 1.0, "or None for clean training")
+            self.target_vfe = check_real("target_vfe", self.target_vfe, 0.0, 1.0, "or None for clean training")
         if self.lr is None:
             self.lr = _DEFAULT_LR[self.optimizer]
-        self.lr = _check_real("lr", self.lr, 0.0, math.inf, "", low_open=True)
-        self.weight_decay = _check_real("weight_decay", self.weight_decay, 0.0, math.inf, "")
-        self.momentum = _check_real("momentum", self.momentum, 0.0, 1.0, "", high_open=True)
+        self.lr = check_real("lr", self.lr, 0.0, math.inf, "", low_open=True)
+        self.weight_decay = check_real("weight_decay", self.weight_decay, 0.0, math.inf, "")
+        self.momentum = check_real("momentum", self.momentum, 0.0, 1.0, "", high_open=True)
         if self.target_acc is not None:
-            self.target_acc = _check_real("target_acc", self.target_acc, 0.0, 1.0, "(a test accuracy)")
+            self.target_acc = check_real("target_acc", self.target_acc, 0.0, 1.0, "(a test accuracy)")
 
     def _validate_feed(self) -> None:
         """Where the online batches are made: options that would be silently ignored are refused."""
@@ -300,9 +296,9 @@ class TrainConfig:
             if self.mix is not None:
                 raise ValueError(f"soft_label_file={self.soft_label_file!r} labels the released images as they are: "
                                  "mixing them again (mix=K) would move regions away from their rows")
-        if not float(self.soft_label_temperature) > 0:
+        if not 0 < float(self.soft_label_temperature) < math.inf:  # (NaN fails too)
             raise ValueError(f"soft_label_temperature={self.soft_label_temperature} is not allowed: give a "
-                             "number > 0")
+                             "finite number > 0")
         self._validate_feature_matching()
 
     def _validate_feature_matching(self) -> None:
@@ -330,16 +326,27 @@ def _check_count(name: str, value, minimum: int, meaning: str = "") -> int:
     return int(value)
 
 
-def _check_real(name: str, value, low: float, high: float, meaning: str, *, low_open: bool = False,
-                high_open: bool = False) -> float:
-    """``value`` as a float; a ValueError naming ``name`` unless it is a real number (not a bool or
-    a string) in ``[low, high]`` (ends open where asked)."""
-    ok = not isinstance(value, (bool, str, bytes)) and isinstance(value, numbers.Real) and \
-        (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
-    if not ok:  # (NaN fails every comparison)
-        allowed = (f"{'>' if low_open else '>='} {low:g}" if math.isinf(high) else
-                   f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
-        raise ValueError(f"{name}={value!r} is not allowed: give a number {allowed}{' ' + meaning if meaning else ''}")
+def check_seeds(seeds, name: str = "seeds") -> list[int]:
+    """``seeds`` as a list of ints: at least one, each an integer >= 0, each once; else a
+    ``TypeError`` / ``ValueError`` naming ``name`` (``visualmixer distill`` shares it)."""
+    if isinstance(seeds, (str, bytes, int)) or not isinstance(seeds, Sequence):
+        raise TypeError(f"{name} must be a list of ints (one run per seed), got {seeds!r}")
+    out = [_check_count(name, s, 0, " (a seed)") for s in seeds]
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"{name}: give at least one seed, each once (got {out})")
+    return out
+
+
+def check_real(name: str, value, low: float, high: float = math.inf, meaning: str = "", *, low_open: bool = False,
+               high_open: bool = False) -> float:
+    """``value`` as a float; a ValueError naming ``name`` unless it is a finite real number (not a
+    bool or a string; not NaN or infinite) in ``[low, high]`` (ends open where asked)."""
+    ok = not isinstance(value, (bool, str, bytes)) and isinstance(value, numbers.Real) and math.isfinite(value) \
+        and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        allowed = (f"a finite number {'>' if low_open else '>='} {low:g}" if math.isinf(high) else
+                   f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+        raise ValueError(f"{name}={value!r} is not allowed: give {allowed}{' ' + meaning if meaning else ''}")
     return float(value)
 
 

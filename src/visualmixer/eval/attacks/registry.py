@@ -37,6 +37,8 @@ __all__ = [
     "get_attack",
     "attack_names",
     "registered_attacks",
+    "reconstructing_attacks",
+    "unscored_methods",
 ]
 
 
@@ -116,14 +118,17 @@ class Attack:
 
     Class attributes: ``name`` (``"A1"``…, the name users select), ``title`` (for reports),
     ``needs`` (the :data:`CONTEXT_FIELDS` it reads; the runner only gives it contexts that have
-    them) and ``scope``: ``"victims"`` (each data set's victims; the default) or ``"faces"``
-    (the face photos of A6, which have no labels and no attacker images).
+    them), ``scope``: ``"victims"`` (each data set's victims; the default) or ``"faces"``
+    (the face photos of A6, which have no labels and no attacker images), and ``reconstructs``.
     """
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     needs: ClassVar[frozenset] = frozenset({"protected"})
     scope: ClassVar[str] = "victims"
+    #: whether :meth:`run` estimates the images (scored by SSIM and re-identification); False for
+    #: attacks whose findings go to ``ctx.record`` only (A4, A8)
+    reconstructs: ClassVar[bool] = True
 
     def applies_to(self, method) -> bool:
         """Whether the attack means anything against ``method`` (default: always)."""
@@ -186,3 +191,22 @@ def registered_attacks(names=None, *, scope: str | None = None) -> list[Attack]:
     chosen = None if names is None else set(names)
     return [a for n, a in _REGISTRY.items()
             if (chosen is None or n in chosen) and (scope is None or a.scope == scope)]
+
+
+def reconstructing_attacks(names, method) -> list[str]:
+    """The attacks among ``names`` that estimate the victims' images of ``method`` (and so give it
+    SSIM and re-identification scores): registered, of scope ``"victims"``, ``reconstructs`` and
+    applying to it (A9 only to mixed releases, A10 only to online mixing)."""
+    return [a.name for a in registered_attacks(names, scope="victims") if a.reconstructs and a.applies_to(method)]
+
+
+def unscored_methods(names, methods: dict) -> str | None:
+    """Why some of ``methods`` (``{spec: method}``) would get no SSIM or re-identification score
+    from the attacks ``names`` (none of them reconstructs their victims), naming the attacks that
+    would; None when every method gets one."""
+    lost = [spec for spec, m in methods.items() if not reconstructing_attacks(names, m)]
+    if not lost:
+        return None
+    return (f"none of {', '.join(names) or '(no attack)'} reconstructs the victims' images of {', '.join(lost[:3])}"
+            f"{' ...' if len(lost) > 3 else ''}, so they get no SSIM or re-identification score: select at least one "
+            "of A1, A2, A3, A5, A7 (A9 scores mixed releases only, A10 online mixing only)")

@@ -125,6 +125,7 @@ class Recognition(Attack):
     estimates of A2, A3, A5, A5-colour, A7 and A7+A5; writes ``record["A4"]`` (accuracies)."""
 
     name, title = "A4", "machine recognition"
+    reconstructs = False
     needs = frozenset({"protected", "labels", "estimates"})
     classified = ("A2", "A3", "A5", "A5-colour", "A7", "A7+A5")
 
@@ -181,6 +182,7 @@ class Linkage(Attack):
     (:func:`visualmixer.eval.attacks.a8_linkage.linkage_attack`): findings, not estimates."""
 
     name, title = "A8", "linkage / membership"
+    reconstructs = False
     needs = frozenset({"protected", "held_originals", "attacker_images"})
 
     def run(self, ctx):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from visualmixer.core.imageops import full_blocks, with_full_blocks
+from visualmixer.core.regions import resolve_region
 from visualmixer.eval.methods.base import ProtectionMethod, key_seed, os_seed
 from visualmixer.eval.methods.registry import register_method
 from visualmixer.tools.stats import summary_stats
@@ -94,7 +95,10 @@ def _parse_options(text: str, spec: str) -> dict:
         if p in ("flat", "blocks", "keyblocks", "online", "similar", "balanced"):
             out[p] = True
         elif p.startswith("r") and p[1:].isdigit() and int(p[1:]) >= 1:
-            out["region"] = int(p[1:])
+            try:  # the sides the core accepts (at most 256, at most MAX_LEVELS shuffle levels)
+                out["region"] = resolve_region(int(p[1:]), 1, 1)
+            except ValueError as exc:
+                raise ValueError(f"bad visualmixer option /{p} in {spec!r}: {exc}") from None
         elif p.startswith("mix") and p[3:].isdigit():
             out["mix"] = int(p[3:])
         elif p.startswith("share") and _is_number(p[5:]):

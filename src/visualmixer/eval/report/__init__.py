@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from visualmixer.eval.report.audit import ATTACKS, FULL, GOALS, QUICK, AuditConfig, expand_methods, run_audit
+from visualmixer.eval.report.files import prepare_out_dir
 from visualmixer.eval.report.html import render_report
 
 __all__ = [
@@ -33,7 +34,13 @@ def audit(out_dir, config: AuditConfig | None = None, *, log=print) -> Path:
     -------
     pathlib.Path
         Path of the written ``index.html``.
+
+    Raises
+    ------
+    ValueError
+        ``out_dir`` cannot be a folder (checked, and the folder created, before the audit runs).
     """
+    prepare_out_dir(out_dir)  # (a path that cannot be a folder fails before the audit runs)
     results, pictures = run_audit(config or AuditConfig(), log=log)
     return render_report(results, pictures, out_dir)
 

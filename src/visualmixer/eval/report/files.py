@@ -8,7 +8,21 @@ from pathlib import Path
 
 from visualmixer.core.atomic import replace_atomically
 
-__all__ = ["write_file", "write_report"]
+__all__ = ["prepare_out_dir", "write_file", "write_report"]
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create the output folder ``out_dir`` (and its parents) before any work, so that a path that
+    cannot be a folder (an existing file, a file among its parents, no permission) fails at once
+    with a ``ValueError`` naming ``out_dir``. Returns it as a Path."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out_dir: {path} exists and is not a folder: give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file among the parents, no permission, a read-only file system...
+        raise ValueError(f"out_dir: {path} cannot be created as a folder ({exc.strerror or exc})") from None
+    return path
 
 
 def write_file(path: str | Path, data: bytes | str) -> Path:
