@@ -246,7 +246,7 @@ def test_audit_cli_on_user_data(tmp_path, kind, capsys):
     assert "error" not in vm and {"A1", "A2", "A3"} <= set(vm["attacks"]) and "accuracy_loss_pp" in vm
     if kind == "imagefolder":
         assert any("skipped 1 unreadable" in n for n in res["notes"])
-    assert (out / "index.html").is_file()
+    assert "keep it as private as the images themselves" in (out / "index.html").read_text(encoding="utf-8")
 
 
 def test_a_custom_attacker_is_labelled_with_the_fitted_split(tmp_path, monkeypatch):

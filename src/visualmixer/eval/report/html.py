@@ -446,6 +446,9 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
     page = _Page(out_dir)
     page.add(page_start(title))
     _intro(page, results)
+    if any(ds.startswith(("imagefolder:", "hf:")) for ds in results["datasets"]):  # the owner's own images
+        page.add("<p class='note'><b>Private:</b> this report shows original images of your data (and the names of "
+                 "files it could not read): keep it as private as the images themselves.</p>")
     for ds, d in results["datasets"].items():
         page.add(f"<h2>{html.escape(ds)}</h2>")
         page.image(privacy_utility_plot(ds, d), f"{ds} privacy-utility plot", f"{ds}-plot")
