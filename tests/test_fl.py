@@ -95,6 +95,8 @@ def test_run_config_parsing():
     cfg = FLConfig.from_run_config({"target-vfe": -1.0, "num-clients": 3, "mode": "online", "data-root": ""})
     assert cfg.target_vfe is None and cfg.num_clients == 3 and cfg.mode == "online" and cfg.data_root is None
     assert FLConfig.from_run_config({"target-vfe": 0.4}).target_vfe == 0.4
+    with pytest.raises(ValueError, match="seed=-1 is not allowed"):  # (else the clients fail it 30 s later)
+        FLConfig.from_run_config({"seed": -1})
     with pytest.raises(ValueError, match="mode"):
         FLConfig.from_run_config({"mode": "sometimes"})
 

@@ -91,6 +91,17 @@ def test_a_resume_refuses_other_soft_labels(tmp_path, sets):
                 sets=sets)
 
 
+def test_a_resume_that_would_train_another_teacher_is_refused(tmp_path, sets):
+    """Without soft_label_epochs the teacher trains for epochs: a longer resumed run would load
+    the teacher of the shorter one (a result no uninterrupted run gives)."""
+    base = dict(model="region-sorted", target_vfe=1.0, mix=2, soft_labels="region-sorted")
+    L.train(_cfg(tmp_path / "r", epochs=1, **base), sets=sets)
+    with pytest.raises(ValueError, match="its soft-label teacher trained for 1 epochs.*give soft_label_epochs=1"):
+        L.train(_cfg(tmp_path / "r", epochs=2, resume=True, **base), sets=sets)
+    again = L.train(_cfg(tmp_path / "r", epochs=2, resume=True, soft_label_epochs=1, **base), sets=sets)  # same teacher
+    assert [h["epoch"] for h in again["runs"][0]["history"]] == [1, 2]
+
+
 def test_only_a_shuffle_blind_model_can_be_a_teacher():
     x, y = torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="model='cnn' cannot be a teacher"):

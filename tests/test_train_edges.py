@@ -90,6 +90,13 @@ def test_resume_refuses_fewer_epochs_than_done(tmp_path, sets):
     assert [h["epoch"] for h in more["runs"][0]["history"]] == [1, 2, 3]
 
 
+def test_resume_refuses_another_memory_layout(tmp_path, sets):
+    """The two layouts differ up to rounding: a resumed run in the other would splice two runs."""
+    L.train(_cfg(tmp_path, epochs=1), sets=sets)
+    with pytest.raises(ValueError, match="channels_last=False \\(now True\\)"):
+        L.train(_cfg(tmp_path, epochs=2, resume=True, channels_last=True), sets=sets)
+
+
 def test_resume_refuses_a_cosine_schedule_of_another_length(tmp_path, sets):
     L.train(_cfg(tmp_path, epochs=2, lr_schedule="cosine"), sets=sets)
     with pytest.raises(ValueError, match="ran over epochs=2, and over epochs=4 its epochs done would have"):
@@ -179,6 +186,9 @@ def test_distill_reports_a_diverged_run_and_refuses_nan_temperature(tmp_path, ca
     (["distill", "--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
     (["distill", "--seeds", "-1"], "argument --seeds: expected an integer >= 0, got -1"),
     (["distill", "--seeds", "0", "0"], "error: --seeds: give at least one seed, each once (got [0, 0])"),
+    (["train", "--seeds", "200000000000000"], "error: --seeds 200000000000000 is not allowed: give seeds from 0 to "
+     "4294967295"),
+    (["fl", "--seed", "-1"], "argument --seed: expected a seed from 0 to 4294967295, got -1"),
 ])
 def test_rates_must_be_finite_and_seeds_distinct_in_every_command(argv, says, tmp_path, capsys, monkeypatch):
     """train, soft-labels and distill share one check of a learning rate and of the seeds: usage

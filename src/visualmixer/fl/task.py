@@ -80,6 +80,9 @@ class FLConfig:
         for f in ("num_clients", "train_size", "test_size", "local_epochs", "batch_size", "seed", "mix",
                   "soft_label_epochs"):
             setattr(cfg, f, int(getattr(cfg, f)))
+        from visualmixer.train.config import check_seeds
+
+        cfg.seed = check_seeds([cfg.seed], "seed")[0]
         cfg.lr, cfg.soft_label_temperature = float(cfg.lr), float(cfg.soft_label_temperature)
         cfg.soft_label_features = float(cfg.soft_label_features)
         cfg.soft_labels = str(cfg.soft_labels or "")

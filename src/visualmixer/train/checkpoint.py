@@ -35,12 +35,13 @@ def write_json(obj, path: Path) -> None:
 
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
-           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels", "soft_label_epochs",
-           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment", "soft_label_features")  # fmt: skip
+           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels",
+           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment", "soft_label_features",
+           "channels_last")  # fmt: skip
 # options added later: what a checkpoint without them used
 _COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
                     "soft_label_temperature": 4.0, "lr_schedule": "constant", "soft_label_file": None,
-                    "augment": [], "soft_label_features": 0.0}
+                    "augment": [], "soft_label_features": 0.0, "channels_last": False}
 
 
 def load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
@@ -67,6 +68,14 @@ def load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
     # (a constant schedule; a cosine one resumed after its first epoch): else two curves are spliced
     schedule = LR_SCHEDULES[cfg.lr_schedule]
     spliced = any(schedule(e, old_epochs) != schedule(e, cfg.epochs) for e in range(done))
+    # the teacher of soft labels trains for soft_label_epochs, else for epochs: its saved weights
+    # (teacher.pt) are those of that length, which the resumed run must ask for again
+    old_teacher = old.get("soft_label_epochs") or old_epochs
+    if cfg.soft_labels is not None and (cfg.soft_label_epochs or cfg.epochs) != old_teacher:
+        raise ValueError(f"cannot resume {ckpt_path}: its soft-label teacher trained for {old_teacher} epochs, and "
+                         f"soft_label_epochs={cfg.soft_label_epochs}, epochs={cfg.epochs} would train another one "
+                         f"for {cfg.soft_label_epochs or cfg.epochs}; give soft_label_epochs={old_teacher} (the same "
+                         "teacher), or another out")
     if cfg.epochs < done or spliced:
         why = (f"it has {done} epochs done, more than epochs={cfg.epochs}" if cfg.epochs < done else
                f"its lr_schedule={cfg.lr_schedule!r} ran over epochs={old_epochs}, and over epochs={cfg.epochs} "

@@ -19,9 +19,11 @@ from visualmixer.core.mixing import check_balanced, check_share
 from visualmixer.core.regions import resolve_region
 from visualmixer.train.fit import check_lr_schedule
 
-__all__ = ["MODES", "OPTIMIZERS", "TrainConfig", "check_real", "check_seeds", "resolve_device"]
+__all__ = ["MAX_SEED", "MODES", "OPTIMIZERS", "TrainConfig", "check_real", "check_seeds", "resolve_device"]
 
 OPTIMIZERS = ("st-adam", "adam", "sgd")
+#: The largest seed (32 bits): per-epoch and per-round seeds multiply it by about 1e6 in 64 bits.
+MAX_SEED = 2**32 - 1
 MODES = ("offline", "online")
 _DEFAULT_LR = {"st-adam": 1e-3, "adam": 1e-3, "sgd": 0.05}
 
@@ -332,6 +334,8 @@ def check_seeds(seeds, name: str = "seeds") -> list[int]:
     if isinstance(seeds, (str, bytes, int)) or not isinstance(seeds, Sequence):
         raise TypeError(f"{name} must be a list of ints (one run per seed), got {seeds!r}")
     out = [_check_count(name, s, 0, " (a seed)") for s in seeds]
+    if any(s > MAX_SEED for s in out):  # (seeds are multiplied into per-epoch seeds of 64 bits)
+        raise ValueError(f"{name}={max(out)} is not allowed: give seeds from 0 to {MAX_SEED}")
     if not out or len(set(out)) != len(out):
         raise ValueError(f"{name}: give at least one seed, each once (got {out})")
     return out
