@@ -90,13 +90,6 @@ def test_resume_refuses_fewer_epochs_than_done(tmp_path, sets):
     assert [h["epoch"] for h in more["runs"][0]["history"]] == [1, 2, 3]
 
 
-def test_resume_refuses_another_memory_layout(tmp_path, sets):
-    """The two layouts differ up to rounding: a resumed run in the other would splice two runs."""
-    L.train(_cfg(tmp_path, epochs=1), sets=sets)
-    with pytest.raises(ValueError, match="channels_last=False \\(now True\\)"):
-        L.train(_cfg(tmp_path, epochs=2, resume=True, channels_last=True), sets=sets)
-
-
 def test_resume_refuses_a_cosine_schedule_of_another_length(tmp_path, sets):
     L.train(_cfg(tmp_path, epochs=2, lr_schedule="cosine"), sets=sets)
     with pytest.raises(ValueError, match="ran over epochs=2, and over epochs=4 its epochs done would have"):

@@ -36,12 +36,13 @@ def write_json(obj, path: Path) -> None:
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
            "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels",
-           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment", "soft_label_features",
-           "channels_last")  # fmt: skip
+           "soft_label_temperature", "lr_schedule", "soft_label_file", "augment", "soft_label_features")  # fmt: skip
+# (not compared: device, channels_last, prefetch, loader_workers — where and how fast a step runs,
+# the same training up to rounding; a run may resume on another machine or in the other layout)
 # options added later: what a checkpoint without them used
 _COMPAT_DEFAULTS = {"mix_share": 1.0, "mix_balanced": False, "soft_labels": None, "soft_label_epochs": None,
                     "soft_label_temperature": 4.0, "lr_schedule": "constant", "soft_label_file": None,
-                    "augment": [], "soft_label_features": 0.0, "channels_last": False}
+                    "augment": [], "soft_label_features": 0.0}
 
 
 def load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
