@@ -192,6 +192,31 @@ def test_hf_dataset_map():
         assert np.array_equal(np.asarray(out[i]["image"]), np.asarray(direct["image"][i]))
 
 
+def test_readme_hf_example_stores_plans_that_restore():
+    """README's Hugging Face block, run as written: the offline result is restorable with the key and
+    the plans it keeps, and the shared data set no longer holds them."""
+    import re
+    from pathlib import Path
+
+    datasets = pytest.importorskip("datasets")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "obfuscate_hf(" in b)
+    rows = _hf_rows()
+    ds = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    scope = {"ds": ds, "key": KEY}
+    exec(block, scope)  # the README's own example
+    assert "plans" in scope, "the example keeps no plans: its result cannot be restored"
+    stored, plans = scope["stored"], scope["plans"]
+    assert "plan" not in stored.column_names and len(plans) == 4
+    for n in (0, 2):  # an RGB and a grey ("L") row
+        obf = torch.from_numpy(np.array(stored[n]["image"]))
+        obf = obf[None, None] if obf.ndim == 2 else obf.permute(2, 0, 1)[None]
+        back = vm.restore(obf, vm.Plans.from_dict(json.loads(plans[n])), key=KEY, ids=[n])
+        want = np.asarray(rows["image"][n])
+        assert np.array_equal(back[0, 0].numpy() if want.ndim == 2 else back[0].permute(1, 2, 0).numpy(), want)
+    assert ds[0]["image"].size == rows["image"][0].size  # the online transform reads
+
+
 def test_obfuscate_indices_plans_restore_and_return_vfe():
     """The batched result of an offline dataset carries plans that restore the originals; return_vfe
     appends each sample's achieved VFE; a TensorDataset batch equals the per-item samples."""

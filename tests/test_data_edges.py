@@ -3,6 +3,8 @@ accepted that did nothing or the wrong thing."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -103,6 +105,28 @@ def test_hf_transform_refuses_alpha():
     fn = hf_batch_transform(None)
     with pytest.raises(ValueError, match="the image column got a PIL image in mode 'RGBA'"):
         fn({"image": [Image.new("RGBA", (16, 16))]})
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["array", "tensor"])
+def test_hf_transform_keeps_the_shape_of_grey_images(as_tensor):
+    """(H, W) images (what ds.with_format("numpy") gives for an MNIST-like set) come back (H, W), as
+    VisualMixer hands back an (H, W) array; (H, W, 1) arrays and (1, H, W) tensors keep their axis."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(3)]
+    grey = [torch.from_numpy(a) for a in arrays] if as_tensor else arrays
+    fn = hf_batch_transform(KEY, plan_column="plan")
+    out = fn({"image": grey}, indices=[0, 1, 2])
+    assert vm.VisualMixer(0.5)(arrays[0]).shape == (28, 28)
+    for n, (before, after) in enumerate(zip(grey, out["image"], strict=True)):
+        assert type(after) is type(before) and tuple(after.shape) == (28, 28) and after.dtype == before.dtype
+        assert not np.array_equal(np.asarray(after), arrays[n])
+        # the plan restores the original (restore takes (N, C, H, W))
+        plan = vm.Plans.from_dict(json.loads(out["plan"][n]))
+        back = vm.restore(torch.as_tensor(np.asarray(after))[None, None], plan, key=KEY, ids=[n])
+        assert np.array_equal(back[0, 0].numpy(), arrays[n])
+    with_axis = grey[0][None] if as_tensor else arrays[0][..., None]
+    kept = fn({"image": [with_axis]}, indices=[0])["image"][0]
+    assert tuple(kept.shape) == tuple(with_axis.shape)
 
 
 def _folder(tmp_path):

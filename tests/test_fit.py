@@ -208,6 +208,27 @@ def test_dpsgd_train_is_seeded_and_keeps_global_rng():
     assert eps > 0 and _same(out[0], out[1])
 
 
+def test_dpsgd_train_returns_a_plain_model_without_opacus_hooks():
+    pytest.importorskip("opacus")
+    from torch import nn
+
+    from visualmixer.train.dpsgd import dpsgd_train
+
+    x, y = _data(n=64)
+    xf = x.float() / 255
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 2))
+    model, _ = dpsgd_train(model, DataLoader(TensorDataset(xf, y), batch_size=16), epochs=1, seed=0)
+    assert type(model) is nn.Sequential
+    for m in model.modules():
+        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+    assert not any(hasattr(p, "grad_sample") or hasattr(p, "_forward_counter") for p in model.parameters())
+    # a plain backward pass (twice, without an optimizer step) works on the returned model
+    model.train()
+    for _ in range(2):
+        nn.functional.cross_entropy(model(xf[:10]), y[:10]).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_cosine_schedule_sets_each_epochs_lr_and_constant_leaves_it_alone():
     x, y = _data()
     model = _model()

@@ -1,5 +1,6 @@
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -93,3 +94,30 @@ def test_readme_pipeline_gives_float_tensors_for_pil_input():
     t2 = v2.Compose([v2.ToImage(), vm.VisualMixer(target_vfe=0.5), v2.ToDtype(torch.float32, scale=True)])
     out2 = t2(_pil("RGB"))
     assert isinstance(out2, tv_tensors.Image) and out2.dtype == torch.float32
+
+
+@pytest.mark.parametrize("image", [tv_tensors.Image, lambda x: _pil("RGB", size=(32, 32))], ids=["tv_image", "pil"])
+def test_a_plain_tensor_target_beside_an_image_passes_through_as_in_torchvision(image):
+    x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    heat = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 32, 32)  # a dense target, a plain tensor
+    _, flipped = v2.RandomHorizontalFlip(p=1.0)(image(x), heat)
+    assert torch.equal(flipped, heat)  # torchvision's rule: beside an explicit image, a plain tensor is no image
+    img = image(x)
+    out, target = vm.VisualMixer(0.5)(img, heat)
+    assert torch.equal(target, heat)
+    assert not np.array_equal(np.asarray(out), np.asarray(img))
+
+
+def test_only_the_first_plain_tensor_is_the_image_and_a_lone_one_is_still_obfuscated():
+    x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    heat = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 32, 32)
+    flipped, second = v2.RandomHorizontalFlip(p=1.0)(x, heat)
+    assert not torch.equal(flipped, x) and torch.equal(second, heat)
+    out, target = vm.VisualMixer(0.5)(x, heat)
+    assert not torch.equal(out, x) and torch.equal(target, heat)
+    assert torch.equal(out.flatten().sort().values, x.flatten().sort().values)
+    lone = vm.VisualMixer(0.5)(x)
+    assert not torch.equal(lone, x) and torch.equal(lone.flatten().sort().values, x.flatten().sort().values)
+    # a label tensor ahead of the image tensor: torchvision would take the label as the image; refused
+    with pytest.raises(TypeError, match="only the first plain tensor"):
+        vm.VisualMixer(0.5)(torch.tensor(3), x)

@@ -40,12 +40,15 @@ def _to_tensor(value: Any):
                  hint="e.g. ds.cast_column('image', datasets.Image(mode='RGB'))")
     if isinstance(value, Image.Image):
         return pil_to_tensor(value), "pil"
+    # a grey (H, W) image gets a channel axis here and loses it in _from_tensor ("...2d" kinds):
+    # the caller gets back the shape it gave (what ds.with_format("numpy") gives for MNIST-like sets)
     if isinstance(value, torch.Tensor):
-        t = value if value.ndim == 3 else value.unsqueeze(0)
-        return t, "tensor"
+        if value.ndim == 2:
+            return value.unsqueeze(0), "tensor2d"
+        return value, "tensor"
     arr = np.asarray(value)
     if arr.ndim == 2:
-        arr = arr[..., None]
+        return torch.from_numpy(np.ascontiguousarray(arr))[None], "array2d"
     if arr.ndim != 3:
         raise ValueError(f"image column: expected PIL images or (H, W[, C]) arrays, got shape {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), "array"
@@ -58,6 +61,10 @@ def _from_tensor(t, kind: str):
         return tensor_to_pil(t)
     if kind == "tensor":
         return t
+    if kind == "tensor2d":
+        return t[0]
+    if kind == "array2d":
+        return t[0].numpy()
     return t.numpy().transpose(1, 2, 0)
 
 

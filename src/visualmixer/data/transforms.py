@@ -20,13 +20,16 @@ __all__ = ["VisualMixer"]
 class VisualMixer(v2.Transform):
     """Obfuscate images in a ``Compose`` pipeline (and, as an ``nn.Module``, anywhere).
 
-    Plain tensors ``(C, H, W)``/``(N, C, H, W)`` and ``tv_tensors.Image`` are obfuscated; PIL
-    images are obfuscated too, and numpy arrays ``(H, W)``/``(H, W, C)`` where the input holds
-    no other image (each handed back as it came, so put ``v2.PILToTensor()`` or ``v2.ToImage()``
-    first when later steps need tensors); labels, boxes and other inputs pass through untouched
-    (the positions of regions do not change, but content inside boxes is shuffled). A call in
-    which nothing is an image (a 2-D tensor, say) raises ``TypeError`` rather than pass it
-    through unprotected.
+    ``tv_tensors.Image`` and PIL images are obfuscated. A plain tensor ``(C, H, W)``/``(N, C, H, W)``
+    is taken as the image as torchvision v2 takes it: only where the input holds no
+    ``tv_tensors.Image``, PIL image or video, and then only the first plain tensor; other plain
+    tensors (a dense target, say) pass through, as they do through ``v2.RandomHorizontalFlip``.
+    Numpy arrays ``(H, W)``/``(H, W, C)`` are obfuscated where the input holds no other image.
+    Each image is handed back as it came, so put ``v2.PILToTensor()`` or ``v2.ToImage()`` first
+    when later steps need tensors; labels, boxes and other inputs pass through untouched (the
+    positions of regions do not change, but content inside boxes is shuffled). A call in which
+    nothing is an image (a 2-D tensor, say, or a label tensor ahead of the image tensor) raises
+    ``TypeError`` rather than pass an image through unprotected.
 
     Images with an alpha channel (PIL modes RGBA, LA, PA, a palette with transparency; numpy
     arrays ``(H, W, 4)``) are refused with a ``ValueError``: dropping alpha silently would change
@@ -71,18 +74,20 @@ class VisualMixer(v2.Transform):
         self.channel_order = channel_order
 
     def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
-        # Plain tensors count as images here (torchvision's heuristic only takes the first one);
-        # numpy arrays where nothing else is an image (beside a PIL image, a numpy mask stays a
-        # mask). A call with no image at all is refused: passing an image through unprotected
-        # (a 2-D tensor, say) would be silent.
+        # torchvision's rule (v2.Transform._needs_transform_list): a plain tensor is the image only
+        # where nothing is explicitly an image (tv_tensors.Image, PIL, video), and then only the
+        # first plain tensor; it must be (C, H, W) or (N, C, H, W). Numpy arrays count where
+        # nothing else is an image (beside a PIL image, a numpy mask stays a mask). A call with no
+        # image at all is refused: passing an image through unprotected would be silent.
         import numpy as np
         from PIL import Image
         from torchvision import tv_tensors
 
-        images = [
-            isinstance(x, (tv_tensors.Image, Image.Image)) or (type(x) is torch.Tensor and x.ndim in (3, 4))
-            for x in flat_inputs
-        ]
+        explicit = (tv_tensors.Image, tv_tensors.Video, Image.Image)
+        images = [isinstance(x, (tv_tensors.Image, Image.Image)) for x in flat_inputs]
+        plain = [n for n, x in enumerate(flat_inputs) if type(x) is torch.Tensor]
+        if plain and not any(isinstance(x, explicit) for x in flat_inputs):
+            images[plain[0]] = flat_inputs[plain[0]].ndim in (3, 4)
         if not any(images):
             images = [isinstance(x, np.ndarray) and x.ndim in (2, 3) for x in flat_inputs]
         if not any(images):
@@ -91,7 +96,8 @@ class VisualMixer(v2.Transform):
             raise TypeError(
                 f"VisualMixer found no image to obfuscate in its input ({seen}): it takes PIL images, "
                 "tv_tensors.Image, tensors (C, H, W) or (N, C, H, W) and numpy arrays (H, W) or (H, W, C); "
-                "add a channel axis to a 2-D tensor (x.unsqueeze(0))"
+                "add a channel axis to a 2-D tensor (x.unsqueeze(0)); as in torchvision, only the first "
+                "plain tensor of an input is taken as its image (put it first, or wrap it in tv_tensors.Image)"
             )
         return images
 

@@ -56,7 +56,8 @@ def dpsgd_train(
     Returns
     -------
     (torch.nn.Module, float)
-        The trained (unwrapped) model and the spent ε at ``delta``.
+        The trained model, unwrapped (Opacus's hooks removed: an ordinary ``nn.Module`` again) and
+        the spent ε at ``delta``.
 
     Raises
     ------
@@ -79,4 +80,8 @@ def dpsgd_train(
         fit_classifier(pmodel, ploader, epochs=epochs, optimizer=popt, device=device, seed=seed,
                        progress=progress, desc="DP-SGD")
         eps = float(engine.get_epsilon(delta))
-    return pmodel._module if hasattr(pmodel, "_module") else pmodel, eps
+    # Opacus's per-sample-gradient hooks (and its attributes on the parameters) would stay on the
+    # module: a later plain backward pass would fail ("Poisson sampling is not compatible with grad
+    # accumulation"). to_standard_module removes them and hands back the wrapped module.
+    unwrap = getattr(pmodel, "to_standard_module", None)
+    return (unwrap() if unwrap is not None else getattr(pmodel, "_module", pmodel)), eps
