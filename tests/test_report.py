@@ -482,3 +482,16 @@ def test_utility_model_region_sorted_pays_nothing_for_the_in_region_shuffle():
     assert clean_cnn != shuffled_cnn
     with pytest.raises(ValueError, match="utility_model must be None .* region-sorted-channels; got 'vgg'"):
         run_audit(AuditConfig(**base, utility_model="vgg"), log=lambda s: None)
+
+
+def test_reid_is_also_summarised_over_the_prior_guess():
+    """The labels alone (the class-mean guess) re-identify above chance: the summary gives the
+    best attack's rate over both."""
+    from visualmixer.eval.report.runner import _summarise_method
+
+    ds = {"prior": {"class_mean": {"ssim": {"mean": 0.3}, "reid": {"rate": 0.016}}}, "reid_chance": 0.002,
+          "chance_accuracy": 0.1}
+    r = {"attacks": {"A1": {"ssim": {"mean": 0.4}, "reid": {"rate": 0.032}}}}
+    _summarise_method(r, ds)
+    assert r["summary"]["reid_over_chance"] == pytest.approx(16.0)
+    assert r["summary"]["reid_over_prior"] == pytest.approx(2.0)

@@ -395,8 +395,9 @@ def prior_scores(
     predicted : torch.Tensor, optional
         ``(N,)`` classes predicted by the attacker (e.g. attack A4); adds ``"predicted_class_mean"``.
     reid : bool
-        Also compute the re-identification rate of the guesses (chance-level by construction, as
-        every image of a class gets the same guess; reported to make that explicit).
+        Also compute the re-identification rate of the guesses. Every image of a class gets the
+        same guess, but that guess is nearest to one victim of its class, so the rate is up to
+        (classes) / (victims), not 1 / (victims): what the labels alone re-identify.
 
     Returns
     -------

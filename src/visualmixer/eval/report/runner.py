@@ -285,6 +285,7 @@ def _summarise_method(r: dict, ds_res: dict) -> None:
     """Best attack per score, and the goal checks (GOALS)."""
     atk = r.get("attacks", {})
     prior_ssim = ds_res["prior"]["class_mean"]["ssim"]["mean"]
+    prior_reid = ds_res["prior"]["class_mean"].get("reid", {}).get("rate")
     best_ssim = max((s["ssim"]["mean"] for s in atk.values()), default=None)
     best_att = max(atk, key=lambda a: atk[a]["ssim"]["mean"]) if atk else None
     best_reid = max((s["reid"]["rate"] for s in atk.values() if "reid" in s), default=None)
@@ -297,6 +298,8 @@ def _summarise_method(r: dict, ds_res: dict) -> None:
         "ssim_over_prior": None if best_ssim is None else best_ssim - prior_ssim,
         "best_reid": best_reid,
         "reid_over_chance": None if best_reid is None else best_reid / ds_res["reid_chance"],
+        # the labels alone (the class-mean guess) re-identify up to classes/victims, above chance
+        "reid_over_prior": (None if best_reid is None or not prior_reid else best_reid / prior_reid),
         # against any source of a collage (the attacker reconstructs whichever it can)
         "best_ssim_any_source": max((a["ssim"]["mean"] for a in anys), default=None),
         "best_reid_any_source": max((a["reid"] for a in anys if "reid" in a), default=None),
