@@ -169,6 +169,16 @@ def test_close_stops_the_workers_and_a_later_epoch_starts_new_ones(make_feed):
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
 
 
+def _kill_and_see_workers_end(trainer: subprocess.Popen, pids: list[int]) -> None:
+    """SIGKILL the trainer; its workers ``pids`` must end within 10 s."""
+    trainer.kill()
+    trainer.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), "a worker outlived the killed trainer"
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 def test_workers_end_when_the_training_process_is_killed():
     script = textwrap.dedent(f"""
@@ -186,12 +196,7 @@ def test_workers_end_when_the_training_process_is_killed():
     try:
         pids = [int(p) for p in _within(60, proc.stdout.readline).split()]
         assert len(pids) == 2
-        proc.kill()
-        proc.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.1)
-        assert not any(alive(p) for p in pids), "a worker outlived the killed trainer"
+        _kill_and_see_workers_end(proc, pids)
     finally:
         proc.kill()
         proc.wait(10)
@@ -393,13 +398,7 @@ def test_spawned_through_a_forking_wrapper_executable(tmp_path):
     try:
         same, *pids = _within(90, proc.stdout.readline).split()
         assert same == "True"
-        workers = [int(p) for p in pids]  # the wrappers, which end only after their Python children
-        proc.kill()
-        proc.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(alive(p) for p in workers):
-            time.sleep(0.1)
-        assert not any(alive(p) for p in workers), "a worker outlived the killed trainer"
+        _kill_and_see_workers_end(proc, [int(p) for p in pids])  # (the wrappers: they end after their children)
     finally:
         proc.kill()
         proc.wait(10)
