@@ -95,6 +95,11 @@ def test_face_rate_budget_runs_a6_on_the_face_photos(tmp_path):
     assert state["audit"]["attacks"][-1] == "A6" and "haar" in state["settings"]["visualmixer:0.5"]["A6"]
     strict = rec._row("visualmixer:0.5", state["settings"]["visualmixer:0.5"], Budget(max_face_rate=0.0))
     assert ("face_rate" in strict["fails"]) == (row["face_rate"] > 0)
+    # dropping the face budget re-ranks the saved results (A6's go unused) instead of refusing them
+    logs = []
+    again = recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", targets=(0.5,), config=TINY, log=logs.append,
+                      budget=Budget(max_ssim_over_prior=1.0, max_reid=None))
+    assert any("resuming: 2 finished settings" in line for line in logs) and again["rows"][0]["face_rate"] is not None
 
 
 def test_audit_only_best_also_names_the_cheapest_with_a_command():

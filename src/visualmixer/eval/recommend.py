@@ -160,6 +160,8 @@ def _load_state(path: Path, identity: dict, budget: Budget, *, overwrite: bool, 
         raise ValueError(f"out_dir: {path} holds results for other data ({state.get('data')}, or the same "
                          "images split or sized differently); pass another out_dir=DIR or overwrite=True")
     saved, now = state.get("audit", {}), identity["audit"]
+    if "A6" in (saved.get("attacks") or []) and "A6" not in (now.get("attacks") or []):  # a face budget dropped:
+        saved = {**saved, "attacks": [a for a in saved["attacks"] if a != "A6"]}  # its A6 results go unused
     diff = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*now, *saved])
             if saved.get(k) != now.get(k)]  # (both ways: a setting only one of them names differs too)
     if diff:
