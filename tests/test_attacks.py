@@ -305,3 +305,57 @@ def test_a7_recovers_a_key_wide_block_layout_from_the_set():
     got2 = (est2.double() * 255).reshape(300, 4, 4, 4, 4).mean(dim=(2, 4))
     base2 = per_image.double().reshape(300, 4, 4, 4, 4).mean(dim=(2, 4))
     assert (got2 - truth).abs().mean() > 0.5 * (base2 - truth).abs().mean()
+
+
+def _template_images(n: int, seed: int, c: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """16×16 images of four classes, each a smooth random class template (no block of it
+    symmetric under a turn, mirror or channel swap) plus noise."""
+    templates = smooth(4, c, 16, 16, seed=99) * 180
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = templates[y] + torch.rand(n, c, 16, 16, generator=g) * 60
+    return x.clamp(0, 255).to(torch.uint8), y
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_a7_undoes_each_slots_key_wide_turn_mirror_negation_and_channel_order(c):
+    from visualmixer.eval.attacks.a7_layout import (
+        block_transforms,
+        recover_block_transforms,
+        recover_layout,
+        undo_block_transforms,
+        undo_layout,
+    )
+    from visualmixer.eval.baselines import BlockScramble
+
+    own, own_y = _template_images(200, seed=1, c=c)
+    vic, vic_y = _template_images(100, seed=2, c=c)
+    released = BlockScramble(4, key=7)(vic)  # EtC: permute, turn, mirror, negate, re-order channels
+    src, neg = recover_layout(released, vic_y, own, own_y, block=4)
+    moved = undo_layout(released, src, neg, block=4)
+    which = recover_block_transforms(moved, vic_y, own, own_y, block=4)
+    assert which.shape == (16,) and int(which.max()) < len(block_transforms(c)) == 16 * (6 if c == 3 else 1)
+    assert (which != 0).sum() > 8  # most slots were turned, mirrored or re-coloured
+    est = undo_block_transforms(moved, which, block=4)
+    assert torch.equal((est * 255).round().to(torch.uint8), vic)  # every image exactly back
+    assert M.image_scores(vic, moved)["ssim"]["mean"] < 0.9  # the blocks in place alone are not
+    # nothing to undo: the originals keep every block as it is
+    assert not recover_block_transforms(vic, vic_y, own, own_y, block=4).any()
+
+
+def test_a7_scores_the_reordered_images_of_block_scrambling():
+    from types import SimpleNamespace
+
+    from visualmixer.eval.attacks.registry import AttackContext
+    from visualmixer.eval.attacks.standard import LayoutRecovery
+    from visualmixer.eval.methods import parse_method
+
+    own, own_y = _template_images(200, seed=1, c=3)
+    vic, vic_y = _template_images(100, seed=2, c=3)
+    method = parse_method("scramble:4", seed=3)
+    ctx = AttackContext(method=method, protected=method(vic), region=4, labels=vic_y, attacker_images=own,
+                        attacker_labels=own_y, num_classes=4, settings=SimpleNamespace(), selected=frozenset({"A7"}))
+    est = LayoutRecovery().run(ctx)
+    assert set(est) == {"A7", "A7-image"}  # no moved regions: no A7+A5 / A7+A3
+    scores = M.image_scores(vic, est["A7-image"])
+    assert scores["ssim"]["mean"] > 0.99 and scores["reid"]["rate"] == 1.0, scores

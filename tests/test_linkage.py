@@ -1,5 +1,6 @@
 """A8 linkage / membership: permutations keep each image's and each region's multiset of values."""
 
+import pytest
 import torch
 
 from visualmixer.core.keys import Key
@@ -93,3 +94,23 @@ def test_victim_linkage_trusts_the_region_that_only_one_released_image_matches()
     res = obfuscate(x, key=Key.from_seed(3), ids=range(8), target_vfe=0.7)
     r = linkage_attack(res.images, x, torch.zeros_like(x))
     assert r["victim_link_rates"]["surest region"] == 1.0 and abs(r["victim_link_chance"] - 1 / 8) < 1e-12
+
+
+def test_linkage_takes_the_sources_of_every_region_partial_edge_ones_too():
+    # 28 px, region 8: region_sources numbers 4 x 4 regions, region linkage matches the 3 x 3 full ones
+    x, out = _images(64, 9), _images(64, 10)
+    y, key = torch.arange(64) % 4, Key.from_seed(4)
+    m = mix(x, y, key=key, ids=range(64), k=4, target_vfe=0.5, region=8)
+    src = region_sources(m.groups, key=key, ids=range(64), height=28, width=28)
+    assert src.shape == (64, 16)
+    r = linkage_attack(m.images, x, out, sources=src, region=8)
+    assert r["region_link_rate"] > 0.9 and r["victim_link_rate"] > 0.9
+    # the full regions' columns alone give the same region linkage
+    from visualmixer.eval.attacks.a8_linkage import full_region_columns
+
+    cols = full_region_columns(28, 28, 8)
+    assert cols.tolist() == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    full = linkage_attack(m.images, x, out, sources=src[:, cols], region=8)
+    assert full["region_link_rate"] == r["region_link_rate"]
+    with pytest.raises(ValueError, match="sources must be"):
+        linkage_attack(m.images, x, out, sources=src[:, :10], region=8)

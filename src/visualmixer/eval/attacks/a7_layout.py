@@ -16,15 +16,24 @@ Hungarian algorithm (:func:`scipy.optimize.linear_sum_assignment`). A slot may a
 negated (``x → 1 − x``, EtC's negative–positive step, the same for every image): each slot is
 matched as it is or negated, whichever fits. Block rotations and channel shuffles do not change
 a block's mean, so they do not hide the layout.
+
+Those are key-wide too (EtC turns, mirrors, negates and re-orders the channels of the block in
+each slot the same way in every image), so they are undone the same way
+(:func:`recover_block_transforms`): once the blocks are back in place, each slot gets the one of
+the 16 turns × mirror × negation (× the channel orders, for colour) that makes its class-mean
+block image closest to the attacker's class-mean block at that position.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 
 from visualmixer.core.imageops import add_batch_axis, full_blocks, region_mean_grid, to_float, with_full_blocks
 
-__all__ = ["recover_layout", "undo_layout"]
+__all__ = ["recover_layout", "undo_layout", "block_transforms", "recover_block_transforms",
+           "undo_block_transforms"]
 
 
 def _features(means: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -111,3 +120,105 @@ def undo_layout(protected, source: torch.Tensor, negated: torch.Tensor, block: i
     core = full_blocks(x, block)[:, source.to(x.device)]
     flip = negated.to(x.device)[None, :, None, None, None]
     return with_full_blocks(x, torch.where(flip, 1.0 - core, core))
+
+
+def block_transforms(channels: int) -> list[tuple[int, bool, bool, tuple[int, ...]]]:
+    """Every transform :func:`recover_block_transforms` considers for a block, identity first:
+    ``(quarter turns, mirrored, negated, channel order)``, applied in the order channels, negation,
+    turn (:func:`torch.rot90`), mirror (left-right). They form a group: each EtC block scramble
+    (turn, flip, negation, channel shuffle) is undone by one of them."""
+    orders = list(itertools.permutations(range(channels)))
+    return [(k, mirror, neg, order) for neg in (False, True) for order in orders for mirror in (False, True)
+            for k in range(4)]
+
+
+def _transform(blocks: torch.Tensor, t: tuple[int, bool, bool, tuple[int, ...]]) -> torch.Tensor:
+    """One of :func:`block_transforms` applied to float blocks ``(..., C, b, b)``."""
+    k, mirror, neg, order = t
+    x = blocks[..., list(order), :, :]
+    x = 1.0 - x if neg else x
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return x.flip(-1) if mirror else x
+
+
+def _class_means(blocks: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K, G, C, b, b)`` float64 class-mean blocks and ``(K,)`` class counts."""
+    onehot = torch.nn.functional.one_hot(labels.long(), k).double()
+    counts = onehot.sum(0)
+    means = torch.einsum("nk,ngcij->kgcij", onehot, blocks.double()) / counts.clamp_min(1.0).view(-1, 1, 1, 1, 1)
+    return means, counts
+
+
+def recover_block_transforms(
+    ordered,
+    labels,
+    attacker_images,
+    attacker_labels,
+    block: int,
+    *,
+    num_classes: int | None = None,
+    negation: bool = True,
+    channels: bool = True,
+) -> torch.Tensor:
+    """Estimate the key-wide transform of every block slot of a released set whose blocks are
+    already back in place (:func:`undo_layout`).
+
+    For every slot and every candidate of :func:`block_transforms`, the mean squared difference
+    between the candidate applied to the slot's class-mean block (over the released images) and
+    the class-mean block of the attacker's own images at that position, averaged over the
+    classes both sets have; each slot takes the closest (ties: the identity).
+
+    Parameters
+    ----------
+    ordered : torch.Tensor
+        ``(N, C, H, W)`` released images with the blocks back at their positions (uint8 or float
+        in [0, 1]).
+    labels, attacker_images, attacker_labels, block, num_classes
+        As for :func:`recover_layout`.
+    negation, channels : bool
+        Also consider negated blocks / other channel orders (colour images).
+
+    Returns
+    -------
+    torch.Tensor
+        int64 ``(G,)``: per slot (row-major over the full-block grid), the index into
+        ``block_transforms(C)`` of the transform that undoes it (0: none).
+
+    Examples
+    --------
+    >>> which = recover_block_transforms(ordered, y, own, own_y, block=4)   # doctest: +SKIP
+    >>> estimate = undo_block_transforms(ordered, which, block=4)           # doctest: +SKIP
+    """
+    x, _ = add_batch_axis(ordered, "ordered")
+    a, _ = add_batch_axis(attacker_images, "attacker_images")
+    if x.shape[1:] != a.shape[1:]:
+        raise ValueError(f"attacker images {tuple(a.shape[1:])} differ from the released {tuple(x.shape[1:])}")
+    k = int(num_classes or int(max(labels.max(), attacker_labels.max())) + 1)
+    released, n_rel = _class_means(full_blocks(to_float(x), block), labels, k)
+    own, n_own = _class_means(full_blocks(to_float(a), block), attacker_labels, k)
+    both = ((n_rel > 0) & (n_own > 0)).double()  # classes seen in both sets count alike
+    weight = both / both.sum().clamp_min(1.0)
+    cands = block_transforms(x.shape[1])
+    identity = tuple(range(x.shape[1]))
+    cost = torch.full((len(cands), released.shape[1]), float("inf"), dtype=torch.float64)
+    for i, t in enumerate(cands):  # a loop over the (at most 16 · C!) candidates, each batched
+        if (t[2] and not negation) or (t[3] != identity and not channels):
+            continue
+        diff = ((_transform(released, t) - own) ** 2).mean(dim=(2, 3, 4))  # (K, G)
+        cost[i] = weight @ diff
+    return cost.argmin(dim=0)
+
+
+def undo_block_transforms(images, which: torch.Tensor, block: int) -> torch.Tensor:
+    """Apply to every full block slot its transform ``block_transforms(C)[which[slot]]``
+    (:func:`recover_block_transforms`). Returns float32 ``(N, C, H, W)`` in [0, 1]; edge strips
+    outside the full-block grid are kept."""
+    x, _ = add_batch_axis(images, "images")
+    x = to_float(x)
+    blocks = full_blocks(x, block).clone()
+    cands = block_transforms(x.shape[1])
+    which = which.to(torch.int64).cpu()
+    for t in which.unique().tolist():  # a loop over the distinct transforms, each batched over slots
+        slots = (which == t).nonzero().flatten().to(x.device)
+        blocks[:, slots] = _transform(blocks[:, slots], cands[t])
+    return with_full_blocks(x, blocks)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from visualmixer.core.imageops import full_blocks
 from visualmixer.core.regions import default_region
 
-__all__ = ["linkage_attack", "sorted_profile", "region_profiles"]
+__all__ = ["linkage_attack", "sorted_profile", "region_profiles", "full_region_columns"]
 
 _QUANTILES = 256  # points of a sorted profile kept per image (a 224² RGB image has 150k values)
 
@@ -54,6 +54,15 @@ def region_profiles(images: torch.Tensor, region: int) -> torch.Tensor:
     """``(R, N, region² · C)`` float32: the sorted values of every full region, by position."""
     x = full_blocks(images, region).transpose(0, 1).flatten(2).float()  # (R, N, C·r·r)
     return x.sort(dim=2).values
+
+
+def full_region_columns(height: int, width: int, region: int) -> torch.Tensor:
+    """``(R,)`` int64: for every full region (row-major over the grid ``H // region x W // region``
+    that the attacks work on), its column in :func:`visualmixer.core.mixing.region_sources`, which
+    numbers every region of the grid ``ceil(H / region) x ceil(W / region)``, partial edge ones too."""
+    cols, all_cols = width // region, -(-width // region)
+    p = torch.arange((height // region) * cols)
+    return (p // cols) * all_cols + p % cols
 
 
 def _nearest(queries: torch.Tensor, gallery: torch.Tensor, chunk: int = 1024, *,
@@ -129,9 +138,12 @@ def linkage_attack(
     outsiders : torch.Tensor
         ``(M, C, H, W)`` candidates that were never released.
     sources : torch.Tensor, optional
-        ``(N, R)`` int64: for mixed releases, which original each full region of each protected
-        image came from (:func:`visualmixer.core.mixing.region_sources` restricted to full
-        regions); by default image ``i`` is the source of all of its regions.
+        ``(N, R)`` int64: for mixed releases, which original each region of each protected image
+        came from: every region, partial edge ones too, as
+        :func:`visualmixer.core.mixing.region_sources` numbers them, or the full regions only;
+        by default image ``i`` is the source of all of its regions. A collage's main source and
+        the collages that hold a piece of an original count every region; region linkage, which
+        matches full regions, reads their columns (:func:`full_region_columns`).
     region : int, optional
         Region side (default: the library's rule for the image size).
 
@@ -157,8 +169,12 @@ def linkage_attack(
     gh, gw = h // r, w // r
     if sources is None:
         sources = torch.arange(n).view(-1, 1).expand(n, gh * gw)
-    sources = sources[:, : gh * gw] if sources.shape[1] == gh * gw else sources
+    every = (-(-h // r)) * (-(-w // r))
+    if sources.shape != (n, gh * gw) and sources.shape != (n, every):
+        raise ValueError(f"sources must be (N, regions): ({n}, {every}) or, full regions only, ({n}, {gh * gw}); "
+                         f"got {tuple(sources.shape)}")
     main = torch.mode(sources, dim=1).values  # the image most of a collage's regions come from
+    full = sources if sources.shape[1] == gh * gw else sources[:, full_region_columns(h, w, r)]
 
     views = {
         "sorted values": (sorted_profile(protected), sorted_profile(gallery)),
@@ -179,7 +195,7 @@ def linkage_attack(
     rq, rg = region_profiles(protected, r), region_profiles(gallery, r)  # (R, N, D), (R, N+M, D)
     ridx, _ = _nearest(rq, rg)  # (R, N)
     informative = rq[..., -1] > rq[..., 0]  # (R, N)
-    hits = (ridx == sources.T) & informative
+    hits = (ridx == full.T) & informative
     region_rate = float(hits.sum() / informative.sum().clamp(min=1))
     # one more image linker: each protected image votes for the candidates its regions matched
     votes = torch.zeros(n, gallery.shape[0])

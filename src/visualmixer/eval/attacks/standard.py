@@ -15,8 +15,13 @@ from visualmixer.eval.attacks.a3_inversion import LearnedInversion
 from visualmixer.eval.attacks.a4_recognition import Recognizer
 from visualmixer.eval.attacks.a5_channel_order import fit_channel_order_prior, recover_channel_order
 from visualmixer.eval.attacks.a5_jigsaw import realign_and_solve
-from visualmixer.eval.attacks.a7_layout import recover_layout, undo_layout
-from visualmixer.eval.attacks.a8_linkage import linkage_attack
+from visualmixer.eval.attacks.a7_layout import (
+    recover_block_transforms,
+    recover_layout,
+    undo_block_transforms,
+    undo_layout,
+)
+from visualmixer.eval.attacks.a8_linkage import full_region_columns, linkage_attack
 from visualmixer.eval.attacks.a9_unmix import relink_regions
 from visualmixer.eval.attacks.a10_intersect import intersect_releases
 from visualmixer.eval.attacks.registry import Attack, register_attack
@@ -69,8 +74,12 @@ class Jigsaw(Attack):
 
 @register_attack
 class LayoutRecovery(Attack):
-    """A7: a key-wide block layout recovered from the whole released set (labels leak), then the
-    region mosaic read off the re-ordered images; when whole regions moved, also A5 on them."""
+    """A7: a key-wide block layout recovered from the whole released set (labels leak), and each
+    slot's key-wide turn, mirror, negation and channel order (EtC block scrambling); scored are
+    the region mosaic of the re-ordered images (``A7``) and the re-ordered images themselves
+    (``A7-image``). When whole regions moved (VisualMixer ``/blocks``, ``/keyblocks``: moved, never
+    turned), also A5 on the regions moved back (``A7+A5``) and a U-Net trained on the attacker's own
+    release of the method without the moves (``A7+A3``, as A9 inverts re-linked collages)."""
 
     name, title = "A7", "key-wide layout recovery"
     needs = _LABELLED | {"region"}
@@ -82,10 +91,16 @@ class LayoutRecovery(Attack):
         blk = int(ctx.method.block or ctx.region)
         src, neg = recover_layout(ctx.protected, ctx.labels, ctx.attacker_images, ctx.attacker_labels, blk,
                                   num_classes=ctx.num_classes)
-        ordered = undo_layout(ctx.protected, src, neg, blk)
-        est = {"A7": region_mosaic(ordered, blk)}
-        if ctx.method.moves_regions and "A5" in ctx.selected:
-            est["A7+A5"] = realign_and_solve(ordered, ctx.region)
+        moved = undo_layout(ctx.protected, src, neg, blk)  # every block back at its position
+        which = recover_block_transforms(moved, ctx.labels, ctx.attacker_images, ctx.attacker_labels, blk,
+                                         num_classes=ctx.num_classes)
+        ordered = undo_block_transforms(moved, which, blk)
+        est = {"A7": region_mosaic(ordered, blk), "A7-image": ordered}
+        if ctx.method.moves_regions:  # the regions moved back as they are: what the in-region attacks undo
+            if "A5" in ctx.selected:
+                est["A7+A5"] = realign_and_solve(moved, ctx.region)
+            if "A3" in ctx.selected and hasattr(ctx.method, "without_mixing"):
+                est["A7+A3"] = _unmixed_inversion(ctx)(moved)
         return est
 
 
@@ -122,12 +137,13 @@ class Inversion(Attack):
 @register_attack
 class Recognition(Attack):
     """A4: a classifier trained on the attacker's clean images, applied to the release and to the
-    estimates of A2, A3, A5, A5-colour, A7 and A7+A5; writes ``record["A4"]`` (accuracies)."""
+    estimates of A2, A3, A5, A5-colour, A7, A7-image, A7+A5 and A7+A3; writes ``record["A4"]``
+    (accuracies)."""
 
     name, title = "A4", "machine recognition"
     reconstructs = False
     needs = frozenset({"protected", "labels", "estimates"})
-    classified = ("A2", "A3", "A5", "A5-colour", "A7", "A7+A5")
+    classified = ("A2", "A3", "A5", "A5-colour", "A7", "A7-image", "A7+A5", "A7+A3")
 
     def prepare(self, settings, data):
         rec = Recognizer(data.num_classes, epochs=settings.epochs, width=settings.width, device=settings.device,
@@ -211,9 +227,9 @@ class Unmixing(Attack):
             guide = region_mosaic(ctx.protected, ctx.region)
         relinked, chosen = relink_regions(ctx.protected, ctx.labels, guide, ctx.region)
         if ctx.sources is not None:  # scoring only: how often a re-linked region is the main source's
-            r = chosen.shape[1]
-            src = ctx.sources[:, :r]
-            main = torch.mode(src, dim=1).values
+            h, w = ctx.protected.shape[2:]
+            src = ctx.sources[:, full_region_columns(h, w, ctx.region)]  # the sources number edge regions too
+            main = torch.mode(ctx.sources, dim=1).values  # the main source the audit scores against
             got = src.gather(0, chosen)  # the original each chosen region came from
             ctx.record["a9_relinked_from_main"] = float((got == main[:, None]).double().mean())
             ctx.record["a9_main_share_before"] = float((src == main[:, None]).double().mean())
@@ -221,8 +237,9 @@ class Unmixing(Attack):
 
 
 def _unmixed_inversion(ctx) -> LearnedInversion:
-    """A U-Net trained on the attacker's own single-image (unmixed) release, once per method
-    (A9 and A10 invert re-linked collages with it)."""
+    """A U-Net trained on the attacker's own release of the method without mixing and without
+    moving regions (``without_mixing()``: the in-region shuffle alone), once per method (A9 and
+    A10 invert re-linked collages with it, A7+A3 the regions A7 moved back)."""
     if "unmixed_inversion" not in ctx.cache:
         s = ctx.settings
         inv = LearnedInversion(ctx.method.without_mixing(), epochs=s.a3_epochs, base=s.a3_base, device=s.device,
@@ -252,9 +269,7 @@ class Intersection(Attack):
         ctx.record["a10_releases"] = 1 + len(ctx.releases)
         if ctx.sources is not None:  # scoring only: the original each re-assembly follows
             # A10 numbers the grid of full regions, the sources every region (edge ones too)
-            cols, all_cols = w // ctx.region, -(-w // ctx.region)
-            p = torch.arange(out.collages.shape[1])
-            position = (p // cols) * all_cols + p % cols
+            position = full_region_columns(h, w, ctx.region)
             followed = ctx.sources[:, position[out.anchor]]
             right = (ctx.sources[out.collages, position] == followed[:, None]).double()
             ctx.record["a10_regions_right"] = float(right.mean())
