@@ -62,11 +62,14 @@ def test_grey_batches_that_torch_calls_contiguous_with_other_strides(layout):
         assert torch.equal(unmix(mixed.images, mixed.groups, mixed.plans, key=KEY, ids=ids), dense)
 
 
-@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "LAB", "HSV"])
-def test_pil_images_in_other_colour_spaces_are_refused_not_converted(mode):
+@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "LAB", "HSV", "P"])
+def test_pil_images_in_other_modes_are_read_and_restored_as_their_rgb_conversion(mode):
+    """As documented in to_batch (and as the folder tools do): a training transform must not
+    fail on the CMYK JPEGs real data sets hold."""
     img = Image.fromarray(np.asarray(_batch(n=1, c=3)[0].permute(1, 2, 0))).convert(mode)
-    with pytest.raises(TypeError, match=f"mode '{mode}'.*img.convert\\('RGB'\\)"):
-        vm.obfuscate(img, key=KEY, ids=[0])
+    res = vm.obfuscate(img, key=KEY, ids=[0])
+    back = vm.restore(res.images, res.plans, key=KEY, ids=[0])
+    assert back.mode == "RGB" and np.array_equal(np.asarray(back), np.asarray(img.convert("RGB")))
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I", "F"])
@@ -170,8 +173,10 @@ def test_plans_from_dict_names_the_bad_field(field, value, match):
 def test_plans_from_dict_checks_the_level_strings_before_building_a_huge_grid():
     data = {**vm.obfuscate(_batch(), key=KEY, ids=[0, 1]).plans.to_dict(), "region": 1, "height": 10**7,
             "width": 10**7}
-    with pytest.raises(ValueError, match="each level string must hold 100000000000000 digits"):
+    with pytest.raises(ValueError, match="100000000000000 regions of side 1, more than any plans hold"):
         vm.Plans.from_dict(data)
+    with pytest.raises(ValueError, match="more than any plans hold"):  # no level string to measure
+        vm.Plans.from_dict({**data, "levels": []})
 
 
 def test_region_sides_with_more_levels_than_generator_2_keys_are_refused():

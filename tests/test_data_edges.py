@@ -161,6 +161,22 @@ def test_image_folder_reads_files_as_the_tools_do(tmp_path):
     assert torch.equal(got.images, torch.stack([read_image(exif / f"c{c}" / "0.jpg") for c in range(2)]))
 
 
+def test_image_folder_loads_images_pillow_only_warns_about(tmp_path, monkeypatch):
+    """Between MAX_IMAGE_PIXELS and twice it Pillow warns and opens; the data sets load such
+    images as they did through Pillow (the folder tools refuse them without max_pixels)."""
+    from PIL import Image as PILImage
+
+    from visualmixer.tools.imageio import ImageReadError, load_image
+
+    for c in range(2):
+        (tmp_path / f"c{c}").mkdir()
+        PILImage.fromarray(np.full((12, 12), 40 * c, np.uint8)).save(tmp_path / f"c{c}" / "0.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 144 pixels: over it, under twice it
+    with pytest.raises(ImageReadError, match="decompression-bomb limit"):
+        load_image(tmp_path / "c0" / "0.png")
+    assert load_image_folder(tmp_path, "train", test_fraction=0.0, channels=1).images.shape == (2, 1, 12, 12)
+
+
 def test_photos_size_zero_is_refused_not_replaced():
     with pytest.raises(ValueError, match="size=0 is not allowed"):
         load_dataset("photos", "train", size=0)

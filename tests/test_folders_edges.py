@@ -347,3 +347,14 @@ def test_a_linked_folder_in_src_is_named_not_silently_left_out(tmp_path, keys, c
     err = capsys.readouterr().err
     assert "1 linked folder(s) in SRC not followed, their images left out: dogs" in err, err
     assert not (tmp_path / "dst" / "dogs").exists()
+
+
+def test_only_names_two_images_could_want_are_checked_on_a_restore_rerun():
+    """A restored file is verified (decoded, keyed check) only where another image could have had
+    its name: not for every upper-case .PNG."""
+    from visualmixer.tools.layout import output_names
+    from visualmixer.tools.restoring import _contested
+
+    assert _contested(output_names(["a.PNG", "b.png", "c.jpg", "d/e.Png"], fmt="png")) == set()
+    assert _contested(output_names(["a.jpg", "a.png", "x/b.JPG", "x/b.PNG"], fmt="png")) == {
+        "a.jpg", "a.png", "x/b.JPG", "x/b.PNG"}

@@ -186,3 +186,23 @@ def test_an_interrupted_overwrite_run_resumes_with_the_command_it_prints(run, ca
     manifest = next((tmp / "secret").glob("k.key.photos-vm-*.manifest.jsonl"))
     lines = manifest.read_text().splitlines()
     assert sum('"t": "done"' in line for line in lines) == 12  # 4 before the stop, 8 after: not 4 + 12
+
+
+def test_an_overwrite_run_stopped_before_its_manifest_keeps_overwrite_in_its_resume(run, capsys, monkeypatch):
+    """Stopped while listing (no manifest yet): DST still holds the older run's files, so the
+    printed command must start over with --overwrite, or it would be refused."""
+    src, key, dst, tmp = run
+    assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q"]) == 0
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folders, "_list_sources", stop)
+    other = tmp / "secret" / "other.key"
+    assert main(["keygen", str(other), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["obfuscate", str(src), str(dst), "--key", str(other), "-q", "--overwrite"]) == 130
+    resume = capsys.readouterr().err.split("resume with: ")[1].strip()
+    assert resume.endswith("--overwrite")
+    monkeypatch.undo()
+    assert main(resume.split()[1:]) == 0

@@ -182,6 +182,7 @@ def test_distill_reports_a_diverged_run_and_refuses_nan_temperature(tmp_path, ca
     (["train", "--seeds", "200000000000000"], "error: --seeds 200000000000000 is not allowed: give seeds from 0 to "
      "4294967295"),
     (["fl", "--seed", "-1"], "argument --seed: expected a seed from 0 to 4294967295, got -1"),
+    (["soft-labels", "SRC", "DST", "--seed", "4294967296"], "argument --seed: expected a seed from 0 to 4294967295"),
 ])
 def test_rates_must_be_finite_and_seeds_distinct_in_every_command(argv, says, tmp_path, capsys, monkeypatch):
     """train, soft-labels and distill share one check of a learning rate and of the seeds: usage

@@ -108,12 +108,15 @@ def test_a_plain_tensor_target_beside_an_image_passes_through_as_in_torchvision(
     assert not np.array_equal(np.asarray(out), np.asarray(img))
 
 
-def test_only_the_first_plain_tensor_is_the_image_and_a_lone_one_is_still_obfuscated():
+def test_two_image_shaped_plain_tensors_are_refused_and_a_lone_one_is_still_obfuscated():
+    """torchvision takes the first plain tensor as the image; for a privacy transform a wrong
+    guess leaves the image unprotected, so with two image-shaped ones and nothing marked it refuses."""
     x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     heat = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 32, 32)
-    flipped, second = v2.RandomHorizontalFlip(p=1.0)(x, heat)
-    assert not torch.equal(flipped, x) and torch.equal(second, heat)
-    out, target = vm.VisualMixer(0.5)(x, heat)
+    for pair in ((x, heat), (heat, x)):
+        with pytest.raises(TypeError, match="2 plain tensors shaped like images.*tv_tensors.Image"):
+            vm.VisualMixer(0.5)(*pair)
+    out, target = vm.VisualMixer(0.5)(tv_tensors.Image(x), heat)  # marked: the other passes through
     assert not torch.equal(out, x) and torch.equal(target, heat)
     assert torch.equal(out.flatten().sort().values, x.flatten().sort().values)
     lone = vm.VisualMixer(0.5)(x)

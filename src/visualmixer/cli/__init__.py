@@ -92,14 +92,16 @@ def _run_mapped(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     prefix = f"visualmixer {args.command}"
     resumable = args.command in ("obfuscate", "restore")
-    # (an obfuscate run started with --overwrite owns DST: resumed with it, it would start over)
+    # (an obfuscate run started with --overwrite owns DST once its manifest records it: resumed
+    # with --overwrite it would start over; stopped before that, nothing is lost by starting over)
     drop = ("--overwrite",) if args.command == "obfuscate" else ()
     try:
         with _sigterm_stops_gracefully(resumable):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         tail = ("; nothing is lost: finished images are recorded, resume with: "
-                + resume_command(argv, drop=drop)) if resumable else ""
+                + resume_command(argv, drop=drop if getattr(exc, "run_recorded", False) else ())
+                ) if resumable else ""
         if args.command == "train":  # (a checkpoint after every epoch)
             again = resume_command(argv) + ("" if getattr(args, "resume", False) else " --resume")
             tail = f"; the finished epochs are checkpointed, continue with: {again}"

@@ -145,6 +145,8 @@ def int_type(low: int, high: int | None = None, *, allowed: str):
 #: argparse types: an integer >= 0, and >= 1.
 nonnegative_int = int_type(0, allowed="an integer >= 0")
 positive_int = int_type(1, allowed="a positive integer")
+#: A seed (the bound of ``visualmixer.train.config.MAX_SEED``).
+seed_int = int_type(0, 2**32 - 1, allowed="a seed from 0 to 4294967295")
 
 
 def positive_number(text: str) -> float:

@@ -13,6 +13,7 @@ from visualmixer.cli._common import (
     add_soft_label_options,
     flags_for,
     int_type,
+    seed_int,
     target_or_none,
 )
 
@@ -30,7 +31,6 @@ def _partition(text: str) -> str:
 #: argparse types: a number of images (0: the whole split), a TCP port.
 _size = int_type(0, allowed="a number of images >= 0 (0: all)")
 _port = int_type(1, 65535, allowed="a port from 1 to 65535")
-_seed = int_type(0, 2**32 - 1, allowed="a seed from 0 to 4294967295")
 
 
 def _positive_number(text: str) -> float:
@@ -91,7 +91,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=_positive_number, default=None,
                    help="client SGD learning rate (momentum 0.9; default 0.05, 0.01 with --soft-labels)")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--data-root", type=_directory, default=None, help="Fashion-MNIST IDX directory")
     p.add_argument("--key-dir", default=None, help="directory with client0.key … (made with `visualmixer keygen`)")
     p.add_argument("--superlink-port", type=_port, default=None,

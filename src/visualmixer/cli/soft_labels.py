@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from visualmixer.cli._common import add_augment_option, positive_int, positive_number
+from visualmixer.cli._common import add_augment_option, positive_int, positive_number, seed_int
 
 EXAMPLES = """\
 examples:
@@ -58,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_number, default=1e-3, help="the teacher's Adam learning rate (default: 1e-3)")
     p.add_argument("--lr-schedule", default="constant", choices=tuple(LR_SCHEDULES), help="default: constant")
     p.add_argument("--batch-size", type=positive_int, default=128, metavar="B")
-    p.add_argument("--seed", type=int, default=0, help="the teacher's initialisation and batch order")
+    p.add_argument("--seed", type=seed_int, default=0, help="the teacher's initialisation and batch order")
     add_augment_option(p, help="train the teacher with this augmentation too and write its logits of each "
                                "released image's view (hflip: mirrored) as well, for `visualmixer train --augment` "
                                "(default: none)")

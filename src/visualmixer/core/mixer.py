@@ -42,7 +42,15 @@ from visualmixer.core.planner import (  # noqa: F401  (the private names: tests 
     _search_plans,
     plan_sequence,
 )
-from visualmixer.core.regions import RegionGrid, default_region, from_regions, region_grid, resolve_region, to_regions
+from visualmixer.core.regions import (
+    MAX_REGIONS,
+    RegionGrid,
+    default_region,
+    from_regions,
+    region_grid,
+    resolve_region,
+    to_regions,
+)
 from visualmixer.core.saliency import is_own_saliency
 from visualmixer.core.validation import check_ids, from_batch, is_integer_dtype, to_batch
 from visualmixer.core.weighting import SaliencyWeights, check_weights, weigh
@@ -145,6 +153,9 @@ class Plans:
             if not isinstance(data["levels"], list) or not all(isinstance(s, str) for s in data["levels"]):
                 raise ValueError("levels must be a list of strings")
             count = -(-h // region) * -(-w // region)  # (checked before the grid of that size is built)
+            if count > MAX_REGIONS:
+                raise ValueError(f"a {h}x{w} image has {count} regions of side {region}, more than any plans hold "
+                                 f"({MAX_REGIONS})")
             if any(len(s) != count for s in data["levels"]):
                 raise ValueError(f"each level string must hold {count} digits (one per region of side {region} "
                                  f"of a {h}x{w} image)")

@@ -18,6 +18,7 @@ plan's VFE is read off that table, exactly; elsewhere a per-image bisection over
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -148,9 +149,10 @@ class _Job:
         """Index of the last plan of the sequence (all regions at the top level)."""
         return max(0, 2 * self.grid.levels - 2)
 
-    @property
+    @cached_property
     def lowest(self) -> torch.Tensor | None:
-        """The grid's :attr:`~RegionGrid.lowest_levels` on the images' device (``None``: level 1 for all)."""
+        """The grid's :attr:`~RegionGrid.lowest_levels` on the images' device (``None``: level 1 for
+        all), copied once per job."""
         lowest = self.grid.lowest_levels
         return None if lowest is None else to_device(lowest, self.batch.device)
 

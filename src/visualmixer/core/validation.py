@@ -19,9 +19,6 @@ _CHANNEL_HINT = (
 )
 
 
-#: PIL modes of other colour spaces: refused (``to_batch`` would hand back their RGB conversion).
-_COLOUR_SPACE_PIL_MODES = frozenset({"CMYK", "YCbCr", "LAB", "HSV"})
-
 #: PIL modes with more than 8 bits per pixel: refused (``to_batch`` would have to round them).
 _WIDE_PIL_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;32", "I;32L", "I;32B"})
 
@@ -63,9 +60,10 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
 
     Accepted: a tensor (N, C, H, W) or (C, H, W); a numpy array (H, W, C) or (H, W); a PIL image.
     RGBA numpy/PIL inputs lose their alpha channel (alpha would leak the object's silhouette); PIL
-    images with more than 8 bits per pixel (modes ``I;16``, ``I``, ``F``) or in another colour
-    space (``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) are refused; modes ``1``/``LA`` are read as ``L``,
-    ``P``/``PA``/``RGBX`` as ``RGB`` (the image handed back is in that mode: ``img.convert(...)``'s pixels).
+    images with more than 8 bits per pixel (modes ``I;16``, ``I``, ``F``) are refused; modes
+    ``1``/``LA`` are read as ``L``, the others (``P``, ``PA``, ``RGBX``, ``CMYK``, ``YCbCr``,
+    ``LAB``, ``HSV``) as Pillow's conversion to ``RGB`` — the image handed back, and restored, is
+    that ``L``/``RGB`` image (as the folder tools convert them; convert first to choose how).
     """
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:
@@ -111,12 +109,6 @@ def to_batch(images: Any, name: str = "images") -> tuple[torch.Tensor, BatchInfo
                     f"{name} is a PIL image in mode {img.mode!r} (more than 8 bits per pixel); allowed: "
                     "8-bit modes. Pass np.asarray(img, dtype=np.float32) scaled to [0, 1] (e.g. / 65535 for "
                     "16 bits) to keep every value, or convert it to 8 bits yourself"
-                )
-            if img.mode in _COLOUR_SPACE_PIL_MODES:  # converting them to RGB would change the values
-                raise TypeError(
-                    f"{name} is a PIL image in mode {img.mode!r}; allowed: L, RGB (and 1, LA, P, PA, RGBA, "
-                    f"RGBX, which are read as L or RGB). Convert it yourself, e.g. img.convert('RGB'): restore "
-                    f"gives back the image it was given, and a {img.mode} image would come back as RGB"
                 )
             if img.mode not in ("L", "RGB"):
                 img = img.convert("L" if img.mode in ("1", "LA") else "RGB")

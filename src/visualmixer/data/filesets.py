@@ -140,7 +140,7 @@ def load_image_folder(
     """
     from PIL import Image
 
-    from visualmixer.tools.imageio import load_image, tensor_to_pil
+    from visualmixer.tools.imageio import load_image, pillow_error_limit, tensor_to_pil
 
     torchvision = require("torchvision", extra="data", purpose="imagefolder data sets")
     check_split(split)
@@ -182,7 +182,7 @@ def load_image_folder(
     arrays, unreadable = [], []
     for path, _ in samples:
         try:  # decoded as the tools read files (EXIF orientation applied, 16-bit scaled, alpha dropped)
-            im = tensor_to_pil(load_image(path).pixels).convert(mode)
+            im = tensor_to_pil(load_image(path, max_pixels=pillow_error_limit()).pixels).convert(mode)
             if size is not None:
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arrays.append(np.asarray(im, dtype=np.uint8))

@@ -24,6 +24,8 @@ class VisualMixer(v2.Transform):
     is taken as the image as torchvision v2 takes it: only where the input holds no
     ``tv_tensors.Image``, PIL image or video, and then only the first plain tensor; other plain
     tensors (a dense target, say) pass through, as they do through ``v2.RandomHorizontalFlip``.
+    Two or more plain tensors shaped like images with nothing marked as an image are refused
+    (``TypeError``): which one is the image would be a guess, and a wrong one leaves it unprotected.
     Numpy arrays ``(H, W)``/``(H, W, C)`` are obfuscated where the input holds no other image.
     Each image is handed back as it came, so put ``v2.PILToTensor()`` or ``v2.ToImage()`` first
     when later steps need tensors; labels, boxes and other inputs pass through untouched (the
@@ -87,6 +89,13 @@ class VisualMixer(v2.Transform):
         images = [isinstance(x, (tv_tensors.Image, Image.Image)) for x in flat_inputs]
         plain = [n for n, x in enumerate(flat_inputs) if type(x) is torch.Tensor]
         if plain and not any(isinstance(x, explicit) for x in flat_inputs):
+            shaped = [n for n in plain if flat_inputs[n].ndim in (3, 4)]
+            if len(shaped) > 1:  # torchvision would take the first; a second image would go unprotected
+                raise TypeError(
+                    f"VisualMixer got {len(shaped)} plain tensors shaped like images and nothing marked as "
+                    "one: wrap the image in tv_tensors.Image (the other tensors then pass through, as in "
+                    "torchvision), or obfuscate each image in a call of its own"
+                )
             images[plain[0]] = flat_inputs[plain[0]].ndim in (3, 4)
         if not any(images):
             images = [isinstance(x, np.ndarray) and x.ndim in (2, 3) for x in flat_inputs]

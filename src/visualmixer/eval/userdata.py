@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from visualmixer.core.optional import require
-from visualmixer.tools.imageio import decode_image, load_image, tensor_to_pil
+from visualmixer.tools.imageio import decode_image, load_image, pillow_error_limit, tensor_to_pil
 from visualmixer.tools.progress import progress
 
 __all__ = [
@@ -140,15 +140,15 @@ def _list_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
 
 def _open_file(path: str):
     """A callable decoding ``path`` as the tools do (:func:`visualmixer.tools.imageio.load_image`)."""
-    return lambda: load_image(path)
+    return lambda: load_image(path, max_pixels=pillow_error_limit())
 
 
 def _open_row(ds, i: int, column: str):
     def opener():
         item = ds[i][column]
         if item.get("bytes") is not None:
-            return decode_image(item["bytes"], name=f"row {i}")
-        return load_image(item["path"])
+            return decode_image(item["bytes"], name=f"row {i}", max_pixels=pillow_error_limit())
+        return load_image(item["path"], max_pixels=pillow_error_limit())
 
     return opener
 

@@ -313,6 +313,9 @@ def obfuscate_folder(
                            man=man, summary=summary, overwrite=overwrite, workers=workers, dask=dask,
                            batch_size=batch_size, show=progress, say=say,
                            check=OutputCheck(man, full=verify_outputs))
+        except KeyboardInterrupt as exc:  # the manifest records this run (and, with overwrite, that
+            exc.run_recorded = True  # it took DST over): its resume needs no overwrite
+            raise
         except FileExistsError:  # DST holds another run's outputs: a refused run leaves no manifest
             if fresh:
                 man.close()

@@ -61,6 +61,7 @@ __all__ = [
     "encode_image",
     "is_image_path",
     "load_image",
+    "pillow_error_limit",
     "read_regular",
     "pil_to_tensor",
     "tensor_to_pil",
@@ -162,6 +163,12 @@ class LoadedImage:
 def is_image_path(path: str | os.PathLike) -> bool:
     """Whether ``path`` has an image extension (:data:`IMAGE_EXTENSIONS`, case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def pillow_error_limit() -> int | None:
+    """Where Pillow itself refuses an image (twice ``MAX_IMAGE_PIXELS``; below it only warns): the
+    ``max_pixels`` of the data sets' and the audit's readers (the tools refuse at ``MAX_IMAGE_PIXELS``)."""
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
 
 
 @contextlib.contextmanager

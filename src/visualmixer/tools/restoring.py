@@ -135,7 +135,10 @@ def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary, say: C
 
 
 def _natural_name(image_id: str) -> str:
-    return posixpath.splitext(image_id)[0] + ".png"
+    """The restored name ``image_id`` has when no other image wants it (as :func:`output_names`
+    gives it: a ``.png`` of any case keeps its name, another extension becomes ``.png``)."""
+    stem, ext = posixpath.splitext(image_id)
+    return image_id if ext.lower() == ".png" else stem + ".png"
 
 
 def _contested(names: dict[str, str]) -> set[str]:

@@ -350,11 +350,13 @@ def _parent_watch(parent: int) -> Callable[[], bool]:
     def exists() -> bool:
         try:
             os.kill(parent, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # (another user's process has the pid now)
             return False
-        except PermissionError:  # a process of another user now has the pid: not the trainer
-            return False
-        return True
+        try:  # a killed trainer its own parent has not reaped yet is a zombie: gone too
+            with open(f"/proc/{parent}/stat", "rb") as fh:
+                return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except (OSError, IndexError):
+            return True  # (no /proc: the signal check alone)
     return exists
 
 

@@ -20,7 +20,7 @@ a block's mean, so they do not hide the layout.
 Those are key-wide too (EtC turns, mirrors, negates and re-orders the channels of the block in
 each slot the same way in every image), so they are undone the same way
 (:func:`recover_block_transforms`): once the blocks are back in place, each slot gets the one of
-the 16 turns × mirror × negation (× the channel orders, for colour) that makes its class-mean
+the 16 transforms (4 turns × mirror × negation; × the channel orders for colour) that makes its class-mean
 block image closest to the attacker's class-mean block at that position.
 """
 
