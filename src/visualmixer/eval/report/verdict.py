@@ -172,7 +172,9 @@ def _kind(results: dict, found: tuple[str, str]) -> str | None:
 def _strength(results: dict) -> str:
     cfg = results.get("config") or {}
     seeds = results.get("seeds") or [cfg.get("seed")]
-    parts = [cfg.get("attacker_strength") or "", f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"]
+    # (the numbers are those of the first seed's run; the bands take the spread over all of them)
+    count = "1 seed" if len(seeds) == 1 else f"seed {seeds[0]} of {len(seeds)} seeds, bands over all {len(seeds)}"
+    parts = [cfg.get("attacker_strength") or "", count]
     return ", ".join(p for p in parts if p)
 
 
