@@ -239,6 +239,7 @@ def test_a_reid_limit_that_cannot_fail_is_refused(tmp_path, capsys, monkeypatch)
     err = capsys.readouterr().err
     assert "--max-reid 2: 2 times chance can never be exceeded with 2 victims" in err, err
     assert "--max-reid X with X < 2" in err and "--victims N" in err and "--max-reid none" in err and ran == []
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "out").exists()  # refused: no empty folder left
     # a limit below the number of victims can fail, so it is checked
     res = recommend(f"imagefolder:{src}", out_dir=tmp_path / "out", budget=Budget(max_reid=1.5), targets=(0.5,),
                     config=cfg, log=lambda s: None)

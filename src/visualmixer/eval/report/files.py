@@ -4,6 +4,7 @@ left in the report's picture folder that the new page does not show are removed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from visualmixer.core.atomic import replace_atomically
@@ -12,16 +13,20 @@ __all__ = ["prepare_out_dir", "write_file", "write_report"]
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:
-    """Create the output folder ``out_dir`` (and its parents) before any work, so that a path that
-    cannot be a folder (an existing file, a file among its parents, no permission) fails at once
-    with a ``ValueError`` naming ``out_dir``. Returns it as a Path."""
+    """Check before any work that the output folder ``out_dir`` can be one, so that a path that
+    cannot (an existing file, a file among its parents, a parent without write permission) fails
+    at once with a ``ValueError`` naming ``out_dir``. Nothing is created here (a run refused by a
+    later check leaves no empty folder); the report's writers create it. Returns it as a Path."""
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"out_dir: {path} exists and is not a folder: give a folder (it is created if missing)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file among the parents, no permission, a read-only file system...
-        raise ValueError(f"out_dir: {path} cannot be created as a folder ({exc.strerror or exc})") from None
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"out_dir: {path} cannot be created as a folder ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"out_dir: {path} cannot be created as a folder (no write permission in {parent})")
     return path
 
 
