@@ -180,6 +180,15 @@ def test_image_folder_loads_images_pillow_only_warns_about(tmp_path, monkeypatch
 def test_photos_size_zero_is_refused_not_replaced():
     with pytest.raises(ValueError, match="size=0 is not allowed"):
         load_dataset("photos", "train", size=0)
+    with pytest.raises(ValueError, match="size=2 is not allowed: the photos are made at 4 px or more"):
+        load_dataset("photos", "train", size=2)
+
+
+def test_train_names_the_flag_of_a_photo_size_too_small(tmp_path, capsys):
+    from visualmixer.cli import main
+
+    assert main(["train", "--data", "photos", "--image-size", "2", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "--image-size 2 is not allowed: the photos are made at 4 px or more" in capsys.readouterr().err
 
 
 def test_obfuscate_hf_with_worker_processes_does_not_hang():

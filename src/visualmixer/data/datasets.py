@@ -235,7 +235,7 @@ def load_photos(
 
     check_split(split)
     if size < 4:
-        raise ValueError(f"size must be >= 4, got {size}")
+        raise ValueError(f"size={size!r} is not allowed: the photos are made at 4 px or more")
     if per_class is None:
         per_class = 500 if split == "train" else 100
     if per_class < 1:
