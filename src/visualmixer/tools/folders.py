@@ -76,7 +76,7 @@ from visualmixer.tools.manifest import sigs_records
 from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
-from visualmixer.tools.resume_check import check_resumable, generator_version, recorded_generator
+from visualmixer.tools.resume_check import check_resumable, generator_version
 from visualmixer.tools.safe_io import (
     OutputCheck,
     StopGuard,
@@ -109,7 +109,7 @@ def _open_obfuscate_manifest(man_path: Path, header: dict, *, overwrite: bool, d
             vio.remove_stale_temps(dst_p)
         return Manifest.create(man_path, header, overwrite=overwrite)
     man = Manifest.open(man_path)
-    check_resumable(man_path, {**man.header, "generator": recorded_generator(man.header, man.done())}, header)
+    check_resumable(man_path, man, header)
     removed = vio.remove_stale_temps(dst_p) if dst_p.exists() else 0
     if removed:
         say(f"removed {removed} temporary file(s) left by an interrupted run")

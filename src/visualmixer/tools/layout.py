@@ -270,14 +270,13 @@ def list_images(src: str | os.PathLike, *, linked: list[str] | None = None) -> t
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
+        prefix = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
         if linked is not None:
-            linked += [name if rel_dir == "." else posixpath.join(Path(rel_dir).as_posix(), name)
-                       for name in dirnames if os.path.islink(os.path.join(dirpath, name))]
+            linked += [prefix + name for name in dirnames if os.path.islink(os.path.join(dirpath, name))]
         for name in sorted(filenames):
             if name.endswith(vio.TEMP_SUFFIX):
                 continue
-            rel = name if rel_dir == "." else posixpath.join(Path(rel_dir).as_posix(), name)
-            (ids if vio.is_image_path(name) else ignored).append(rel)
+            (ids if vio.is_image_path(name) else ignored).append(prefix + name)
     return ids, ignored
 
 
@@ -288,6 +287,17 @@ def out_format(image_id: str, fmt: str) -> str:
             return "jpeg"
         return _LOSSLESS_SAME.get(ext, "png")
     return "png"
+
+
+def natural_name(image_id: str, fmt: str = "png") -> str:
+    """The output path of ``image_id`` where no other id wants it (:func:`output_names`): the
+    name kept when the output keeps its format (``fmt="same"``, or a ``.png`` of any case),
+    else the stem with ``.png``."""
+    fmt_i = out_format(image_id, fmt)
+    stem, ext = posixpath.splitext(image_id)
+    if fmt == "same" and fmt_i != "png" or (fmt_i == "png" and ext.lower() == ".png"):
+        return image_id
+    return stem + ".png"
 
 
 def output_names(
@@ -305,16 +315,7 @@ def output_names(
     """
     if rename and key is None:
         raise ValueError("rename=True needs the key (names are keyed so they reveal nothing)")
-    first: dict[str, str] = {}
-    for image_id in ids:
-        d, name = posixpath.split(image_id)
-        fmt_i = out_format(image_id, fmt)
-        stem, ext = posixpath.splitext(name)
-        if fmt == "same" and fmt_i != "png" or (fmt_i == "png" and ext.lower() == ".png"):
-            out_name = name
-        else:
-            out_name = stem + ".png"
-        first[image_id] = posixpath.join(d, out_name)
+    first = {image_id: natural_name(image_id, fmt) for image_id in ids}
     counts = Counter(v.lower() for v in first.values())
     out: dict[str, str] = {}
     for image_id, cand in first.items():

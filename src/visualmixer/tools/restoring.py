@@ -11,7 +11,6 @@ never finished are counted (:attr:`RunSummary.never`) and named in a warning.
 from __future__ import annotations
 
 import os
-import posixpath
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from visualmixer.tools.layout import (
     find_manifest,
     is_inside,
     listed_images,
+    natural_name,
     note_lock_and_damage,
     output_names,
     recorded_ids,
@@ -134,20 +134,13 @@ def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary, say: C
     return todo, names
 
 
-def _natural_name(image_id: str) -> str:
-    """The restored name ``image_id`` has when no other image wants it (as :func:`output_names`
-    gives it: a ``.png`` of any case keeps its name, another extension becomes ``.png``)."""
-    stem, ext = posixpath.splitext(image_id)
-    return image_id if ext.lower() == ".png" else stem + ".png"
-
-
 def _contested(names: dict[str, str]) -> set[str]:
     """The ids whose restored file name another id of the run could have had in an earlier
     restore (``a.jpg`` beside ``a.png``: which of them is ``a.png`` depends on which were
     recorded then). A file of such a name is taken as restored only when its pixels are the image's."""
-    claims = Counter(_natural_name(i).lower() for i in names)
-    claims.update(name.lower() for i, name in names.items() if name != _natural_name(i))
-    return {i for i, name in names.items() if name != _natural_name(i) or claims[name.lower()] > 1}
+    claims = Counter(natural_name(i).lower() for i in names)
+    claims.update(name.lower() for i, name in names.items() if name != natural_name(i))
+    return {i for i, name in names.items() if name != natural_name(i) or claims[name.lower()] > 1}
 
 
 def _restored_from(path: Path, rec: dict, key: Any) -> bool:

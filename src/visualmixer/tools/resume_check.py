@@ -14,14 +14,14 @@ def _param(name: str, value: Any) -> str:
     return f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}"
 
 
-def check_resumable(man_path: Path, old: dict, new: dict) -> None:
-    """Refuse to resume the run recorded in ``old`` (a manifest header) with the settings ``new``.
+def check_resumable(man_path: Path, man: Any, new: dict) -> None:
+    """Refuse to resume the run recorded in the manifest ``man`` with the settings ``new``.
 
     The message names each parameter that differs with its recorded and its new value, and the
-    ways out (the recorded values, ``overwrite=True``, another destination).
+    ways out (the recorded values, ``overwrite=True``, another destination). The run's
+    permutation generator is :func:`recorded_generator`'s.
     """
-    old = dict(old)
-    old.setdefault("generator", 1)  # (callers pass recorded_generator's answer)
+    old = {**man.header, "generator": recorded_generator(man.header, man.done())}
     into = f"{man_path} records a run into {old.get('dst')}"
     ways = "pass overwrite=True to start over (every image is done again), or choose another DST"
     if old.get("key_fingerprint") != new["key_fingerprint"]:
