@@ -107,9 +107,13 @@ class MixResult:
     sources: torch.Tensor
 
 
-def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor, list]:
+def _check_tensor(images) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be an (N, C, H, W) torch.Tensor, got {type(images).__name__}")
+
+
+def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor, list]:
+    _check_tensor(images)
     if images.ndim != 4:
         raise ValueError(f"images must be an (N, C, H, W) tensor, got shape {tuple(images.shape)}")
     n = images.shape[0]
@@ -368,8 +372,7 @@ def mix(
 
 def unmix(images: torch.Tensor, groups: MixGroups, plans: Plans, *, key: Key, ids: Sequence[ImageId]) -> torch.Tensor:
     """Restore the originals of :func:`mix` exactly: undo the in-region shuffle, then the exchange."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be an (N, C, H, W) torch.Tensor, got {type(images).__name__}")
+    _check_tensor(images)
     ids = check_ids(ids, images.shape[0])
     if isinstance(groups, MixGroups) and isinstance(plans, Plans) and groups.region != plans.region:
         raise ValueError(f"groups.region is {groups.region} but plans.region is {plans.region}: the mixing record "

@@ -38,7 +38,7 @@ def audit(out_dir, config: AuditConfig | None = None, *, log=print) -> Path:
     Raises
     ------
     ValueError
-        ``out_dir`` cannot be a folder (checked, and the folder created, before the audit runs).
+        ``out_dir`` cannot be a folder (checked before the audit runs; the report's writers create it).
     """
     prepare_out_dir(out_dir)  # (a path that cannot be a folder fails before the audit runs)
     results, pictures = run_audit(config or AuditConfig(), log=log)

@@ -19,6 +19,7 @@ import torch
 from visualmixer.core.imageops import to_uint8_hwc
 from visualmixer.eval.report.files import write_report
 from visualmixer.eval.report.verdict import NOISE_RULE, STATUS_TEXT, method_judgement, verdict_method, verdict_sentence
+from visualmixer.eval.userdata import USER_DATA_PREFIXES
 
 __all__ = ["GRID_CELL", "GRID_PAD", "REPORT_CSS", "grid_column_titles", "image_grid", "image_stem", "page_start",
            "png_bytes",
@@ -446,7 +447,7 @@ def render_report(results: dict, pictures: dict, out_dir, *, title: str = "Visua
     page = _Page(out_dir)
     page.add(page_start(title))
     _intro(page, results)
-    if any(ds.startswith(("imagefolder:", "hf:")) for ds in results["datasets"]):  # the owner's own images
+    if any(ds.startswith(USER_DATA_PREFIXES) for ds in results["datasets"]):  # the owner's own images
         page.add("<p class='note'><b>Private:</b> this report shows original images of your data (and the names of "
                  "files it could not read): keep it as private as the images themselves.</p>")
     for ds, d in results["datasets"].items():
