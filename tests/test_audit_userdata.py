@@ -9,7 +9,8 @@ from PIL import Image
 
 from visualmixer.cli import main
 from visualmixer.eval.report.data import load_audit_data
-from visualmixer.eval.userdata import fit_split_sizes, load_user_images, split_user_data
+from visualmixer.eval.userdata import load_user_images
+from visualmixer.eval.usersplit import fit_split_sizes, split_user_data
 from visualmixer.tools.imageio import read_image
 
 
@@ -83,14 +84,37 @@ def test_only_what_the_split_needs_is_decoded(tmp_path, monkeypatch):
 
     root = make_folder(tmp_path / "imgs", per_class=10, broken=3)
     opened = []
-    real = ud._open_file
-    monkeypatch.setattr(ud, "_open_file", lambda p: (lambda: opened.append(p) or real(p)()))
+    real = ud._Lazy.load
+    monkeypatch.setattr(ud._Lazy, "load", lambda self: opened.append(self.name) or real(self))
     pool = load_user_images(f"imagefolder:{root}", per_class=4, seed=1)
     assert pool.counts() == {"c0": 4, "c1": 4, "c2": 4}  # broken files replaced by readable ones
     assert 12 <= len(opened) <= 15 and len(set(opened)) == len(opened)
     assert any("read 12 of 33 images (at most 4 per class" in n for n in pool.notes)
     d = load_audit_data(f"imagefolder:{root}", n_train=6, n_victims=3, n_attacker=3, seed=0)
     assert len(d.train_images) + len(d.victim_images) + len(d.attacker_images) == 12
+
+
+def test_mixed_sizes_are_refused_whichever_images_the_seed_picks(tmp_path):
+    # Only per_class images per class are decoded; the refusal must not depend on which (it did:
+    # seeds that left the one odd image out accepted the set, the others refused it).
+    root = make_folder(tmp_path / "imgs", per_class=10)
+    Image.fromarray(np.zeros((30, 20, 3), np.uint8)).save(root / "c1" / "tall.png")
+    for seed in range(6):
+        with pytest.raises(ValueError, match="differ in size"):
+            load_user_images(f"imagefolder:{root}", per_class=2, seed=seed)
+    assert load_user_images(f"imagefolder:{root}", per_class=2, image_size=12).images.shape == (6, 3, 12, 12)
+
+
+def test_the_size_check_reads_headers_upright(tmp_path):
+    # A JPEG stored 16 wide x 8 tall with EXIF orientation 6 is an upright 8x16 image, the size of
+    # the others: one size, not refused (the header pass applies the orientation as decoding does).
+    _, exif = make_tool_edge_files(tmp_path)
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        for i in range(1, 4):
+            Image.fromarray(rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)).save(exif / f"c{c}" / f"{i}.png")
+    pool = load_user_images(f"imagefolder:{exif}", per_class=2, seed=0)
+    assert pool.images.shape == (4, 3, 16, 8)
 
 
 def test_split_is_disjoint_stratified_and_seeded(tmp_path):

@@ -80,7 +80,8 @@ def fit_user_data(cfg, args, log):
     """For imagefolder:/hf: data, count the images per class (listing only; the audit decodes just
     what the split needs) and, unless --train/--victims/--attacker are given, fit the split sizes
     to them. Returns the new config."""
-    from visualmixer.eval.userdata import count_user_images, fit_split_sizes, is_user_data
+    from visualmixer.eval.userdata import count_user_images, is_user_data
+    from visualmixer.eval.usersplit import fit_split_sizes
 
     user = [d for d in cfg.datasets if is_user_data(d)]
     if not user:

@@ -18,21 +18,21 @@ replicated: nothing is lost, and a colour model sees every image the same way), 
 images keep their native size when they all share it, and are otherwise resized (shorter side)
 and centre-cropped to ``image_size``.
 
-:func:`split_user_data` splits the pool the way the built-in sets are split
-(:func:`visualmixer.eval.report.data.load_audit_data`): disjoint owner's training images,
-victims and attacker's own images, here stratified by class.
+:mod:`visualmixer.eval.usersplit` splits the pool for the audit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
+import io
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from visualmixer.core.optional import require
 from visualmixer.tools.imageio import decode_image, load_image, pillow_error_limit, tensor_to_pil
@@ -40,23 +40,15 @@ from visualmixer.tools.progress import progress
 
 __all__ = [
     "USER_DATA_PREFIXES",
-    "MIN_PER_CLASS",
     "UserImages",
     "is_user_data",
     "load_user_images",
     "count_user_images",
-    "split_user_data",
-    "fit_split_sizes",
     "fingerprint",
 ]
 
 USER_DATA_PREFIXES = ("imagefolder:", "hf:")
-#: The fewest images a class may have: one each for training, victims and the attacker.
-MIN_PER_CLASS = 3
 _SPLIT_DIRS = ("train", "test", "val", "validation")
-#: shares of each class that :func:`fit_split_sizes` gives the victims, the attacker and the owner
-#: (5 % spare for unreadable files)
-_VICTIM_SHARE, _ATTACKER_SHARE, _TRAIN_SHARE = 0.15, 0.35, 0.45
 
 
 def is_user_data(name: str) -> bool:
@@ -138,19 +130,42 @@ def _list_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
     return files, ignored
 
 
-def _open_file(path: str):
-    """A callable decoding ``path`` as the tools do (:func:`visualmixer.tools.imageio.load_image`)."""
-    return lambda: load_image(path, max_pixels=pillow_error_limit())
+class _Lazy:
+    """One image of a user set, read on demand: :meth:`load` decodes it as the tools do
+    (:mod:`visualmixer.tools.imageio`), :meth:`upright_size` reads only its header."""
+
+    def __init__(self, fetch, name: str):
+        self._fetch, self.name = fetch, name  # fetch() -> a file path or the file's bytes
+
+    def load(self):
+        src = self._fetch()
+        if isinstance(src, bytes):
+            return decode_image(src, name=self.name, max_pixels=pillow_error_limit())
+        return load_image(src, max_pixels=pillow_error_limit())
+
+    def upright_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` as decoded (after the EXIF orientation), or None when the header is unreadable
+        (decoding then fails too, and the image is skipped)."""
+        try:
+            src = self._fetch()
+            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+                w, h = im.size
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the sides
+        except Exception:  # noqa: BLE001 - any header problem: the decode reports it
+            return None
+        return (w, h) if turned else (h, w)
 
 
-def _open_row(ds, i: int, column: str):
-    def opener():
+def _open_file(path: str) -> _Lazy:
+    return _Lazy(lambda: path, path)
+
+
+def _open_row(ds, i: int, column: str) -> _Lazy:
+    def fetch():
         item = ds[i][column]
-        if item.get("bytes") is not None:
-            return decode_image(item["bytes"], name=f"row {i}", max_pixels=pillow_error_limit())
-        return load_image(item["path"], max_pixels=pillow_error_limit())
+        return item["bytes"] if item.get("bytes") is not None else item["path"]
 
-    return opener
+    return _Lazy(fetch, f"row {i}")
 
 
 def _hf_columns(features, image_column: str | None, label_column: str | None) -> tuple[str, str]:
@@ -263,6 +278,21 @@ def _size_error(source: str, sizes) -> ValueError:
     )
 
 
+def _check_one_size(openers, names, *, per_class, source) -> None:
+    """Without ``image_size`` every image must share one size. When only ``per_class`` images of a
+    class are decoded, the headers of all are read first, so that whether a set is refused does not
+    depend on which images the seed picks."""
+    if per_class is None or max(Counter(names).values()) <= per_class:
+        return  # every image is decoded, and the decode checks
+    sizes = set()
+    for opener in openers:
+        hw = opener.upright_size()
+        if hw is not None:
+            sizes.add(hw)
+            if len(sizes) > 1:
+                raise _size_error(source, sizes)
+
+
 def _decode(openers, names, classes, *, per_class, image_size, seed, enabled, source):
     """Decode up to ``per_class`` readable images of each class (all with None), in a seeded order,
     replacing unreadable files by the next ones. Returns ``(arrays, label names, failures, info)``."""
@@ -281,7 +311,7 @@ def _decode(openers, names, classes, *, per_class, image_size, seed, enabled, so
             if per_class is not None and got >= per_class:
                 break
             try:
-                loaded = openers[i]()
+                loaded = openers[i].load()
                 info["alpha"] += loaded.mode in ("RGBA", "LA", "PA")
                 info["sizes"].add(tuple(loaded.pixels.shape[1:]))  # (upright: after the EXIF orientation)
                 if image_size is None and len(info["sizes"]) > 1:
@@ -368,6 +398,8 @@ def load_user_images(name: str, *, image_size: int | None = None, image_column: 
     if key in _CACHE:
         return _CACHE[key]
     openers, names, classes, notes = _listing(name, image_column, label_column)
+    if image_size is None:
+        _check_one_size(openers, names, per_class=per_class, source=name)
     arrays, kept, failures, info = _decode(openers, names, classes, per_class=per_class, image_size=image_size,
                                            seed=seed, enabled=progress_bar, source=name)
     tried = len(arrays) + len(failures)
@@ -389,74 +421,6 @@ def load_user_images(name: str, *, image_size: int | None = None, image_column: 
     out = UserImages(_stack(arrays, source=name, notes=notes), y, classes, name, sizes, notes)
     _CACHE.clear()
     _CACHE[key] = out
-    return out
-
-
-# ----------------------------------------------------------------------------- splitting
-
-
-def fit_split_sizes(counts: list[int] | dict, *, n_train: int, n_victims: int, n_attacker: int) -> tuple[int, int, int]:
-    """Split sizes that fit a set with ``counts`` images per class, at most the ones asked for.
-
-    Every class gives about 15 % of its images (at least one) to the victims, 35 % (at least one)
-    to the attacker and 45 % to the owner's training images, judged by the smallest class (the
-    5 % left over absorb unreadable files, which a listing still counts).
-    """
-    counts = list(counts.values()) if isinstance(counts, dict) else list(counts)
-    k, m = len(counts), min(counts)
-    if m < MIN_PER_CLASS:
-        raise ValueError(f"every class needs at least {MIN_PER_CLASS} images (one each for training, victims "
-                         f"and attacker); the smallest has {m}")
-    v = max(1, int(m * _VICTIM_SHARE))
-    a = max(1, int(m * _ATTACKER_SHARE))
-    t = max(1, min(m - v - a, int(m * _TRAIN_SHARE)))
-    return min(n_train, k * t), min(n_victims, k * v), min(n_attacker, k * a)
-
-
-def split_user_data(data: UserImages, *, n_train: int, n_victims: int, n_attacker: int, seed: int = 0) -> dict:
-    """Disjoint owner's training images, victims and attacker's images, stratified by class.
-
-    Each class gives ``ceil(n / classes)`` images to each part (seeded shuffle), then each part
-    is trimmed at random to exactly ``n`` images.
-
-    Returns
-    -------
-    dict
-        ``{"train": (x, y), "victims": (x, y), "attacker": (x, y)}``.
-
-    Raises
-    ------
-    ValueError
-        When a class has fewer images than the split needs; the message gives both numbers.
-    """
-    k = len(data.classes)
-    quota = {"victims": math.ceil(n_victims / k), "attacker": math.ceil(n_attacker / k),
-             "train": math.ceil(n_train / k)}
-    need = sum(quota.values())
-    counts = data.counts()
-    short = {c: n for c, n in counts.items() if n < need}
-    if short:
-        shown = ", ".join(f"{c!r} has {n}" for c, n in list(short.items())[:5])
-        raise ValueError(
-            f"{data.source}: too few images per class: the split sizes ({n_train} training, {n_victims} victims, "
-            f"{n_attacker} attacker images over {k} classes) need {need} images per class ({quota['train']} "
-            f"training + {quota['victims']} victims + {quota['attacker']} attacker), but {shown}"
-            f"{' ...' if len(short) > 5 else ''}; pass smaller n_train=N, n_victims=N, n_attacker=N or add images"
-        )
-    g = torch.Generator().manual_seed(int(seed))
-    parts: dict[str, list] = {p: [] for p in quota}
-    for c in range(k):
-        idx = torch.nonzero(data.labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        start = 0
-        for p, q in quota.items():
-            parts[p].append(idx[start : start + q])
-            start += q
-    out = {}
-    for p, n in (("train", n_train), ("victims", n_victims), ("attacker", n_attacker)):
-        idx = torch.cat(parts[p])
-        idx = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
-        out[p] = (data.images[idx], data.labels[idx])
     return out
 
 

@@ -18,7 +18,7 @@ from them).
 ================  ======================================================================
 
 The user's sets form one pool, split like ``faces``: victims, attacker and owner's training
-images, disjoint and stratified by class (:func:`visualmixer.eval.userdata.split_user_data`);
+images, disjoint and stratified by class (:func:`visualmixer.eval.usersplit.split_user_data`);
 sizes must fit (the error says how many images per class the sizes need).
 
 :func:`face_images` returns larger face photos (astronaut, Grace Hopper and upscaled LFW faces)
@@ -152,7 +152,8 @@ def load_audit_data(name: str, *, n_train: int, n_victims: int, n_attacker: int,
 def _user_audit_data(name: str, *, n_train, n_victims, n_attacker, seed, **options) -> AuditData:
     import math
 
-    from visualmixer.eval.userdata import count_user_images, load_user_images, split_user_data
+    from visualmixer.eval.userdata import count_user_images, load_user_images
+    from visualmixer.eval.usersplit import split_user_data
 
     k = len(count_user_images(name, image_column=options["image_column"], label_column=options["label_column"]))
     per_class = sum(math.ceil(n / k) for n in (n_train, n_victims, n_attacker))
