@@ -12,7 +12,10 @@ The attacker knows the labels (they are released with the images) and has clean 
 own. For every block slot it computes, over the released images, the mean value of the block for
 each class (a ``K``-vector) and the spread of the block's mean across images; it computes the
 same for every position of its own clean images, and assigns slots to positions with the
-Hungarian algorithm (:func:`scipy.optimize.linear_sum_assignment`). A slot may also have been
+Hungarian algorithm (:func:`scipy.optimize.linear_sum_assignment`) — the ``"means"`` matcher. The
+default ``"jigsaw"`` matcher (:mod:`visualmixer.eval.attacks.a7_match`) adds a pooled jigsaw: how
+the slots' block statistics correlate across the released images says which slots were
+neighbours, even where no class anchors a position (randomly cropped photos). A slot may also have been
 negated (``x → 1 − x``, EtC's negative–positive step, the same for every image): each slot is
 matched as it is or negated, whichever fits. Block rotations and channel shuffles do not change
 a block's mean, so they do not hide the layout.
@@ -31,6 +34,7 @@ import itertools
 import torch
 
 from visualmixer.core.imageops import add_batch_axis, full_blocks, region_mean_grid, to_float, with_full_blocks
+from visualmixer.eval.attacks.a7_match import block_statistics, match_layout
 
 __all__ = ["recover_layout", "undo_layout", "block_transforms", "recover_block_transforms",
            "undo_block_transforms"]
@@ -53,6 +57,9 @@ def recover_layout(
     *,
     num_classes: int | None = None,
     negation: bool = True,
+    matcher: str = "jigsaw",
+    rounds: int = 40,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Estimate the shared block permutation (and per-block negation) of a released set.
 
@@ -70,6 +77,13 @@ def recover_layout(
         Default ``max label + 1``.
     negation : bool
         Also consider that a slot was negated.
+    matcher : {"jigsaw", "means"}
+        ``"jigsaw"`` (default): class means and the pooled jigsaw of
+        :mod:`~visualmixer.eval.attacks.a7_match` (block means and spreads, their correlations
+        between slots). ``"means"``: the class means of the block means alone, one Hungarian
+        assignment (the matcher before 2026-12).
+    rounds, seed : int
+        ``"jigsaw"``: restarts of its local search, and their seed.
 
     Returns
     -------
@@ -79,8 +93,17 @@ def recover_layout(
 
     Examples
     --------
-    >>> src, neg = recover_layout(released, y, own, own_y, block=4)   # doctest: +SKIP
-    >>> estimate = undo_layout(released, src, neg, block=4)            # doctest: +SKIP
+    >>> import torch
+    >>> from visualmixer.eval.methods.scramble import BlockScramble
+    >>> g, ramp = torch.Generator().manual_seed(0), torch.arange(16.0)
+    >>> def photos(n):  # 16x16 grey ramps of random contrast: each 4x4 block has its own statistics
+    ...     contrast = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
+    ...     return (4 * ramp[:, None] + ramp) / 160 * contrast + 0.02 * torch.rand(n, 1, 16, 16, generator=g)
+    >>> x, own, y = photos(100), photos(100), torch.zeros(100, dtype=torch.long)  # one class
+    >>> released = BlockScramble(4, key=0, rotate=False)(x)  # one key-wide block order and negation
+    >>> src, neg = recover_layout(released, y, own, y, block=4)
+    >>> torch.allclose(undo_layout(released, src, neg, block=4), x, atol=1e-6)
+    True
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -90,6 +113,12 @@ def recover_layout(
         raise ValueError(f"attacker images {tuple(a.shape[1:])} differ from the released {tuple(x.shape[1:])}")
     k = int(num_classes or int(max(labels.max(), attacker_labels.max())) + 1)
     h, w = x.shape[2:]
+    if matcher == "jigsaw":
+        return match_layout(block_statistics(to_float(x), block), labels, block_statistics(to_float(a), block),
+                            attacker_labels, k, (h // block, w // block), negation=negation, rounds=rounds,
+                            seed=seed)
+    if matcher != "means":
+        raise ValueError(f"matcher must be 'jigsaw' or 'means', got {matcher!r}")
     full = (slice(None), slice(None), slice(0, h // block * block), slice(0, w // block * block))
     # mean over pixels and channels of every full block: (N, G) float64, row-major slots
     released = region_mean_grid(to_float(x)[full].double(), block).mean(dim=1).flatten(1)
@@ -186,8 +215,18 @@ def recover_block_transforms(
 
     Examples
     --------
-    >>> which = recover_block_transforms(ordered, y, own, own_y, block=4)   # doctest: +SKIP
-    >>> estimate = undo_block_transforms(ordered, which, block=4)           # doctest: +SKIP
+    >>> import torch
+    >>> from visualmixer.eval.methods.scramble import BlockScramble
+    >>> g, ramp = torch.Generator().manual_seed(0), torch.arange(16.0)
+    >>> def photos(n):  # as for recover_layout
+    ...     contrast = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
+    ...     return (4 * ramp[:, None] + ramp) / 160 * contrast + 0.02 * torch.rand(n, 1, 16, 16, generator=g)
+    >>> x, own, y = photos(100), photos(100), torch.zeros(100, dtype=torch.long)
+    >>> released = BlockScramble(4, key=0)(x)  # blocks also turned and mirrored, the same in every image
+    >>> ordered = undo_layout(released, *recover_layout(released, y, own, y, block=4), block=4)
+    >>> which = recover_block_transforms(ordered, y, own, y, block=4)
+    >>> torch.allclose(undo_block_transforms(ordered, which, block=4), x, atol=1e-6)
+    True
     """
     x, _ = add_batch_axis(ordered, "ordered")
     a, _ = add_batch_axis(attacker_images, "attacker_images")
