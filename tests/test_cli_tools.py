@@ -296,6 +296,36 @@ def test_workers_and_dask_local_equal_single_process(tree):
     assert runs["dask"] == runs["single"]
 
 
+def test_dask_local_admits_no_process_without_its_credentials():
+    """The local cluster gets the master key (scattered to its workers); loopback is open to every
+    user of the machine, so it speaks TLS with credentials made for the run: a client without
+    them (another user's process) cannot connect and take the key or run code as the owner."""
+    dd = pytest.importorskip("distributed")
+    from visualmixer.tools.distributed import dask_client
+
+    with dask_client("local") as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:") and client.security.require_encryption
+        for plain in (address, address.replace("tls://", "tcp://", 1)):
+            with pytest.raises(Exception):  # noqa: B017,PT011 - TLS setup or connection errors, by scheme
+                dd.Client(plain, timeout=5, security=dd.Security())
+
+
+def test_restore_compares_keyed_checksums_in_constant_time(tree, monkeypatch):
+    """Restore checks each image against its keyed checksum with hmac.compare_digest."""
+    import hmac
+
+    src, key, tmp = tree
+    dst = tmp / "vm"
+    assert main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--manifest", str(tmp / "m.jsonl")]) == 1
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    assert main(["restore", str(dst), str(tmp / "back"), "--key", str(key), "-q", "--manifest",
+                 str(tmp / "m.jsonl")]) == 1  # (the files obfuscate failed are not restored)
+    assert len(compared) >= len(DONE) and all(len(a) == len(b) == 32 for a, b in compared)
+
+
 def test_vfe_and_show_commands(tree, capsys):
     src, key, tmp = tree
     assert main(["vfe", str(src / "good"), "--json", "-q"]) == 0

@@ -172,6 +172,31 @@ def test_encode_rejects_bad_input():
         vio.encode_image(torch.zeros(2, 2, 2, dtype=torch.uint8), "png")
 
 
+def test_manifest_create_never_writes_through_a_file_or_link_already_there(tmp_path):
+    """The manifest's temporary is a new file of its own, mode 0600 from the start: not a
+    ``.NAME.new`` left there, which could be a link (its target would be truncated and written,
+    and the manifest become that link) or a file others can read (and hold open)."""
+    path = tmp_path / "m.jsonl"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours to truncate")
+    (tmp_path / ".m.jsonl.new").symlink_to(victim)
+    old = os.umask(0)
+    try:
+        Manifest.create(path, {"dst": "x"}).close()
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "not yours to truncate"
+    assert not path.is_symlink() and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert Manifest.read(path).header["dst"] == "x"
+    readable = tmp_path / ".n.jsonl.new"
+    readable.write_text("")
+    os.chmod(readable, 0o644)
+    with open(readable) as held:  # someone holding it open would read the private records
+        Manifest.create(tmp_path / "n.jsonl", {"dst": "y"}).close()
+        assert held.read() == ""
+    assert oct((tmp_path / "n.jsonl").stat().st_mode & 0o777) == "0o600"
+
+
 def test_manifest_survives_a_cut_line(tmp_path):
     path = tmp_path / "m.jsonl"
     man = Manifest.create(path, {"dst": "x"})

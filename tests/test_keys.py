@@ -38,6 +38,31 @@ def test_save_refuses_overwrite(tmp_path):
     assert Key.load(path) == other
 
 
+def test_save_never_replaces_a_key_written_meanwhile(tmp_path, monkeypatch):
+    """Without overwrite, a key file that appears between the check and the write (a second
+    ``keygen`` to the same path) is kept: replacing it would lose what that key protects."""
+    path = tmp_path / "k.key"
+    first, second = Key.generate(), Key.generate()
+    real_fsync = os.fsync
+
+    def racing_fsync(fd):
+        real_fsync(fd)
+        if not path.exists():  # the other keygen finishes first
+            path.write_bytes(first_bytes)
+            os.chmod(path, 0o600)
+
+    first.save(tmp_path / "first.key")
+    first_bytes = (tmp_path / "first.key").read_bytes()
+    monkeypatch.setattr(os, "fsync", racing_fsync)
+    with pytest.raises(FileExistsError, match="already exists"):
+        second.save(path)
+    monkeypatch.undo()
+    assert Key.load(path) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.key", "k.key"]  # no temporary left
+    second.save(path, overwrite=True)
+    assert Key.load(path) == second and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
 def test_load_rejects_world_readable(tmp_path):
     path = Key.generate().save(tmp_path / "k.key")
     os.chmod(path, 0o644)

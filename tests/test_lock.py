@@ -107,6 +107,42 @@ def test_lock_falls_back_to_the_temp_folder_when_the_manifest_folder_is_read_onl
             RunLock(man, command="restore").acquire()
 
 
+def test_a_planted_link_never_has_the_lock_record_written_over_its_target(folder, capsys, monkeypatch):
+    """A lock file that is a symbolic link (planted in the shared temporary folder, or beside the
+    manifest) is refused: following it would write the lock record over its target, a key file."""
+    src, key, tmp = folder
+    monkeypatch.setattr(lockmod.tempfile, "gettempdir", lambda: str(tmp / "tmp"))
+    (tmp / "tmp").mkdir()
+    before = key.read_bytes()
+    dst = (tmp / "dst").resolve()
+    lockmod.destination_lock_path(dst).symlink_to(key)
+    rc = main(["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--manifest", str(tmp / "m.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a symbolic link" in err and key.read_bytes() == before
+    man = tmp / "m2.jsonl"
+    lock_path_for(man).symlink_to(key)
+    with pytest.raises(PermissionError, match="is a symbolic link"):
+        RunLock(man, command="restore").acquire()
+    assert key.read_bytes() == before and Key.load(key) == Key.from_seed(3)
+
+
+def test_a_lock_folder_another_user_could_enter_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(lockmod.tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = tmp_path / f"visualmixer-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o777)  # as made by someone else (or with a permissive umask by hand)
+    with pytest.raises(PermissionError, match="is not private to this user .*mode 777"):
+        RunLock.for_destination(tmp_path / "dst", command="obfuscate").acquire()
+    folder.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError, match="not a folder"):
+        RunLock.for_destination(tmp_path / "dst", command="obfuscate").acquire()
+    folder.unlink()
+    with RunLock.for_destination(tmp_path / "dst", command="obfuscate") as lk:  # made afresh: private
+        assert lk.path.parent == folder and (folder.stat().st_mode & 0o777) == 0o700
+
+
 def test_cli_refuses_a_second_run_with_exit_4_and_writes_nothing(folder, capsys):
     src, key, tmp = folder
     man, dst = tmp / "m.jsonl", tmp / "dst"

@@ -106,8 +106,11 @@ class Key:
         if not path.parent.is_dir():
             raise FileNotFoundError(f"folder {path.parent} of key file {path.name} does not exist")
         text = f"{_FILE_HEADER}\n{base64.b64encode(self._secret).decode('ascii')}\n"
-        try:
-            return replace_atomically(path, text.encode("ascii"), mode=0o600, suffix=".tmp", exact_mode=True)
+        try:  # (without overwrite: never over a file made since the check above, by a second keygen)
+            return replace_atomically(path, text.encode("ascii"), mode=0o600, suffix=".tmp", exact_mode=True,
+                                      overwrite=overwrite)
+        except FileExistsError:
+            raise FileExistsError(f"key file {path} already exists (pass overwrite=True to replace)") from None
         except OSError as exc:  # the message names the key file, never the temporary beside it
             raise type(exc)(f"cannot write key file {path}: {exc.strerror or exc}") from None
 
@@ -175,8 +178,8 @@ class Key:
 
     __str__ = __repr__
 
-    def __reduce__(self):  # pickling (DataLoader workers, Dask) keeps the key in memory only
-        return (Key, (self._secret,))
+    def __reduce__(self):  # a pickle holds the key's bytes (how DataLoader and Dask workers get it):
+        return (Key, (self._secret,))  # never pickle a Key into a file or onto a network you do not trust
 
 
 def check_key(key, name: str = "key") -> Key:

@@ -14,7 +14,7 @@ from typing import Any
 
 from visualmixer.tools import imageio as vio
 
-__all__ = ["decode_items", "obfuscate_chunk", "restore_chunk", "pixel_check", "OneThread"]
+__all__ = ["decode_items", "obfuscate_chunk", "restore_chunk", "pixel_check", "pixels_match", "OneThread"]
 
 
 def pixel_check(key: Any, image_id: str, pixels) -> str:
@@ -22,6 +22,13 @@ def pixel_check(key: Any, image_id: str, pixels) -> str:
     mac.update(repr(tuple(pixels.shape)).encode())
     mac.update(pixels.contiguous().numpy().tobytes())
     return mac.hexdigest()[:32]
+
+
+def pixels_match(key: Any, image_id: str, pixels, recorded) -> bool:
+    """Whether ``pixels`` are those the keyed checksum ``recorded`` (a manifest's ``check``) was
+    made of, compared in constant time (:func:`hmac.compare_digest`); False for no checksum."""
+    return isinstance(recorded, str) and hmac.compare_digest(pixel_check(key, image_id, pixels).encode(),
+                                                             recorded.encode("utf-8", "surrogatepass"))
 
 
 class OneThread:
@@ -150,7 +157,7 @@ def restore_chunk(items: list[tuple[str, dict, bytes | None, str]], key: Any, op
                     results[i] = {"id": i, "t": "failed", "reason": reason}
                 continue
             for n, image_id in enumerate(ids):
-                exact = pixel_check(key, image_id, orig[n]) == recs[image_id].get("check")
+                exact = pixels_match(key, image_id, orig[n], recs[image_id].get("check"))
                 lossy = recs[image_id].get("out_format") == "jpeg"
                 if not exact and not lossy:
                     results[image_id] = {

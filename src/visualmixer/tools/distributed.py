@@ -7,10 +7,13 @@ same; only the order in which they arrive differs.
 
 Dask is optional (``pip install 'visualmixer[dask]'``) and imported only when asked for. ``"local"``
 starts ``dask.distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-dashboard_address=":0")``, bound to the loopback interface only; ``"tcp://HOST:PORT"`` (or
-``tls://...``) connects to an existing scheduler. The job function and its arguments travel to the
-workers pickled: for the folder tools that includes the master key, so use such clusters only on
-machines you trust, and a ``tls://`` address across networks you do not.
+dashboard_address=":0", security=True)``, bound to the loopback interface and speaking TLS with
+throwaway credentials made for the run and held in memory: the loopback interface is open to every
+user of the machine, and an unauthenticated cluster would hand any of them the master key (and run
+their code as you); without the credentials no other process can connect. ``"tcp://HOST:PORT"``
+(or ``tls://...``) connects to an existing scheduler. The job function and its arguments travel to
+the workers pickled: for the folder tools that includes the master key, so use such clusters only
+on machines you trust, and a ``tls://`` address across networks you do not.
 """
 
 from __future__ import annotations
@@ -47,13 +50,17 @@ def dask_client(address: str, *, n_workers: int = 2):
     """A ``dask.distributed.Client`` for ``address`` (``"local"`` or ``tcp://HOST:PORT``).
 
     ``"local"`` starts a loopback-only ``LocalCluster`` with ``n_workers`` single-threaded worker
-    processes and closes it on exit; other addresses connect to an existing scheduler.
+    processes, TLS with throwaway credentials between them (module docstring), and closes it on
+    exit; other addresses connect to an existing scheduler.
     """
     check_address(address)
     dd = import_dask_distributed()
     if address == "local":
         import dask
 
+        from visualmixer.core.optional import require
+
+        require("cryptography", extra="dask", purpose="dask='local' (TLS between the cluster's processes)")
         _start_forkserver(["distributed", "visualmixer.tools.chunks"])
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             cluster = dd.LocalCluster(
@@ -63,6 +70,7 @@ def dask_client(address: str, *, n_workers: int = 2):
                 dashboard_address=":0",
                 processes=True,
                 silence_logs=40,
+                security=True,  # TLS, credentials made now: the key is scattered to the workers
             )
         try:
             client = dd.Client(cluster)

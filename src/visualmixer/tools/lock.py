@@ -15,6 +15,11 @@ file itself is left in place (removing it would let two runs lock two different 
 manifest's folder is not writable, the lock lives in the user's temporary folder instead, named
 after the manifest's path. ``flock`` is advisory and local: runs on two machines sharing one
 network folder are not excluded.
+
+A lock file is opened without following a symbolic link and must be a regular file, and the
+temporary folder of the locks (``visualmixer-locks-<uid>``) must be a folder of this user that no
+one else can enter: a link planted there by another user (say, one pointing at a key file) would
+otherwise have the lock record written over its target.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +52,29 @@ def _private_lock_file(path: str | os.PathLike, prefix: str = "") -> Path:
     tag = hashlib.sha256(str(Path(os.path.abspath(path))).encode("utf-8", "surrogateescape"))
     folder = Path(tempfile.gettempdir()) / f"visualmixer-locks-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a folder"
+        raise PermissionError(
+            f"the lock folder {folder} is not private to this user ({kind}, owner uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):o}); another user may have made it: remove it and run again"
+        )
     return folder / f"{prefix}{tag.hexdigest()[:16]}.lock"
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open (create: mode 0600) the lock file ``path``, never through a symbolic link; refuse a
+    link or anything but a regular file (its record would be written over the target)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise PermissionError(f"the lock file {path} is a symbolic link: remove it and run again") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PermissionError(f"the lock file {path} is not a regular file: remove it and run again")
+    return fd
 
 
 def _fallback_path(manifest: Path) -> Path:
@@ -120,12 +148,12 @@ class RunLock:
     def _open(self) -> int:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
+            return _open_lock_file(self.path)
+        except OSError as exc:  # (a refused link has no errno: raised, not moved elsewhere)
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
         self.path = _fallback_path(self.manifest)
-        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return _open_lock_file(self.path)
 
     def acquire(self) -> RunLock:
         fd = self._open()

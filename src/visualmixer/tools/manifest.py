@@ -37,13 +37,13 @@ holds the original file names. It is created with mode 0600 and never inside the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from visualmixer.core.atomic import replace_atomically
 from visualmixer.core.keys import is_key_file
 
 __all__ = ["Manifest", "MANIFEST_VERSION", "READABLE_VERSIONS", "SIGS_ID", "sigs_records"]
@@ -142,19 +142,9 @@ class Manifest:
             raise FileExistsError(f"manifest {path} exists (pass overwrite=True to start over)")
         path.parent.mkdir(parents=True, exist_ok=True)
         head = {"t": "header", "version": MANIFEST_VERSION, **header}
-        tmp = path.with_name(f".{path.name}.new")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(head, sort_keys=True) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        # a new temporary of its own (O_EXCL, random name: never a file or link already there), 0600
+        replace_atomically(path, (json.dumps(head, sort_keys=True) + "\n").encode("utf-8"), mode=0o600,
+                           suffix=".new", exact_mode=True)
         return cls(path, head)
 
     @classmethod

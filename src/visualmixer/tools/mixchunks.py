@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from visualmixer.tools import imageio as vio
-from visualmixer.tools.chunks import OneThread, decode_items, pixel_check
+from visualmixer.tools.chunks import OneThread, decode_items, pixel_check, pixels_match
 
 __all__ = ["group_record", "survey_chunk", "mix_chunk", "unmix_chunk"]
 
@@ -204,7 +204,7 @@ def unmix_chunk(items: list[tuple[str, dict, bytes | None, str]], groups: list[d
                 results.update({i: {"id": i, "t": "failed", "reason": reason} for i in ids})
                 continue
             for n, image_id in enumerate(ids):
-                if pixel_check(key, image_id, orig[n]) != recs[image_id].get("check"):
+                if not pixels_match(key, image_id, orig[n], recs[image_id].get("check")):
                     results[image_id] = {"id": image_id, "t": "failed", "reason":
                                          "restored pixels do not match the original (wrong key or manifest?)"}
                     continue

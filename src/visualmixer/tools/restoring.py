@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from visualmixer.tools import imageio as vio
-from visualmixer.tools.chunks import pixel_check, restore_chunk
+from visualmixer.tools.chunks import pixels_match, restore_chunk
 from visualmixer.tools.distributed import map_unordered
 from visualmixer.tools.errors import describe_oserror
 from visualmixer.tools.layout import (
@@ -146,7 +146,7 @@ def _contested(names: dict[str, str]) -> set[str]:
 def _restored_from(path: Path, rec: dict, key: Any) -> bool:
     """Whether the file ``path`` holds the restored pixels of the image ``rec`` describes."""
     try:
-        return pixel_check(key, rec["id"], vio.read_image(path)) == rec.get("check")
+        return pixels_match(key, rec["id"], vio.read_image(path), rec.get("check"))
     except (OSError, ValueError):
         return False
 
