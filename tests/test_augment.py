@@ -1,6 +1,5 @@
 """Training-time augmentation on the region grid (`visualmixer train --augment`, `soft-labels --augment`)."""
 
-import doctest
 import json
 
 import pytest
@@ -18,10 +17,6 @@ from visualmixer.train import loop as L
 from visualmixer.train.fit import fit_classifier
 from visualmixer.train.models import RegionSortedCNN
 from visualmixer.train.soft_labels import read_soft_labels, write_soft_labels
-
-
-def test_the_modules_examples():
-    assert doctest.testmod(A).failed == 0
 
 
 def test_mirror_grid_moves_whole_regions_and_keeps_the_remainder():

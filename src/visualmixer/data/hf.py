@@ -109,8 +109,15 @@ def hf_batch_transform(
 
     Examples
     --------
-    >>> ds = ds.with_transform(hf_batch_transform(None, target_vfe=0.5))  # doctest: +SKIP
-    >>> ds[0]["image"]        # a fresh shuffle on every access              # doctest: +SKIP
+    >>> import numpy as np, visualmixer as vm
+    >>> batch = {"image": [np.arange(192, dtype=np.uint8).reshape(8, 8, 3)], "label": [7]}
+    >>> online = hf_batch_transform(None, target_vfe=0.5)  # ds.with_transform(online): new shuffles
+    >>> out = online(batch)                                 # on every read; the whole batch back
+    >>> sorted(out), out["image"][0].shape, out["label"]
+    (['image', 'label', 'vfe'], (8, 8, 3), [7])
+    >>> stored = hf_batch_transform(vm.Key.from_seed(0), plan_column="plan")  # for Dataset.map
+    >>> sorted(stored(batch, indices=[0]))                  # with indices: the updated columns
+    ['image', 'plan', 'vfe']
     """
 
     owner = os.getpid()
@@ -191,9 +198,13 @@ def obfuscate_hf(dataset: Any, key: Any, *, batch_size: int = 32, num_proc: int 
 
     Examples
     --------
-    >>> import datasets, visualmixer as vm  # doctest: +SKIP
-    >>> ds = datasets.load_dataset("imagefolder", data_dir="photos")["train"]  # doctest: +SKIP
-    >>> out = obfuscate_hf(ds, Key.load("secret.key"), target_vfe=0.5)  # doctest: +SKIP
+    >>> import datasets, numpy as np, visualmixer as vm
+    >>> pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    >>> ds = datasets.Dataset.from_dict({"image": list(pixels)},  # or load_dataset("imagefolder", ...)
+    ...                                 features=datasets.Features({"image": datasets.Image()}))
+    >>> out = obfuscate_hf(ds, vm.Key.from_seed(0), target_vfe=0.5)
+    >>> out.column_names, out.num_rows, out[0]["image"].size
+    (['image', 'vfe'], 4, (16, 16))
     """
     require("datasets", extra="hf", purpose="obfuscate_hf")
     if not hasattr(dataset, "map"):

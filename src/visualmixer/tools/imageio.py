@@ -370,9 +370,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> tor
 
     Examples
     --------
-    >>> from visualmixer.tools.imageio import read_image  # doctest: +SKIP
-    >>> read_image("cat.jpg").shape  # doctest: +SKIP
-    torch.Size([3, 224, 224])
+    >>> import tempfile, torch; from visualmixer.tools.imageio import read_image, write_png
+    >>> read_image(write_png(tempfile.mkdtemp() + "/grey.png", torch.zeros(1, 4, 6, dtype=torch.uint8))).shape
+    torch.Size([1, 4, 6])
     """
     return load_image(path, max_pixels=max_pixels).pixels
 

@@ -2,9 +2,17 @@
 
 The library side of ``visualmixer vfe``; usable from Python as well:
 
->>> from visualmixer.tools.scoring import image_files, score_files   # doctest: +SKIP
->>> scores = score_files(image_files(["photos/"]))                   # doctest: +SKIP
->>> scores.summary()["median"], scores.failed[:1]                    # doctest: +SKIP
+>>> import pathlib, tempfile, torch
+>>> from visualmixer.tools.imageio import write_png
+>>> from visualmixer.tools.scoring import image_files, score_files
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> noise = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+>>> _ = write_png(folder / "noise.png", noise), (folder / "notes.png").write_text("not an image")
+>>> scores = score_files(image_files([folder]))      # a folder is searched recursively
+>>> [(s.width, s.height, s.vfe) for s in scores.scores], scores.summary()["failed"]
+([(64, 64, 0.997)], 1)
+>>> scores.failed[0][1]                              # unreadable files are listed, not fatal
+'not a recognised image format (Pillow cannot identify it)'
 """
 
 from __future__ import annotations

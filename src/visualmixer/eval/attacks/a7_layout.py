@@ -94,11 +94,12 @@ def recover_layout(
     Examples
     --------
     >>> import torch
+    >>> from torch.nn.functional import interpolate
     >>> from visualmixer.eval.methods.scramble import BlockScramble
     >>> g, ramp = torch.Generator().manual_seed(0), torch.arange(16.0)
-    >>> def photos(n):  # 16x16 grey ramps of random contrast: each 4x4 block has its own statistics
-    ...     contrast = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
-    ...     return (4 * ramp[:, None] + ramp) / 160 * contrast + 0.02 * torch.rand(n, 1, 16, 16, generator=g)
+    >>> def photos(n):  # 16x16 grey: a ramp (each 4x4 block its own mean) under smooth random shading
+    ...     shade = interpolate(torch.rand(n, 1, 4, 4, generator=g), (16, 16), mode="bilinear", align_corners=True)
+    ...     return (4 * ramp[:, None] + ramp) / 160 + 0.2 * shade + 0.02 * torch.rand(n, 1, 16, 16, generator=g)
     >>> x, own, y = photos(100), photos(100), torch.zeros(100, dtype=torch.long)  # one class
     >>> released = BlockScramble(4, key=0, rotate=False)(x)  # one key-wide block order and negation
     >>> src, neg = recover_layout(released, y, own, y, block=4)
@@ -216,11 +217,12 @@ def recover_block_transforms(
     Examples
     --------
     >>> import torch
+    >>> from torch.nn.functional import interpolate
     >>> from visualmixer.eval.methods.scramble import BlockScramble
     >>> g, ramp = torch.Generator().manual_seed(0), torch.arange(16.0)
     >>> def photos(n):  # as for recover_layout
-    ...     contrast = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
-    ...     return (4 * ramp[:, None] + ramp) / 160 * contrast + 0.02 * torch.rand(n, 1, 16, 16, generator=g)
+    ...     shade = interpolate(torch.rand(n, 1, 4, 4, generator=g), (16, 16), mode="bilinear", align_corners=True)
+    ...     return (4 * ramp[:, None] + ramp) / 160 + 0.2 * shade + 0.02 * torch.rand(n, 1, 16, 16, generator=g)
     >>> x, own, y = photos(100), photos(100), torch.zeros(100, dtype=torch.long)
     >>> released = BlockScramble(4, key=0)(x)  # blocks also turned and mirrored, the same in every image
     >>> ordered = undo_layout(released, *recover_layout(released, y, own, y, block=4), block=4)

@@ -7,8 +7,11 @@ sentence at the top (:func:`visualmixer.eval.report.verdict.verdict_sentence`). 
 built by :func:`photo_section`, :func:`training_section` and :func:`audit_section`
 (:mod:`visualmixer.eval.report.runsections`) and written by :func:`write_run_page`.
 
->>> from visualmixer.eval.report.runpage import photo_demo, write_run_page    # doctest: +SKIP
->>> result = photo_demo("out/run", targets=(0.3, 0.7))                         # doctest: +SKIP
+>>> import tempfile
+>>> from visualmixer.eval.report.runpage import photo_demo
+>>> result = photo_demo(tempfile.mkdtemp(), targets=(0.3, 0.7), size=64)  # writes grid.png, photos/
+>>> result["restore_bit_exact"], result["files"]["astronaut"]["0.7"]
+(True, 'photos/astronaut-vfe0.7.png')
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def photo_demo(out_dir: str | os.PathLike, targets: Sequence[float], *, size: in
     Parameters
     ----------
     out_dir : path-like
-        Existing folder for ``grid.png`` (the picture grid) and ``photos.json`` (the result).
+        Folder for ``grid.png`` (the picture grid) and ``photos.json`` (the result); created if missing.
     targets : sequence of float
         VFE targets in [0, 1].
     size : int, default 224
