@@ -4,6 +4,8 @@ Starts one ``flower-superlink`` and N ``flower-supernode`` processes bound to 12
 ports chosen at run time, submits the app with ``flwr run`` to that SuperLink (a private
 ``FLWR_HOME`` holds the connection, so the user's Flower config is not touched), waits for the
 ServerApp to finish, and always stops every process it started (also on error or Ctrl-C).
+They talk TLS with throwaway credentials made for the run (:mod:`visualmixer.fl.tls`), never
+``--insecure``; what that protects against, and what it does not, is in ``docs/federated.md``.
 
 The same app runs on real machines: start ``flower-supernode --superlink HOST:PORT --node-config
 "partition-id=K num-partitions=N key-path=/path/to/key"`` on each client machine and
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from visualmixer.fl import require_flwr
 from visualmixer.fl.partition import parse_partition
+from visualmixer.fl.tls import TLSFiles, require_cryptography, superlink_tls_args, supernode_tls_args, throwaway_tls
 from visualmixer.tools.errors import signal_text
 
 __all__ = ["FLRun", "PortInUseError", "free_port", "run_loopback", "write_app"]
@@ -282,13 +285,13 @@ def _pick_ports(clients: int, superlink_port: int | None) -> tuple[int, list[int
     return link_port, node_ports
 
 
-def _flower_env(out: Path, link_port: int) -> dict:
-    """Environment of the Flower processes: a private FLWR_HOME naming the loopback SuperLink."""
+def _flower_env(out: Path, link_port: int, tls: TLSFiles) -> dict:
+    """Environment of the Flower processes: a private FLWR_HOME naming the loopback SuperLink (TLS)."""
     flwr_home = out / "flwr-home"
     flwr_home.mkdir(exist_ok=True)
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "{HOST}:{link_port}"\n'
-        "insecure = true\n")
+        f"root-certificates = {json.dumps(str(tls.ca))}\n")
     bindir = str(Path(_bin("flower-superlink")).parent)  # Flower starts flower-superexec etc. by name
     env = {**os.environ, "FLWR_HOME": str(flwr_home), "PYTHONUNBUFFERED": "1",
            "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
@@ -442,6 +445,7 @@ def run_loopback(
     start, and at 0.05 it diverged.
     """
     require_flwr()
+    require_cryptography()
     _check_run_args(clients, rounds, partition, mode, key_paths, superlink_port, timeout)
     out = Path(out).resolve()
     hist_path = out / "history.json"
@@ -466,12 +470,12 @@ def run_loopback(
     _clear_state(out)
     link_port, node_ports = _pick_ports(clients, superlink_port)
     app_dir = write_app(out / "app", run_config)
-    env = _flower_env(out, link_port)
     t0 = time.monotonic()
     deadline = t0 + timeout
-    with _Processes(out, logs, env) as procs:
-        link = procs.start("superlink", [
-            _bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(link_port),
+    run_log = logs / "flwr-run.log"
+    with throwaway_tls(HOST) as tls, _Processes(out, logs, _flower_env(out, link_port, tls)) as procs:
+        link = procs.start("superlink", [  # TLS on all its APIs (Fleet, Control, Runtime), with the run's key
+            _bin("flower-superlink"), *superlink_tls_args(tls), "--host", HOST, "--port", str(link_port),
             "--disable-runtime-dependency-installation", "--database", str(out / "superlink.db")])
         _wait_listening(link_port, link, min(60.0, timeout), "flower-superlink", logs / "superlink.log")
         for k in range(clients):
@@ -480,10 +484,9 @@ def run_loopback(
                 nc += f' data-root="{data_root}"'
             if key_paths:
                 nc += f' key-path="{key_paths[k]}"'
-            procs.start(f"supernode{k}", [
-                _bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{link_port}",
+            procs.start(f"supernode{k}", [  # trusts only the run's CA; its own Runtime API over TLS too
+                _bin("flower-supernode"), *supernode_tls_args(tls), "--superlink", f"{HOST}:{link_port}",
                 "--host", HOST, "--port", str(node_ports[k]), "--node-config", nc])
-        run_log = logs / "flwr-run.log"
         submit = procs.start("flwr-run", [_bin("flwr"), "run", str(app_dir), "loopback", "--stream"])
         hist = _wait(procs, submit, hist_path, deadline, timeout)
     if hist.get("error"):
