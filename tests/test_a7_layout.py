@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from visualmixer.eval.attacks.a7_layout import recover_layout
+from visualmixer.eval.attacks.a7_layout import (
+    recover_block_transforms,
+    recover_layout,
+    undo_block_transforms,
+    undo_layout,
+)
 from visualmixer.eval.baselines import BlockScramble
 
 
@@ -61,3 +66,53 @@ def test_a7_jigsaw_needs_no_anchor_for_the_neighbours():
     maps = [idx, idx.flip(0), idx.flip(1), idx.flip(0).flip(1)]
     maps = [m.reshape(-1) for m in maps + [m.T for m in maps]]
     assert max(int((src[m] == truth).sum()) for m in maps) >= 14
+
+
+def tinted_shades(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """16×16 colour images: a smooth random shade in a random colour per image (nothing in a
+    block's class mean says how it is turned or which channel is which) over a faint colour
+    class template (what tells the attacker the colours of the whole image)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    shade = F.interpolate(torch.rand(n, 1, 5, 5, generator=g), size=(16, 16), mode="bilinear", align_corners=True)
+    tint = torch.rand(n, 3, 1, 1, generator=g)
+    template = torch.rand(4, 3, 2, 2, generator=torch.Generator().manual_seed(99))
+    template = F.interpolate(template, size=(16, 16), mode="bilinear", align_corners=True)
+    out = 0.9 * shade * tint + 0.1 * template[y]
+    return (out * 255).round().clamp(0, 255).to(torch.uint8), y
+
+
+@pytest.mark.parametrize("key", [0, 3])
+def test_a7_pooled_seams_undo_every_slot_transform_of_tinted_images(key):
+    """With the layout right, every slot's key-wide turn, mirror, negation and channel order comes
+    back (the images exactly), though a random tint hides them from the class-mean blocks."""
+    own, own_y = tinted_shades(400, 1)
+    vic, y = tinted_shades(200, 2)
+    scr = BlockScramble(4, key=key)  # per_image=False: one key-wide scramble
+    perm, _, _, neg, _ = (t[0] for t in scr._draw(1, 16, 3))
+    source = torch.argsort(perm)
+    moved = undo_layout(scr(vic), source, neg[source], block=4)
+    which = recover_block_transforms(moved, y, own, own_y, block=4)
+    est = (undo_block_transforms(moved, which, block=4) * 255).round().to(torch.uint8)
+    wrong = (est != vic).reshape(200, 3, 4, 4, 4, 4).any(dim=(0, 1, 3, 5))
+    assert not wrong.any(), f"{int(wrong.sum())} of 16 slots keep a wrong transform"
+    means_only = recover_block_transforms(moved, y, own, own_y, block=4, seams=False)
+    assert int((means_only != which).sum()) >= 4  # the class means alone get many of them wrong
+
+
+def test_a7_falls_back_to_class_means_where_all_blocks_move_together():
+    """One class whose blocks all brighten and darken together: the correlations (near rank one)
+    say nothing about neighbours, so the class means place the slots alone."""
+    template = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(99))
+    template = template.repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+    def together(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        a = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
+        return template * a + 0.01 * torch.rand(n, 1, 16, 16, generator=g), torch.zeros(n, dtype=torch.long)
+
+    own, own_y = together(400, 105)
+    vic, y = together(200, 205)
+    scr = BlockScramble(4, key=5, rotate=False)
+    src, _ = recover_layout(scr(vic), y, own, own_y, block=4)
+    assert torch.equal(src, torch.argsort(scr._draw(1, 16, 1)[0][0]))

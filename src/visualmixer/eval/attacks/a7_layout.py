@@ -24,7 +24,9 @@ Those are key-wide too (EtC turns, mirrors, negates and re-orders the channels o
 each slot the same way in every image), so they are undone the same way
 (:func:`recover_block_transforms`): once the blocks are back in place, each slot gets the one of
 the 16 transforms (4 turns × mirror × negation; × the channel orders for colour) that makes its class-mean
-block image closest to the attacker's class-mean block at that position.
+block image closest to the attacker's class-mean block at that position, then
+(:mod:`visualmixer.eval.attacks.a7_seams`) by the seams between neighbouring blocks, pooled over
+the released images, which pin each slot's turn, mirror and channel order whatever the content.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import itertools
 import torch
 
 from visualmixer.core.imageops import add_batch_axis, full_blocks, region_mean_grid, to_float, with_full_blocks
-from visualmixer.eval.attacks.a7_match import block_statistics, match_layout
+from visualmixer.eval.attacks.a7_match import block_statistics, match_layout, near_rank_one
+from visualmixer.eval.attacks.a7_seams import seam_transforms
 
 __all__ = ["recover_layout", "undo_layout", "block_transforms", "recover_block_transforms",
            "undo_block_transforms"]
@@ -80,8 +83,9 @@ def recover_layout(
     matcher : {"jigsaw", "means"}
         ``"jigsaw"`` (default): class means and the pooled jigsaw of
         :mod:`~visualmixer.eval.attacks.a7_match` (block means and spreads, their correlations
-        between slots). ``"means"``: the class means of the block means alone, one Hungarian
-        assignment (the matcher before 2026-12).
+        between slots); it falls back to ``"means"`` where the attacker's block means all rise and
+        fall together (:func:`~visualmixer.eval.attacks.a7_match.near_rank_one`). ``"means"``: the
+        class means of the block means alone, one Hungarian assignment (the matcher before 2026-12).
     rounds, seed : int
         ``"jigsaw"``: restarts of its local search, and their seed.
 
@@ -115,9 +119,11 @@ def recover_layout(
     k = int(num_classes or int(max(labels.max(), attacker_labels.max())) + 1)
     h, w = x.shape[2:]
     if matcher == "jigsaw":
-        return match_layout(block_statistics(to_float(x), block), labels, block_statistics(to_float(a), block),
-                            attacker_labels, k, (h // block, w // block), negation=negation, rounds=rounds,
-                            seed=seed)
+        own = block_statistics(to_float(a), block)
+        if not near_rank_one(own[:, :, 0]):
+            return match_layout(block_statistics(to_float(x), block), labels, own, attacker_labels, k,
+                                (h // block, w // block), negation=negation, rounds=rounds, seed=seed)
+        matcher = "means"  # every block rises and falls together: the correlations carry no layout
     if matcher != "means":
         raise ValueError(f"matcher must be 'jigsaw' or 'means', got {matcher!r}")
     full = (slice(None), slice(None), slice(0, h // block * block), slice(0, w // block * block))
@@ -189,6 +195,7 @@ def recover_block_transforms(
     num_classes: int | None = None,
     negation: bool = True,
     channels: bool = True,
+    seams: bool = True,
 ) -> torch.Tensor:
     """Estimate the key-wide transform of every block slot of a released set whose blocks are
     already back in place (:func:`undo_layout`).
@@ -196,7 +203,10 @@ def recover_block_transforms(
     For every slot and every candidate of :func:`block_transforms`, the mean squared difference
     between the candidate applied to the slot's class-mean block (over the released images) and
     the class-mean block of the attacker's own images at that position, averaged over the
-    classes both sets have; each slot takes the closest (ties: the identity).
+    classes both sets have; each slot takes the closest (ties: the identity). Then (``seams``)
+    every slot's transform is chosen again by the seams with its neighbours, pooled over all the
+    released images (:mod:`~visualmixer.eval.attacks.a7_seams`): the class means only decide the
+    one channel order and negation of the whole grid that seams cannot see.
 
     Parameters
     ----------
@@ -207,6 +217,9 @@ def recover_block_transforms(
         As for :func:`recover_layout`.
     negation, channels : bool
         Also consider negated blocks / other channel orders (colour images).
+    seams : bool
+        Refine the class-mean choice by the pooled seams (default; ``False``: the class means
+        alone, the step before 2026-12).
 
     Returns
     -------
@@ -235,19 +248,42 @@ def recover_block_transforms(
     if x.shape[1:] != a.shape[1:]:
         raise ValueError(f"attacker images {tuple(a.shape[1:])} differ from the released {tuple(x.shape[1:])}")
     k = int(num_classes or int(max(labels.max(), attacker_labels.max())) + 1)
-    released, n_rel = _class_means(full_blocks(to_float(x), block), labels, k)
-    own, n_own = _class_means(full_blocks(to_float(a), block), attacker_labels, k)
+    blocks = full_blocks(to_float(x), block)
+    cost = _class_cost(blocks, labels, full_blocks(to_float(a), block), attacker_labels, k, negation=negation,
+                       channels=channels)
+    which = cost.argmin(dim=0)
+    if not seams:
+        return which
+    maps, negs = _index_maps(x.shape[1], block)
+    return seam_transforms(blocks, which, cost, maps, negs, (x.shape[2] // block, x.shape[3] // block))
+
+
+def _class_cost(blocks, labels, own_blocks, own_labels, k: int, *, negation: bool, channels: bool) -> torch.Tensor:
+    """``(T, G)``: per candidate of :func:`block_transforms` and slot, the mean squared difference
+    of the transformed class-mean block and the attacker's (averaged over the classes both sets
+    have; ``inf``: a candidate not considered)."""
+    released, n_rel = _class_means(blocks, labels, k)
+    own, n_own = _class_means(own_blocks, own_labels, k)
     both = ((n_rel > 0) & (n_own > 0)).double()  # classes seen in both sets count alike
     weight = both / both.sum().clamp_min(1.0)
-    cands = block_transforms(x.shape[1])
-    identity = tuple(range(x.shape[1]))
+    cands = block_transforms(blocks.shape[2])
+    identity = tuple(range(blocks.shape[2]))
     cost = torch.full((len(cands), released.shape[1]), float("inf"), dtype=torch.float64)
     for i, t in enumerate(cands):  # a loop over the (at most 16 · C!) candidates, each batched
         if (t[2] and not negation) or (t[3] != identity and not channels):
             continue
         diff = ((_transform(released, t) - own) ** 2).mean(dim=(2, 3, 4))  # (K, G)
         cost[i] = weight @ diff
-    return cost.argmin(dim=0)
+    return cost
+
+
+def _index_maps(channels: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T, C, b, b)`` int64: for every candidate of :func:`block_transforms`, the index into the
+    flattened ``(C, b, b)`` block that each output pixel comes from; ``(T,)`` bool: it negates."""
+    cands = block_transforms(channels)
+    base = torch.arange(channels * block * block, dtype=torch.float64).view(channels, block, block)
+    maps = torch.stack([_transform(base, (t[0], t[1], False, t[3])) for t in cands]).round().long()
+    return maps, torch.tensor([t[2] for t in cands])
 
 
 def undo_block_transforms(images, which: torch.Tensor, block: int) -> torch.Tensor:

@@ -20,6 +20,9 @@ the start, then steepest descent over all swaps of two slots (every swap's chang
 from two matrix products), restarted from random perturbations of the best layout so far for a
 bounded number of rounds, and the 8 (4) symmetries of the square (oblong) grid tried at the end.
 
+Where every block of the attacker's images rises and falls together (their correlation matrix
+near rank one, :func:`near_rank_one`), the correlations carry no layout and
+:func:`~visualmixer.eval.attacks.a7_layout.recover_layout` falls back to its ``"means"`` matcher.
 A slot's negation comes from the correlations too: a negated slot correlates negatively with its
 neighbours, so the signs of the leading eigenvector of the mean's correlation matrix say which
 slots share a sign; which sign is the original one is decided by the class means.
@@ -29,13 +32,17 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["block_statistics", "match_layout"]
+__all__ = ["block_statistics", "match_layout", "near_rank_one"]
 
 #: Least within-class variance of a statistic, as a share of its mean over classes and positions.
 VAR_FLOOR = 0.05
 #: A slot's negation is decided by its class means alone when they favour one sign by this much
 #: (log-likelihood); otherwise by the sign of its correlations with the others.
 DECISIVE = 10.0
+#: The jigsaw is left out where the leading eigenvalue of the attacker's correlations between the
+#: positions' block means holds more than this share of their sum: every block rises and falls
+#: together, so the correlations say nothing about who neighbours whom (only noise).
+RANK_ONE = 0.95
 
 
 def block_statistics(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -279,6 +286,12 @@ def match_layout(
             break
         signs = new
     return source, signs[source] < 0
+
+
+def near_rank_one(f: torch.Tensor) -> bool:
+    """Whether the correlation over images of ``f`` ``(M, G)`` is near rank one (:data:`RANK_ONE`)."""
+    values = torch.linalg.eigvalsh(_correlation(f))
+    return bool(values[-1] > RANK_ONE * values.sum().clamp_min(1e-12))
 
 
 def _problem(released, own, signs, as_is, negated, jigsaw: bool):
