@@ -117,6 +117,75 @@ def test_the_size_check_reads_headers_upright(tmp_path):
     assert pool.images.shape == (4, 3, 16, 8)
 
 
+def test_the_size_check_never_waits_on_a_fifo(tmp_path):
+    # A FIFO named like an image is skipped by the decode (not a regular file); the header pass
+    # opened it as a plain file and waited for a writer forever.
+    import os
+    import threading
+
+    root = make_folder(tmp_path / "imgs", classes=2, per_class=5)
+    fifo = root / "c0" / "pipe.png"
+    os.mkfifo(fifo)
+    hung = []
+
+    def unblock():  # give a reader stuck in open() its writer (and EOF), so a failing test ends
+        hung.append(True)
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+
+    timer = threading.Timer(20, unblock)
+    timer.start()
+    try:
+        pool = load_user_images(f"imagefolder:{root}", per_class=2, seed=0)
+    finally:
+        timer.cancel()
+    assert not hung, "the size check waited on the FIFO"
+    assert pool.counts() == {"c0": 2, "c1": 2}
+
+
+def test_the_size_check_decodes_no_png(tmp_path, monkeypatch):
+    # Reading a PNG's EXIF with getexif() decodes the whole image (Pillow looks for an eXIf chunk
+    # after the pixel data): the header pass decoded every file of the folder, not just the sample.
+    from PIL import PngImagePlugin
+
+    root = make_folder(tmp_path / "imgs", classes=3, per_class=10)
+    decoded = []
+    real = PngImagePlugin.PngImageFile.load
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load",
+                        lambda self: (self.tile and decoded.append(1)) or real(self))  # (tile: not decoded yet)
+    pool = load_user_images(f"imagefolder:{root}", per_class=2, seed=0)
+    assert pool.counts() == {"c0": 2, "c1": 2, "c2": 2} and len(decoded) == 6  # the sample only
+    exif = Image.Exif()  # an eXIf before the pixel data (as Pillow writes it) still turns the header's size
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(root / "c0" / "turned.png", exif=exif)
+    with pytest.raises(ValueError, match="16x8 as width x height|8x16"):
+        load_user_images(f"imagefolder:{root}", per_class=2, seed=0)
+
+
+def test_the_size_check_gives_no_bomb_warning_for_images_the_decode_accepts(tmp_path, monkeypatch):
+    # Pillow warns above MAX_IMAGE_PIXELS; the audit decodes up to twice that without a word, and
+    # so must the header pass (a folder of 100-megapixel photos gave one warning per file).
+    import warnings
+
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 12 x 12 = 144 pixels: warned, not refused
+    root = make_folder(tmp_path / "imgs", classes=2, per_class=5, size=(12, 12))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pool = load_user_images(f"imagefolder:{root}", per_class=2, seed=0)
+    assert pool.images.shape == (4, 3, 12, 12)
+    assert not [w for w in seen if issubclass(w.category, PILImage.DecompressionBombWarning)]
+
+
+def test_the_split_functions_import_from_userdata_as_before():
+    import visualmixer.eval.usersplit as us
+    from visualmixer.eval.userdata import MIN_PER_CLASS, fit_split_sizes
+    from visualmixer.eval.userdata import split_user_data as old
+
+    assert (old, fit_split_sizes, MIN_PER_CLASS) == (us.split_user_data, us.fit_split_sizes, us.MIN_PER_CLASS)
+
+
 def test_split_is_disjoint_stratified_and_seeded(tmp_path):
     root = make_folder(tmp_path / "imgs", per_class=12)
     d = load_audit_data(f"imagefolder:{root}", n_train=15, n_victims=6, n_attacker=9, seed=3)

@@ -349,11 +349,26 @@ def restoring_modules():
         sys.argv = argv
         for n, m in mods.items():
             for k in set(vars(m)) - set(saved[n]):
-                delattr(m, k)
+                if sys.modules.get(f"{n}.{k}") is not vars(m)[k]:  # (a submodule imported meanwhile stays
+                    delattr(m, k)  # on its package, as Python left it: it stays in sys.modules too)
             vars(m).update(saved[n])
         for table, copy in tables:
             table.clear()
             table.update(copy)
+
+
+def test_restoring_modules_keeps_a_submodule_imported_meanwhile(monkeypatch):
+    """A script's imports stay in sys.modules, so their packages must keep them as attributes too:
+    without, ``visualmixer.train.workerfeed``-style lookups (string patch targets) failed in the
+    tests that ran later in the same process."""
+    import visualmixer.eval as parent
+
+    name = "visualmixer.eval.usersplit"
+    monkeypatch.delitem(sys.modules, name, raising=False)  # (put back after the test, as was)
+    monkeypatch.delattr(parent, "usersplit", raising=False)
+    with restoring_modules():
+        importlib.import_module(name)
+    assert getattr(parent, "usersplit", None) is sys.modules[name]
 
 
 def script_parser(path: Path, argv: list[str]) -> argparse.ArgumentParser:

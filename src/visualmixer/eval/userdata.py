@@ -18,7 +18,8 @@ replicated: nothing is lost, and a colour model sees every image the same way), 
 images keep their native size when they all share it, and are otherwise resized (shorter side)
 and centre-cropped to ``image_size``.
 
-:mod:`visualmixer.eval.usersplit` splits the pool for the audit.
+:mod:`visualmixer.eval.usersplit` splits the pool for the audit (its functions are importable
+from here too, where they were before).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,15 @@ import torch
 from PIL import Image
 
 from visualmixer.core.optional import require
-from visualmixer.tools.imageio import decode_image, load_image, pillow_error_limit, tensor_to_pil
+from visualmixer.eval.usersplit import MIN_PER_CLASS, fit_split_sizes, split_user_data  # (their earlier home)
+from visualmixer.tools.imageio import (
+    decode_image,
+    load_image,
+    nonblocking,
+    pillow_error_limit,
+    special_file,
+    tensor_to_pil,
+)
 from visualmixer.tools.progress import progress
 
 __all__ = [
@@ -45,6 +55,9 @@ __all__ = [
     "load_user_images",
     "count_user_images",
     "fingerprint",
+    "MIN_PER_CLASS",  # moved to visualmixer.eval.usersplit; importable from here as before
+    "split_user_data",
+    "fit_split_sizes",
 ]
 
 USER_DATA_PREFIXES = ("imagefolder:", "hf:")
@@ -145,15 +158,28 @@ class _Lazy:
 
     def upright_size(self) -> tuple[int, int] | None:
         """``(H, W)`` as decoded (after the EXIF orientation), or None when the header is unreadable
-        (decoding then fails too, and the image is skipped)."""
+        or the file is no regular file (decoding then fails too, and the image is skipped)."""
         try:
-            src = self._fetch()
-            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-                w, h = im.size
-                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the sides
+            src = self._fetch()  # a path opens as the decode reads it: never waiting on a FIFO
+            with (io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb", opener=nonblocking)) as fh:
+                if not isinstance(src, bytes) and special_file(os.fstat(fh.fileno())):
+                    return None
+                return _header_size(fh)
         except Exception:  # noqa: BLE001 - any header problem: the decode reports it
             return None
-        return (w, h) if turned else (h, w)
+
+
+def _header_size(fh) -> tuple[int, int]:
+    """``(H, W)`` of the image in ``fh`` after its EXIF orientation, from the header."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # (the decode refuses what is too large)
+        with Image.open(fh) as im:
+            w, h = im.size
+            # a PNG's getexif() decodes the whole image to look past the pixel data: only an eXIf
+            # before it is read here (a later one still turns the decoded sample)
+            exif = im.format != "PNG" or "exif" in im.info
+            turned = exif and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the sides
+    return (w, h) if turned else (h, w)
 
 
 def _open_file(path: str) -> _Lazy:
