@@ -201,6 +201,8 @@ def _spectral_starts(similarity: torch.Tensor, grid: tuple[int, int], angles: in
     correlation matrix are the slowest waves across the grid (a position's coordinates, up to a
     turn of the plane), assigned to the grid by the Hungarian algorithm at ``angles`` turns."""
     gh, gw = grid
+    if gh * gw < 3:  # no 2nd and 3rd eigenvector: the swap descent alone tries every layout
+        return []
     _, vecs = torch.linalg.eigh(similarity)
     e = vecs[:, -3:-1]
     e = (e - e.mean(dim=0)) / e.std(dim=0).clamp_min(1e-12)
