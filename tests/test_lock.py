@@ -131,7 +131,7 @@ def test_a_lock_folder_another_user_could_enter_is_refused(tmp_path, monkeypatch
     folder = tmp_path / f"visualmixer-locks-{os.getuid()}"
     folder.mkdir(mode=0o700)
     os.chmod(folder, 0o777)  # as made by someone else (or with a permissive umask by hand)
-    with pytest.raises(PermissionError, match="is not private to this user .*mode 777"):
+    with pytest.raises(PermissionError, match="is not private to this user .*mode 777.*set TMPDIR"):
         RunLock.for_destination(tmp_path / "dst", command="obfuscate").acquire()
     folder.rmdir()
     (tmp_path / "elsewhere").mkdir(mode=0o700)

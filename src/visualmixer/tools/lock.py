@@ -57,7 +57,9 @@ def _private_lock_file(path: str | os.PathLike, prefix: str = "") -> Path:
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a folder"
         raise PermissionError(
             f"the lock folder {folder} is not private to this user ({kind}, owner uid {st.st_uid}, mode "
-            f"{stat.S_IMODE(st.st_mode):o}); another user may have made it: remove it and run again"
+            f"{stat.S_IMODE(st.st_mode):o}); another user may have made it: remove it and run again, or set "
+            "TMPDIR to a folder of your own (on a file system without owners and modes, such as vfat, "
+            "it can never be private)"
         )
     return folder / f"{prefix}{tag.hexdigest()[:16]}.lock"
 
