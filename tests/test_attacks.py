@@ -68,7 +68,7 @@ def test_a3_learns_the_identity_map():
 
 def test_a3_inverts_a_fixed_flip_and_needs_fit():
     own = smooth(n=128, h=8, w=8, seed=3)
-    with pytest.raises(ValueError, match="fit"):
+    with pytest.raises(ValueError, match=r"call fit\(\) on the attacker's own images before attacking"):
         LearnedInversion(lambda x: x)(own)
     inv = LearnedInversion(lambda x: x.flip(-1), epochs=6, batch_size=32, lr=5e-3, base=8, levels=2).fit(own)
     v = smooth(n=8, h=8, w=8, seed=4)
@@ -139,15 +139,14 @@ def test_a5_realigns_independently_shuffled_channels():
     tiles[0, 2, 1, 1] = tiles[0, 2, 1, 1][torch.tensor([2, 3, 1, 0])]
     mixed = _from_tiles(tiles, img, 4, 2)
     assert torch.allclose(realign_channels(mixed, 4, 2), img)
-    with pytest.raises(ValueError, match="divide"):
+    with pytest.raises(ValueError, match=r"tile \(3\) must divide region \(4\)"):
         solve_jigsaw(img, 4, 3)
 
 
 def test_a5_beats_direct_view_on_visualmixer():
-    vm = pytest.importorskip("visualmixer")
-    if not hasattr(vm, "obfuscate"):
-        pytest.skip("core not importable")
     from skimage.data import astronaut
+
+    import visualmixer as vm  # the package under test: never a reason to skip
 
     a = torch.from_numpy(astronaut().copy()).permute(2, 0, 1)[None].float()
     x = torch.nn.functional.interpolate(a, size=64, mode="area").round().to(torch.uint8)
@@ -207,12 +206,12 @@ def test_a5_recovers_channel_order_with_a_learned_prior():
 def test_a5_channel_order_edge_cases():
     grey = (torch.rand(2, 1, 12, 12) * 255).to(torch.uint8)
     assert torch.equal(recover_channel_order(grey, 4), grey)
-    with pytest.raises(ValueError, match="colour"):
+    with pytest.raises(ValueError, match=r"needs colour \(3-channel\) images, got 1 channel"):
         fit_channel_order_prior(grey, 4)
     prior = fit_channel_order_prior(two_tone(10, seed=0), 4)
-    with pytest.raises(ValueError, match="grid"):
+    with pytest.raises(ValueError, match="prior fitted for a 4x4 region grid, images give 2x2"):
         recover_channel_order(two_tone(2, seed=1, h=8, w=8), 4, prior)
-    with pytest.raises(ValueError, match="region"):
+    with pytest.raises(ValueError, match="prior fitted for region 4, images use region 2"):
         recover_channel_order(two_tone(2, seed=1), 2, prior)
     with pytest.raises(ValueError, match="decision"):
         recover_channel_order(two_tone(2, seed=1), 4, prior, decision="best")
@@ -232,9 +231,7 @@ def test_a5_channel_order_edge_cases():
 
 
 def test_a5_with_channel_prior_on_visualmixer():
-    vm = pytest.importorskip("visualmixer")
-    if not hasattr(vm, "obfuscate"):
-        pytest.skip("core not importable")
+    import visualmixer as vm  # the package under test: never a reason to skip
     own, vic = two_tone(200, seed=7), two_tone(8, seed=8)
     key = vm.Key(bytes(range(32)))
     obf = vm.obfuscate(vic, key=key, ids=list(range(8)), target_vfe=0.5, region=4, channel_order=True).images

@@ -112,5 +112,5 @@ def test_dpsgd_train_tiny():
     x = torch.rand(64, 1, 8, 8)
     y = (x.mean(dim=(1, 2, 3)) > 0.5).long()
     model, eps = B.dpsgd_train(SmallCNN(1, 2, 8), DataLoader(TensorDataset(x, y), batch_size=16), epochs=1)
-    assert eps > 0 and eps == eps
+    assert 0 < eps < float("inf")  # a finite privacy budget was spent (NaN fails too)
     assert model(x).shape == (64, 2)

@@ -296,19 +296,45 @@ def test_workers_and_dask_local_equal_single_process(tree):
     assert runs["dask"] == runs["single"]
 
 
-def test_dask_local_admits_no_process_without_its_credentials():
+def test_dask_local_admits_no_process_without_its_credentials(tmp_path):
     """The local cluster gets the master key (scattered to its workers); loopback is open to every
     user of the machine, so it speaks TLS with credentials made for the run: a client without
     them (another user's process) cannot connect and take the key or run code as the owner."""
     dd = pytest.importorskip("distributed")
+    import socket
+    import ssl
+
     from visualmixer.tools.distributed import dask_client
+
+    def handshake(port: int, cert: str | None = None) -> None:
+        """A TLS 1.2 client that trusts any server (the client-certificate check ends the handshake)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if cert:
+            ctx.load_cert_chain(cert)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw):
+            pass
 
     with dask_client("local") as client:
         address = client.scheduler.address
         assert address.startswith("tls://127.0.0.1:") and client.security.require_encryption
-        for plain in (address, address.replace("tls://", "tcp://", 1)):
-            with pytest.raises(Exception):  # noqa: B017,PT011 - TLS setup or connection errors, by scheme
-                dd.Client(plain, timeout=5, security=dd.Security())
+        with pytest.raises(OSError):  # plain TCP: the scheduler drops it (distributed's CommClosedError)
+            dd.Client(address.replace("tls://", "tcp://", 1), timeout=5, security=dd.Security())
+        with pytest.raises(TypeError, match="TLS expects a `ssl_context`"):  # TLS needs credentials
+            dd.Client(address, timeout=5, security=dd.Security())
+        with pytest.raises(OSError, match="TLS certificate does not match"):  # credentials of its own
+            dd.Client(address, timeout=5, security=dd.Security.temporary())
+        # the scheduler itself refuses a TLS client without a certificate of the run's CA; the same
+        # client with the run's certificate gets through (so the refusal is the certificate's)
+        port = int(address.rsplit(":", 1)[1])
+        with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+            handshake(port)
+        own = tmp_path / "run-client.pem"
+        fd = os.open(own, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(client.security.tls_client_cert + "\n" + client.security.tls_client_key)
+        handshake(port, str(own))
 
 
 def test_restore_compares_keyed_checksums_in_constant_time(tree, monkeypatch):

@@ -47,7 +47,7 @@ def test_read_idx_round_trip_and_errors(tmp_path):
     np.testing.assert_array_equal(D.read_idx(tmp_path / "a.gz"), a)
     np.testing.assert_array_equal(D.read_idx(tmp_path / "a"), a)
     (tmp_path / "bad").write_bytes(b"\x12\x34\x08\x01" + b"\0" * 8)
-    with pytest.raises(ValueError, match="magic"):
+    with pytest.raises(ValueError, match=r"not an IDX file \(bad magic number\)"):
         D.read_idx(tmp_path / "bad")
     (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\0" * 3)
     with pytest.raises(ValueError, match="10 bytes"):
@@ -197,7 +197,7 @@ def test_image_folder_split_dirs_and_sizes(tmp_path):
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="fashion-mnist, photos, .*cifar10, cifar100"):
         D.load_dataset("mnist")
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(ValueError, match="unknown dataset 'imagefolder:'; valid: fashion-mnist"):
         D.load_dataset("imagefolder:")
 
 

@@ -211,7 +211,9 @@ def test_two_clients_one_round_on_loopback(tmp_path, monkeypatch):
     assert set(final) == set(deploy_model_keys())
     assert (tmp_path / "history.json").exists()
     assert len(started) == 4  # superlink, 2 supernodes, flwr run
-    time.sleep(0.5)
+    t_end = time.monotonic() + 10  # a process stopped a moment ago may take a little while to go
+    while [p for p in started + sorted(seen) if alive(p)] and time.monotonic() < t_end:
+        time.sleep(0.05)
     assert [p for p in started + sorted(seen) if alive(p)] == []  # every process is gone
     # Wall time is reported, never asserted (DEVELOPERS.md): measured 45-65 s at load 5-6 on the
     # shared 2-core machine; the run itself is bounded by run_loopback's timeout.
@@ -239,5 +241,5 @@ def test_a_run_whose_clients_all_fail_stops_with_their_reason(tmp_path, capsys):
     assert "the federated run failed: no client sent an update (in round 1: all 2 clients replied with an error)" in err
     assert "the clients reported: TrainingDiverged: training loss became nan" in err
     assert "(client SGD at --lr 1000.0): try a lower lr" in err
-    assert time.monotonic() - t0 < 240  # ended by the error, not by the timeout
+    assert "did not finish within" not in err  # ended by the error, not by --timeout (times are never asserted)
     print(f"all clients failed: reported after {time.monotonic() - t0:.1f} s")

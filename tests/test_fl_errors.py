@@ -237,7 +237,7 @@ def test_a_server_that_fails_at_start_up_ends_the_run_at_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "visualmixer fl: error: the federated run failed: FileNotFoundError: Fashion-MNIST test files" in err
     assert "(at start-up, before round 0)" in err
-    assert elapsed < 120  # ended by the error, not by --timeout
+    assert "did not finish within" not in err  # ended by the error, not by --timeout (times are never asserted)
     print(f"server start-up failure reported after {elapsed:.1f} s")
 
 
@@ -271,7 +271,7 @@ def test_how_a_process_ended_is_read_from_its_zombie():
 @pytest.mark.slow
 @needs_flwr
 @pytest.mark.skipif(not HAS_FMNIST, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-def test_a_server_app_killed_from_outside_ends_the_run_within_seconds(tmp_path, capsys):
+def test_a_server_app_killed_from_outside_ends_the_run_naming_its_signal(tmp_path, capsys):
     """SIGKILL to the ServerApp (as the out-of-memory killer sends it) after round 0: history.json never
     says ``finished``, ``flwr run --stream`` goes on for about 50 s; the run ends within seconds all the
     same, saying what happened, and leaves no process behind."""
@@ -316,8 +316,9 @@ def test_a_server_app_killed_from_outside_ends_the_run_within_seconds(tmp_path, 
             "was killed by signal 9 (SIGKILL) (killed from outside, e.g. by the out-of-memory killer) after round"
             ) in err
     assert f"without recording the run's end in {out / 'history.json'}; logs in {out / 'logs'}" in err
-    # within seconds (about 3 s, stopping included), not when flwr run gives up (~50 s) nor at --timeout
-    assert after < 25, (after, err)
+    # ended by the watch on the ServerApp process (the message names it and its signal, above), not
+    # when flwr run gives up (~50 s) nor at --timeout; the delay (about 3 s) is reported, never asserted
+    assert "did not finish within" not in err, err
     t_end = time.monotonic() + 5  # a process killed a moment ago may take a little while to go
     while [p for p in seen if _ended(p) is None] and time.monotonic() < t_end:
         time.sleep(0.1)

@@ -288,6 +288,7 @@ def test_the_recorded_signature_is_the_final_files(tmp_path, capsys, mode):
     run = Run(tmp_path, capsys, mode)
     run.obfuscate("-q")
     man = Manifest.read(run.man)
+    assert len(man.done()) == 4
     for rec in man.done():
         assert man.output_sig(rec) == source_signature((run.dst / rec["out"]).stat()), rec["out"]
     if mode == "plain":

@@ -90,14 +90,14 @@ def test_load_rejects_binary(tmp_path):
     path = tmp_path / "bin.key"
     path.write_bytes(os.urandom(64) + b"\xff")
     os.chmod(path, 0o600)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a visualmixer key file"):
         Key.load(path)
 
 
 def test_wrong_key_length():
     with pytest.raises(ValueError, match="32 bytes"):
         Key(b"short")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="key material must be bytes"):
         Key("a string")
 
 
@@ -112,9 +112,9 @@ def test_subkeys_depend_on_id_purpose_and_key():
 
 
 def test_id_encoding_rejects_other_types():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="image ids must be int, str or tuple of them, got float"):
         encode_image_id(1.5)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="image ids must be int, str or tuple of them, not bool"):
         encode_image_id(True)
 
 

@@ -16,7 +16,7 @@ from visualmixer.cli import main
 from visualmixer.cli._common import flags_for
 from visualmixer.core.keys import Key
 from visualmixer.tools import lock as lockmod
-from visualmixer.tools.errors import DestinationBusy
+from visualmixer.tools.errors import DestinationBusy, RunStopped
 from visualmixer.tools.folders import FolderOptions, obfuscate_folder
 from visualmixer.tools.lock import RunLock, lock_path_for, read_lock_info
 from visualmixer.tools.safe_io import StopGuard
@@ -192,7 +192,7 @@ def test_flags_for():
 def test_stop_guard_message_is_one_line_with_space_and_resume(tmp_path):
     guard = StopGuard(tmp_path / "m.jsonl", total=10)
     guard.written, guard.bytes_written = 4, 4000
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(RunStopped) as exc:
         with guard.writing(tmp_path / "x.png", 1500):
             raise OSError(errno.ENOSPC, "No space left on device")
     msg = str(exc.value)
@@ -203,4 +203,3 @@ def test_stop_guard_message_is_one_line_with_space_and_resume(tmp_path):
     with pytest.raises(ValueError):  # not an OSError: untouched
         with guard.writing(tmp_path / "x.png", 1):
             raise ValueError("x")
-    assert lockmod  # the module is importable on its own

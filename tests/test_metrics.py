@@ -68,7 +68,7 @@ def test_reid_rate():
     assert r["rate"] == 1.0 and r["hits"].shape == (5,)
     with pytest.raises(ValueError, match="metric"):
         M.reid_rate(x, x, metric="cos")
-    with pytest.raises(ValueError, match="share"):
+    with pytest.raises(ValueError, match=r"x_hat and gallery must share \(C, H, W\)"):
         M.reid_rate(x, smooth(n=3, h=16, w=16))
 
 
@@ -111,7 +111,7 @@ def test_prior_baseline():
     assert torch.allclose(means[2], torch.full((1, 4, 4), 0.5))  # absent class: global mean
     assert torch.allclose(M.global_mean_image(x), torch.full((1, 1, 4, 4), 0.5))
     assert torch.equal(M.prior_guess(torch.tensor([1, 0]), means), means[[1, 0]])
-    with pytest.raises(ValueError, match="entries"):
+    with pytest.raises(ValueError, match="labels must have 4 entries, got 3"):
         M.class_mean_images(x, y[:3])
 
 

@@ -17,7 +17,7 @@ def test_ladders():
     assert tile_ladder(4) == [4, 2, 1]
     assert tile_ladder(14) == [14, 7, 2, 1]
     assert tile_ladder(1) == [1]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="region must be a positive int, got 0"):
         tile_ladder(0)
 
 

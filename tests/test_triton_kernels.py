@@ -18,6 +18,15 @@ from visualmixer.core import keyed, planner, triton_switch
 
 KEY = vm.Key.from_seed(3)
 
+
+def _kernels():
+    """core.triton_kernels; the tests skip only where Triton itself is missing, never because the
+    module under test fails to import."""
+    pytest.importorskip("triton")
+    import visualmixer.core.triton_kernels as kernels
+
+    return kernels
+
 _INTERPRETED = textwrap.dedent("""
     import torch
     import visualmixer as vm
@@ -108,7 +117,7 @@ def test_every_kernel_builds_for_an_h100_class_gpu_without_one():
     """Every block shape the core launches, compiled ahead of time to a Hopper (sm_90) binary:
     the interpreter runs Python, not Triton's compiler, so it does not catch what only the
     compiler refuses (it once did not: module constants that were not ``tl.constexpr``)."""
-    tk = pytest.importorskip("visualmixer.core.triton_kernels")
+    tk = _kernels()
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -137,7 +146,7 @@ def kernels_on_cpu(monkeypatch):
 
 
 def test_a_kernel_that_cannot_run_warns_once_and_the_eager_path_runs(kernels_on_cpu, monkeypatch):
-    tp = pytest.importorskip("visualmixer.core.triton_kernels")
+    tp = _kernels()
 
     def broken(*args):
         raise RuntimeError("no GPU compiler here")
@@ -157,7 +166,7 @@ def test_a_kernel_that_cannot_run_warns_once_and_the_eager_path_runs(kernels_on_
 
 
 def test_each_kernel_variant_is_checked_against_the_eager_path_once(kernels_on_cpu, monkeypatch):
-    tp = pytest.importorskip("visualmixer.core.triton_kernels")
+    tp = _kernels()
     monkeypatch.setattr(triton_switch, "_checked", set())
     eager_calls = []
     eager = keyed._permutations_eager
@@ -185,7 +194,7 @@ def test_off_by_default_and_switchable():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_the_kernels_on_cuda_give_the_cpu_bytes():
-    tp = pytest.importorskip("visualmixer.core.triton_kernels")
+    tp = _kernels()
     previous = triton_switch.set_enabled(True)
     try:
         g = torch.Generator().manual_seed(2)
