@@ -13,7 +13,8 @@
 # Run it again on the same machine to finish: finished runs are skipped, runs cut at the deadline
 # resume from their last epoch's checkpoint (the checks and timings of steps 1-3 run again).
 # PY defaults to python3 (that machine's PyTorch); the package runs from src/ via PYTHONPATH.
-# Fashion-MNIST: the Debian path, or a copy carried in .devdata/fashion-mnist.
+# Fashion-MNIST: the Debian path, or a copy carried in .devdata/fashion-mnist (git-ignored; before the
+# session: mkdir -p .devdata && cp -r /usr/share/datasets/fashion-mnist .devdata/, then run with carry [".devdata"]).
 set -u
 cd "$(dirname "$0")/.."
 export PY=${PY:-python3} RES=${RES:-out/gpu} DEV=${DEV:-cuda} PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
