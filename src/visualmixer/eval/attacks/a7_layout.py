@@ -36,7 +36,7 @@ import itertools
 import torch
 
 from visualmixer.core.imageops import add_batch_axis, full_blocks, region_mean_grid, to_float, with_full_blocks
-from visualmixer.eval.attacks.a7_match import block_statistics, match_layout, near_rank_one
+from visualmixer.eval.attacks.a7_match import block_statistics, class_means, match_layout, near_rank_one
 from visualmixer.eval.attacks.a7_seams import seam_transforms
 
 __all__ = ["recover_layout", "undo_layout", "block_transforms", "recover_block_transforms",
@@ -45,10 +45,8 @@ __all__ = ["recover_layout", "undo_layout", "block_transforms", "recover_block_t
 
 def _features(means: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``(G, K + 1)``: per class the mean of each slot's block mean, and its spread over images."""
-    onehot = torch.nn.functional.one_hot(labels.long(), num_classes).double()  # (N, K)
-    counts = onehot.sum(0).clamp_min(1.0)
-    class_means = (onehot.T @ means) / counts[:, None]  # (K, G)
-    return torch.cat([class_means.T, means.std(dim=0, unbiased=False)[:, None]], dim=1)
+    per_class, _ = class_means(means, labels, num_classes)  # (K, G)
+    return torch.cat([per_class.T, means.std(dim=0, unbiased=False)[:, None]], dim=1)
 
 
 def recover_layout(
@@ -85,7 +83,7 @@ def recover_layout(
         :mod:`~visualmixer.eval.attacks.a7_match` (block means and spreads, their correlations
         between slots); it falls back to ``"means"`` where the attacker's block means all rise and
         fall together (:func:`~visualmixer.eval.attacks.a7_match.near_rank_one`). ``"means"``: the
-        class means of the block means alone, one Hungarian assignment (the matcher before 2026-12).
+        class means of the block means alone, one Hungarian assignment (the matcher before 2026-11-29).
     rounds, seed : int
         ``"jigsaw"``: restarts of its local search, and their seed.
 
@@ -177,14 +175,6 @@ def _transform(blocks: torch.Tensor, t: tuple[int, bool, bool, tuple[int, ...]])
     return x.flip(-1) if mirror else x
 
 
-def _class_means(blocks: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(K, G, C, b, b)`` float64 class-mean blocks and ``(K,)`` class counts."""
-    onehot = torch.nn.functional.one_hot(labels.long(), k).double()
-    counts = onehot.sum(0)
-    means = torch.einsum("nk,ngcij->kgcij", onehot, blocks.double()) / counts.clamp_min(1.0).view(-1, 1, 1, 1, 1)
-    return means, counts
-
-
 def recover_block_transforms(
     ordered,
     labels,
@@ -219,7 +209,7 @@ def recover_block_transforms(
         Also consider negated blocks / other channel orders (colour images).
     seams : bool
         Refine the class-mean choice by the pooled seams (default; ``False``: the class means
-        alone, the step before 2026-12).
+        alone, the step before 2026-11-29).
 
     Returns
     -------
@@ -262,8 +252,8 @@ def _class_cost(blocks, labels, own_blocks, own_labels, k: int, *, negation: boo
     """``(T, G)``: per candidate of :func:`block_transforms` and slot, the mean squared difference
     of the transformed class-mean block and the attacker's (averaged over the classes both sets
     have; ``inf``: a candidate not considered)."""
-    released, n_rel = _class_means(blocks, labels, k)
-    own, n_own = _class_means(own_blocks, own_labels, k)
+    released, n_rel = class_means(blocks, labels, k)  # (K, G, C, b, b) class-mean blocks
+    own, n_own = class_means(own_blocks, own_labels, k)
     both = ((n_rel > 0) & (n_own > 0)).double()  # classes seen in both sets count alike
     weight = both / both.sum().clamp_min(1.0)
     cands = block_transforms(blocks.shape[2])

@@ -73,12 +73,20 @@ def _correlation(f: torch.Tensor) -> torch.Tensor:
     return _cross_correlation(f, f)
 
 
-def _class_moments(f: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
-    """Per class: ``(K, G, F)`` means and within-class variances of ``f`` ``(N, G, F)``, and ``(K,)`` counts."""
+def class_means(values: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K, ...)`` float64 per-class means of ``values`` ``(N, ...)`` (0 for a class without
+    images) and ``(K,)`` class counts: the one per-class mean of A7's matchers and transforms."""
     onehot = torch.nn.functional.one_hot(labels.long(), k).double()
     counts = onehot.sum(0)
-    mean = torch.einsum("nk,ngf->kgf", onehot, f) / counts.clamp_min(1.0)[:, None, None]
-    sq = torch.einsum("nk,ngf->kgf", onehot, f * f) / counts.clamp_min(1.0)[:, None, None]
+    flat = onehot.T @ values.double().reshape(values.shape[0], -1)
+    means = flat / counts.clamp_min(1.0)[:, None]
+    return means.reshape(k, *values.shape[1:]), counts
+
+
+def _class_moments(f: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """Per class: ``(K, G, F)`` means and within-class variances of ``f`` ``(N, G, F)``, and ``(K,)`` counts."""
+    mean, counts = class_means(f, labels, k)
+    sq, _ = class_means(f * f, labels, k)
     return mean, (sq - mean * mean).clamp_min(0.0), counts
 
 
