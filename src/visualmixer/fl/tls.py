@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from visualmixer.core.atomic import replace_atomically
 
 __all__ = ["TLSFiles", "make_tls_files", "require_cryptography", "superlink_tls_args",
            "supernode_tls_args", "throwaway_tls"]
@@ -47,13 +48,6 @@ def require_cryptography():
     from visualmixer.core.optional import require
 
     return require("cryptography", extra="fl", purpose="the federated run (TLS between its processes)")
-
-
-def _write_private(path: Path, data: bytes) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
 
 
 def _credentials(host: str) -> tuple[bytes, bytes, bytes]:
@@ -100,9 +94,10 @@ def make_tls_files(folder: Path, host: str = "127.0.0.1") -> TLSFiles:
     (which must exist and be private); the files are created mode 0600 and must not exist yet."""
     ca, cert, key = _credentials(host)
     folder = Path(folder)
-    return TLSFiles(folder=folder, ca=_write_private(folder / "ca.pem", ca),
-                    cert=_write_private(folder / "server.pem", cert),
-                    key=_write_private(folder / "server.key", key))
+    def write(name: str, data: bytes) -> Path:  # 0600, never over a file already there
+        return replace_atomically(folder / name, data, mode=0o600, suffix=".tmp", exact_mode=True, overwrite=False)
+
+    return TLSFiles(folder=folder, ca=write("ca.pem", ca), cert=write("server.pem", cert), key=write("server.key", key))
 
 
 @contextlib.contextmanager
