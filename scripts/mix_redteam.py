@@ -1,10 +1,11 @@
 """Red-team probe: cyclic threading of a balanced mixed release (docs/privacy.md §4c, "Threading").
 
-Balanced assignment (:func:`visualmixer.core.mixing._balanced_permutations`) deals a group's regions
-by a keyed cycle of its ``v`` members and one keyed shift ``t[r]`` per position: collage ``a[i]``
-holds member ``a[(i + t[r]) mod v]`` at position ``r``. So the region of member ``m`` at position
-``r`` sits in the collage of cycle index ``p = m - t[r]``: who-is-where is a *product* structure
-``mu(c, r) = p(c) + t[r] (mod v)`` with only ``v + R`` unknowns instead of ``v * R``. The audit's
+The cyclic balanced assignment (:func:`visualmixer.core.mixdeal.cyclic_deal`, format version 3;
+``--design cyclic``) deals a group's regions by a keyed cycle of its ``v`` members and one keyed
+shift ``t[r]`` per position: collage ``a[i]`` holds member ``a[(i + t[r]) mod v]`` at position
+``r``. So the region of member ``m`` at position ``r`` sits in the collage of cycle index
+``p = m - t[r]``: who-is-where is a *product* structure ``mu(c, r) = p(c) + t[r] (mod v)`` with
+only ``v + R`` unknowns instead of ``v * R``. The audit's
 threading (:func:`visualmixer.eval.attacks.a9_unmix.thread_regions`) solves one free assignment per
 position; this probe instead fits the cycle (``p``) and the shifts (``t``) jointly, so that every
 adjacent position pair's shift is decided by the evidence of all ``v`` members at once:
@@ -21,6 +22,9 @@ adjacent position pair's shift is decided by the evidence of all ``v`` members a
    its centre region, then inverted with a U-Net trained on the attacker's own unmixed release
    (A3 against plain VisualMixer) and scored against that source (SSIM over the class mean,
    re-identification among the victims).
+
+Against the switched deal (``--design switched``, the default since format version 4) the
+same arms measure what is left of the structure once no cycle is shared across positions.
 
 The attacker does not know the key; pools are the release's classes (``cyclic``), or groups for the
 bound of an attacker who learned them (``cyclic+groups``); ``threads`` / ``threads+groups`` are the
@@ -355,6 +359,9 @@ def main() -> None:
     ap.add_argument("--attacker", type=int, default=3000)
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--target", type=float, default=1.0)
+    ap.add_argument("--design", choices=("switched", "cyclic"), default="switched",
+                    help="how the balanced groups are dealt (cyclic: format version 3 releases, the deal the "
+                         "cyclic arms model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temp", type=float, default=0.3, help="Sinkhorn temperature (in cost std units)")
     ap.add_argument("--restarts", type=int, default=8)
@@ -376,12 +383,13 @@ def main() -> None:
     ax, ay = data.images[ai], data.labels[ai]
     region = default_region(*victims.shape[-2:])
     release = mix(victims, vy, key=Key.from_seed(1000 + args.seed), ids=range(len(victims)), k=args.k,
-                  target_vfe=args.target, balanced=True)
+                  target_vfe=args.target, balanced=True, design=args.design)
     gh, gw = victims.shape[2] // region, victims.shape[3] // region
     centre = (gh // 2) * gw + gw // 2
     seed_source = release.sources[:, centre]
     prior = M.prior_guess(vy, M.class_mean_images(ax, ay, data.num_classes))
-    out = {"k": args.k, "victims": args.victims, "attacker": args.attacker, "seed": args.seed, "region": region,
+    out = {"design": args.design, "k": args.k, "victims": args.victims, "attacker": args.attacker,
+           "seed": args.seed, "region": region,
            "group_sizes": sorted({int((row >= 0).sum()) for row in release.groups.members}),
            "prior": scores(victims[seed_source], prior[seed_source], victims, seed_source, prior[seed_source])}
     inv = None

@@ -55,7 +55,7 @@ def test_the_record_carries_balanced_and_old_records_read_as_unbalanced():
     key = Key.from_seed(0)
     groups = make_groups(y, key=key, ids=range(24), k=4, images=x, balanced=True)
     rec = groups.to_dict()
-    assert rec["balanced"] is True and rec["version"] == 3
+    assert rec["balanced"] is True and rec["version"] == 4 and rec["design"] == "switched"
     back = MixGroups.from_dict(json.loads(json.dumps(rec)))
     assert back.balanced and torch.equal(back.members, groups.members)
     a = mix(x, y, key=key, ids=range(24), k=4, groups=back)  # the groups' assignment is used
@@ -63,7 +63,7 @@ def test_the_record_carries_balanced_and_old_records_read_as_unbalanced():
     assert torch.equal(a.images, b.images)
     plain = make_groups(y, key=key, ids=range(24), k=4, images=x)
     assert "balanced" not in plain.to_dict() and plain.to_dict()["version"] == 1
-    old = {k: v for k, v in rec.items() if k != "balanced"}
+    old = {k: v for k, v in rec.items() if k not in ("balanced", "design")}
     assert MixGroups.from_dict({**old, "version": 1}).balanced is False
     # the wrong assignment does not restore (it is part of the secret record)
     assert not torch.equal(unmix(b.images, plain, b.plans, key=key, ids=range(24)), x)
@@ -83,7 +83,7 @@ def test_balanced_with_a_share_exchanges_only_the_share():
     key = Key.from_seed(2)
     res = mix(x, y, key=key, ids=range(40), k=4, share=0.5, balanced=True)
     assert torch.equal(unmix(res.images, res.groups, res.plans, key=key, ids=range(40)), x)
-    assert res.groups.to_dict()["version"] == 3 and res.groups.to_dict()["share"] == 0.5
+    assert res.groups.to_dict()["version"] == 4 and res.groups.to_dict()["share"] == 0.5
     home = float((res.sources == torch.arange(40).view(-1, 1)).float().mean())
     assert 0.55 < home < 0.7  # (1 - 0.5) + 0.5 / 4 of the regions stay home
     sources = region_sources(res.groups, key=key, ids=range(40), height=28, width=28)

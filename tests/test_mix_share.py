@@ -122,8 +122,8 @@ def test_groups_carry_their_share_and_old_records_read_as_one():
     old = {k: v for k, v in rec.items() if k != "share"}
     old["version"] = 1
     assert MixGroups.from_dict(old).share == 1.0
-    with pytest.raises(ValueError, match="format version 4"):  # a later release's record is refused
-        MixGroups.from_dict({**rec, "version": 4})
+    with pytest.raises(ValueError, match="format version 5"):  # a later release's record is refused
+        MixGroups.from_dict({**rec, "version": 5})
 
 
 # --- the folder tool -----------------------------------------------------------------------

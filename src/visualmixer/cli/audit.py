@@ -25,8 +25,9 @@ examples:
       also show the accuracy of matching `visualmixer train` runs (metrics.json under out/exp)
 
 methods (name:param, comma lists expand):
-  clean, visualmixer:TAU[/rR][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS][/balanced]], noise:SIGMA,
-  dppix:EPS[/BLOCK], blur:SIGMA, pixelate:BLOCK, scramble:BLOCK, instahide:K, dpsgd:NOISE_MULTIPLIER (needs opacus)
+  clean, visualmixer:TAU[/rR][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS][/balanced[/cyclic]]],
+  noise:SIGMA, dppix:EPS[/BLOCK], blur:SIGMA, pixelate:BLOCK, scramble:BLOCK, instahide:K,
+  dpsgd:NOISE_MULTIPLIER (needs opacus)
   visualmixer options: /rR region side R (default: the size rule), /flat no channel-order shuffle,
   /blocks also permute the whole regions of each image (fresh permutation per image; hides the
   A2 region mosaic), /keyblocks permute them with one secret layout per key (like EtC block
@@ -35,7 +36,8 @@ methods (name:param, comma lists expand):
   groups of K (the training set and the victims protected as labelled sets), /similar look-alike
   groups, /shareS exchange regions at a keyed share S in (0, 1] of the positions only (e.g.
   visualmixer:0.5/mix4/share0.5), /balanced every collage holds each group member's regions at the
-  same number of positions (e.g. visualmixer:1.0/mix8/balanced)
+  same number of positions (e.g. visualmixer:1.0/mix8/balanced), /balanced/cyclic by the cyclic deal
+  of releases made before 2026-11-29 (shares one cycle across positions; to reproduce old numbers)
 train results (--train-results DIR...): every metrics.json of `visualmixer train` under DIR is
   matched to the VisualMixer methods by data set, target VFE, region and mode (offline/online;
   /blocks, /keyblocks and /flat have no match) and paired with a clean run of the same data, model, epochs

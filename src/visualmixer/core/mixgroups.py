@@ -11,10 +11,12 @@ Grouping (:func:`make_groups`):
 
 Assignment (``balanced``): by default, at every region position the group's regions are dealt to
 its collages by a keyed permutation drawn for that position alone, so a collage's main source
-holds more than ``1/k`` of its regions (about 20 % at ``k = 8``). Balanced assignment puts the
-members in a keyed cycle and gives every position a keyed shift of it, the shifts balanced over
-the positions, so every collage holds each member's regions at ``floor(R / v)`` or
-``ceil(R / v)`` of the ``R`` positions (``v`` members): no source dominates a collage.
+holds more than ``1/k`` of its regions (about 20 % at ``k = 8``). Balanced assignment deals so
+that every collage holds each member's regions at ``floor(R / v)`` or ``ceil(R / v)`` of the
+``R`` positions (``v`` members): no source dominates a collage. Its construction (``design``,
+:mod:`visualmixer.core.mixdeal`) is ``"switched"`` (format version 4, the default) or
+``"cyclic"`` (one keyed cycle shifted per position; version 3 records, kept so that they
+unmix, and no longer recommended: the shared cycle lets an attacker thread the regions).
 
 Remainders: a class of ``n`` images with ``n >= k`` gives ``n // k`` groups, and the last
 ``n % k`` images join the last group (so every group has at least ``k`` members and at most
@@ -33,19 +35,23 @@ import torch
 import torch.nn.functional as F
 
 from visualmixer.core.keys import ImageId, Key, check_key
+from visualmixer.core.mixdeal import DESIGNS
 from visualmixer.core.regions import resolve_region
 from visualmixer.core.validation import check_ids
 
-__all__ = ["BALANCED_VERSION", "GROUPINGS", "MIX_VERSION", "SHARE_VERSION", "MixGroups", "check_balanced",
-           "check_share", "keyed_word", "make_groups"]
+__all__ = ["BALANCED_VERSION", "DESIGNS", "GROUPINGS", "MIX_VERSION", "SHARE_VERSION", "SWITCHED_VERSION",
+           "MixGroups", "check_balanced", "check_design", "check_share", "keyed_word", "make_groups"]
 
 MIX_VERSION = 1
 #: The format version a record with ``share < 1`` is written with (releases that cannot honour a
 #: share refuse it instead of unmixing wrongly); version 1 records are read with share 1.
 SHARE_VERSION = 2
-#: The format version a record with balanced assignment is written with (earlier releases refuse it).
+#: The format version a record with the cyclic balanced assignment is written with (earlier
+#: releases refuse it); records of this version without a ``design`` are cyclic.
 BALANCED_VERSION = 3
-_READABLE = (MIX_VERSION, SHARE_VERSION, BALANCED_VERSION)
+#: The format version a record with the switched balanced assignment is written with.
+SWITCHED_VERSION = 4
+_READABLE = (MIX_VERSION, SHARE_VERSION, BALANCED_VERSION, SWITCHED_VERSION)
 GROUPINGS = ("random", "similar")
 
 
@@ -63,6 +69,14 @@ def check_balanced(balanced, name: str = "balanced") -> bool:
     if not isinstance(balanced, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {balanced!r}")
     return bool(balanced)
+
+
+def check_design(design, name: str = "design") -> str:
+    """``design`` as one of :data:`DESIGNS`, else a ValueError naming ``name``."""
+    if not isinstance(design, str) or design not in DESIGNS:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, DESIGNS))} (how balanced groups are dealt), "
+                         f"got {design!r}")
+    return design
 
 
 def keyed_word(key: Key, image_id: ImageId, purpose: str) -> int:
@@ -92,6 +106,9 @@ class MixGroups:
         1: every position, as in records made before the share existed.
     balanced : bool
         Balanced assignment (module docstring); False in records made before it existed.
+    design : str or None
+        How a balanced group is dealt: ``"switched"`` (the default when ``balanced``) or
+        ``"cyclic"`` (version 3 records); None when not ``balanced``.
     """
 
     members: torch.Tensor
@@ -101,10 +118,15 @@ class MixGroups:
     version: int = MIX_VERSION
     share: float = 1.0
     balanced: bool = False
+    design: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "share", check_share(self.share))
         object.__setattr__(self, "balanced", check_balanced(self.balanced))
+        if not self.balanced and self.design is not None:
+            raise ValueError(f"design={self.design!r} is for balanced groups: pass balanced=True, or leave design out")
+        if self.balanced:
+            object.__setattr__(self, "design", check_design("switched" if self.design is None else self.design))
 
     def __eq__(self, other) -> bool:  # (the generated one would compare the members tensor's truth value)
         if not isinstance(other, MixGroups):
@@ -115,7 +137,7 @@ class MixGroups:
         return hash((self._fields(), self.members.cpu().numpy().tobytes()))
 
     def _fields(self) -> tuple:
-        return (self.region, self.k, self.grouping, self.version, self.share, self.balanced,
+        return (self.region, self.k, self.grouping, self.version, self.share, self.balanced, self.design,
                 tuple(self.members.shape))
 
     @property
@@ -136,7 +158,8 @@ class MixGroups:
         if self.share != 1.0:  # share 1 records stay what they were (resumes, equality of records)
             out.update(version=max(int(self.version), SHARE_VERSION), share=self.share)
         if self.balanced:  # likewise: unbalanced records keep their earlier form
-            out.update(version=max(int(out["version"]), BALANCED_VERSION), balanced=True)
+            least = SWITCHED_VERSION if self.design == "switched" else BALANCED_VERSION
+            out.update(version=max(int(out["version"]), least), balanced=True, design=self.design)
         return out
 
     @classmethod
@@ -150,8 +173,13 @@ class MixGroups:
         members = torch.full((len(rows), width), -1, dtype=torch.long)
         for g, r in enumerate(rows):  # bookkeeping of a record, not a per-pixel loop
             members[g, : len(r)] = torch.tensor(r, dtype=torch.long)
+        balanced = data.get("balanced", False)
+        design = data.get("design", "cyclic") if balanced is True else data.get("design")  # v3: cyclic
+        if version < SWITCHED_VERSION and design == "switched":
+            raise ValueError(f"mix groups of format version {version} cannot hold design 'switched' "
+                             f"(version {SWITCHED_VERSION}): a damaged record?")
         return cls(members, int(data["region"]), int(data["k"]), str(data["grouping"]), version,
-                   float(data.get("share", 1.0)), data.get("balanced", False))  # checked: a bool or refused
+                   float(data.get("share", 1.0)), balanced, design)  # checked: a bool or refused
 
 def _principal_order(images: torch.Tensor, labels: torch.Tensor, region: int) -> torch.Tensor:
     """``(N,)`` float: each image's coordinate on its class's first principal component of the
@@ -183,6 +211,7 @@ def make_groups(
     width: int | None = None,
     share: float = 1.0,
     balanced: bool = False,
+    design: str | None = None,
 ) -> MixGroups:
     """Put the images of each class in groups of ``k`` (see the module doc for remainders).
 
@@ -208,6 +237,9 @@ def make_groups(
         Share of the region positions exchanged per group, in (0, 1] (module docstring).
     balanced : bool
         Balanced assignment of the regions to the collages (module docstring).
+    design : {"switched", "cyclic"}, optional
+        How balanced groups are dealt (default ``"switched"``; ``"cyclic"`` reproduces records of
+        format version 3). Only with ``balanced=True``.
 
     Returns
     -------
@@ -234,7 +266,11 @@ def make_groups(
     else:
         order = torch.from_numpy(_lexsort(labels, None, tiebreak))
     groups = _cut_groups(labels, order, k, int(region), grouping)
-    return groups if share == 1.0 and not balanced else replace(groups, share=share, balanced=balanced)
+    if design is not None:
+        check_design(design)
+    if not balanced and design is not None:
+        raise ValueError(f"design={design!r} is for balanced groups: pass balanced=True, or leave design out")
+    return groups if share == 1.0 and not balanced else replace(groups, share=share, balanced=balanced, design=design)
 
 
 def _lexsort(labels: torch.Tensor, coord: torch.Tensor | None, tiebreak: torch.Tensor) -> np.ndarray:

@@ -43,42 +43,24 @@ import torch
 import torch.nn.functional as F
 
 from visualmixer.core.keys import ImageId, Key, check_key
+from visualmixer.core.mixdeal import GOLDEN, SLOT, cyclic_deal, mix64, switched_deal
 from visualmixer.core.mixer import Plans, obfuscate, restore
 from visualmixer.core.mixgroups import (
+    DESIGNS,
     GROUPINGS,
     MIX_VERSION,
     MixGroups,
     check_balanced,
+    check_design,
     check_share,
     keyed_word,
     make_groups,
 )
 from visualmixer.core.validation import check_ids, is_integer_dtype
 
-__all__ = ["GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_balanced", "check_share", "exchanged_positions",
-           "make_groups", "mix", "mix_regions", "region_sources", "unmix", "unmix_regions"]
-
-
-# splitmix64 constants as signed int64 (torch has no uint64 arithmetic on every device)
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
-_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_M2 = 0x94D049BB133111EB - (1 << 64)
-_SLOT = 0xD1B54A32D192ED03 - (1 << 64)
-# salts of balanced assignment's two keyed orders (members in the cycle, positions by shift)
-_CYCLE = 0x2545F4914F6CDD1D
-_SHIFT = 0x5851F42D4C957F2D
-
-
-def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift of int64 words (``>>`` on int64 is arithmetic)."""
-    return (z >> s) & ((1 << (64 - s)) - 1)
-
-
-def _mix64(z: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finaliser on int64 words (wrapping arithmetic, same bits on CPU and GPU)."""
-    z = (z ^ _shr(z, 30)) * _M1
-    z = (z ^ _shr(z, 27)) * _M2
-    return z ^ _shr(z, 31)
+__all__ = ["DESIGNS", "GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_balanced", "check_design",
+           "check_share", "exchanged_positions", "make_groups", "mix", "mix_regions", "region_sources", "unmix",
+           "unmix_regions"]
 
 
 @dataclass
@@ -147,10 +129,11 @@ def _slot_permutations(groups: MixGroups, key: Key, ids: Sequence[ImageId], regi
     g, m = members.shape
     s = torch.arange(m, device=device, dtype=torch.long).view(1, 1, m)
     if groups.balanced:
-        perm = _balanced_permutations(seeds, (members >= 0).to(device), regions)
+        deal = cyclic_deal if groups.design == "cyclic" else switched_deal
+        perm = deal(seeds, (members >= 0).to(device), regions)
     else:  # an independent keyed permutation per position: sort a keyed word per slot
         r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions, 1)
-        words = _mix64(seeds.view(g, 1, 1) + r * _GOLDEN + s * _SLOT)
+        words = mix64(seeds.view(g, 1, 1) + r * GOLDEN + s * SLOT)
         empty = (members < 0).to(device).view(g, 1, m)
         words = torch.where(empty, torch.iinfo(torch.long).max, words)
         perm = torch.argsort(words, dim=2, stable=True)
@@ -158,26 +141,6 @@ def _slot_permutations(groups: MixGroups, key: Key, ids: Sequence[ImageId], regi
         return perm
     moved = exchanged_positions(groups, key=key, ids=ids, regions=regions, device=device)  # (G, R)
     return torch.where(moved.view(g, regions, 1), perm, s)  # identity exchange elsewhere
-
-
-def _balanced_permutations(seeds: torch.Tensor, valid: torch.Tensor, regions: int) -> torch.Tensor:
-    """``(G, R, M)``: balanced assignment (:mod:`visualmixer.core.mixgroups`). The ``v`` members
-    of a group in a keyed cycle ``a``; each position ``r`` a shift ``t[r]`` (its rank in a keyed
-    order of the positions, mod ``v``); collage ``a[i]`` takes member ``a[(i + t[r]) mod v]``'s
-    region, so each pair (collage, member) meets at ``floor(R / v)`` or ``ceil(R / v)`` positions."""
-    g, m = valid.shape
-    device = valid.device
-    v = valid.sum(dim=1).view(g, 1, 1)
-    s = torch.arange(m, device=device, dtype=torch.long).view(1, m)
-    words = torch.where(valid, _mix64(seeds.view(g, 1) + _CYCLE + s * _SLOT), torch.iinfo(torch.long).max)
-    cycle = torch.argsort(words, dim=1, stable=True)  # (G, M): members in keyed order, empty slots last
-    r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions)
-    by_word = torch.argsort(_mix64(seeds.view(g, 1) + _SHIFT + r * _GOLDEN), dim=1, stable=True)
-    rank = torch.empty_like(by_word).scatter_(1, by_word, r.expand(g, regions))  # (G, R)
-    i = torch.arange(m, device=device, dtype=torch.long).view(1, 1, m)
-    shifted = torch.where(i < v, (i + rank.view(g, regions, 1) % v) % v, i)  # cycle index each collage takes
-    cycle3 = cycle.view(g, 1, m).expand(g, regions, m)
-    return torch.empty(g, regions, m, dtype=torch.long, device=device).scatter_(2, cycle3, cycle3.gather(2, shifted))
 
 
 def exchanged_positions(groups: MixGroups, *, key: Key, ids: Sequence[ImageId], regions: int,
@@ -199,7 +162,7 @@ def exchanged_positions(groups: MixGroups, *, key: Key, ids: Sequence[ImageId], 
         dtype=torch.long,
     ).to(device)
     r = torch.arange(regions, device=device, dtype=torch.long).view(1, regions)
-    order = torch.argsort(_mix64(seeds.view(g, 1) + r * _GOLDEN), dim=1, stable=True)
+    order = torch.argsort(mix64(seeds.view(g, 1) + r * GOLDEN), dim=1, stable=True)
     moved = torch.zeros(g, regions, dtype=torch.bool, device=device)
     return moved.scatter_(1, order[:, :count], True)
 
@@ -309,6 +272,7 @@ def mix(
     groups: MixGroups | None = None,
     share: float = 1.0,
     balanced: bool = False,
+    design: str | None = None,
 ) -> MixResult:
     """Protect a labelled set: mix regions within same-class groups of ``k``, then shuffle
     inside every region to reach ``target_vfe``.
@@ -343,6 +307,9 @@ def mix(
         Deal each group's regions so that every collage holds each member's regions at the same
         number of positions (:mod:`visualmixer.core.mixgroups`); default False (a keyed
         permutation per position). With ``groups`` given, their recorded assignment is used.
+    design : {"switched", "cyclic"}, optional
+        How balanced groups are dealt (:mod:`visualmixer.core.mixdeal`; default ``"switched"``;
+        ``"cyclic"`` only to reproduce releases of format version 3). Only with ``balanced=True``.
 
     Returns
     -------
@@ -354,13 +321,16 @@ def mix(
     balanced = check_balanced(balanced)
     if groups is None:
         groups = make_groups(labels, key=key, ids=ids, k=k, grouping=grouping, images=images, region=region,
-                             share=share, balanced=balanced)
+                             share=share, balanced=balanced, design=design)
     elif share not in (1.0, groups.share):
         raise ValueError(f"share={share} differs from the share of the groups passed ({groups.share}): "
                          "pass groups made with that share, or leave share out")
     elif balanced and not groups.balanced:
         raise ValueError("balanced=True but the groups passed were made without it: pass groups made with "
                          "balanced=True, or leave balanced out")
+    elif design is not None and design != groups.design:
+        raise ValueError(f"design={design!r} differs from the design of the groups passed ({groups.design!r}): "
+                         "pass groups made with it, or leave design out")
     ids = _check_groups(images, groups, ids)
     sources = region_sources(groups, key=key, ids=ids, height=images.shape[2], width=images.shape[3],
                              device=images.device)

@@ -1,5 +1,5 @@
-"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS][/balanced]]``: VisualMixer
-and its audit variants.
+"""``visualmixer:TAU[/rN][/flat][/blocks|/keyblocks][/online][/mixK[/similar][/shareS][/balanced[/cyclic]]]``:
+VisualMixer and its audit variants.
 
 ``TAU`` is the target VFE (default 0.5). Options, combinable:
 
@@ -24,7 +24,9 @@ and its audit variants.
     in each group, the others keep each image's own region (default 1: every position; e.g.
     ``visualmixer:0.5/mix4/share0.5``); ``/balanced`` deals every collage each member's regions
     at the same number of positions (:mod:`visualmixer.core.mixgroups`; e.g.
-    ``visualmixer:1.0/mix8/balanced``).
+    ``visualmixer:1.0/mix8/balanced``), by the switched deal; ``/balanced/cyclic`` by the cyclic
+    deal of format version 3 releases (:mod:`visualmixer.core.mixdeal`; how measurements made
+    before the switched deal existed are reproduced).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from visualmixer.tools.stats import summary_stats
 
 __all__ = ["VisualMixerMethod", "permute_regions", "VM_OPTIONS"]
 
-VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online", "/mixK", "/similar", "/shareS", "/balanced")
+VM_OPTIONS = ("/rN", "/flat", "/blocks", "/keyblocks", "/online", "/mixK", "/similar", "/shareS", "/balanced",
+              "/cyclic")
 
 
 def permute_regions(
@@ -92,7 +95,7 @@ def _parse_options(text: str, spec: str) -> dict:
     parts = [p.strip() for p in text.split("/") if p.strip()]
     out: dict = {"tau": float(parts[0]) if parts else 0.5}
     for p in parts[1:]:
-        if p in ("flat", "blocks", "keyblocks", "online", "similar", "balanced"):
+        if p in ("flat", "blocks", "keyblocks", "online", "similar", "balanced", "cyclic"):
             out[p] = True
         elif p.startswith("r") and p[1:].isdigit() and int(p[1:]) >= 1:
             try:  # the sides the core accepts (at most 256, at most MAX_LEVELS shuffle levels)
@@ -129,6 +132,9 @@ class VisualMixerMethod(ProtectionMethod):
         ``/shareS``: share of the region positions exchanged per group, in (0, 1] (default 1).
     balanced : bool
         ``/balanced``: balanced assignment of each group's regions to its collages.
+    cyclic : bool
+        ``/cyclic`` (with ``/balanced``): deal balanced groups by the cyclic design of format
+        version 3 instead of the switched one.
     seed, key : optional
         ``key`` (a ``visualmixer.Key``) makes the obfuscation keyed (then ``protect`` needs
         ``ids``) and fixes the ``/keyblocks`` layout; without it, fresh OS randomness. ``seed``
@@ -144,10 +150,12 @@ class VisualMixerMethod(ProtectionMethod):
 
     def __init__(self, tau: float = 0.5, *, region: int | None = None, flat: bool = False, blocks: bool = False,
                  keyblocks: bool = False, online: bool = False, mix: int | None = None, similar: bool = False,
-                 share: float = 1.0, balanced: bool = False, seed: int | None = None, key=None):
+                 share: float = 1.0, balanced: bool = False, cyclic: bool = False, seed: int | None = None,
+                 key=None):
         self.tau, self.region, self.channel_order = float(tau), region, not flat
         self.blocks, self.keyblocks, self.online = bool(blocks), bool(keyblocks), bool(online)
         self.mix, self.similar, self.share, self.balanced = mix, bool(similar), share, bool(balanced)
+        self.cyclic = bool(cyclic)
         self.protects_sets = mix is not None
         self.last_main: torch.Tensor | None = None
         self.last_sources: torch.Tensor | None = None
@@ -185,6 +193,8 @@ class VisualMixerMethod(ProtectionMethod):
             raise ValueError("/shareS is the share of region positions /mixK exchanges: add /mixK")
         if self.balanced and self.mix is None:
             raise ValueError("/balanced deals the regions of /mixK's groups: add /mixK")
+        if self.cyclic and not self.balanced:
+            raise ValueError("/cyclic is a way to deal /balanced groups: add /balanced")
         if self.mix is not None and (self.blocks or self.keyblocks):
             raise ValueError("/mixK does not combine with /blocks or /keyblocks")
 
@@ -196,6 +206,7 @@ class VisualMixerMethod(ProtectionMethod):
             opts += [f"mix{self.mix}"] + (["similar"] if self.similar else [])
             opts += [f"share{self.share:g}"] if self.share != 1 else []
             opts += ["balanced"] if self.balanced else []
+            opts += ["cyclic"] if self.cyclic else []
         return "/".join([f"{self.tau:g}", *opts])
 
     def protect(self, images, *, ids=None, key=None):
@@ -257,7 +268,8 @@ class VisualMixerMethod(ProtectionMethod):
 
         res = mix(images, labels, key=key, ids=ids, k=self.mix, grouping="similar" if self.similar else "random",
                   target_vfe=self.tau, region=self.region, channel_order=self.channel_order,
-                  share=float(self.share), balanced=self.balanced)
+                  share=float(self.share), balanced=self.balanced,
+                  design=("cyclic" if self.cyclic else "switched") if self.balanced else None)
         self.achieved_vfe.extend(res.vfe.tolist())
         self.last_sources = res.sources
         self.last_main = torch.mode(self.last_sources, dim=1).values
@@ -309,4 +321,5 @@ class VisualMixerMethod(ProtectionMethod):
             "mix_grouping": None if self.mix is None else ("similar" if self.similar else "random"),
             "mix_share": None if self.mix is None else float(self.share),
             "mix_balanced": None if self.mix is None else self.balanced,
+            "mix_design": None if not self.balanced else "cyclic" if self.cyclic else "switched",
         }

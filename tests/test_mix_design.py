@@ -1,0 +1,152 @@
+"""How balanced groups are dealt (:mod:`visualmixer.core.mixdeal`): the switched deal keeps the
+balance exactly, shares no cycle across positions, depends on nothing but the group, and records
+of the cyclic deal (format version 3) keep unmixing bit-exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from visualmixer.core.keys import Key
+from visualmixer.core.mixdeal import cyclic_deal, mix64, switched_deal
+from visualmixer.core.mixer import Plans
+from visualmixer.core.mixing import MixGroups, make_groups, mix, region_sources, unmix
+
+FIXTURE = Path(__file__).parent / "fixtures" / "mix_v3" / "mix_v3.pt"
+
+
+def _valid(sizes: list[int]) -> torch.Tensor:
+    m = max(sizes)
+    return torch.arange(m).view(1, -1) < torch.tensor(sizes).view(-1, 1)
+
+
+def _count_matrix(deal: torch.Tensor, v: int) -> torch.Tensor:
+    """``(v, v)``: positions at which collage c holds member x (one group's ``(R, M)`` deal)."""
+    counts = torch.zeros(v, v, dtype=torch.long)
+    cols = torch.arange(v).expand(deal.shape[0], v)
+    return counts.index_put_((cols.reshape(-1), deal[:, :v].reshape(-1)), torch.ones(cols.numel(), dtype=torch.long),
+                             accumulate=True)
+
+
+@pytest.mark.parametrize("sizes,regions", [
+    ([16, 17, 31], 49),   # R > v with a remainder (transpositions move)
+    ([64, 67, 127], 49),  # R < v: a Latin rectangle
+    ([7, 16, 32], 64),    # R a multiple of v: every count equal (only row switches move)
+    ([49], 49),           # a Latin square
+    ([2, 3, 5], 16),      # small groups
+    ([13, 1], 9),         # a group of one keeps its regions
+])
+def test_switched_deal_is_exactly_balanced(sizes, regions):
+    valid = _valid(sizes)
+    seeds = mix64(torch.arange(len(sizes), dtype=torch.long) * 31 + 5)
+    deal = switched_deal(seeds, valid, regions)
+    m = valid.shape[1]
+    assert deal.shape == (len(sizes), regions, m)
+    for g, v in enumerate(sizes):
+        d = deal[g]
+        assert torch.equal(d[:, :v].sort(dim=1).values, torch.arange(v).expand(regions, v))  # a permutation each
+        assert torch.equal(d[:, v:], torch.arange(v, m).expand(regions, m - v))  # empty slots stay
+        c = _count_matrix(d, v)
+        assert int(c.min()) == regions // v and int(c.max()) == -(-regions // v), (v, regions)
+
+
+def test_a_groups_deal_depends_only_on_itself():
+    sizes = [16, 16, 31, 20]
+    valid = _valid(sizes)
+    seeds = mix64(torch.arange(4, dtype=torch.long) + 100)
+    together = switched_deal(seeds, valid, 49)
+    for g, v in enumerate(sizes):  # alone and unpadded: the same deal
+        alone = switched_deal(seeds[g:g + 1], valid[g:g + 1, :v], 49)
+        assert torch.equal(alone[0], together[g, :, :v]), g
+    other = switched_deal(seeds + 1, valid, 49)  # another key word: another deal
+    assert not torch.equal(other, together)
+
+
+def _commuting_share(deal: torch.Tensor, v: int, pairs: int = 200) -> float:
+    """Share of collages where two relative permutations (position 0 -> r, 0 -> r') commute.
+    Every relative permutation of the cyclic deal is a power of one cycle: they all commute."""
+    g = torch.Generator().manual_seed(0)
+    inv = torch.argsort(deal[:, :v], dim=1)  # [r, member] -> collage
+    rel = inv.gather(1, deal[0:1, :v].expand(deal.shape[0], v))  # [r, c]: c's member at 0 sits at r in rel[r, c]
+    a, b = torch.randint(1, deal.shape[0], (2, pairs), generator=g)
+    ab, ba = rel[a].gather(1, rel[b]), rel[b].gather(1, rel[a])
+    return float((ab == ba).float().mean())
+
+
+def test_switched_deal_shares_no_cycle_across_positions():
+    valid = _valid([64, 16])
+    seeds = mix64(torch.tensor([3, 4]))
+    cyclic, switched = cyclic_deal(seeds, valid, 49), switched_deal(seeds, valid, 49)
+    for g, v in enumerate((64, 16)):
+        assert _commuting_share(cyclic[g], v) == 1.0
+        assert _commuting_share(switched[g], v) < 0.3, v
+
+
+def test_mix_deals_switched_by_default_and_cyclic_on_request():
+    n = 40
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(n) % 2
+    key = Key.from_seed(5)
+    new = mix(x, y, key=key, ids=range(n), k=8, balanced=True)
+    old = mix(x, y, key=key, ids=range(n), k=8, balanced=True, design="cyclic")
+    assert new.groups.design == "switched" and old.groups.design == "cyclic"
+    assert not torch.equal(new.sources, old.sources)
+    for res in (new, old):
+        assert torch.equal(unmix(res.images, res.groups, res.plans, key=key, ids=range(n)), x)
+        rec = json.loads(json.dumps(res.groups.to_dict()))
+        assert MixGroups.from_dict(rec).to_dict() == res.groups.to_dict()
+    assert new.groups.to_dict()["version"] == 4 and old.groups.to_dict()["version"] == 3
+    with pytest.raises(ValueError, match="design must be one of 'cyclic', 'switched'"):
+        mix(x, y, key=key, ids=range(n), k=8, balanced=True, design="latin")
+    with pytest.raises(ValueError, match="is for balanced groups"):
+        make_groups(y, key=key, ids=range(n), k=8, images=x, design="cyclic")
+    with pytest.raises(ValueError, match="differs from the design of the groups passed"):
+        mix(x, y, key=key, ids=range(n), k=8, groups=old.groups, design="switched")
+    with pytest.raises(ValueError, match="cannot hold design 'switched'"):  # a damaged record
+        MixGroups.from_dict({**old.groups.to_dict(), "design": "switched"})
+
+
+@pytest.mark.parametrize("case", ["k4-grey28", "k4-share", "k8-rgb32"])
+def test_cyclic_releases_of_version_3_still_unmix_bit_exactly(case):
+    """tests/fixtures/mix_v3: made by the cyclic deal before the switched one existed."""
+    data = torch.load(FIXTURE, weights_only=True)[case]
+    rec = data["groups"]
+    assert rec["version"] == 3 and "design" not in rec  # as version 3 wrote it
+    groups = MixGroups.from_dict(rec)
+    assert groups.balanced and groups.design == "cyclic"
+    key = Key.from_seed(20261129)
+    h, w = data["original"].shape[-2:]
+    assert torch.equal(region_sources(groups, key=key, ids=data["ids"], height=h, width=w), data["sources"])
+    plans = Plans.from_dict(data["plans"])
+    assert torch.equal(unmix(data["released"], groups, plans, key=key, ids=data["ids"]), data["original"])
+    again = mix(data["original"], data["labels"], key=key, ids=data["ids"], groups=groups,
+                k=rec["k"], target_vfe=1.0 if case == "k8-rgb32" else 0.5)
+    assert torch.equal(again.images, data["released"])  # the cyclic deal itself is unchanged
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_switched_deal_same_bits_on_cuda():
+    valid = _valid([64, 16, 31])
+    seeds = mix64(torch.tensor([1, 2, 3]))
+    cpu = switched_deal(seeds, valid, 49)
+    assert torch.equal(switched_deal(seeds.cuda(), valid.cuda(), 49).cpu(), cpu)
+
+
+def test_audit_spec_selects_the_design():
+    from visualmixer.eval.methods import parse_method
+
+    x = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(32) % 2
+    runs = {}
+    for spec in ("visualmixer:1.0/mix8/balanced", "visualmixer:1.0/mix8/balanced/cyclic"):
+        m = parse_method(spec, seed=0)
+        assert m.param_text() == spec.split(":")[1].replace("1.0", "1")
+        m.protect_set(x, y)
+        runs[spec] = (m.records(28, 28)["mix_design"], m.last_sources)
+    (new, s_new), (old, s_old) = runs.values()
+    assert (new, old) == ("switched", "cyclic") and not torch.equal(s_new, s_old)
+    with pytest.raises(ValueError, match="add /balanced"):
+        parse_method("visualmixer:1.0/mix8/cyclic", seed=0)
