@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--victims", type=int, default=2000)
     ap.add_argument("--attacker", type=int, default=6000)
     ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--design", choices=("switched", "cyclic"), default="switched",
+                    help="how the balanced groups are dealt (cyclic: releases made before 2026-11-29)")
     ap.add_argument("--teacher-epochs", type=int, default=10)
     ap.add_argument("--a3-epochs", type=int, default=10)
     ap.add_argument("--a3-base", type=int, default=32)
@@ -162,7 +164,7 @@ def main() -> None:
     with_features = "A3+features" in args.arms
     teacher = teacher_for(args.model, x, y, classes, region=region, epochs=args.teacher_epochs, seed=args.seed,
                           prepare=prepare, lr=2e-3, lr_schedule="cosine") if with_features else None
-    mixed = dict(k=args.k, target_vfe=args.target, balanced=True)
+    mixed = dict(k=args.k, target_vfe=args.target, balanced=True, design=args.design)
     release = mix(victims, vy, key=Key.from_seed(1000 + args.seed), ids=range(len(victims)), **mixed)
     own = mix(ax, ay, key=Key.from_seed(2000 + args.seed), ids=range(len(ax)), **mixed)
     main_v = torch.mode(release.sources, dim=1).values
@@ -172,7 +174,7 @@ def main() -> None:
         own_feats = release_features(teacher, own.images, prepare=prepare)  # the bound: the owner's teacher queried
     truth = victims[main_v]
     prior = M.prior_guess(vy, M.class_mean_images(ax, ay, classes))
-    out = {"data": args.data, "model": args.model, "target_vfe": args.target,
+    out = {"data": args.data, "design": args.design, "model": args.model, "target_vfe": args.target,
            "owner": args.owner, "victims": args.victims, "attacker": args.attacker, "k": args.k, "seed": args.seed,
            "teacher_epochs": args.teacher_epochs, "a3_base": args.a3_base, "a3_max_epochs": args.a3_epochs,
            "features_shape": list(released_feats.shape[1:]) if with_features else None,

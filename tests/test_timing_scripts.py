@@ -37,3 +37,17 @@ def test_bench_worker_feed_runs():
                           "--batch", "64", "--epochs", "2", "--step-ms", "1"],
                          capture_output=True, text=True, check=True, timeout=120).stdout
     assert "DataLoader, 1 worker: training-thread CPU" in out and "WorkerFeed, 1 worker: training-thread CPU" in out
+
+
+def test_bench_mix_deal_runs_and_reports_its_ratios(tmp_path):
+    out_json = tmp_path / "deal.json"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mix_deal.py"), "--n", "200", "--k", "4",
+                          "--repeats", "1", "--json", str(out_json)],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "k=  4 groups=   50: switched" in out and "of it)" in out
+    row = json.loads(out_json.read_text())["rows"][0]
+    assert row["switched_over_cyclic"] == row["switched_s"] / row["cyclic_s"]
+    assert 0 < row["switched_share_of_mix"] == row["switched_s"] / row["mix_s"]
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mix_deal.py"), "--k", "1"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "every --k must be >= 2" in bad.stderr
