@@ -150,3 +150,83 @@ def test_audit_spec_selects_the_design():
     assert (new, old) == ("switched", "cyclic") and not torch.equal(s_new, s_old)
     with pytest.raises(ValueError, match="add /balanced"):
         parse_method("visualmixer:1.0/mix8/cyclic", seed=0)
+
+
+# --- the folder tool: releases of the cyclic deal (format version 3) --------------------------
+
+def _as_version_3(monkeypatch):
+    """Make the folder tool write group records as the release before the switched deal did."""
+    from visualmixer.tools import mixchunks, mixrun
+
+    def old_record(ids, **kw):
+        rec = mixchunks.group_record(ids, **{**kw, "balanced": False})
+        if kw.get("balanced"):
+            rec.update(version=3, balanced=True)  # no "design": version 3 records are cyclic
+        return rec
+
+    monkeypatch.setattr(mixrun, "group_record", old_record)
+
+
+def test_folder_run_of_version_3_resumes_without_redealing_and_restores_next_to_new_groups(
+        tmp_path, monkeypatch, capsys, class_tree):
+    import numpy as np
+    from PIL import Image
+
+    from visualmixer.cli import main
+    from visualmixer.tools import imageio as vio
+    from visualmixer.tools.manifest import Manifest
+
+    try:
+        from _vm_files import smooth_rgb
+    except ImportError:  # tests/ as a package
+        from ._vm_files import smooth_rgb
+    t = class_tree
+    with monkeypatch.context() as m:
+        _as_version_3(m)
+        assert main(["obfuscate", str(t.src), str(t.dst), *t.common, "--mix-balanced"]) == 0
+    first = {r["id"]: r["mix"] for r in Manifest.read(t.man).done()}
+    assert all(rec["version"] == 3 and "design" not in rec for rec in first.values())
+    stamps = {p.name: p.stat().st_mtime_ns for p in t.dst.rglob("*.png")}
+    capsys.readouterr()
+    # an undisturbed resume with this release: nothing re-dealt, nothing re-written
+    assert main(["obfuscate", str(t.src), str(t.dst), *t.common, "--mix-balanced"]) == 0
+    assert "keep the record of the release that made them" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in t.dst.rglob("*.png")} == stamps
+    assert {r["id"]: r["mix"] for r in Manifest.read(t.man).done()} == first
+    # the source grows: finished cyclic groups are kept, the new images get switched groups,
+    # and one restore run unmixes both kinds (they share an image size)
+    new_ids = [f"cat/{i}.png" for i in range(100, 104)]
+    for n, i in enumerate(new_ids):
+        Image.fromarray(smooth_rgb(12, 16, 900 + n)).save(t.src / i)
+    assert main(["obfuscate", str(t.src), str(t.dst), *t.common, "--mix-balanced"]) == 0
+    done = {r["id"]: r["mix"] for r in Manifest.read(t.man).done()}
+    assert {done[i].get("design") for i in new_ids} == {"switched"}
+    assert all(done[i] == first[i] for i in first)
+    back = tmp_path / "back"
+    assert main(["restore", str(t.dst), str(back), "--key", str(t.key), "-q", "--manifest", str(t.man)]) == 0
+    for i in [*t.ids, *new_ids]:
+        assert np.array_equal(vio.read_image(back / i).numpy(), vio.read_image(t.src / i).numpy()), i
+
+
+def test_records_that_cannot_be_honoured_are_refused_and_rows_with_gaps_deal_balanced():
+    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    key = Key.from_seed(3)
+    groups = make_groups(torch.zeros(8, dtype=torch.long), key=key, ids=range(8), k=4, images=x, balanced=True)
+    rec = groups.to_dict()
+    with pytest.raises(ValueError, match="with balanced=true must say their design"):
+        MixGroups.from_dict({k: v for k, v in rec.items() if k != "design"})  # v4 without design
+    with pytest.raises(ValueError, match="design must be one of 'cyclic', 'switched'"):
+        mix(x, torch.zeros(8, dtype=torch.long), key=key, ids=range(8), k=4, groups=groups, design="latin")
+    # a hand-made record with empty slots between members: every member still moves, balanced
+    gappy = MixGroups(torch.tensor([[0, -1, 1, 2, -1, 3], [4, 5, 6, 7, -1, -1]]), 4, 4, balanced=True)
+    sources = region_sources(gappy, key=key, ids=range(8), height=28, width=28)
+    for members in ([0, 1, 2, 3], [4, 5, 6, 7]):
+        for c in members:
+            counts = torch.bincount(sources[c], minlength=8)[members]
+            assert set(counts.tolist()) <= {12, 13}, (c, counts)  # 49 positions over 4 members
+
+
+def test_recommend_never_offers_the_cyclic_deal():
+    from visualmixer.eval.recommend import VARIANTS
+
+    assert "balanced" in VARIANTS and "cyclic" not in VARIANTS

@@ -21,7 +21,7 @@ LOOSE = Budget(max_ssim_over_prior=1.0, max_reid=None)
 
 
 def test_variants_are_the_registry_options_and_the_grid_validates():
-    assert VARIANTS == ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o != "/rN")
+    assert VARIANTS == ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o not in ("/rN", "/cyclic"))
     assert set(VARIANTS) >= {"plain", "flat", "blocks", "keyblocks", "online"}
     assert settings_grid((0.5,), (None,), ("mix3/similar", "flat/online")) == [
         "visualmixer:0.5/mix3/similar", "visualmixer:0.5/flat/online"]

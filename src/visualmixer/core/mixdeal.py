@@ -24,7 +24,6 @@ the call, nor the padded width of the batch, so chunked and whole-set runs deal 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["DESIGNS", "SWITCH_ROUNDS", "cyclic_deal", "mix64", "switched_deal"]
 
@@ -118,15 +117,20 @@ def switched_deal(seeds: torch.Tensor, valid: torch.Tensor, regions: int, *,
     out = torch.arange(m, device=valid.device).repeat(g, regions, 1)
     if g == 0:
         return out
+    # the filled slots first (records fill from the left; a hand-made row may have gaps)
+    slot = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)  # (G, M): compact -> slot
     # groups in buckets of like size (a group's deal never depends on the padding, so this only
     # saves work: a few large remainder groups would otherwise widen every group's tensors)
-    width = torch.where(v > 1, 1 << (v - 1).clamp(min=1).log2().floor().long().add(1), 0)
-    for w in torch.unique(width).tolist():  # a loop over at most seven size classes
-        if w == 0:
-            continue  # groups of one keep their regions
+    sizes = v.tolist()
+    width = torch.tensor([1 << (n - 1).bit_length() if n > 1 else 0 for n in sizes], device=valid.device)
+    for w in sorted(set(width.tolist()) - {0}):  # a loop over group-size classes (powers of two)
         sel = (width == w).nonzero().view(-1)
-        deal = _switched(seeds[sel], valid[sel, :w] if w <= m else F.pad(valid[sel], (0, w - m)), regions, rounds)
-        out[sel, :, :min(w, m)] = deal[:, :, :m]
+        compact = torch.arange(w, device=valid.device).view(1, w) < v[sel].view(-1, 1)
+        deal = _switched(seeds[sel], compact, regions, rounds)[:, :, :min(w, m)]  # (S, R, <= M)
+        here = slot[sel, : deal.shape[2]].unsqueeze(1).expand_as(deal)  # compact index -> slot
+        filled = out[sel]
+        filled.scatter_(2, here, here.gather(2, deal))
+        out[sel] = filled
     return out
 
 
@@ -165,9 +169,11 @@ def _row_switches_(deal: torch.Tensor, salt: torch.Tensor, v: torch.Tensor) -> N
     for _ in range(max(1, (m - 1).bit_length())):  # orbit minimum by pointer doubling
         label = torch.minimum(label, label.gather(2, step))
         step = step.gather(2, step)
-    pair = mix64(salt.view(g, 1) + _CYCLE + r[:half].view(1, half) * GOLDEN)  # (G, half): 64 coin bits
-    spare = mix64(pair)  # 64 more, for cycles whose smallest slot is 64 or more
-    bits = torch.where(label < 64, pair.unsqueeze(2), spare.unsqueeze(2)) >> (label & 63)
+    pair = mix64(salt.view(g, 1) + _CYCLE + r[:half].view(1, half) * GOLDEN).unsqueeze(2)  # (G, half, 1)
+    # 64 coin bits per word: the pair's word for cycles whose smallest slot is below 64, then one
+    # more word per further 64 slots
+    word = torch.where(label < 64, pair, mix64(pair + ((label >> 6) - 1) * GOLDEN))
+    bits = word >> (label & 63)
     take = (bits & 1).bool() & (label < v.view(g, 1, 1))  # each cycle with probability 1/2
     deal.scatter_(1, first, torch.where(take, p2, p1))
     deal.scatter_(1, second, torch.where(take, p1, p2))

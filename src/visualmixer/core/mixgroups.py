@@ -175,6 +175,9 @@ class MixGroups:
             members[g, : len(r)] = torch.tensor(r, dtype=torch.long)
         balanced = data.get("balanced", False)
         design = data.get("design", "cyclic") if balanced is True else data.get("design")  # v3: cyclic
+        if balanced is True and version >= SWITCHED_VERSION and "design" not in data:
+            raise ValueError(f"mix groups of format version {version} with balanced=true must say their design "
+                             f"({', '.join(DESIGNS)}): a damaged record?")
         if version < SWITCHED_VERSION and design == "switched":
             raise ValueError(f"mix groups of format version {version} cannot hold design 'switched' "
                              f"(version {SWITCHED_VERSION}): a damaged record?")

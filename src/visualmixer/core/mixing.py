@@ -319,6 +319,8 @@ def mix(
     labels, ids = _check_set(images, labels, ids, k)
     share = check_share(share)
     balanced = check_balanced(balanced)
+    if design is not None:
+        check_design(design)
     if groups is None:
         groups = make_groups(labels, key=key, ids=ids, k=k, grouping=grouping, images=images, region=region,
                              share=share, balanced=balanced, design=design)

@@ -44,7 +44,7 @@ __all__ = ["Budget", "VARIANTS", "STATE_FILE", "settings_grid", "recommend", "ob
            "format_recommendation", "unscored_settings"]
 
 #: The protection variants of VisualMixer in the method registry ("plain": no option).
-VARIANTS = ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o != "/rN")
+VARIANTS = ("plain",) + tuple(o[1:] for o in VM_OPTIONS if o not in ("/rN", "/cyclic"))  # cyclic: old releases only
 STATE_FILE = "recommend.json"
 _VERSION = 1
 #: metric key in a setting's row -> (budget field, words for the report, short name, decimals)

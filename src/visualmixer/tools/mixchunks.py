@@ -18,6 +18,7 @@ region positions exchanged; absent: every position; ``balanced``, when present, 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -104,8 +105,10 @@ def _by_shape(groups: list[dict], shapes: dict[str, tuple]) -> dict[tuple, list[
     buckets: dict[tuple, list[dict]] = {}
     for rec in groups:
         member_shapes = {shapes[i] for i in rec["ids"]}
-        key = (member_shapes.pop() if len(member_shapes) == 1 else None, rec["region"], rec.get("share", 1.0),
-               rec.get("balanced", False))
+        # every recorded option but the members (share, balanced, design, version...): one batch
+        # is unmixed with one record's options
+        options = tuple(sorted((k, json.dumps(v)) for k, v in rec.items() if k not in ("ids", "groups")))
+        key = (member_shapes.pop() if len(member_shapes) == 1 else None, rec["region"], options)
         buckets.setdefault(key, []).append(rec)
     return buckets
 
@@ -127,7 +130,7 @@ def mix_chunk(items: list[tuple[str, str, bytes | None, str]], groups: list[dict
     shapes = {i: tuple(loaded.pixels.shape) for i, loaded in decoded.items()}
     whole = _group_failures(groups, results, set(decoded))
     with OneThread():
-        for (shape, region, _share, _balanced), recs in _by_shape(whole, shapes).items():
+        for (shape, region, _options), recs in _by_shape(whole, shapes).items():
             mg, ids = _batch_groups(recs)
             try:
                 if shape is None:
@@ -191,7 +194,7 @@ def unmix_chunk(items: list[tuple[str, dict, bytes | None, str]], groups: list[d
     shapes = {i: tuple(px.shape) for i, px in decoded.items()}
     whole = _group_failures(groups, results, set(decoded))
     with OneThread():
-        for (shape, _region, _share, _balanced), grecs in _by_shape(whole, shapes).items():
+        for (shape, _region, _options), grecs in _by_shape(whole, shapes).items():
             mg, ids = _batch_groups(grecs)
             try:
                 if shape is None:

@@ -217,6 +217,7 @@ def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
     ``check`` (:class:`~visualmixer.tools.safe_io.OutputCheck`) says which outputs are as recorded.
     """
     finished = _finished_groups(man, dst_p, changed, check)
+    _keep_recorded_deals(plan, finished, say)
     computed = {tuple(g["ids"]) for g in plan.groups}
     if all(tuple(g["ids"]) in computed for g in finished):
         return
@@ -229,6 +230,27 @@ def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
         f"group(s) are kept as recorded, the {sum(len(g['ids']) for g in plan.groups)} other "
         "image(s) are grouped among themselves")
     _say_small(small, options.mix, say)
+
+
+def _keep_recorded_deals(plan: MixPlan, finished: list[dict], say: Callable[[str], None]) -> None:
+    """A finished group keeps the record it was made with where only the format differs (e.g. a
+    balanced group dealt cyclically by an earlier release, format version 3): it is neither
+    re-dealt nor re-written; new groups get this release's deal."""
+    recorded = {tuple(g["ids"]): g for g in finished}
+    kept = 0
+    for n, rec in enumerate(plan.groups):
+        old = recorded.get(tuple(rec["ids"]))
+        if old is not None and old != rec and _same_but_format(old, rec):
+            plan.groups[n] = old
+            kept += 1
+    if kept:
+        say(f"{kept} finished group(s) keep the record of the release that made them (e.g. the cyclic "
+            "balanced deal of format version 3); --overwrite re-deals them")
+
+
+def _same_but_format(a: dict, b: dict) -> bool:
+    fmt = ("version", "design")
+    return {k: v for k, v in a.items() if k not in fmt} == {k: v for k, v in b.items() if k not in fmt}
 
 
 def pack_chunks(groups: list[dict], batch_size: int) -> list[list[dict]]:
