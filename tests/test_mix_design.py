@@ -230,3 +230,26 @@ def test_recommend_never_offers_the_cyclic_deal():
     from visualmixer.eval.recommend import VARIANTS
 
     assert "balanced" in VARIANTS and "cyclic" not in VARIANTS
+
+
+def test_training_records_the_design_and_an_older_balanced_checkpoint_resumes_only_cyclic(tmp_path):
+    from visualmixer.train.checkpoint import load_checkpoint
+    from visualmixer.train.config import TrainConfig
+
+    def cfg(**kw):
+        c = TrainConfig(data="synthetic", model="cnn", target_vfe=0.5, epochs=2, out=str(tmp_path), progress=False,
+                        mix=2, mix_balanced=True, resume=True, **kw)
+        c.validate()
+        return c
+
+    assert cfg().mix_design == "switched" and cfg(mix_design="cyclic").mix_design == "cyclic"
+    with pytest.raises(ValueError, match="mix_design must be one of"):
+        cfg(mix_design="latin")
+    with pytest.raises(ValueError, match="mix_design='cyclic' needs mix_balanced=True"):
+        TrainConfig(data="synthetic", mix=2, mix_design="cyclic").validate()
+    ckpt = tmp_path / "ckpt.pt"
+    before = {k: v for k, v in cfg().to_dict().items() if k != "mix_design"}  # written before the design existed
+    torch.save({"config": before, "epoch": 0}, ckpt)
+    with pytest.raises(ValueError, match="mix_design='cyclic' \\(now 'switched'\\)"):
+        load_checkpoint(cfg(), ckpt)
+    assert load_checkpoint(cfg(mix_design="cyclic"), ckpt)["epoch"] == 0

@@ -35,7 +35,7 @@ def write_json(obj, path: Path) -> None:
 
 _COMPAT = ("data", "model", "target_vfe", "mode", "optimizer", "lr", "batch_size", "train_size",
            "test_size", "channels", "image_size", "weight_decay", "momentum", "region",
-           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "soft_labels",
+           "secret_keys", "mix", "mix_grouping", "mix_share", "mix_balanced", "mix_design", "soft_labels",
            "soft_label_temperature", "lr_schedule", "soft_label_file", "augment", "soft_label_features")  # fmt: skip
 # (not compared: device, channels_last, prefetch, loader_workers — where and how fast a step runs,
 # the same training up to rounding; a run may resume on another machine or in the other layout)
@@ -59,11 +59,13 @@ def load_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
     except Exception as exc:  # truncated, empty or another program's file: torch raises many kinds
         raise ValueError(f"cannot resume {ckpt_path}: not a readable checkpoint of visualmixer train "
                          f"({type(exc).__name__}: {exc}); remove it to train that seed afresh") from None
-    diff = [k for k in _COMPAT if old.get(k, _COMPAT_DEFAULTS.get(k)) != cfg.to_dict().get(k)]
+    # a balanced run from before the design was recorded dealt its groups cyclically
+    before = {**_COMPAT_DEFAULTS, "mix_design": "cyclic" if old.get("mix_balanced") else None, **old}
+    diff = [k for k in _COMPAT if before.get(k) != cfg.to_dict().get(k)]
     if diff:
         raise ValueError(
             f"cannot resume {ckpt_path}: options differ from the checkpoint's: "
-            + ", ".join(f"{k}={old.get(k, _COMPAT_DEFAULTS.get(k))!r} (now {cfg.to_dict().get(k)!r})" for k in diff)
+            + ", ".join(f"{k}={before.get(k)!r} (now {cfg.to_dict().get(k)!r})" for k in diff)
         )
     # another length is fine while the epochs done had the learning rates the new length gives them
     # (a constant schedule; a cosine one resumed after its first epoch): else two curves are spliced

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from visualmixer.core.mixing import check_balanced, check_share
+from visualmixer.core.mixing import check_balanced, check_design, check_share
 from visualmixer.core.regions import resolve_region
 from visualmixer.train.fit import check_lr_schedule
 
@@ -82,6 +82,10 @@ class TrainConfig:
     mix_balanced : bool
         With ``mix``: every collage holds each group member's regions at the same number of
         positions (:func:`visualmixer.core.mixing.mix`'s ``balanced``). Default False.
+    mix_design : str, optional
+        With ``mix_balanced``: how the groups are dealt (:mod:`visualmixer.core.mixdeal`):
+        ``"switched"`` (the default) or ``"cyclic"`` (to reproduce runs made before 2026-11-29;
+        a checkpoint of such a run records no design and resumes only with ``"cyclic"``).
     soft_labels : str, optional
         Train the student on the owner's soft labels (:mod:`visualmixer.train.soft_labels`): a
         teacher of this model (one blind to the in-region shuffle: ``"region-sorted"``, or
@@ -168,6 +172,7 @@ class TrainConfig:
     mix_grouping: str = "random"
     mix_share: float = 1.0
     mix_balanced: bool = False
+    mix_design: str | None = None
     soft_labels: str | None = None
     soft_label_epochs: int | None = None
     soft_label_file: str | None = None
@@ -221,6 +226,11 @@ class TrainConfig:
         self.mix_balanced = check_balanced(self.mix_balanced, "mix_balanced")
         if self.mix is None and self.mix_balanced:
             raise ValueError("mix_balanced=True needs mix=K (images per mixing group)")
+        if self.mix_design is not None and not self.mix_balanced:
+            raise ValueError(f"mix_design={self.mix_design!r} needs mix_balanced=True (it says how balanced "
+                             "groups are dealt)")
+        if self.mix_balanced:
+            self.mix_design = check_design("switched" if self.mix_design is None else self.mix_design, "mix_design")
         if self.mix is None and self.mix_grouping != "random":
             raise ValueError(f"mix_grouping={self.mix_grouping!r} needs mix=K (images per mixing group)")
         self._validate_soft_labels()

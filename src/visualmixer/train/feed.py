@@ -233,7 +233,7 @@ class MixedEpochs:
         res = mix(self.data.x_train, self.data.y_train.cpu(), key=self.data.train_key,
                   ids=[(i, epoch) for i in range(n)], k=int(self.cfg.mix), grouping=self.cfg.mix_grouping,
                   target_vfe=self.cfg.target_vfe, region=self.cfg.region, share=self.cfg.mix_share,
-                  balanced=self.cfg.mix_balanced)
+                  balanced=self.cfg.mix_balanced, design=self.cfg.mix_design)
         self.last_vfe = float(res.vfe.mean())
         sync(self.data.x_train.device)
         self.seconds = time.perf_counter() - t

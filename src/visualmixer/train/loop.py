@@ -138,7 +138,7 @@ def _prepare_data(cfg: TrainConfig, seed: int, seed_dir: Path, train_set: ImageS
         if cfg.mode == "offline" and cfg.mix:
             res = mix(x_train.to(dev), train_set.labels, key=train_key, ids=range(len(train_set)), k=int(cfg.mix),
                       grouping=cfg.mix_grouping, target_vfe=tau, region=cfg.region, share=cfg.mix_share,
-                      balanced=cfg.mix_balanced)
+                      balanced=cfg.mix_balanced, design=cfg.mix_design)
             x_train, train_vfe = res.images, float(res.vfe.mean())
         elif cfg.mode == "offline":
             x_train, v = obfuscate_set(x_train.to(dev), tau, key=train_key, ids=range(len(train_set)),
