@@ -262,3 +262,69 @@ def test_a9_scores_each_relinked_region_against_its_own_positions_source():
     # guided by the main sources themselves, nearly every full region is re-linked to its main source
     assert ctx.record["a9_relinked_from_main"] > 0.95, ctx.record
     assert ctx.record["a9_main_share_before"] < 0.8
+
+
+def test_a11_is_registered_for_mixed_releases_only():
+    from visualmixer.eval.attacks.registry import attack_names, get_attack, reconstructing_attacks
+
+    a11 = get_attack("A11")
+    assert "A11" in attack_names() and a11.title == "threading" and a11.reconstructs
+    assert a11.needs == get_attack("A9").needs
+    for spec in ("visualmixer:0.5/mix2", "visualmixer:0.5/mix4/online"):
+        assert a11.applies_to(parse_method(spec)), spec
+    for spec in ("visualmixer:0.5", "visualmixer:0.5/online", "noise:0.1", "clean"):
+        assert not a11.applies_to(parse_method(spec)), spec
+    assert reconstructing_attacks(("A11",), parse_method("visualmixer:0.5")) == []
+
+
+def _leveled(n=16, size=16):
+    """Images told apart by their values (what the in-region shuffle keeps): one level each, a
+    little texture; two classes."""
+    g = torch.Generator().manual_seed(0)
+    level = torch.randperm(n, generator=g).mul(15).view(n, 1, 1, 1)
+    return (level + torch.randint(0, 3, (n, 1, size, size), generator=g)).to(torch.uint8), torch.arange(n) % 2
+
+
+@pytest.mark.parametrize("size", [16, 18])
+def test_a11_threads_follow_the_source_of_their_centre_region(size):
+    from visualmixer.core.imageops import to_float
+    from visualmixer.eval.attacks.registry import AttackContext
+    from visualmixer.eval.attacks.standard import Threading
+
+    x, y = _leveled(size=size)
+    method = parse_method("visualmixer:0.5/mix4/balanced", seed=0)
+    released = method.protect_set(x, y)
+    sources = method.last_sources
+    main_share = float((sources == method.last_main[:, None]).double().mean())
+    assert main_share < 0.6  # the collages really are mixtures: the main source is not the target
+    ctx = AttackContext(method=method, protected=released, region=4, labels=y, attacker_images=x,
+                        sources=sources, cache={"unmixed_inversion": to_float})  # no U-Net needed to score
+    est = Threading().run(ctx)["A11"]
+    # the centre full region (2, 2) of the 4 x 4 full grid; the sources number 5 x 5 regions at 18 px
+    centre = 2 * -(-size // 4) + 2
+    assert torch.equal(ctx.targets["A11"], sources[:, centre])
+    # sorted values identify each region's source, so every thread is exactly one source
+    assert ctx.record["a11_thread_purity"] == 1.0, ctx.record
+    full = (size // 4) * 4
+    got = (est[..., :full, :full] * 255).round().flatten(1).sort(1).values
+    want = x[sources[:, centre]][..., :full, :full].float().flatten(1).sort(1).values
+    assert torch.equal(got, want)
+    # without the ground truth nothing is targeted (scored as the others) and no purity recorded
+    ctx = AttackContext(method=method, protected=released, region=4, labels=y, attacker_images=x,
+                        cache={"unmixed_inversion": to_float})
+    Threading().run(ctx)
+    assert "A11" not in ctx.targets and "a11_thread_purity" not in ctx.record
+
+
+def test_a11_runs_in_the_audit_for_mixed_releases_only():
+    cfg = AuditConfig(epochs=1, width=8, a3_epochs=1, a3_base=4, progress=False)
+    data = _data(size=18)  # edge regions too
+    r, pic = R._audit_method(cfg, parse_method("visualmixer:0.5/mix2", seed=0), data, None, 4, {"A11"})
+    assert "A11" in r["attacks"] and 0.0 <= r["a11_thread_purity"] <= 1.0
+    assert 0.0 <= r["attacks"]["A11"]["reid"]["rate"] <= 1.0 and r["attacks"]["A11"]["ssim"]["mean"] > 0.0
+    # scored against (and pictured beside) the sources the threads started from, each one of the victims
+    assert list(pic) == ["original", "protected", "A11 target", "A11"]
+    victims = data.victim_images.flatten(1)
+    assert all((victims == t.flatten()).all(1).any() for t in pic["A11 target"])
+    r, _ = R._audit_method(cfg, parse_method("visualmixer:0.5", seed=0), data, None, 4, {"A11"})
+    assert "A11" not in r["attacks"] and "a11_thread_purity" not in r

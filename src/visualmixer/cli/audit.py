@@ -150,7 +150,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_user_data_options(p)
     p.add_argument("--methods", nargs="+", type=_method_specs, default=None, metavar="SPEC", help="method specs")
     p.add_argument("--attacks", type=attack_list, default=None, metavar="LIST",
-                   help="comma-separated attacks (A1-A10), or 'all'")
+                   help="comma-separated attacks (A1-A11), or 'all'")
     p.add_argument("--train", type=positive_int, default=None, metavar="N", help="owner's training images")
     p.add_argument("--victims", type=positive_int, default=None, metavar="N", help="victim images")
     p.add_argument("--attacker", type=positive_int, default=None, metavar="N", help="attacker's own images")

@@ -93,7 +93,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_utility_model_option(p)
     p.add_argument("--a3-base", type=positive_int, default=None, help="width of the A3 U-Net (default 12)")
     p.add_argument("--attacks", type=attack_list, default=None, metavar="LIST",
-                   help="comma-separated attacks (A1-A10), or 'all' (the default)")
+                   help="comma-separated attacks (A1-A11), or 'all' (the default)")
     p.add_argument("--device", type=device_name, default=None, help="where models train, e.g. cuda (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the split and the models (default 0)")

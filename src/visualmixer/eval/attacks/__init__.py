@@ -15,14 +15,15 @@ A7     :func:`recover_layout`, :func:`undo_layout` a key-wide block layout, from
 A8     :func:`~.a8_linkage.linkage_attack`          which held file was released, and where
 A9     :func:`~.a9_unmix.relink_regions`            re-linking a mixed release's regions
 A10    :func:`~.a10_intersect.intersect_releases`   intersecting several online-mixed releases
+A11    :func:`~.a9_unmix.thread_regions`            following every source of a mixed release
 =====  ==========================================  ==========================================
 
 The audit runs them through one small interface (:class:`Attack`, :class:`AttackContext`,
-:func:`register_attack`; :mod:`visualmixer.eval.attacks.registry`); A1–A10 are registered by
+:func:`register_attack`; :mod:`visualmixer.eval.attacks.registry`); A1–A11 are registered by
 :mod:`visualmixer.eval.attacks.standard`.
 """
 
-from visualmixer.eval.attacks import standard  # noqa: F401  (registers A1-A10)
+from visualmixer.eval.attacks import standard  # noqa: F401  (registers A1-A11)
 from visualmixer.eval.attacks.a1_direct import direct_view
 from visualmixer.eval.attacks.a2_mosaic import region_mosaic
 from visualmixer.eval.attacks.a3_inversion import LearnedInversion, UNet

@@ -18,7 +18,7 @@ Adding an attack::
         def run(self, ctx):
             return {"A8": my_estimate(ctx.protected, ctx.attacker_images)}
 
-The standard attacks A1–A10 are registered by :mod:`visualmixer.eval.attacks.standard`.
+The standard attacks A1–A11 are registered by :mod:`visualmixer.eval.attacks.standard`.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ class AttackContext:
     targets : dict
         ``name -> (N,)`` index of the victim that estimate ``i`` of attack ``name`` reconstructs,
         where that is not collage ``i``'s main source (scoring only; A10 follows one region of
-        each collage).
+        each collage, A11 threads from its centre region).
     cache : dict
-        Work attacks share for this method (e.g. one inversion network for A9 and A10).
+        Work attacks share for this method (e.g. one inversion network for A9, A10 and A11).
     """
 
     method: Any
@@ -182,7 +182,7 @@ def get_attack(name: str) -> Attack:
 
 
 def attack_names() -> tuple[str, ...]:
-    """The registered names, sorted by number (``A1`` … ``A10``, then any added)."""
+    """The registered names, sorted by number (``A1`` … ``A11``, then any added)."""
     return tuple(sorted(_REGISTRY, key=lambda n: (len(n), n)))
 
 
@@ -196,7 +196,7 @@ def registered_attacks(names=None, *, scope: str | None = None) -> list[Attack]:
 def reconstructing_attacks(names, method) -> list[str]:
     """The attacks among ``names`` that estimate the victims' images of ``method`` (and so give it
     SSIM and re-identification scores): registered, of scope ``"victims"``, ``reconstructs`` and
-    applying to it (A9 only to mixed releases, A10 only to online mixing)."""
+    applying to it (A9 and A11 only to mixed releases, A10 only to online mixing)."""
     return [a.name for a in registered_attacks(names, scope="victims") if a.reconstructs and a.applies_to(method)]
 
 
@@ -209,4 +209,4 @@ def unscored_methods(names, methods: dict) -> str | None:
         return None
     return (f"none of {', '.join(names) or '(no attack)'} reconstructs the victims' images of {', '.join(lost[:3])}"
             f"{' ...' if len(lost) > 3 else ''}, so they get no SSIM or re-identification score: select at least one "
-            "of A1, A2, A3, A5, A7 (A9 scores mixed releases only, A10 online mixing only)")
+            "of A1, A2, A3, A5, A7 (A9 and A11 score mixed releases only, A10 online mixing only)")

@@ -1,8 +1,9 @@
-"""The standard attacks A1–A10, registered in the order the audit runs them.
+"""The standard attacks A1–A11, registered in the order the audit runs them.
 
-Each wraps the attack's function or class from its own module (``a1_direct`` … ``a10_intersect``)
-in the :class:`~visualmixer.eval.attacks.registry.Attack` interface. A4 runs after the attacks
-whose estimates it classifies; A6 works on face photos instead of a data set's victims.
+Each wraps the attack's function or class from its own module (``a1_direct`` … ``a10_intersect``;
+A11 threads with ``a9_unmix``) in the :class:`~visualmixer.eval.attacks.registry.Attack`
+interface. A4 runs after the attacks whose estimates it classifies; A6 works on face photos
+instead of a data set's victims.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from visualmixer.eval.attacks.a7_layout import (
     undo_layout,
 )
 from visualmixer.eval.attacks.a8_linkage import full_region_columns, linkage_attack
-from visualmixer.eval.attacks.a9_unmix import relink_regions
+from visualmixer.eval.attacks.a9_unmix import relink_regions, thread_regions
 from visualmixer.eval.attacks.a10_intersect import intersect_releases
 from visualmixer.eval.attacks.registry import Attack, register_attack
 
 __all__ = ["DirectView", "RegionMosaic", "Jigsaw", "LayoutRecovery", "Inversion", "Recognition", "FaceDetection",
-           "Linkage", "Unmixing", "Intersection"]
+           "Linkage", "Unmixing", "Intersection", "Threading"]
 
 _LABELLED = frozenset({"protected", "labels", "attacker_images", "attacker_labels", "num_classes"})
 
@@ -238,8 +239,8 @@ class Unmixing(Attack):
 
 def _unmixed_inversion(ctx) -> LearnedInversion:
     """A U-Net trained on the attacker's own release of the method without mixing and without
-    moving regions (``without_mixing()``: the in-region shuffle alone), once per method (A9 and
-    A10 invert re-linked collages with it, A7+A3 the regions A7 moved back)."""
+    moving regions (``without_mixing()``: the in-region shuffle alone), once per method (A9,
+    A10 and A11 invert re-linked collages with it, A7+A3 the regions A7 moved back)."""
     if "unmixed_inversion" not in ctx.cache:
         s = ctx.settings
         inv = LearnedInversion(ctx.method.without_mixing(), epochs=s.a3_epochs, base=s.a3_base, device=s.device,
@@ -276,3 +277,32 @@ class Intersection(Attack):
             ctx.record["a10_images_90pct"] = float((right.mean(dim=1) >= 0.9).double().mean())
             ctx.targets["A10"] = followed
         return {"A10": _unmixed_inversion(ctx)(images)}
+
+
+@register_attack
+class Threading(Attack):
+    """A11 (mixed releases only): follow every source of a class's pool of released collages across
+    the region positions (:func:`visualmixer.eval.attacks.a9_unmix.thread_regions`, one assignment
+    per position: needs scipy, the ``eval`` extra), then invert each thread with A9's U-Net. Thread
+    ``i`` starts from collage ``i``'s centre full region, so it is scored against THAT region's
+    source, not the collage's main source."""
+
+    name, title = "A11", "threading"
+    needs = frozenset({"protected", "labels", "attacker_images"})
+
+    def applies_to(self, method) -> bool:
+        return bool(getattr(method, "protects_sets", False))
+
+    def run(self, ctx):
+        labels = torch.as_tensor(ctx.labels).reshape(-1)
+        pools = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]  # the attacker's view
+        threaded, chosen = thread_regions(ctx.protected, pools, ctx.region)
+        if ctx.sources is not None:  # scoring only: the source each thread started from, and how pure it stayed
+            h, w = ctx.protected.shape[2:]
+            gh, gw = h // ctx.region, w // ctx.region
+            src = ctx.sources[:, full_region_columns(h, w, ctx.region)]  # the sources number edge regions too
+            start = src[:, (gh // 2) * gw + gw // 2]  # thread_regions starts at the centre of the full grid
+            got = src.gather(0, chosen.to(src.device))  # the original each threaded region came from
+            ctx.record["a11_thread_purity"] = float((got == start[:, None]).double().mean())
+            ctx.targets["A11"] = start
+        return {"A11": _unmixed_inversion(ctx)(threaded)}

@@ -8,7 +8,7 @@ from visualmixer.eval.attacks.registry import attack_names
 
 __all__ = ["AuditConfig", "ATTACKS", "GOALS", "QUICK", "FULL", "FRONTIER"]
 
-#: The standard attacks (A1-A10), registered by :mod:`visualmixer.eval.attacks.standard`.
+#: The standard attacks (A1-A11), registered by :mod:`visualmixer.eval.attacks.standard`.
 ATTACKS = attack_names()
 
 #: Issue-6 goals for the default target (see docs/privacy.md).
