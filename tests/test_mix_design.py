@@ -253,3 +253,20 @@ def test_training_records_the_design_and_an_older_balanced_checkpoint_resumes_on
     with pytest.raises(ValueError, match="mix_design='cyclic' \\(now 'switched'\\)"):
         load_checkpoint(cfg(), ckpt)
     assert load_checkpoint(cfg(mix_design="cyclic"), ckpt)["epoch"] == 0
+
+
+def test_train_cli_passes_the_design(tmp_path, monkeypatch, capsys, mix_calls):
+    from test_train import _synthetic
+    from visualmixer.cli import main
+    from visualmixer.train import loop as L
+
+    calls = mix_calls(L)
+    monkeypatch.setattr(L, "load_sets", lambda cfg: (_synthetic(64, 0), _synthetic(16, 1)))
+    common = ["train", "--mix", "2", "--mix-balanced", "--epochs", "1", "--batch-size", "32", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--mix-design", "cyclic", "--out", str(tmp_path / "b")]) == 0
+    assert [c["design"] for c in calls] == ["switched", "cyclic"]
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["config"]["mix_design"] == "cyclic"
+    capsys.readouterr()
+    assert main(["train", "--mix", "2", "--mix-design", "cyclic", "--out", str(tmp_path / "c")]) == 2
+    assert "--mix-design cyclic needs --mix-balanced" in capsys.readouterr().err

@@ -43,7 +43,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
     "fl": {"lr": "--lr", "model": "--model", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
            "soft_label_temperature": "--soft-label-temperature", "soft_label_features": "--soft-label-features"},
     "train": {"size": "--image-size", "loader_workers": "--loader-workers", "prefetch": "--prefetch",
-              "mix_grouping": "--groups",
+              "mix_grouping": "--groups", "mix_design": "--mix-design",
               "mode": "--mode", "soft_labels": "--soft-labels", "soft_label_epochs": "--soft-label-epochs",
               "soft_label_file": "--soft-label-file", "soft_label_features": "--soft-label-features",
               "soft_label_temperature": "--soft-label-temperature", "lr_schedule": "--lr-schedule",

@@ -130,6 +130,10 @@ def _add_mixing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", choices=("random", "similar"), default="random",
                    help="with --mix: keyed random groups or look-alike groups (default: random)")
     add_mix_shape_options(p)
+    p.add_argument("--mix-design", choices=("switched", "cyclic"), default=None,
+                   help="with --mix-balanced: how the groups are dealt (default switched; cyclic only to "
+                        "reproduce runs made before 2026-11-29 or resume their checkpoints: its one shared "
+                        "cycle can be fitted by an attacker)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, loader_workers=args.loader_workers, prefetch=args.prefetch,
         channels_last=args.channels_last,
         mix=args.mix, mix_grouping=args.groups, mix_share=args.mix_share, mix_balanced=args.mix_balanced,
+        mix_design=args.mix_design,
         soft_labels=args.soft_labels, soft_label_epochs=args.soft_label_epochs,
         soft_label_file=args.soft_label_file, soft_label_temperature=args.soft_label_temperature,
         soft_label_features=args.soft_label_features, lr_schedule=args.lr_schedule, augment=args.augment,
