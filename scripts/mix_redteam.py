@@ -291,38 +291,6 @@ def cyclic_thread(images: torch.Tensor, pools, region: int, temp: float, restart
     return with_full_blocks(images, blocks[chosen, posi]), chosen
 
 
-def capped_threads(images: torch.Tensor, pools, region: int):
-    """Threading that also uses the balance: a thread visits a collage of its pool at most
-    ``ceil(R / v)`` times (what balanced groups deal); same spiral and costs as
-    :func:`thread_regions`, the cap as a prohibitive cost in each position's assignment."""
-    from scipy.optimize import linear_sum_assignment
-
-    blocks = full_blocks(images, region)
-    n = blocks.shape[0]
-    gh, gw = images.shape[2] // region, images.shape[3] // region
-    desc = blocks.flatten(2).float().sort(dim=2).values
-    cy, cx = gh // 2, gw // 2
-    order = sorted(((i, j) for i in range(gh) for j in range(gw)), key=lambda p: (abs(p[0] - cy) + abs(p[1] - cx), p))
-    chosen = torch.arange(n).view(-1, 1).repeat(1, gh * gw)
-    for m in pools:
-        m = torch.as_tensor(m).reshape(-1)
-        v = m.numel()
-        visits = torch.eye(v)  # [thread, collage of the pool]: thread i starts in collage i
-        taken = {order[0]: torch.arange(v)}
-        for p in order[1:]:
-            cost = torch.zeros(v, v)
-            for q in ((p[0] - 1, p[1]), (p[0] + 1, p[1]), (p[0], p[1] - 1), (p[0], p[1] + 1)):
-                if q in taken:
-                    cost += torch.cdist(desc[m[taken[q]], q[0] * gw + q[1]], desc[m, p[0] * gw + p[1]], p=1)
-            _, cols = linear_sum_assignment((cost + 1e6 * (visits >= -(-gh * gw // v))).numpy())
-            taken[p] = torch.as_tensor(cols)
-            visits[torch.arange(v), taken[p]] += 1
-        for p, who in taken.items():
-            chosen[m, p[0] * gw + p[1]] = m[who]
-    pos = torch.arange(gh * gw).view(1, -1)
-    return with_full_blocks(images, blocks[chosen, pos]), chosen
-
-
 def _oracle(P, m, sources, order, d, es, v, obj) -> dict:
     """Diagnostic with the truth (never used by the attack): the share of edges whose true collage
     map (collage c at r -> the collage holding c's member at r') is exactly the fitted shift d_e
@@ -444,10 +412,8 @@ def main() -> None:
                  else infer_groups_by_edges(release.images, vy, region, args.k, args.temp, args.seed)
                  if arm.endswith("+inferred") else [torch.nonzero(vy == c).flatten() for c in vy.unique()])
         diag: list = []
-        if arm.endswith("+cap"):
-            threaded, chosen = capped_threads(release.images, pools, region)
-        elif arm.startswith("threads"):
-            threaded, chosen = thread_regions(release.images, pools, region)
+        if arm.startswith("threads"):  # +cap: a thread visits a collage at most ceil(R / v) times
+            threaded, chosen = thread_regions(release.images, pools, region, balanced_visits=arm.endswith("+cap"))
         else:
             threaded, chosen = cyclic_thread(release.images, pools, region, args.temp, args.restarts, args.iters,
                                              gen, release.sources, diag)

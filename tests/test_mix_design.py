@@ -270,3 +270,18 @@ def test_train_cli_passes_the_design(tmp_path, monkeypatch, capsys, mix_calls):
     capsys.readouterr()
     assert main(["train", "--mix", "2", "--mix-design", "cyclic", "--out", str(tmp_path / "c")]) == 2
     assert "--mix-design cyclic needs --mix-balanced" in capsys.readouterr().err
+
+
+def test_threading_can_use_the_balance():
+    from visualmixer.eval.attacks.a9_unmix import thread_regions
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (8, 1, 12, 12), dtype=torch.uint8, generator=g)  # a 3 x 3 grid of 4-px regions
+    res = mix(x, torch.zeros(8, dtype=torch.long), key=Key.from_seed(6), ids=range(8), k=8, balanced=True)
+    pools = [torch.arange(8)]
+    for balanced_visits in (False, True):
+        _, chosen = thread_regions(res.images, pools, 4, balanced_visits=balanced_visits)
+        visits = torch.stack([torch.bincount(row, minlength=8) for row in chosen])  # thread -> collage
+        if balanced_visits:  # 9 positions over 8 collages: at most twice, like the deal itself
+            assert int(visits.max()) <= 2
+        assert torch.equal(chosen[:, 4], torch.arange(8))  # every thread starts at its own centre region

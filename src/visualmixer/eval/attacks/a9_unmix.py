@@ -90,7 +90,8 @@ def relink_regions(
     return with_full_blocks(protected, picked), chosen
 
 
-def thread_regions(protected: torch.Tensor, pools, region: int) -> tuple[torch.Tensor, torch.Tensor]:
+def thread_regions(protected: torch.Tensor, pools, region: int, *,
+                   balanced_visits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Follow every source of each pool of released images across the region positions.
 
     At every position the regions of a pool (a class's released images — or a group's, for an
@@ -108,6 +109,10 @@ def thread_regions(protected: torch.Tensor, pools, region: int) -> tuple[torch.T
         Index tensors into the release that partition it (one per class, or per group).
     region : int
         Region side.
+    balanced_visits : bool
+        Also use what balanced mixing guarantees: a thread takes a region from each released image
+        of its pool at most ``ceil(R / v)`` times (``R`` full regions, ``v`` pool members; enforced
+        as a prohibitive cost). Only meaningful for a pool that is one balanced group.
 
     Returns
     -------
@@ -139,13 +144,19 @@ def thread_regions(protected: torch.Tensor, pools, region: int) -> tuple[torch.T
     for m in pools:
         m = torch.as_tensor(m, device=protected.device).reshape(-1)
         taken = {order[0]: m}
+        visits = torch.eye(len(m), device=protected.device)  # [thread, pool member]: thread i starts in member i
+        cap = -(-gh * gw // max(1, len(m)))
         for p in order[1:]:
             cost = torch.zeros(len(m), len(m), device=protected.device)
             for q in ((p[0] - 1, p[1]), (p[0] + 1, p[1]), (p[0], p[1] - 1), (p[0], p[1] + 1)):
                 if q in taken:
                     cost += torch.cdist(desc[taken[q], q[0] * gw + q[1]], desc[m, p[0] * gw + p[1]], p=1)
+            if balanced_visits:
+                cost += 1e6 * (visits >= cap)
             _, cols = linear_sum_assignment(cost.cpu().numpy())
-            taken[p] = m[torch.as_tensor(cols, device=protected.device)]
+            cols = torch.as_tensor(cols, device=protected.device)
+            visits[torch.arange(len(m), device=protected.device), cols] += 1
+            taken[p] = m[cols]
         for p, who in taken.items():
             chosen[m, p[0] * gw + p[1]] = who
     pos = torch.arange(gh * gw, device=protected.device).view(1, -1)
