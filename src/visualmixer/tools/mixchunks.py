@@ -12,7 +12,9 @@ A group is described by its *group record* (kept in every member's manifest reco
 
 whose ``groups`` is ``[[0, 1, ..., m - 1]]`` (the members in ``ids`` order) and ``region`` the
 region side of the exchange and of the in-region shuffle (``share``, when present, the share of
-region positions exchanged; absent: every position; ``balanced``, when present, balanced assignment).
+region positions exchanged; absent: every position; ``balanced``, when present, balanced assignment,
+and ``design`` how it was dealt: ``"switched"``, or ``"cyclic"`` — also when absent from a version 3
+record). Groups are unmixed in batches of records that agree on everything but their members.
 """
 
 from __future__ import annotations
