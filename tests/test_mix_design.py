@@ -285,3 +285,46 @@ def test_threading_can_use_the_balance():
         if balanced_visits:  # 9 positions over 8 collages: at most twice, like the deal itself
             assert int(visits.max()) <= 2
         assert torch.equal(chosen[:, 4], torch.arange(8))  # every thread starts at its own centre region
+
+
+def test_capped_threading_counts_the_whole_grid_as_the_deal_does():
+    """18 px in 4-px regions: 16 full regions but 25 dealt positions; the true threads visit a
+    collage up to ceil(25 / 3) = 9 times, which a cap from the full grid alone (6) would forbid."""
+    from visualmixer.eval.attacks.a9_unmix import thread_regions
+
+    x = torch.tensor([20, 120, 230], dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 18, 18).contiguous()
+    res = mix(x, torch.zeros(3, dtype=torch.long), key=Key.from_seed(0), ids=range(3), k=3, balanced=True,
+              target_vfe=0.0)
+    full = torch.tensor([r * 5 + c for r in range(4) for c in range(4)])  # the full regions among 5 x 5
+    truth = res.sources[:, full]
+    start = truth[:, 10]  # where threads start: (4 // 2, 4 // 2) of the 4 x 4 full grid
+    for balanced_visits in (False, True):
+        _, chosen = thread_regions(res.images, [torch.arange(3)], 4, balanced_visits=balanced_visits)
+        assert torch.equal(truth.gather(0, chosen), start.view(-1, 1).expand(3, 16)), balanced_visits
+
+
+def test_a_version_3_record_with_an_empty_design_reads_as_cyclic():
+    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
+    rec = make_groups(torch.zeros(8, dtype=torch.long), key=Key.from_seed(1), ids=range(8), k=4, images=x,
+                      balanced=True, design="cyclic").to_dict()
+    assert rec["version"] == 3
+    assert MixGroups.from_dict({**rec, "design": None}).design == "cyclic"
+
+
+def test_balanced_folder_runs_write_a_manifest_that_earlier_releases_refuse(tmp_path, monkeypatch, class_tree):
+    from visualmixer.cli import main
+    from visualmixer.tools import manifest as manifest_module
+    from visualmixer.tools.manifest import Manifest
+
+    t = class_tree
+    assert main(["obfuscate", str(t.src), str(t.dst), *t.common, "--mix-balanced"]) == 0
+    assert json.loads(t.man.read_text().splitlines()[0])["version"] == 3
+    plain = tmp_path / "plain.jsonl"
+    assert main(["obfuscate", str(t.src), str(tmp_path / "d2"), "--key", str(t.key), "-q", "--mix", "2",
+                 "--manifest", str(plain)]) == 0
+    assert json.loads(plain.read_text().splitlines()[0])["version"] == 2
+    # a release that reads versions 1 and 2 only (before the switched deal) refuses, in one line,
+    # instead of resuming the run and re-dealing its finished groups cyclically
+    monkeypatch.setattr(manifest_module, "READABLE_VERSIONS", frozenset({1, 2}))
+    with pytest.raises(ValueError, match="version 3"):
+        Manifest.read(t.man)

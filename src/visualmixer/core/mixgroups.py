@@ -174,7 +174,9 @@ class MixGroups:
         for g, r in enumerate(rows):  # bookkeeping of a record, not a per-pixel loop
             members[g, : len(r)] = torch.tensor(r, dtype=torch.long)
         balanced = data.get("balanced", False)
-        design = data.get("design", "cyclic") if balanced is True else data.get("design")  # v3: cyclic
+        design = data.get("design")
+        if balanced is True and version < SWITCHED_VERSION and design is None:
+            design = "cyclic"  # version 3 records never said it
         if balanced is True and version >= SWITCHED_VERSION and "design" not in data:
             raise ValueError(f"mix groups of format version {version} with balanced=true must say their design "
                              f"({', '.join(DESIGNS)}): a damaged record?")

@@ -73,7 +73,14 @@ from visualmixer.tools.layout import (
 )
 from visualmixer.tools.lock import RunLock
 from visualmixer.tools.manifest import sigs_records
-from visualmixer.tools.mixrun import MIX_MANIFEST_VERSION, mixed_todo, prepare_mix, run_mixed, settle_groups
+from visualmixer.tools.mixrun import (
+    MIX_MANIFEST_VERSION,
+    SWITCHED_MANIFEST_VERSION,
+    mixed_todo,
+    prepare_mix,
+    run_mixed,
+    settle_groups,
+)
 from visualmixer.tools.progress import progress as progress_bar
 from visualmixer.tools.restoring import restore_folder
 from visualmixer.tools.resume_check import check_resumable, generator_version
@@ -298,7 +305,7 @@ def obfuscate_folder(
         if options.mix is not None:
             plan = prepare_mix(ids, src_p, key, options, workers=workers, dask=dask,
                                batch_size=batch_size, say=say)
-            header["version"] = MIX_MANIFEST_VERSION
+            header["version"] = SWITCHED_MANIFEST_VERSION if options.mix_balanced else MIX_MANIFEST_VERSION
         fresh = overwrite or not man_path.exists()
         with StopGuard(man_path, 0).writing(man_path, 4096):
             man = _open_obfuscate_manifest(man_path, header, overwrite=overwrite, dst_p=dst_p, say=say)

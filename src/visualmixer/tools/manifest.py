@@ -52,8 +52,9 @@ __all__ = ["Manifest", "MANIFEST_VERSION", "READABLE_VERSIONS", "SIGS_ID", "sigs
 MANIFEST_VERSION = 1
 #: The format versions this code reads (restore; a resume also needs the same generator).
 #: Version 2 is written by mixed runs only (:mod:`visualmixer.tools.mixrun`): their ``done``
-#: records carry a ``mix`` group record, which a reader of version 1 could not use.
-READABLE_VERSIONS = frozenset({1, 2})
+#: records carry a ``mix`` group record, which a reader of version 1 could not use; version 3 by
+#: balanced mixed runs, whose groups are dealt by the switched design (format version 4 records).
+READABLE_VERSIONS = frozenset({1, 2, 3})
 #: The id of ``sigs`` records: no image has it (an id is a path, and no path holds a NUL).
 SIGS_ID = "\x00sigs"
 _SIGS_PER_RECORD = 1024

@@ -26,7 +26,10 @@ obfuscate --mix K``): keyed region mixing across the images of one class
   number of positions (:func:`~visualmixer.core.mixing.mix`'s ``balanced``); recorded when set.
 - **Manifest.** Each member's ``done`` record carries its group record (``mix``:
   :func:`~visualmixer.tools.mixchunks.group_record`) beside its in-region plan; the header's format
-  version is 2 (:data:`MIX_MANIFEST_VERSION`), so releases that cannot unmix refuse it in one line.
+  version is 2 (:data:`MIX_MANIFEST_VERSION`), so releases that cannot unmix refuse it in one line;
+  3 (:data:`SWITCHED_MANIFEST_VERSION`) for balanced runs, whose groups are dealt by the switched
+  design: a release from before it would neither restore them nor resume the run without re-dealing
+  every finished group, so it refuses the manifest instead.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from visualmixer.tools.distributed import map_unordered
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
 from visualmixer.tools.safe_io import OutputCheck, damaged_note, read_source
 
-__all__ = ["MIX_MANIFEST_VERSION", "MixPlan", "prepare_mix", "settle_groups", "mixed_todo", "run_mixed",
-           "pack_chunks", "restore_mixed_jobs"]
+__all__ = ["MIX_MANIFEST_VERSION", "SWITCHED_MANIFEST_VERSION", "MixPlan", "prepare_mix", "settle_groups",
+           "mixed_todo", "run_mixed", "pack_chunks", "restore_mixed_jobs"]
 
 #: Manifest format version of mixed runs (plain runs keep writing version 1).
 MIX_MANIFEST_VERSION = 2
+SWITCHED_MANIFEST_VERSION = 3
 
 
 @dataclass
@@ -245,7 +249,7 @@ def _keep_recorded_deals(plan: MixPlan, finished: list[dict], say: Callable[[str
             kept += 1
     if kept:
         say(f"{kept} finished group(s) keep the record of the release that made them (e.g. the cyclic "
-            "balanced deal of format version 3); --overwrite re-deals them")
+            "balanced deal of format version 3); overwrite=True re-deals them")
 
 
 def _same_but_format(a: dict, b: dict) -> bool:

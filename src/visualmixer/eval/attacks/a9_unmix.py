@@ -111,8 +111,9 @@ def thread_regions(protected: torch.Tensor, pools, region: int, *,
         Region side.
     balanced_visits : bool
         Also use what balanced mixing guarantees: a thread takes a region from each released image
-        of its pool at most ``ceil(R / v)`` times (``R`` full regions, ``v`` pool members; enforced
-        as a prohibitive cost). Only meaningful for a pool that is one balanced group.
+        of its pool at most ``ceil(R / v)`` times (``R`` regions of the whole grid, edge strips
+        included, as the deal counts them; ``v`` pool members; enforced as a prohibitive cost).
+        Only meaningful for a pool that is one balanced group mixed with share 1.
 
     Returns
     -------
@@ -138,6 +139,7 @@ def thread_regions(protected: torch.Tensor, pools, region: int, *,
     n = blocks.shape[0]
     gh, gw = protected.shape[2] // region, protected.shape[3] // region
     desc = blocks.flatten(2).float().sort(dim=2).values
+    grid = -(-protected.shape[2] // region) * -(-protected.shape[3] // region)  # the deal's positions
     cy, cx = gh // 2, gw // 2
     order = sorted(((i, j) for i in range(gh) for j in range(gw)), key=lambda p: (abs(p[0] - cy) + abs(p[1] - cx), p))
     chosen = torch.arange(n, device=protected.device).view(-1, 1).repeat(1, gh * gw)
@@ -145,7 +147,7 @@ def thread_regions(protected: torch.Tensor, pools, region: int, *,
         m = torch.as_tensor(m, device=protected.device).reshape(-1)
         taken = {order[0]: m}
         visits = torch.eye(len(m), device=protected.device)  # [thread, pool member]: thread i starts in member i
-        cap = -(-gh * gw // max(1, len(m)))
+        cap = -(-grid // max(1, len(m)))
         for p in order[1:]:
             cost = torch.zeros(len(m), len(m), device=protected.device)
             for q in ((p[0] - 1, p[1]), (p[0] + 1, p[1]), (p[0], p[1] - 1), (p[0], p[1] + 1)):
