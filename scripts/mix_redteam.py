@@ -28,8 +28,7 @@ same arms measure what is left of the structure once no cycle is shared across p
 
 The attacker does not know the key; pools are the release's classes (``cyclic``), or groups for the
 bound of an attacker who learned them (``cyclic+groups``); ``threads`` / ``threads+groups`` are the
-audit's threading under the same inverter. An ``oracle`` line reports the fit with the true cycle
-(how strong the evidence is), never used by the attack.
+audit's threading under the same inverter.
 
     OMP_NUM_THREADS=2 python scripts/mix_redteam.py --k 64 --victims 500 --json out/redteam/k64.json
 """
@@ -78,84 +77,6 @@ def soft_matches(desc: torch.Tensor, es: list, temp: float, iters: int = 20) -> 
             logk = logk - logk.logsumexp(dim=0, keepdim=True)
         out.append(logk.exp())
     return torch.stack(out)
-
-
-def shift_scores(P: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """``(E, v)``: for a cycle order (collage at cycle index i), sum_i P_e[a_i, a_{i+d}] for every d."""
-    v = order.numel()
-    Q = P[:, order][:, :, order]
-    i = torch.arange(v)
-    return torch.stack([Q[:, i, (i + d) % v].sum(dim=1) for d in range(v)], dim=1)
-
-
-def order_from_phases(u: torch.Tensor) -> torch.Tensor:
-    return torch.argsort(torch.angle(u))
-
-
-def refine(P: torch.Tensor, order: torch.Tensor, rounds: int) -> torch.Tensor:
-    """Discrete refinement of a cycle order: with the shifts ``d_e`` of the current order, move every
-    collage to the cycle index that best fits its neighbours' regions there (one assignment problem,
-    the Hungarian method), and repeat while the objective grows."""
-    from scipy.optimize import linear_sum_assignment
-
-    _, v, _ = P.shape
-    i = torch.arange(v)
-    best = float(shift_scores(P, order).max(dim=1).values.sum())
-    for _ in range(rounds):
-        d = shift_scores(P, order).argmax(dim=1)
-        fwd = order[(i.view(1, -1) + d.view(-1, 1)) % v]  # (E, v): collage at index i + d_e
-        bwd = order[(i.view(1, -1) - d.view(-1, 1)) % v]
-        gain = torch.zeros(v, v, dtype=P.dtype)  # gain[c, i]: collage c placed at index i
-        for e in range(P.shape[0]):
-            gain += P[e][:, fwd[e]] + P[e][bwd[e], :].T
-        rows, cols = linear_sum_assignment(-gain.numpy())
-        new = torch.empty(v, dtype=torch.long)
-        new[torch.as_tensor(cols)] = torch.as_tensor(rows)
-        obj = float(shift_scores(P, new).max(dim=1).values.sum())
-        if obj <= best + 1e-9:
-            break
-        order, best = new, obj
-    return order
-
-
-def fit_cycle(P: torch.Tensor, restarts: int, iters: int,
-              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Z_v synchronisation of the cycle by a projected power method on the joint eigenvector of the
-    centred ``P_e`` (their mean over edges removed: what makes collages alike at every position pair,
-    not the cycle): ``lambda_e = u^H P_e u``, ``u <- phase((sum_e conj(lambda_e) P_e + lambda_e P_e^H) u)``,
-    then :func:`refine`; a few random starts, the best discrete objective
-    ``sum_e max_d sum_i P_e[a_i, a_{i+d}]`` kept. Returns (order, d per edge, objective)."""
-    _, v, _ = P.shape
-    W = P - P.mean(dim=0, keepdim=True)
-    Pc = W.to(torch.complex128)
-    PcH = Pc.conj().transpose(1, 2)
-    best = (None, None, -np.inf)
-    for _ in range(restarts):
-        ph = torch.rand(v, generator=gen, dtype=torch.float64) * 2 * np.pi
-        u = torch.exp(1j * ph)
-        for _ in range(iters):
-            Pu = Pc @ u  # (E, v)
-            lam = (u.conj().view(1, -1) * Pu).sum(dim=1)  # (E,)
-            g = (lam.conj().view(-1, 1) * Pu + lam.view(-1, 1) * (PcH @ u)).sum(dim=0)
-            u = g / g.abs().clamp_min(1e-12)
-        order = refine(P, order_from_phases(u), 20)
-        sc = shift_scores(P, order)
-        obj = float(sc.max(dim=1).values.sum())
-        if obj > best[2]:
-            best = (order, sc.argmax(dim=1), obj)
-    return best
-
-
-def grid_shifts(d: torch.Tensor, es: list, R: int, v: int, weight: torch.Tensor) -> torch.Tensor:
-    """``t`` (R,) in Z_v from per-edge shifts d_e = t[r] - t[r'] (mod v): spectral synchronisation."""
-    H = torch.zeros(R, R, dtype=torch.complex128)
-    for (r, q), de, w in zip(es, d.tolist(), weight.tolist(), strict=True):
-        H[r, q] += w * np.exp(2j * np.pi * de / v)  # e^{i(theta_r - theta_q)}
-    H = (H + H.conj().T) / 2
-    _, vecs = torch.linalg.eigh(H)
-    ph = torch.angle(vecs[:, -1])
-    t = torch.round((ph - ph[0]) / (2 * np.pi) * v).long() % v
-    return t
 
 
 def fit_phases(P: torch.Tensor, restarts: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, float]:
@@ -242,8 +163,7 @@ def collage_slots(P: torch.Tensor, tphase: torch.Tensor, theta: torch.Tensor, es
 
 
 def cyclic_thread(images: torch.Tensor, pools, region: int, temp: float, restarts: int, iters: int,
-                  gen: torch.Generator, sources: torch.Tensor | None = None, log: list | None = None,
-                  refinements: int = 8):
+                  gen: torch.Generator, refinements: int = 8):
     """Threads from the fitted product structure; same output as :func:`thread_regions`.
 
     The collages' phases ``u`` (:func:`fit_phases`), each edge's shift as the phase of
@@ -285,27 +205,8 @@ def cyclic_thread(images: torch.Tensor, pools, region: int, temp: float, restart
             cost = 1 - torch.cos(want.view(-1, 1) - theta.view(1, -1))
             _, cols = linear_sum_assignment(cost.numpy())
             chosen[m, r] = m[torch.as_tensor(cols)]
-        if log is not None and sources is not None:
-            log.append({"v": v, "objective": obj})
     posi = torch.arange(R).view(1, -1)
     return with_full_blocks(images, blocks[chosen, posi]), chosen
-
-
-def _oracle(P, m, sources, order, d, es, v, obj) -> dict:
-    """Diagnostic with the truth (never used by the attack): the share of edges whose true collage
-    map (collage c at r -> the collage holding c's member at r') is exactly the fitted shift d_e
-    along the fitted cycle."""
-    own = sources[m]  # (v, R) source of each collage's regions
-    inv = torch.empty(v, dtype=torch.long)
-    inv[order] = torch.arange(v)
-    hit = 0
-    for k, (r, q) in enumerate(es):
-        where = {int(s): c for c, s in enumerate(own[:, q].tolist())}
-        cs = torch.tensor([where.get(int(s), -1) for s in own[:, r].tolist()])
-        if bool((cs < 0).any()):
-            continue
-        hit += int(bool((((inv[cs] - inv) % v) == int(d[k])).all()))
-    return {"v": v, "objective": obj, "edges_consistent_with_true_cycle": hit / len(es)}
 
 
 def infer_groups_by_edges(images: torch.Tensor, labels: torch.Tensor, region: int, k: int, temp: float,
@@ -411,12 +312,11 @@ def main() -> None:
         pools = ([row[row >= 0] for row in release.groups.members] if "+groups" in arm
                  else infer_groups_by_edges(release.images, vy, region, args.k, args.temp, args.seed)
                  if arm.endswith("+inferred") else [torch.nonzero(vy == c).flatten() for c in vy.unique()])
-        diag: list = []
         if arm.startswith("threads"):  # +cap: a thread visits a collage at most ceil(R / v) times
             threaded, chosen = thread_regions(release.images, pools, region, balanced_visits=arm.endswith("+cap"))
         else:
             threaded, chosen = cyclic_thread(release.images, pools, region, args.temp, args.restarts, args.iters,
-                                             gen, release.sources, diag)
+                                             gen)
         got = release.sources[:, : gh * gw].gather(0, chosen)
         purity = float((got == seed_source[:, None]).double().mean())
         res = {"purity": purity, "threading_seconds": round(time.time() - t1, 1),
