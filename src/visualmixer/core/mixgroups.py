@@ -123,10 +123,13 @@ class MixGroups:
     def __post_init__(self) -> None:
         object.__setattr__(self, "share", check_share(self.share))
         object.__setattr__(self, "balanced", check_balanced(self.balanced))
-        if not self.balanced and self.design is not None:
-            raise ValueError(f"design={self.design!r} is for balanced groups: pass balanced=True, or leave design out")
-        if self.balanced:
-            object.__setattr__(self, "design", check_design("switched" if self.design is None else self.design))
+        if self.design is not None:
+            check_design(self.design)
+            if not self.balanced:
+                raise ValueError(f"design={self.design!r} is for balanced groups: pass balanced=True, or leave "
+                                 "design out")
+        elif self.balanced:
+            object.__setattr__(self, "design", "switched")
 
     def __eq__(self, other) -> bool:  # (the generated one would compare the members tensor's truth value)
         if not isinstance(other, MixGroups):
@@ -271,11 +274,9 @@ def make_groups(
     else:
         order = torch.from_numpy(_lexsort(labels, None, tiebreak))
     groups = _cut_groups(labels, order, k, int(region), grouping)
-    if design is not None:
-        check_design(design)
-    if not balanced and design is not None:
-        raise ValueError(f"design={design!r} is for balanced groups: pass balanced=True, or leave design out")
-    return groups if share == 1.0 and not balanced else replace(groups, share=share, balanced=balanced, design=design)
+    if share == 1.0 and not balanced and design is None:
+        return groups
+    return replace(groups, share=share, balanced=balanced, design=design)  # MixGroups checks design
 
 
 def _lexsort(labels: torch.Tensor, coord: torch.Tensor | None, tiebreak: torch.Tensor) -> np.ndarray:
