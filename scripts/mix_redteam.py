@@ -36,14 +36,17 @@ audit's threading under the same inverter.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
 import numpy as np
 import torch
 
+from visualmixer.core import mixing
 from visualmixer.core.imageops import full_blocks, with_full_blocks
 from visualmixer.core.keys import Key
+from visualmixer.core.mixdeal import switched_deal
 from visualmixer.core.mixing import mix
 from visualmixer.core.regions import default_region
 from visualmixer.data.datasets import load_dataset
@@ -263,6 +266,9 @@ def main() -> None:
     ap.add_argument("--design", choices=("switched", "cyclic"), default="switched",
                     help="how the balanced groups are dealt (cyclic: format version 3 releases, the deal the "
                          "cyclic arms model)")
+    ap.add_argument("--switch-rounds", type=int, default=None,
+                    help="the switched deal's keyed switching rounds (default: the format's SWITCH_ROUNDS); "
+                         "other counts make releases no version reads, for measuring only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temp", type=float, default=0.3, help="Sinkhorn temperature (in cost std units)")
     ap.add_argument("--restarts", type=int, default=8)
@@ -275,6 +281,8 @@ def main() -> None:
     ap.add_argument("--no-invert", action="store_true", help="purity only (no U-Net)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.switch_rounds is not None:  # measuring only: mix() looks the deal up in its module
+        mixing.switched_deal = functools.partial(switched_deal, rounds=args.switch_rounds)
     t0 = time.time()
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -290,7 +298,8 @@ def main() -> None:
     centre = (gh // 2) * gw + gw // 2
     seed_source = release.sources[:, centre]
     prior = M.prior_guess(vy, M.class_mean_images(ax, ay, data.num_classes))
-    out = {"design": args.design, "k": args.k, "victims": args.victims, "attacker": args.attacker,
+    out = {"design": args.design, "switch_rounds": args.switch_rounds, "k": args.k, "victims": args.victims,
+           "attacker": args.attacker,
            "seed": args.seed, "region": region,
            "group_sizes": sorted({int((row >= 0).sum()) for row in release.groups.members}),
            "prior": scores(victims[seed_source], prior[seed_source], victims, seed_source, prior[seed_source])}
