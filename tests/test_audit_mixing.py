@@ -38,6 +38,19 @@ def test_mix_spec_round_trip_and_errors():
         parse_method("visualmixer:0.5/mix2/blocks")
 
 
+def test_tied_main_sources_are_counted_and_noted():
+    sources = torch.tensor([[1, 1, 2, 3], [4, 5, 6, 7], [2, 2, 3, 3], [9, 9, 9, 9]])
+    assert R._source_shares(sources) == {"main_share": 0.5625, "distinct_sources": 2.5, "main_tied": 0.5}
+    data = _data(n_vic=64, k=2)  # per class one group of 32 >= the 16 regions of a 16 x 16 image
+    notes = []
+    for spec in ("visualmixer:0.5/mix2", "visualmixer:0.5/mix32/balanced", "visualmixer:0.5/mix32/balanced"):
+        cfg = AuditConfig(epochs=1, width=8, progress=False, notes=notes)
+        r, _ = R._audit_method(cfg, parse_method(spec), data, None, 4, {"A2"})
+        assert (r["mix_sources"]["main_tied"] == 1.0) == spec.endswith("balanced")
+    # a balanced group as large as the grid: every source holds one region of a collage (noted once)
+    assert len(notes) == 1 and "mix32/balanced: most collages have no main source" in notes[0]
+
+
 def test_mixed_release_is_attacked_and_scored_against_main_sources():
     cfg = AuditConfig(epochs=1, width=8, a3_epochs=2, a3_base=4, progress=False)
     data = _data()

@@ -199,6 +199,11 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
             protected = method.protect_set(victims, data.victim_labels)
         truth_index, sources = method.last_main, method.last_sources  # (before the utility runs protect more)
         r["mix_sources"] = _source_shares(sources)
+        tied = (f"{method.spec}: most collages have no main source (no source holds more of their regions than "
+                "another); the tie goes to the smallest index, so one victim is the main source of many "
+                "collages and main-source hits come in lumps: read the any-source scores beside them.")
+        if r["mix_sources"]["main_tied"] >= 0.5 and tied not in cfg.notes:
+            cfg.notes.append(tied)
         r.update(method.records(victims.shape[2], victims.shape[3]))
         r.update(measure_utility(cfg, method, data, method(victims), train_release))
     else:
@@ -242,10 +247,16 @@ def _audit_method(cfg: AuditConfig, method, data, prepared: dict | None, region:
 
 def _source_shares(sources: torch.Tensor) -> dict:
     """How many originals a mixed image draws on: mean share of its regions from its main source,
-    and mean number of distinct sources."""
+    mean number of distinct sources, and the share of collages whose main source is a tie (no
+    source holds more of their regions than another: ``torch.mode`` then takes the smallest index)."""
     main_share = (sources == torch.mode(sources, dim=1).values[:, None]).double().mean(dim=1)
-    distinct = torch.sort(sources, dim=1).values.diff(dim=1).ne(0).sum(dim=1) + 1
-    return {"main_share": float(main_share.mean()), "distinct_sources": float(distinct.double().mean())}
+    ordered = torch.sort(sources, dim=1).values
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered.diff(dim=1).ne(0)
+    runs = torch.zeros_like(ordered).scatter_add_(1, starts.cumsum(dim=1) - 1, torch.ones_like(ordered))
+    tied = (runs == runs.amax(dim=1, keepdim=True)).sum(dim=1) > 1  # (runs past the last are 0)
+    return {"main_share": float(main_share.mean()), "distinct_sources": float(starts.sum(dim=1).double().mean()),
+            "main_tied": float(tied.double().mean())}
 
 
 def _audit_faces(cfg: AuditConfig, methods: dict, attacks: frozenset, *, log) -> tuple[dict, dict]:
