@@ -5,7 +5,7 @@ At every position a deal is a permutation: which member's region each collage ta
 member at ``r'`` in the same collage. Under the cyclic deal (format version 3) every relative
 permutation is a power of one keyed cycle, so any two of them commute; that shared cycle is what
 the red team's cycle fit exploits. This script measures, for the cyclic deal and the switched deal
-after 0, 1, 2, 4, 8 and 16 keyed switching rounds (16 is the format; other counts are for
+after 0, 1, 2, 4, 8, 16, 32 and 64 keyed switching rounds (16 is the format; other counts are for
 measuring only):
 
 - ``commute``: the share of pairs of relative permutations from one base position, ``(0, r)`` and
@@ -74,7 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 24, 64], help="group sizes v")
     ap.add_argument("--groups", type=int, default=64, help="keyed groups per size and deal")
-    ap.add_argument("--rounds", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])
+    ap.add_argument("--rounds", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     out: dict = {"regions": REGIONS, "groups": args.groups, "sizes": {}}
