@@ -107,6 +107,23 @@ def test_an_image_that_left_src_keeps_its_output_name(tmp_path, keys, capsys):
     assert (_pixels(back / "a.png") == kept).all()
 
 
+def test_an_image_added_later_never_takes_a_recorded_output_name(tmp_path, keys):
+    """``a.bmp`` written as ``a.png`` and then gone from SRC, ``a.png`` added: the new image gets
+    another name (``a-2.png``), and ``a.bmp``'s output, all that is left of it, stays restorable."""
+    src, dst, back = tmp_path / "src", tmp_path / "dst", tmp_path / "back"
+    _save(src / "a.bmp", 0, "BMP")
+    run = ["--key", str(keys[0]), "-q"]
+    assert main(["obfuscate", str(src), str(dst), *run]) == 0
+    before = (dst / "a.png").read_bytes()
+    kept = _pixels(src / "a.bmp")
+    (src / "a.bmp").unlink()
+    _save(src / "a.png", 1)
+    assert main(["obfuscate", str(src), str(dst), *run]) == 0
+    assert (dst / "a.png").read_bytes() == before and (dst / "a-2.png").exists()
+    assert main(["restore", str(dst), str(back), *run]) == 0
+    assert (_pixels(back / "a.bmp.png") == kept).all() and (_pixels(back / "a.png") == _pixels(src / "a.png")).all()
+
+
 @pytest.mark.parametrize("mix", [None, "2"])
 def test_resume_redoes_a_damaged_output(tmp_path, keys, capsys, mix):
     src, dst, ref = tmp_path / "src", tmp_path / "dst", tmp_path / "ref"

@@ -62,7 +62,7 @@ def test_mixed_run_restores_every_image_bit_exactly(tmp_path, key, capsys, group
     err = capsys.readouterr().err
     assert rc == 1, err
     assert "failed  cat/zz_empty.png: empty file" in err
-    assert "fewer images than that" in err and "dog (2)" in err and "owl (1)" in err
+    assert "fewer images than that to group" in err and "dog (2)" in err and "owl (1)" in err
     # groups: never across classes; 7 -> 3 + 4 (the remainder joins the last), 2 -> 2, 1 -> 1
     groups = _groups(man)
     assert sorted(i for g in groups for i in g) == sorted(ids)
@@ -234,6 +234,64 @@ def test_source_changes_keep_finished_groups_restorable(tmp_path, key, capsys):
     assert main(["restore", str(dst), str(back2), "--key", str(key), "-q", "--manifest", str(man)]) == 0
     assert {k: v for k, v in tree_bytes(back2).items() if k != "dog/new.png"} == tree_bytes(back1)
     assert np.array_equal(vio.read_image(back2 / "dog/new.png").numpy(), vio.read_image(src / "dog/new.png").numpy())
+
+
+def test_changed_member_beside_a_deleted_one_keeps_the_group(tmp_path, key, capsys):
+    """One member of a finished group deleted from SRC and another touched: the group is kept as
+    released (doing it again would overwrite the deleted image's regions), with a warning."""
+    src = tmp_path / "src"
+    _classes(src, {"cat": 4, "dog": 4})
+    dst, man = tmp_path / "dst", tmp_path / "m.jsonl"
+    args = ["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--mix", "4", "--mix-balanced",
+            "--manifest", str(man)]
+    assert main(args) == 0
+    before = tree_bytes(dst)
+    back1 = tmp_path / "back1"
+    assert main(["restore", str(dst), str(back1), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    (src / "cat" / "img000.png").unlink()
+    stat = (src / "cat" / "img001.png").stat()
+    os.utime(src / "cat" / "img001.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) changed in SRC since their mixing group was written" in err and "cat/img001.png" in err
+    assert "fewer images" not in err and tree_bytes(dst) == before
+    back2 = tmp_path / "back2"
+    assert main(["restore", str(dst), str(back2), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    assert tree_bytes(back2) == tree_bytes(back1)  # cat/img000.png too, its source gone
+    # with every member still there, a changed member has its group done again
+    (src / "dog" / "img002.png").unlink()
+    Image.fromarray(smooth_rgb(18, 22, 78)).save(src / "dog" / "img002.png")
+    assert main(args) == 0
+    after = tree_bytes(dst)
+    assert all(after[f"dog/img{i:03d}.png"] != before[f"dog/img{i:03d}.png"] for i in range(4))
+
+
+def test_added_image_never_takes_a_finished_output_name(tmp_path, key):
+    """``a.png`` added beside a finished ``a.bmp`` (written as ``a.png``) whose source left SRC:
+    the new image gets another name, and the finished output stays restorable."""
+    src = tmp_path / "src"
+    _classes(src, {"cat": 4, "dog": 4})
+    Image.fromarray(smooth_rgb(18, 22, 5)).save(src / "cat" / "pic.bmp")
+    dst, man = tmp_path / "dst", tmp_path / "m.jsonl"
+    args = ["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--mix", "5", "--manifest", str(man)]
+    assert main(args) == 0
+    assert Manifest.read(man).records["cat/pic.bmp"]["out"] == "cat/pic.png"
+    before = tree_bytes(dst)
+    back1 = tmp_path / "back1"
+    assert main(["restore", str(dst), str(back1), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    (src / "cat" / "img000.png").unlink()
+    Image.fromarray(smooth_rgb(18, 22, 6)).save(src / "cat" / "pic.png")
+    assert main(args) == 0
+    rec = Manifest.read(man).records
+    assert rec["cat/pic.bmp"]["out"] == "cat/pic.png" and rec["cat/pic.png"]["out"] == "cat/pic-2.png"
+    after = tree_bytes(dst)
+    assert {k: after[k] for k in before} == before
+    back2 = tmp_path / "back2"
+    assert main(["restore", str(dst), str(back2), "--key", str(key), "-q", "--manifest", str(man)]) == 0
+    restored, first = tree_bytes(back2), tree_bytes(back1)
+    assert restored.pop("cat/pic.bmp.png") == first.pop("cat/pic.png")  # (restored names follow the ids)
+    assert {k: restored[k] for k in first} == first
+    assert np.array_equal(vio.read_image(back2 / "cat/pic.png").numpy(), vio.read_image(src / "cat/pic.png").numpy())
 
 
 def _metadata_orders(dst: Path) -> tuple[set[int], list[str]]:

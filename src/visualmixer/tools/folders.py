@@ -68,6 +68,7 @@ from visualmixer.tools.layout import (
     out_format,
     output_names,
     recorded_ids,
+    recorded_outputs,
     resolved_path,
     warner,
 )
@@ -79,6 +80,7 @@ from visualmixer.tools.mixrun import (
     mixed_todo,
     prepare_mix,
     run_mixed,
+    say_small,
     settle_groups,
 )
 from visualmixer.tools.progress import progress as progress_bar
@@ -303,8 +305,7 @@ def obfuscate_folder(
             header["took_over_dst"] = True
         plan = None
         if options.mix is not None:
-            plan = prepare_mix(ids, src_p, key, options, workers=workers, dask=dask,
-                               batch_size=batch_size, say=say)
+            plan = prepare_mix(ids, src_p, key, options, workers=workers, dask=dask, batch_size=batch_size)
             header["version"] = SWITCHED_MANIFEST_VERSION if options.mix_balanced else MIX_MANIFEST_VERSION
         fresh = overwrite or not man_path.exists()
         with StopGuard(man_path, 0).writing(man_path, 4096):
@@ -315,7 +316,7 @@ def obfuscate_folder(
             note_lock_and_damage(lock, man, say)
             current = set(ids)  # (recorded images that left SRC keep their names)
             names = output_names(ids + [i for i in recorded_ids(man) if i not in current], fmt=options.format,
-                                 rename=options.rename, key=key)
+                                 rename=options.rename, key=key, keep=recorded_outputs(man))
             _obfuscate_run(plan, ids, names, src_p=src_p, dst_p=dst_p, key=key, options=options,
                            man=man, summary=summary, overwrite=overwrite, workers=workers, dask=dask,
                            batch_size=batch_size, show=progress, say=say,
@@ -382,6 +383,7 @@ def _obfuscate_mixed(plan, ids, names, *, src_p, dst_p, key, options, man, summa
 
     if not overwrite:
         settle_groups(plan, man, dst_p, key, options, changed=changed, say=say, check=check)
+    say_small(plan, options.mix, say)
     todo = mixed_todo(plan, names, man, dst_p, overwrite=overwrite, summary=summary, changed=changed,
                       say=say, check=check)
     guard = StopGuard(man.path, len(todo), never_inside={"SRC": src_p})

@@ -9,7 +9,7 @@ import hashlib
 import os
 import posixpath
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ __all__ = [
     "find_manifest",
     "list_images",
     "output_names",
+    "recorded_outputs",
 ]
 
 TOOL_VERSION = "visualmixer-tools-1"
@@ -301,7 +302,8 @@ def natural_name(image_id: str, fmt: str = "png") -> str:
 
 
 def output_names(
-    ids: Sequence[str], *, fmt: str = "png", rename: bool = False, key: Any = None
+    ids: Sequence[str], *, fmt: str = "png", rename: bool = False, key: Any = None,
+    keep: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Map image ids to output paths (relative, POSIX) deterministically, every path distinct.
 
@@ -311,7 +313,10 @@ def output_names(
     name becomes 24 hex digits of ``key.subkey(id, "rename")`` plus the output extension. A name
     that still collides (``a.jpg`` beside ``a.png`` and ``a.jpg.png``) gets a number before its
     extension (``a.jpg-2.png``): :func:`distinct_names`, decided from the ids alone, so a resume
-    names every output as the run before it did.
+    names every output as the run before it did. ``keep`` (id → path: the outputs a run's manifest
+    records) fixes those ids' paths: an image added later whose name would take a recorded output's
+    (``a.png`` added beside a finished ``a.bmp`` written as ``a.png``) gets another, never the
+    recorded one, which may be all that is left of an image that has left SRC.
     """
     if rename and key is None:
         raise ValueError("rename=True needs the key (names are keyed so they reveal nothing)")
@@ -326,20 +331,23 @@ def output_names(
             ext = posixpath.splitext(cand)[1]
             cand = posixpath.join(d, key.subkey(image_id, purpose="rename").hex()[:24] + ext)
         out[image_id] = cand
-    return distinct_names(out)
+    return distinct_names(out, keep=keep)
 
 
-def distinct_names(wanted: dict[str, str]) -> dict[str, str]:
+def distinct_names(wanted: dict[str, str], *, keep: Mapping[str, str] | None = None) -> dict[str, str]:
     """``wanted`` (id → output path) with every path distinct, also ignoring case.
 
     A path equal to its own id is kept; of the others, in sorted id order, the first to ask for a
     path gets it and a later one gets ``STEM-2.EXT`` (``-3``, ...), never a path another id asks
     for. The ids decide, so every run over the same ids gives the same names; ids without a
-    collision keep the names earlier versions gave them.
+    collision keep the names earlier versions gave them. An id in ``keep`` gets its path there
+    before all of these (recorded outputs keep their names).
     """
-    asked = {v.lower() for v in wanted.values()}
-    taken = {v.lower() for i, v in wanted.items() if v == i}
-    out = {i: v for i, v in wanted.items() if v == i}
+    out = {i: p for i, p in (keep or {}).items() if i in wanted}
+    recorded = {p.lower() for p in out.values()}
+    out.update((i, v) for i, v in wanted.items() if v == i and i not in out and v.lower() not in recorded)
+    asked = {v.lower() for v in wanted.values()} | recorded
+    taken = {v.lower() for v in out.values()}
     for image_id in sorted(i for i in wanted if i not in out):
         cand = wanted[image_id]
         if cand.lower() in taken:
@@ -417,6 +425,13 @@ def recorded_ids(man) -> list[str]:
     Output and restored names are decided over these and the current ones together: an image
     that failed, is pending or has left SRC keeps its name, so no other image takes it over."""
     return [i for i, r in man.records.items() if i and r.get("t") in ("pending", "done", "failed", "skipped")]
+
+
+def recorded_outputs(man) -> dict[str, str]:
+    """The output path of every image whose latest record is ``pending`` or ``done``: a later run
+    keeps these names (:func:`output_names`'s ``keep``), so no image added since takes one over."""
+    return {i: r["out"] for i, r in man.records.items()
+            if i and r.get("t") in ("pending", "done") and isinstance(r.get("out"), str)}
 
 
 def listed_images(man) -> int | None:

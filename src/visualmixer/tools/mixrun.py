@@ -44,7 +44,7 @@ from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
 from visualmixer.tools.safe_io import OutputCheck, damaged_note, read_source
 
 __all__ = ["MIX_MANIFEST_VERSION", "SWITCHED_MANIFEST_VERSION", "MixPlan", "prepare_mix", "settle_groups",
-           "mixed_todo", "run_mixed", "pack_chunks", "restore_mixed_jobs"]
+           "mixed_todo", "run_mixed", "pack_chunks", "restore_mixed_jobs", "say_small"]
 
 #: Manifest format version of mixed runs (plain runs keep writing version 1).
 MIX_MANIFEST_VERSION = 2
@@ -65,12 +65,15 @@ class MixPlan:
         The survey of each decoded image (``shape``, and ``mosaic`` for ``"similar"``).
     kept : list of dict
         Finished groups kept as recorded although the source set changed (:func:`settle_groups`).
+    small : list of str
+        The classes with fewer than ``k`` images to group, as ``"name (count)"`` (:func:`say_small`).
     """
 
     groups: list[dict]
     failures: list[dict] = field(default_factory=list)
     found: dict[str, dict] = field(default_factory=dict)
     kept: list[dict] = field(default_factory=list)
+    small: list[str] = field(default_factory=list)
 
 
 def class_of(image_id: str) -> str:
@@ -157,23 +160,23 @@ def _class_groups(cls_ids: list[str], found: dict, key, options) -> list[dict]:
             for row in mg.members.tolist()]
 
 
-def prepare_mix(ids: list[str], src_p: Path, key, options, *, workers: int, dask, batch_size: int,
-                say: Callable[[str], None]) -> MixPlan:
+def prepare_mix(ids: list[str], src_p: Path, key, options, *, workers: int, dask, batch_size: int) -> MixPlan:
     """Check the layout, survey the images and form the groups (module docstring)."""
     check_labelled(ids)
     opts = {**options.as_dict(), "grouping": options.grouping}
     found, failures = _survey(ids, src_p, key, opts, workers=workers, dask=dask, batch_size=batch_size)
     _check_sizes(found)
     groups, small = _form_groups(sorted(found), found, key, options)
-    _say_small(small, options.mix, say)
-    return MixPlan(groups, failures, found)
+    return MixPlan(groups, failures, found, small=small)
 
 
-def _say_small(small: list[str], k: int, say: Callable[[str], None]) -> None:
-    if small:
-        say(f"mix={k}: {len(small)} class(es) have fewer images than that and form one "
-            f"smaller group each ({', '.join(small[:5])}{', ...' if len(small) > 5 else ''}); a class "
-            "of one image is only shuffled inside its regions, not mixed")
+def say_small(plan: MixPlan, k: int, say: Callable[[str], None]) -> None:
+    """Warn about the classes with fewer than ``k`` images to group (after :func:`settle_groups`,
+    which groups only the images outside the finished groups it keeps)."""
+    if plan.small:
+        say(f"mix={k}: fewer images than that to group in {len(plan.small)} class(es) "
+            f"({', '.join(plan.small[:5])}{', ...' if len(plan.small) > 5 else ''}): each forms one "
+            "smaller group; a group of one image is only shuffled inside its regions, not mixed")
 
 
 def _form_groups(ids: list[str], found: dict, key, options) -> tuple[list[dict], list[str]]:
@@ -190,22 +193,28 @@ def _form_groups(ids: list[str], found: dict, key, options) -> tuple[list[dict],
     return groups, small
 
 
-def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool],
-                     check: OutputCheck) -> list[dict]:
+def _finished_groups(man, dst_p: Path, changed: Callable[[str, dict], bool], check: OutputCheck,
+                     present: set[str]) -> tuple[list[dict], list[str]]:
     """The groups the manifest records as finished: every member ``done`` with the same group
-    record, its output present as recorded (``check``), its source unchanged (a deleted source
-    counts as unchanged)."""
+    record, its output present as recorded (``check``), and its source unchanged — or, where a
+    member has left SRC (not in ``present``), whatever became of the others' sources: doing the
+    group again would lose the member that left, whose regions are in the group's outputs. Also
+    the members kept so although their source changed."""
     seen: dict[tuple, dict] = {}
     for rec in man.done():
         if "mix" in rec:
             seen.setdefault(tuple(rec["mix"]["ids"]), rec["mix"])
-    finished = []
+    finished, stale = [], []
     for ids, grec in seen.items():
         recs = [man.records.get(i) or {} for i in ids]
-        if all(r.get("t") == "done" and r.get("mix") == grec and check.intact(dst_p / r["out"], r)
-               and not changed(i, r) for i, r in zip(ids, recs, strict=True)):
+        if not all(r.get("t") == "done" and r.get("mix") == grec and check.intact(dst_p / r["out"], r)
+                   for r in recs):
+            continue
+        moved = [i for i, r in zip(ids, recs, strict=True) if i in present and changed(i, r)]
+        if not moved or not set(ids) <= present:
             finished.append(grec)
-    return finished
+            stale += moved
+    return finished, stale
 
 
 def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
@@ -220,7 +229,14 @@ def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
     recorded, and only the other images are grouped (among themselves, by the same rules).
     ``check`` (:class:`~visualmixer.tools.safe_io.OutputCheck`) says which outputs are as recorded.
     """
-    finished = _finished_groups(man, dst_p, changed, check)
+    present = set(plan.found) | {r["id"] for r in plan.failures}
+    finished, stale = _finished_groups(man, dst_p, changed, check, present)
+    if stale:
+        say(f"{len(stale)} image(s) changed in SRC since their mixing group was written, beside a member "
+            f"that has left SRC ({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}): their groups "
+            "are kept as released, with the earlier version of these images, because doing a group "
+            "again would lose the member that left (its regions are in the group's outputs); "
+            "overwrite=True starts over from SRC as it is")
     _keep_recorded_deals(plan, finished, say)
     computed = {tuple(g["ids"]) for g in plan.groups}
     if all(tuple(g["ids"]) in computed for g in finished):
@@ -228,12 +244,11 @@ def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
     kept_ids = {i for g in finished for i in g["ids"]}
     plan.kept = finished
     plan.failures = [r for r in plan.failures if r["id"] not in kept_ids]
-    plan.groups, small = _form_groups([i for i in sorted(plan.found) if i not in kept_ids],
-                                      plan.found, key, options)
+    plan.groups, plan.small = _form_groups([i for i in sorted(plan.found) if i not in kept_ids],
+                                           plan.found, key, options)
     say(f"the source changed since the finished groups were written: {len(finished)} finished "
         f"group(s) are kept as recorded, the {sum(len(g['ids']) for g in plan.groups)} other "
         "image(s) are grouped among themselves")
-    _say_small(small, options.mix, say)
 
 
 def _keep_recorded_deals(plan: MixPlan, finished: list[dict], say: Callable[[str], None]) -> None:
