@@ -495,3 +495,36 @@ def test_reid_is_also_summarised_over_the_prior_guess():
     _summarise_method(r, ds)
     assert r["summary"]["reid_over_chance"] == pytest.approx(16.0)
     assert r["summary"]["reid_over_prior"] == pytest.approx(2.0)
+
+
+def test_report_pictures_cleanup_touches_only_its_own(tmp_path):
+    """A rerun removes the pictures an earlier report wrote and no longer shows, never other files
+    (a user's images in OUT/img: an --out pointed at a photo folder)."""
+    from visualmixer.eval.report.files import write_report
+
+    out = tmp_path / "out"
+    (out / "img").mkdir(parents=True)
+    (out / "img" / "holiday.png").write_bytes(b"the user's photo")
+    write_report(out, {"img/001-a.png": b"a", "img/002-b.png": b"b", "index.html": "page"}, "index.html",
+                 pictures="img")
+    write_report(out, {"img/001-a.png": b"A", "index.html": "page 2"}, "index.html", pictures="img")
+    assert sorted(p.name for p in (out / "img").iterdir()) == [".report-pictures", "001-a.png", "holiday.png"]
+    assert (out / "img" / "holiday.png").read_bytes() == b"the user's photo"
+    assert (out / "img" / "001-a.png").read_bytes() == b"A" and (out / "index.html").read_text() == "page 2"
+
+
+def test_a_report_is_never_written_into_the_data(tmp_path, capsys):
+    from visualmixer.cli import main
+    from visualmixer.eval.report.files import prepare_out_dir
+
+    data = tmp_path / "photos"
+    (data / "cat").mkdir(parents=True)
+    for out in (data, data / "report"):
+        with pytest.raises(ValueError, match="out_dir: .* data folder"):
+            prepare_out_dir(out, inputs=(data,))
+    assert prepare_out_dir(tmp_path / "report", inputs=(data,)) == tmp_path / "report"
+    for command in ("audit", "recommend"):
+        assert main([command, "--data", f"imagefolder:{data}", "--out", str(data / "report"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out: {data / 'report'} is inside the data folder" in err, err
+    assert not (data / "report").exists()

@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from visualmixer.eval.report import FULL, QUICK, audit
     from visualmixer.eval.report.audit import FRONTIER
     from visualmixer.eval.report.files import prepare_out_dir
+    from visualmixer.eval.userdata import user_data_folders
 
     cfg = FULL if args.full else FRONTIER if args.frontier else QUICK
     changes: dict = {"notes": [], "progress": not args.quiet and sys.stderr.isatty()}
@@ -240,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
         changes["train_results"] = tuple(args.train_results)
     cfg = dataclasses.replace(cfg, **changes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    prepare_out_dir(args.out)  # (before any work: a --out that cannot be a folder is a usage error)
+    # (before any work: a --out that cannot be a folder, or lies in the data, is a usage error)
+    prepare_out_dir(args.out, inputs=user_data_folders(cfg.datasets))
     cfg = fit_user_data(cfg, args, log)
     if any(getattr(args, f) is not None for f in ("attacker", "a3_base", "a3_epochs", "a3_patience")):
         # the report must not call an attacker "full strength" (or "weak") that the flags changed;

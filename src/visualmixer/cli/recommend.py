@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from visualmixer.eval.recommend import Budget, format_recommendation, recommend, settings_grid
     from visualmixer.eval.report.files import prepare_out_dir
     from visualmixer.eval.report.presets import QUICK
+    from visualmixer.eval.userdata import user_data_folders
 
     budget = Budget(args.max_ssim_over_prior, args.max_reid, args.max_face_rate)
     targets, regions = _parse_grid(args)
@@ -156,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     cfg = dataclasses.replace(QUICK, **changes)
     _check_attacks(budget, cfg, settings_grid(targets, regions, variants))
-    prepare_out_dir(args.out)  # (before any work: a --out that cannot be a folder is a usage error)
+    # (before any work: a --out that cannot be a folder, or lies in the data, is a usage error)
+    prepare_out_dir(args.out, inputs=user_data_folders((args.data,)))
     cfg = fit_user_data(cfg, args, log)
     why = budget.reid_unmeasurable(cfg.n_victims)
     if why:

@@ -52,6 +52,7 @@ __all__ = [
     "USER_DATA_PREFIXES",
     "UserImages",
     "is_user_data",
+    "user_data_folders",
     "load_user_images",
     "count_user_images",
     "fingerprint",
@@ -67,6 +68,12 @@ _SPLIT_DIRS = ("train", "test", "val", "validation")
 def is_user_data(name: str) -> bool:
     """True for ``imagefolder:PATH`` and ``hf:PATH`` names."""
     return any(name.startswith(p) and len(name) > len(p) for p in USER_DATA_PREFIXES)
+
+
+def user_data_folders(names) -> tuple[Path, ...]:
+    """The folders of the ``imagefolder:``/``hf:`` sets among ``names`` (a report is never
+    written into one: :func:`~visualmixer.eval.report.files.prepare_out_dir`'s ``inputs``)."""
+    return tuple(Path(n.partition(":")[2]).expanduser() for n in names if is_user_data(n))
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Writing report files: each one whole or not at all (temporary file + rename), the page last,
-so that a failure while drawing leaves the previous report as it was; pictures an earlier run
-left in the report's picture folder that the new page does not show are removed."""
+so that a failure while drawing leaves the previous report as it was; pictures an earlier report
+wrote in the report's picture folder that the new page does not show are removed (only those: the
+folder's list ``.report-pictures`` names them, so no file the report did not write is touched)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,23 @@ from visualmixer.core.atomic import replace_atomically
 __all__ = ["prepare_out_dir", "write_file", "write_report"]
 
 
-def prepare_out_dir(out_dir: str | Path) -> Path:
+#: The file in a report's picture folder that lists the pictures the report wrote there.
+PICTURE_LIST = ".report-pictures"
+
+
+def prepare_out_dir(out_dir: str | Path, *, inputs: tuple[str | Path, ...] = ()) -> Path:
     """Check before any work that the output folder ``out_dir`` can be one, so that a path that
-    cannot (an existing file, a file among its parents, a parent without write permission) fails
-    at once with a ``ValueError`` naming ``out_dir``. Nothing is created here (a run refused by a
-    later check leaves no empty folder); the report's writers create it. Returns it as a Path."""
+    cannot (an existing file, a file among its parents, a parent without write permission, a
+    folder inside one of the ``inputs``: the data folders the run reads) fails at once with a
+    ``ValueError`` naming ``out_dir``. Nothing is created here (a run refused by a later check
+    leaves no empty folder); the report's writers create it. Returns it as a Path."""
     path = Path(out_dir)
+    for data in inputs:
+        root = Path(data).resolve()
+        if path.resolve() == root or root in path.resolve().parents:
+            where = "the data folder" if path.resolve() == root else "inside the data folder"
+            raise ValueError(f"out_dir: {path} is {where} {data}: the report would be read as images by "
+                             "the next run over it; give a folder outside it")
     if path.exists() and not path.is_dir():
         raise ValueError(f"out_dir: {path} exists and is not a folder: give a folder (it is created if missing)")
     parent = path.absolute()
@@ -48,8 +60,15 @@ def write_report(out_dir: str | Path, files: dict[str, bytes | str], page: str, 
             (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
             write_file(out_dir / name, data)
     if pictures is not None:
-        keep = {(out_dir / name).resolve() for name in files}
-        for old in (out_dir / pictures).glob("*.png"):
-            if old.resolve() not in keep:
-                old.unlink(missing_ok=True)
+        folder = out_dir / pictures
+        shown = sorted(n[len(pictures) + 1:] for n in files if n.startswith(pictures + "/"))
+        try:
+            earlier = (folder / PICTURE_LIST).read_text(encoding="utf-8").splitlines()
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            earlier = []
+        folder.mkdir(parents=True, exist_ok=True)
+        write_file(folder / PICTURE_LIST, "".join(n + "\n" for n in shown))
+        for name in set(earlier) - set(shown):  # (only names this module wrote: plain file names)
+            if name and "/" not in name and name not in (".", ".."):
+                (folder / name).unlink(missing_ok=True)
     return write_file(out_dir / page, files[page])
