@@ -495,6 +495,11 @@ def test_reid_is_also_summarised_over_the_prior_guess():
     _summarise_method(r, ds)
     assert r["summary"]["reid_over_chance"] == pytest.approx(16.0)
     assert r["summary"]["reid_over_prior"] == pytest.approx(2.0)
+    # 5 of 6 victims re-identified is exactly 5 times chance: at a goal or budget of 5, not over it
+    ds.update(reid_chance=1 / 6)
+    r = {"attacks": {"A1": {"ssim": {"mean": 0.4}, "reid": {"rate": 5 / 6}}}}
+    _summarise_method(r, ds)
+    assert r["summary"]["reid_over_chance"] == 5.0
 
 
 def test_report_pictures_cleanup_touches_only_its_own(tmp_path):

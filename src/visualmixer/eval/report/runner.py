@@ -308,7 +308,8 @@ def _summarise_method(r: dict, ds_res: dict) -> None:
         "best_ssim_attack": best_att,
         "ssim_over_prior": None if best_ssim is None else best_ssim - prior_ssim,
         "best_reid": best_reid,
-        "reid_over_chance": None if best_reid is None else best_reid / ds_res["reid_chance"],
+        # (rounded: (5/6) / (1/6) is 5.000000000000001, which a budget of 5 would call a miss)
+        "reid_over_chance": None if best_reid is None else round(best_reid / ds_res["reid_chance"], 9),
         # the labels alone (the class-mean guess) re-identify up to classes/victims, above chance
         "reid_over_prior": (None if best_reid is None or not prior_reid else best_reid / prior_reid),
         # against any source of a collage (the attacker reconstructs whichever it can)
