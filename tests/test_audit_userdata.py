@@ -317,6 +317,24 @@ def test_hf_dataset_dict_splits_are_pooled_and_alpha_is_noted(tmp_path):
     assert any("classes without images left out: c" in n for n in pool.notes)
 
 
+def test_hf_rows_without_a_label_are_left_out(tmp_path):
+    """ClassLabel's -1 ("no label", common in test splits) is no class: never the last class's
+    (names[-1]); None labels likewise, with a note."""
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(1)
+    ims = [Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)) for _ in range(9)]
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    labelled = datasets.Dataset.from_dict({"image": ims[:6], "label": [0, 1] * 3}, features=feats)
+    unlabelled = datasets.Dataset.from_dict({"image": ims[6:], "label": [-1] * 3}, features=feats)
+    datasets.DatasetDict({"train": labelled, "test": unlabelled}).save_to_disk(str(tmp_path / "dd"))
+    pool = load_user_images(f"hf:{tmp_path / 'dd'}")
+    assert pool.counts() == {"a": 3, "b": 3} and any("3 row(s) without a label" in n for n in pool.notes)
+    plain = datasets.Dataset.from_dict({"image": ims[:7], "label": [0, 1, 0, 1, 0, 1, None]})
+    plain.save_to_disk(str(tmp_path / "none"))
+    pool = load_user_images(f"hf:{tmp_path / 'none'}")
+    assert pool.counts() == {"0": 3, "1": 3} and any("1 row(s) without a label" in n for n in pool.notes)
+
+
 def test_split_user_data_error_names_parameters(tmp_path):
     pool = load_user_images(f"imagefolder:{make_folder(tmp_path / 'imgs', per_class=4)}")
     with pytest.raises(ValueError, match="n_victims=N"):

@@ -224,7 +224,8 @@ def _hf_columns(features, image_column: str | None, label_column: str | None) ->
 
 
 def _list_hf(path: Path, image_column: str | None, label_column: str | None):
-    """``(openers, label name per item, class names)`` of a saved HF data set (images read lazily)."""
+    """``(openers, label name per item, class names, rows without a label)`` of a saved HF data set
+    (images read lazily)."""
     datasets = require("datasets", extra="hf", purpose="hf: data")
     if not path.exists():
         raise FileNotFoundError(f"hf:{path}: no such folder (save a data set there with save_to_disk)")
@@ -236,16 +237,20 @@ def _list_hf(path: Path, image_column: str | None, label_column: str | None):
     img_col, lab_col = _hf_columns(parts[0].features, image_column, label_column)
     feature = parts[0].features[lab_col]
     named = isinstance(feature, datasets.ClassLabel)
-    openers, labels = [], []
+    openers, labels, unlabelled = [], [], 0
     for part in parts:
         if not isinstance(part.features.get(img_col), datasets.Image):
             raise ValueError(f"image_column={img_col!r} is not an image column ({part.features.get(img_col)})")
         raw = part.cast_column(img_col, datasets.Image(decode=False))
-        openers += [_open_row(raw, i, img_col) for i in range(len(raw))]
-        labels += list(raw[lab_col])
+        # rows without a label (None, or ClassLabel's -1) are left out: they belong to no class
+        rows = [(i, y) for i, y in enumerate(raw[lab_col])
+                if y is not None and not (named and not 0 <= y < len(feature.names))]
+        openers += [_open_row(raw, i, img_col) for i, _ in rows]
+        labels += [y for _, y in rows]
+        unlabelled += len(raw) - len(rows)
     names = [feature.names[y] if named else str(y) for y in labels]
     classes = tuple(feature.names) if named else tuple(str(v) for v in sorted(set(labels)))
-    return openers, names, classes
+    return openers, names, classes, unlabelled
 
 
 def _listing(name: str, image_column: str | None, label_column: str | None):
@@ -256,7 +261,9 @@ def _listing(name: str, image_column: str | None, label_column: str | None):
     path = Path(raw_path).expanduser()
     notes: list[str] = []
     if kind == "hf":
-        openers, names, classes = _list_hf(path, image_column, label_column)
+        openers, names, classes, unlabelled = _list_hf(path, image_column, label_column)
+        if unlabelled:
+            notes.append(f"{name}: {unlabelled} row(s) without a label (None or -1 in the label column) left out")
     else:
         files, ignored = _list_folder(path)
         openers, names = [_open_file(f) for f, _ in files], [c for _, c in files]
