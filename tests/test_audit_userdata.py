@@ -1,6 +1,7 @@
 """`visualmixer audit --data imagefolder:PATH / hf:PATH`: a user's own images, split like the built-in sets."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from PIL import Image
 
 from visualmixer.cli import main
 from visualmixer.eval.report.data import load_audit_data
-from visualmixer.eval.userdata import load_user_images
+from visualmixer.eval.userdata import count_user_images, load_user_images
 from visualmixer.eval.usersplit import fit_split_sizes, split_user_data
 from visualmixer.tools.imageio import read_image
 
@@ -274,6 +275,15 @@ def test_folder_layout_errors(tmp_path, capsys):
         load_user_images(f"imagefolder:{tmp_path / 'missing'}")
     rc = main(["audit", "--data", f"imagefolder:{flat}", "--out", str(tmp_path / "o"), "-q"])
     assert rc == 2 and "no class sub-folders" in capsys.readouterr().err
+
+
+def test_links_never_count_an_image_twice(tmp_path):
+    """A link back up a class folder (a loop) and a second link to one file: each image once."""
+    root = make_folder(tmp_path / "d", classes=2, per_class=4)
+    os.symlink(root / "c0", root / "c0" / "loop")
+    os.symlink(root / "c0" / "1.png", root / "c0" / "again.png")
+    assert count_user_images(f"imagefolder:{root}") == {"c0": 4, "c1": 4}
+    assert load_user_images(f"imagefolder:{root}").counts() == {"c0": 4, "c1": 4}
 
 
 def test_train_test_split_folders_are_pooled(tmp_path):

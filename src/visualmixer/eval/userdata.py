@@ -29,6 +29,7 @@ import io
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,15 +129,20 @@ def _list_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
     bases = split_dirs if split_dirs and len(split_dirs) == len(subdirs) else [root]
     files: list[tuple[str, str]] = []
     ignored = 0
+    seen_dirs: set = set()
+    seen_files: set = set()  # a file reached twice through links is one image, listed once
     for base in bases:
         for cdir in _class_dirs(base):
-            for dirpath, dirnames, names in os.walk(cdir, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for dirpath, names in _walk(cdir, seen_dirs):
                 for name in sorted(names):
                     if name.startswith("."):
                         continue
                     if name.lower().endswith(IMG_EXTENSIONS):
-                        files.append((os.path.join(dirpath, name), cdir.name))
+                        path = os.path.join(dirpath, name)
+                        ident = _identity(path)
+                        if ident is None or ident not in seen_files:
+                            files.append((path, cdir.name))
+                            seen_files.add(ident)
                     else:
                         ignored += 1
     if not files:
@@ -148,6 +154,27 @@ def _list_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
             f"as torchvision's ImageFolder){hint}"
         )
     return files, ignored
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # (a broken link: listed, and reported unreadable when decoded)
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk(top, seen: set) -> Iterator[tuple[str, list[str]]]:
+    """``os.walk(top, followlinks=True)`` that never enters a folder twice (``seen`` holds the
+    folders entered, across calls): a link back up the tree would repeat every image below it."""
+    for dirpath, dirnames, names in os.walk(top, followlinks=True):
+        ident = _identity(dirpath)
+        if ident in seen:
+            dirnames[:] = []
+            continue
+        seen.add(ident)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield dirpath, names
 
 
 class _Lazy:
@@ -385,7 +412,7 @@ def _stack(arrays: list[np.ndarray], *, source: str, notes: list[str]) -> torch.
 def _stamp(path: Path) -> tuple:
     """(name, size, mtime) of every file under ``path``: the cache key of a loaded set."""
     out = []
-    for dirpath, _, names in os.walk(path, followlinks=True):
+    for dirpath, names in _walk(path, set()):
         for n in names:
             try:
                 st = os.stat(os.path.join(dirpath, n))
