@@ -102,6 +102,18 @@ def test_face_rate_budget_runs_a6_on_the_face_photos(tmp_path):
     assert any("resuming: 2 finished settings" in line for line in logs) and again["rows"][0]["face_rate"] is not None
 
 
+def test_a_face_budget_added_to_a_saved_run_says_so(tmp_path, monkeypatch):
+    """Results saved without A6 cannot answer a face budget: the error names it (not "attacks")."""
+    src = make_folder(tmp_path / "imgs")
+    monkeypatch.setattr(rec, "_run_setting", lambda *a: {"accuracy": 0.5, "summary": {}})
+    kw = dict(out_dir=tmp_path / "out", targets=(0.5,), config=TINY, log=lambda s: None)
+    recommend(f"imagefolder:{src}", budget=Budget(max_ssim_over_prior=1.0, max_reid=None), **kw)
+    with pytest.raises(ValueError, match=r"made without a face budget, and max_face_rate=0.5 needs attack A6.*"
+                                         r"overwrite=True"):
+        recommend(f"imagefolder:{src}", budget=Budget(max_ssim_over_prior=1.0, max_reid=None, max_face_rate=0.5),
+                  **kw)
+
+
 def test_audit_only_best_also_names_the_cheapest_with_a_command():
     res = {"data": "imagefolder:/p", "budget": dataclasses.asdict(LOOSE), "shape": [3, 16, 16], "region": 4,
            "reference": {"accuracy": 0.9}, "failed": {}, "image_size": None, "state_file": "x", "notes": [],
@@ -160,6 +172,7 @@ def test_recommend_cli_on_hf_dataset(tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "Recommended: visualmixer:0." in text and "obfuscate_hf(datasets.load_from_disk(" in text
+    assert "victims: re-identification chance" in text and "--victims N larger" in text and "n_victims" not in text
     cmd = next(line.strip() for line in text.splitlines() if line.strip().startswith("visualmixer obfuscate"))
     build_parser(only="obfuscate").parse_args(shlex.split(cmd)[1:])
     assert json.loads((out / "recommend.json").read_text())["data"] == f"hf:{path}"

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from visualmixer.cli._common import attack_list, device_name, nonnegative_int, positive_int
+from visualmixer.cli._common import attack_list, device_name, flags_for, nonnegative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -172,6 +172,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"visualmixer recommend: interrupted; the finished settings are saved in {args.out}/recommend.json: "
               "run the same command again to go on", file=sys.stderr)
         return 130
-    res["notes"] = list(dict.fromkeys([*cfg.notes, *res["notes"]]))
+    res["notes"] = [flags_for(n, "recommend") for n in dict.fromkeys([*cfg.notes, *res["notes"]])]
     print(format_recommendation(res))
     return 0 if res["best"] is not None else 1

@@ -162,6 +162,10 @@ def _load_state(path: Path, identity: dict, budget: Budget, *, overwrite: bool, 
     saved, now = state.get("audit", {}), identity["audit"]
     if "A6" in (saved.get("attacks") or []) and "A6" not in (now.get("attacks") or []):  # a face budget dropped:
         saved = {**saved, "attacks": [a for a in saved["attacks"] if a != "A6"]}  # its A6 results go unused
+    elif "A6" in (now.get("attacks") or []) and "A6" not in (saved.get("attacks") or []):
+        raise ValueError(f"out_dir: {path} holds results made without a face budget, and max_face_rate="
+                         f"{budget.max_face_rate:g} needs attack A6 on every setting; pass overwrite=True to audit "
+                         "them again with it, or another out_dir=DIR")
     diff = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*now, *saved])
             if saved.get(k) != now.get(k)]  # (both ways: a setting only one of them names differs too)
     if diff:
@@ -389,7 +393,7 @@ def _result(state: dict, specs: list[str], budget: Budget, d, cfg: AuditConfig, 
     failed = {s: state["settings"][s]["error"] for s in specs if "error" in state["settings"].get(s, {})}
     ref, n = state["settings"].get("clean", {}), len(d.victim_images)
     coarse = [f"only {n} victims: re-identification chance is 1/{n}, so the re-identification numbers are coarse "
-              "(more images per class, or a larger n_victims, make them finer)"] if n < 30 else []
+              "(more images per class, or n_victims=N larger, make them finer)"] if n < 30 else []
     return {"data": d.name, "budget": asdict(budget), "rows": rows, **_select(rows, budget),
             "reference": {"accuracy": ref.get("accuracy"), "error": ref.get("error")}, "failed": failed,
             "shape": list(d.victim_images.shape[1:]), "region": default_region(*d.victim_images.shape[2:]),
