@@ -349,6 +349,10 @@ def test_split_user_data_error_names_parameters(tmp_path):
     pool = load_user_images(f"imagefolder:{make_folder(tmp_path / 'imgs', per_class=4)}")
     with pytest.raises(ValueError, match="n_victims=N"):
         split_user_data(pool, n_train=3, n_victims=30, n_attacker=3)
+    # the files that could not be read are named where they made a class too small
+    pool = load_user_images(f"imagefolder:{make_folder(tmp_path / 'broken', per_class=4, broken=3)}")
+    with pytest.raises(ValueError, match=r"'c2' has 4 \(readable images only: skipped 3 unreadable of 15"):
+        split_user_data(pool, n_train=3, n_victims=30, n_attacker=3)
 
 
 @pytest.mark.parametrize("kind", ["imagefolder", "hf"])

@@ -67,6 +67,8 @@ def split_user_data(data: UserImages, *, n_train: int, n_victims: int, n_attacke
     short = {c: n for c, n in counts.items() if n < need}
     if short:
         shown = ", ".join(f"{c!r} has {n}" for c, n in list(short.items())[:5])
+        unread = "".join(f" ({n.split(': ', 1)[-1]})" for n in data.notes if "unreadable" in n)  # counted out
+        shown += unread.replace("(skipped", "(readable images only: skipped", 1)
         raise ValueError(
             f"{data.source}: too few images per class: the split sizes ({n_train} training, {n_victims} victims, "
             f"{n_attacker} attacker images over {k} classes) need {need} images per class ({quota['train']} "
