@@ -402,3 +402,18 @@ def test_an_out_that_is_a_file_is_refused_before_the_audit(tmp_path, capsys, mon
         with pytest.raises(ValueError, match="out_dir: "):
             report.audit(out, log=lambda s: None)
     assert ran == [] and (tmp_path / "file").read_text() == "x"
+
+
+def test_one_split_flag_keeps_the_others_fitted(tmp_path):
+    """--victims alone: the training and attacker sizes are still fitted to the folder (before,
+    any one flag turned the fitting off and the preset's 2000 / 1200 images were asked for)."""
+    import argparse
+    import dataclasses
+
+    from visualmixer.cli.audit import fit_user_data
+    from visualmixer.eval.report import QUICK
+
+    src = make_folder(tmp_path / "imgs", per_class=8)
+    cfg = dataclasses.replace(QUICK, datasets=(f"imagefolder:{src}",), n_victims=6)
+    fitted = fit_user_data(cfg, argparse.Namespace(train=None, victims=6, attacker=None), lambda s: None)
+    assert fitted.n_victims == 6 and (fitted.n_train, fitted.n_attacker) == (9, 6)

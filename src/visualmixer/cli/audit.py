@@ -80,7 +80,7 @@ def add_utility_model_option(p: argparse.ArgumentParser) -> None:
 
 def fit_user_data(cfg, args, log):
     """For imagefolder:/hf: data, count the images per class (listing only; the audit decodes just
-    what the split needs) and, unless --train/--victims/--attacker are given, fit the split sizes
+    what the split needs) and fit the split sizes that --train/--victims/--attacker do not give
     to them. Returns the new config."""
     from visualmixer.eval.userdata import count_user_images, is_user_data
     from visualmixer.eval.usersplit import fit_split_sizes
@@ -93,9 +93,10 @@ def fit_user_data(cfg, args, log):
         counts = count_user_images(name, image_column=cfg.image_column, label_column=cfg.label_column)
         log(f"[data] {name}: {sum(counts.values())} image files in {len(counts)} classes "
             f"(smallest: {min(counts.values())})")
-        if args.train is None and args.victims is None and args.attacker is None:
+        given = (args.train, args.victims, args.attacker)
+        if None in given:  # (a size given by its flag is kept as given)
             fitted = fit_split_sizes(counts, n_train=sizes[0], n_victims=sizes[1], n_attacker=sizes[2])
-            sizes = tuple(min(a, b) for a, b in zip(sizes, fitted, strict=True))
+            sizes = tuple(a if g is not None else min(a, b) for a, b, g in zip(sizes, fitted, given, strict=True))
     if sizes != (cfg.n_train, cfg.n_victims, cfg.n_attacker):
         note = (f"split sizes fitted to the data: {sizes[0]} training, {sizes[1]} victims, {sizes[2]} attacker "
                 "images (set --train/--victims/--attacker to choose)")
