@@ -97,8 +97,11 @@ def test_a_report_replaces_the_pictures_of_the_one_before(tmp_path, monkeypatch)
     old = tmp_path / "img" / "003-stale_clean.png"
     old.parent.mkdir()
     old.write_bytes(b"old")
+    (tmp_path / "img" / ".report-pictures").write_text("003-stale_clean.png\n")  # an earlier report's
+    (tmp_path / "img" / "mine.png").write_bytes(b"not the report's")
     path = render_report({"datasets": {}}, {"faces": {}}, tmp_path)
     assert path.read_text().endswith("</body></html>") and not old.exists()
+    assert (tmp_path / "img" / "mine.png").read_bytes() == b"not the report's"
     assert json.loads((tmp_path / "results.json").read_text()) == {"datasets": {}}
     assert not list(tmp_path.glob(".*.tmp"))
 

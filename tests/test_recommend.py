@@ -108,8 +108,8 @@ def test_a_face_budget_added_to_a_saved_run_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(rec, "_run_setting", lambda *a: {"accuracy": 0.5, "summary": {}})
     kw = dict(out_dir=tmp_path / "out", targets=(0.5,), config=TINY, log=lambda s: None)
     recommend(f"imagefolder:{src}", budget=Budget(max_ssim_over_prior=1.0, max_reid=None), **kw)
-    with pytest.raises(ValueError, match=r"made without a face budget, and max_face_rate=0.5 needs attack A6.*"
-                                         r"overwrite=True"):
+    with pytest.raises(ValueError, match=r"made without a face budget: max_face_rate=0.5 needs attack A6.*"
+                                         r"overwrite=True redoes them"):
         recommend(f"imagefolder:{src}", budget=Budget(max_ssim_over_prior=1.0, max_reid=None, max_face_rate=0.5),
                   **kw)
 

@@ -140,12 +140,10 @@ def _identity(cfg: AuditConfig, data) -> dict:
             "face_detectors", "n_faces", "image_size", "image_column", "label_column")
     if cfg.utility_model is not None:  # (absent by default, so that earlier saved states still match)
         keys += ("utility_model",)
-    return {
-        "data": data.name,
-        "data_sha256": fingerprint(data.train_images, data.train_labels, data.victim_images, data.victim_labels,
-                                   data.attacker_images, data.attacker_labels),
-        "audit": {k: json.loads(json.dumps(getattr(cfg, k, None))) for k in keys},
-    }
+    sha = fingerprint(data.train_images, data.train_labels, data.victim_images, data.victim_labels,
+                      data.attacker_images, data.attacker_labels)
+    audit = {k: json.loads(json.dumps(getattr(cfg, k, None))) for k in keys}
+    return {"data": data.name, "data_sha256": sha, "audit": audit}
 
 
 def _load_state(path: Path, identity: dict, budget: Budget, *, overwrite: bool, log) -> dict:
@@ -160,12 +158,11 @@ def _load_state(path: Path, identity: dict, budget: Budget, *, overwrite: bool, 
         raise ValueError(f"out_dir: {path} holds results for other data ({state.get('data')}, or the same "
                          "images split or sized differently); pass another out_dir=DIR or overwrite=True")
     saved, now = state.get("audit", {}), identity["audit"]
+    if "A6" in (now.get("attacks") or []) and "A6" not in (saved.get("attacks") or []):
+        raise ValueError(f"out_dir: {path} holds results made without a face budget: max_face_rate="
+                         f"{budget.max_face_rate:g} needs attack A6 on every setting (overwrite=True redoes them)")
     if "A6" in (saved.get("attacks") or []) and "A6" not in (now.get("attacks") or []):  # a face budget dropped:
         saved = {**saved, "attacks": [a for a in saved["attacks"] if a != "A6"]}  # its A6 results go unused
-    elif "A6" in (now.get("attacks") or []) and "A6" not in (saved.get("attacks") or []):
-        raise ValueError(f"out_dir: {path} holds results made without a face budget, and max_face_rate="
-                         f"{budget.max_face_rate:g} needs attack A6 on every setting; pass overwrite=True to audit "
-                         "them again with it, or another out_dir=DIR")
     diff = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*now, *saved])
             if saved.get(k) != now.get(k)]  # (both ways: a setting only one of them names differs too)
     if diff:
