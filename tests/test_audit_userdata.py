@@ -417,3 +417,12 @@ def test_one_split_flag_keeps_the_others_fitted(tmp_path):
     cfg = dataclasses.replace(QUICK, datasets=(f"imagefolder:{src}",), n_victims=6)
     fitted = fit_user_data(cfg, argparse.Namespace(train=None, victims=6, attacker=None), lambda s: None)
     assert fitted.n_victims == 6 and (fitted.n_train, fitted.n_attacker) == (9, 6)
+
+
+def test_image_size_is_bounded(tmp_path, capsys):
+    src = make_folder(tmp_path / "imgs", per_class=4)
+    for size in (4, 5000):
+        with pytest.raises(ValueError, match=f"image_size: must be from 8 to 1024, got {size}"):
+            load_user_images(f"imagefolder:{src}", image_size=size)
+    rc = main(["audit", "--data", f"imagefolder:{src}", "--image-size", "100000", "--out", str(tmp_path / "o"), "-q"])
+    assert rc == 2 and "--image-size: must be from 8 to 1024, got 100000" in capsys.readouterr().err

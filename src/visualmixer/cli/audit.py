@@ -50,7 +50,7 @@ data sets: fashion-mnist, photos, faces, or your own images:
   hf:PATH           a Hugging Face image data set saved with save_to_disk (--image-column/--label-column
                     when they cannot be detected)
   Your images are split into the owner's training images, victims and attacker images (disjoint, by
-  class); without --train/--victims/--attacker the sizes are fitted to the data. --image-size N
+  class); the sizes --train/--victims/--attacker do not give are fitted to the data. --image-size N
   resizes and centre-crops them to NxN (needed when their sizes differ). Which setting to use:
   `visualmixer recommend --data imagefolder:PATH`.
   visualmixer audit --data imagefolder:photos/ --image-size 64 --out out/audit-mine

@@ -458,8 +458,8 @@ def load_user_images(name: str, *, image_size: int | None = None, image_column: 
         No class sub-folders, fewer than two classes, no readable image, mixed sizes without
         ``image_size``, unknown columns.
     """
-    if image_size is not None and int(image_size) < 8:
-        raise ValueError(f"image_size: must be at least 8, got {image_size}")
+    if image_size is not None and not 8 <= int(image_size) <= 1024:  # (the attacks' memory grows with its square)
+        raise ValueError(f"image_size: must be from 8 to 1024, got {image_size}")
     path = Path(name.partition(":")[2]).expanduser()
     key = (name, image_size, image_column, label_column, per_class, seed, _stamp(path) if path.exists() else None)
     if key in _CACHE:
