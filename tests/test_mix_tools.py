@@ -266,6 +266,22 @@ def test_changed_member_beside_a_deleted_one_keeps_the_group(tmp_path, key, caps
     assert all(after[f"dog/img{i:03d}.png"] != before[f"dog/img{i:03d}.png"] for i in range(4))
 
 
+def test_overwrite_names_the_outputs_it_leaves_behind(tmp_path, key, capsys):
+    """--overwrite starts over from SRC: an output of the run before whose image has left SRC is
+    not part of the new run; it stays in DST (never deleted by the tool), and the run says so."""
+    src = tmp_path / "src"
+    _classes(src, {"cat": 4, "dog": 4})
+    dst = tmp_path / "dst"
+    args = ["obfuscate", str(src), str(dst), "--key", str(key), "-q", "--mix", "4"]
+    assert main(args) == 0
+    (src / "cat" / "img000.png").unlink()
+    assert main([*args, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "1 output(s) of the run this one started over are not part of it" in err and "cat/img000.png" in err
+    assert (dst / "cat" / "img000.png").exists()
+    assert main([*args, "--overwrite"]) == 0 and "started over" not in capsys.readouterr().err  # said once
+
+
 def test_added_image_never_takes_a_finished_output_name(tmp_path, key):
     """``a.png`` added beside a finished ``a.bmp`` (written as ``a.png``) whose source left SRC:
     the new image gets another name, and the finished output stays restorable."""

@@ -125,6 +125,26 @@ def _open_obfuscate_manifest(man_path: Path, header: dict, *, overwrite: bool, d
     return man
 
 
+def _earlier_outputs(man_path: Path) -> set[str]:
+    """The outputs recorded by the manifest an overwriting run is about to replace."""
+    from visualmixer.tools.manifest import Manifest
+
+    try:
+        return set(recorded_outputs(Manifest.read(man_path)).values()) if man_path.exists() else set()
+    except (OSError, ValueError):  # (unreadable: nothing to say about it)
+        return set()
+
+
+def _say_left_behind(earlier: set[str], man, dst_p: Path, say: Callable[[str], None]) -> None:
+    """Name the outputs of the run an overwriting run started over that it did not write again
+    (their images left SRC): they stay in DST, and a mixed one holds regions of other images."""
+    left = sorted(o for o in earlier - set(recorded_outputs(man).values()) if (dst_p / o).exists())
+    if left:
+        say(f"{len(left)} output(s) of the run this one started over are not part of it (their images have left "
+            f"SRC) and stay in DST: {', '.join(left[:3])}{', ...' if len(left) > 3 else ''}; delete them if "
+            "they should not be shared")
+
+
 def _list_sources(src_p: Path, options: FolderOptions, summary: RunSummary,
                   say: Callable[[str], None]) -> list[str]:
     linked: list[str] = []
@@ -308,6 +328,7 @@ def obfuscate_folder(
             plan = prepare_mix(ids, src_p, key, options, workers=workers, dask=dask, batch_size=batch_size)
             header["version"] = SWITCHED_MANIFEST_VERSION if options.mix_balanced else MIX_MANIFEST_VERSION
         fresh = overwrite or not man_path.exists()
+        earlier = _earlier_outputs(man_path) if overwrite else set()
         with StopGuard(man_path, 0).writing(man_path, 4096):
             man = _open_obfuscate_manifest(man_path, header, overwrite=overwrite, dst_p=dst_p, say=say)
             if listed_images(man) != len(ids):
@@ -321,6 +342,7 @@ def obfuscate_folder(
                            man=man, summary=summary, overwrite=overwrite, workers=workers, dask=dask,
                            batch_size=batch_size, show=progress, say=say,
                            check=OutputCheck(man, full=verify_outputs))
+            _say_left_behind(earlier, man, dst_p, say)
         except KeyboardInterrupt as exc:  # the manifest records this run (and, with overwrite, that
             exc.run_recorded = True  # it took DST over): its resume needs no overwrite
             raise
