@@ -101,7 +101,7 @@ def _never_inside(man, dst_p: Path) -> dict[str, Path]:
 
 
 def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary, say: Callable[[str], None],
-                  never_inside: dict[str, Path], key: Any) -> tuple[list[dict], dict[str, str]]:
+                  never_inside: dict[str, Path], key: Any, dst_p: Path) -> tuple[list[dict], dict[str, str]]:
     done = man.done()
     listed = listed_images(man)
     finished = sum(1 for i, r in man.records.items() if i and r.get("t") in ("done", "failed", "skipped"))
@@ -127,7 +127,8 @@ def _restore_todo(man, out_p: Path, overwrite: bool, summary: RunSummary, say: C
     for rec in done:
         path = out_p / names[rec["id"]]
         if (not overwrite and path.is_file() and not path.is_symlink()  # a link is no restored file
-                and (rec["id"] not in contested or _restored_from(path, rec, key))):
+                and (rec["id"] not in contested and not _older(path, dst_p / rec["out"])
+                     or _restored_from(path, rec, key))):
             summary.already += 1
         else:
             todo.append(rec)
@@ -141,6 +142,16 @@ def _contested(names: dict[str, str]) -> set[str]:
     claims = Counter(natural_name(i).lower() for i in names)
     claims.update(name.lower() for i, name in names.items() if name != natural_name(i))
     return {i for i, name in names.items() if name != natural_name(i) or claims[name.lower()] > 1}
+
+
+def _older(restored: Path, output: Path) -> bool:
+    """Whether ``output`` was written after ``restored`` (its image may have been obfuscated again
+    since, from a changed source): the restored file then counts as done only if its pixels pass.
+    The output's change time, not its modification time, which settling sets back to whole seconds."""
+    try:
+        return restored.stat().st_mtime_ns < output.stat().st_ctime_ns
+    except OSError:
+        return False
 
 
 def _restored_from(path: Path, rec: dict, key: Any) -> bool:
@@ -215,7 +226,7 @@ def restore_folder(
         if not overwrite:
             check_restore_target(out_p, man)
         never_inside = _never_inside(man, dst_p)
-        todo, names = _restore_todo(man, out_p, overwrite, summary, say, never_inside, key)
+        todo, names = _restore_todo(man, out_p, overwrite, summary, say, never_inside, key, dst_p)
         guard = StopGuard(man_path, len(todo), never_inside=never_inside)
         guard.mkdir(out_p)
         removed = vio.remove_stale_temps(out_p)
