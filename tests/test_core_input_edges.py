@@ -265,3 +265,56 @@ def test_every_region_of_more_than_one_pixel_changes_even_at_target_0(h, w, regi
     same = (to_regions(x, grid) == to_regions(res.images, grid)).flatten(2).all(-1)  # (N, regions)
     assert not same[:, sizes > 1].any()
     assert torch.equal(vm.restore(res.images, res.plans, key=KEY, ids=[0, 1]), x)
+
+
+def test_make_groups_and_mix_refuse_what_they_cannot_group():
+    """make_groups checks as mix does (before: k = 1 / -2 made groups of one, float labels were
+    truncated into one class, k = 0 raised ZeroDivisionError); empty images name ``images``."""
+    from visualmixer.core.mixgroups import make_groups
+
+    def groups(labels=(0, 0, 1, 1), ids=range(4), **kw):
+        return make_groups(labels, key=KEY, ids=ids, height=16, width=16, **{"k": 2, **kw})
+
+    for k in (0, 1, -2, 2.5, True):
+        with pytest.raises(ValueError, match="k must be an integer >= 2"):
+            groups(k=k)
+    assert groups(k=np.int64(2)).k == 2 and type(groups(k=np.int64(2)).k) is int
+    with pytest.raises(TypeError, match="labels must be integer class labels"):
+        groups(labels=[0.1, 0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="ids must hold 4 distinct image ids, got 3"):
+        groups(ids=[1, 1, 2, 3])
+    for shape in ((0, 3, 16, 16), (2, 3, 16, 0)):
+        with pytest.raises(ValueError, match=r"images is empty"):
+            mix(torch.zeros(shape, dtype=torch.uint8), [0] * shape[0], key=KEY, ids=range(shape[0]), k=2)
+    res = mix(_batch(n=4, h=16, w=16), [0, 0, 1, 1], key=KEY, ids=range(4), k=2)
+    with pytest.raises(ValueError, match=r"images must have shape \(N, C, H, W\); got \(3, 16, 16\)"):
+        unmix(res.images[0], res.groups, res.plans, key=KEY, ids=range(4))
+
+
+def test_mix_groups_records_round_trip_and_refuse_damage():
+    from visualmixer.core.mixgroups import MixGroups
+
+    x = _batch(n=6, h=16, w=16)
+    for kw in ({"share": 0.5}, {"balanced": True}, {"balanced": True, "design": "cyclic"}):
+        groups = mix(x, [0, 0, 0, 1, 1, 1], key=KEY, ids=range(6), k=3, **kw).groups
+        back = MixGroups.from_dict(groups.to_dict())
+        assert back == groups and hash(back) == hash(groups) and back.to_dict() == groups.to_dict()
+    record = groups.to_dict()
+    for damaged, message in ((None, "not a mix groups record"), ({"version": 1}, "not a mix groups record"),
+                             ({**record, "region": 0}, "region must be an integer >= 1"),
+                             ({**record, "k": 0}, "k must be an integer >= 2"),
+                             ({**record, "grouping": "bogus"}, "grouping must be one of")):
+        with pytest.raises(ValueError, match=message):
+            MixGroups.from_dict(damaged)
+
+
+def test_similar_grouping_whatever_the_default_dtype():
+    x = _batch(n=4, h=16, w=16)
+    ref = mix(x, [0, 0, 1, 1], key=KEY, ids=range(4), k=2, grouping="similar")
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        res = mix(x, [0, 0, 1, 1], key=KEY, ids=range(4), k=2, grouping="similar")
+    finally:
+        torch.set_default_dtype(before)
+    assert torch.equal(res.images, ref.images) and res.groups == ref.groups

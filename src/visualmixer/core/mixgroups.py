@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from visualmixer.core.keys import ImageId, Key, check_key
 from visualmixer.core.mixdeal import DESIGNS
 from visualmixer.core.regions import resolve_region
-from visualmixer.core.validation import check_ids
+from visualmixer.core.validation import check_ids, is_integer_dtype
 
 __all__ = ["BALANCED_VERSION", "DESIGNS", "GROUPINGS", "MIX_VERSION", "SHARE_VERSION", "SWITCHED_VERSION",
            "MixGroups", "check_balanced", "check_design", "check_share", "keyed_word", "make_groups"]
@@ -53,6 +53,28 @@ BALANCED_VERSION = 3
 SWITCHED_VERSION = 4
 _READABLE = (MIX_VERSION, SHARE_VERSION, BALANCED_VERSION, SWITCHED_VERSION)
 GROUPINGS = ("random", "similar")
+
+
+def check_members(labels, ids, k, n: int | None = None) -> tuple[torch.Tensor, list, int]:
+    """The checks of a labelled set to group (``make_groups``, ``mix``): ``k`` an integer >= 2,
+    integer labels (one per image: ``n``, default their number) and ``n`` distinct ids. Returns
+    the labels as a CPU long tensor, the ids as a list and ``k`` as an int."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"k must be an integer >= 2 (images per group), got {k!r}")
+    if labels is None:
+        raise ValueError("labels is required: mixing puts images of one class together "
+                         "(for an unlabelled set pass one label for all and grouping='similar')")
+    labels = torch.as_tensor(labels)
+    if not is_integer_dtype(labels.dtype) and labels.numel():
+        raise TypeError(f"labels must be integer class labels (groups never span classes), got {labels.dtype}")
+    labels = labels.reshape(-1).to("cpu", torch.long)
+    n = labels.numel() if n is None else n
+    if labels.numel() != n:
+        raise ValueError(f"labels must have one entry per image ({n}), got {labels.numel()}")
+    ids = check_ids(ids, n)
+    if len(set(ids)) != n:
+        raise ValueError(f"ids must hold {n} distinct image ids, got {len(set(ids))} distinct")
+    return labels, ids, int(k)
 
 
 def check_share(share, name: str = "share") -> float:
@@ -121,6 +143,12 @@ class MixGroups:
     design: str | None = None
 
     def __post_init__(self) -> None:
+        for name, least in (("region", 1), ("k", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         object.__setattr__(self, "share", check_share(self.share))
         object.__setattr__(self, "balanced", check_balanced(self.balanced))
         if self.design is not None:
@@ -139,9 +167,18 @@ class MixGroups:
     def __hash__(self) -> int:
         return hash((self._fields(), self.members.cpu().numpy().tobytes()))
 
-    def _fields(self) -> tuple:
-        return (self.region, self.k, self.grouping, self.version, self.share, self.balanced, self.design,
+    def _fields(self) -> tuple:  # (the version as written: a record equals what it reads back as)
+        return (self.region, self.k, self.grouping, self._format_version(), self.share, self.balanced, self.design,
                 tuple(self.members.shape))
+
+    def _format_version(self) -> int:
+        """The format version :meth:`to_dict` writes: at least what the share and balance need."""
+        version = int(self.version)
+        if self.share != 1.0:
+            version = max(version, SHARE_VERSION)
+        if self.balanced:
+            version = max(version, SWITCHED_VERSION if self.design == "switched" else BALANCED_VERSION)
+        return version
 
     @property
     def sizes(self) -> torch.Tensor:
@@ -156,17 +193,24 @@ class MixGroups:
     def to_dict(self) -> dict:
         """A JSON-ready dict (for the private manifest); :meth:`from_dict` reads it back."""
         rows = [[int(i) for i in row if i >= 0] for row in self.members.tolist()]
-        out = {"version": self.version, "region": self.region, "k": self.k, "grouping": self.grouping,
+        out = {"version": self._format_version(), "region": self.region, "k": self.k, "grouping": self.grouping,
                "groups": rows}
         if self.share != 1.0:  # share 1 records stay what they were (resumes, equality of records)
-            out.update(version=max(int(self.version), SHARE_VERSION), share=self.share)
+            out.update(share=self.share)
         if self.balanced:  # likewise: unbalanced records keep their earlier form
-            least = SWITCHED_VERSION if self.design == "switched" else BALANCED_VERSION
-            out.update(version=max(int(out["version"]), least), balanced=True, design=self.design)
+            out.update(balanced=True, design=self.design)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> MixGroups:
+        """Read a :meth:`to_dict` record; ``ValueError`` (one line) for anything else."""
+        try:
+            return cls._from_dict(data)
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a mix groups record ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> MixGroups:
         version = int(data.get("version", 0))
         if version not in _READABLE:
             raise ValueError(f"mix groups of format version {version}; this release reads versions "
@@ -194,7 +238,7 @@ def _principal_order(images: torch.Tensor, labels: torch.Tensor, region: int) ->
     region-mean mosaic (the sign fixed so the largest loading is positive)."""
     x = images.to("cpu", torch.float32)
     mosaic = F.avg_pool2d(x, region, ceil_mode=True).flatten(1)
-    coord = torch.zeros(x.shape[0])
+    coord = torch.zeros(x.shape[0], dtype=torch.float32)  # (whatever the caller's default dtype)
     for c in torch.unique(labels).tolist():  # a loop over classes, not images
         sel = labels == c
         m = mosaic[sel] - mosaic[sel].mean(dim=0, keepdim=True)
@@ -262,9 +306,7 @@ def make_groups(
     if region is None and (height is None or width is None):
         raise ValueError("pass images (or height and width) so the region side can be chosen")
     region = resolve_region(region, height or 1, width or 1)
-    labels = torch.as_tensor(labels).reshape(-1).to("cpu", torch.long)
-    n = labels.numel()
-    ids = check_ids(ids, n)
+    labels, ids, k = check_members(labels, ids, k, None if images is None else images.shape[0])
     tiebreak = torch.tensor([keyed_word(key, i, "mix-order") for i in ids], dtype=torch.long)
     if grouping == "similar":
         if images is None:

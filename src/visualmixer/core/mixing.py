@@ -52,11 +52,12 @@ from visualmixer.core.mixgroups import (
     MixGroups,
     check_balanced,
     check_design,
+    check_members,
     check_share,
     keyed_word,
     make_groups,
 )
-from visualmixer.core.validation import check_ids, is_integer_dtype
+from visualmixer.core.validation import check_ids, check_images_tensor
 
 __all__ = ["DESIGNS", "GROUPINGS", "MIX_VERSION", "MixGroups", "MixResult", "check_balanced", "check_design",
            "check_share", "exchanged_positions", "make_groups", "mix", "mix_regions", "region_sources", "unmix",
@@ -94,26 +95,10 @@ def _check_tensor(images) -> None:
         raise TypeError(f"images must be an (N, C, H, W) torch.Tensor, got {type(images).__name__}")
 
 
-def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor, list]:
+def _check_set(images: torch.Tensor, labels, ids, k: int) -> tuple[torch.Tensor, list, int]:
     _check_tensor(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must be an (N, C, H, W) tensor, got shape {tuple(images.shape)}")
-    n = images.shape[0]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise ValueError(f"k must be an integer >= 2 (images per group), got {k!r}")
-    if labels is None:
-        raise ValueError("labels is required: mixing puts images of one class together "
-                         "(for an unlabelled set pass one label for all and grouping='similar')")
-    labels = torch.as_tensor(labels)
-    if not is_integer_dtype(labels.dtype):
-        raise TypeError(f"labels must be integer class labels (groups never span classes), got {labels.dtype}")
-    labels = labels.reshape(-1).to("cpu", torch.long)
-    if labels.numel() != n:
-        raise ValueError(f"labels must have one entry per image ({n}), got {labels.numel()}")
-    ids = check_ids(ids, n)
-    if len(set(ids)) != n:
-        raise ValueError(f"ids must hold {n} distinct image ids, got {len(set(ids))} distinct")
-    return labels, ids
+    check_images_tensor(images)
+    return check_members(labels, ids, k, images.shape[0])
 
 
 def _slot_permutations(groups: MixGroups, key: Key, ids: Sequence[ImageId], regions: int,
@@ -316,7 +301,7 @@ def mix(
     MixResult
     """
     check_key(key)
-    labels, ids = _check_set(images, labels, ids, k)
+    labels, ids, k = _check_set(images, labels, ids, k)
     share = check_share(share)
     balanced = check_balanced(balanced)
     if design is not None:
@@ -345,6 +330,7 @@ def mix(
 def unmix(images: torch.Tensor, groups: MixGroups, plans: Plans, *, key: Key, ids: Sequence[ImageId]) -> torch.Tensor:
     """Restore the originals of :func:`mix` exactly: undo the in-region shuffle, then the exchange."""
     _check_tensor(images)
+    check_images_tensor(images)
     ids = check_ids(ids, images.shape[0])
     if isinstance(groups, MixGroups) and isinstance(plans, Plans) and groups.region != plans.region:
         raise ValueError(f"groups.region is {groups.region} but plans.region is {plans.region}: the mixing record "
