@@ -203,3 +203,15 @@ def test_soft_labels_command_takes_the_teacher_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--model", "cnn", "--out", str(tmp_path / "cnn.csv")])
     assert "--model" in capsys.readouterr().err and not (tmp_path / "cnn.csv").exists()
+
+
+def test_a_rewrite_never_pairs_the_logits_with_another_teachers_features(tmp_path):
+    """soft-labels --overwrite without --features: the first teacher's features file is removed
+    (train --soft-label-features then refuses instead of mixing two teachers)."""
+    from visualmixer.train.soft_labels import features_path, read_soft_labels, write_soft_labels
+
+    files, classes = ["a/0.png", "b/1.png"], ["a", "b"]
+    path = write_soft_labels(tmp_path / "s.csv", files, classes, torch.zeros(2, 2), features=torch.ones(2, 3))
+    assert features_path(path).exists()
+    write_soft_labels(path, files, classes, torch.ones(2, 2))
+    assert not features_path(path).exists() and torch.equal(read_soft_labels(path, files, classes), torch.ones(2, 2))

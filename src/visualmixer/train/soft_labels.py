@@ -384,7 +384,9 @@ def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[
     ``(N, 1 + len(views), K)``: the image's, then each view's (e.g. the mirrored image's), in columns
     ``<view>:<class>`` after the image's own. With ``features`` (``(N, ...)``, :func:`release_features`)
     also :func:`features_path` beside it: a float16 ``.npy`` array, one row per CSV row, in order
-    (written first, so a CSV on disk always has its features when they were asked for).
+    (written first, so a CSV on disk always has its features when they were asked for). Without
+    ``features`` a features file left beside ``path`` by an earlier teacher is removed, and a rewrite
+    removes the old CSV first: a CSV on disk is never paired with another teacher's features.
     """
     logits = torch.as_tensor(logits, dtype=torch.float32)
     views = tuple(views)
@@ -392,12 +394,15 @@ def write_soft_labels(path: str | Path, files: Sequence[str], classes: Sequence[
     if logits.shape != shape:
         raise ValueError(f"logits must be {shape} (files{', 1 + views' if views else ''}, classes), "
                          f"got {tuple(logits.shape)}")
-    if features is not None:  # both inputs checked before anything is written
-        if features.shape[0] != len(files) or features.ndim < 2:
-            raise ValueError(f"features must be ({len(files)}, ...) (one row per file), got {tuple(features.shape)}")
+    if features is not None and (features.shape[0] != len(files) or features.ndim < 2):  # (all checked first)
+        raise ValueError(f"features must be ({len(files)}, ...) (one row per file), got {tuple(features.shape)}")
+    Path(path).unlink(missing_ok=True)  # (an interrupted rewrite leaves no CSV beside other features)
+    if features is not None:
         buf = io.BytesIO()
         np.save(buf, features.detach().cpu().half().numpy())
         replace_atomically(features_path(path), buf.getvalue(), mode=0o644, suffix=".tmp")
+    else:
+        features_path(path).unlink(missing_ok=True)
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow([FILE_COLUMN, *classes, *(f"{v}:{c}" for v in views for c in classes)])
