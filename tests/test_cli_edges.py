@@ -117,3 +117,13 @@ def test_region_help_states_the_range_the_core_accepts():
     for command in ("obfuscate", "show"):
         sub = build_parser(only=command)._subparsers._group_actions[0].choices[command]
         assert REGION_RANGE in " ".join(sub.format_help().split())
+
+
+def test_train_bounds_image_size_and_names_model_and_data_as_flags():
+    from visualmixer.cli._common import flags_for
+    from visualmixer.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="image_size: must be at most 4096, got 100000"):
+        TrainConfig(image_size=100000).validate()
+    assert flags_for("model='cnn' (now 'region-sorted'); data='fashion-mnist'", "train") == \
+        "--model cnn (now 'region-sorted'); --data fashion-mnist"

@@ -51,7 +51,7 @@ PARAM_FLAGS: dict[str, dict[str, str]] = {
               "weight_decay": "--weight-decay", "image_size": "--image-size", "train_size": "--train-size",
               "test_size": "--test-size", "target_acc": "--target-acc",
               "optimizer": "--optimizer", "channels": "--channels", "secret_keys": "--secret-keys",
-              "channels_last": "--channels-last"},
+              "channels_last": "--channels-last", "model": "--model", "data": "--data"},
     **{cmd: {"n_train": "--train", "n_victims": "--victims", "n_attacker": "--attacker",
              "image_size": "--image-size", "image_column": "--image-column", "label_column": "--label-column",
              "out_dir": "--out", "max_ssim_over_prior": "--max-ssim-over-prior", "max_reid": "--max-reid",

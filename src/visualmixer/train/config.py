@@ -258,6 +258,8 @@ class TrainConfig:
         for name in ("train_size", "test_size", "image_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, _check_count(name, getattr(self, name), 1))
+        if self.image_size is not None and self.image_size > 4096:  # (decoding alone would fill the memory)
+            raise ValueError(f"image_size: must be at most 4096, got {self.image_size}")
         self.seeds = check_seeds(self.seeds)
         if self.target_vfe is not None:
             self.target_vfe = check_real("target_vfe", self.target_vfe, 0.0, 1.0, "or None for clean training")
