@@ -273,6 +273,10 @@ def test_resume_equals_uninterrupted(tmp_path, sets):
         L.train(_cfg(tmp_path / "part", epochs=2, resume=True, target_vfe=0.7), sets=sets)
     resumed = L.train(_cfg(tmp_path / "part", epochs=2, resume=True), sets=sets)
     assert _strip(resumed["runs"][0]["history"]) == _strip(full["runs"][0]["history"])
+    # another seed into a finished run's out (no seed of its own there yet) is refused too: it would
+    # replace the run's metrics.json and leave two runs in one folder
+    with pytest.raises(FileExistsError, match=r"metrics.json exists: out=.* holds a run; pass resume=True"):
+        L.train(_cfg(tmp_path / "part", epochs=2, seeds=[5], model="region-sorted"), sets=sets)
 
 
 class _NaNAfter(torch.nn.Module):

@@ -394,6 +394,10 @@ def train(cfg: TrainConfig, sets: tuple[ImageSet, ImageSet] | None = None) -> di
 
 
 def _train_locked(cfg: TrainConfig, out: Path, sets: tuple[ImageSet, ImageSet] | None) -> dict:
+    earlier = [p for p in (out / "metrics.json", *sorted(out.glob("seed*/checkpoint.pt"))) if p.exists()]
+    if earlier and not cfg.resume:  # (another run's metrics.json would be replaced, its seeds mixed in)
+        raise FileExistsError(f"{earlier[0]} exists: out={cfg.out!r} holds a run; pass resume=True (--resume) "
+                              "to continue it, or choose another out")
     train_set, test_set = sets if sets is not None else load_sets(cfg)
     check_image_size(cfg.model, *train_set.images.shape[-2:])
     runs = [train_seed(cfg, s, train_set, test_set) for s in cfg.seeds]
