@@ -78,3 +78,12 @@ def test_cli_distill_validates_and_is_listed(capsys):
     assert "distill" in build_parser().format_help()
     assert main(["distill", "--temperature", "0", "--out", "/nonexistent/x"]) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, monkeypatch):
+    from visualmixer.train import distill as D
+
+    monkeypatch.setattr(D, "_one", lambda *a: pytest.fail("trained before checking out"))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        D.run_distill(D.DistillConfig(out=str(tmp_path / "afile")), sets=(None, None))

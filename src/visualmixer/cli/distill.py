@@ -7,11 +7,11 @@ import json
 import math
 import sys
 
-from visualmixer.cli._common import target_or_none
+from visualmixer.cli._common import nonnegative_int, target_or_none
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from visualmixer.cli._common import nonnegative_int, positive_int, positive_number
+    from visualmixer.cli._common import positive_int, positive_number
 
     p = subparsers.add_parser(
         "distill",
@@ -29,8 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--target-vfe", type=target_or_none, default=0.5)
     p.add_argument("--no-clean", dest="compare_clean", action="store_false",
                    help="skip the clean-data comparison")
-    p.add_argument("--train-size", type=int, default=6000, help="training images (0: all)")
-    p.add_argument("--test-size", type=int, default=2000, help="test images (0: all)")
+    p.add_argument("--train-size", type=nonnegative_int, default=6000, help="training images (0: all)")
+    p.add_argument("--test-size", type=nonnegative_int, default=2000, help="test images (0: all)")
     p.add_argument("--teacher-epochs", type=positive_int, default=3)
     p.add_argument("--student-epochs", type=positive_int, default=3)
     p.add_argument("--batch-size", type=positive_int, default=64)

@@ -13,7 +13,6 @@ images (ids ``("test", i)``) — deterministic and NOT secret, for measuring.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visualmixer.core.atomic import replace_atomically
 from visualmixer.train.fit import evaluate_classifier, fit_classifier, init_model
 
 __all__ = ["DistillConfig", "TinyCNN", "distill_loss", "distill_step", "run_distill", "teacher_loss"]
@@ -182,6 +182,8 @@ def run_distill(cfg: DistillConfig, sets=None) -> dict:
     ``sets`` = (train ImageSet, test ImageSet) overrides loading ``cfg.data``. Writes
     ``cfg.out/metrics.json`` when ``cfg.out`` is set and returns the same dict.
     """
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():  # (before minutes of training)
+        raise FileExistsError(f"out={cfg.out!r} is a file: give a folder for the run's outputs")
     if sets is None:
         from visualmixer.data.datasets import load_dataset
 
@@ -203,7 +205,5 @@ def run_distill(cfg: DistillConfig, sets=None) -> dict:
     if cfg.out:
         d = Path(cfg.out)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "metrics.json.tmp"
-        tmp.write_text(json.dumps(out, indent=2))
-        os.replace(tmp, d / "metrics.json")
+        replace_atomically(d / "metrics.json", json.dumps(out, indent=2).encode(), mode=0o644, suffix=".tmp")
     return out
