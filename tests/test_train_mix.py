@@ -93,3 +93,16 @@ def test_cli_says_the_warning_once_with_flags(tmp_path, sets, monkeypatch, capsy
     err = capsys.readouterr().err
     assert rc == 0 and err.count("visualmixer train: warning:") == 1
     assert "use --groups similar or --mode offline" in err and "mix_grouping" not in err
+
+
+def test_a_class_of_one_training_image_is_said_to_stay_unmixed(tmp_path, sets):
+    from visualmixer.data.datasets import ImageSet
+
+    train, test = sets
+    keep = torch.cat([torch.nonzero(train.labels != 3).flatten(), torch.nonzero(train.labels == 3).flatten()[:1]])
+    lone = ImageSet(train.images[keep], train.labels[keep], train.classes, "synth")
+    with pytest.warns(UserWarning, match=r"mix=2: 1 class\(es\) have a single training image \(d\)"):
+        L.train(_cfg(tmp_path / "m", mix=2, epochs=1), sets=(lone, test))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        L.train(_cfg(tmp_path / "n", mix=2, epochs=1), sets=sets)  # every class has several: no warning
