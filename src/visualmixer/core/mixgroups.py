@@ -55,12 +55,17 @@ _READABLE = (MIX_VERSION, SHARE_VERSION, BALANCED_VERSION, SWITCHED_VERSION)
 GROUPINGS = ("random", "similar")
 
 
+def _check_integer(name: str, value, least: int, hint: str = "") -> None:
+    """``value`` an integer (numpy's too, never a bool) >= ``least``, else a ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}{hint}, got {value!r}")
+
+
 def check_members(labels, ids, k, n: int | None = None) -> tuple[torch.Tensor, list, int]:
     """The checks of a labelled set to group (``make_groups``, ``mix``): ``k`` an integer >= 2,
     integer labels (one per image: ``n``, default their number) and ``n`` distinct ids. Returns
     the labels as a CPU long tensor, the ids as a list and ``k`` as an int."""
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"k must be an integer >= 2 (images per group), got {k!r}")
+    _check_integer("k", k, 2, " (images per group)")
     if labels is None:
         raise ValueError("labels is required: mixing puts images of one class together "
                          "(for an unlabelled set pass one label for all and grouping='similar')")
@@ -143,10 +148,8 @@ class MixGroups:
     design: str | None = None
 
     def __post_init__(self) -> None:
-        for name, least in (("region", 1), ("k", 2)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        _check_integer("region", self.region, 1)
+        _check_integer("k", self.k, 2)
         if self.grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         object.__setattr__(self, "share", check_share(self.share))

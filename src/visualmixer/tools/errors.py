@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 
-__all__ = ["ToolError", "RunStopped", "DestinationBusy", "describe_oserror", "human_bytes", "signal_text"]
+__all__ = ["ToolError", "RunStopped", "DestinationBusy", "describe_oserror", "first_few", "human_bytes", "signal_text"]
 
 #: errno values that stop a run (the same error would hit every later write).
 STOPPING_ERRNOS = frozenset(
@@ -137,10 +137,17 @@ def stopping(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in STOPPING_ERRNOS
 
 
+def first_few(names, n: int = 3) -> str:
+    """The first ``n`` of ``names``, comma-separated, with ``, ...`` when there are more (messages
+    name a few examples, not a thousand files)."""
+    names = list(names)
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
 def foreign_outputs(dst, foreign: list[str]) -> FileExistsError:
     """The refusal of a run into ``dst`` that holds ``foreign`` images (relative names) that its
     manifest does not record as written: another key's outputs, another run's, or the user's."""
-    shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    shown = first_few(foreign)
     return FileExistsError(
         f"DST {dst} already holds {len(foreign)} image file(s) that this run's manifest does not "
         f"record ({shown}): another run wrote them — with another key or another manifest — or "

@@ -51,7 +51,7 @@ from typing import Any
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.chunks import obfuscate_chunk
 from visualmixer.tools.distributed import map_unordered
-from visualmixer.tools.errors import foreign_outputs
+from visualmixer.tools.errors import first_few, foreign_outputs
 from visualmixer.tools.layout import (
     JPEG_EXT,
     TOOL_VERSION,
@@ -141,7 +141,7 @@ def _say_left_behind(earlier: set[str], man, dst_p: Path, say: Callable[[str], N
     left = sorted(o for o in earlier - set(recorded_outputs(man).values()) if (dst_p / o).exists())
     if left:
         say(f"{len(left)} output(s) of the run this one started over are not part of it (their images have left "
-            f"SRC) and stay in DST: {', '.join(left[:3])}{', ...' if len(left) > 3 else ''}; delete them if "
+            f"SRC) and stay in DST: {first_few(left)}; delete them if "
             "they should not be shared")
 
 
@@ -151,7 +151,7 @@ def _list_sources(src_p: Path, options: FolderOptions, summary: RunSummary,
     ids, ignored = list_images(src_p, linked=linked)
     summary.ignored = len(ignored)
     if linked:  # (a link may lead anywhere, into DST or round in a loop: never followed)
-        shown = ", ".join(linked[:3]) + (", ..." if len(linked) > 3 else "")
+        shown = first_few(linked)
         say(f"{len(linked)} linked folder(s) in SRC not followed, their images left out: {shown}; "
             "copy them into SRC (or pass the folder they lead to as SRC of a run of their own)")
     if options.format == "same" and any(posixpath.splitext(i)[1].lower() in JPEG_EXT for i in ids):

@@ -16,6 +16,7 @@ from typing import Any
 
 from visualmixer.tools import imageio as vio
 from visualmixer.tools.distributed import check_address
+from visualmixer.tools.errors import first_few
 
 __all__ = [
     "FolderOptions",
@@ -462,7 +463,7 @@ def check_restore_target(out_p: Path, man) -> None:
             if not name.endswith(vio.TEMP_SUFFIX) and rel not in expected:
                 foreign.append(rel)
     if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        shown = first_few(foreign)
         raise FileExistsError(
             f"RESTORED {out_p} is not empty: it holds {len(foreign)} file(s) that this restore does "
             f"not write ({shown}), so restored files would mix with them; restore into a new or empty "

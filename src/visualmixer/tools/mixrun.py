@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from visualmixer.tools.distributed import map_unordered
+from visualmixer.tools.errors import first_few
 from visualmixer.tools.mixchunks import group_record, mix_chunk, survey_chunk
 from visualmixer.tools.safe_io import OutputCheck, damaged_note, read_source
 
@@ -85,7 +86,7 @@ def check_labelled(ids: list[str]) -> None:
     layout = "SRC/<class>/<image> (one sub-folder of SRC per class, like torchvision's ImageFolder)"
     top = [i for i in ids if "/" not in i]
     if top:
-        shown = ", ".join(top[:3]) + (", ..." if len(top) > 3 else "")
+        shown = first_few(top)
         raise ValueError(
             f"mix: {len(top)} image(s) lie directly in SRC ({shown}), so they have no class: mixing "
             f"puts images of one class together and takes the class from the folder; arrange SRC as "
@@ -129,7 +130,7 @@ def _check_sizes(found: dict[str, dict]) -> None:
         if len(sizes) > 1:
             parts = []
             for shape, members in sorted(sizes.items(), key=lambda kv: -len(kv[1])):
-                names = ", ".join(members[:3]) + (", ..." if len(members) > 3 else "")
+                names = first_few(members)
                 parts.append(f"{shape[2]}x{shape[1]} with {shape[0]} channel(s): {len(members)} ({names})")
             raise ValueError(
                 f"mix: the images of class {cls!r} differ in size (width x height) or channels — "
@@ -175,7 +176,7 @@ def say_small(plan: MixPlan, k: int, say: Callable[[str], None]) -> None:
     which groups only the images outside the finished groups it keeps)."""
     if plan.small:
         say(f"mix={k}: fewer images than that to group in {len(plan.small)} class(es) "
-            f"({', '.join(plan.small[:5])}{', ...' if len(plan.small) > 5 else ''}): each forms one "
+            f"({first_few(plan.small, 5)}): each forms one "
             "smaller group; a group of one image is only shuffled inside its regions, not mixed")
 
 
@@ -233,7 +234,7 @@ def settle_groups(plan: MixPlan, man, dst_p: Path, key, options, *,
     finished, stale = _finished_groups(man, dst_p, changed, check, present)
     if stale:
         say(f"{len(stale)} image(s) changed in SRC since their mixing group was written, beside a member "
-            f"that has left SRC ({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}): their groups "
+            f"that has left SRC ({first_few(stale)}): their groups "
             "are kept as released, with the earlier version of these images, because doing a group "
             "again would lose the member that left (its regions are in the group's outputs); "
             "overwrite=True starts over from SRC as it is")

@@ -401,11 +401,12 @@ def _train_locked(cfg: TrainConfig, out: Path, sets: tuple[ImageSet, ImageSet] |
                               "to continue it, or choose another out")
     train_set, test_set = sets if sets is not None else load_sets(cfg)
     check_image_size(cfg.model, *train_set.images.shape[-2:])
-    counts = torch.bincount(train_set.labels.cpu(), minlength=len(train_set.classes)).tolist()
-    lone = [str(train_set.classes[c]) for c, n in enumerate(counts) if n == 1]
-    if cfg.mix and cfg.target_vfe is not None and lone:  # (as the folder tool says of such a class)
-        warnings.warn(f"mix={cfg.mix}: {len(lone)} class(es) have a single training image ({', '.join(lone[:5])}): "
-                      "it is only shuffled inside its regions, not mixed", UserWarning, stacklevel=3)
+    if cfg.mix and cfg.target_vfe is not None:  # (as the folder tool says of such a class)
+        counts = torch.bincount(train_set.labels.cpu(), minlength=len(train_set.classes)).tolist()
+        lone = [str(train_set.classes[c]) for c, n in enumerate(counts) if n == 1]
+        if lone:
+            warnings.warn(f"mix={cfg.mix}: {len(lone)} class(es) have a single training image ({', '.join(lone[:5])})"
+                          ": it is only shuffled inside its regions, not mixed", UserWarning, stacklevel=3)
     runs = [train_seed(cfg, s, train_set, test_set) for s in cfg.seeds]
     summary = {
         "final_test_acc": _summary([r["final_test_acc"] for r in runs]),

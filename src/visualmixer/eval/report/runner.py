@@ -249,14 +249,15 @@ def _source_shares(sources: torch.Tensor) -> dict:
     """How many originals a mixed image draws on: mean share of its regions from its main source,
     mean number of distinct sources, and the share of collages whose main source is a tie (no
     source holds more of their regions than another: ``torch.mode`` then takes the smallest index)."""
-    main_share = (sources == torch.mode(sources, dim=1).values[:, None]).double().mean(dim=1)
     ordered = torch.sort(sources, dim=1).values
     starts = torch.ones_like(ordered, dtype=torch.bool)
     starts[:, 1:] = ordered.diff(dim=1).ne(0)
+    # regions per source of each collage (runs past the last source are 0); the longest is the main source's
     runs = torch.zeros_like(ordered).scatter_add_(1, starts.cumsum(dim=1) - 1, torch.ones_like(ordered))
-    tied = (runs == runs.amax(dim=1, keepdim=True)).sum(dim=1) > 1  # (runs past the last are 0)
-    return {"main_share": float(main_share.mean()), "distinct_sources": float(starts.sum(dim=1).double().mean()),
-            "main_tied": float(tied.double().mean())}
+    most = runs.amax(dim=1, keepdim=True)
+    return {"main_share": float((most.double() / sources.shape[1]).mean()),
+            "distinct_sources": float(starts.sum(dim=1).double().mean()),
+            "main_tied": float(((runs == most).sum(dim=1) > 1).double().mean())}
 
 
 def _audit_faces(cfg: AuditConfig, methods: dict, attacks: frozenset, *, log) -> tuple[dict, dict]:
